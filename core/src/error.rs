@@ -1,0 +1,112 @@
+//! The crate's one error type.
+//!
+//! Every failure a caller can see is an [`Error`] with a [`ErrorKind`]; the variants carry the data
+//! a caller needs to act (the WS-Man fault code, the address that refused, the mechanism that
+//! failed). Messages never contain secrets.
+
+use std::fmt;
+
+use crate::wsman::WsmanFault;
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong, coarsely; stable across releases so bindings can map it exhaustively.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The configuration given by the caller cannot be used.
+    InvalidConfig,
+    /// The server refused the credentials, or the authentication exchange failed.
+    Authentication,
+    /// No TCP connection could be made.
+    Connect,
+    /// The connection broke, or the server answered with an unexpected HTTP status.
+    Transport,
+    /// The server answered with a WS-Management SOAP fault.
+    Fault,
+    /// The server's reply breaks the protocol (bad XML, bad base64, bad seal, wrong RelatesTo).
+    Protocol,
+    /// An operation did not finish within its time limit.
+    Timeout,
+    /// The object was already closed.
+    Closed,
+}
+
+/// The error type of every fallible psremote operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration cannot be used; the message says what to change.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// Authentication failed.
+    #[error("authentication with {mechanism} failed: {message}")]
+    Authentication {
+        /// The mechanism that was tried (`ntlm`, `negotiate`, `basic`).
+        mechanism: &'static str,
+        /// What the server or the security package said.
+        message: String,
+    },
+    /// Nothing accepted a TCP connection at the address.
+    #[error("cannot connect to {address}: {source}")]
+    Connect {
+        /// The `host:port` that was tried.
+        address: String,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The HTTP exchange failed or answered with an unexpected status.
+    #[error("transport error: {message}")]
+    Transport {
+        /// What failed.
+        message: String,
+        /// The HTTP status, when the server answered with one.
+        status: Option<u16>,
+    },
+    /// The server answered with a WS-Management fault.
+    #[error(transparent)]
+    Fault(#[from] WsmanFault),
+    /// The server's reply broke the protocol.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// An operation took longer than allowed.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// The object was already closed.
+    #[error("{0} is closed")]
+    Closed(&'static str),
+}
+
+impl Error {
+    /// The coarse kind of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidConfig(_) => ErrorKind::InvalidConfig,
+            Error::Authentication { .. } => ErrorKind::Authentication,
+            Error::Connect { .. } => ErrorKind::Connect,
+            Error::Transport { .. } => ErrorKind::Transport,
+            Error::Fault(_) => ErrorKind::Fault,
+            Error::Protocol(_) => ErrorKind::Protocol,
+            Error::Timeout(_) => ErrorKind::Timeout,
+            Error::Closed(_) => ErrorKind::Closed,
+        }
+    }
+
+    /// The WS-Management fault, when this error is one.
+    pub fn fault(&self) -> Option<&WsmanFault> {
+        match self {
+            Error::Fault(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn protocol(msg: impl fmt::Display) -> Self {
+        Error::Protocol(msg.to_string())
+    }
+
+    pub(crate) fn transport(msg: impl fmt::Display) -> Self {
+        Error::Transport { message: msg.to_string(), status: None }
+    }
+}

@@ -1,0 +1,21 @@
+//! psremote: a PowerShell Remoting client core.
+//!
+//! The crate has two tiers (see `ARCHITECTURE.md`):
+//! - the sans-IO protocol layer, always built: [`wsman`] (SOAP envelopes, faults, WinRS
+//!   operations) and [`encryption`] (WinRM message-encryption framing);
+//! - the client layer behind the default-on `client` feature: [`auth`] (sspi security contexts),
+//!   [`transport`] (tokio + hyper HTTP/1.1 connections with per-connection authentication) and
+//!   [`client`] (the public async API).
+
+pub mod encryption;
+mod error;
+pub mod wsman;
+
+#[cfg(feature = "client")]
+pub mod auth;
+#[cfg(feature = "client")]
+pub mod client;
+#[cfg(feature = "client")]
+pub mod transport;
+
+pub use error::{Error, ErrorKind, Result};
