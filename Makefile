@@ -7,7 +7,7 @@ VPY := $(VENV)/bin/python
 PIP_PKGS := -r testserver/requirements.txt
 export PSREMOTE_PYTHON := $(abspath $(VPY))
 
-.PHONY: venv test demo fmt-check clippy rust-test py-test no-default-features
+.PHONY: venv test demo fmt-check clippy rust-test py-test no-default-features header
 
 $(VENV)/.ok: testserver/requirements.txt testserver/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,3 +16,37 @@ $(VENV)/.ok: testserver/requirements.txt testserver/pyproject.toml
 	touch $@
 
 venv: $(VENV)/.ok
+
+CARGO ?= cargo
+CBINDGEN_VERSION := 0.29.2
+CBINDGEN := .tools/bin/cbindgen
+
+test: venv fmt-check clippy no-default-features rust-test py-test
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+# The sans-IO tier must build without tokio, hyper or sockets.
+no-default-features:
+	$(CARGO) build -p psremote --no-default-features --locked
+	@if $(CARGO) tree -p psremote --no-default-features --locked | grep -E ' (tokio|hyper|hyper-util|mio|socket2) '; then \
+	  echo "the sans-IO tier pulls in I/O crates" >&2; exit 1; fi
+
+rust-test: venv
+	$(CARGO) test --workspace --exclude psremote-python --locked
+
+py-test: venv
+	$(VPY) -m pytest testserver/tests -q
+
+demo: venv
+	$(CARGO) build --locked -q -p psremote --example cmd_demo
+	testserver/with-endpoint.sh target/debug/examples/cmd_demo uname -a
+
+$(CBINDGEN):
+	$(CARGO) install --locked --quiet cbindgen --version $(CBINDGEN_VERSION) --root .tools
+
+header: $(CBINDGEN)
+	$(CBINDGEN) --config bindings-c/cbindgen.toml --crate psremote-c --output include/psremote.h bindings-c

@@ -105,8 +105,4 @@ impl Error {
     pub(crate) fn protocol(msg: impl fmt::Display) -> Self {
         Error::Protocol(msg.to_string())
     }
-
-    pub(crate) fn transport(msg: impl fmt::Display) -> Self {
-        Error::Transport { message: msg.to_string(), status: None }
-    }
 }

@@ -98,12 +98,7 @@ impl RequestHeader<'_> {
             s.push_str("<wsman:OptionSet s:mustUnderstand=\"true\">");
             for o in self.options {
                 let mc = if o.must_comply { " MustComply=\"true\"" } else { "" };
-                let _ = write!(
-                    s,
-                    "<wsman:Option Name=\"{}\"{mc}>{}</wsman:Option>",
-                    escape(&o.name),
-                    escape(&o.value)
-                );
+                let _ = write!(s, "<wsman:Option Name=\"{}\"{mc}>{}</wsman:Option>", escape(&o.name), escape(&o.value));
             }
             s.push_str("</wsman:OptionSet>");
         }
@@ -144,9 +139,7 @@ pub fn parse_reply(bytes: &[u8], message_id: uuid::Uuid) -> Result<Reply> {
         return Err(Error::protocol(format!("expected a SOAP envelope, got <{}>", root.name)));
     }
     let header = root.child(ns::SOAP, "Header");
-    let body = root
-        .child(ns::SOAP, "Body")
-        .ok_or_else(|| Error::protocol("SOAP envelope without a body"))?;
+    let body = root.child(ns::SOAP, "Body").ok_or_else(|| Error::protocol("SOAP envelope without a body"))?;
     if let Some(fault) = body.child(ns::SOAP, "Fault") {
         return Err(Error::Fault(WsmanFault::from_element(fault)));
     }

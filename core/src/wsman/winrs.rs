@@ -68,9 +68,13 @@ pub fn shell_id_from_create(reply: &Reply) -> Result<String> {
     let from_selector = reply
         .body
         .path(&[(ns::TRANSFER, "ResourceCreated"), (ns::ADDRESSING, "ReferenceParameters"), (ns::WSMAN, "SelectorSet")])
-        .and_then(|set| set.children_named(ns::WSMAN, "Selector").find(|s| s.attr("Name").is_some_and(|n| n.eq_ignore_ascii_case("ShellId"))))
+        .and_then(|set| {
+            set.children_named(ns::WSMAN, "Selector")
+                .find(|s| s.attr("Name").is_some_and(|n| n.eq_ignore_ascii_case("ShellId")))
+        })
         .map(|s| s.text.trim().to_owned());
-    let from_echo = || reply.body.path(&[(ns::SHELL, "Shell"), (ns::SHELL, "ShellId")]).map(|e| e.text.trim().to_owned());
+    let from_echo =
+        || reply.body.path(&[(ns::SHELL, "Shell"), (ns::SHELL, "ShellId")]).map(|e| e.text.trim().to_owned());
     from_selector
         .or_else(from_echo)
         .filter(|s| !s.is_empty())
@@ -130,11 +134,7 @@ pub fn receive_body(streams: &str, command_id: Option<&str>) -> String {
 
 /// `rsp:Signal` for a command.
 pub fn signal_body(command_id: &str, code: &str) -> String {
-    format!(
-        "<rsp:Signal CommandId=\"{}\"><rsp:Code>{}</rsp:Code></rsp:Signal>",
-        escape(command_id),
-        escape(code)
-    )
+    format!("<rsp:Signal CommandId=\"{}\"><rsp:Code>{}</rsp:Code></rsp:Signal>", escape(command_id), escape(code))
 }
 
 /// One `rsp:Stream` of a ReceiveResponse.
@@ -192,9 +192,8 @@ pub fn parse_receive(reply: &Reply) -> Result<ReceiveOutput> {
         });
         if let Some(code) = st.child(ns::SHELL, "ExitCode") {
             let text = code.text.trim();
-            out.exit_code = Some(
-                text.parse::<i64>().map_err(|_| Error::protocol(format!("exit code {text:?} is not a number")))?,
-            );
+            out.exit_code =
+                Some(text.parse::<i64>().map_err(|_| Error::protocol(format!("exit code {text:?} is not a number")))?);
         }
     }
     Ok(out)
@@ -203,9 +202,8 @@ pub fn parse_receive(reply: &Reply) -> Result<ReceiveOutput> {
 fn decode_stream(s: &Element) -> Result<StreamChunk> {
     let name = s.attr("Name").ok_or_else(|| Error::protocol("rsp:Stream without a Name"))?.to_owned();
     let text: String = s.text.split_ascii_whitespace().collect();
-    let data = B64
-        .decode(text.as_bytes())
-        .map_err(|e| Error::protocol(format!("invalid base64 in stream {name}: {e}")))?;
+    let data =
+        B64.decode(text.as_bytes()).map_err(|e| Error::protocol(format!("invalid base64 in stream {name}: {e}")))?;
     Ok(StreamChunk {
         name,
         command_id: s.attr("CommandId").map(str::to_owned),

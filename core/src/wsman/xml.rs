@@ -3,9 +3,9 @@
 //! SOAP replies are bounded by MaxEnvelopeSize (at most a few hundred KiB), so a tree is the
 //! simplest correct reader here. CLIXML, which can be large, has its own streaming reader.
 
+use quick_xml::NsReader;
 use quick_xml::events::Event;
 use quick_xml::name::ResolveResult;
-use quick_xml::NsReader;
 
 use crate::error::{Error, Result};
 
@@ -179,7 +179,8 @@ mod tests {
 
     #[test]
     fn parses_namespaces_entities_and_bom() {
-        let doc = b"\xEF\xBB\xBF<a:r xmlns:a=\"urn:a\" xmlns=\"urn:d\" a:k=\"v&amp;w\"><c>x &lt; y&#65;</c><a:e/></a:r>";
+        let doc =
+            b"\xEF\xBB\xBF<a:r xmlns:a=\"urn:a\" xmlns=\"urn:d\" a:k=\"v&amp;w\"><c>x &lt; y&#65;</c><a:e/></a:r>";
         let root = parse(doc).unwrap();
         assert!(root.is("urn:a", "r"));
         assert_eq!(root.attr("k"), Some("v&w"));

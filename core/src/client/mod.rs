@@ -1,0 +1,119 @@
+//! The public async API: a [`Client`] for one endpoint, cmd shells and their processes.
+//!
+//! ```no_run
+//! # async fn demo() -> psremote::Result<()> {
+//! use psremote::client::{Client, ClientConfig};
+//! let client = Client::connect(ClientConfig::new("server.example", "DOMAIN\\user", "password")).await?;
+//! let out = client.run_cmd("ipconfig", &["/all"]).await?;
+//! println!("{}", String::from_utf8_lossy(&out.stdout));
+//! # Ok(()) }
+//! ```
+
+mod cmd;
+mod config;
+mod runtime;
+
+pub use cmd::{CmdOutput, CmdProcess, CmdShell, CmdShellOptions, OutputChunk};
+pub use config::ClientConfig;
+pub use runtime::runtime;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::transport::Transport;
+use crate::wsman::{self, OptionEntry, Reply, RequestHeader};
+
+/// A connection to one WinRM endpoint. Cheap to clone; clones share connections.
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    transport: Transport,
+    config: ClientConfig,
+    session_id: uuid::Uuid,
+    url: String,
+}
+
+/// Extra time allowed on top of the OperationTimeout before the HTTP read gives up.
+const READ_MARGIN: Duration = Duration::from_secs(5);
+
+impl Client {
+    /// Validates the configuration and authenticates one connection, so that a wrong password
+    /// or an unreachable host is reported here.
+    pub async fn connect(config: ClientConfig) -> Result<Self> {
+        let transport = Transport::new(config.transport_config()?)?;
+        let url = transport.config().url();
+        let client = Self { inner: Arc::new(Inner { transport, config, session_id: uuid::Uuid::new_v4(), url }) };
+        client.inner.transport.warm_up().await?;
+        tracing::info!(endpoint = %client.inner.url, mechanism = client.inner.config.mechanism.name(), "connected");
+        Ok(client)
+    }
+
+    /// The endpoint URL.
+    pub fn url(&self) -> &str {
+        &self.inner.url
+    }
+
+    /// Opens a cmd shell.
+    pub async fn open_cmd_shell(&self, options: CmdShellOptions) -> Result<CmdShell> {
+        CmdShell::open(self.clone(), options).await
+    }
+
+    /// Opens a cmd shell, runs one command to completion and closes the shell.
+    pub async fn run_cmd(&self, command: &str, arguments: &[&str]) -> Result<CmdOutput> {
+        let shell = self.open_cmd_shell(CmdShellOptions::default()).await?;
+        let result = shell.run(command, arguments).await;
+        let closed = shell.close().await;
+        let out = result?;
+        closed?;
+        Ok(out)
+    }
+
+    /// Sends one WS-Man request and parses the reply; a fault becomes [`Error::Fault`].
+    pub(crate) async fn call(
+        &self,
+        action: &str,
+        resource_uri: &str,
+        shell_id: Option<&str>,
+        options: &[OptionEntry],
+        body: &str,
+        operation_timeout: Option<Duration>,
+    ) -> Result<Reply> {
+        let cfg = &self.inner.config;
+        let message_id = uuid::Uuid::new_v4();
+        let operation_timeout = operation_timeout.unwrap_or(cfg.operation_timeout);
+        let header = RequestHeader {
+            action,
+            resource_uri,
+            to: &self.inner.url,
+            message_id,
+            session_id: self.inner.session_id,
+            max_envelope_size: cfg.max_envelope_size,
+            operation_timeout,
+            locale: &cfg.locale,
+            data_locale: &cfg.data_locale,
+            shell_id,
+            options,
+        };
+        let envelope = header.envelope(body);
+        tracing::trace!(action, bytes = envelope.len(), "request");
+        let reply = self.inner.transport.post(envelope, operation_timeout + READ_MARGIN).await?;
+        match wsman::parse_reply(&reply.body, message_id) {
+            Ok(r) if reply.status == 200 => Ok(r),
+            Ok(_) => Err(Error::Transport {
+                message: format!("HTTP {} without a SOAP fault", reply.status),
+                status: Some(reply.status),
+            }),
+            Err(e @ Error::Fault(_)) => Err(e),
+            Err(e) if reply.status != 200 => Err(Error::Transport {
+                message: format!("HTTP {} with an unreadable body: {e}", reply.status),
+                status: Some(reply.status),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+}

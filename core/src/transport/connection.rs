@@ -1,0 +1,259 @@
+//! One HTTP/1.1 connection with its own authentication state.
+
+use std::fmt;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::{HttpReply, TransportConfig};
+use crate::auth::{self, Mechanism, SecurityContext};
+use crate::encryption::{self, Protocol};
+use crate::error::{Error, Result};
+
+const SOAP_CONTENT_TYPE: &str = "application/soap+xml;charset=UTF-8";
+const USER_AGENT: &str = concat!("psremote/", env!("CARGO_PKG_VERSION"));
+/// Authentication round trips allowed before giving up (NTLM needs two, SPNEGO three).
+const MAX_AUTH_ROUNDS: usize = 6;
+
+pub(super) struct Connection {
+    sender: SendRequest<Full<Bytes>>,
+    context: Option<SecurityContext>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection").field("context", &self.context).finish_non_exhaustive()
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn transport_err(message: impl fmt::Display, status: Option<u16>) -> Error {
+    Error::Transport { message: message.to_string(), status }
+}
+
+impl Connection {
+    /// Connects and, for NTLM/Negotiate, authenticates with empty POSTs so that the security
+    /// context exists before the first sealed body.
+    pub(super) async fn open(config: &TransportConfig) -> Result<Self> {
+        let address = format!("{}:{}", config.host, config.port);
+        let stream = match tokio::time::timeout(config.connect_timeout, TcpStream::connect(address.as_str())).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(source)) => return Err(Error::Connect { address, source }),
+            Err(_) => {
+                return Err(Error::Connect {
+                    address,
+                    source: std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"),
+                });
+            }
+        };
+        stream.set_nodelay(true).map_err(|source| Error::Connect { address: address.clone(), source })?;
+        let (sender, conn) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| transport_err(format!("http handshake with {address}: {e}"), None))?;
+        let task = tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection closed");
+            }
+        });
+        let mut this = Self { sender, context: None, task };
+        if config.mechanism.can_seal() {
+            this.authenticate(config).await?;
+        }
+        Ok(this)
+    }
+
+    pub(super) fn is_ready(&self) -> bool {
+        !self.sender.is_closed() && !self.task.is_finished()
+    }
+
+    fn request(&self, config: &TransportConfig, body: Vec<u8>, content_type: &str) -> Result<Request<Full<Bytes>>> {
+        let host = format!("{}:{}", config.host, config.port);
+        Request::post(config.path.as_str())
+            .header(header::HOST, host)
+            .header(header::USER_AGENT, USER_AGENT)
+            .header(header::ACCEPT_ENCODING, "identity")
+            .header(header::CONTENT_TYPE, content_type)
+            .header(header::CONTENT_LENGTH, body.len())
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| transport_err(e, None))
+    }
+
+    async fn roundtrip(
+        &mut self,
+        req: Request<Full<Bytes>>,
+        timeout: Duration,
+    ) -> Result<(http::response::Parts, Bytes)> {
+        let fut = async {
+            self.sender.ready().await.map_err(|e| transport_err(format!("connection lost: {e}"), None))?;
+            let resp = self.sender.send_request(req).await.map_err(|e| transport_err(e, None))?;
+            let (parts, body) = resp.into_parts();
+            let body = body.collect().await.map_err(|e| transport_err(e, Some(parts.status.as_u16())))?.to_bytes();
+            Ok((parts, body))
+        };
+        tokio::time::timeout(timeout, fut)
+            .await
+            .map_err(|_| Error::Timeout(format!("no HTTP reply within {timeout:?}")))?
+    }
+
+    async fn authenticate(&mut self, config: &TransportConfig) -> Result<()> {
+        let mech = config.mechanism;
+        let mut ctx = SecurityContext::new(mech, &config.credentials, &config.host)?;
+        let mut token = ctx.step(None)?;
+        for _ in 0..MAX_AUTH_ROUNDS {
+            let mut req = self.request(config, Vec::new(), SOAP_CONTENT_TYPE)?;
+            let value = format!("Negotiate {}", b64(&token));
+            req.headers_mut()
+                .insert(header::AUTHORIZATION, HeaderValue::from_str(&value).map_err(|e| transport_err(e, None))?);
+            let (parts, _) = self.roundtrip(req, config.connect_timeout.max(Duration::from_secs(30))).await?;
+            let server_token = server_token(&parts.headers)?;
+            if parts.status == StatusCode::UNAUTHORIZED {
+                let Some(server_token) = server_token.filter(|t| !t.is_empty()) else {
+                    return Err(Error::Authentication {
+                        mechanism: mech.name(),
+                        message: "the server rejected the credentials (HTTP 401)".into(),
+                    });
+                };
+                if ctx.is_complete() {
+                    return Err(Error::Authentication {
+                        mechanism: mech.name(),
+                        message: "the server asked for more after the handshake completed".into(),
+                    });
+                }
+                token = ctx.step(Some(&server_token))?;
+                continue;
+            }
+            // Any other status ends the handshake; a final token (SPNEGO mechListMIC) is
+            // fed to the context so it can verify the server.
+            if let Some(t) = server_token.filter(|t| !t.is_empty())
+                && (!ctx.is_complete() || mech == Mechanism::Negotiate)
+            {
+                let _ = ctx.step(Some(&t))?;
+            }
+            if !ctx.is_complete() {
+                return Err(Error::Authentication {
+                    mechanism: mech.name(),
+                    message: format!("the server ended the handshake early with HTTP {}", parts.status.as_u16()),
+                });
+            }
+            tracing::debug!(mechanism = mech.name(), "connection authenticated");
+            self.context = Some(ctx);
+            return Ok(());
+        }
+        Err(Error::Authentication { mechanism: mech.name(), message: "too many authentication round trips".into() })
+    }
+
+    /// Posts one envelope; seals it when the connection has a security context.
+    pub(super) async fn post(
+        &mut self,
+        config: &TransportConfig,
+        mut body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<HttpReply> {
+        let req = match self.context.as_mut() {
+            Some(ctx) => {
+                let len = body.len();
+                let header = ctx.seal(&mut body)?;
+                let framed = encryption::frame(Protocol::Spnego, len, &header, &body);
+                self.request(config, framed, &Protocol::Spnego.content_type())?
+            }
+            None => {
+                let mut req = self.request(config, body, SOAP_CONTENT_TYPE)?;
+                if config.mechanism == Mechanism::Basic {
+                    let value = auth::basic_header(&config.credentials);
+                    let mut hv = HeaderValue::from_str(&value).map_err(|e| transport_err(e, None))?;
+                    hv.set_sensitive(true);
+                    req.headers_mut().insert(header::AUTHORIZATION, hv);
+                }
+                req
+            }
+        };
+        let (parts, raw) = self.roundtrip(req, timeout).await?;
+        let status = parts.status.as_u16();
+        let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let sealed = encryption::is_sealed_content_type(content_type);
+        match parts.status {
+            StatusCode::UNAUTHORIZED => {
+                return Err(Error::Authentication {
+                    mechanism: config.mechanism.name(),
+                    message: "the server refused the request (HTTP 401)".into(),
+                });
+            }
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                return Err(transport_err("the request exceeds the server's MaxEnvelopeSize (HTTP 413)", Some(status)));
+            }
+            StatusCode::OK | StatusCode::INTERNAL_SERVER_ERROR => {}
+            other => {
+                return Err(transport_err(format!("unexpected HTTP status {}", other.as_u16()), Some(status)));
+            }
+        }
+        let body = match (self.context.as_mut(), sealed) {
+            (Some(ctx), true) => unseal_body(ctx, &raw)?,
+            (Some(_), false) if !raw.is_empty() || status == 200 => {
+                return Err(Error::protocol(format!(
+                    "the server answered HTTP {status} with an unsealed body although sealing was negotiated"
+                )));
+            }
+            (Some(_), false) => Vec::new(),
+            (None, true) => return Err(Error::protocol("sealed reply on a connection without a security context")),
+            (None, false) => raw.to_vec(),
+        };
+        Ok(HttpReply { status, body })
+    }
+}
+
+fn unseal_body(ctx: &mut SecurityContext, raw: &[u8]) -> Result<Vec<u8>> {
+    let parts = encryption::parse(raw)?;
+    let mut out = Vec::with_capacity(raw.len());
+    for part in parts {
+        let mut data = part.ciphertext.to_vec();
+        ctx.unseal(part.header, &mut data)?;
+        if data.len() != part.length {
+            return Err(Error::protocol(format!(
+                "unsealed {} bytes where OriginalContent announced {}",
+                data.len(),
+                part.length
+            )));
+        }
+        out.extend_from_slice(&data);
+    }
+    Ok(out)
+}
+
+fn b64(data: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
+
+/// The token of the first `WWW-Authenticate: Negotiate|NTLM <token>` header, if any.
+fn server_token(headers: &http::HeaderMap) -> Result<Option<Vec<u8>>> {
+    use base64::Engine as _;
+    for v in headers.get_all(header::WWW_AUTHENTICATE) {
+        let Ok(v) = v.to_str() else { continue };
+        for scheme in ["Negotiate", "NTLM"] {
+            if let Some(rest) =
+                v.get(..scheme.len()).filter(|p| p.eq_ignore_ascii_case(scheme)).map(|_| &v[scheme.len()..])
+            {
+                let t = rest.trim();
+                if t.is_empty() {
+                    return Ok(Some(Vec::new()));
+                }
+                return base64::engine::general_purpose::STANDARD
+                    .decode(t)
+                    .map(Some)
+                    .map_err(|e| Error::protocol(format!("invalid base64 in WWW-Authenticate: {e}")));
+            }
+        }
+    }
+    Ok(None)
+}

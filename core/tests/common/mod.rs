@@ -1,0 +1,184 @@
+//! Starts the loopback WinRM endpoint (`python -m psremote_testserver`) for a test and stops it
+//! when the handle drops.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const USER: &str = "user";
+pub const DOMAIN_USER: &str = "DOMAIN\\user";
+pub const PASSWORD: &str = "Passw0rd!";
+
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn python() -> PathBuf {
+    match std::env::var_os("PSREMOTE_PYTHON") {
+        Some(p) => PathBuf::from(p),
+        None => workspace_root().join(".venv/bin/python"),
+    }
+}
+
+pub struct Endpoint {
+    child: Child,
+    pub url: String,
+    pub port: u16,
+    _dir: TempDir,
+    pub capture: Option<PathBuf>,
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("psremote-{tag}-{}-{}", std::process::id(), uuid_like()));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn uuid_like() -> u128 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    t ^ u128::from(N.fetch_add(1, Ordering::Relaxed))
+}
+
+impl Endpoint {
+    pub fn start(extra: &[&str]) -> Self {
+        Self::start_with(extra, false)
+    }
+
+    pub fn start_with(extra: &[&str], capture: bool) -> Self {
+        let dir = TempDir::new("endpoint");
+        let users = dir.0.join("users");
+        std::fs::write(&users, format!("DOMAIN:{USER}:{PASSWORD}\n")).unwrap();
+        let mut cmd = Command::new(python());
+        cmd.args(["-m", "psremote_testserver", "--port", "0", "--control", "--users"])
+            .arg(&users)
+            .args(extra)
+            .current_dir(workspace_root())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let capture_dir = if capture {
+            let c = dir.0.join("capture");
+            std::fs::create_dir_all(&c).unwrap();
+            cmd.arg("--capture").arg(&c);
+            Some(c)
+        } else {
+            None
+        };
+        let mut child = cmd.spawn().expect("start the loopback endpoint (run `make venv` first)");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let mut r = BufReader::new(stdout);
+            let _ = r.read_line(&mut line);
+            let _ = tx.send(line);
+            // Keep draining so the endpoint never blocks on a full pipe.
+            let mut sink = Vec::new();
+            let _ = r.read_to_end(&mut sink);
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(l) => l,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("the endpoint did not print its URL within 30 s");
+            }
+        };
+        let url = line.trim().to_owned();
+        assert!(url.starts_with("http://127.0.0.1:"), "unexpected endpoint line {url:?}");
+        let port: u16 = url["http://127.0.0.1:".len()..].split('/').next().unwrap().parse().unwrap();
+        Endpoint { child, url, port, _dir: dir, capture: capture_dir }
+    }
+
+    /// The endpoint's `/_control/state` counters.
+    pub fn state(&self) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(s, "GET /_control/state HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        resp.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned()
+    }
+
+    /// One integer counter from the state.
+    pub fn counter(&self, name: &str) -> i64 {
+        let st = self.state();
+        let key = format!("\"{name}\":");
+        let at = st.find(&key).unwrap_or_else(|| panic!("no {name} in {st}")) + key.len();
+        st[at..]
+            .trim_start()
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '-')
+            .collect::<String>()
+            .parse()
+            .unwrap()
+    }
+
+    /// Waits until `name` reaches `want` (background cleanup runs asynchronously).
+    pub fn wait_counter(&self, name: &str, want: i64) -> i64 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let v = self.counter(name);
+            if v == want || Instant::now() > deadline {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        // SIGTERM lets it kill its child processes; fall back to SIGKILL.
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a future on psremote's runtime. A watchdog aborts the test binary after two minutes so
+/// that a hang is reported instead of stalling the suite.
+pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let done = Arc::new(AtomicBool::new(false));
+    let flag = done.clone();
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            if flag.load(Ordering::Relaxed) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("test hung for 120 s; aborting");
+        std::process::abort();
+    });
+    let out = psremote::client::runtime().block_on(fut);
+    done.store(true, Ordering::Relaxed);
+    out
+}
