@@ -7,7 +7,7 @@ VPY := $(VENV)/bin/python
 PIP_PKGS := -r testserver/requirements.txt
 export PSREMOTE_PYTHON := $(abspath $(VPY))
 
-.PHONY: venv test demo fmt-check clippy rust-test py-test no-default-features header
+.PHONY: venv test demo fmt-check clippy rust-test py-test no-default-features header header-check
 
 $(VENV)/.ok: testserver/requirements.txt testserver/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,7 @@ CARGO ?= cargo
 CBINDGEN_VERSION := 0.29.2
 CBINDGEN := .tools/bin/cbindgen
 
-test: venv fmt-check clippy no-default-features rust-test py-test
+test: venv fmt-check clippy no-default-features header-check rust-test py-test
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
@@ -50,3 +50,8 @@ $(CBINDGEN):
 
 header: $(CBINDGEN)
 	$(CBINDGEN) --config bindings-c/cbindgen.toml --crate psremote-c --output include/psremote.h bindings-c
+
+# The committed header must equal a fresh generation.
+header-check: $(CBINDGEN)
+	$(CBINDGEN) --config bindings-c/cbindgen.toml --crate psremote-c --output target/psremote.h.fresh bindings-c
+	diff -u include/psremote.h target/psremote.h.fresh || { echo "include/psremote.h is stale: run make header" >&2; exit 1; }
