@@ -9,6 +9,7 @@
 
 pub mod encryption;
 mod error;
+pub mod psrp;
 pub mod wsman;
 
 #[cfg(feature = "client")]

@@ -43,6 +43,7 @@ fn misbehaving_replies_are_protocol_errors_and_the_connection_is_discarded() {
         block_on(async {
             let client = Client::connect(config(&ep)).await.unwrap();
             let err = client.run_cmd("echo", &["hi"]).await.unwrap_err();
+            eprintln!("{mode}: {err}");
             assert_eq!(err.kind(), ErrorKind::Protocol, "{mode}: {err}");
             // The bad connection was dropped: the next request authenticates a new one, and works.
             let before = ep.counter("connections_opened");
