@@ -4,3 +4,4 @@
 
 pub mod fragment;
 pub mod message;
+pub mod session_key;
