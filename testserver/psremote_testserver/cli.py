@@ -1,0 +1,106 @@
+"""Command line: ``python -m psremote_testserver --port 0 --users FILE ...``.
+
+Prints exactly one line, the endpoint URL, then serves until SIGTERM/SIGINT,
+when it stops listening, kills every command it started and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import List, Optional
+
+from .auth import ALL_SCHEMES
+from .cmd_shell import CMD_URI, CmdEngine
+from .dispatch import Dispatcher
+from .engines import EngineRegistry
+from .httpserver import ServerConfig, WinRMServer
+from .misbehave import MODES
+from .users import UserStore, UsersFileError
+
+log = logging.getLogger("psremote_testserver")
+
+
+def _schemes(value: str) -> tuple:
+    schemes = tuple(dict.fromkeys(s.strip().lower() for s in value.split(",") if s.strip()))
+    unknown = [s for s in schemes if s not in ALL_SCHEMES]
+    if unknown or not schemes:
+        raise argparse.ArgumentTypeError(f"choose from {','.join(ALL_SCHEMES)}")
+    return schemes
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number <= 0:
+        raise argparse.ArgumentTypeError("must be positive")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m psremote_testserver", description="Loopback WinRM endpoint for tests.")
+    parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0 = any free port)")
+    parser.add_argument("--path", default="/wsman", help="URL path of the endpoint (default /wsman)")
+    parser.add_argument("--users", required=True, help="users file, lines DOMAIN:USER:PASSWORD")
+    parser.add_argument("--auth", type=_schemes, default=ALL_SCHEMES, help="comma list of basic,ntlm,negotiate (default all)")
+    parser.add_argument("--allow-unencrypted", action="store_true", help="accept plaintext SOAP bodies (and so Basic)")
+    parser.add_argument("--max-envelope-kb", type=_positive, default=500, help="largest accepted request (default 500)")
+    parser.add_argument("--max-timeout-ms", type=_positive, default=60000, help="cap on wsman:OperationTimeout (default 60000)")
+    parser.add_argument("--control", action="store_true", help="serve GET /_control/state")
+    parser.add_argument("--capture", metavar="DIR", help="write every received HTTP request to DIR/NNNNNN.http")
+    parser.add_argument("--misbehave", choices=MODES, help="break the reply to the first Receive")
+    parser.add_argument("--verbose", action="store_true", help="log one line per request to stderr")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    path = args.path if args.path.startswith("/") else "/" + args.path
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        users = UserStore.load(args.users)
+    except (OSError, UsersFileError) as exc:
+        print(f"psremote_testserver: {exc}", file=sys.stderr)
+        return 2
+
+    config = ServerConfig(
+        port=args.port,
+        path=path,
+        schemes=args.auth,
+        allow_unencrypted=args.allow_unencrypted,
+        max_envelope_kb=args.max_envelope_kb,
+        max_timeout_ms=args.max_timeout_ms,
+        control=args.control,
+        capture_dir=args.capture,
+        misbehave=args.misbehave,
+    )
+    # pyspnego's NTLM acceptor reads its credentials from the file named here.
+    os.environ["NTLM_USER_FILE"] = users.write_ntlm_file()
+    try:
+        registry = EngineRegistry()
+        registry.register(CMD_URI, CmdEngine())
+        dispatcher = Dispatcher(registry)
+        server = WinRMServer(config, users, dispatcher)
+
+        stop = threading.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+        serving = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="accept", daemon=True)
+        serving.start()
+        print(server.url, flush=True)
+        while not stop.wait(0.5):
+            pass
+        log.info("stopping")
+        server.shutdown()
+        server.server_close()
+        dispatcher.close_all()
+    finally:
+        users.remove_ntlm_file()
+    return 0

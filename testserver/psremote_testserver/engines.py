@@ -1,0 +1,121 @@
+"""Shell engines, keyed by WS-Management resource URI.
+
+The HTTP, auth and encryption layers never look inside a shell: the dispatcher
+parses the envelope, finds the engine for ``wsman:ResourceURI`` here, and hands
+it the request. Adding the PowerShell engine means writing a ShellEngine and
+registering it for the ``http://schemas.microsoft.com/powershell/`` prefix.
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+from dataclasses import dataclass
+from typing import Dict, FrozenSet, List, Optional, Tuple
+
+from .soap import NS_DEFAULT, WSManRequest
+
+
+@dataclass
+class RequestContext:
+    """Facts about the request that do not come from its envelope."""
+
+    principal: str
+    client_ip: str
+    endpoint_url: str
+    max_timeout: float  # seconds, the --max-timeout-ms cap
+    max_envelope_size: int  # bytes, the --max-envelope-kb limit
+
+
+@dataclass
+class Reply:
+    """The s:Body content of a successful reply; the action is the request's + "Response"."""
+
+    body: str
+    prefixes: Tuple[str, ...] = NS_DEFAULT
+
+
+class Shell(abc.ABC):
+    """What the dispatcher needs to know about an open shell."""
+
+    shell_id: str
+    resource_uri: str
+
+    @abc.abstractmethod
+    def live_commands(self) -> int:
+        """Commands not yet released by Signal Terminate or shell deletion."""
+
+
+class ShellEngine(abc.ABC):
+    #: Actions (besides transfer Create and Delete) this engine answers.
+    actions: FrozenSet[str] = frozenset()
+
+    @abc.abstractmethod
+    def create(self, request: WSManRequest, ctx: RequestContext, taken: "ShellTable") -> Tuple[Shell, Reply]:
+        """Create a shell from a transfer/Create request (``taken`` tells which ShellIds exist)."""
+
+    @abc.abstractmethod
+    def handle(self, shell: Shell, request: WSManRequest, ctx: RequestContext) -> Reply:
+        """Answer one of ``actions`` for an existing shell; raise faults.WSManFault to fail."""
+
+    @abc.abstractmethod
+    def delete(self, shell: Shell) -> None:
+        """Release everything the shell holds (processes, threads)."""
+
+
+class EngineRegistry:
+    def __init__(self) -> None:
+        self._exact: Dict[str, ShellEngine] = {}
+        self._prefixes: List[Tuple[str, ShellEngine]] = []
+
+    def register(self, resource_uri: str, engine: ShellEngine) -> None:
+        self._exact[resource_uri.lower()] = engine
+
+    def register_prefix(self, prefix: str, engine: ShellEngine) -> None:
+        self._prefixes.append((prefix.lower(), engine))
+
+    def lookup(self, resource_uri: str) -> Optional[ShellEngine]:
+        key = resource_uri.lower()
+        if key in self._exact:
+            return self._exact[key]
+        for prefix, engine in self._prefixes:
+            if key.startswith(prefix) and len(key) > len(prefix):
+                return engine
+        return None
+
+
+class ShellTable:
+    """Open shells by ShellId (compared case-insensitively, as Windows does)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._shells: Dict[str, Tuple[ShellEngine, Shell]] = {}
+
+    def add(self, engine: ShellEngine, shell: Shell) -> None:
+        with self._lock:
+            self._shells[shell.shell_id.upper()] = (engine, shell)
+
+    def get(self, shell_id: Optional[str]) -> Optional[Tuple[ShellEngine, Shell]]:
+        if not shell_id:
+            return None
+        with self._lock:
+            return self._shells.get(shell_id.upper())
+
+    def contains(self, shell_id: str) -> bool:
+        with self._lock:
+            return shell_id.upper() in self._shells
+
+    def pop(self, shell_id: str) -> Optional[Tuple[ShellEngine, Shell]]:
+        with self._lock:
+            return self._shells.pop(shell_id.upper(), None)
+
+    def pop_all(self) -> List[Tuple[ShellEngine, Shell]]:
+        with self._lock:
+            shells = list(self._shells.values())
+            self._shells.clear()
+            return shells
+
+    def counts(self) -> Tuple[int, int]:
+        with self._lock:
+            shells = [shell for _, shell in self._shells.values()]
+        return len(shells), sum(shell.live_commands() for shell in shells)

@@ -1,0 +1,283 @@
+"""HTTP/1.1 carrier: keep-alive connections, authentication, sealing, control URL.
+
+One handler object lives as long as its TCP connection, so the connection's
+security context lives on it (``self.auth``). A long-polling Receive blocks
+only its own connection's thread.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import List, Optional, Tuple
+from urllib.parse import urlsplit
+
+from . import encryption
+from .auth import TOKEN_SCHEMES, ConnectionAuth
+from .dispatch import Dispatcher
+from .engines import RequestContext
+from .misbehave import Misbehaviour
+from .stats import Stats
+from .users import UserStore
+
+log = logging.getLogger(__name__)
+
+CONTROL_STATE = "/_control/state"
+
+
+@dataclass
+class ServerConfig:
+    port: int = 0
+    path: str = "/wsman"
+    schemes: Tuple[str, ...] = ("negotiate", "ntlm", "basic")
+    allow_unencrypted: bool = False
+    max_envelope_kb: int = 500
+    max_timeout_ms: int = 60000
+    control: bool = False
+    capture_dir: Optional[str] = None
+    misbehave: Optional[str] = None
+
+    @property
+    def max_envelope_bytes(self) -> int:
+        return self.max_envelope_kb * 1024
+
+
+class Capture:
+    """Writes each received request (request line, headers, body) to DIR/NNNNNN.http."""
+
+    def __init__(self, directory: str) -> None:
+        os.makedirs(directory, exist_ok=True)
+        self._directory = directory
+        self._lock = threading.Lock()
+        self._count = 0
+
+    def write(self, raw: bytes) -> None:
+        with self._lock:
+            self._count += 1
+            number = self._count
+        with open(os.path.join(self._directory, f"{number:06d}.http"), "wb") as handle:
+            handle.write(raw)
+
+
+class WinRMServer(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+    # Parallel test suites open many connections at once; a short backlog drops SYNs (1 s stalls).
+    request_queue_size = 128
+
+    def __init__(self, config: ServerConfig, users: UserStore, dispatcher: Dispatcher) -> None:
+        self.config = config
+        self.users = users
+        self.dispatcher = dispatcher
+        self.stats = Stats()
+        self.misbehaviour = Misbehaviour(config.misbehave)
+        self.capture = Capture(config.capture_dir) if config.capture_dir else None
+        super().__init__(("127.0.0.1", config.port), WinRMHandler)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}{self.config.path}"
+
+    def get_request(self):
+        sock, address = super().get_request()
+        # Without this, Nagle + delayed ACK stall keep-alive request/response pairs at ~10/s.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock, address
+
+    def handle_error(self, request, client_address) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError)):
+            log.debug("connection %s: %s", client_address, error)
+        else:
+            log.exception("unexpected error on connection %s", client_address)
+
+
+class WinRMHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "Microsoft-HTTPAPI/2.0"
+    # Buffer writes so headers and body leave in one send; handle_one_request flushes.
+    wbufsize = 1 << 16
+    server: WinRMServer
+
+    def setup(self) -> None:
+        super().setup()
+        config = self.server.config
+        self.auth = ConnectionAuth(self.server.users, config.schemes, config.allow_unencrypted)
+        self.server.stats.bump("connections_opened")
+
+    def version_string(self) -> str:
+        return self.server_version
+
+    def handle_expect_100(self) -> bool:
+        proceed = super().handle_expect_100()
+        self.wfile.flush()  # writes are buffered; the client is waiting for this line
+        return proceed
+
+    def log_request(self, code="-", size="-") -> None:
+        pass  # do_POST logs one structured line itself
+
+    def log_message(self, format: str, *args) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+    # -- plumbing --------------------------------------------------------------------------
+    def _respond(self, status: int, headers: List[Tuple[str, str]], body: bytes = b"", close: bool = False) -> None:
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        if close:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if body:
+            self.wfile.write(body)
+        self._status = status
+        self._sent = len(body)
+
+    def _read_body(self) -> Optional[bytes]:
+        """The request body, or None after answering an unreadable one (the connection then closes)."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            # WinRM refuses chunked requests too; demand Content-Length.
+            self._respond(411, [], close=True)
+            return None
+        try:
+            length = int(self.headers.get("Content-Length", "0"))
+            if length < 0:
+                raise ValueError(length)
+        except ValueError:
+            self._respond(400, [], close=True)
+            return None
+        if length > self.server.config.max_envelope_bytes * 2 + (1 << 20):
+            # Far too big to be worth reading (even sealed): refuse without draining.
+            self._respond(413, [], close=True)
+            return None
+        body = self.rfile.read(length)
+        if len(body) != length:
+            self.close_connection = True
+            return None
+        return body
+
+    def _capture(self, body: bytes) -> None:
+        if self.server.capture is None:
+            return
+        head = self.raw_requestline + "".join(f"{k}: {v}\r\n" for k, v in self.headers.raw_items()).encode("latin-1")
+        self.server.capture.write(head + b"\r\n" + body)
+
+    # -- methods ---------------------------------------------------------------------------------
+    def do_GET(self) -> None:
+        path = urlsplit(self.path).path
+        if self.server.config.control and path == CONTROL_STATE:
+            shells, commands = self.server.dispatcher.counts()
+            state = {"shells": shells, "commands": commands, **self.server.stats.snapshot()}
+            self._respond(200, [("Content-Type", "application/json")], json.dumps(state).encode())
+        elif path == self.server.config.path:
+            self._respond(405, [("Allow", "POST")])
+        else:
+            self._respond(404, [])
+
+    def do_POST(self) -> None:
+        started = time.monotonic()
+        self._status, self._sent = 0, 0
+        self._note = {"action": "-", "sealed": False}
+        body = self._read_body()
+        if body is None:
+            return
+        self._capture(body)
+        if urlsplit(self.path).path != self.server.config.path:
+            self._respond(404, [])
+            return
+        self.server.stats.bump("requests")
+        try:
+            self._serve_wsman(body)
+        finally:
+            log.info(
+                "%s POST %s -> %s action=%s auth=%s sealed=%s in=%d out=%d %.1fms",
+                self.client_address[0],
+                self.path,
+                self._status,
+                self._note["action"],
+                self.auth.session_scheme or ("basic" if self.headers.get("Authorization", "").lower().startswith("basic") else "-"),
+                self._note["sealed"],
+                len(body),
+                self._sent,
+                (time.monotonic() - started) * 1000,
+            )
+
+    def _serve_wsman(self, body: bytes) -> None:
+        config, stats = self.server.config, self.server.stats
+        result = self.auth.process(self.headers.get("Authorization"))
+        if result.status != "ok":
+            if result.status == "denied":
+                stats.bump("auth_failures")
+            self._respond(401, result.headers)
+            return
+        final_token = result.headers
+        if not body:
+            # pypsrp and pywinrm authenticate with an empty POST before sealing anything.
+            self._respond(200, final_token)
+            return
+
+        content_type = self.headers.get("Content-Type", "")
+        sealed = encryption.is_encrypted(content_type)
+        self._note["sealed"] = sealed
+        if sealed:
+            if not self.auth.session_established:
+                self._respond(400, [], close=True)
+                return
+            try:
+                plaintext = encryption.unseal(body, content_type, self.auth.unwrap)
+            except encryption.FramingError as exc:
+                log.info("bad encrypted framing: %s", exc)
+                self._respond(400, [], close=True)
+                return
+            except encryption.SealError as exc:
+                log.info("bad seal: %s", exc)
+                stats.bump("bad_seal")
+                self._respond(400, [], close=True)
+                return
+        else:
+            if result.scheme in TOKEN_SCHEMES and not config.allow_unencrypted:
+                # AllowUnencrypted=false: an authenticated connection must seal every body.
+                stats.bump("plaintext_after_auth_refused")
+                self.auth.reset()
+                self._respond(401, self.auth.offers())
+                return
+            plaintext = body
+
+        if len(plaintext) > config.max_envelope_bytes:
+            self._respond(413, final_token)
+            return
+
+        ctx = RequestContext(
+            principal=result.principal or "",
+            client_ip=self.client_address[0],
+            endpoint_url=self.server.url,
+            max_timeout=config.max_timeout_ms / 1000.0,
+            max_envelope_size=config.max_envelope_bytes,
+        )
+        try:
+            reply = self.server.dispatcher.handle(plaintext, ctx)
+        except Exception:  # noqa: BLE001 - a server bug must not take the connection thread down silently
+            log.exception("internal error handling request")
+            self._respond(500, final_token, close=True)
+            return
+        if reply.request_action:
+            self._note["action"] = reply.request_action.rsplit("/", 1)[-1]
+        if reply.status == 400:
+            self._respond(400, final_token)
+            return
+
+        tampered = self.server.misbehaviour.apply(reply.request_action, reply.status, reply.xml, sealed)
+        if sealed and not tampered.unsealed:
+            out_type, out = encryption.seal(tampered.xml, self.auth.wrap, tampered.corrupt_signature)
+        else:
+            out_type, out = encryption.SOAP_CONTENT_TYPE, tampered.xml
+        self._respond(reply.status, final_token + [("Content-Type", out_type)], out)
