@@ -7,6 +7,7 @@
 //!   [`transport`] (tokio + hyper HTTP/1.1 connections with per-connection authentication) and
 //!   [`client`] (the public async API).
 
+pub mod clixml;
 pub mod encryption;
 mod error;
 pub mod psrp;

@@ -11,10 +11,12 @@
 
 mod cmd;
 mod config;
+mod powershell;
 mod runtime;
 
 pub use cmd::{CmdOutput, CmdProcess, CmdShell, CmdShellOptions, OutputChunk};
 pub use config::ClientConfig;
+pub use powershell::{Host, Pipeline, PipelineResult, PoolConfig, RunspacePool};
 pub use runtime::runtime;
 
 use std::sync::Arc;
@@ -36,6 +38,18 @@ struct Inner {
     config: ClientConfig,
     session_id: uuid::Uuid,
     url: String,
+}
+
+/// One WS-Man request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Call<'a> {
+    pub action: &'a str,
+    pub resource_uri: &'a str,
+    pub shell_id: Option<&'a str>,
+    pub options: &'a [OptionEntry],
+    pub body: &'a str,
+    pub operation_timeout: Option<Duration>,
+    pub max_envelope_size: Option<u32>,
 }
 
 /// Extra time allowed on top of the OperationTimeout before the HTTP read gives up.
@@ -83,22 +97,38 @@ impl Client {
         body: &str,
         operation_timeout: Option<Duration>,
     ) -> Result<Reply> {
-        let cfg = &self.inner.config;
-        let message_id = uuid::Uuid::new_v4();
-        let operation_timeout = operation_timeout.unwrap_or(cfg.operation_timeout);
-        let header = RequestHeader {
+        self.request(&Call {
             action,
             resource_uri,
+            shell_id,
+            options,
+            body,
+            operation_timeout,
+            max_envelope_size: None,
+        })
+        .await
+    }
+
+    /// Sends one WS-Man request described by `call`.
+    pub(crate) async fn request(&self, call: &Call<'_>) -> Result<Reply> {
+        let cfg = &self.inner.config;
+        let message_id = uuid::Uuid::new_v4();
+        let operation_timeout = call.operation_timeout.unwrap_or(cfg.operation_timeout);
+        let action = call.action;
+        let header = RequestHeader {
+            action,
+            resource_uri: call.resource_uri,
             to: &self.inner.url,
             message_id,
             session_id: self.inner.session_id,
-            max_envelope_size: cfg.max_envelope_size,
+            max_envelope_size: call.max_envelope_size.unwrap_or(cfg.max_envelope_size),
             operation_timeout,
             locale: &cfg.locale,
             data_locale: &cfg.data_locale,
-            shell_id,
-            options,
+            shell_id: call.shell_id,
+            options: call.options,
         };
+        let body = call.body;
         let envelope = header.envelope(body);
         tracing::trace!(action, bytes = envelope.len(), "request");
         let reply = self.inner.transport.post(envelope, operation_timeout + READ_MARGIN).await?;

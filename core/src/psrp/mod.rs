@@ -3,5 +3,12 @@
 //! Reference: [MS-PSRP](https://learn.microsoft.com/en-us/openspecs/windows_protocols/ms-psrp/).
 
 pub mod fragment;
+pub mod host;
 pub mod message;
+pub mod messages;
+pub mod pool;
 pub mod session_key;
+
+pub use host::{HostCall, HostMethod, HostResponse};
+pub use messages::{Command, ErrorRecord, HostInfo, Merge, PipelineSpec, ProtocolVersion};
+pub use pool::{Event, InputStream, Outgoing, PipelineState, PoolOptions, PoolState, RunspacePool};
