@@ -7,7 +7,7 @@ VPY := $(VENV)/bin/python
 PIP_PKGS := -r testserver/requirements.txt
 export PSREMOTE_PYTHON := $(abspath $(VPY))
 
-.PHONY: venv test demo fmt-check clippy rust-test py-test no-default-features header header-check
+.PHONY: venv test demo fmt-check clippy rust-test py-test no-default-features header header-check bench bench-smoke
 
 $(VENV)/.ok: testserver/requirements.txt testserver/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,7 @@ CARGO ?= cargo
 CBINDGEN_VERSION := 0.29.2
 CBINDGEN := .tools/bin/cbindgen
 
-test: venv fmt-check clippy no-default-features header-check rust-test py-test
+test: venv fmt-check clippy no-default-features header-check rust-test py-test bench-smoke
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
@@ -55,3 +55,11 @@ header: $(CBINDGEN)
 header-check: $(CBINDGEN)
 	$(CBINDGEN) --config bindings-c/cbindgen.toml --crate psremote-c --output target/psremote.h.fresh bindings-c
 	diff -u include/psremote.h target/psremote.h.fresh || { echo "include/psremote.h is stale: run make header" >&2; exit 1; }
+
+# Release-mode benchmarks; numbers go to bench/RESULTS.md by hand, never asserted by tests.
+bench:
+	$(CARGO) run --release --locked -q -p psremote-bench --bin clixml-decode
+
+# A tiny run of the benchmarks inside `make test`, so they keep working.
+bench-smoke:
+	BENCH_BYTES=1000000 ROWS=200 $(CARGO) run --locked -q -p psremote-bench --bin clixml-decode
