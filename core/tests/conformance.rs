@@ -82,7 +82,7 @@ fn every_recorded_psrp_message_decodes_and_round_trips() {
     }
     eprintln!("{files} PSRP scenarios: {server} server messages, {client} client messages; types {types:?}");
     assert!(files >= 25, "only {files} PSRP scenarios found");
-    assert!(server >= 150 && client >= 80, "too few messages: {server} server, {client} client");
+    assert!(server >= 250 && client >= 130, "too few messages: {server} server, {client} client");
 }
 
 /// A value with what legitimately differs between encoders removed: enum type names and their

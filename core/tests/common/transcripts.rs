@@ -39,6 +39,9 @@ fn unquote(v: &str) -> String {
 pub fn load(name: &str) -> Vec<Exchange> {
     let text = std::fs::read_to_string(dir().join(name)).unwrap();
     let mut out: Vec<Exchange> = Vec::new();
+    // Which scalar the last key line opened: long plain scalars continue on lines indented by
+    // four spaces (YAML folding joins them with one space).
+    let mut open: Option<&'static str> = None;
     let mut lines = text.lines().peekable();
     while let Some(line) = lines.next() {
         let (key, rest) = if let Some(r) = line.strip_prefix("- request:") {
@@ -47,17 +50,29 @@ pub fn load(name: &str) -> Vec<Exchange> {
         } else if let Some(r) = line.strip_prefix("  response:") {
             ("response", r)
         } else {
-            if let Some(ex) = out.last_mut() {
-                let t = line.trim_start();
-                if line.starts_with("  ") && !line.starts_with("    ") && t.ends_with(':') {
-                    ex.injected.push(t.trim_end_matches(':').to_owned());
-                }
+            let t = line.trim_start();
+            if let (Some(key), Some(ex)) = (open, out.last_mut())
+                && line.starts_with("    ")
+            {
+                let v = if key == "request" { &mut ex.request } else { &mut ex.response };
+                v.push(' ');
+                v.push_str(t);
+                continue;
+            }
+            open = None;
+            if let Some(ex) = out.last_mut()
+                && line.starts_with("  ")
+                && !line.starts_with("    ")
+                && t.ends_with(':')
+            {
+                ex.injected.push(t.trim_end_matches(':').to_owned());
             }
             continue;
         };
         let mut value = rest.trim().to_owned();
         // A single-quoted scalar may be folded over several lines.
-        if value.starts_with('\'') {
+        let quoted = value.starts_with('\'');
+        if quoted {
             while !(value.len() > 1 && value.ends_with('\'') && !value.ends_with("''")) {
                 match lines.next() {
                     Some(l) => {
@@ -70,7 +85,12 @@ pub fn load(name: &str) -> Vec<Exchange> {
         }
         let value = unquote(&value);
         let ex = out.last_mut().unwrap();
-        if key == "request" { ex.request = value } else { ex.response = value }
+        if key == "request" {
+            ex.request = value
+        } else {
+            ex.response = value
+        }
+        open = if quoted { None } else { Some(key) };
     }
     out
 }
