@@ -27,8 +27,8 @@ use crate::psrp::{
 use crate::wsman::{OptionEntry, action, code, winrs};
 
 const POWERSHELL_NS: &str = "http://schemas.microsoft.com/powershell";
-const STOP_SIGNAL: &str = "http://schemas.microsoft.com/powershell/signal/crtl_c";
-const TERMINATE_SIGNAL: &str = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/signal/Terminate";
+const STOP_SIGNAL: &str = winrs::signal::PS_STOP;
+const TERMINATE_SIGNAL: &str = winrs::signal::PS_TERMINATE;
 /// Envelope size used once the server speaks protocol 2.2 or later.
 const LARGE_ENVELOPE: u32 = 512_000;
 /// Events buffered per pipeline before its Receive loop waits for the reader.

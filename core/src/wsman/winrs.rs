@@ -19,6 +19,11 @@ pub mod signal {
     pub const CTRL_C: &str = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/signal/ctrl_c";
     /// Console Ctrl-Break to the process.
     pub const CTRL_BREAK: &str = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/signal/ctrl_break";
+    /// Stop a PSRP pipeline. "crtl" is not a typo here: it is what PowerShell's client sends and
+    /// its WSMan plugin compares against (MS-PSRP 3.1.5.3.9; PROTOCOL.md F.1).
+    pub const PS_STOP: &str = "http://schemas.microsoft.com/powershell/signal/crtl_c";
+    /// Release a PSRP pipeline, in the casing PowerShell and pypsrp send (Windows accepts both).
+    pub const PS_TERMINATE: &str = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/signal/Terminate";
 }
 
 /// `rsp:Shell` for Create.
