@@ -143,32 +143,31 @@ impl Shared {
     }
 
     /// One Receive for the pool (`pid` None) or a pipeline; feeds the state machine. Returns
-    /// whether the command reported Done.
-    async fn receive(&self, pid: Option<uuid::Uuid>) -> Result<bool> {
+    /// the events it produced, in order, and whether the command reported Done.
+    async fn receive(&self, pid: Option<uuid::Uuid>) -> Result<(Vec<Event>, bool)> {
         let cmd = pid.map(|p| p.as_hyphenated().to_string().to_uppercase());
         let body = winrs::receive_body("stdout", cmd.as_deref());
         let opts = [OptionEntry::new("WSMAN_CMDSHELL_OPTION_KEEPALIVE", "TRUE")];
         let reply = match self.call(action::RECEIVE, &opts, &body).await {
             Ok(r) => r,
-            Err(Error::Fault(f)) if f.is_operation_timeout() => return Ok(false),
+            Err(Error::Fault(f)) if f.is_operation_timeout() => return Ok((Vec::new(), false)),
             Err(e) => return Err(e),
         };
         let out = winrs::parse_receive(&reply)?;
+        let mut events = Vec::new();
         let mut sm = lock(&self.sm);
         for s in out.streams {
             if s.name != "stdout" || s.data.is_empty() {
                 continue;
             }
-            sm.receive(pid, &s.data)?;
+            events.extend(sm.receive(pid, &s.data)?);
         }
-        Ok(out.state == Some(winrs::CommandState::Done))
+        Ok((events, out.state == Some(winrs::CommandState::Done)))
     }
 
-    /// Dispatches every queued event: pipeline events to their reader, pool events here.
-    async fn dispatch(self: &Arc<Self>) -> Result<()> {
-        loop {
-            let ev = lock(&self.sm).next_event();
-            let Some(ev) = ev else { return Ok(()) };
+    /// Delivers events in order: pipeline events to their reader, pool events here.
+    async fn dispatch(self: &Arc<Self>, events: Vec<Event>) -> Result<()> {
+        for ev in events {
             match event_pid(&ev) {
                 Some(pid) => {
                     if let Event::HostCall { pid, call } = &ev {
@@ -188,6 +187,7 @@ impl Shared {
                 None => self.pool_event(ev).await?,
             }
         }
+        Ok(())
     }
 
     async fn pool_event(self: &Arc<Self>, ev: Event) -> Result<()> {
@@ -275,8 +275,8 @@ impl Shared {
     async fn pool_receive_loop(self: Arc<Self>) {
         while !self.closed.load(Ordering::Relaxed) {
             let r = async {
-                self.receive(None).await?;
-                self.dispatch().await
+                let (events, _) = self.receive(None).await?;
+                self.dispatch(events).await
             }
             .await;
             if let Err(e) = r {
@@ -445,8 +445,8 @@ impl RunspacePool {
     async fn finish_open(&self) -> Result<()> {
         self.shared.flush().await?;
         loop {
-            self.shared.receive(None).await?;
-            self.shared.dispatch().await?;
+            let (events, _) = self.shared.receive(None).await?;
+            self.shared.dispatch(events).await?;
             let state = lock(&self.shared.sm).state();
             match state {
                 PoolState::Opened => return Ok(()),
@@ -606,8 +606,8 @@ impl RunspacePool {
 async fn pipeline_loop(shared: Arc<Shared>, pid: uuid::Uuid, tx: Route) {
     let result = async {
         loop {
-            let done = shared.receive(Some(pid)).await?;
-            shared.dispatch().await?;
+            let (events, done) = shared.receive(Some(pid)).await?;
+            shared.dispatch(events).await?;
             let state = lock(&shared.sm).pipeline_state(pid);
             if state.is_none_or(PipelineState::is_finished) || done {
                 return Ok::<_, Error>(());

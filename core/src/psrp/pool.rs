@@ -1,7 +1,7 @@
 //! The runspace pool and its pipelines as a sans-IO state machine (MS-PSRP 3.1.4, 3.1.5).
 //!
-//! Feed the server's bytes with [`RunspacePool::receive`], read what happened with
-//! [`RunspacePool::next_event`], and send what [`RunspacePool::next_outgoing`] hands out. The
+//! Feed the server's bytes with [`RunspacePool::receive`], which returns what happened, and send
+//! what [`RunspacePool::next_outgoing`] hands out. The
 //! caller (the tokio client, or a test) moves the bytes over WS-Man; nothing here does I/O.
 
 use std::collections::{HashMap, VecDeque};
@@ -271,7 +271,6 @@ pub struct RunspacePool {
     protocol: Option<ProtocolVersion>,
     pipelines: HashMap<uuid::Uuid, PipelineState>,
     outgoing: VecDeque<Outgoing>,
-    events: VecDeque<Event>,
     key_pair: Option<ClientKeyPair>,
     session_key: Option<SessionKey>,
     next_ci: i64,
@@ -289,7 +288,6 @@ impl RunspacePool {
             protocol: None,
             pipelines: HashMap::new(),
             outgoing: VecDeque::new(),
-            events: VecDeque::new(),
             key_pair: None,
             session_key: None,
             next_ci: 1,
@@ -518,25 +516,24 @@ impl RunspacePool {
         self.outgoing.pop_front()
     }
 
-    /// The next event.
-    pub fn next_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
-    }
-
     /// Feeds bytes from one `rsp:Stream Name="stdout"` of a Receive for the pool (`pid` None)
-    /// or a pipeline.
-    pub fn receive(&mut self, pid: Option<uuid::Uuid>, data: &[u8]) -> Result<()> {
+    /// or a pipeline, and returns the events they completed, in order. Events come back from the
+    /// call that fed them, so a driver with one task per Receive keeps each pipeline's order.
+    pub fn receive(&mut self, pid: Option<uuid::Uuid>, data: &[u8]) -> Result<Vec<Event>> {
         let limits = self.options.defrag_limits;
         let messages = self.defrag.entry(pid).or_insert_with(|| Defragmenter::new(limits)).push(data)?;
+        let mut events = Vec::with_capacity(messages.len());
         for m in messages {
-            self.process(Message::decode(&m)?)?;
+            if let Some(ev) = self.process(Message::decode(&m)?)? {
+                events.push(ev);
+            }
         }
-        Ok(())
+        Ok(events)
     }
 
-    fn process(&mut self, msg: Message) -> Result<()> {
+    fn process(&mut self, msg: Message) -> Result<Option<Event>> {
         if msg.message_type == MessageType::EndOfPipelineInput {
-            return Ok(());
+            return Ok(None);
         }
         let value = if msg.data.is_empty() {
             Value::Nil
@@ -584,7 +581,7 @@ impl RunspacePool {
             MessageType::RunspacePoolHostCall => {
                 Event::HostCall { pid: None, call: messages::parse_host_call(&value)? }
             }
-            MessageType::RunspacePoolInitData => return Ok(()),
+            MessageType::RunspacePoolInitData => return Ok(None),
             MessageType::PipelineHostCall => {
                 Event::HostCall { pid: Some(pipeline(msg.pid)?), call: messages::parse_host_call(&value)? }
             }
@@ -618,11 +615,10 @@ impl RunspacePool {
             }
             other => {
                 tracing::warn!(message_type = ?other, "skipping a PSRP message this client does not handle");
-                return Ok(());
+                return Ok(None);
             }
         };
-        self.events.push_back(event);
-        Ok(())
+        Ok(Some(event))
     }
 }
 
@@ -646,7 +642,7 @@ mod tests {
         "AAAAAAAAAAUAAAAAAAAAAAMAAABnAQAAAAYQBAC65d2yL/KTRJuOi1ZQc/VjxuYbW/rsqEuAa43XwpCg+u+7vzxPYmogUmVmSWQ9IjAiPjxNUz48STMyIE49IlBpcGVsaW5lU3RhdGUiPjQ8L0kzMj48L01TPjwvT2JqPg==",
     ];
 
-    fn opened_pool() -> RunspacePool {
+    fn opened_pool() -> (RunspacePool, VecDeque<Event>) {
         let rpid = uuid::Uuid::parse_str("b2dde5ba-f22f-4493-9b8e-8b565073f563").unwrap();
         let mut pool = RunspacePool::new(rpid, PoolOptions::default());
         let first = pool.open().unwrap();
@@ -654,8 +650,9 @@ mod tests {
         let frags = crate::psrp::fragment::parse_fragments(&first).unwrap();
         assert_eq!(frags.len(), 2);
         assert!(frags.iter().all(|f| f.start && f.end));
+        let mut events = Vec::new();
         for s in CAPABILITY_AND_PRIVATE_DATA {
-            pool.receive(None, &b64(s)).unwrap();
+            events.extend(pool.receive(None, &b64(s)).unwrap());
         }
         let state = messages::ms(vec![("RunspaceState", Value::I32(2))]);
         let msg = Message::new(
@@ -666,43 +663,46 @@ mod tests {
             clixml::to_string(&state).into_bytes(),
         );
         let chunk = Fragmenter::new(4096).fragment([msg.encode().as_slice()]);
-        pool.receive(None, &chunk[0]).unwrap();
-        pool
+        events.extend(pool.receive(None, &chunk[0]).unwrap());
+        (pool, events.into())
     }
 
     #[test]
     fn opens_on_the_recorded_windows_handshake() {
-        let mut pool = opened_pool();
-        match pool.next_event() {
+        let (pool, mut events) = opened_pool();
+        match events.pop_front() {
             Some(Event::SessionCapability(c)) => assert_eq!(c.protocol_version, "2.3"),
             other => panic!("{other:?}"),
         }
-        match pool.next_event() {
+        match events.pop_front() {
             Some(Event::ApplicationPrivateData(v)) => {
                 let table = v.as_object().unwrap();
                 assert!(matches!(&table.container, Some(clixml::Container::Dictionary(e)) if !e.is_empty()));
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(pool.next_event(), Some(Event::PoolState { state: PoolState::Opened, error: None }));
+        assert_eq!(events.pop_front(), Some(Event::PoolState { state: PoolState::Opened, error: None }));
         assert_eq!(pool.protocol_version(), Some(ProtocolVersion::V2_3));
         assert_eq!(pool.state(), PoolState::Opened);
     }
 
     #[test]
     fn delivers_recorded_pipeline_output_and_state() {
-        let mut pool = opened_pool();
-        while pool.next_event().is_some() {}
+        let (mut pool, _) = opened_pool();
         let pid = uuid::Uuid::parse_str("5b1be6c6-ecfa-4ba8-806b-8dd7c290a0fa").unwrap();
         let spec = PipelineSpec { statements: vec![vec![messages::Command::script("1+1")]], ..Default::default() };
         let first = pool.create_pipeline(pid, &spec).unwrap();
         let m = Message::decode(crate::psrp::fragment::parse_fragments(&first).unwrap()[0].blob).unwrap();
         assert_eq!(m.message_type, MessageType::CreatePipeline);
-        for s in OUTPUT_AND_STATE {
-            pool.receive(Some(pid), &b64(s)).unwrap();
-        }
-        assert_eq!(pool.next_event(), Some(Event::Output { pid, value: Value::I32(2) }));
-        assert_eq!(pool.next_event(), Some(Event::PipelineState { pid, state: PipelineState::Completed, error: None }));
+        let events: Vec<Event> =
+            OUTPUT_AND_STATE.iter().flat_map(|s| pool.receive(Some(pid), &b64(s)).unwrap()).collect();
+        assert_eq!(
+            events,
+            vec![
+                Event::Output { pid, value: Value::I32(2) },
+                Event::PipelineState { pid, state: PipelineState::Completed, error: None }
+            ]
+        );
         assert!(pool.send_input(pid, &[Value::I32(1)]).is_err(), "a finished pipeline takes no input");
     }
 
