@@ -58,8 +58,10 @@ pub struct PoolConfig {
     pub application_arguments: Option<Value>,
     /// Raise the envelope size to 512000 bytes when the server speaks protocol ≥ 2.2.
     pub raise_envelope_size: bool,
-    /// CLIXML limits for what the server sends.
+    /// CLIXML limits for what the server sends (nesting depth, object count, message bytes).
     pub clixml_limits: crate::clixml::Limits,
+    /// Fragment reassembly limits (largest message, messages in flight).
+    pub message_limits: psrp::fragment::DefragLimits,
 }
 
 impl std::fmt::Debug for PoolConfig {
@@ -84,6 +86,7 @@ impl Default for PoolConfig {
             application_arguments: None,
             raise_envelope_size: true,
             clixml_limits: crate::clixml::Limits::default(),
+            message_limits: psrp::fragment::DefragLimits::default(),
         }
     }
 }
@@ -379,7 +382,7 @@ impl RunspacePool {
             application_arguments: config.application_arguments.clone(),
             max_chunk: psrp::fragment::max_payload_for_envelope(envelope as usize),
             clixml_limits: config.clixml_limits.clone(),
-            ..PoolOptions::default()
+            defrag_limits: config.message_limits,
         };
         let mut sm = psrp::RunspacePool::new(id, options);
         let first = sm.open()?;
