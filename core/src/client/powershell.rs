@@ -103,6 +103,8 @@ struct Shared {
     routes: Mutex<HashMap<uuid::Uuid, Route>>,
     waiters: Mutex<HashMap<i64, oneshot::Sender<Value>>>,
     key_waiters: Mutex<Vec<oneshot::Sender<Result<()>>>>,
+    /// A key exchange was started (by us or at the server's request); later callers wait for it.
+    key_exchange_started: AtomicBool,
     host: Option<Arc<dyn Host>>,
     envelope: AtomicU32,
     closed: AtomicBool,
@@ -205,11 +207,15 @@ impl Shared {
             }
             Event::ApplicationPrivateData(v) => *lock(&self.private_data) = Some(v),
             Event::SessionKeyReady => {
+                let _sm = lock(&self.sm);
                 for w in lock(&self.key_waiters).drain(..) {
                     let _ = w.send(Ok(()));
                 }
             }
             Event::PublicKeyRequested => {
+                if self.key_exchange_started.swap(true, Ordering::SeqCst) {
+                    return Ok(());
+                }
                 let this = self.clone();
                 tokio::spawn(async move {
                     if let Err(e) = this.start_key_exchange().await {
@@ -396,6 +402,7 @@ impl RunspacePool {
             routes: Mutex::new(HashMap::new()),
             waiters: Mutex::new(HashMap::new()),
             key_waiters: Mutex::new(Vec::new()),
+            key_exchange_started: AtomicBool::new(false),
             host: config.host.clone(),
             envelope: AtomicU32::new(envelope),
             closed: AtomicBool::new(false),
@@ -481,14 +488,23 @@ impl RunspacePool {
         lock(&self.shared.sm).state()
     }
 
-    /// Runs the session-key exchange (needed before sending or reading SecureStrings).
+    /// Runs the session-key exchange (needed before sending or reading SecureStrings), or waits
+    /// for the one already under way (the server may have asked for it).
     pub async fn exchange_key(&self) -> Result<()> {
-        if lock(&self.shared.sm).session_key().is_some() {
-            return Ok(());
+        let rx = {
+            // INVARIANT: the key check and the waiter registration happen under the state lock,
+            // which the SessionKeyReady dispatch also takes, so no notification is missed.
+            let sm = lock(&self.shared.sm);
+            if sm.session_key().is_some() {
+                return Ok(());
+            }
+            let (tx, rx) = oneshot::channel();
+            lock(&self.shared.key_waiters).push(tx);
+            rx
+        };
+        if !self.shared.key_exchange_started.swap(true, Ordering::SeqCst) {
+            self.shared.start_key_exchange().await?;
         }
-        let (tx, rx) = oneshot::channel();
-        lock(&self.shared.key_waiters).push(tx);
-        self.shared.start_key_exchange().await?;
         rx.await.map_err(|_| Error::protocol("the session key exchange was abandoned"))?
     }
 
