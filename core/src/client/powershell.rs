@@ -261,6 +261,11 @@ impl Shared {
             if call.method.is_void() {
                 return;
             }
+            if response.needs_session_key()
+                && let Err(e) = this.ensure_key().await
+            {
+                tracing::warn!(error = %e, "no session key for a host response carrying a secret");
+            }
             let queued = lock(&this.sm).host_response(pid, &call, &response);
             if let Err(e) = async {
                 queued?;
@@ -271,6 +276,25 @@ impl Shared {
                 tracing::warn!(error = %e, method = call.method.name(), "could not answer a host call");
             }
         });
+    }
+
+    /// Runs the session-key exchange, or waits for the one already under way.
+    async fn ensure_key(&self) -> Result<()> {
+        let rx = {
+            // INVARIANT: the key check and the waiter registration happen under the state lock,
+            // which the SessionKeyReady dispatch also takes, so no notification is missed.
+            let sm = lock(&self.sm);
+            if sm.session_key().is_some() {
+                return Ok(());
+            }
+            let (tx, rx) = oneshot::channel();
+            lock(&self.key_waiters).push(tx);
+            rx
+        };
+        if !self.key_exchange_started.swap(true, Ordering::SeqCst) {
+            self.start_key_exchange().await?;
+        }
+        rx.await.map_err(|_| Error::protocol("the session key exchange was abandoned"))?
     }
 
     async fn start_key_exchange(&self) -> Result<()> {
@@ -491,21 +515,7 @@ impl RunspacePool {
     /// Runs the session-key exchange (needed before sending or reading SecureStrings), or waits
     /// for the one already under way (the server may have asked for it).
     pub async fn exchange_key(&self) -> Result<()> {
-        let rx = {
-            // INVARIANT: the key check and the waiter registration happen under the state lock,
-            // which the SessionKeyReady dispatch also takes, so no notification is missed.
-            let sm = lock(&self.shared.sm);
-            if sm.session_key().is_some() {
-                return Ok(());
-            }
-            let (tx, rx) = oneshot::channel();
-            lock(&self.shared.key_waiters).push(tx);
-            rx
-        };
-        if !self.shared.key_exchange_started.swap(true, Ordering::SeqCst) {
-            self.shared.start_key_exchange().await?;
-        }
-        rx.await.map_err(|_| Error::protocol("the session key exchange was abandoned"))?
+        self.shared.ensure_key().await
     }
 
     /// Encrypts a string for use as a SecureString argument (exchanges the key if needed).

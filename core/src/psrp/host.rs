@@ -124,14 +124,59 @@ pub struct HostCall {
 }
 
 /// What the client's host answers.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub enum HostResponse {
     /// The method's return value.
     Value(Value),
+    /// A secret typed by the user (ReadLineAsSecureString): sent as a SecureString encrypted with
+    /// the session key.
+    SecureString(zeroize::Zeroizing<String>),
+    /// A credential (PromptForCredential): sent as a PSCredential whose password is a SecureString.
+    Credential {
+        /// The user name, e.g. `DOMAIN\user`.
+        username: String,
+        /// The password.
+        password: zeroize::Zeroizing<String>,
+    },
     /// The call failed; the message becomes the ErrorRecord's exception message.
     Error(String),
     /// The host does not implement the method.
     NotImplemented,
+}
+
+impl std::fmt::Debug for HostResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostResponse::Value(v) => f.debug_tuple("Value").field(v).finish(),
+            HostResponse::SecureString(_) => f.write_str("SecureString(<redacted>)"),
+            HostResponse::Credential { username, .. } => {
+                f.debug_struct("Credential").field("username", username).field("password", &"<redacted>").finish()
+            }
+            HostResponse::Error(m) => f.debug_tuple("Error").field(m).finish(),
+            HostResponse::NotImplemented => f.write_str("NotImplemented"),
+        }
+    }
+}
+
+impl HostResponse {
+    /// Whether answering needs the session key (it carries a secret).
+    pub fn needs_session_key(&self) -> bool {
+        matches!(self, HostResponse::SecureString(_) | HostResponse::Credential { .. })
+    }
+}
+
+/// A PSCredential value (MS-PSRP 2.2.3.25) with an already encrypted password.
+pub fn credential_value(username: &str, encrypted_password: Vec<u8>) -> Value {
+    Value::Object(std::sync::Arc::new(PsObject {
+        type_names: Some(
+            vec!["System.Management.Automation.PSCredential".to_owned(), "System.Object".to_owned()].into(),
+        ),
+        adapted: vec![
+            ("UserName".into(), Value::Str(username.to_owned())),
+            ("Password".into(), Value::SecureString(encrypted_password)),
+        ],
+        ..PsObject::new()
+    }))
 }
 
 /// The `{T: typename, V: value}` wrapper PowerShell uses for some host-data values.

@@ -327,6 +327,12 @@ pub fn host_response(call: &HostCall, response: &HostResponse) -> Value {
     match response {
         HostResponse::Value(v) => props.push(("mr", v.clone())),
         HostResponse::Error(message) => props.push(("me", error_record_value(message, "RemoteHostExecutionException"))),
+        // Secrets are encrypted by the runspace pool before they get here; never send them in
+        // clear text.
+        HostResponse::SecureString(_) | HostResponse::Credential { .. } => props.push((
+            "me",
+            error_record_value("The client could not encrypt the answer: no session key.", "NoSessionKey"),
+        )),
         HostResponse::NotImplemented => props.push((
             "me",
             error_record_value(

@@ -407,11 +407,27 @@ impl RunspacePool {
         Ok(())
     }
 
-    /// Queues the answer to a host call (nothing for void methods).
+    /// Queues the answer to a host call (nothing for void methods). Secrets in the answer are
+    /// encrypted with the session key, which must have been exchanged.
     pub fn host_response(&mut self, pid: Option<uuid::Uuid>, call: &HostCall, response: &HostResponse) -> Result<()> {
         if call.method.is_void() {
             return Ok(());
         }
+        let encrypted;
+        let response = match response {
+            HostResponse::SecureString(plain) => {
+                encrypted = HostResponse::Value(self.secure_string(plain)?);
+                &encrypted
+            }
+            HostResponse::Credential { username, password } => {
+                let Value::SecureString(ct) = self.secure_string(password)? else {
+                    return Err(Error::protocol("secure_string returned no SecureString"));
+                };
+                encrypted = HostResponse::Value(super::host::credential_value(username, ct));
+                &encrypted
+            }
+            other => other,
+        };
         let value = messages::host_response(call, response);
         let (ty, pid) = match pid {
             Some(p) => (MessageType::PipelineHostResponse, Some(p)),
@@ -704,6 +720,33 @@ mod tests {
             ]
         );
         assert!(pool.send_input(pid, &[Value::I32(1)]).is_err(), "a finished pipeline takes no input");
+    }
+
+    #[test]
+    fn unknown_message_types_are_skipped() {
+        let (mut pool, _) = opened_pool();
+        let msg =
+            Message::new(Destination::Client, MessageType::Unknown(0x0004_1234), pool.id(), None, b"<S>x</S>".to_vec());
+        let chunk = Fragmenter::new(4096).fragment([msg.encode().as_slice()]);
+        assert_eq!(pool.receive(None, &chunk[0]).unwrap(), Vec::new());
+        assert_eq!(pool.state(), PoolState::Opened);
+    }
+
+    #[test]
+    fn host_secrets_need_and_use_the_session_key() {
+        let (mut pool, _) = opened_pool();
+        let call =
+            HostCall { ci: 1, method: super::super::host::HostMethod::ReadLineAsSecureString, parameters: vec![] };
+        let secret = HostResponse::SecureString(zeroize::Zeroizing::new("hunter2".into()));
+        assert!(pool.host_response(None, &call, &secret).is_err(), "no session key yet");
+        pool.session_key = Some(SessionKey::from_bytes([7; 32]));
+        pool.host_response(None, &call, &secret).unwrap();
+        let out = pool.next_outgoing().unwrap();
+        assert_eq!(out.stream, InputStream::PromptResponse);
+        let text = String::from_utf8_lossy(&out.data);
+        assert!(!text.contains("hunter2"));
+        assert!(text.contains("<SS"));
+        assert_eq!(format!("{secret:?}"), "SecureString(<redacted>)");
     }
 
     #[test]
