@@ -20,6 +20,7 @@ from .dispatch import Dispatcher
 from .engines import EngineRegistry
 from .httpserver import ServerConfig, WinRMServer
 from .misbehave import MODES
+from .psrp_shell import PS_PREFIX, PSRPEngine
 from .users import UserStore, UsersFileError
 
 log = logging.getLogger("psremote_testserver")
@@ -52,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--control", action="store_true", help="serve GET /_control/state")
     parser.add_argument("--capture", metavar="DIR", help="write every received HTTP request to DIR/NNNNNN.http")
     parser.add_argument("--misbehave", choices=MODES, help="break the reply to the first Receive")
+    parser.add_argument(
+        "--psrp-fragment-size",
+        type=_positive,
+        metavar="N",
+        help="cap PSRP fragment blobs sent to clients at N bytes (default: derived from each Receive's MaxEnvelopeSize)",
+    )
     parser.add_argument("--verbose", action="store_true", help="log one line per request to stderr")
     return parser
 
@@ -86,6 +93,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         registry = EngineRegistry()
         registry.register(CMD_URI, CmdEngine())
+        registry.register_prefix(PS_PREFIX, PSRPEngine(args.psrp_fragment_size))
         dispatcher = Dispatcher(registry)
         server = WinRMServer(config, users, dispatcher)
 

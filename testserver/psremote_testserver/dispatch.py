@@ -79,7 +79,8 @@ class Dispatcher:
         return engine.handle(shell, request, ctx)
 
     def counts(self):
-        return self.shells.counts()
+        """Live shells and commands, plus the PSRP engine's pools and pipelines."""
+        return self.shells.counts(("pools", "pipelines", "pipelines_running"))
 
     def close_all(self) -> None:
         for engine, shell in self.shells.pop_all():

@@ -2,8 +2,8 @@
 
 The HTTP, auth and encryption layers never look inside a shell: the dispatcher
 parses the envelope, finds the engine for ``wsman:ResourceURI`` here, and hands
-it the request. Adding the PowerShell engine means writing a ShellEngine and
-registering it for the ``http://schemas.microsoft.com/powershell/`` prefix.
+it the request. The cmd shell registers its exact URI, the PSRP engine the
+``http://schemas.microsoft.com/powershell/`` prefix.
 """
 
 from __future__ import annotations
@@ -44,6 +44,10 @@ class Shell(abc.ABC):
     @abc.abstractmethod
     def live_commands(self) -> int:
         """Commands not yet released by Signal Terminate or shell deletion."""
+
+    def extra_counts(self) -> Dict[str, int]:
+        """Engine-specific counters for the control state (summed over shells)."""
+        return {}
 
 
 class ShellEngine(abc.ABC):
@@ -115,7 +119,13 @@ class ShellTable:
             self._shells.clear()
             return shells
 
-    def counts(self) -> Tuple[int, int]:
+    def counts(self, extra_keys: Tuple[str, ...] = ()) -> Dict[str, int]:
+        """{"shells", "commands"} plus every engine counter (``extra_keys`` are reported even when 0)."""
         with self._lock:
             shells = [shell for _, shell in self._shells.values()]
-        return len(shells), sum(shell.live_commands() for shell in shells)
+        result = {"shells": len(shells), "commands": sum(shell.live_commands() for shell in shells)}
+        result.update((key, 0) for key in extra_keys)
+        for shell in shells:
+            for key, value in shell.extra_counts().items():
+                result[key] = result.get(key, 0) + value
+        return result

@@ -24,9 +24,17 @@ FILE_NOT_FOUND = 2147942402  # HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND)
 ACCESS_DENIED = 2147942405  # HRESULT_FROM_WIN32(ERROR_ACCESS_DENIED)
 DIRECTORY_INVALID = 2147942667  # HRESULT_FROM_WIN32(ERROR_DIRECTORY)
 UNSPECIFIED = 2147500037  # E_FAIL
+# The PowerShell WSMan plugin (pwrshplugin.dll) reports these (PowerShell's WSManPluginErrorCodes).
+PS_PROTOCOL_VERSION_MISMATCH = 2152991685  # 0x80540BC5
+PS_OPTION_NOT_UNDERSTOOD = 2152991686  # 0x80540BC6
+PS_PROTOCOL_VERSION_MISSING = 2152991687  # 0x80540BC7
 
 CMD_PLUGIN = ("Shell cmd plugin", r"%systemroot%\system32\winrscmd.dll")
 SHELL_PROVIDER = ("Shell provider", r"%systemroot%\system32\WsmSvc.dll")
+PS_PLUGIN = ("microsoft.powershell", r"C:\Windows\system32\pwrshplugin.dll")
+# What the plugin says it is compatible with (Windows PowerShell 5.1).
+PS_BUILD = "10.0.17763.1"
+PS_PROTOCOL = "2.3"
 
 
 @dataclass(eq=False)
@@ -168,3 +176,45 @@ def action_not_supported(action: str) -> WSManFault:
         message,
         detail=FAULT_DETAIL + "ActionMismatch",
     )
+
+
+def _ps_plugin(code: int, message: str) -> WSManFault:
+    """An error the PowerShell plugin reports back through WinRM (a ProviderFault naming pwrshplugin.dll)."""
+    return WSManFault("s:Receiver", "w:InternalError", message, code, message, provider=PS_PLUGIN)
+
+
+def psrp_protocol_version_missing() -> WSManFault:
+    """Create without the protocolversion option (PowerShell's WSManPluginProtocolVersionNotFound)."""
+    return _ps_plugin(
+        PS_PROTOCOL_VERSION_MISSING,
+        f"An option with name protocolversion is expected from the client. Make sure the client is compatible with the "
+        f"build {PS_BUILD} and the protocol version {PS_PROTOCOL} of PowerShell.",
+    )
+
+
+def psrp_protocol_version_mismatch(version: str) -> WSManFault:
+    return _ps_plugin(
+        PS_PROTOCOL_VERSION_MISMATCH,
+        f'<PSProtocolVersionError ServerProtocolVersion="{PS_PROTOCOL}" ServerBuildVersion="{PS_BUILD}">Powershell plugin '
+        f"does not support the protocol version {version} requested by client.</PSProtocolVersionError>",
+    )
+
+
+def psrp_option_not_understood(name: str) -> WSManFault:
+    return _ps_plugin(
+        PS_OPTION_NOT_UNDERSTOOD,
+        f"PowerShell plugin does not understand the option {name}. Make sure the client is compatible with the build "
+        f"{PS_BUILD} and the protocol version {PS_PROTOCOL} of PowerShell.",
+    )
+
+
+def psrp_invalid_stream(kind: str, allowed: str) -> WSManFault:
+    return _ps_plugin(
+        INVALID_PARAMETER,
+        f"The supplied {kind} stream is not valid. Only {allowed} is supported as {kind} stream.",
+    )
+
+
+def psrp_bad_data(message: str) -> WSManFault:
+    """PSRP data the plugin cannot decode (fragments out of order, CLIXML that does not parse)."""
+    return _ps_plugin(UNSPECIFIED, message)

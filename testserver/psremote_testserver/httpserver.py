@@ -175,8 +175,7 @@ class WinRMHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
         if self.server.config.control and path == CONTROL_STATE:
-            shells, commands = self.server.dispatcher.counts()
-            state = {"shells": shells, "commands": commands, **self.server.stats.snapshot()}
+            state = {**self.server.dispatcher.counts(), **self.server.stats.snapshot()}
             self._respond(200, [("Content-Type", "application/json")], json.dumps(state).encode())
         elif path == self.server.config.path:
             self._respond(405, [("Allow", "POST")])

@@ -11,7 +11,7 @@ import re
 import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, Iterable, List, Optional, Set
 from xml.sax.saxutils import escape
 
 from . import faults
@@ -91,6 +91,7 @@ class WSManRequest:
     body: ET.Element
     selectors: Dict[str, str] = field(default_factory=dict)  # names lower-cased
     options: Dict[str, str] = field(default_factory=dict)  # names as sent
+    must_comply: Set[str] = field(default_factory=set)  # option names sent with MustComply="true"
     operation_timeout: Optional[float] = None
     max_envelope_size: Optional[int] = None
     to: Optional[str] = None
@@ -181,6 +182,8 @@ def parse_request(data: bytes) -> WSManRequest:
     if option_set is not None:
         for option in option_set.findall(q("w", "Option")):
             request.options[option.get("Name", "")] = (option.text or "").strip()
+            if (option.get("MustComply") or "").strip().lower() == "true":
+                request.must_comply.add(option.get("Name", ""))
     return request
 
 

@@ -163,7 +163,8 @@ def test_missing_file_with_skip_cmd_shell(client, shell):
 
 
 def test_unknown_resource_uri(client):
-    response = client.post_sealed(rc.create_shell(resource_uri="http://schemas.microsoft.com/powershell/Microsoft.PowerShell")[1])
+    # (PSRP configurations are served now; test_psrp_wire covers an unknown configuration name.)
+    response = client.post_sealed(rc.create_shell(resource_uri="http://schemas.microsoft.com/wbem/wsman/1/wmi/root/cimv2/Nope")[1])
     assert response.status == 500
     fault = rc.parse_fault(response.xml)
     assert (fault.subcode, fault.code) == ("w:DestinationUnreachable", 2150858752)

@@ -1,0 +1,307 @@
+"""The PowerShell (PSRP) shell engine: resource URIs http://schemas.microsoft.com/powershell/<configuration>.
+
+WS-Man side of PROTOCOL.md A.6-A.7 and C.4: Create carries the pool's first
+fragments in creationXml, Command the first CREATE_PIPELINE fragment(s) in
+Arguments, Send the rest on stdin/pr, Receive returns stdout Streams (one
+fragment each, as Windows does) with CommandState Done once a pipeline's
+final state went out. Reply shapes copy shared/conformance/windows-transcripts
+(test_psrp_*.yml). The PSRP state machine lives in psrp_pool.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import re
+import uuid
+import xml.etree.ElementTree as ET
+from typing import List, Optional, Tuple
+
+from . import faults
+from .engines import Reply, RequestContext, Shell, ShellEngine, ShellTable
+from .psrp_runtime import CONFIGURATIONS, Configuration
+from .psrp_pool import Pool, PoolClosed, ProtocolError, UnknownPipeline
+from .soap import (
+    ACTION_COMMAND,
+    ACTION_RECEIVE,
+    ACTION_SEND,
+    ACTION_SIGNAL,
+    NS,
+    NS_RECEIVE,
+    WSManRequest,
+    parse_duration,
+    q,
+    text,
+)
+
+log = logging.getLogger(__name__)
+
+PS_PREFIX = "http://schemas.microsoft.com/powershell/"
+PS_NS = "http://schemas.microsoft.com/powershell"
+STATE = NS["rsp"] + "/CommandState/"
+TERMINATE = (NS["rsp"] + "/signal/terminate").lower()
+STOP_CODES = ("powershell/signal/crtl_c", "powershell/signal/ctrl_c")
+DEFAULT_IDLE = "PT7200.000S"
+_VERSION = re.compile(r"^2\.\d+$")
+_KNOWN_PS_OPTIONS = {"protocolversion"}
+
+
+def configuration_of(resource_uri: str) -> Optional[Configuration]:
+    if not resource_uri.lower().startswith(PS_PREFIX):
+        return None
+    return CONFIGURATIONS.get(resource_uri[len(PS_PREFIX) :].lower())
+
+
+def _b64(value: Optional[str]) -> bytes:
+    try:
+        return base64.b64decode((value or "").strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise faults.invalid_parameter() from None
+
+
+def _guid(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value.strip())
+    except ValueError:
+        raise faults.invalid_parameter() from None
+
+
+class PSRPShell(Shell):
+    def __init__(
+        self,
+        shell_id: str,
+        resource_uri: str,
+        pool: Pool,
+        owner: str,
+        client_ip: str,
+        idle_timeout: str,
+        input_streams: str,
+        output_streams: str,
+    ) -> None:
+        self.shell_id = shell_id
+        self.resource_uri = resource_uri
+        self.pool = pool
+        self.owner = owner
+        self.client_ip = client_ip
+        self.idle_timeout = idle_timeout
+        self.input_streams = input_streams
+        self.output_streams = output_streams
+
+    def live_commands(self) -> int:
+        return self.pool.counts()["pipelines"]
+
+    def extra_counts(self):
+        return {"pools": 0 if self.pool.closed else 1, **self.pool.counts()}
+
+
+class PSRPEngine(ShellEngine):
+    actions = frozenset({ACTION_COMMAND, ACTION_SEND, ACTION_RECEIVE, ACTION_SIGNAL})
+
+    def __init__(self, fragment_size: Optional[int] = None) -> None:
+        self.fragment_size = fragment_size
+
+    # -- Create ----------------------------------------------------------------------------------------
+    def create(self, request: WSManRequest, ctx: RequestContext, taken: ShellTable) -> Tuple[Shell, Reply]:
+        configuration = configuration_of(request.resource_uri)
+        if configuration is None:
+            raise faults.destination_unreachable(request.resource_uri)
+        body = request.body.find(q("rsp", "Shell"))
+        if body is None:
+            raise faults.invalid_parameter()
+        # The plugin compares option names ordinally: "protocolversion" exactly.
+        if "protocolversion" not in request.options:
+            raise faults.psrp_protocol_version_missing()
+        version = request.options["protocolversion"]
+        if not _VERSION.match(version):
+            raise faults.psrp_protocol_version_mismatch(version)
+        for name in sorted(request.must_comply):
+            if name.upper().startswith("PS_") and name.lower() not in _KNOWN_PS_OPTIONS:
+                raise faults.psrp_option_not_understood(name)
+
+        shell_id = (body.get("ShellId") or "").strip().upper()
+        pool_id = _guid(shell_id) if shell_id else uuid.uuid4()
+        shell_id = str(pool_id).upper()
+        if taken.contains(shell_id):
+            raise faults.invalid_parameter("A shell with the requested ShellId already exists. ")
+        inputs = self._element_text(body, "InputStreams") or "stdin pr"
+        outputs = self._element_text(body, "OutputStreams") or "stdout"
+        if "stdout" not in outputs.split():
+            raise faults.psrp_invalid_stream("output", "stdout")
+        idle = self._element_text(body, "IdleTimeOut")
+        seconds = parse_duration(idle) if idle else None
+        idle_timeout = f"PT{seconds:.3f}S" if seconds is not None else DEFAULT_IDLE
+
+        pool = Pool(pool_id, configuration, self.fragment_size)
+        creation = body.find(f"{{{PS_NS}}}creationXml")
+        if creation is not None and (creation.text or "").strip():
+            try:
+                pool.feed(_b64(creation.text))
+            except ProtocolError as exc:
+                raise faults.psrp_bad_data(str(exc)) from None
+        shell = PSRPShell(
+            shell_id, request.resource_uri, pool, ctx.principal, ctx.client_ip, idle_timeout, inputs, outputs
+        )
+        return shell, Reply(self._created_body(shell, ctx))
+
+    @staticmethod
+    def _element_text(body: ET.Element, tag: str) -> str:
+        element = body.find(q("rsp", tag))
+        return (element.text or "").strip() if element is not None else ""
+
+    @staticmethod
+    def _created_body(shell: PSRPShell, ctx: RequestContext) -> str:
+        return (
+            f"<x:ResourceCreated><a:Address>{text(ctx.endpoint_url)}</a:Address><a:ReferenceParameters>"
+            f"<w:ResourceURI>{text(shell.resource_uri)}</w:ResourceURI>"
+            f'<w:SelectorSet><w:Selector Name="ShellId">{shell.shell_id}</w:Selector></w:SelectorSet>'
+            "</a:ReferenceParameters></x:ResourceCreated>"
+            f'<rsp:Shell xmlns:rsp="{NS["rsp"]}">'
+            f"<rsp:ShellId>{shell.shell_id}</rsp:ShellId>"
+            f"<rsp:ResourceUri>{text(shell.resource_uri)}</rsp:ResourceUri>"
+            f"<rsp:Owner>{text(shell.owner)}</rsp:Owner><rsp:ClientIP>{text(shell.client_ip)}</rsp:ClientIP>"
+            f"<rsp:ProcessId>{_process_id()}</rsp:ProcessId>"
+            f"<rsp:IdleTimeOut>{shell.idle_timeout}</rsp:IdleTimeOut>"
+            f"<rsp:InputStreams>{text(shell.input_streams)}</rsp:InputStreams>"
+            f"<rsp:OutputStreams>{text(shell.output_streams)}</rsp:OutputStreams>"
+            "<rsp:MaxIdleTimeOut>PT2147483.647S</rsp:MaxIdleTimeOut>"
+            "<rsp:Locale>en-US</rsp:Locale><rsp:DataLocale>en-US</rsp:DataLocale>"
+            "<rsp:CompressionMode>NoCompression</rsp:CompressionMode><rsp:ProfileLoaded>Yes</rsp:ProfileLoaded>"
+            "<rsp:Encoding>UTF8</rsp:Encoding><rsp:BufferMode>Block</rsp:BufferMode><rsp:State>Connected</rsp:State>"
+            "<rsp:ShellRunTime>P0DT0H0M0S</rsp:ShellRunTime><rsp:ShellInactivity>P0DT0H0M0S</rsp:ShellInactivity>"
+            "</rsp:Shell>"
+        )
+
+    # -- the rest -----------------------------------------------------------------------------------------
+    def handle(self, shell: Shell, request: WSManRequest, ctx: RequestContext) -> Reply:
+        assert isinstance(shell, PSRPShell)
+        if configuration_of(request.resource_uri) is None:
+            raise faults.destination_unreachable(request.resource_uri)
+        handler = {
+            ACTION_COMMAND: self._command,
+            ACTION_SEND: self._send,
+            ACTION_RECEIVE: self._receive,
+            ACTION_SIGNAL: self._signal,
+        }[request.action]
+        try:
+            return handler(shell, request, ctx)
+        except UnknownPipeline:
+            raise faults.unknown_command() from None
+        except PoolClosed:
+            raise faults.unknown_shell() from None
+        except ProtocolError as exc:
+            raise faults.psrp_bad_data(str(exc)) from None
+
+    def delete(self, shell: Shell) -> None:
+        assert isinstance(shell, PSRPShell)
+        shell.pool.close()
+
+    def _command(self, shell: PSRPShell, request: WSManRequest, ctx: RequestContext) -> Reply:
+        line = request.body.find(q("rsp", "CommandLine"))
+        if line is None:
+            raise faults.invalid_parameter()
+        data = b"".join(_b64(argument.text) for argument in line.findall(q("rsp", "Arguments")))
+        command_id = (line.get("CommandId") or "").strip()
+        pipeline_id = _guid(command_id) if command_id else self._pipeline_id_of(data)
+        shell.pool.command(pipeline_id, data)
+        return Reply(
+            f"<rsp:CommandResponse><rsp:CommandId>{str(pipeline_id).upper()}</rsp:CommandId></rsp:CommandResponse>"
+        )
+
+    @staticmethod
+    def _pipeline_id_of(data: bytes) -> uuid.UUID:
+        """Without a CommandId attribute the pipeline id comes from the CREATE_PIPELINE header."""
+        if len(data) >= 21 + 40:
+            return uuid.UUID(bytes_le=data[21 + 24 : 21 + 40])
+        return uuid.uuid4()
+
+    def _send(self, shell: PSRPShell, request: WSManRequest, ctx: RequestContext) -> Reply:
+        send = request.body.find(q("rsp", "Send"))
+        if send is None:
+            raise faults.invalid_parameter()
+        chunks: List[bytes] = []
+        for stream in send.findall(q("rsp", "Stream")):
+            if stream.get("Name") not in ("stdin", "pr"):
+                raise faults.psrp_invalid_stream("input", "stdin or pr")
+            command_id = stream.get("CommandId")
+            if command_id and not shell.pool.has_pipeline(_guid(command_id)):
+                raise faults.unknown_command()
+            chunks.append(_b64(stream.text))
+        for chunk in chunks:
+            if chunk:
+                shell.pool.feed(chunk)
+        return Reply("<rsp:SendResponse/>")
+
+    def _receive(self, shell: PSRPShell, request: WSManRequest, ctx: RequestContext) -> Reply:
+        desired = request.body.find(q("rsp", "Receive") + "/" + q("rsp", "DesiredStream"))
+        if desired is None:
+            raise faults.invalid_parameter()
+        if "stdout" not in (desired.text or "").split():
+            raise faults.psrp_invalid_stream("output", "stdout")
+        command_id = (desired.get("CommandId") or "").strip()
+        pipeline_id = _guid(command_id) if command_id else None
+        command_id = command_id.upper()
+        timeout = min(
+            request.operation_timeout if request.operation_timeout is not None else ctx.max_timeout, ctx.max_timeout
+        )
+        fixed = (
+            len(self._received_body(command_id, [], True)) if command_id else len(self._received_body("", [], False))
+        )
+        per_fragment = len(self._stream(command_id, ""))
+        result = shell.pool.receive(pipeline_id, timeout, request.body_budget - fixed, per_fragment)
+        if result is None:
+            raise faults.operation_timeout()
+        streams = ""
+        if result.fragments:
+            # One Stream element per fragment, as Windows sends them.
+            opening, closing = per_fragment_tags(command_id)
+            encoded = [binascii.b2a_base64(fragment, newline=False).decode("ascii") for fragment in result.fragments]
+            streams = opening + (closing + opening).join(encoded) + closing
+        return Reply(self._received_body(command_id, [streams], result.done), NS_RECEIVE)
+
+    @staticmethod
+    def _stream(command_id: str, payload: str) -> str:
+        opening, closing = per_fragment_tags(command_id)
+        return opening + payload + closing
+
+    @staticmethod
+    def _received_body(command_id: str, streams: List[str], done: bool) -> str:
+        parts = ["<rsp:ReceiveResponse>", *streams]
+        if command_id:
+            if done:
+                parts.append(
+                    f'<rsp:CommandState CommandId="{command_id}" State="{STATE}Done"><rsp:ExitCode>0</rsp:ExitCode></rsp:CommandState>'
+                )
+            else:
+                parts.append(f'<rsp:CommandState CommandId="{command_id}" State="{STATE}Running"></rsp:CommandState>')
+        parts.append("</rsp:ReceiveResponse>")
+        return "".join(parts)
+
+    def _signal(self, shell: PSRPShell, request: WSManRequest, ctx: RequestContext) -> Reply:
+        element = request.body.find(q("rsp", "Signal"))
+        code_element = element.find(q("rsp", "Code")) if element is not None else None
+        command_id = (element.get("CommandId") or "").strip() if element is not None else ""
+        if code_element is None or not command_id:
+            raise faults.invalid_parameter()
+        pipeline_id = _guid(command_id)
+        code = (code_element.text or "").strip().lower()
+        if code.endswith(STOP_CODES):
+            shell.pool.stop_pipeline(pipeline_id)
+        elif code == TERMINATE:
+            shell.pool.release_pipeline(pipeline_id)
+            log.info("pipeline %s released", command_id.upper())
+        else:
+            raise faults.invalid_parameter()
+        return Reply("<rsp:SignalResponse/>")
+
+
+def per_fragment_tags(command_id: str) -> Tuple[str, str]:
+    if command_id:
+        return f'<rsp:Stream Name="stdout" CommandId="{command_id}">', "</rsp:Stream>"
+    return '<rsp:Stream Name="stdout">', "</rsp:Stream>"
+
+
+def _process_id() -> int:
+    import os
+
+    return os.getpid()
