@@ -23,8 +23,11 @@ use base64::Engine as _;
 use common::block_on;
 use psremote::Error;
 use psremote::auth::Mechanism;
-use psremote::client::{Client, ClientConfig, CmdShellOptions, Host, PipelineResult, PoolConfig, RunspacePool};
+use psremote::client::{
+    Client, ClientConfig, CmdShellOptions, CommandOptions, Host, PipelineResult, PoolConfig, RunspacePool,
+};
 use psremote::clixml::{Container, PsObject, Value};
+use psremote::psrp::session_key::ClientKeyPair;
 use psremote::psrp::{
     Command, Event, HostCall, HostMethod, HostResponse, PipelineSpec, PipelineState, PoolState, ProtocolVersion,
 };
@@ -55,10 +58,6 @@ const NOT_APPLICABLE: &[(&str, &str)] = &[
         "RunspacePool::is_alive (a Transfer Get with OperationTimeout PT-1S) is not implemented",
     ),
     (
-        "test_psrp_no_profile.yml",
-        "PoolConfig has no no-profile setting (option WINRS_NOPROFILE=TRUE on the PSRP shell's Create)",
-    ),
-    (
         "test_psrp_receive_failure.yml",
         "the recording polls a CommandId that was never created; psremote only receives for pipelines it started",
     ),
@@ -70,11 +69,6 @@ const NOT_APPLICABLE: &[(&str, &str)] = &[
         "test_winrs_fail_poll_process.yml",
         "the recording sends a shell-level Receive (no CommandId) on a cmd shell; psremote never does",
     ),
-    (
-        "test_winrs_no_cmd_shell.yml",
-        "CmdShell::start has no WINRS_SKIP_CMD_SHELL=TRUE (no_shell) option; \
-         winrs_no_cmd_shell_fault_is_reported replays the fault part only",
-    ),
 ];
 
 /// Scenarios with a test here.
@@ -83,6 +77,7 @@ const REPLAYED: &[&str] = &[
     "test_psrp_error_failed.yml",
     "test_psrp_multiple_commands.yml",
     "test_psrp_multiple_invocations.yml",
+    "test_psrp_no_profile.yml",
     "test_psrp_open_runspace.yml",
     "test_psrp_pshost_methods.yml",
     "test_psrp_pshost_ui_mocked_methods.yml",
@@ -96,6 +91,7 @@ const REPLAYED: &[&str] = &[
     "test_psrp_with_input.yml",
     "test_psrp_with_jea_configuration.yml",
     "test_winrs_environment.yml",
+    "test_winrs_no_cmd_shell.yml",
     "test_winrs_noprofile.yml",
     "test_winrs_open_already_opened.yml",
     "test_winrs_send.yml",
@@ -321,6 +317,19 @@ impl Host for ScriptedHost {
     }
 }
 
+/// pypsrp's published test RSA key (vector psrp-key-exchange-real), which the key-exchange
+/// recordings were made with.
+fn pypsrp_test_key() -> ClientKeyPair {
+    ClientKeyPair::from_primes(&unhex(PYPSRP_KEY_P), &unhex(PYPSRP_KEY_Q), 65537).unwrap()
+}
+
+const PYPSRP_KEY_P: &str = "f8417a30800b68c766c29f80991870f0912052a967755c307c2f99300c65e9c1493f8f49c4706ebe26bd82c4435de417f12ca13402a3419edc1b444e30cffb205dba8d828574022d13974b7d217a20107b6cbecaa529c13868f429d56d10973da7e773c4a056fa3d5b4cf96ba92c3b9c378bb9c3a9f2214ced38711025f39355";
+const PYPSRP_KEY_Q: &str = "c9b3671a98095c024dbd29894c559301868edf49a1e87b3d8d37ee5d186319ddde827811c5e54a07e739644cec83b36e8972b4b50ac00577d80987a67cbf8967aa4c12fce69b9b2120f9ddaf2e90acc7399380e849f2f7def18dc7f81b012249337a4b1964c24d625260b8764014f29eb76e8fc5d57e6e4d5472fcd30e0eafb3";
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+}
+
 async fn open_pool(client: &Client) -> RunspacePool {
     RunspacePool::open(client, PoolConfig::default()).await.expect("open the runspace pool")
 }
@@ -426,15 +435,15 @@ fn winrs_open_already_opened() {
     assert_exact(&r, &st, &[]);
 }
 
-/// Not the whole scenario (see NOT_APPLICABLE): the first Command's recorded fault (the
-/// executable is not found without cmd.exe) reaches the caller with its code; psremote asks for
-/// the cmd shell where pypsrp asked to skip it, and the server reports exactly that difference.
+/// Commands started without cmd.exe (WINRS_SKIP_CMD_SHELL): the first names an executable the
+/// server cannot find, and its fault reaches the caller with its code.
 #[test]
-fn winrs_no_cmd_shell_fault_is_reported() {
+fn winrs_no_cmd_shell() {
     let r = Replay::start("test_winrs_no_cmd_shell.yml", &[]);
     let st = r.run(|client| async move {
         let shell = client.open_cmd_shell(CmdShellOptions::default()).await.unwrap();
-        match shell.start("powershell.exe", &["Write-Host", "hi"]).await {
+        let direct = CommandOptions { skip_cmd_shell: true, ..CommandOptions::default() };
+        match shell.start_with("powershell.exe", &["Write-Host", "hi"], direct).await {
             Err(Error::Fault(f)) => {
                 assert_eq!(f.code, Some(2147942402), "{f:?}");
                 assert!(f.to_string().contains("The system cannot find the file specified"), "{f}");
@@ -442,20 +451,16 @@ fn winrs_no_cmd_shell_fault_is_reported() {
             other => panic!("expected the recorded fault, got {other:?}"),
         }
         let out = shell
-            .run(r"C:\Windows\system32\WindowsPowerShell\v1.0\powershell.exe", &["Write-Host", "hi"])
+            .start_with(r"C:\Windows\system32\WindowsPowerShell\v1.0\powershell.exe", &["Write-Host", "hi"], direct)
+            .await
+            .unwrap()
+            .wait()
             .await
             .unwrap();
         assert_eq!(out.stdout, b"hi\n");
         shell.close().await.unwrap();
     });
-    assert_eq!(list(&st, "unexpected"), Vec::<Json>::new());
-    assert_eq!(pairs(&st, "unused"), Vec::<String>::new());
-    let mismatches: Vec<String> = list(&st, "mismatches").iter().map(|m| m.as_str().unwrap().to_owned()).collect();
-    assert_eq!(mismatches.len(), 2, "{mismatches:?}");
-    assert!(
-        mismatches.iter().all(|m| m.contains("option WINRS_SKIP_CMD_SHELL=FALSE != recorded True")),
-        "{mismatches:?}"
-    );
+    assert_exact(&r, &st, &[]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -478,6 +483,18 @@ fn psrp_open_runspace() {
         pool.close().await.unwrap();
     });
     assert_exact(&r, &st, &[]);
+}
+
+#[test]
+fn psrp_no_profile() {
+    let r = Replay::start("test_psrp_no_profile.yml", &[]);
+    let st = r.run(|client| async move {
+        let pool = RunspacePool::open(&client, PoolConfig { no_profile: true, ..PoolConfig::default() }).await.unwrap();
+        let res = pool.invoke(&PipelineSpec::script("$env:USERPROFILE.ToUpperInvariant()")).await.unwrap();
+        assert_eq!(strings(&res), [r"C:\WINDOWS\SYSTEM32\CONFIG\SYSTEMPROFILE"]);
+        pool.close().await.unwrap();
+    });
+    assert_exact(&r, &st, &["Signal shell1/cmd1"]);
 }
 
 #[test]
@@ -533,19 +550,22 @@ fn psrp_error_failed() {
 
 #[test]
 fn psrp_multiple_commands() {
-    // Exchanges 3 and 4 are the session-key exchange with pypsrp's fixed test RSA key: psremote
-    // generates its own key and cannot decrypt the recorded ENCRYPTED_SESSION_KEY (see
-    // psrp_multiple_commands_key_exchange). The SecureStrings below are the recorded ciphertexts.
-    let r = Replay::start("test_psrp_multiple_commands.yml", &[3, 4]);
+    // The whole conversation, key exchange included: with pypsrp's test key the recorded session
+    // key decrypts, and psremote's SecureString for "Hello World" is the recorded ciphertext.
+    let r = Replay::start("test_psrp_multiple_commands.yml", &[]);
     let st = r.run(|client| async move {
-        let pool = open_pool(&client).await;
+        let config = PoolConfig { key_pair: Some(pypsrp_test_key()), ..PoolConfig::default() };
+        let pool = RunspacePool::open(&client, config).await.unwrap();
+        pool.exchange_key().await.unwrap();
+        let hello = pool.secure_string("Hello World").await.unwrap();
+        assert_eq!(hello, Value::SecureString(b64("GXD6gSYvWjfp54Vgl3jLpuNMBhNdfWFRbM1QdeUNYFU=")));
         let unicode = "こんにちは - actual_x000A_string\nnewline: \u{10437}";
         let statements = vec![
             named(
                 "Set-Variable",
                 vec![
                     (Some("Name"), s("sec_string")),
-                    (Some("Value"), Value::SecureString(b64("GXD6gSYvWjfp54Vgl3jLpuNMBhNdfWFRbM1QdeUNYFU="))),
+                    (Some("Value"), hello),
                 ],
             ),
             Command::script(
@@ -569,6 +589,8 @@ fn psrp_multiple_commands() {
         assert_eq!(res.output.len(), 7, "{:?}", res.output);
         assert_eq!(res.output[0], s("Hello World"));
         assert_eq!(res.output[1], Value::SecureString(b64("rTm4n3bxaFOIgdjhDDV5OA==")));
+        let Value::SecureString(abc) = &res.output[1] else { unreachable!() };
+        assert_eq!(pool.decrypt_secure_string(abc).unwrap().as_str(), "abc");
         assert_eq!(res.output[2], s(unicode));
         assert_eq!(res.output[3], s("hi\""));
         assert_eq!(res.output[4], s("win-nnmu24vvkj0\\vagrant"));
@@ -582,11 +604,9 @@ fn psrp_multiple_commands() {
     assert_exact(&r, &st, &["Signal shell1/cmd1"]);
 }
 
-/// The crypto half of test_psrp_multiple_commands: psremote sends a well-formed PUBLIC_KEY (its
-/// own RSA-2048 key) and, given the recorded ENCRYPTED_SESSION_KEY made for pypsrp's fixed
-/// test key, fails the exchange instead of hanging. Replaying it to success would need the
-/// client to use that fixed key: an API such as `RunspacePool::exchange_key_with(ClientKeyPair)`
-/// (or `PoolConfig::key_pair`) taking `ClientKeyPair::from_primes(p, q, e)`.
+/// A session key encrypted for another key pair: psremote (with its own generated RSA-2048 key)
+/// sends a well-formed PUBLIC_KEY and, given the recorded ENCRYPTED_SESSION_KEY made for pypsrp's
+/// test key, fails the exchange with a clear error instead of hanging.
 #[test]
 fn psrp_multiple_commands_key_exchange() {
     let r = Replay::start("test_psrp_multiple_commands.yml", &[5, 6]);
@@ -633,24 +653,17 @@ fn psrp_pshost_methods() {
 
 #[test]
 fn psrp_pshost_ui_mocked_methods() {
-    // Exchanges 3 and 4: the session-key exchange (pypsrp's fixed key, see
-    // psrp_multiple_commands_key_exchange). The host answers SecureStrings with the recorded
-    // ciphertexts, which is what pypsrp sent under that key.
-    let r = Replay::start("test_psrp_pshost_ui_mocked_methods.yml", &[3, 4]);
+    // The whole conversation with pypsrp's test key: the host answers secrets in plain text and
+    // psremote encrypts them into exactly the ciphertexts pypsrp sent.
+    let r = Replay::start("test_psrp_pshost_ui_mocked_methods.yml", &[]);
     let host = ScriptedHost::new(|call| match call.method {
         HostMethod::ReadLine => HostResponse::Value(s("ReadLine response")),
-        HostMethod::ReadLineAsSecureString => HostResponse::Value(Value::SecureString(b64(
-            "xTIlte2IE7q6bM0/U/PTtjmnmBO4+KhQ3NBK7A+uB3sqxukLSeI7lBLn5aHskOCliWqEdgEGRaAAQo5q9L4g2g==",
-        ))),
+        HostMethod::ReadLineAsSecureString => {
+            HostResponse::SecureString("ReadLineAsSecureString response".to_owned().into())
+        }
         HostMethod::Prompt => HostResponse::Value(hashtable(vec![(s("prompt field"), s("prompt response"))])),
         HostMethod::PromptForCredential2 => {
-            HostResponse::Value(object(&["System.Management.Automation.PSCredential", "System.Object"], |o| {
-                o.to_string = Some("System.Management.Automation.PSCredential".into());
-                o.adapted = vec![
-                    ("UserName".into(), s("username")),
-                    ("Password".into(), Value::SecureString(b64("K86C/Bl3T/RyAsU62XoDMTutDb5iAk1xgDNBMZwqPZY="))),
-                ];
-            }))
+            HostResponse::Credential { username: "username".into(), password: "password".to_owned().into() }
         }
         HostMethod::PromptForChoice => HostResponse::Value(Value::I32(1)),
         _ => HostResponse::NotImplemented,
@@ -660,8 +673,9 @@ fn psrp_pshost_ui_mocked_methods() {
     let void_calls = Arc::new(Mutex::new(Vec::new()));
     let seen = void_calls.clone();
     let st = r.run(|client| async move {
-        let config = PoolConfig { host: Some(h), ..PoolConfig::default() };
+        let config = PoolConfig { host: Some(h), key_pair: Some(pypsrp_test_key()), ..PoolConfig::default() };
         let pool = RunspacePool::open(&client, config).await.unwrap();
+        pool.exchange_key().await.unwrap();
         let mut p = pool.start(&PipelineSpec::script(script)).await.unwrap();
         let mut res = PipelineResult::default();
         while let Some(ev) = p.next_event().await.unwrap() {
@@ -723,15 +737,8 @@ fn psrp_pshost_ui_mocked_methods() {
     // The pipeline's event stream carries the void calls in the recorded order.
     let void: Vec<HostMethod> = recorded.iter().copied().filter(|m| m.is_void()).collect();
     assert_eq!(*void_calls.lock().unwrap(), void);
-    // The Host sees every call, the answered ones in order. (The void ones may reach it out of
-    // order: each call runs on its own blocking task; see the report.)
-    let mut got = host.methods();
-    let answered: Vec<HostMethod> = got.iter().copied().filter(|m| !m.is_void()).collect();
-    assert_eq!(answered, [ReadLine, ReadLineAsSecureString, Prompt, PromptForCredential2, PromptForChoice]);
-    let mut want = recorded.clone();
-    got.sort_by_key(|m| m.id());
-    want.sort_by_key(|m| m.id());
-    assert_eq!(got, want);
+    // The host sees every call in the order the server made them.
+    assert_eq!(host.methods(), recorded);
     let calls = host.calls.lock().unwrap().clone();
     let write2 = calls.iter().find(|c| c.method == Write2).unwrap();
     assert_eq!(write2.parameters, vec![Value::I32(9), Value::I32(15), s("Write2")]);

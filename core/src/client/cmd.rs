@@ -24,6 +24,21 @@ pub struct CmdShellOptions {
     pub idle_timeout: Option<Duration>,
 }
 
+/// Options for one command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommandOptions {
+    /// Run the program directly instead of through cmd.exe (`WINRS_SKIP_CMD_SHELL`).
+    pub skip_cmd_shell: bool,
+    /// Console-mode stdin (`WINRS_CONSOLEMODE_STDIN`).
+    pub console_mode_stdin: bool,
+}
+
+impl Default for CommandOptions {
+    fn default() -> Self {
+        Self { skip_cmd_shell: false, console_mode_stdin: true }
+    }
+}
+
 /// Everything a finished command produced.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CmdOutput {
@@ -88,12 +103,20 @@ impl CmdShell {
     /// Starts `command` with `arguments`. The server joins them into one command line, as
     /// cmd.exe does.
     pub async fn start(&self, command: &str, arguments: &[&str]) -> Result<CmdProcess> {
+        self.start_with(command, arguments, CommandOptions::default()).await
+    }
+
+    /// Starts a command with explicit options.
+    pub async fn start_with(&self, command: &str, arguments: &[&str], options: CommandOptions) -> Result<CmdProcess> {
         if !self.open {
             return Err(Error::Closed("cmd shell"));
         }
         let args: Vec<String> = arguments.iter().map(|a| (*a).to_owned()).collect();
-        let opts =
-            [OptionEntry::new("WINRS_CONSOLEMODE_STDIN", "TRUE"), OptionEntry::new("WINRS_SKIP_CMD_SHELL", "FALSE")];
+        let flag = |b: bool| if b { "TRUE" } else { "FALSE" };
+        let opts = [
+            OptionEntry::new("WINRS_CONSOLEMODE_STDIN", flag(options.console_mode_stdin)),
+            OptionEntry::new("WINRS_SKIP_CMD_SHELL", flag(options.skip_cmd_shell)),
+        ];
         let body = winrs::command_body(command, &args, None);
         let reply = self.client.call(action::COMMAND, CMD_SHELL_URI, Some(&self.shell_id), &opts, &body, None).await?;
         let command_id = winrs::command_id_from_reply(&reply)?;

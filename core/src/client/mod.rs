@@ -14,7 +14,7 @@ mod config;
 mod powershell;
 mod runtime;
 
-pub use cmd::{CmdOutput, CmdProcess, CmdShell, CmdShellOptions, OutputChunk};
+pub use cmd::{CmdOutput, CmdProcess, CmdShell, CmdShellOptions, CommandOptions, OutputChunk};
 pub use config::ClientConfig;
 pub use powershell::{Host, Pipeline, PipelineResult, PoolConfig, RunspacePool};
 pub use runtime::runtime;

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -58,6 +58,10 @@ pub struct PoolConfig {
     pub application_arguments: Option<Value>,
     /// Raise the envelope size to 512000 bytes when the server speaks protocol ≥ 2.2.
     pub raise_envelope_size: bool,
+    /// Do not load the user's profile on the server (`WINRS_NOPROFILE`).
+    pub no_profile: bool,
+    /// The RSA key pair for the session-key exchange; a fresh one is generated when absent.
+    pub key_pair: Option<ClientKeyPair>,
     /// CLIXML limits for what the server sends (nesting depth, object count, message bytes).
     pub clixml_limits: crate::clixml::Limits,
     /// Fragment reassembly limits (largest message, messages in flight).
@@ -85,6 +89,8 @@ impl Default for PoolConfig {
             idle_timeout: None,
             application_arguments: None,
             raise_envelope_size: true,
+            no_profile: false,
+            key_pair: None,
             clixml_limits: crate::clixml::Limits::default(),
             message_limits: psrp::fragment::DefragLimits::default(),
         }
@@ -106,6 +112,9 @@ struct Shared {
     /// A key exchange was started (by us or at the server's request); later callers wait for it.
     key_exchange_started: AtomicBool,
     host: Option<Arc<dyn Host>>,
+    /// Host calls go to one worker per pool, so the host sees them in the order they came.
+    host_calls: mpsc::Sender<(Option<uuid::Uuid>, HostCall)>,
+    key_pair: Mutex<Option<ClientKeyPair>>,
     envelope: AtomicU32,
     closed: AtomicBool,
     private_data: Mutex<Option<Value>>,
@@ -176,10 +185,10 @@ impl Shared {
             match event_pid(&ev) {
                 Some(pid) => {
                     if let Event::HostCall { pid, call } = &ev {
-                        self.answer_host_call(*pid, call.clone());
-                        if call.method.is_void() {
-                            // Writes and progress are also delivered to the reader below.
-                        } else {
+                        // Writes and progress also reach the reader below; calls that wait for an
+                        // answer only go to the host.
+                        let _ = self.host_calls.send((*pid, call.clone())).await;
+                        if !call.method.is_void() {
                             continue;
                         }
                     }
@@ -228,7 +237,9 @@ impl Shared {
                     let _ = w.send(value);
                 }
             }
-            Event::HostCall { pid: None, call } => self.answer_host_call(None, call),
+            Event::HostCall { pid: None, call } => {
+                let _ = self.host_calls.send((None, call)).await;
+            }
             Event::PoolState { state, error } => {
                 if matches!(state, PoolState::Broken | PoolState::Closed) {
                     tracing::warn!(?state, error = error.as_ref().map(|e| e.to_string()), "runspace pool ended");
@@ -246,36 +257,33 @@ impl Shared {
         Ok(())
     }
 
-    fn answer_host_call(self: &Arc<Self>, pid: Option<uuid::Uuid>, call: HostCall) {
-        let this = self.clone();
-        tokio::spawn(async move {
-            let response = match this.host.clone() {
-                Some(h) => {
-                    let c = call.clone();
-                    tokio::task::spawn_blocking(move || h.call(&c))
-                        .await
-                        .unwrap_or_else(|_| HostResponse::Error("the host callback panicked".into()))
-                }
-                None => HostResponse::NotImplemented,
-            };
-            if call.method.is_void() {
-                return;
+    async fn answer_host_call(&self, pid: Option<uuid::Uuid>, call: HostCall) {
+        let response = match self.host.clone() {
+            Some(h) => {
+                let c = call.clone();
+                tokio::task::spawn_blocking(move || h.call(&c))
+                    .await
+                    .unwrap_or_else(|_| HostResponse::Error("the host callback panicked".into()))
             }
-            if response.needs_session_key()
-                && let Err(e) = this.ensure_key().await
-            {
-                tracing::warn!(error = %e, "no session key for a host response carrying a secret");
-            }
-            let queued = lock(&this.sm).host_response(pid, &call, &response);
-            if let Err(e) = async {
-                queued?;
-                this.flush().await
-            }
-            .await
-            {
-                tracing::warn!(error = %e, method = call.method.name(), "could not answer a host call");
-            }
-        });
+            None => HostResponse::NotImplemented,
+        };
+        if call.method.is_void() {
+            return;
+        }
+        if response.needs_session_key()
+            && let Err(e) = self.ensure_key().await
+        {
+            tracing::warn!(error = %e, "no session key for a host response carrying a secret");
+        }
+        let queued = lock(&self.sm).host_response(pid, &call, &response);
+        if let Err(e) = async {
+            queued?;
+            self.flush().await
+        }
+        .await
+        {
+            tracing::warn!(error = %e, method = call.method.name(), "could not answer a host call");
+        }
     }
 
     /// Runs the session-key exchange, or waits for the one already under way.
@@ -298,9 +306,13 @@ impl Shared {
     }
 
     async fn start_key_exchange(&self) -> Result<()> {
-        let pair = tokio::task::spawn_blocking(ClientKeyPair::generate)
-            .await
-            .map_err(|_| Error::protocol("key generation was cancelled"))??;
+        let given = lock(&self.key_pair).take();
+        let pair = match given {
+            Some(p) => p,
+            None => tokio::task::spawn_blocking(ClientKeyPair::generate)
+                .await
+                .map_err(|_| Error::protocol("key generation was cancelled"))??,
+        };
         lock(&self.sm).exchange_key(pair)?;
         self.flush().await
     }
@@ -417,6 +429,7 @@ impl RunspacePool {
         let mut sm = psrp::RunspacePool::new(id, options);
         let first = sm.open()?;
         let shell_id = id.as_hyphenated().to_string().to_uppercase();
+        let (host_tx, host_rx) = mpsc::channel(EVENT_BUFFER);
         let shared = Arc::new(Shared {
             client: client.clone(),
             resource_uri: format!("{POWERSHELL_NS}/{}", config.configuration_name),
@@ -428,6 +441,8 @@ impl RunspacePool {
             key_waiters: Mutex::new(Vec::new()),
             key_exchange_started: AtomicBool::new(false),
             host: config.host.clone(),
+            host_calls: host_tx,
+            key_pair: Mutex::new(config.key_pair.clone()),
             envelope: AtomicU32::new(envelope),
             closed: AtomicBool::new(false),
             private_data: Mutex::new(None),
@@ -443,11 +458,14 @@ impl RunspacePool {
             "<creationXml xmlns=\"{POWERSHELL_NS}\">{}</creationXml></rsp:Shell>",
             B64.encode(&first)
         ));
-        let opts = [OptionEntry {
+        let mut opts = vec![OptionEntry {
             name: "protocolversion".into(),
             value: psrp::messages::PROTOCOL_VERSION.into(),
             must_comply: true,
         }];
+        if config.no_profile {
+            opts.push(OptionEntry { name: "WINRS_NOPROFILE".into(), value: "TRUE".into(), must_comply: true });
+        }
         let reply = client
             .request(&Call {
                 action: action::CREATE,
@@ -464,6 +482,7 @@ impl RunspacePool {
             // The server chose its own id; PSRP still names the pool by ours in every message.
             return Err(Error::protocol(format!("the server created shell {created}, not the requested {shell_id}")));
         }
+        tokio::spawn(host_worker(Arc::downgrade(&shared), host_rx));
         let pool = RunspacePool { _guard: Arc::new(PoolGuard(shared.clone())), shared };
         if let Err(e) = pool.finish_open().await {
             let _ = pool.shared.delete().await;
@@ -628,6 +647,15 @@ impl RunspacePool {
         lock(&self.shared.sm).set_closed(true);
         tracing::info!(shell_id = self.shared.shell_id, "runspace pool closed");
         r
+    }
+}
+
+/// Answers host calls one at a time, in order. Holds the pool weakly so that dropping the pool
+/// ends the worker (the channel closes with it).
+async fn host_worker(shared: Weak<Shared>, mut calls: mpsc::Receiver<(Option<uuid::Uuid>, HostCall)>) {
+    while let Some((pid, call)) = calls.recv().await {
+        let Some(this) = shared.upgrade() else { return };
+        this.answer_host_call(pid, call).await;
     }
 }
 

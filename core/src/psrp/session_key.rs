@@ -24,6 +24,7 @@ const CALG_AES_256: [u8; 4] = [0x10, 0x66, 0x00, 0x00];
 const KEY_BITS: usize = 2048;
 
 /// The client's RSA key pair for the exchange. Never printed.
+#[derive(Clone)]
 pub struct ClientKeyPair {
     key: RsaPrivateKey,
 }
