@@ -7,15 +7,22 @@ VPY := $(VENV)/bin/python
 PIP_PKGS := -r testserver/requirements.txt
 export PSREMOTE_PYTHON := $(abspath $(VPY))
 
-.PHONY: venv test demo fmt-check clippy rust-test py-test no-default-features header header-check bench bench-smoke
+.PHONY: venv test demo fmt-check clippy rust-test py-test no-default-features header header-check bench bench-smoke python-package
 
-$(VENV)/.ok: testserver/requirements.txt testserver/pyproject.toml
+$(VENV)/.ok: testserver/requirements.txt testserver/pyproject.toml bindings-python/requirements-test.txt
 	$(PYTHON) -m venv $(VENV)
-	$(VPY) -m pip install --quiet --disable-pip-version-check $(PIP_PKGS)
+	$(VPY) -m pip install --quiet --disable-pip-version-check $(PIP_PKGS) -r bindings-python/requirements-test.txt
 	$(VPY) -m pip install --quiet --disable-pip-version-check --no-deps -e testserver
 	touch $@
 
 venv: $(VENV)/.ok
+
+# The native module built into the virtualenv (editable install of the psremote package).
+PY_NATIVE := bindings-python/python/psremote/_native.abi3.so
+$(PY_NATIVE): $(VENV)/.ok $(shell find core/src bindings-python/src -name '*.rs') bindings-python/Cargo.toml core/Cargo.toml pyproject.toml
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --quiet --locked
+
+python-package: $(PY_NATIVE)
 
 CARGO ?= cargo
 CBINDGEN_VERSION := 0.29.2
@@ -38,7 +45,7 @@ no-default-features:
 rust-test: venv
 	$(CARGO) test --workspace --exclude psremote-python --locked
 
-py-test: venv
+py-test: venv python-package
 	$(VPY) -m pytest testserver/tests -q
 
 demo: venv

@@ -1,4 +1,12 @@
-//! The native module `psremote._native`: translates the core's API into Python.
+//! The native module `psremote._native`: translates the core's API into Python. No protocol
+//! decision lives here; see `ARCHITECTURE.md`.
+
+mod client;
+mod convert;
+mod errors;
+mod host;
+mod logging;
+mod runtime;
 
 use pyo3::prelude::*;
 
@@ -6,5 +14,10 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<client::Client>()?;
+    m.add_class::<client::RunspacePool>()?;
+    m.add_class::<client::Pipeline>()?;
+    m.add_function(wrap_pyfunction!(runtime::_complete, m)?)?;
+    m.add_function(wrap_pyfunction!(logging::set_log_level, m)?)?;
     Ok(())
 }

@@ -82,6 +82,13 @@ impl ClientConfig {
         self
     }
 
+    /// Checks every option without connecting; returns the endpoint URL.
+    pub fn validate(&self) -> Result<String> {
+        let t = self.transport_config()?;
+        crate::transport::Transport::new(t.clone())?;
+        Ok(t.url())
+    }
+
     pub(crate) fn transport_config(&self) -> Result<TransportConfig> {
         if self.operation_timeout < Duration::from_secs(1) {
             return Err(Error::InvalidConfig("operation_timeout must be at least one second".into()));

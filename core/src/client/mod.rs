@@ -16,7 +16,7 @@ mod runtime;
 
 pub use cmd::{CmdOutput, CmdProcess, CmdShell, CmdShellOptions, CommandOptions, OutputChunk};
 pub use config::ClientConfig;
-pub use powershell::{Host, Pipeline, PipelineResult, PoolConfig, RunspacePool};
+pub use powershell::{Host, Pipeline, PipelineControl, PipelineResult, PoolConfig, RunspacePool};
 pub use runtime::runtime;
 
 use std::sync::Arc;

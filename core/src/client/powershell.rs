@@ -543,6 +543,17 @@ impl RunspacePool {
         lock(&self.shared.sm).secure_string(plaintext)
     }
 
+    /// Encrypts a string for a SecureString argument when the session key is already there
+    /// (no waiting); fails when it is not.
+    pub fn secure_string_now(&self, plaintext: &str) -> Result<Value> {
+        lock(&self.shared.sm).secure_string(plaintext)
+    }
+
+    /// Whether the session key has been exchanged.
+    pub fn has_session_key(&self) -> bool {
+        lock(&self.shared.sm).session_key().is_some()
+    }
+
     /// Decrypts a SecureString received from the server.
     pub fn decrypt_secure_string(&self, ciphertext: &[u8]) -> Result<zeroize::Zeroizing<String>> {
         lock(&self.shared.sm).decrypt_secure_string(ciphertext)
@@ -728,21 +739,47 @@ impl Pipeline {
         }
     }
 
+    /// A handle that sends input to and stops this pipeline, usable while another task waits
+    /// for its events.
+    pub fn control(&self) -> PipelineControl {
+        PipelineControl { pool: self.pool.clone(), pid: self.pid }
+    }
+
     /// Sends input objects.
     pub async fn send_input(&self, values: Vec<Value>) -> Result<()> {
-        lock(&self.pool.shared.sm).send_input(self.pid, &values)?;
-        self.pool.shared.flush().await
+        self.control().send_input(values).await
     }
 
     /// Ends the input.
     pub async fn end_input(&self) -> Result<()> {
-        lock(&self.pool.shared.sm).end_input(self.pid)?;
-        self.pool.shared.flush().await
+        self.control().end_input().await
     }
 
     /// Asks the server to stop the pipeline (PowerShell's Ctrl-C); the final state is Stopped.
     pub async fn stop(&self) -> Result<()> {
-        self.pool.shared.signal(self.pid, STOP_SIGNAL).await
+        self.control().stop().await
+    }
+
+    /// The next event if one has already arrived, without waiting.
+    pub fn try_next_event(&mut self) -> Option<Result<Event>> {
+        if self.finished.is_some() {
+            return None;
+        }
+        match self.events.try_recv() {
+            Ok(Ok(ev)) => {
+                if let Event::PipelineState { state, error, .. } = &ev
+                    && state.is_finished()
+                {
+                    self.finished = Some((*state, error.clone()));
+                }
+                Some(Ok(ev))
+            }
+            Ok(Err(e)) => {
+                self.finished = Some((PipelineState::Failed, None));
+                Some(Err(e))
+            }
+            Err(_) => None,
+        }
     }
 
     /// Reads every remaining event and returns the collected result.
@@ -765,6 +802,32 @@ impl Pipeline {
             }
         }
         Ok(r)
+    }
+}
+
+/// Sends input to and stops a pipeline from anywhere; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct PipelineControl {
+    pool: RunspacePool,
+    pid: uuid::Uuid,
+}
+
+impl PipelineControl {
+    /// Sends input objects.
+    pub async fn send_input(&self, values: Vec<Value>) -> Result<()> {
+        lock(&self.pool.shared.sm).send_input(self.pid, &values)?;
+        self.pool.shared.flush().await
+    }
+
+    /// Ends the input.
+    pub async fn end_input(&self) -> Result<()> {
+        lock(&self.pool.shared.sm).end_input(self.pid)?;
+        self.pool.shared.flush().await
+    }
+
+    /// Asks the server to stop the pipeline; its final state becomes Stopped.
+    pub async fn stop(&self) -> Result<()> {
+        self.pool.shared.signal(self.pid, STOP_SIGNAL).await
     }
 }
 

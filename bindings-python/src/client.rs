@@ -1,0 +1,603 @@
+//! `Client`, `RunspacePool` and `Pipeline` of `psremote._native`: the core's async API, blocking
+//! (GIL released, Ctrl-C aware) or completing asyncio futures.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use psremote::auth::Mechanism;
+use psremote::client::{self as core, ClientConfig, CmdShellOptions, OutputChunk, PoolConfig};
+use psremote::psrp::{Command, Event, Merge, PipelineSpec, PipelineState};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyTuple};
+use tokio::sync::{Mutex as AsyncMutex, OnceCell};
+
+use crate::convert::{self, ConvertError};
+use crate::host::PyHost;
+use crate::runtime::{spawn, wait};
+
+fn none(py: Python<'_>, _: ()) -> PyResult<Py<PyAny>> {
+    Ok(py.None())
+}
+
+/// A connection to one endpoint; connects on first use.
+#[derive(Debug)]
+#[pyclass(frozen, module = "psremote._native")]
+pub struct Client {
+    config: ClientConfig,
+    url: String,
+    inner: Arc<OnceCell<core::Client>>,
+}
+
+impl Client {
+    fn handle(&self) -> (Arc<OnceCell<core::Client>>, ClientConfig) {
+        (self.inner.clone(), self.config.clone())
+    }
+}
+
+async fn get(cell: Arc<OnceCell<core::Client>>, config: ClientConfig) -> psremote::Result<core::Client> {
+    cell.get_or_try_init(|| core::Client::connect(config)).await.cloned()
+}
+
+async fn run_cmd(
+    cell: Arc<OnceCell<core::Client>>,
+    config: ClientConfig,
+    exe: String,
+    args: Vec<String>,
+    stdin: Option<Vec<u8>>,
+) -> psremote::Result<(Vec<u8>, Vec<u8>, i64)> {
+    let client = get(cell, config).await?;
+    let shell = client.open_cmd_shell(CmdShellOptions::default()).await?;
+    let result = async {
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut p = shell.start(&exe, &argv).await?;
+        if let Some(data) = stdin {
+            p.send_stdin(&data, true).await?;
+        }
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        while let Some(c) = p.next_output().await? {
+            match c {
+                OutputChunk::Stdout(d) => out.extend_from_slice(&d),
+                OutputChunk::Stderr(d) => err.extend_from_slice(&d),
+            }
+        }
+        Ok::<_, psremote::Error>((out, err, p.exit_code().unwrap_or_default()))
+    }
+    .await;
+    let closed = shell.close().await;
+    let r = result?;
+    closed?;
+    Ok(r)
+}
+
+fn cmd_tuple(py: Python<'_>, (out, err, code): (Vec<u8>, Vec<u8>, i64)) -> PyResult<Py<PyAny>> {
+    Ok((pyo3::types::PyBytes::new(py, &out), pyo3::types::PyBytes::new(py, &err), code)
+        .into_pyobject(py)?
+        .into_any()
+        .unbind())
+}
+
+fn pool_config(
+    configuration_name: String,
+    min: i32,
+    max: i32,
+    host: Option<Py<PyAny>>,
+    no_profile: bool,
+) -> PoolConfig {
+    PoolConfig {
+        configuration_name,
+        min_runspaces: min,
+        max_runspaces: max,
+        host: host.map(|h| Arc::new(PyHost(h)) as Arc<dyn core::Host>),
+        no_profile,
+        ..PoolConfig::default()
+    }
+}
+
+async fn open_pool(
+    cell: Arc<OnceCell<core::Client>>,
+    config: ClientConfig,
+    pool: PoolConfig,
+) -> psremote::Result<RunspacePool> {
+    let client = get(cell, config).await?;
+    Ok(RunspacePool { inner: core::RunspacePool::open(&client, pool).await? })
+}
+
+#[pymethods]
+impl Client {
+    #[new]
+    #[pyo3(signature = (*, host, port, path, auth, username, password, operation_timeout, connect_timeout, max_envelope_size, locale, data_locale, allow_unencrypted))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        host: String,
+        port: u16,
+        path: String,
+        auth: &str,
+        username: String,
+        password: String,
+        operation_timeout: f64,
+        connect_timeout: f64,
+        max_envelope_size: u32,
+        locale: String,
+        data_locale: String,
+        allow_unencrypted: bool,
+        py: Python<'_>,
+    ) -> PyResult<Self> {
+        let mechanism: Mechanism = auth.parse().map_err(|e| crate::errors::to_py_err(py, e))?;
+        let secs = |name: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(Duration::from_secs_f64(v))
+            } else {
+                Err(PyValueError::new_err(format!("{name} must be a positive number of seconds, not {v}")))
+            }
+        };
+        let mut config = ClientConfig::new(host, username, password).with_mechanism(mechanism);
+        config.port = port;
+        config.path = path;
+        config.operation_timeout = secs("operation_timeout", operation_timeout)?;
+        config.connect_timeout = secs("connect_timeout", connect_timeout)?;
+        config.max_envelope_size = max_envelope_size;
+        config.locale = locale;
+        config.data_locale = data_locale;
+        config.allow_unencrypted = allow_unencrypted;
+        // Validate now, so a bad option fails at construction with a message.
+        let url = config.validate().map_err(|e| crate::errors::to_py_err(py, e))?;
+        Ok(Self { config, url, inner: Arc::new(OnceCell::new()) })
+    }
+
+    #[getter]
+    fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn connect(&self, py: Python<'_>) -> PyResult<()> {
+        let (cell, config) = self.handle();
+        wait(py, async move { get(cell, config).await.map(|_| ()) })
+    }
+
+    fn connect_async(&self, py: Python<'_>, future: Bound<'_, PyAny>) -> PyResult<()> {
+        let (cell, config) = self.handle();
+        spawn(py, future, async move { get(cell, config).await.map(|_| ()) }, none)
+    }
+
+    #[pyo3(signature = (executable, arguments, stdin=None))]
+    fn run_cmd(
+        &self,
+        py: Python<'_>,
+        executable: String,
+        arguments: Vec<String>,
+        stdin: Option<Vec<u8>>,
+    ) -> PyResult<Py<PyAny>> {
+        let (cell, config) = self.handle();
+        let r = wait(py, run_cmd(cell, config, executable, arguments, stdin))?;
+        cmd_tuple(py, r)
+    }
+
+    #[pyo3(signature = (future, executable, arguments, stdin=None))]
+    fn run_cmd_async(
+        &self,
+        py: Python<'_>,
+        future: Bound<'_, PyAny>,
+        executable: String,
+        arguments: Vec<String>,
+        stdin: Option<Vec<u8>>,
+    ) -> PyResult<()> {
+        let (cell, config) = self.handle();
+        spawn(py, future, run_cmd(cell, config, executable, arguments, stdin), cmd_tuple)
+    }
+
+    #[pyo3(signature = (configuration_name, min_runspaces, max_runspaces, host=None, no_profile=false))]
+    fn open_pool(
+        &self,
+        py: Python<'_>,
+        configuration_name: String,
+        min_runspaces: i32,
+        max_runspaces: i32,
+        host: Option<Py<PyAny>>,
+        no_profile: bool,
+    ) -> PyResult<RunspacePool> {
+        let (cell, config) = self.handle();
+        let pool = pool_config(configuration_name, min_runspaces, max_runspaces, host, no_profile);
+        wait(py, open_pool(cell, config, pool))
+    }
+
+    #[pyo3(signature = (future, configuration_name, min_runspaces, max_runspaces, host=None, no_profile=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn open_pool_async(
+        &self,
+        py: Python<'_>,
+        future: Bound<'_, PyAny>,
+        configuration_name: String,
+        min_runspaces: i32,
+        max_runspaces: i32,
+        host: Option<Py<PyAny>>,
+        no_profile: bool,
+    ) -> PyResult<()> {
+        let (cell, config) = self.handle();
+        let pool = pool_config(configuration_name, min_runspaces, max_runspaces, host, no_profile);
+        spawn(py, future, open_pool(cell, config, pool), |py, p| Ok(Py::new(py, p)?.into_any()))
+    }
+}
+
+/// An open runspace pool.
+#[derive(Debug)]
+#[pyclass(frozen, module = "psremote._native")]
+pub struct RunspacePool {
+    inner: core::RunspacePool,
+}
+
+fn opt_bool(d: &Bound<'_, PyDict>, key: &str) -> PyResult<bool> {
+    Ok(match d.get_item(key)? {
+        Some(v) => v.is_truthy()?,
+        None => false,
+    })
+}
+
+/// Reads the statements the Python builder produced. Values needing the session key report
+/// `NeedKey`.
+fn read_spec(
+    statements: &Bound<'_, PyList>,
+    has_input: bool,
+    add_to_history: bool,
+    pool: &core::RunspacePool,
+) -> Result<PipelineSpec, ConvertError> {
+    let mut spec = PipelineSpec { has_input, add_to_history, ..PipelineSpec::default() };
+    for stmt in statements.iter() {
+        let mut commands = Vec::new();
+        for cmd in stmt.try_iter()? {
+            let cmd = cmd?;
+            let d = cmd.cast::<PyDict>().map_err(|_| PyValueError::new_err("each command must be a dict"))?;
+            let text: String =
+                d.get_item("text")?.ok_or_else(|| PyValueError::new_err("a command needs 'text'"))?.extract()?;
+            let mut c = if opt_bool(d, "is_script")? { Command::script(text) } else { Command::new(text) };
+            c.use_local_scope = match d.get_item("use_local_scope")? {
+                Some(v) if !v.is_none() => Some(v.is_truthy()?),
+                _ => None,
+            };
+            if let Some(params) = d.get_item("parameters")? {
+                for p in params.try_iter()? {
+                    let p = p?;
+                    let t = p
+                        .cast::<PyTuple>()
+                        .map_err(|_| PyValueError::new_err("a parameter must be a (name, value) tuple"))?;
+                    let name: Option<String> = t.get_item(0)?.extract()?;
+                    let value = convert::from_py(&t.get_item(1)?, pool)?;
+                    c.parameters.push((name, value));
+                }
+            }
+            c.merge = Merge {
+                error: opt_bool(d, "merge_error")?,
+                warning: opt_bool(d, "merge_warning")?,
+                verbose: opt_bool(d, "merge_verbose")?,
+                debug: opt_bool(d, "merge_debug")?,
+                information: opt_bool(d, "merge_information")?,
+            };
+            commands.push(c);
+        }
+        spec.statements.push(commands);
+    }
+    Ok(spec)
+}
+
+/// Converts with the session key, exchanging it first when a SecureString needs it.
+fn with_key<T>(
+    py: Python<'_>,
+    pool: &core::RunspacePool,
+    mut f: impl FnMut() -> Result<T, ConvertError>,
+) -> PyResult<T> {
+    match f() {
+        Err(ConvertError::NeedKey) => {
+            let p = pool.clone();
+            wait(py, async move { p.exchange_key().await })?;
+            f().map_err(ConvertError::into_py)
+        }
+        other => other.map_err(ConvertError::into_py),
+    }
+}
+
+#[pymethods]
+impl RunspacePool {
+    #[getter]
+    fn id(&self) -> &str {
+        self.inner.id()
+    }
+
+    #[getter]
+    fn state(&self) -> String {
+        format!("{:?}", self.inner.state())
+    }
+
+    #[getter]
+    fn protocol_version(&self) -> Option<&'static str> {
+        self.inner.protocol_version().map(|v| match v {
+            psremote::psrp::ProtocolVersion::V2_1 => "2.1",
+            psremote::psrp::ProtocolVersion::V2_2 => "2.2",
+            psremote::psrp::ProtocolVersion::V2_3 => "2.3",
+        })
+    }
+
+    #[getter]
+    fn application_private_data<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        match self.inner.application_private_data() {
+            Some(v) => convert::to_py(py, &v, &self.inner).map_err(ConvertError::into_py),
+            None => Ok(py.None().into_bound(py)),
+        }
+    }
+
+    fn start(
+        &self,
+        py: Python<'_>,
+        statements: Bound<'_, PyList>,
+        has_input: bool,
+        add_to_history: bool,
+    ) -> PyResult<Pipeline> {
+        let spec = with_key(py, &self.inner, || read_spec(&statements, has_input, add_to_history, &self.inner))?;
+        let pool = self.inner.clone();
+        let p = wait(py, async move { pool.start(&spec).await })?;
+        Ok(Pipeline::new(p, self.inner.clone()))
+    }
+
+    fn start_async(
+        &self,
+        py: Python<'_>,
+        future: Bound<'_, PyAny>,
+        statements: Bound<'_, PyList>,
+        has_input: bool,
+        add_to_history: bool,
+    ) -> PyResult<()> {
+        let spec = with_key(py, &self.inner, || read_spec(&statements, has_input, add_to_history, &self.inner))?;
+        let pool = self.inner.clone();
+        let keep = self.inner.clone();
+        spawn(py, future, async move { pool.start(&spec).await }, move |py, p| {
+            Ok(Py::new(py, Pipeline::new(p, keep))?.into_any())
+        })
+    }
+
+    fn exchange_key(&self, py: Python<'_>) -> PyResult<()> {
+        let p = self.inner.clone();
+        wait(py, async move { p.exchange_key().await })
+    }
+
+    fn exchange_key_async(&self, py: Python<'_>, future: Bound<'_, PyAny>) -> PyResult<()> {
+        let p = self.inner.clone();
+        spawn(py, future, async move { p.exchange_key().await }, none)
+    }
+
+    fn set_max_runspaces(&self, py: Python<'_>, n: i32) -> PyResult<bool> {
+        let p = self.inner.clone();
+        wait(py, async move { p.set_max_runspaces(n).await })
+    }
+
+    fn set_min_runspaces(&self, py: Python<'_>, n: i32) -> PyResult<bool> {
+        let p = self.inner.clone();
+        wait(py, async move { p.set_min_runspaces(n).await })
+    }
+
+    fn available_runspaces(&self, py: Python<'_>) -> PyResult<i64> {
+        let p = self.inner.clone();
+        wait(py, async move { p.available_runspaces().await })
+    }
+
+    fn reset_runspace_state(&self, py: Python<'_>) -> PyResult<bool> {
+        let p = self.inner.clone();
+        wait(py, async move { p.reset_runspace_state().await })
+    }
+
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let p = self.inner.clone();
+        wait(py, async move { p.close().await })
+    }
+
+    fn close_async(&self, py: Python<'_>, future: Bound<'_, PyAny>) -> PyResult<()> {
+        let p = self.inner.clone();
+        spawn(py, future, async move { p.close().await }, none)
+    }
+}
+
+/// A running pipeline.
+#[derive(Debug)]
+#[pyclass(frozen, module = "psremote._native")]
+pub struct Pipeline {
+    id: String,
+    events: Arc<AsyncMutex<core::Pipeline>>,
+    control: core::PipelineControl,
+    pool: core::RunspacePool,
+}
+
+impl Pipeline {
+    fn new(p: core::Pipeline, pool: core::RunspacePool) -> Self {
+        Self { id: p.id().to_string(), control: p.control(), events: Arc::new(AsyncMutex::new(p)), pool }
+    }
+}
+
+/// Waits for at least one event (unless finished) and takes up to `max` that have arrived.
+async fn next_events(
+    events: Arc<AsyncMutex<core::Pipeline>>,
+    max: usize,
+    timeout: Option<Duration>,
+) -> psremote::Result<Vec<Event>> {
+    let mut p = events.lock().await;
+    let first = match timeout {
+        Some(t) => tokio::time::timeout(t, p.next_event())
+            .await
+            .map_err(|_| psremote::Error::Timeout(format!("no pipeline event within {t:?}")))??,
+        None => p.next_event().await?,
+    };
+    let Some(first) = first else { return Ok(Vec::new()) };
+    let mut out = vec![first];
+    while out.len() < max {
+        match p.try_next_event() {
+            Some(ev) => out.push(ev?),
+            None => break,
+        }
+    }
+    Ok(out)
+}
+
+fn record_dict<'py>(py: Python<'py>, r: &psremote::psrp::ErrorRecord) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("message", &r.message)?;
+    d.set_item("fully_qualified_error_id", &r.fully_qualified_error_id)?;
+    d.set_item("category", r.category)?;
+    d.set_item("activity", &r.activity)?;
+    d.set_item("reason", &r.reason)?;
+    d.set_item("target_name", &r.target_name)?;
+    d.set_item("target_type", &r.target_type)?;
+    d.set_item("category_message", &r.category_message)?;
+    d.set_item("details_message", &r.details_message)?;
+    d.set_item("script_stack_trace", &r.script_stack_trace)?;
+    d.set_item("position_message", &r.position_message)?;
+    Ok(d)
+}
+
+fn event_to_py<'py>(
+    py: Python<'py>,
+    ev: &Event,
+    keys: &core::RunspacePool,
+) -> Result<Option<Bound<'py, PyAny>>, ConvertError> {
+    let (kind, payload): (&str, Bound<'py, PyAny>) = match ev {
+        Event::Output { value, .. } => ("output", convert::to_py(py, value, keys)?),
+        Event::Error { record, .. } => ("error", record_dict(py, record)?.into_any()),
+        Event::Warning { record, .. } => ("warning", record.message.clone().into_pyobject(py)?.into_any()),
+        Event::Verbose { record, .. } => ("verbose", record.message.clone().into_pyobject(py)?.into_any()),
+        Event::Debug { record, .. } => ("debug", record.message.clone().into_pyobject(py)?.into_any()),
+        Event::Information { record, .. } => {
+            let d = PyDict::new(py);
+            d.set_item("message_data", convert::to_py(py, &record.message_data, keys)?)?;
+            d.set_item("source", &record.source)?;
+            let t = match &record.time_generated {
+                Some(t) => convert::to_py(py, &psremote::clixml::Value::DateTime(t.clone()), keys)?,
+                None => py.None().into_bound(py),
+            };
+            d.set_item("time_generated", t)?;
+            d.set_item("tags", record.tags.clone())?;
+            ("information", d.into_any())
+        }
+        Event::Progress { record, .. } => {
+            let d = PyDict::new(py);
+            d.set_item("activity", &record.activity)?;
+            d.set_item("activity_id", record.activity_id)?;
+            d.set_item("status_description", &record.status_description)?;
+            d.set_item("current_operation", &record.current_operation)?;
+            d.set_item("parent_activity_id", record.parent_activity_id)?;
+            d.set_item("percent_complete", record.percent_complete)?;
+            d.set_item("seconds_remaining", record.seconds_remaining)?;
+            d.set_item("completed", record.completed)?;
+            ("progress", d.into_any())
+        }
+        Event::HostCall { call, .. } => {
+            let d = PyDict::new(py);
+            d.set_item("method", call.method.name())?;
+            let params = PyList::empty(py);
+            for p in &call.parameters {
+                params.append(convert::to_py(py, p, keys)?)?;
+            }
+            d.set_item("parameters", params)?;
+            ("host", d.into_any())
+        }
+        Event::PipelineState { state, error, .. } => {
+            let d = PyDict::new(py);
+            let name = match state {
+                PipelineState::Completed => "Completed",
+                PipelineState::Stopped => "Stopped",
+                PipelineState::Failed => "Failed",
+                // Intermediate states (Running, Stopping) are not reported to Python.
+                _ => return Ok(None),
+            };
+            d.set_item("state", name)?;
+            match error {
+                Some(e) => d.set_item("error", record_dict(py, e)?)?,
+                None => d.set_item("error", py.None())?,
+            }
+            ("state", d.into_any())
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(PyTuple::new(py, [kind.into_pyobject(py)?.into_any(), payload])?.into_any()))
+}
+
+fn events_to_py(py: Python<'_>, events: &[Event], pool: &core::RunspacePool) -> PyResult<Py<PyAny>> {
+    let list = PyList::empty(py);
+    for ev in events {
+        if let Some(t) = with_key(py, pool, || event_to_py(py, ev, pool))? {
+            list.append(t)?;
+        }
+    }
+    Ok(list.into_any().unbind())
+}
+
+#[pymethods]
+impl Pipeline {
+    #[getter]
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    #[pyo3(signature = (timeout=None))]
+    fn next_event(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
+        let events = self.events.clone();
+        let t = timeout.map(Duration::from_secs_f64);
+        loop {
+            let evs = wait(py, next_events(events.clone(), 1, t))?;
+            let Some(ev) = evs.first() else { return Ok(py.None()) };
+            if let Some(t) = with_key(py, &self.pool, || event_to_py(py, ev, &self.pool))? {
+                return Ok(t.unbind());
+            }
+        }
+    }
+
+    fn next_event_async(&self, py: Python<'_>, future: Bound<'_, PyAny>) -> PyResult<()> {
+        let events = self.events.clone();
+        let pool = self.pool.clone();
+        spawn(py, future, next_events(events, 1, None), move |py, evs| {
+            let list = events_to_py(py, &evs, &pool)?;
+            let list = list.bind(py).cast::<PyList>().map_err(|e| PyValueError::new_err(e.to_string()))?.clone();
+            Ok(if list.is_empty() { py.None() } else { list.get_item(0)?.unbind() })
+        })
+    }
+
+    fn next_events(&self, py: Python<'_>, max_events: usize) -> PyResult<Py<PyAny>> {
+        let evs = wait(py, next_events(self.events.clone(), max_events.max(1), None))?;
+        events_to_py(py, &evs, &self.pool)
+    }
+
+    fn next_events_async(&self, py: Python<'_>, future: Bound<'_, PyAny>, max_events: usize) -> PyResult<()> {
+        let pool = self.pool.clone();
+        spawn(py, future, next_events(self.events.clone(), max_events.max(1), None), move |py, evs| {
+            events_to_py(py, &evs, &pool)
+        })
+    }
+
+    fn send_input(&self, py: Python<'_>, values: Bound<'_, PyList>) -> PyResult<()> {
+        let vals = with_key(py, &self.pool, || values.iter().map(|v| convert::from_py(&v, &self.pool)).collect())?;
+        let c = self.control.clone();
+        wait(py, async move { c.send_input(vals).await })
+    }
+
+    fn send_input_async(&self, py: Python<'_>, future: Bound<'_, PyAny>, values: Bound<'_, PyList>) -> PyResult<()> {
+        let vals: Vec<_> =
+            with_key(py, &self.pool, || values.iter().map(|v| convert::from_py(&v, &self.pool)).collect())?;
+        let c = self.control.clone();
+        spawn(py, future, async move { c.send_input(vals).await }, none)
+    }
+
+    fn end_input(&self, py: Python<'_>) -> PyResult<()> {
+        let c = self.control.clone();
+        wait(py, async move { c.end_input().await })
+    }
+
+    fn end_input_async(&self, py: Python<'_>, future: Bound<'_, PyAny>) -> PyResult<()> {
+        let c = self.control.clone();
+        spawn(py, future, async move { c.end_input().await }, none)
+    }
+
+    fn stop(&self, py: Python<'_>) -> PyResult<()> {
+        let c = self.control.clone();
+        wait(py, async move { c.stop().await })
+    }
+
+    fn stop_async(&self, py: Python<'_>, future: Bound<'_, PyAny>) -> PyResult<()> {
+        let c = self.control.clone();
+        spawn(py, future, async move { c.stop().await }, none)
+    }
+}
