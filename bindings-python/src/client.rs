@@ -410,6 +410,57 @@ impl Pipeline {
     }
 }
 
+fn has_secure_string(v: &psremote::clixml::Value) -> bool {
+    use psremote::clixml::{Container, Value};
+    match v {
+        Value::SecureString(_) => true,
+        Value::Object(o) => {
+            o.value.as_ref().is_some_and(has_secure_string)
+                || o.adapted.iter().chain(o.extended.iter()).any(|(_, v)| has_secure_string(v))
+                || match &o.container {
+                    Some(Container::Dictionary(e)) => e.iter().any(|(k, v)| has_secure_string(k) || has_secure_string(v)),
+                    Some(c) => c.items().is_some_and(|items| items.iter().any(has_secure_string)),
+                    None => false,
+                }
+        }
+        _ => false,
+    }
+}
+
+fn event_has_secure_string(ev: &Event) -> bool {
+    match ev {
+        Event::Output { value, .. } => has_secure_string(value),
+        Event::Information { record, .. } => has_secure_string(&record.message_data),
+        Event::HostCall { call, .. } => call.parameters.iter().any(has_secure_string),
+        _ => false,
+    }
+}
+
+/// Like [`next_events`], then makes sure the session key is there when an event carries a
+/// SecureString, so converting on a runtime thread never has to wait.
+async fn next_events_keyed(
+    events: Arc<AsyncMutex<core::Pipeline>>,
+    pool: core::RunspacePool,
+    max: usize,
+) -> psremote::Result<Vec<Event>> {
+    let evs = next_events(events, max, None).await?;
+    if !pool.has_session_key() && evs.iter().any(event_has_secure_string) {
+        pool.exchange_key().await?;
+    }
+    Ok(evs)
+}
+
+/// Converts events on a runtime thread: the key was ensured beforehand, so no waiting here.
+fn events_to_py_now(py: Python<'_>, events: &[Event], pool: &core::RunspacePool) -> PyResult<Py<PyAny>> {
+    let list = PyList::empty(py);
+    for ev in events {
+        if let Some(t) = event_to_py(py, ev, pool).map_err(ConvertError::into_py)? {
+            list.append(t)?;
+        }
+    }
+    Ok(list.into_any().unbind())
+}
+
 /// Waits for at least one event (unless finished) and takes up to `max` that have arrived.
 async fn next_events(
     events: Arc<AsyncMutex<core::Pipeline>>,
@@ -549,8 +600,8 @@ impl Pipeline {
     fn next_event_async(&self, py: Python<'_>, future: Bound<'_, PyAny>) -> PyResult<()> {
         let events = self.events.clone();
         let pool = self.pool.clone();
-        spawn(py, future, next_events(events, 1, None), move |py, evs| {
-            let list = events_to_py(py, &evs, &pool)?;
+        spawn(py, future, next_events_keyed(events, pool.clone(), 1), move |py, evs| {
+            let list = events_to_py_now(py, &evs, &pool)?;
             let list = list.bind(py).cast::<PyList>().map_err(|e| PyValueError::new_err(e.to_string()))?.clone();
             Ok(if list.is_empty() { py.None() } else { list.get_item(0)?.unbind() })
         })
@@ -563,8 +614,8 @@ impl Pipeline {
 
     fn next_events_async(&self, py: Python<'_>, future: Bound<'_, PyAny>, max_events: usize) -> PyResult<()> {
         let pool = self.pool.clone();
-        spawn(py, future, next_events(self.events.clone(), max_events.max(1), None), move |py, evs| {
-            events_to_py(py, &evs, &pool)
+        spawn(py, future, next_events_keyed(self.events.clone(), pool.clone(), max_events.max(1)), move |py, evs| {
+            events_to_py_now(py, &evs, &pool)
         })
     }
 
