@@ -47,10 +47,12 @@ rust-test: venv
 
 py-test: venv python-package
 	$(VPY) -m pytest testserver/tests -q
+	$(VPY) -m mypy.stubtest psremote._native
+	$(VPY) -m mypy bindings-python/python/psremote
+	$(VPY) -m pytest bindings-python -q
 
-demo: venv
-	$(CARGO) build --locked -q -p psremote --example cmd_demo
-	testserver/with-endpoint.sh target/debug/examples/cmd_demo uname -a
+demo: venv python-package
+	testserver/with-endpoint.sh $(VPY) examples/quickstart.py
 
 $(CBINDGEN):
 	$(CARGO) install --locked --quiet cbindgen --version $(CBINDGEN_VERSION) --root .tools

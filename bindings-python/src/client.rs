@@ -418,7 +418,9 @@ fn has_secure_string(v: &psremote::clixml::Value) -> bool {
             o.value.as_ref().is_some_and(has_secure_string)
                 || o.adapted.iter().chain(o.extended.iter()).any(|(_, v)| has_secure_string(v))
                 || match &o.container {
-                    Some(Container::Dictionary(e)) => e.iter().any(|(k, v)| has_secure_string(k) || has_secure_string(v)),
+                    Some(Container::Dictionary(e)) => {
+                        e.iter().any(|(k, v)| has_secure_string(k) || has_secure_string(v))
+                    }
                     Some(c) => c.items().is_some_and(|items| items.iter().any(has_secure_string)),
                     None => false,
                 }

@@ -79,7 +79,12 @@ struct ToPython;
 impl<S: Subscriber> Layer<S> for ToPython {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         let r = rank(event.metadata().level());
-        if r > MAX_LEVEL.load(Ordering::Relaxed) {
+        let max = MAX_LEVEL.load(Ordering::Relaxed);
+        if r > max {
+            return;
+        }
+        // Dependencies (sspi, hyper) log every message at debug; only the trace opt-in shows them.
+        if r >= 3 && max < 5 && !event.metadata().target().starts_with("psremote") {
             return;
         }
         let Some(tx) = SENDER.get() else { return };

@@ -21,10 +21,16 @@ static PID: OnceLock<u32> = OnceLock::new();
 pub fn check_fork() -> PyResult<()> {
     let first = *PID.get_or_init(std::process::id);
     if first != std::process::id() {
-        return Err(PyRuntimeError::new_err(
-            "psremote was started in the parent of this forked process, and its I/O threads do not exist \
-             here; create psremote clients after the fork, or use multiprocessing's 'spawn' start method",
-        ));
+        const MESSAGE: &str = "psremote was already in use when this process was forked, and its I/O threads \
+             do not exist in the child; use multiprocessing's 'spawn' or 'forkserver' start method, or fork \
+             before psremote is first used";
+        return Err(Python::attach(|py| {
+            let class = py.import("psremote.exceptions").and_then(|m| m.getattr("PSRemoteError"));
+            match class.and_then(|c| c.call1((MESSAGE,))) {
+                Ok(exc) => PyErr::from_value(exc),
+                Err(_) => PyRuntimeError::new_err(MESSAGE),
+            }
+        }));
     }
     Ok(())
 }

@@ -1,5 +1,91 @@
-"""psremote: PowerShell Remoting for Python, backed by a Rust core."""
+"""psremote: PowerShell Remoting (WinRM, PSRP) for Python, backed by a Rust core.
+
+Blocking API::
+
+    import psremote
+
+    with psremote.Client("server", username="DOMAIN\\\\user", password="...") as client:
+        result = client.run_ps("Get-Process | Select-Object -First 3")
+        for obj in result:
+            print(obj.ProcessName)
+        print(client.run_cmd("ipconfig", ["/all"]).text)
+
+asyncio API: :class:`AsyncClient` (``async with``, ``await client.run_ps(...)``).
+Lower level: :meth:`Client.runspace_pool`, :class:`PowerShell` (``add_command``,
+``add_parameter``, ``add_script``, ``add_statement``, ``invoke``, ``start``), host callbacks
+(:class:`PSHost`), values (:class:`PSObject`, :class:`SecureString`, :class:`PSCredential`,
+:class:`PSEnum`), one exception hierarchy under :class:`PSRemoteError`, logging under the
+``psremote`` logger.
+"""
 
 from psremote._native import __version__
+from psremote._logging import TRACE, disable_trace, enable_trace
+from psremote.aio import AsyncClient, AsyncPipeline, AsyncPowerShell, AsyncRunspacePool
+from psremote.client import Client, Pipeline, PowerShell, RunspacePool
+from psremote.exceptions import (
+    AuthenticationError,
+    ClosedError,
+    ConfigurationError,
+    ConnectError,
+    OperationTimeoutError,
+    PipelineError,
+    ProtocolError,
+    PSRemoteError,
+    TransportError,
+    WSManFault,
+)
+from psremote.host import ConsoleHost, PSHost
+from psremote.progress import ProgressDisplay
+from psremote.records import (
+    CmdResult,
+    ErrorRecord,
+    HostCall,
+    InformationRecord,
+    PipelineState,
+    ProgressRecord,
+    PSEvent,
+    PSResult,
+)
+from psremote.values import PSCredential, PSCustomObject, PSEnum, PSObject, SecureString, to_pscustomobject
 
-__all__ = ["__version__"]
+__all__ = [
+    "TRACE",
+    "AsyncClient",
+    "AsyncPipeline",
+    "AsyncPowerShell",
+    "AsyncRunspacePool",
+    "AuthenticationError",
+    "Client",
+    "ClosedError",
+    "CmdResult",
+    "ConfigurationError",
+    "ConnectError",
+    "ConsoleHost",
+    "ErrorRecord",
+    "HostCall",
+    "InformationRecord",
+    "OperationTimeoutError",
+    "PSCredential",
+    "PSCustomObject",
+    "PSEnum",
+    "PSEvent",
+    "PSHost",
+    "PSObject",
+    "PSRemoteError",
+    "PSResult",
+    "Pipeline",
+    "PipelineError",
+    "PipelineState",
+    "PowerShell",
+    "ProgressDisplay",
+    "ProgressRecord",
+    "ProtocolError",
+    "RunspacePool",
+    "SecureString",
+    "TransportError",
+    "WSManFault",
+    "__version__",
+    "disable_trace",
+    "enable_trace",
+    "to_pscustomobject",
+]

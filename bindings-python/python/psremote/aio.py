@@ -1,0 +1,522 @@
+"""The asyncio API: AsyncClient, AsyncRunspacePool, AsyncPowerShell and AsyncPipeline.
+
+Everything runs on the caller's event loop: the native module does the waiting on its own
+runtime and completes an ``asyncio.Future`` of the calling loop through
+``loop.call_soon_threadsafe``. No loop is created or nested, so it works inside Jupyter's
+running loop. Cancelling a task that waits for a pipeline stops the remote pipeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+import collections
+from typing import Any, AsyncIterator, Awaitable, Callable, Deque, Generator, List, Optional, Tuple, Union
+
+from psremote import _fork, _logging
+from psremote._builder import PipelineBuilder, script_or_builder
+from psremote._options import normalize_configuration_name
+from psremote.client import (
+    COLLECT_BATCH,
+    DEFAULT_POOL_MAX_RUNSPACES,
+    INPUT_BATCH,
+    _ClientBase,
+    _cmd_arguments,
+    input_iterable,
+)
+from psremote.exceptions import ClosedError, ConfigurationError, PSRemoteError
+from psremote.host import PSHost
+from psremote.progress import ProgressDisplay
+from psremote.records import CmdResult, PipelineState, ProgressRecord, PSEvent, PSResult, convert_event
+
+__all__ = ["AsyncClient", "AsyncPipeline", "AsyncPowerShell", "AsyncRunspacePool"]
+
+_log = logging.getLogger("psremote.client")
+
+
+def _retrieve(future: "asyncio.Future[Any]") -> None:
+    # Marks an exception as seen when nobody awaits the future any more (after a
+    # cancellation), so asyncio does not log "exception was never retrieved".
+    if not future.cancelled():
+        future.exception()
+
+
+def _native_future(start: Callable[..., None], *args: Any) -> "asyncio.Future[Any]":
+    """Starts a native ``*_async`` operation and returns the future it will complete."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+    future.add_done_callback(_retrieve)
+    start(future, *args)
+    return future
+
+
+async def _call(start: Callable[..., None], *args: Any) -> Any:
+    """Awaits a native ``*_async`` operation. A cancelled caller does not cancel the native
+    future (the native side may still complete it; the shield keeps that harmless)."""
+    return await asyncio.shield(_native_future(start, *args))
+
+
+class AsyncPipeline:
+    """A running pipeline: ``async for event in pipeline`` yields
+    :class:`~psremote.records.PSEvent` objects as they arrive; the last is the ``"state"``
+    event. ``await result()`` collects what is left. ``async with`` stops it on exit if it is
+    still running.
+    """
+
+    def __init__(self, native: Any, pool: "AsyncRunspacePool", commands: List[str]) -> None:
+        self._native = native
+        self._pool = pool
+        self._commands = commands
+        self._buffer: Deque[Tuple[str, Any]] = collections.deque()
+        self._done_fetching = False
+        self._pending: Optional["asyncio.Future[Any]"] = None
+        self._final: Optional[PipelineState] = None
+        self._input_task: Optional["asyncio.Task[None]"] = None
+        self._input_error: Optional[BaseException] = None
+        self._stopping = False
+        self.id: str = native.id
+
+    # --- input ------------------------------------------------------------------------------
+
+    def _feed(self, source: Any) -> None:
+        self._input_task = asyncio.ensure_future(self._send_input(input_iterable(source)))
+
+    async def _send_input(self, source: Any) -> None:
+        try:
+            batch: List[Any] = []
+            if hasattr(source, "__aiter__"):
+                async for value in source:
+                    batch.append(value)
+                    if len(batch) >= INPUT_BATCH:
+                        await _call(self._native.send_input_async, batch)
+                        batch = []
+            else:
+                for value in source:
+                    batch.append(value)
+                    if len(batch) >= INPUT_BATCH:
+                        await _call(self._native.send_input_async, batch)
+                        batch = []
+            if batch:
+                await _call(self._native.send_input_async, batch)
+            await _call(self._native.end_input_async)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:  # noqa: BLE001 - reported to the consumer of the pipeline
+            if self._stopping:
+                return
+            self._input_error = e
+            try:
+                await _call(self._native.stop_async)
+            except BaseException:  # noqa: BLE001
+                pass
+
+    def _check_input_error(self) -> None:
+        if self._input_error is not None:
+            error, self._input_error = self._input_error, None
+            raise error
+
+    # --- events -----------------------------------------------------------------------------
+
+    def _cancelled(self) -> None:
+        """The awaiting task was cancelled: stop the remote pipeline without waiting."""
+        if self._done_fetching or self._stopping:
+            return
+        self._stopping = True
+        if self._input_task is not None:
+            self._input_task.cancel()
+        try:
+            _native_future(self._native.stop_async)
+        except BaseException:  # noqa: BLE001 - best effort
+            pass
+
+    async def _fetch(self, max_events: int) -> bool:
+        if self._done_fetching:
+            return False
+        # A fetch interrupted by a cancellation left its future here: its events are not lost.
+        if self._pending is None:
+            self._pending = _native_future(self._native.next_events_async, max_events)
+        try:
+            events = await asyncio.shield(self._pending)
+        except asyncio.CancelledError:
+            self._cancelled()
+            raise
+        finally:
+            if self._pending is not None and self._pending.done():
+                self._pending = None
+        if not events:
+            self._done_fetching = True
+            return False
+        self._buffer.extend(events)
+        if events[-1][0] == "state":
+            self._done_fetching = True
+        return True
+
+    def _note_state(self, payload: Any) -> PSEvent:
+        event = convert_event("state", payload)
+        self._final = event.value
+        _logging.log(logging.DEBUG, "pipeline finished", _log, pool=self._pool.id, pipeline=self.id, state=self._final.state)
+        return event
+
+    async def _finish_input(self) -> None:
+        task = self._input_task
+        if task is not None and task.done():
+            if not task.cancelled():
+                task.result()
+        self._check_input_error()
+
+    def __aiter__(self) -> AsyncIterator[PSEvent]:
+        return self
+
+    async def __anext__(self) -> PSEvent:
+        if not self._buffer and not await self._fetch(256):
+            await self._finish_input()
+            raise StopAsyncIteration
+        kind, payload = self._buffer.popleft()
+        if kind == "state":
+            return self._note_state(payload)
+        return convert_event(kind, payload)
+
+    async def result(self, *, raise_on_error: bool = False, show_progress: bool = False) -> PSResult:
+        """Waits for the end and returns what the pipeline produced from here on."""
+        result = PSResult()
+        output = result.output
+        absorb = result._absorb
+        display = ProgressDisplay() if show_progress else None
+        try:
+            while True:
+                while self._buffer:
+                    kind, payload = self._buffer.popleft()
+                    if kind == "output":
+                        output.append(payload)
+                        continue
+                    absorb(kind, payload)
+                    if kind == "state":
+                        self._note_state(payload)
+                    elif kind == "progress" and display is not None:
+                        display.update(ProgressRecord.from_native(payload))
+                if not await self._fetch(COLLECT_BATCH):
+                    break
+        finally:
+            if display is not None:
+                display.close()
+        if self._input_task is not None and not self._input_task.done():
+            # The pipeline ended before consuming all input: the sender has nothing left to do.
+            self._input_task.cancel()
+        await self._finish_input()
+        if raise_on_error:
+            result.raise_for_errors()
+        return result
+
+    async def stop(self) -> None:
+        """Stops the pipeline on the server."""
+        self._stopping = True
+        if self._input_task is not None and not self._input_task.done():
+            self._input_task.cancel()
+        if self._done_fetching:
+            return
+        await _call(self._native.stop_async)
+
+    @property
+    def state(self) -> Optional[str]:
+        return self._final.state if self._final is not None else None
+
+    @property
+    def finished(self) -> bool:
+        return self._final is not None
+
+    async def __aenter__(self) -> "AsyncPipeline":
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if not self._done_fetching:
+            try:
+                await self.stop()
+            except PSRemoteError as e:
+                _logging.log(logging.DEBUG, "cannot stop the pipeline", _log, pipeline=self.id, error=str(e))
+
+    def __repr__(self) -> str:
+        return f"<AsyncPipeline {self.id} {' | '.join(self._commands)} state={self.state or 'Running'}>"
+
+
+class AsyncPowerShell(PipelineBuilder):
+    """A pipeline to run on an :class:`AsyncRunspacePool` (``pool.powershell()``)."""
+
+    def __init__(self, pool: Optional["AsyncRunspacePool"] = None) -> None:
+        super().__init__()
+        self.pool = pool
+        self._running: Optional[AsyncPipeline] = None
+
+    def _pool(self) -> "AsyncRunspacePool":
+        if self.pool is None:
+            raise ConfigurationError(
+                "this AsyncPowerShell has no runspace pool: create it with pool.powershell() or pass it to client.run_ps()"
+            )
+        return self.pool
+
+    async def start(self, input: Any = None, *, add_to_history: bool = False) -> AsyncPipeline:
+        """Starts the pipeline; ``input`` may be an iterable or an async iterable."""
+        handle = await self._pool()._start(self, input, add_to_history)
+        self._running = handle
+        return handle
+
+    async def invoke(
+        self, input: Any = None, *, raise_on_error: bool = False, show_progress: bool = False, add_to_history: bool = False
+    ) -> PSResult:
+        handle = await self.start(input, add_to_history=add_to_history)
+        return await handle.result(raise_on_error=raise_on_error, show_progress=show_progress)
+
+    async def stop(self) -> None:
+        if self._running is not None:
+            await self._running.stop()
+
+
+class AsyncRunspacePool:
+    """An open runspace pool (asyncio). ``async with client.runspace_pool() as pool``."""
+
+    def __init__(self, native: Any, client: "AsyncClient", host: Optional[PSHost]) -> None:
+        self._native = native
+        self._client = client
+        self.host = host
+        self._closed = False
+        self._generation = _fork.generation()
+        self.id: str = native.id
+
+    def _check(self) -> None:
+        _fork.check(self._generation, "runspace pool")
+        if self._closed:
+            raise ClosedError(f"runspace pool {self.id} is closed")
+
+    @property
+    def state(self) -> str:
+        return str(self._native.state)
+
+    @property
+    def protocol_version(self) -> Optional[str]:
+        return self._native.protocol_version
+
+    @property
+    def application_private_data(self) -> Any:
+        return self._native.application_private_data
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _usable(self) -> bool:
+        return not self._closed and self._native.state == "Opened"
+
+    def powershell(self) -> AsyncPowerShell:
+        return AsyncPowerShell(self)
+
+    async def _start(self, builder: PipelineBuilder, input: Any, add_to_history: bool) -> AsyncPipeline:
+        self._check()
+        statements = builder._native_statements()
+        _logging.sync_native_level()
+        native = await _call(self._native.start_async, statements, input is not None, add_to_history)
+        handle = AsyncPipeline(native, self, builder._describe())
+        _logging.log(logging.DEBUG, "pipeline started", _log, pool=self.id, pipeline=handle.id, commands=handle._commands)
+        if input is not None:
+            handle._feed(input)
+        return handle
+
+    async def run_ps(
+        self,
+        script: Union[str, PipelineBuilder],
+        input: Any = None,
+        *,
+        raise_on_error: bool = False,
+        show_progress: bool = False,
+        add_to_history: bool = False,
+    ) -> PSResult:
+        handle = await self._start(script_or_builder(script, AsyncPowerShell), input, add_to_history)
+        return await handle.result(raise_on_error=raise_on_error, show_progress=show_progress)
+
+    async def start(self, script: Union[str, PipelineBuilder], input: Any = None, *, add_to_history: bool = False) -> AsyncPipeline:
+        return await self._start(script_or_builder(script, AsyncPowerShell), input, add_to_history)
+
+    async def exchange_key(self) -> None:
+        """Exchanges the session key (optional: it happens by itself when needed)."""
+        self._check()
+        await _call(self._native.exchange_key_async)
+
+    def set_max_runspaces(self, count: int) -> bool:
+        """Blocking (a short round trip); the native API has no async variant."""
+        self._check()
+        return bool(self._native.set_max_runspaces(count))
+
+    def set_min_runspaces(self, count: int) -> bool:
+        self._check()
+        return bool(self._native.set_min_runspaces(count))
+
+    def available_runspaces(self) -> int:
+        self._check()
+        return int(self._native.available_runspaces())
+
+    def reset_runspace_state(self) -> bool:
+        self._check()
+        return bool(self._native.reset_runspace_state())
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._generation != _fork.generation():
+            return
+        try:
+            await _call(self._native.close_async)
+        except ClosedError:
+            pass
+
+    async def __aenter__(self) -> "AsyncRunspacePool":
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            await self.close()
+            return
+        try:
+            await self.close()
+        except Exception as e:  # noqa: BLE001
+            _logging.log(logging.WARNING, "cannot close the runspace pool", _log, pool=self.id, error=str(e))
+
+    def __repr__(self) -> str:
+        return f"<AsyncRunspacePool {self.id} state={'Closed' if self._closed else self.state}>"
+
+
+class _PoolOpener:
+    """What ``AsyncClient.runspace_pool()`` returns: await it, or use it with ``async with``."""
+
+    def __init__(self, opening: Awaitable[AsyncRunspacePool]) -> None:
+        self._opening = opening
+        self._pool: Optional[AsyncRunspacePool] = None
+
+    def __await__(self) -> Generator[Any, None, AsyncRunspacePool]:
+        return self._opening.__await__()
+
+    async def __aenter__(self) -> AsyncRunspacePool:
+        self._pool = await self._opening
+        return self._pool
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if self._pool is not None:
+            await self._pool.__aexit__(exc_type, exc, tb)
+
+
+class AsyncClient(_ClientBase):
+    """The asyncio twin of :class:`~psremote.Client`: the same options, awaitable methods.
+
+    ``async with AsyncClient(url=..., username=..., password=...) as client:``
+    """
+
+    def __init__(self, host: Optional[str] = None, **kwargs: Any) -> None:
+        super().__init__(host, **kwargs)
+        self._connecting: Optional["asyncio.Future[Any]"] = None
+        self._pool: Optional[AsyncRunspacePool] = None
+        self._pool_opening: Optional["asyncio.Future[AsyncRunspacePool]"] = None
+        self._pools: "weakref.WeakSet[AsyncRunspacePool]" = weakref.WeakSet()
+
+    async def connect(self) -> "AsyncClient":
+        native = self._check()
+        if self._connected:
+            return self
+        connecting = self._connecting
+        if connecting is None or (connecting.done() and (connecting.cancelled() or connecting.exception() is not None)):
+            connecting = self._connecting = asyncio.ensure_future(_call(native.connect_async))
+        await asyncio.shield(connecting)
+        self._connected = True
+        return self
+
+    async def _open_pool(
+        self, configuration_name: Optional[str], min_runspaces: int, max_runspaces: int, host: Optional[PSHost], no_profile: bool
+    ) -> AsyncRunspacePool:
+        await self.connect()
+        name = normalize_configuration_name(configuration_name or self.options.configuration_name)
+        native = await _call(self._check().open_pool_async, name, min_runspaces, max_runspaces, host, no_profile)
+        pool = AsyncRunspacePool(native, self, host)
+        self._pools.add(pool)
+        return pool
+
+    def runspace_pool(
+        self,
+        configuration_name: Optional[str] = None,
+        *,
+        min_runspaces: int = 1,
+        max_runspaces: int = 1,
+        host: Optional[PSHost] = None,
+        no_profile: bool = False,
+    ) -> _PoolOpener:
+        """``pool = await client.runspace_pool()`` or ``async with client.runspace_pool() as pool``."""
+        if configuration_name is not None:
+            normalize_configuration_name(configuration_name)
+        if isinstance(min_runspaces, bool) or not isinstance(min_runspaces, int) or min_runspaces < 1:
+            raise ConfigurationError(f"min_runspaces must be an int of at least 1, got {min_runspaces!r}")
+        if isinstance(max_runspaces, bool) or not isinstance(max_runspaces, int) or max_runspaces < min_runspaces:
+            raise ConfigurationError(f"max_runspaces must be an int of at least min_runspaces ({min_runspaces}), got {max_runspaces!r}")
+        if host is not None and not callable(getattr(host, "call", None)):
+            raise ConfigurationError("host must be a psremote.PSHost (an object with a call() method)")
+        return _PoolOpener(self._open_pool(configuration_name, min_runspaces, max_runspaces, host, no_profile))
+
+    async def _default_pool(self) -> AsyncRunspacePool:
+        pool = self._pool
+        if pool is not None and pool._usable():
+            return pool
+        if self._pool_opening is None or self._pool_opening.done():
+            self._pool_opening = asyncio.ensure_future(
+                self._open_pool(None, 1, DEFAULT_POOL_MAX_RUNSPACES, self.ps_host, False)
+            )
+        opening = self._pool_opening
+        pool = await asyncio.shield(opening)
+        self._pool = pool
+        return pool
+
+    async def powershell(self) -> AsyncPowerShell:
+        return AsyncPowerShell(await self._default_pool())
+
+    async def run_ps(
+        self,
+        script: Union[str, PipelineBuilder],
+        input: Any = None,
+        *,
+        raise_on_error: bool = False,
+        show_progress: bool = False,
+    ) -> PSResult:
+        """Runs a script or PowerShell on the client's runspace pool (opened on first use)."""
+        pool = await self._default_pool()
+        return await pool.run_ps(script, input, raise_on_error=raise_on_error, show_progress=show_progress)
+
+    async def run_cmd(self, executable: str, args: Any = (), stdin: Union[bytes, str, None] = None) -> CmdResult:
+        executable, arguments, data = _cmd_arguments(executable, args, stdin)
+        await self.connect()
+        stdout, stderr, exit_code = await _call(self._check().run_cmd_async, executable, arguments, data)
+        return CmdResult(stdout, stderr, exit_code)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        pools = list(self._pools)
+        self._pool = None
+        for pool in pools:
+            try:
+                await pool.close()
+            except PSRemoteError as e:
+                _logging.log(logging.WARNING, "cannot close a runspace pool", _log, pool=pool.id, error=str(e))
+        self._native = None
+
+    async def __aenter__(self) -> "AsyncClient":
+        try:
+            await self.connect()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            await self.close()
+            return
+        try:
+            await self.close()
+        except Exception as e:  # noqa: BLE001
+            _logging.log(logging.WARNING, "cannot close the client", _log, error=str(e))

@@ -1,0 +1,510 @@
+"""The ``psremote`` command line.
+
+    psremote run HOST -c SCRIPT [--json]      run a PowerShell script, print its streams
+    psremote cmd HOST EXE [ARGS...] [--json]  run a command in a cmd shell (WinRS)
+    psremote shell HOST                       an interactive remote prompt, like Enter-PSSession
+
+The password comes from the ``PSREMOTE_PASSWORD`` environment variable or a prompt; it is never
+a command-line argument (other users can read those). The user name may come from
+``PSREMOTE_USER``.
+
+Exit status: ``run`` 0, or 1 when the pipeline failed or wrote errors; ``cmd`` the remote exit
+code; 2 for invalid options; 3 when the connection or authentication failed; 130 after Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import dataclasses
+import datetime
+import decimal
+import getpass
+import json
+import logging
+import os
+import sys
+import uuid
+from typing import Any, Dict, Optional, Sequence, TextIO
+
+from psremote import __version__
+from psremote._options import AUTH_MECHANISMS, PASSWORD_ENV
+from psremote.client import Client, RunspacePool
+from psremote.exceptions import ConfigurationError, PSRemoteError
+from psremote.host import ConsoleHost
+from psremote.progress import ProgressDisplay
+from psremote.records import ErrorRecord, HostCall, InformationRecord, ProgressRecord, PSEvent, PSResult
+from psremote.values import PSCredential, PSEnum, PSObject, SecureString
+
+USER_ENV = "PSREMOTE_USER"
+HISTORY_ENV = "PSREMOTE_HISTORY"
+
+EXIT_ERRORS = 1
+EXIT_USAGE = 2
+EXIT_CONNECTION = 3
+EXIT_INTERRUPTED = 130
+
+_ANSI = {"red": "31", "yellow": "33", "cyan": "36", "green": "32", "bold": "1"}
+# ConsoleColor value -> ANSI foreground code.
+_CONSOLE_ANSI = ("30", "34", "32", "36", "31", "35", "33", "37", "90", "94", "92", "96", "91", "95", "93", "97")
+
+
+class Output:
+    """Where and how the CLI prints: stdout for output, stderr for the other streams, ANSI
+    colours only on terminals (and never with NO_COLOR or --no-color)."""
+
+    def __init__(self, color: Optional[bool], stdout: Optional[TextIO] = None, stderr: Optional[TextIO] = None) -> None:
+        self.stdout = stdout or sys.stdout
+        self.stderr = stderr or sys.stderr
+        if color is None:
+            color = "NO_COLOR" not in os.environ
+            self.color_out = color and self.stdout.isatty()
+            self.color_err = color and self.stderr.isatty()
+        else:
+            self.color_out = self.color_err = color
+
+    def paint(self, text: str, color: Optional[str], err: bool) -> str:
+        if color is None or not (self.color_err if err else self.color_out):
+            return text
+        code = _ANSI.get(color, color)
+        return f"\x1b[{code}m{text}\x1b[0m"
+
+    def out(self, text: str, color: Optional[str] = None, end: str = "\n") -> None:
+        self.stdout.write(self.paint(text, color, False) + end)
+        self.stdout.flush()
+
+    def err(self, text: str, color: Optional[str] = None) -> None:
+        self.stderr.write(self.paint(text, color, True) + "\n")
+        self.stderr.flush()
+
+
+# --- formatting ------------------------------------------------------------------------------
+
+
+def format_value(value: Any) -> str:
+    """An output object as text, roughly as PowerShell's console shows it."""
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    if isinstance(value, PSObject):
+        props = value.properties
+        if not props or value.value is not None:
+            return str(value)
+        width = max(len(k) for k in props)
+        return "\n".join(f"{k.ljust(width)} : {format_scalar(v)}" for k, v in props.items()) + "\n"
+    if isinstance(value, list):
+        return "\n".join(format_value(v) for v in value)
+    if isinstance(value, dict):
+        if not value:
+            return ""
+        width = max(len(str(k)) for k in value)
+        return "\n".join(f"{str(k).ljust(width)} : {format_scalar(v)}" for k, v in value.items())
+    return str(value)
+
+
+def format_scalar(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    if isinstance(value, (list, tuple)):
+        return "{" + ", ".join(format_scalar(v) for v in value) + "}"
+    return str(value)
+
+
+def to_jsonable(value: Any, depth: int = 0) -> Any:
+    """A value as JSON data: objects as property dicts, secrets masked."""
+    if depth > 32:
+        return str(value)
+    if value is None or isinstance(value, (str, bool)):
+        return value
+    if isinstance(value, PSEnum):
+        return value.name
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, (datetime.datetime, datetime.date)):
+        return value.isoformat()
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, SecureString):
+        return "***"
+    if isinstance(value, PSCredential):
+        return {"UserName": value.username, "Password": "***"}
+    if isinstance(value, PSObject):
+        data: Dict[str, Any] = {k: to_jsonable(v, depth + 1) for k, v in value.properties.items()}
+        if value.value is not None and not data:
+            return to_jsonable(value.value, depth + 1)
+        if value.items is not None:
+            data["@items"] = to_jsonable(value.items, depth + 1)
+        if value.type_names:
+            data["@type"] = value.type_names[0]
+        return data
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v, depth + 1) for v in value]
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v, depth + 1) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name), depth + 1) for f in dataclasses.fields(value)}
+    return str(value)
+
+
+def result_json(result: PSResult) -> Dict[str, Any]:
+    return {
+        "output": to_jsonable(result.output),
+        "errors": [to_jsonable(e) for e in result.errors],
+        "warnings": result.warnings,
+        "verbose": result.verbose,
+        "debug": result.debug,
+        "information": [to_jsonable(i) for i in result.information],
+        "progress": [to_jsonable(p) for p in result.progress],
+        "state": result.state,
+        "terminating_error": to_jsonable(result.terminating_error),
+        "had_errors": result.had_errors,
+    }
+
+
+class EventPrinter:
+    """Prints pipeline events as they arrive."""
+
+    def __init__(self, out: Output, show_progress: bool) -> None:
+        self.out = out
+        self.progress = ProgressDisplay(out.stderr, use_tqdm=None) if show_progress else None
+        self.pending_newline = False
+
+    def close(self) -> None:
+        if self.pending_newline:
+            self.out.out("", end="\n")
+            self.pending_newline = False
+        if self.progress is not None:
+            self.progress.close()
+
+    def __call__(self, event: PSEvent) -> None:
+        kind, value = event
+        if kind == "output":
+            if value is not None:
+                self.out.out(format_value(value))
+        elif kind == "error":
+            self.print_error(value)
+        elif kind == "warning":
+            self.out.err(f"WARNING: {value}", "yellow")
+        elif kind == "verbose":
+            self.out.err(f"VERBOSE: {value}", "cyan")
+        elif kind == "debug":
+            self.out.err(f"DEBUG: {value}", "yellow")
+        elif kind == "information":
+            self.print_information(value)
+        elif kind == "progress":
+            if self.progress is not None:
+                self.progress.update(value)
+        elif kind == "host":
+            self.print_host(value)
+        elif kind == "state":
+            if value.error is not None and value.state == "Failed":
+                self.print_error(value.error)
+            elif value.state == "Stopped":
+                self.out.err("the pipeline was stopped", "yellow")
+
+    def print_error(self, record: ErrorRecord) -> None:
+        self.out.err(record.format(), "red")
+
+    def print_information(self, record: InformationRecord) -> None:
+        # Write-Host also arrives as a host call (printed from the "host" event).
+        if "PSHOST" in record.tags:
+            return
+        self.out.out(format_value(record.message_data))
+
+    def print_host(self, call: HostCall) -> None:
+        method, params = call
+        if method in ("Write1", "Write2"):
+            text = str(params[-1]) if params else ""
+            color = _CONSOLE_ANSI[int(params[0])] if method == "Write2" and params and params[0] is not None else None
+            self.out.out(text, color, end="")
+        elif method in ("WriteLine1", "WriteLine2", "WriteLine3"):
+            text = str(params[-1]) if params and method != "WriteLine1" else ""
+            color = _CONSOLE_ANSI[int(params[0])] if method == "WriteLine3" and params and params[0] is not None else None
+            self.out.out(text, color)
+        elif method == "WriteErrorLine":
+            self.out.err(str(params[0]) if params else "", "red")
+        elif method == "WriteWarningLine":
+            self.out.err(f"WARNING: {params[0] if params else ''}", "yellow")
+        elif method == "WriteVerboseLine":
+            self.out.err(f"VERBOSE: {params[0] if params else ''}", "cyan")
+        elif method == "WriteDebugLine":
+            self.out.err(f"DEBUG: {params[0] if params else ''}", "yellow")
+        elif method == "WriteProgress" and self.progress is not None and len(params) > 1:
+            self.progress.update(ProgressRecord.from_psobject(params[1]))
+
+
+class CliHost(ConsoleHost):
+    """Answers Read-Host, Get-Credential and prompts on the terminal. Writes are printed from
+    the pipeline's event stream instead (in order with the output), so they are no-ops here."""
+
+    def write(self, text: str, foreground_color: Optional[int] = None, background_color: Optional[int] = None) -> None:
+        pass
+
+    def write_line(self, text: str = "", foreground_color: Optional[int] = None, background_color: Optional[int] = None) -> None:
+        pass
+
+    def write_error_line(self, text: str) -> None:
+        pass
+
+    def write_warning_line(self, text: str) -> None:
+        pass
+
+    def write_verbose_line(self, text: str) -> None:
+        pass
+
+    def write_debug_line(self, text: str) -> None:
+        pass
+
+
+# --- arguments ---------------------------------------------------------------------------------
+
+
+def _connection_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("connection")
+    group.add_argument("host", nargs="?", help="host name or IP address (or give --url)")
+    group.add_argument("--url", help="endpoint URL, e.g. http://server:5985/wsman")
+    group.add_argument("-u", "--user", help=f"user name: user, DOMAIN\\user or user@domain (default ${USER_ENV})")
+    group.add_argument("--auth", default="negotiate", choices=AUTH_MECHANISMS, help="authentication (default negotiate)")
+    group.add_argument("--port", type=int, help="TCP port (default 5985)")
+    group.add_argument("--path", help="URL path (default /wsman)")
+    group.add_argument(
+        "--allow-unencrypted", action="store_true", help="allow plaintext messages (basic auth over http): unsafe"
+    )
+    group.add_argument("--configuration-name", help="session configuration (JEA endpoint), default Microsoft.PowerShell")
+    group.add_argument("--operation-timeout", type=float, default=20.0, help="seconds (default 20)")
+    group.add_argument("--connect-timeout", type=float, default=30.0, help="seconds (default 30)")
+    common.add_argument("--no-color", action="store_true", help="never colour the output")
+    common.add_argument("-v", "--verbose", action="count", default=0, help="log to stderr (-v info, -vv debug)")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _connection_parser()
+    parser = argparse.ArgumentParser(
+        prog="psremote",
+        description="PowerShell Remoting from the command line. The password comes from "
+        f"${PASSWORD_ENV} or a prompt, never from the command line.",
+    )
+    parser.add_argument("--version", action="version", version=f"psremote {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="{run,cmd,shell}")
+    sub.required = True
+
+    run = sub.add_parser("run", parents=[common], help="run a PowerShell script")
+    run.add_argument("-c", "--command", dest="script", required=True, help="the script; '-' reads it from stdin")
+    run.add_argument("--json", action="store_true", help="print one JSON document with every stream at the end")
+
+    cmd = sub.add_parser("cmd", parents=[common], help="run a command in a cmd shell (WinRS)")
+    cmd.add_argument("--json", action="store_true", help="print stdout, stderr and the exit code as JSON")
+    cmd.add_argument("--stdin", action="store_true", help="send this process's stdin to the command")
+    cmd.add_argument("executable", help="the program to run")
+    cmd.add_argument("arguments", nargs=argparse.REMAINDER, help="its arguments")
+
+    sub.add_parser("shell", parents=[common], help="an interactive remote PowerShell prompt")
+    return parser
+
+
+def _password() -> str:
+    password = os.environ.get(PASSWORD_ENV)
+    if password is not None:
+        return password
+    if not sys.stdin.isatty():
+        raise ConfigurationError(f"no password: set {PASSWORD_ENV} (stdin is not a terminal to prompt on)")
+    return getpass.getpass("Password: ")
+
+
+def _client(args: argparse.Namespace) -> Client:
+    user = args.user or os.environ.get(USER_ENV)
+    if not user:
+        raise ConfigurationError(f"no user name: pass --user or set {USER_ENV}")
+    if args.host is None and args.url is None:
+        raise ConfigurationError("give the HOST to connect to, or --url")
+    options: Dict[str, Any] = dict(
+        url=args.url,
+        username=user,
+        password=_password(),
+        auth=args.auth,
+        port=args.port,
+        path=args.path,
+        allow_unencrypted=args.allow_unencrypted,
+        operation_timeout=args.operation_timeout,
+        connect_timeout=args.connect_timeout,
+    )
+    if args.configuration_name:
+        options["configuration_name"] = args.configuration_name
+    return Client(args.host if args.url is None else None, **options)
+
+
+# --- commands ----------------------------------------------------------------------------------
+
+
+def _run(args: argparse.Namespace, out: Output) -> int:
+    script = sys.stdin.read() if args.script == "-" else args.script
+    with _client(args) as client:
+        with client.runspace_pool(host=CliHost()) as pool:
+            if args.json:
+                result = pool.run_ps(script)
+                out.out(json.dumps(result_json(result), indent=2, ensure_ascii=False))
+                return EXIT_ERRORS if result.had_errors else 0
+            printer = EventPrinter(out, show_progress=out.stderr.isatty())
+            had_errors = False
+            with pool.start(script) as handle:
+                try:
+                    for event in handle:
+                        if event.kind == "error" or (event.kind == "state" and event.value.state != "Completed"):
+                            had_errors = True
+                        printer(event)
+                finally:
+                    printer.close()
+            return EXIT_ERRORS if had_errors else 0
+
+
+def _cmd(args: argparse.Namespace, out: Output) -> int:
+    stdin = sys.stdin.buffer.read() if args.stdin else None
+    with _client(args) as client:
+        result = client.run_cmd(args.executable, args.arguments, stdin)
+    if args.json:
+        out.out(
+            json.dumps(
+                {"stdout": result.text, "stderr": result.stderr_text, "exit_code": result.exit_code}, ensure_ascii=False
+            )
+        )
+    else:
+        _write_bytes(out.stdout, result.stdout)
+        _write_bytes(out.stderr, result.stderr)
+    return result.exit_code
+
+
+def _write_bytes(stream: TextIO, data: bytes) -> None:
+    stream.flush()
+    buffer = getattr(stream, "buffer", None)
+    if buffer is not None:
+        buffer.write(data)
+        buffer.flush()
+    else:
+        stream.write(data.decode("utf-8", errors="replace"))
+        stream.flush()
+
+
+def _setup_history() -> Optional[str]:
+    try:
+        import readline
+    except ImportError:  # pragma: no cover - Windows without pyreadline
+        return None
+    path = os.environ.get(HISTORY_ENV) or os.path.join(os.path.expanduser("~"), ".psremote_history")
+    try:
+        readline.read_history_file(path)
+    except OSError:
+        pass
+    readline.set_history_length(1000)
+    return path
+
+
+def _save_history(path: Optional[str]) -> None:
+    if path is None:
+        return
+    try:
+        import readline
+
+        readline.write_history_file(path)
+    except OSError:
+        pass
+
+
+def _run_line(pool: RunspacePool, line: str, out: Output) -> None:
+    printer = EventPrinter(out, show_progress=out.stderr.isatty())
+    handle = None
+    try:
+        handle = pool.start(line)
+        for event in handle:
+            printer(event)
+    except KeyboardInterrupt:
+        # The handle already asked the server to stop the pipeline when Ctrl-C arrived during
+        # a wait; stop it here too in case it arrived between two waits.
+        if handle is not None and not handle.finished:
+            try:
+                handle.stop()
+            except PSRemoteError:
+                pass
+        printer.close()
+        out.err("^C", "yellow")
+        return
+    finally:
+        printer.close()
+
+
+def _shell(args: argparse.Namespace, out: Output) -> int:
+    interactive = sys.stdin.isatty()
+    with _client(args) as client:
+        with client.runspace_pool(host=CliHost()) as pool:
+            name = client.options.host
+            history = _setup_history() if interactive else None
+            if interactive:
+                out.out(f"Connected to {client.url}. Type 'exit' to leave; Ctrl-C stops a running command.")
+            try:
+                while True:
+                    try:
+                        if interactive:
+                            line = input(f"[{name}]: PS> ")
+                        else:
+                            line = sys.stdin.readline()
+                            if not line:
+                                break
+                    except EOFError:
+                        if interactive:
+                            out.out("")
+                        break
+                    except KeyboardInterrupt:
+                        out.out("")
+                        continue
+                    line = line.strip()
+                    if not line:
+                        continue
+                    if line.lower() in ("exit", "exit-pssession", "quit"):
+                        break
+                    _run_line(pool, line, out)
+            finally:
+                _save_history(history)
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    out = Output(False if args.no_color else None)
+    if args.verbose:
+        logging.basicConfig(
+            level=logging.DEBUG if args.verbose > 1 else logging.INFO,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
+    if args.url is not None and args.host is not None:
+        if args.command == "cmd":
+            # With --url there is no HOST: the first positional is the executable.
+            args.arguments = [args.executable, *args.arguments]
+            args.executable, args.host = args.host, None
+        else:
+            parser.error("give HOST or --url, not both")
+    commands = {"run": _run, "cmd": _cmd, "shell": _shell}
+    try:
+        return commands[args.command](args, out)
+    except ConfigurationError as e:
+        out.err(f"psremote: {e}", "red")
+        return EXIT_USAGE
+    except PSRemoteError as e:
+        out.err(f"psremote: {type(e).__name__}: {e}", "red")
+        return EXIT_CONNECTION
+    except KeyboardInterrupt:
+        out.err("psremote: interrupted", "yellow")
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,645 @@
+"""The blocking API: Client, RunspacePool, PowerShell and the running Pipeline.
+
+Every blocking call releases the GIL while it waits, and Ctrl-C interrupts it within about a
+tenth of a second; an interrupted pipeline is stopped on the server before the
+``KeyboardInterrupt`` propagates. All objects may be shared between threads (a PowerShell
+builder is a plain description: build it in one thread).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import threading
+import weakref
+from typing import Any, Deque, Iterable, Iterator, List, Optional, Tuple, Union
+
+from psremote import _fork, _logging, _native
+from psremote._builder import PipelineBuilder, script_or_builder
+from psremote._options import DEFAULT_CONFIGURATION, ClientOptions, build_options, normalize_configuration_name
+from psremote.exceptions import ClosedError, ConfigurationError, PSRemoteError
+from psremote.host import PSHost
+from psremote.progress import ProgressDisplay
+from psremote.records import CmdResult, PipelineState, ProgressRecord, PSEvent, PSResult, convert_event
+from psremote.values import PSObject
+
+__all__ = ["Client", "Pipeline", "PowerShell", "RunspacePool"]
+
+_log = logging.getLogger("psremote.client")
+
+#: Input objects sent per PIPELINE_INPUT batch.
+INPUT_BATCH = 1000
+#: Events taken from the native queue per call when collecting a result.
+COLLECT_BATCH = 1000
+#: Size of the runspace pool that ``Client.run_ps`` opens on first use.
+DEFAULT_POOL_MAX_RUNSPACES = 4
+
+# Values sent as one input object even though they are iterable.
+_SINGLE_INPUT = (str, bytes, bytearray, dict, PSObject)
+
+
+def input_iterable(input: Any) -> Any:
+    """``input`` as an iterable of objects: a str, bytes, dict or PSObject is one object."""
+    if isinstance(input, _SINGLE_INPUT) or dataclasses.is_dataclass(input):
+        return (input,)
+    return input
+
+
+class _InputFeeder:
+    """Sends objects from an iterable to a pipeline in batches, then ends its input."""
+
+    def __init__(self, native: Any, pool: "RunspacePool", source: Iterable[Any]) -> None:
+        self.native = native
+        self.pool = pool
+        self.source = source
+        self.error: Optional[BaseException] = None
+        self.stopped = False
+
+    def run(self) -> None:
+        try:
+            # Values go to the native encoder as they are: it converts dataclasses and exchanges
+            # the session key itself when a SecureString needs it.
+            batch: List[Any] = []
+            for value in self.source:
+                if self.stopped:
+                    return
+                batch.append(value)
+                if len(batch) >= INPUT_BATCH:
+                    self.native.send_input(batch)
+                    batch = []
+            if self.stopped:
+                return
+            if batch:
+                self.native.send_input(batch)
+            self.native.end_input()
+        except BaseException as e:  # noqa: BLE001 - reported to the consumer of the pipeline
+            if self.stopped:
+                return
+            self.error = e
+            try:
+                self.native.stop()
+            except BaseException:  # noqa: BLE001 - best effort: the input error is what matters
+                pass
+
+
+class Pipeline:
+    """A running pipeline: iterate it for its events as they arrive.
+
+    Each event is a :class:`~psremote.records.PSEvent` ``(kind, value)``; the last one is
+    always ``("state", PipelineState(...))``. ``result()`` collects what is left into a
+    :class:`~psremote.records.PSResult`. As a context manager, leaving the block stops the
+    pipeline if it is still running.
+    """
+
+    def __init__(self, native: Any, pool: "RunspacePool", commands: List[str]) -> None:
+        self._native = native
+        self._pool = pool
+        self._commands = commands
+        self._buffer: Deque[Tuple[str, Any]] = collections.deque()
+        self._done_fetching = False
+        self._final: Optional[PipelineState] = None
+        self._feeder: Optional[_InputFeeder] = None
+        self._feeder_thread: Optional[threading.Thread] = None
+        self._fetch_lock = threading.Lock()
+        self.id: str = native.id
+
+    # --- input ------------------------------------------------------------------------------
+
+    def _feed(self, source: Any) -> None:
+        feeder = _InputFeeder(self._native, self._pool, input_iterable(source))
+        self._feeder = feeder
+        if isinstance(feeder.source, (list, tuple)) and len(feeder.source) <= INPUT_BATCH:
+            # Small, already materialised input: send it at once, without a thread.
+            feeder.run()
+            self._check_input_error()
+            return
+        thread = threading.Thread(target=feeder.run, name=f"psremote-input-{self.id}", daemon=True)
+        self._feeder_thread = thread
+        thread.start()
+
+    def _check_input_error(self) -> None:
+        feeder = self._feeder
+        if feeder is not None and feeder.error is not None:
+            error, feeder.error = feeder.error, None
+            raise error
+
+    # --- events -----------------------------------------------------------------------------
+
+    def _interrupted(self, reason: str = "interrupted") -> None:
+        """Ctrl-C arrived while waiting (or the input failed): stop the remote pipeline, best effort."""
+        _logging.log(logging.INFO, f"{reason}: stopping the pipeline", _log, pipeline=self.id)
+        if self._feeder is not None:
+            self._feeder.stopped = True
+        try:
+            self._native.stop()
+        except BaseException:  # noqa: BLE001 - a second Ctrl-C or a dead pool must not hide the first
+            pass
+
+    def _fetch(self, max_events: int) -> bool:
+        """Refills the buffer; False once every event was fetched."""
+        with self._fetch_lock:
+            if self._done_fetching:
+                return False
+            try:
+                events = self._native.next_events(max_events)
+            except KeyboardInterrupt:
+                self._interrupted()
+                raise
+            if not events:
+                self._done_fetching = True
+                return False
+            self._buffer.extend(events)
+            if events[-1][0] == "state":
+                self._done_fetching = True
+            return True
+
+    def _note_state(self, payload: Any) -> PSEvent:
+        event = convert_event("state", payload)
+        self._final = event.value
+        _logging.log(
+            logging.DEBUG,
+            "pipeline finished",
+            _log,
+            pool=self._pool.id,
+            pipeline=self.id,
+            state=self._final.state,
+        )
+        return event
+
+    def __iter__(self) -> Iterator[PSEvent]:
+        return self
+
+    def __next__(self) -> PSEvent:
+        if not self._buffer and not self._fetch(256):
+            self._check_input_error()
+            raise StopIteration
+        kind, payload = self._buffer.popleft()
+        if kind == "state":
+            return self._note_state(payload)
+        return convert_event(kind, payload)
+
+    def next_event(self, timeout: Optional[float] = None) -> Optional[PSEvent]:
+        """The next event, or None once the pipeline's events are exhausted; with a timeout
+        (seconds), raises :class:`~psremote.OperationTimeoutError` when none arrived in time."""
+        if not self._buffer:
+            if self._done_fetching:
+                self._check_input_error()
+                return None
+            with self._fetch_lock:
+                try:
+                    event = self._native.next_event(timeout)
+                except KeyboardInterrupt:
+                    self._interrupted()
+                    raise
+                if event is None:
+                    self._done_fetching = True
+                    self._check_input_error()
+                    return None
+                if event[0] == "state":
+                    self._done_fetching = True
+                self._buffer.append(event)
+        kind, payload = self._buffer.popleft()
+        if kind == "state":
+            return self._note_state(payload)
+        return convert_event(kind, payload)
+
+    def result(self, *, raise_on_error: bool = False, show_progress: bool = False) -> PSResult:
+        """Waits for the pipeline to finish and returns what it produced from here on."""
+        result = PSResult()
+        output = result.output
+        absorb = result._absorb
+        display = ProgressDisplay() if show_progress else None
+        try:
+            while True:
+                while self._buffer:
+                    kind, payload = self._buffer.popleft()
+                    if kind == "output":
+                        output.append(payload)
+                        continue
+                    absorb(kind, payload)
+                    if kind == "state":
+                        self._note_state(payload)
+                    elif kind == "progress" and display is not None:
+                        display.update(ProgressRecord.from_native(payload))
+                if not self._fetch(COLLECT_BATCH):
+                    break
+        finally:
+            if display is not None:
+                display.close()
+        self._check_input_error()
+        if raise_on_error:
+            result.raise_for_errors()
+        return result
+
+    def stop(self) -> None:
+        """Stops the pipeline on the server (its final state becomes ``Stopped``)."""
+        if self._feeder is not None:
+            self._feeder.stopped = True
+        if self._final is not None or self._done_fetching:
+            return
+        self._native.stop()
+
+    @property
+    def state(self) -> Optional[str]:
+        """The final state once it was received, else None."""
+        return self._final.state if self._final is not None else None
+
+    @property
+    def finished(self) -> bool:
+        return self._final is not None
+
+    def __enter__(self) -> "Pipeline":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if not self._done_fetching:
+            try:
+                self.stop()
+            except PSRemoteError as e:
+                _logging.log(logging.DEBUG, "cannot stop the pipeline", _log, pipeline=self.id, error=str(e))
+
+    def __repr__(self) -> str:
+        return f"<Pipeline {self.id} {' | '.join(self._commands)} state={self.state or 'Running'}>"
+
+
+class PowerShell(PipelineBuilder):
+    """A pipeline to run on a :class:`RunspacePool` (``pool.powershell()``), or to pass to
+    :meth:`Client.run_ps`."""
+
+    def __init__(self, pool: Optional["RunspacePool"] = None) -> None:
+        super().__init__()
+        self.pool = pool
+        self._running: Optional[Pipeline] = None
+
+    def _pool(self) -> "RunspacePool":
+        if self.pool is None:
+            raise ConfigurationError(
+                "this PowerShell has no runspace pool: create it with pool.powershell() or pass it to client.run_ps()"
+            )
+        return self.pool
+
+    def start(self, input: Any = None, *, add_to_history: bool = False) -> Pipeline:
+        """Starts the pipeline and returns at once; iterate the result for its events.
+        ``input`` is any iterable of objects (sent in batches as it is consumed)."""
+        handle = self._pool()._start(self, input, add_to_history)
+        self._running = handle
+        return handle
+
+    def invoke(
+        self, input: Any = None, *, raise_on_error: bool = False, show_progress: bool = False, add_to_history: bool = False
+    ) -> PSResult:
+        """Runs the pipeline to the end and returns everything it produced."""
+        return self.start(input, add_to_history=add_to_history).result(
+            raise_on_error=raise_on_error, show_progress=show_progress
+        )
+
+    def stop(self) -> None:
+        """Stops the pipeline this object started last."""
+        if self._running is not None:
+            self._running.stop()
+
+
+class RunspacePool:
+    """An open runspace pool. Obtain one from :meth:`Client.runspace_pool`; close it with
+    :meth:`close` or a ``with`` block."""
+
+    def __init__(self, native: Any, client: "Client", host: Optional[PSHost]) -> None:
+        self._native = native
+        self._client = client
+        self.host = host
+        self._closed = False
+        self._generation = _fork.generation()
+        self.id: str = native.id
+
+    def _check(self) -> None:
+        _fork.check(self._generation, "runspace pool")
+        if self._closed:
+            raise ClosedError(f"runspace pool {self.id} is closed")
+
+    # --- state --------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> str:
+        """``"Opened"``, ``"Closed"``, ``"Broken"``, ..."""
+        return str(self._native.state)
+
+    @property
+    def protocol_version(self) -> Optional[str]:
+        return self._native.protocol_version
+
+    @property
+    def application_private_data(self) -> Any:
+        """What the server sent as APPLICATION_PRIVATE_DATA (usually ``PSVersionTable``)."""
+        return self._native.application_private_data
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _usable(self) -> bool:
+        return not self._closed and self._native.state == "Opened"
+
+    # --- pipelines ----------------------------------------------------------------------------
+
+    def powershell(self) -> PowerShell:
+        """A new, empty PowerShell bound to this pool."""
+        return PowerShell(self)
+
+    def _start(self, builder: PipelineBuilder, input: Any, add_to_history: bool) -> Pipeline:
+        self._check()
+        statements = builder._native_statements()
+        _logging.sync_native_level()
+        native = self._native.start(statements, input is not None, add_to_history)
+        handle = Pipeline(native, self, builder._describe())
+        _logging.log(logging.DEBUG, "pipeline started", _log, pool=self.id, pipeline=handle.id, commands=handle._commands)
+        if input is not None:
+            try:
+                handle._feed(input)
+            except KeyboardInterrupt:
+                handle._interrupted()
+                raise
+            except BaseException:
+                handle._interrupted("input failed")
+                raise
+        return handle
+
+    def run_ps(
+        self,
+        script: Union[str, PipelineBuilder],
+        input: Any = None,
+        *,
+        raise_on_error: bool = False,
+        show_progress: bool = False,
+        add_to_history: bool = False,
+    ) -> PSResult:
+        """Runs a script (or a PowerShell built elsewhere) to the end on this pool."""
+        builder = script_or_builder(script, PowerShell)
+        return self._start(builder, input, add_to_history).result(raise_on_error=raise_on_error, show_progress=show_progress)
+
+    def start(self, script: Union[str, PipelineBuilder], input: Any = None, *, add_to_history: bool = False) -> Pipeline:
+        """Starts a script (or PowerShell) and returns the running :class:`Pipeline`."""
+        return self._start(script_or_builder(script, PowerShell), input, add_to_history)
+
+    # --- pool operations ------------------------------------------------------------------
+
+    def exchange_key(self) -> None:
+        """Exchanges the session key that protects SecureStrings. Optional: it happens by
+        itself before the first SecureString or PSCredential crosses in either direction."""
+        self._check()
+        self._native.exchange_key()
+
+    def set_max_runspaces(self, count: int) -> bool:
+        self._check()
+        return bool(self._native.set_max_runspaces(count))
+
+    def set_min_runspaces(self, count: int) -> bool:
+        self._check()
+        return bool(self._native.set_min_runspaces(count))
+
+    def available_runspaces(self) -> int:
+        self._check()
+        return int(self._native.available_runspaces())
+
+    def reset_runspace_state(self) -> bool:
+        self._check()
+        return bool(self._native.reset_runspace_state())
+
+    def close(self) -> None:
+        """Closes the pool (stopping its pipelines). Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._generation != _fork.generation():
+            return  # the parent's pool: nothing of it may be touched in a forked child
+        try:
+            self._native.close()
+        except ClosedError:
+            pass
+
+    def __enter__(self) -> "RunspacePool":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        try:
+            self.close()
+        except Exception as e:  # noqa: BLE001 - the exception already propagating matters more
+            _logging.log(logging.WARNING, "cannot close the runspace pool", _log, pool=self.id, error=str(e))
+
+    def __repr__(self) -> str:
+        state = "Closed" if self._closed else self.state
+        return f"<RunspacePool {self.id} state={state}>"
+
+
+class _ClientBase:
+    """Option handling shared by Client and AsyncClient."""
+
+    def __init__(
+        self,
+        host: Optional[str] = None,
+        *,
+        url: Optional[str] = None,
+        username: Optional[str] = None,
+        password: Optional[str] = None,
+        auth: str = "negotiate",
+        port: Optional[int] = None,
+        https: bool = False,
+        path: Optional[str] = None,
+        encryption: str = "auto",
+        operation_timeout: float = 20.0,
+        connect_timeout: float = 30.0,
+        max_envelope_size: int = 153600,
+        locale: str = "en-US",
+        data_locale: Optional[str] = None,
+        configuration_name: str = DEFAULT_CONFIGURATION,
+        allow_unencrypted: bool = False,
+        ps_host: Optional[PSHost] = None,
+    ) -> None:
+        options = build_options(
+            host,
+            url=url,
+            username=username,
+            password=password,
+            auth=auth,
+            port=port,
+            https=https,
+            path=path,
+            encryption=encryption,
+            operation_timeout=operation_timeout,
+            connect_timeout=connect_timeout,
+            max_envelope_size=max_envelope_size,
+            locale=locale,
+            data_locale=data_locale,
+            configuration_name=configuration_name,
+            allow_unencrypted=allow_unencrypted,
+        )
+        if ps_host is not None and not callable(getattr(ps_host, "call", None)):
+            raise ConfigurationError("ps_host must be a psremote.PSHost (an object with a call() method)")
+        _logging.sync_native_level()
+        self._native: Any = _native.Client(**options.native_kwargs())
+        # The password lives in the native client only.
+        self.options: ClientOptions = dataclasses.replace(options, password="")
+        self.ps_host = ps_host
+        self._generation = _fork.generation()
+        self._closed = False
+        self._connected = False
+
+    @property
+    def url(self) -> str:
+        return str(self._native.url) if self._native is not None else self.options.url
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check(self) -> Any:
+        _fork.check(self._generation, "client")
+        if self._closed or self._native is None:
+            raise ClosedError("the client is closed")
+        return self._native
+
+    def __repr__(self) -> str:
+        o = self.options
+        return f"<{type(self).__name__} {o.url} username={o.username!r} auth={o.auth!r}{' closed' if self._closed else ''}>"
+
+
+def _cmd_arguments(executable: str, args: Iterable[Any], stdin: Union[bytes, str, None]) -> Tuple[str, List[str], Optional[bytes]]:
+    if not isinstance(executable, str) or not executable:
+        raise ConfigurationError("run_cmd needs the executable's name as a non-empty str")
+    if isinstance(args, (str, bytes)):
+        raise TypeError("args must be a sequence of arguments, not a single string (use args=[...])")
+    arguments = []
+    for arg in args:
+        if not isinstance(arg, (str, int, float)) or isinstance(arg, bool):
+            raise TypeError(f"run_cmd arguments must be str (or numbers), not {type(arg).__name__}")
+        arguments.append(str(arg))
+    if isinstance(stdin, str):
+        stdin = stdin.encode("utf-8")
+    elif stdin is not None and not isinstance(stdin, (bytes, bytearray, memoryview)):
+        raise TypeError(f"stdin must be bytes or str, not {type(stdin).__name__}")
+    return executable, arguments, bytes(stdin) if stdin is not None else None
+
+
+class Client(_ClientBase):
+    """A connection to one WinRM endpoint (blocking API).
+
+    ``Client("server", username="DOMAIN\\\\user", password=...)``, or ``Client(url="http://...")``.
+    The password may come from the ``PSREMOTE_PASSWORD`` environment variable. Every option is
+    validated here, before any I/O, with a :class:`~psremote.ConfigurationError` that says
+    what to change. Use it as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(self, host: Optional[str] = None, **kwargs: Any) -> None:
+        super().__init__(host, **kwargs)
+        self._connect_lock = threading.Lock()
+        self._pool_lock = threading.Lock()
+        self._pool: Optional[RunspacePool] = None
+        self._pools: "weakref.WeakSet[RunspacePool]" = weakref.WeakSet()
+
+    def connect(self) -> "Client":
+        """Authenticates now (otherwise the first operation does)."""
+        native = self._check()
+        if not self._connected:
+            with self._connect_lock:
+                if not self._connected:
+                    native.connect()
+                    self._connected = True
+        return self
+
+    def runspace_pool(
+        self,
+        configuration_name: Optional[str] = None,
+        *,
+        min_runspaces: int = 1,
+        max_runspaces: int = 1,
+        host: Optional[PSHost] = None,
+        no_profile: bool = False,
+    ) -> RunspacePool:
+        """Opens a runspace pool on the session configuration (JEA endpoint) given, or the
+        client's; use it as a context manager to close it."""
+        name = normalize_configuration_name(configuration_name or self.options.configuration_name)
+        if isinstance(min_runspaces, bool) or not isinstance(min_runspaces, int) or min_runspaces < 1:
+            raise ConfigurationError(f"min_runspaces must be an int of at least 1, got {min_runspaces!r}")
+        if isinstance(max_runspaces, bool) or not isinstance(max_runspaces, int) or max_runspaces < min_runspaces:
+            raise ConfigurationError(f"max_runspaces must be an int of at least min_runspaces ({min_runspaces}), got {max_runspaces!r}")
+        if host is not None and not callable(getattr(host, "call", None)):
+            raise ConfigurationError("host must be a psremote.PSHost (an object with a call() method)")
+        self.connect()
+        native = self._check().open_pool(name, min_runspaces, max_runspaces, host, no_profile)
+        pool = RunspacePool(native, self, host)
+        self._pools.add(pool)
+        return pool
+
+    def _default_pool(self) -> RunspacePool:
+        pool = self._pool
+        if pool is not None and pool._usable():
+            return pool
+        with self._pool_lock:
+            pool = self._pool
+            if pool is None or not pool._usable():
+                pool = self.runspace_pool(max_runspaces=DEFAULT_POOL_MAX_RUNSPACES, host=self.ps_host)
+                self._pool = pool
+        return pool
+
+    def powershell(self) -> PowerShell:
+        """A new PowerShell on the client's default runspace pool."""
+        return PowerShell(self._default_pool())
+
+    def run_ps(
+        self,
+        script: Union[str, PipelineBuilder],
+        input: Any = None,
+        *,
+        raise_on_error: bool = False,
+        show_progress: bool = False,
+    ) -> PSResult:
+        """Runs a script, or a :class:`PowerShell` pipeline, on the client's runspace pool
+        (opened on first use, up to 4 pipelines at once) and returns its :class:`PSResult`."""
+        return self._default_pool().run_ps(script, input, raise_on_error=raise_on_error, show_progress=show_progress)
+
+    def run_cmd(self, executable: str, args: Iterable[Any] = (), stdin: Union[bytes, str, None] = None) -> CmdResult:
+        """Runs a command in a cmd shell (WinRS) and returns its stdout, stderr and exit code."""
+        executable, arguments, data = _cmd_arguments(executable, args, stdin)
+        self.connect()
+        stdout, stderr, exit_code = self._check().run_cmd(executable, arguments, data)
+        return CmdResult(stdout, stderr, exit_code)
+
+    def close(self) -> None:
+        """Closes the runspace pools this client opened and drops its connections."""
+        if self._closed:
+            return
+        with self._pool_lock:
+            if self._closed:
+                return
+            self._closed = True
+            pools = list(self._pools)
+            self._pool = None
+        errors = []
+        for pool in pools:
+            try:
+                pool.close()
+            except PSRemoteError as e:
+                errors.append(e)
+        self._native = None
+        if errors:
+            _logging.log(logging.WARNING, "cannot close every runspace pool", _log, errors=[str(e) for e in errors])
+
+    def __enter__(self) -> "Client":
+        try:
+            self.connect()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        try:
+            self.close()
+        except Exception as e:  # noqa: BLE001
+            _logging.log(logging.WARNING, "cannot close the client", _log, error=str(e))

@@ -1,0 +1,146 @@
+"""The one exception hierarchy of psremote.
+
+Every error psremote raises derives from :class:`PSRemoteError`. Where the meaning matches a
+builtin, the class also derives from it, so ``except TimeoutError`` and ``except
+ConnectionError`` keep working. The native module raises these classes by name with the
+message as the only argument and then sets the data attributes; so every constructor accepts
+exactly one positional message, and every data attribute has a class-level default.
+
+Messages never contain secrets: no password, key or SecureString plaintext.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:
+    from psremote.records import ErrorRecord, PSResult
+
+__all__ = [
+    "AuthenticationError",
+    "ClosedError",
+    "ConfigurationError",
+    "ConnectError",
+    "OperationTimeoutError",
+    "PSRemoteError",
+    "PipelineError",
+    "ProtocolError",
+    "TransportError",
+    "WSManFault",
+]
+
+
+class PSRemoteError(Exception):
+    """Base class of every psremote error."""
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class ConfigurationError(PSRemoteError, ValueError):
+    """An option cannot be used; the message says what to change."""
+
+
+class AuthenticationError(PSRemoteError):
+    """The server refused the credentials, or the authentication exchange failed."""
+
+    #: The mechanism that was tried: ``"ntlm"``, ``"negotiate"``, ``"basic"``, ...
+    mechanism: Optional[str] = None
+
+
+class TransportError(PSRemoteError, ConnectionError):
+    """The HTTP exchange failed or the server answered with an unexpected status."""
+
+    #: The HTTP status when the server answered with one.
+    status: Optional[int] = None
+
+
+class ConnectError(TransportError):
+    """No TCP connection could be made."""
+
+    #: The ``host:port`` that was tried.
+    address: Optional[str] = None
+
+
+class WSManFault(PSRemoteError):
+    """The server answered with a WS-Management SOAP fault."""
+
+    #: The WS-Man fault code (for example 2150858752 for an unknown resource URI).
+    code: Optional[int] = None
+    #: The machine that reported the fault.
+    machine: Optional[str] = None
+    #: The SOAP subcode, e.g. ``"w:DestinationUnreachable"``.
+    subcode: Optional[str] = None
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message)
+        #: The fault's message text.
+        self.message: str = message
+
+
+class ProtocolError(PSRemoteError):
+    """The server's reply broke the protocol (bad XML, bad base64, bad seal, ...)."""
+
+
+class OperationTimeoutError(PSRemoteError, TimeoutError):
+    """An operation did not finish in time."""
+
+
+class ClosedError(PSRemoteError):
+    """The client, runspace pool or pipeline was already closed, or was created in another
+    process before a fork."""
+
+
+class PipelineError(PSRemoteError):
+    """A pipeline failed or wrote errors.
+
+    Raised by ``invoke(..., raise_on_error=True)`` and :meth:`PSResult.raise_for_errors`.
+    The fields of the server's ErrorRecord are copied onto the exception.
+    """
+
+    error_record: Optional["ErrorRecord"] = None
+    #: The whole result, when the error comes from a finished pipeline.
+    result: Optional["PSResult"] = None
+    fully_qualified_error_id: Optional[str] = None
+    category: Optional[int] = None
+    category_name: Optional[str] = None
+    activity: Optional[str] = None
+    reason: Optional[str] = None
+    target_name: Optional[str] = None
+    target_type: Optional[str] = None
+    script_stack_trace: Optional[str] = None
+    position_message: Optional[str] = None
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        error_record: Optional["ErrorRecord"] = None,
+        result: Optional["PSResult"] = None,
+    ) -> None:
+        super().__init__(message)
+        self.result = result
+        if error_record is not None:
+            self.error_record = error_record
+            self.fully_qualified_error_id = error_record.fully_qualified_error_id
+            self.category = error_record.category
+            self.category_name = error_record.category_name
+            self.activity = error_record.activity
+            self.reason = error_record.reason
+            self.target_name = error_record.target_name
+            self.target_type = error_record.target_type
+            self.script_stack_trace = error_record.script_stack_trace
+            self.position_message = error_record.position_message
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        # Keyword arguments do not survive BaseException's default pickling.
+        return (_rebuild_pipeline_error, (str(self), self.error_record, self.result))
+
+
+def _rebuild_pipeline_error(
+    message: str, error_record: Optional["ErrorRecord"], result: Optional["PSResult"]
+) -> PipelineError:
+    return PipelineError(message, error_record=error_record, result=result)

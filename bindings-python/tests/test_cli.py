@@ -1,0 +1,214 @@
+"""The psremote command line: run, cmd, --json, and the interactive shell through a pty."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import select
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from psremote import cli
+
+PSREMOTE = [sys.executable, "-m", "psremote"]
+
+
+def run_cli(args, env, input=None, timeout=30):
+    return subprocess.run(PSREMOTE + args, env=env, capture_output=True, text=True, input=input, timeout=timeout)
+
+
+def test_run_prints_output_and_streams(child_env):
+    done = run_cli(
+        ["run", "--url", child_env["PSREMOTE_URL"], "--auth", "ntlm", "-c", "Write-Output hi; Write-Warning careful; 2*3"],
+        child_env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["hi", "6"]
+    assert "WARNING: careful" in done.stderr
+    assert "\x1b[" not in done.stdout + done.stderr  # no colours when not a terminal
+
+
+def test_run_exit_code_reflects_errors(child_env):
+    done = run_cli(["run", "--url", child_env["PSREMOTE_URL"], "--auth", "ntlm", "-c", "Write-Error oops"], child_env)
+    assert done.returncode == 1
+    assert "oops" in done.stderr and "FullyQualifiedErrorId" in done.stderr
+    failed = run_cli(["run", "--url", child_env["PSREMOTE_URL"], "--auth", "ntlm", "-c", "Invoke-Failure fatal"], child_env)
+    assert failed.returncode == 1 and "fatal" in failed.stderr
+
+
+def test_run_json(child_env):
+    done = run_cli(
+        ["run", "--url", child_env["PSREMOTE_URL"], "--auth", "ntlm", "--json", "-c",
+         "Write-Output a; Get-Item /; Write-Error e; ConvertTo-SecureString hidden-value -AsPlainText -Force"],
+        child_env,
+    )  # fmt: skip
+    data = json.loads(done.stdout)
+    assert data["output"][0] == "a"
+    assert data["output"][1]["@type"].endswith("DirectoryInfo") and data["output"][1]["PSIsContainer"] is True
+    assert data["output"][2] == "***"
+    assert data["errors"][0]["message"] == "e"
+    assert data["state"] == "Completed" and data["had_errors"] is True
+    assert "hidden-value" not in done.stdout
+    assert done.returncode == 1
+
+
+def test_run_script_from_stdin(child_env):
+    done = run_cli(["run", "--url", child_env["PSREMOTE_URL"], "--auth", "ntlm", "-c", "-"], child_env, input="Write-Output from-stdin\n")
+    assert done.stdout.strip() == "from-stdin"
+
+
+def test_host_argument_and_user_option(child_env, endpoint):
+    env = dict(child_env)
+    del env["PSREMOTE_USER"]
+    done = run_cli(["run", "127.0.0.1", "--port", str(endpoint.port), "--auth", "ntlm", "--user", "user", "-c", "Write-Output ok"], env)
+    assert done.stdout.strip() == "ok", done.stderr
+
+
+def test_cmd(child_env):
+    done = run_cli(["cmd", "--url", child_env["PSREMOTE_URL"], "--auth", "ntlm", "echo", "hello", "world"], child_env)
+    assert done.returncode == 0 and done.stdout == "hello world\n"
+    failing = run_cli(["cmd", "--url", child_env["PSREMOTE_URL"], "--auth", "ntlm", "ls", "/no/such/path"], child_env)
+    assert failing.returncode != 0 and failing.stderr
+
+
+def test_cmd_json_and_stdin(child_env):
+    done = run_cli(["cmd", "--url", child_env["PSREMOTE_URL"], "--auth", "ntlm", "--json", "--stdin", "cat"], child_env, input="piped in")
+    assert json.loads(done.stdout) == {"stdout": "piped in", "stderr": "", "exit_code": 0}
+
+
+def test_wrong_password_and_missing_password(child_env):
+    env = dict(child_env, PSREMOTE_PASSWORD="wrong")
+    done = run_cli(["run", "--url", child_env["PSREMOTE_URL"], "--auth", "ntlm", "-c", "1"], env)
+    assert done.returncode == cli.EXIT_CONNECTION and "AuthenticationError" in done.stderr
+    assert "wrong" not in done.stderr.replace("wrong password", "")
+    env = dict(child_env)
+    del env["PSREMOTE_PASSWORD"]
+    done = run_cli(["run", "--url", child_env["PSREMOTE_URL"], "--auth", "ntlm", "-c", "1"], env)
+    assert done.returncode == cli.EXIT_USAGE and "PSREMOTE_PASSWORD" in done.stderr
+
+
+def test_invalid_options_exit_2(child_env):
+    done = run_cli(["run", "--url", child_env["PSREMOTE_URL"], "--auth", "kerberos", "-c", "1"], child_env)
+    assert done.returncode == 2 and "not supported yet" in done.stderr
+    done = run_cli(["run", "-c", "1"], child_env)
+    assert done.returncode == 2 and "HOST" in done.stderr
+    # There is no password option at all.
+    done = run_cli(["run", "--password", "x", "-c", "1"], child_env)
+    assert done.returncode == 2 and "unrecognized arguments" in done.stderr
+
+
+def test_shell_from_a_pipe(child_env):
+    script = "Write-Output one\nRead-Host 'Name'\nanswer\nWrite-Error bad\nexit\nWrite-Output never\n"
+    done = run_cli(["shell", "--url", child_env["PSREMOTE_URL"], "--auth", "ntlm"], child_env, input=script)
+    assert done.returncode == 0, done.stderr
+    assert "one" in done.stdout and "answer" in done.stdout and "never" not in done.stdout
+    assert "bad" in done.stderr
+
+
+def test_console_script_is_declared():
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    assert 'psremote = "psremote.cli:main"' in pyproject.read_text()
+    script = shutil.which("psremote", path=os.path.dirname(sys.executable))
+    assert script is not None, "the psremote console script is not installed next to this Python"
+    assert subprocess.run([script, "--version"], capture_output=True, text=True, timeout=30).stdout.startswith("psremote ")
+
+
+def test_json_conversion_masks_secrets():
+    from psremote import PSCredential, SecureString
+
+    assert cli.to_jsonable([SecureString("x"), PSCredential("u", "p")]) == ["***", {"UserName": "u", "Password": "***"}]
+
+
+class Pty:
+    """A child process on a pseudo-terminal that is its controlling terminal (so ^C is SIGINT)."""
+
+    def __init__(self, args, env):
+        self.master, slave = os.openpty()
+        self.process = subprocess.Popen(["setsid", "-c", *args], stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
+        os.close(slave)
+        self.buffer = b""
+
+    def read_until(self, pattern: bytes, timeout: float = 15.0) -> bytes:
+        deadline = time.monotonic() + timeout
+        while not re.search(pattern, self.buffer):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"{pattern!r} not seen; screen: {self.buffer[-2000:]!r}")
+            ready, _, _ = select.select([self.master], [], [], remaining)
+            if ready:
+                try:
+                    chunk = os.read(self.master, 4096)
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    raise AssertionError(f"terminal closed before {pattern!r}; screen: {self.buffer[-2000:]!r}")
+                self.buffer += chunk
+        found = self.buffer
+        self.buffer = b""
+        return found
+
+    def send(self, text: str) -> None:
+        os.write(self.master, text.encode())
+
+    def close(self) -> int:
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        os.close(self.master)
+        return self.process.returncode
+
+
+def test_interactive_shell_in_a_pty(child_env, start_endpoint, tmp_path):
+    endpoint = start_endpoint()
+    env = dict(child_env, PSREMOTE_URL=endpoint.url, PSREMOTE_HISTORY=str(tmp_path / "history"), TERM="xterm")
+    env.pop("NO_COLOR", None)
+    term = Pty(PSREMOTE + ["shell", "--url", endpoint.url, "--auth", "ntlm"], env)
+    try:
+        term.read_until(rb"PS> ")
+        term.send("Write-Output 'hello pty'\r")
+        screen = term.read_until(rb"hello pty[\s\S]*PS> ")
+        assert b"hello pty" in screen
+
+        term.send("Write-Error red-error; Write-Warning yellow-warning; Write-Verbose cyan-verbose\r")
+        screen = term.read_until(rb"cyan-verbose[\s\S]*PS> ")
+        assert b"\x1b[31mred-error" in screen
+        assert b"\x1b[33mWARNING: yellow-warning" in screen
+        assert b"\x1b[36mVERBOSE: cyan-verbose" in screen
+
+        term.send("Invoke-Stall\r")
+        assert endpoint.wait_state("pipelines_running", 1)["pipelines_running"] == 1
+        t0 = time.monotonic()
+        term.send("\x03")
+        term.read_until(rb"\^C[\s\S]*PS> ", timeout=5)
+        assert time.monotonic() - t0 < 2.5
+        assert endpoint.wait_state("pipelines_running", 0)["pipelines_running"] == 0
+
+        # Read-Host is answered on the terminal through the host.
+        term.send("Read-Host 'Your name'\r")
+        term.read_until(rb"Your name: ")
+        term.send("Bob\r")
+        # The terminal echoes the answer, then the pipeline outputs it.
+        assert term.read_until(rb"Bob\s[\s\S]*PS> ").count(b"Bob") == 2
+
+        # The session goes on after Ctrl-C, and Ctrl-C at the prompt only gives a new prompt.
+        term.send("\x03")
+        term.read_until(rb"PS> ")
+        term.send("1+1\r")
+        assert b"2" in term.read_until(rb"2\s[\s\S]*PS> ")
+        term.send("exit\r")
+        assert term.close() == 0
+    finally:
+        if term.process.poll() is None:
+            term.process.kill()
+            term.close()
+    history = (tmp_path / "history").read_text()
+    assert "Write-Output 'hello pty'" in history and "1+1" in history
+    assert endpoint.wait_state("pools", 0)["pools"] == 0
