@@ -15,9 +15,6 @@ pub fn class_name(kind: ErrorKind) -> &'static str {
         ErrorKind::Protocol => "ProtocolError",
         ErrorKind::Timeout => "OperationTimeoutError",
         ErrorKind::Closed => "ClosedError",
-        // ErrorKind is non_exhaustive; a kind added to the core without a class here is still a
-        // psremote error.
-        _ => "PSRemoteError",
     }
 }
 

@@ -11,9 +11,9 @@ use crate::wsman::WsmanFault;
 /// Result alias used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// What went wrong, coarsely; stable across releases so bindings can map it exhaustively.
+/// What went wrong, coarsely; stable across releases. Deliberately not `non_exhaustive`: the
+/// bindings match it exhaustively, so a new kind cannot be added without mapping it everywhere.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
 pub enum ErrorKind {
     /// The configuration given by the caller cannot be used.
     InvalidConfig,
