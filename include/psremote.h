@@ -9,6 +9,136 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+// Result of every fallible call. Values are stable and never reused.
+enum psr_result
+#ifdef __cplusplus
+  : uint32_t
+#endif // __cplusplus
+ {
+  // Success.
+  PSR_RESULT_OK = 0,
+  // A required pointer argument was NULL.
+  PSR_RESULT_NULL_ARGUMENT = 1,
+  // An argument was invalid (not UTF-8, bad JSON, out of range).
+  PSR_RESULT_INVALID_ARGUMENT = 2,
+  // The configuration cannot be used.
+  PSR_RESULT_INVALID_CONFIG = 3,
+  // The server refused the credentials.
+  PSR_RESULT_AUTHENTICATION = 4,
+  // Nothing accepted the TCP connection.
+  PSR_RESULT_CONNECT = 5,
+  // The HTTP exchange failed.
+  PSR_RESULT_TRANSPORT = 6,
+  // The server answered with a WS-Management fault.
+  PSR_RESULT_FAULT = 7,
+  // The server broke the protocol.
+  PSR_RESULT_PROTOCOL = 8,
+  // A time limit passed.
+  PSR_RESULT_TIMEOUT = 9,
+  // The handle (or its pool) was closed.
+  PSR_RESULT_CLOSED = 10,
+  // A callback asked to stop.
+  PSR_RESULT_CALLBACK = 11,
+  // psremote panicked (a bug); the handle should not be used further.
+  PSR_RESULT_PANIC = 12,
+};
+#ifndef __cplusplus
+typedef uint32_t psr_result;
+#endif // __cplusplus
+
+// The streams reported through `on_record`.
+enum psr_stream
+#ifdef __cplusplus
+  : uint32_t
+#endif // __cplusplus
+ {
+  // An error record (non-terminating error).
+  PSR_STREAM_ERROR = 1,
+  // A warning.
+  PSR_STREAM_WARNING = 2,
+  // A verbose message.
+  PSR_STREAM_VERBOSE = 3,
+  // A debug message.
+  PSR_STREAM_DEBUG = 4,
+  // An information record (its message text).
+  PSR_STREAM_INFORMATION = 5,
+};
+#ifndef __cplusplus
+typedef uint32_t psr_stream;
+#endif // __cplusplus
+
+// The final state of a pipeline.
+enum psr_state
+#ifdef __cplusplus
+  : uint32_t
+#endif // __cplusplus
+ {
+  // Stopped by `psr_pipeline_stop` or a callback.
+  PSR_STATE_STOPPED = 3,
+  // Finished.
+  PSR_STATE_COMPLETED = 4,
+  // Failed with a terminating error.
+  PSR_STATE_FAILED = 5,
+};
+#ifndef __cplusplus
+typedef uint32_t psr_state;
+#endif // __cplusplus
+
+// A connected client. Free with `psr_client_free`.
+typedef struct psr_client psr_client;
+
+// What a cmd command produced. Free with `psr_cmd_result_free`.
+typedef struct psr_cmd_result psr_cmd_result;
+
+// Connection settings. Free with `psr_config_free`.
+typedef struct psr_config psr_config;
+
+// Details of a failed call. Free with `psr_error_free`.
+typedef struct psr_error psr_error;
+
+// What a finished pipeline produced. Free with `psr_invocation_free`.
+typedef struct psr_invocation psr_invocation;
+
+// A running pipeline. Free with `psr_pipeline_free`.
+typedef struct psr_pipeline psr_pipeline;
+
+// An open runspace pool. Free with `psr_pool_free`.
+typedef struct psr_pool psr_pool;
+
+// Host callbacks for Read-Host and Get-Credential. Copied by `psr_pool_open`.
+typedef struct psr_host {
+  // Passed first to every callback.
+  void *userdata;
+  // Read-Host: write a NUL-terminated answer into `buf` (at most `buf_len` bytes with the NUL);
+  // return 0, or nonzero to fail the call.
+  int32_t (*read_line)(void *userdata, const char *prompt, char *buf, size_t buf_len);
+  // Get-Credential: fill `user` and `password` (NUL-terminated); return 0, or nonzero to fail.
+  int32_t (*prompt_for_credential)(void *userdata,
+                                   const char *caption,
+                                   const char *message,
+                                   char *user,
+                                   size_t user_len,
+                                   char *password,
+                                   size_t password_len);
+} psr_host;
+
+// Streaming callbacks. They run on the thread that calls `psr_pipeline_wait`; strings are
+// borrowed for the call only. Any member may be NULL. A nonzero return stops the pipeline and
+// `psr_pipeline_wait` returns `PSR_RESULT_CALLBACK`.
+typedef struct psr_callbacks {
+  // Passed first to every callback.
+  void *userdata;
+  // One output object, as JSON and as CLIXML.
+  int32_t (*on_output)(void *userdata, const char *json, const char *clixml);
+  // An error, warning, verbose, debug or information message.
+  int32_t (*on_record)(void *userdata, psr_stream stream, const char *message);
+  // A progress record.
+  int32_t (*on_progress)(void *userdata,
+                         const char *activity,
+                         const char *status,
+                         int32_t percent_complete);
+} psr_callbacks;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -18,6 +148,195 @@ extern "C" {
 // Ownership: the string is static; do not free it. Threading: callable from any thread.
 // Errors: none.
 const char *psr_version(void);
+
+// New settings for `url` (`http://host:port/path`) with a user and password. Negotiate by default.
+//
+// Ownership: the caller frees the result with `psr_config_free`. NULL when an argument is NULL or
+// not UTF-8, or the URL cannot be used. Threading: any thread.
+struct psr_config *psr_config_new(const char *url, const char *username, const char *password);
+
+// Sets the authentication mechanism: "negotiate", "ntlm" or "basic".
+//
+// Errors: NULL_ARGUMENT, INVALID_CONFIG (unknown name). Threading: not concurrently with other
+// calls on the same config.
+psr_result psr_config_set_auth(struct psr_config *c, const char *mechanism, struct psr_error **err);
+
+// Sets the WS-Man OperationTimeout (how long the server holds a Receive), in milliseconds (>= 1000).
+psr_result psr_config_set_operation_timeout_ms(struct psr_config *c,
+                                               uint32_t ms,
+                                               struct psr_error **err);
+
+// Allows plaintext bodies after authentication (Basic over HTTP). Off by default; a warning is
+// logged when on.
+psr_result psr_config_set_allow_unencrypted(struct psr_config *c,
+                                            bool allow,
+                                            struct psr_error **err);
+
+// Frees settings. NULL is allowed.
+void psr_config_free(struct psr_config *c);
+
+// Connects and authenticates. `c` is not consumed.
+//
+// Ownership: `*out` (written only on success) is freed with `psr_client_free`. Errors:
+// NULL_ARGUMENT, INVALID_CONFIG, AUTHENTICATION, CONNECT, TRANSPORT, PROTOCOL. Threading: blocks
+// the calling thread; any thread except a psremote callback.
+psr_result psr_client_connect(const struct psr_config *c,
+                              struct psr_client **out_client,
+                              struct psr_error **err);
+
+// Frees a client (its idle connections close). NULL is allowed.
+void psr_client_free(struct psr_client *c);
+
+// Runs `exe` with `args` in a new cmd shell, feeding `stdin_data` (may be NULL when `stdin_len`
+// is 0) and closing stdin, and waits for it.
+//
+// Ownership: `*out` is freed with `psr_cmd_result_free`; `args` (an array of `nargs` strings) is
+// borrowed for the call. Errors: NULL_ARGUMENT, INVALID_ARGUMENT, and connection errors.
+// Threading: blocks the calling thread.
+psr_result psr_client_run_cmd(struct psr_client *c,
+                              const char *exe,
+                              const char *const *args,
+                              size_t nargs,
+                              const uint8_t *stdin_data,
+                              size_t stdin_len,
+                              struct psr_cmd_result **out_result,
+                              struct psr_error **err);
+
+// The command's stdout (owned by `r`); its length goes to `*len`. NULL if an argument is NULL.
+const uint8_t *psr_cmd_result_stdout(const struct psr_cmd_result *r, size_t *len);
+
+// The command's stderr (owned by `r`); its length goes to `*len`. NULL if an argument is NULL.
+const uint8_t *psr_cmd_result_stderr(const struct psr_cmd_result *r, size_t *len);
+
+// The command's exit code; -1 if `r` is NULL.
+int64_t psr_cmd_result_exit_code(const struct psr_cmd_result *r);
+
+// Frees a cmd result. NULL is allowed.
+void psr_cmd_result_free(struct psr_cmd_result *r);
+
+// Opens a runspace pool on `configuration_name` (NULL for Microsoft.PowerShell). `host` (may be
+// NULL) is copied; its callbacks run on a psremote worker thread, one at a time, and must not
+// call psremote.
+//
+// Ownership: `*out` is freed with `psr_pool_free`. Errors: NULL_ARGUMENT, FAULT (e.g. unknown
+// configuration), connection errors. Threading: blocks the calling thread.
+psr_result psr_pool_open(struct psr_client *c,
+                         const char *configuration_name,
+                         const struct psr_host *host,
+                         struct psr_pool **out_pool,
+                         struct psr_error **err);
+
+// Closes the pool (deletes the remote shell). Afterwards every call on the pool or its
+// pipelines returns `PSR_RESULT_CLOSED`; the handle must still be freed.
+psr_result psr_pool_close(struct psr_pool *p, struct psr_error **err);
+
+// Frees a pool, deleting the remote shell if it was not closed. NULL is allowed.
+void psr_pool_free(struct psr_pool *p);
+
+// The result code of an error. NULL gives `PSR_RESULT_NULL_ARGUMENT`.
+psr_result psr_error_code(const struct psr_error *e);
+
+// The error's message (UTF-8, owned by `e`, valid until `psr_error_free`). NULL if `e` is NULL.
+const char *psr_error_message(const struct psr_error *e);
+
+// The WS-Management fault code of a `PSR_RESULT_FAULT` error; 0 when there is none or `e` is NULL.
+uint32_t psr_error_fault_code(const struct psr_error *e);
+
+// The FullyQualifiedErrorId of the ErrorRecord behind the error, if any (owned by `e`); else NULL.
+const char *psr_error_record_id(const struct psr_error *e);
+
+// Frees an error. NULL is allowed. Any thread.
+void psr_error_free(struct psr_error *e);
+
+// The name of a result code (a static string, never NULL; "PSR_RESULT_UNKNOWN" for other values).
+// Takes the code as an integer so that any value a C caller passes is defined.
+const char *psr_result_name(uint32_t r);
+
+// Sends psremote's log events (level 1 error … 5 trace, up to `max_level`) to `cb`, which runs
+// on psremote's threads, must return quickly and must not call psremote. `cb` NULL or
+// `max_level` 0 turns logging off. Events never contain secrets. Threading: any thread.
+void psr_set_log_callback(void (*cb)(void *userdata,
+                                     int32_t level,
+                                     const char *target,
+                                     const char *message), void *userdata, int32_t max_level);
+
+// Starts a script on the pool. `has_input`: the pipeline takes input (then end it with
+// `psr_pipeline_end_input`).
+//
+// Ownership: `*out` is freed with `psr_pipeline_free`. Errors: NULL_ARGUMENT, CLOSED, connection
+// errors. Threading: blocks until the server accepted the pipeline.
+psr_result psr_pool_start_script(struct psr_pool *p,
+                                 const char *script,
+                                 bool has_input,
+                                 struct psr_pipeline **out_pl,
+                                 struct psr_error **err);
+
+// Starts one command with parameters given as a JSON object (`{"Name": value}`; a JSON null is a
+// switch; `""` holds an array of positional arguments). `parameters_json` may be NULL.
+//
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (bad JSON), CLOSED, connection errors.
+psr_result psr_pool_start_command(struct psr_pool *p,
+                                  const char *command,
+                                  const char *parameters_json,
+                                  bool has_input,
+                                  struct psr_pipeline **out_pl,
+                                  struct psr_error **err);
+
+// Sends one input object given as JSON. Errors: NULL_ARGUMENT, INVALID_ARGUMENT, CLOSED.
+psr_result psr_pipeline_send_input_json(struct psr_pipeline *pl,
+                                        const char *json_value,
+                                        struct psr_error **err);
+
+// Ends the input. Errors: NULL_ARGUMENT, CLOSED.
+psr_result psr_pipeline_end_input(struct psr_pipeline *pl, struct psr_error **err);
+
+// Stops the pipeline (PowerShell's Ctrl-C). Callable from any thread, also while another thread
+// is in `psr_pipeline_wait`, which then returns with state STOPPED.
+psr_result psr_pipeline_stop(struct psr_pipeline *pl, struct psr_error **err);
+
+// Waits until the pipeline ends, running `cb` (may be NULL) on this thread for each event as it
+// arrives. `timeout_ms` 0 waits without limit; on timeout returns `PSR_RESULT_TIMEOUT` and the
+// pipeline keeps running (wait again, or stop it). A callback returning nonzero stops the pipeline
+// and returns `PSR_RESULT_CALLBACK`.
+//
+// Ownership: `*out` (on success) is freed with `psr_invocation_free`. Errors: NULL_ARGUMENT,
+// TIMEOUT, CALLBACK, CLOSED, connection errors. Threading: one waiter at a time per pipeline.
+psr_result psr_pipeline_wait(struct psr_pipeline *pl,
+                             const struct psr_callbacks *cb,
+                             uint32_t timeout_ms,
+                             struct psr_invocation **out_inv,
+                             struct psr_error **err);
+
+// Frees a pipeline; a running one is stopped in the background. NULL is allowed.
+void psr_pipeline_free(struct psr_pipeline *pl);
+
+// The final state; `PSR_STATE_FAILED` if `r` is NULL.
+psr_state psr_invocation_state(const struct psr_invocation *r);
+
+// Whether the pipeline wrote errors or failed; false if `r` is NULL.
+bool psr_invocation_had_errors(const struct psr_invocation *r);
+
+// The number of output objects; 0 if `r` is NULL.
+size_t psr_invocation_output_count(const struct psr_invocation *r);
+
+// Output object `index` as JSON (owned by `r`); NULL if out of range or `r` is NULL.
+const char *psr_invocation_output_json(const struct psr_invocation *r, size_t index);
+
+// Output object `index` as CLIXML (owned by `r`); NULL if out of range or `r` is NULL.
+const char *psr_invocation_output_clixml(const struct psr_invocation *r, size_t index);
+
+// The number of error messages (error records and the terminating error); 0 if `r` is NULL.
+size_t psr_invocation_error_count(const struct psr_invocation *r);
+
+// Error message `index` (owned by `r`); NULL if out of range or `r` is NULL.
+const char *psr_invocation_error_message(const struct psr_invocation *r, size_t index);
+
+// The whole result as one JSON object (owned by `r`): state, had_errors, output, errors,
+// warnings, verbose, debug, information, and error (the terminating one) when failed.
+const char *psr_invocation_json(const struct psr_invocation *r);
+
+// Frees a result. NULL is allowed.
+void psr_invocation_free(struct psr_invocation *r);
 
 #ifdef __cplusplus
 }  // extern "C"

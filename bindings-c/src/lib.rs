@@ -2,11 +2,29 @@
 //! crate by cbindgen (`make header`).
 //!
 //! This crate translates only: every protocol decision lives in the `psremote` core crate.
+//! Conventions: opaque handles, one NULL-tolerant `_free` per constructor, `psr_result` codes
+//! with stable values, out-parameters written only on success, details in a `psr_error`, panics
+//! stopped at the boundary (`PSR_RESULT_PANIC`). Blocking calls run on psremote's runtime and
+//! must not be made from inside a psremote callback.
 
-// The C boundary is the one place unsafe code is allowed; every block states its reason.
+// The C boundary is the one place unsafe code is allowed; every block states its reason, and the
+// pointer conversions live in `ffi.rs`.
 #![allow(unsafe_code)]
+// The handles are opaque to C and never printed; Debug impls would only add surface.
+#![allow(missing_debug_implementations)]
+
+mod client;
+mod error;
+mod ffi;
+mod json;
+mod log;
+mod pipeline;
 
 use std::ffi::c_char;
+
+pub use client::{psr_client, psr_cmd_result, psr_config, psr_host, psr_pool};
+pub use error::{PsrResult, psr_error};
+pub use pipeline::{psr_callbacks, psr_invocation, psr_pipeline, psr_state, psr_stream};
 
 /// The library version as a NUL-terminated UTF-8 string, e.g. `"0.1.0"`.
 ///

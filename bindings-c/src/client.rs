@@ -1,0 +1,406 @@
+//! Configuration, client, cmd commands and runspace pools.
+
+use std::ffi::{c_char, c_void};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use psremote::auth::Mechanism;
+use psremote::client::{self as core, ClientConfig, CmdShellOptions, OutputChunk, PoolConfig, runtime};
+use psremote::psrp::{HostCall, HostMethod, HostResponse};
+
+use crate::error::{Failure, PsrResult, psr_error};
+use crate::ffi::{check_out, free, guard, guard_ptr, handle, handle_mut, opt_str_arg, out, str_arg};
+
+/// Connection settings. Free with `psr_config_free`.
+#[allow(non_camel_case_types)]
+pub struct psr_config(ClientConfig);
+
+/// A connected client. Free with `psr_client_free`.
+#[allow(non_camel_case_types)]
+pub struct psr_client(pub(crate) core::Client);
+
+/// What a cmd command produced. Free with `psr_cmd_result_free`.
+#[allow(non_camel_case_types)]
+pub struct psr_cmd_result {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    exit_code: i64,
+}
+
+/// An open runspace pool. Free with `psr_pool_free`.
+#[allow(non_camel_case_types)]
+pub struct psr_pool {
+    pub(crate) pool: core::RunspacePool,
+    pub(crate) closed: Arc<AtomicBool>,
+}
+
+/// Host callbacks for Read-Host and Get-Credential. Copied by `psr_pool_open`.
+#[repr(C)]
+#[allow(non_camel_case_types)]
+#[derive(Clone, Copy)]
+pub struct psr_host {
+    /// Passed first to every callback.
+    pub userdata: *mut c_void,
+    /// Read-Host: write a NUL-terminated answer into `buf` (at most `buf_len` bytes with the NUL);
+    /// return 0, or nonzero to fail the call.
+    pub read_line: Option<
+        unsafe extern "C" fn(userdata: *mut c_void, prompt: *const c_char, buf: *mut c_char, buf_len: usize) -> i32,
+    >,
+    /// Get-Credential: fill `user` and `password` (NUL-terminated); return 0, or nonzero to fail.
+    pub prompt_for_credential: Option<
+        unsafe extern "C" fn(
+            userdata: *mut c_void,
+            caption: *const c_char,
+            message: *const c_char,
+            user: *mut c_char,
+            user_len: usize,
+            password: *mut c_char,
+            password_len: usize,
+        ) -> i32,
+    >,
+}
+
+/// The C host as a core host.
+struct CHost(psr_host);
+
+// SAFETY: the caller of psr_pool_open promises that `userdata` and the callbacks may be used from
+// psremote's worker threads (documented in the header); psremote calls them one at a time.
+unsafe impl Send for CHost {}
+// SAFETY: as above; calls are serialised by the pool's single host worker.
+unsafe impl Sync for CHost {}
+
+const HOST_BUF: usize = 4096;
+
+fn read_cbuf(buf: &[u8]) -> String {
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+impl core::Host for CHost {
+    fn call(&self, call: &HostCall) -> HostResponse {
+        let text = |i: usize| crate::ffi::cstring(call.parameters.get(i).and_then(|v| v.as_str()).unwrap_or(""));
+        match call.method {
+            HostMethod::ReadLine | HostMethod::ReadLineAsSecureString => {
+                let Some(f) = self.0.read_line else { return HostResponse::NotImplemented };
+                let prompt = text(0);
+                let mut buf = vec![0u8; HOST_BUF];
+                // SAFETY: the callback contract: it writes at most HOST_BUF bytes into buf.
+                let rc = unsafe { f(self.0.userdata, prompt.as_ptr(), buf.as_mut_ptr().cast(), HOST_BUF) };
+                if rc != 0 {
+                    return HostResponse::Error(format!("the host's read_line callback failed ({rc})"));
+                }
+                let answer = read_cbuf(&buf);
+                buf.fill(0);
+                if call.method == HostMethod::ReadLineAsSecureString {
+                    HostResponse::SecureString(answer.into())
+                } else {
+                    HostResponse::Value(psremote::clixml::Value::Str(answer))
+                }
+            }
+            HostMethod::PromptForCredential1 | HostMethod::PromptForCredential2 => {
+                let Some(f) = self.0.prompt_for_credential else { return HostResponse::NotImplemented };
+                let (caption, message) = (text(0), text(1));
+                let (mut user, mut password) = (vec![0u8; HOST_BUF], vec![0u8; HOST_BUF]);
+                // SAFETY: the callback contract: it writes at most HOST_BUF bytes into each buffer.
+                let rc = unsafe {
+                    f(
+                        self.0.userdata,
+                        caption.as_ptr(),
+                        message.as_ptr(),
+                        user.as_mut_ptr().cast(),
+                        HOST_BUF,
+                        password.as_mut_ptr().cast(),
+                        HOST_BUF,
+                    )
+                };
+                if rc != 0 {
+                    return HostResponse::Error(format!("the host's prompt_for_credential callback failed ({rc})"));
+                }
+                let response =
+                    HostResponse::Credential { username: read_cbuf(&user), password: read_cbuf(&password).into() };
+                password.fill(0);
+                response
+            }
+            _ => HostResponse::NotImplemented,
+        }
+    }
+}
+
+/// Blocks on a core future from a C thread. Not callable from a psremote callback thread.
+pub(crate) fn block<T>(fut: impl std::future::Future<Output = psremote::Result<T>>) -> Result<T, Failure> {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return Err(Failure::new(
+            PsrResult::InvalidArgument,
+            "psremote cannot be called from inside a psremote callback",
+        ));
+    }
+    runtime().block_on(fut).map_err(Failure::from)
+}
+
+/// New settings for `url` (`http://host:port/path`) with a user and password. Negotiate by default.
+///
+/// Ownership: the caller frees the result with `psr_config_free`. NULL when an argument is NULL or
+/// not UTF-8, or the URL cannot be used. Threading: any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn psr_config_new(
+    url: *const c_char,
+    username: *const c_char,
+    password: *const c_char,
+) -> *mut psr_config {
+    guard_ptr(|| {
+        let (Ok(url), Ok(user), Ok(pw)) =
+            (str_arg(url, "url"), str_arg(username, "username"), str_arg(password, "password"))
+        else {
+            return std::ptr::null_mut();
+        };
+        match ClientConfig::new("", user, pw).with_url(url) {
+            Ok(c) => Box::into_raw(Box::new(psr_config(c))),
+            Err(_) => std::ptr::null_mut(),
+        }
+    })
+}
+
+/// Sets the authentication mechanism: "negotiate", "ntlm" or "basic".
+///
+/// Errors: NULL_ARGUMENT, INVALID_CONFIG (unknown name). Threading: not concurrently with other
+/// calls on the same config.
+#[unsafe(no_mangle)]
+pub extern "C" fn psr_config_set_auth(
+    c: *mut psr_config,
+    mechanism: *const c_char,
+    err: *mut *mut psr_error,
+) -> PsrResult {
+    guard(err, || {
+        let c = handle_mut(c, "c")?;
+        let m: Mechanism = str_arg(mechanism, "mechanism")?.parse()?;
+        c.0.mechanism = m;
+        Ok(())
+    })
+}
+
+/// Sets the WS-Man OperationTimeout (how long the server holds a Receive), in milliseconds (>= 1000).
+#[unsafe(no_mangle)]
+pub extern "C" fn psr_config_set_operation_timeout_ms(
+    c: *mut psr_config,
+    ms: u32,
+    err: *mut *mut psr_error,
+) -> PsrResult {
+    guard(err, || {
+        let c = handle_mut(c, "c")?;
+        if ms < 1000 {
+            return Err(Failure::new(PsrResult::InvalidConfig, "the operation timeout must be at least 1000 ms"));
+        }
+        c.0.operation_timeout = Duration::from_millis(u64::from(ms));
+        Ok(())
+    })
+}
+
+/// Allows plaintext bodies after authentication (Basic over HTTP). Off by default; a warning is
+/// logged when on.
+#[unsafe(no_mangle)]
+pub extern "C" fn psr_config_set_allow_unencrypted(
+    c: *mut psr_config,
+    allow: bool,
+    err: *mut *mut psr_error,
+) -> PsrResult {
+    guard(err, || {
+        handle_mut(c, "c")?.0.allow_unencrypted = allow;
+        Ok(())
+    })
+}
+
+/// Frees settings. NULL is allowed.
+#[unsafe(no_mangle)]
+pub extern "C" fn psr_config_free(c: *mut psr_config) {
+    free(c);
+}
+
+/// Connects and authenticates. `c` is not consumed.
+///
+/// Ownership: `*out` (written only on success) is freed with `psr_client_free`. Errors:
+/// NULL_ARGUMENT, INVALID_CONFIG, AUTHENTICATION, CONNECT, TRANSPORT, PROTOCOL. Threading: blocks
+/// the calling thread; any thread except a psremote callback.
+#[unsafe(no_mangle)]
+pub extern "C" fn psr_client_connect(
+    c: *const psr_config,
+    out_client: *mut *mut psr_client,
+    err: *mut *mut psr_error,
+) -> PsrResult {
+    guard(err, || {
+        let c = handle(c, "c")?;
+        check_out(out_client, "out")?;
+        let client = block(core::Client::connect(c.0.clone()))?;
+        out(out_client, psr_client(client));
+        Ok(())
+    })
+}
+
+/// Frees a client (its idle connections close). NULL is allowed.
+#[unsafe(no_mangle)]
+pub extern "C" fn psr_client_free(c: *mut psr_client) {
+    free(c);
+}
+
+/// Runs `exe` with `args` in a new cmd shell, feeding `stdin_data` (may be NULL when `stdin_len`
+/// is 0) and closing stdin, and waits for it.
+///
+/// Ownership: `*out` is freed with `psr_cmd_result_free`; `args` (an array of `nargs` strings) is
+/// borrowed for the call. Errors: NULL_ARGUMENT, INVALID_ARGUMENT, and connection errors.
+/// Threading: blocks the calling thread.
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn psr_client_run_cmd(
+    c: *mut psr_client,
+    exe: *const c_char,
+    args: *const *const c_char,
+    nargs: usize,
+    stdin_data: *const u8,
+    stdin_len: usize,
+    out_result: *mut *mut psr_cmd_result,
+    err: *mut *mut psr_error,
+) -> PsrResult {
+    guard(err, || {
+        let client = handle(c, "c")?.0.clone();
+        check_out(out_result, "out")?;
+        let exe = str_arg(exe, "exe")?.to_owned();
+        let mut argv = Vec::with_capacity(nargs);
+        if nargs > 0 {
+            if args.is_null() {
+                return Err(Failure::null("args"));
+            }
+            for i in 0..nargs {
+                // SAFETY: `args` is non-NULL and points to `nargs` string pointers (API contract),
+                // so offset `i < nargs` stays inside that array.
+                let slot = unsafe { args.add(i) };
+                // SAFETY: `slot` points inside the caller's array of `nargs` readable pointers.
+                let p = unsafe { *slot };
+                argv.push(str_arg(p, "args[i]")?.to_owned());
+            }
+        }
+        let stdin = if stdin_len > 0 {
+            if stdin_data.is_null() {
+                return Err(Failure::null("stdin_data"));
+            }
+            // SAFETY: `stdin_data` is non-NULL and points to `stdin_len` readable bytes (API contract).
+            Some(unsafe { std::slice::from_raw_parts(stdin_data, stdin_len) }.to_vec())
+        } else {
+            None
+        };
+        let r = block(async move {
+            let shell = client.open_cmd_shell(CmdShellOptions::default()).await?;
+            let result = async {
+                let a: Vec<&str> = argv.iter().map(String::as_str).collect();
+                let mut p = shell.start(&exe, &a).await?;
+                if let Some(d) = stdin {
+                    p.send_stdin(&d, true).await?;
+                }
+                let (mut so, mut se) = (Vec::new(), Vec::new());
+                while let Some(chunk) = p.next_output().await? {
+                    match chunk {
+                        OutputChunk::Stdout(d) => so.extend_from_slice(&d),
+                        OutputChunk::Stderr(d) => se.extend_from_slice(&d),
+                    }
+                }
+                Ok::<_, psremote::Error>(psr_cmd_result {
+                    stdout: so,
+                    stderr: se,
+                    exit_code: p.exit_code().unwrap_or_default(),
+                })
+            }
+            .await;
+            let closed = shell.close().await;
+            let r = result?;
+            closed?;
+            Ok(r)
+        })?;
+        out(out_result, r);
+        Ok(())
+    })
+}
+
+/// The command's stdout (owned by `r`); its length goes to `*len`. NULL if an argument is NULL.
+#[unsafe(no_mangle)]
+pub extern "C" fn psr_cmd_result_stdout(r: *const psr_cmd_result, len: *mut usize) -> *const u8 {
+    bytes(r, len, |r| &r.stdout)
+}
+
+/// The command's stderr (owned by `r`); its length goes to `*len`. NULL if an argument is NULL.
+#[unsafe(no_mangle)]
+pub extern "C" fn psr_cmd_result_stderr(r: *const psr_cmd_result, len: *mut usize) -> *const u8 {
+    bytes(r, len, |r| &r.stderr)
+}
+
+fn bytes(r: *const psr_cmd_result, len: *mut usize, pick: fn(&psr_cmd_result) -> &Vec<u8>) -> *const u8 {
+    let Ok(r) = handle(r, "r") else { return std::ptr::null() };
+    if len.is_null() {
+        return std::ptr::null();
+    }
+    let b = pick(r);
+    // SAFETY: `len` is non-NULL and writable (API contract).
+    unsafe { *len = b.len() };
+    b.as_ptr()
+}
+
+/// The command's exit code; -1 if `r` is NULL.
+#[unsafe(no_mangle)]
+pub extern "C" fn psr_cmd_result_exit_code(r: *const psr_cmd_result) -> i64 {
+    handle(r, "r").map(|r| r.exit_code).unwrap_or(-1)
+}
+
+/// Frees a cmd result. NULL is allowed.
+#[unsafe(no_mangle)]
+pub extern "C" fn psr_cmd_result_free(r: *mut psr_cmd_result) {
+    free(r);
+}
+
+/// Opens a runspace pool on `configuration_name` (NULL for Microsoft.PowerShell). `host` (may be
+/// NULL) is copied; its callbacks run on a psremote worker thread, one at a time, and must not
+/// call psremote.
+///
+/// Ownership: `*out` is freed with `psr_pool_free`. Errors: NULL_ARGUMENT, FAULT (e.g. unknown
+/// configuration), connection errors. Threading: blocks the calling thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn psr_pool_open(
+    c: *mut psr_client,
+    configuration_name: *const c_char,
+    host: *const psr_host,
+    out_pool: *mut *mut psr_pool,
+    err: *mut *mut psr_error,
+) -> PsrResult {
+    guard(err, || {
+        let client = handle(c, "c")?.0.clone();
+        check_out(out_pool, "out")?;
+        let mut config = PoolConfig::default();
+        if let Some(name) = opt_str_arg(configuration_name, "configuration_name")? {
+            config.configuration_name = name.to_owned();
+        }
+        // SAFETY: a non-NULL `host` points to a psr_host valid for this call (API contract); it is copied.
+        if let Some(h) = unsafe { host.as_ref() } {
+            config.host = Some(Arc::new(CHost(*h)));
+        }
+        let pool = block(async move { core::RunspacePool::open(&client, config).await })?;
+        out(out_pool, psr_pool { pool, closed: Arc::new(AtomicBool::new(false)) });
+        Ok(())
+    })
+}
+
+/// Closes the pool (deletes the remote shell). Afterwards every call on the pool or its
+/// pipelines returns `PSR_RESULT_CLOSED`; the handle must still be freed.
+#[unsafe(no_mangle)]
+pub extern "C" fn psr_pool_close(p: *mut psr_pool, err: *mut *mut psr_error) -> PsrResult {
+    guard(err, || {
+        let p = handle(p, "p")?;
+        if p.closed.swap(true, Ordering::SeqCst) {
+            return Err(Failure::new(PsrResult::Closed, "the runspace pool is already closed"));
+        }
+        let pool = p.pool.clone();
+        block(async move { pool.close().await })
+    })
+}
+
+/// Frees a pool, deleting the remote shell if it was not closed. NULL is allowed.
+#[unsafe(no_mangle)]
+pub extern "C" fn psr_pool_free(p: *mut psr_pool) {
+    free(p);
+}

@@ -1,0 +1,147 @@
+//! Result codes and the error object.
+
+use std::ffi::{CString, c_char};
+
+use crate::ffi::{cstring, free, handle};
+
+/// Result of every fallible call. Values are stable and never reused.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PsrResult {
+    /// Success.
+    Ok = 0,
+    /// A required pointer argument was NULL.
+    NullArgument = 1,
+    /// An argument was invalid (not UTF-8, bad JSON, out of range).
+    InvalidArgument = 2,
+    /// The configuration cannot be used.
+    InvalidConfig = 3,
+    /// The server refused the credentials.
+    Authentication = 4,
+    /// Nothing accepted the TCP connection.
+    Connect = 5,
+    /// The HTTP exchange failed.
+    Transport = 6,
+    /// The server answered with a WS-Management fault.
+    Fault = 7,
+    /// The server broke the protocol.
+    Protocol = 8,
+    /// A time limit passed.
+    Timeout = 9,
+    /// The handle (or its pool) was closed.
+    Closed = 10,
+    /// A callback asked to stop.
+    Callback = 11,
+    /// psremote panicked (a bug); the handle should not be used further.
+    Panic = 12,
+}
+
+/// A failure on its way to C.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: PsrResult,
+    pub message: String,
+    pub fault_code: u32,
+    pub record_id: Option<String>,
+}
+
+impl Failure {
+    pub fn new(code: PsrResult, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), fault_code: 0, record_id: None }
+    }
+
+    pub fn null(name: &str) -> Self {
+        Self::new(PsrResult::NullArgument, format!("{name} is NULL"))
+    }
+}
+
+impl From<psremote::Error> for Failure {
+    fn from(e: psremote::Error) -> Self {
+        use psremote::ErrorKind as K;
+        let code = match e.kind() {
+            K::InvalidConfig => PsrResult::InvalidConfig,
+            K::Authentication => PsrResult::Authentication,
+            K::Connect => PsrResult::Connect,
+            K::Transport => PsrResult::Transport,
+            K::Fault => PsrResult::Fault,
+            K::Protocol => PsrResult::Protocol,
+            K::Timeout => PsrResult::Timeout,
+            K::Closed => PsrResult::Closed,
+        };
+        let fault_code = e.fault().and_then(|f| f.code).unwrap_or(0);
+        Self { code, message: e.to_string(), fault_code, record_id: None }
+    }
+}
+
+/// Details of a failed call. Free with `psr_error_free`.
+#[allow(non_camel_case_types)]
+pub struct psr_error {
+    code: PsrResult,
+    message: CString,
+    fault_code: u32,
+    record_id: Option<CString>,
+}
+
+impl From<Failure> for psr_error {
+    fn from(f: Failure) -> Self {
+        Self {
+            code: f.code,
+            message: cstring(&f.message),
+            fault_code: f.fault_code,
+            record_id: f.record_id.as_deref().map(cstring),
+        }
+    }
+}
+
+/// The result code of an error. NULL gives `PSR_RESULT_NULL_ARGUMENT`.
+#[unsafe(no_mangle)]
+pub extern "C" fn psr_error_code(e: *const psr_error) -> PsrResult {
+    handle(e, "e").map(|e| e.code).unwrap_or(PsrResult::NullArgument)
+}
+
+/// The error's message (UTF-8, owned by `e`, valid until `psr_error_free`). NULL if `e` is NULL.
+#[unsafe(no_mangle)]
+pub extern "C" fn psr_error_message(e: *const psr_error) -> *const c_char {
+    handle(e, "e").map(|e| e.message.as_ptr()).unwrap_or(std::ptr::null())
+}
+
+/// The WS-Management fault code of a `PSR_RESULT_FAULT` error; 0 when there is none or `e` is NULL.
+#[unsafe(no_mangle)]
+pub extern "C" fn psr_error_fault_code(e: *const psr_error) -> u32 {
+    handle(e, "e").map(|e| e.fault_code).unwrap_or(0)
+}
+
+/// The FullyQualifiedErrorId of the ErrorRecord behind the error, if any (owned by `e`); else NULL.
+#[unsafe(no_mangle)]
+pub extern "C" fn psr_error_record_id(e: *const psr_error) -> *const c_char {
+    handle(e, "e").ok().and_then(|e| e.record_id.as_ref()).map(|s| s.as_ptr()).unwrap_or(std::ptr::null())
+}
+
+/// Frees an error. NULL is allowed. Any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn psr_error_free(e: *mut psr_error) {
+    free(e);
+}
+
+/// The name of a result code (a static string, never NULL; "PSR_RESULT_UNKNOWN" for other values).
+/// Takes the code as an integer so that any value a C caller passes is defined.
+#[unsafe(no_mangle)]
+pub extern "C" fn psr_result_name(r: u32) -> *const c_char {
+    let s: &'static [u8] = match r {
+        0 => b"PSR_RESULT_OK\0",
+        1 => b"PSR_RESULT_NULL_ARGUMENT\0",
+        2 => b"PSR_RESULT_INVALID_ARGUMENT\0",
+        3 => b"PSR_RESULT_INVALID_CONFIG\0",
+        4 => b"PSR_RESULT_AUTHENTICATION\0",
+        5 => b"PSR_RESULT_CONNECT\0",
+        6 => b"PSR_RESULT_TRANSPORT\0",
+        7 => b"PSR_RESULT_FAULT\0",
+        8 => b"PSR_RESULT_PROTOCOL\0",
+        9 => b"PSR_RESULT_TIMEOUT\0",
+        10 => b"PSR_RESULT_CLOSED\0",
+        11 => b"PSR_RESULT_CALLBACK\0",
+        12 => b"PSR_RESULT_PANIC\0",
+        _ => b"PSR_RESULT_UNKNOWN\0",
+    };
+    s.as_ptr().cast()
+}
