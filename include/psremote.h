@@ -300,7 +300,8 @@ psr_result psr_pipeline_stop(struct psr_pipeline *pl, struct psr_error **err);
 // and returns `PSR_RESULT_CALLBACK`.
 //
 // Ownership: `*out` (on success) is freed with `psr_invocation_free`. Errors: NULL_ARGUMENT,
-// TIMEOUT, CALLBACK, CLOSED, connection errors. Threading: one waiter at a time per pipeline.
+// TIMEOUT, CALLBACK, CLOSED (the pool was closed), connection errors. Threading: one waiter at a
+// time per pipeline.
 psr_result psr_pipeline_wait(struct psr_pipeline *pl,
                              const struct psr_callbacks *cb,
                              uint32_t timeout_ms,

@@ -292,9 +292,8 @@ pub extern "C" fn psr_client_run_cmd(
             let result = async {
                 let a: Vec<&str> = argv.iter().map(String::as_str).collect();
                 let mut p = shell.start(&exe, &a).await?;
-                if let Some(d) = stdin {
-                    p.send_stdin(&d, true).await?;
-                }
+                // stdin is always closed, so a command that reads it ends.
+                p.send_stdin(stdin.as_deref().unwrap_or(&[]), true).await?;
                 let (mut so, mut se) = (Vec::new(), Vec::new());
                 while let Some(chunk) = p.next_output().await? {
                     match chunk {

@@ -300,7 +300,8 @@ fn deliver(ev: Event, cb: Option<&psr_callbacks>, col: &mut Collected) -> Result
 /// and returns `PSR_RESULT_CALLBACK`.
 ///
 /// Ownership: `*out` (on success) is freed with `psr_invocation_free`. Errors: NULL_ARGUMENT,
-/// TIMEOUT, CALLBACK, CLOSED, connection errors. Threading: one waiter at a time per pipeline.
+/// TIMEOUT, CALLBACK, CLOSED (the pool was closed), connection errors. Threading: one waiter at a
+/// time per pipeline.
 #[unsafe(no_mangle)]
 pub extern "C" fn psr_pipeline_wait(
     pl: *mut psr_pipeline,
@@ -311,6 +312,7 @@ pub extern "C" fn psr_pipeline_wait(
 ) -> PsrResult {
     guard(err, || {
         let pl = handle(pl, "pl")?;
+        running(pl)?;
         check_out(out_inv, "out")?;
         // SAFETY: a non-NULL `cb` points to a psr_callbacks valid for this call (API contract).
         let cb = unsafe { cb.as_ref() };

@@ -51,9 +51,8 @@ async fn run_cmd(
     let result = async {
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut p = shell.start(&exe, &argv).await?;
-        if let Some(data) = stdin {
-            p.send_stdin(&data, true).await?;
-        }
+        // stdin is always closed, so a command that reads it ends.
+        p.send_stdin(stdin.as_deref().unwrap_or(&[]), true).await?;
         let (mut out, mut err) = (Vec::new(), Vec::new());
         while let Some(c) = p.next_output().await? {
             match c {
