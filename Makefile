@@ -7,7 +7,7 @@ VPY := $(VENV)/bin/python
 PIP_PKGS := -r testserver/requirements.txt
 export PSREMOTE_PYTHON := $(abspath $(VPY))
 
-.PHONY: venv test demo fmt-check clippy rust-test py-test no-default-features header header-check bench bench-smoke python-package
+.PHONY: venv test demo fmt-check clippy rust-test py-test no-default-features header header-check bench bench-smoke python-package c-deps install c-test
 
 $(VENV)/.ok: testserver/requirements.txt testserver/pyproject.toml bindings-python/requirements-test.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,7 @@ CARGO ?= cargo
 CBINDGEN_VERSION := 0.29.2
 CBINDGEN := .tools/bin/cbindgen
 
-test: venv fmt-check clippy no-default-features header-check rust-test py-test bench-smoke
+test: venv fmt-check clippy no-default-features header-check rust-test py-test c-test bench-smoke
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
@@ -72,3 +72,33 @@ bench:
 # A tiny run of the benchmarks inside `make test`, so they keep working.
 bench-smoke:
 	BENCH_BYTES=1000000 ROWS=200 $(CARGO) run --locked -q -p psremote-bench --bin clixml-decode
+
+# ---- C library ----------------------------------------------------------------------------
+PREFIX ?= /usr/local
+C_PROFILE ?= release
+C_PROFILE_DIR := $(if $(filter debug,$(C_PROFILE)),debug,release)
+C_PROFILE_FLAG := $(if $(filter debug,$(C_PROFILE)),,--release)
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+# What the static library needs from the system (`cargo rustc -- --print native-static-libs`).
+LIBS_PRIVATE := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
+
+# Tools the C tests need; installed from Debian when missing.
+c-deps:
+	@command -v cmake >/dev/null && command -v pkg-config >/dev/null && command -v valgrind >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake pkg-config valgrind >/dev/null; }
+
+C_PREFIX = $(abspath $(PREFIX))
+install:
+	$(CARGO) build --locked -q $(C_PROFILE_FLAG) -p psremote-c
+	install -d $(DESTDIR)$(C_PREFIX)/include $(DESTDIR)$(C_PREFIX)/lib/pkgconfig
+	install -m 644 include/psremote.h $(DESTDIR)$(C_PREFIX)/include/psremote.h
+	install -m 755 target/$(C_PROFILE_DIR)/libpsremote.so $(DESTDIR)$(C_PREFIX)/lib/libpsremote.so
+	install -m 644 target/$(C_PROFILE_DIR)/libpsremote.a $(DESTDIR)$(C_PREFIX)/lib/libpsremote.a
+	sed -e 's|@PREFIX@|$(C_PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' -e 's|@LIBS_PRIVATE@|$(LIBS_PRIVATE)|g' \
+	  bindings-c/psremote.pc.in > $(DESTDIR)$(C_PREFIX)/lib/pkgconfig/psremote.pc
+
+# C tests four ways (shared, static, C++, ASan+UBSan) and valgrind, then the agent example built
+# against an installed prefix through pkg-config (plain Makefile and CMake).
+c-test: venv c-deps
+	bash bindings-c/tests/run.sh
+	bash bindings-c/tests/example.sh

@@ -162,17 +162,23 @@ struct psr_config *psr_config_new(const char *url, const char *username, const c
 psr_result psr_config_set_auth(struct psr_config *c, const char *mechanism, struct psr_error **err);
 
 // Sets the WS-Man OperationTimeout (how long the server holds a Receive), in milliseconds (>= 1000).
+//
+// Ownership: `c` is borrowed. NULL `c` gives NULL_ARGUMENT. Errors: INVALID_CONFIG below 1000 ms.
+// Threading: not concurrently with other calls on the same config.
 psr_result psr_config_set_operation_timeout_ms(struct psr_config *c,
                                                uint32_t ms,
                                                struct psr_error **err);
 
 // Allows plaintext bodies after authentication (Basic over HTTP). Off by default; a warning is
 // logged when on.
+//
+// Ownership: `c` is borrowed. NULL `c` gives NULL_ARGUMENT. Errors: none other.
+// Threading: not concurrently with other calls on the same config.
 psr_result psr_config_set_allow_unencrypted(struct psr_config *c,
                                             bool allow,
                                             struct psr_error **err);
 
-// Frees settings. NULL is allowed.
+// Frees settings. NULL is allowed. Threading: any thread, once no other call uses the handle.
 void psr_config_free(struct psr_config *c);
 
 // Connects and authenticates. `c` is not consumed.
@@ -184,7 +190,7 @@ psr_result psr_client_connect(const struct psr_config *c,
                               struct psr_client **out_client,
                               struct psr_error **err);
 
-// Frees a client (its idle connections close). NULL is allowed.
+// Frees a client (its idle connections close). NULL is allowed. Threading: any thread, once no other call uses the handle.
 void psr_client_free(struct psr_client *c);
 
 // Runs `exe` with `args` in a new cmd shell, feeding `stdin_data` (may be NULL when `stdin_len`
@@ -202,16 +208,18 @@ psr_result psr_client_run_cmd(struct psr_client *c,
                               struct psr_cmd_result **out_result,
                               struct psr_error **err);
 
-// The command's stdout (owned by `r`); its length goes to `*len`. NULL if an argument is NULL.
+// The command's stdout (owned by `r`, valid until `psr_cmd_result_free`); its length goes to
+// `*len`. NULL if an argument is NULL. Threading: any thread.
 const uint8_t *psr_cmd_result_stdout(const struct psr_cmd_result *r, size_t *len);
 
-// The command's stderr (owned by `r`); its length goes to `*len`. NULL if an argument is NULL.
+// The command's stderr (owned by `r`, valid until `psr_cmd_result_free`); its length goes to
+// `*len`. NULL if an argument is NULL. Threading: any thread.
 const uint8_t *psr_cmd_result_stderr(const struct psr_cmd_result *r, size_t *len);
 
-// The command's exit code; -1 if `r` is NULL.
+// The command's exit code; -1 if `r` is NULL. Threading: any thread.
 int64_t psr_cmd_result_exit_code(const struct psr_cmd_result *r);
 
-// Frees a cmd result. NULL is allowed.
+// Frees a cmd result. NULL is allowed. Threading: any thread, once no other call uses the handle.
 void psr_cmd_result_free(struct psr_cmd_result *r);
 
 // Opens a runspace pool on `configuration_name` (NULL for Microsoft.PowerShell). `host` (may be
@@ -228,12 +236,16 @@ psr_result psr_pool_open(struct psr_client *c,
 
 // Closes the pool (deletes the remote shell). Afterwards every call on the pool or its
 // pipelines returns `PSR_RESULT_CLOSED`; the handle must still be freed.
+//
+// Ownership: `p` is borrowed. NULL `p` gives NULL_ARGUMENT. Errors: CLOSED (already closed),
+// connection errors. Threading: blocks the calling thread; any thread except a psremote callback.
 psr_result psr_pool_close(struct psr_pool *p, struct psr_error **err);
 
-// Frees a pool, deleting the remote shell if it was not closed. NULL is allowed.
+// Frees a pool, deleting the remote shell if it was not closed. NULL is allowed. Threading: any thread, once no other call uses the handle.
 void psr_pool_free(struct psr_pool *p);
 
-// The result code of an error. NULL gives `PSR_RESULT_NULL_ARGUMENT`.
+// The result code of an error. NULL gives `PSR_RESULT_NULL_ARGUMENT`. Errors are plain data: every
+// `psr_error_*` accessor may be called from any thread; returned strings are owned by `e`.
 psr_result psr_error_code(const struct psr_error *e);
 
 // The error's message (UTF-8, owned by `e`, valid until `psr_error_free`). NULL if `e` is NULL.
@@ -245,7 +257,7 @@ uint32_t psr_error_fault_code(const struct psr_error *e);
 // The FullyQualifiedErrorId of the ErrorRecord behind the error, if any (owned by `e`); else NULL.
 const char *psr_error_record_id(const struct psr_error *e);
 
-// Frees an error. NULL is allowed. Any thread.
+// Frees an error (its strings go with it). NULL is allowed. Threading: any thread.
 void psr_error_free(struct psr_error *e);
 
 // The name of a result code (a static string, never NULL; "PSR_RESULT_UNKNOWN" for other values).
@@ -274,7 +286,9 @@ psr_result psr_pool_start_script(struct psr_pool *p,
 // Starts one command with parameters given as a JSON object (`{"Name": value}`; a JSON null is a
 // switch; `""` holds an array of positional arguments). `parameters_json` may be NULL.
 //
-// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (bad JSON), CLOSED, connection errors.
+// Ownership: strings are borrowed for the call; `*out` is freed with `psr_pipeline_free`.
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (bad JSON), CLOSED, connection errors. Threading:
+// blocks until the server accepted the pipeline; any thread except a psremote callback.
 psr_result psr_pool_start_command(struct psr_pool *p,
                                   const char *command,
                                   const char *parameters_json,
@@ -282,16 +296,24 @@ psr_result psr_pool_start_command(struct psr_pool *p,
                                   struct psr_pipeline **out_pl,
                                   struct psr_error **err);
 
-// Sends one input object given as JSON. Errors: NULL_ARGUMENT, INVALID_ARGUMENT, CLOSED.
+// Sends one input object given as JSON (borrowed for the call).
+//
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (bad JSON), CLOSED, connection errors. Threading: blocks
+// until the server took it; any thread, also while another thread waits on the pipeline.
 psr_result psr_pipeline_send_input_json(struct psr_pipeline *pl,
                                         const char *json_value,
                                         struct psr_error **err);
 
-// Ends the input. Errors: NULL_ARGUMENT, CLOSED.
+// Ends the input.
+//
+// Errors: NULL_ARGUMENT, CLOSED, connection errors. Threading: any thread, also while another
+// thread waits on the pipeline.
 psr_result psr_pipeline_end_input(struct psr_pipeline *pl, struct psr_error **err);
 
 // Stops the pipeline (PowerShell's Ctrl-C). Callable from any thread, also while another thread
 // is in `psr_pipeline_wait`, which then returns with state STOPPED.
+//
+// Ownership: `pl` is borrowed. NULL `pl` gives NULL_ARGUMENT. Errors: CLOSED, connection errors.
 psr_result psr_pipeline_stop(struct psr_pipeline *pl, struct psr_error **err);
 
 // Waits until the pipeline ends, running `cb` (may be NULL) on this thread for each event as it
@@ -308,10 +330,12 @@ psr_result psr_pipeline_wait(struct psr_pipeline *pl,
                              struct psr_invocation **out_inv,
                              struct psr_error **err);
 
-// Frees a pipeline; a running one is stopped in the background. NULL is allowed.
+// Frees a pipeline; a running one is stopped in the background. NULL is allowed. Threading: any
+// thread, once no other call uses the handle.
 void psr_pipeline_free(struct psr_pipeline *pl);
 
-// The final state; `PSR_STATE_FAILED` if `r` is NULL.
+// The final state; `PSR_STATE_FAILED` if `r` is NULL. The `psr_invocation_*` accessors may be
+// called from any thread; returned strings are owned by `r` and valid until `psr_invocation_free`.
 psr_state psr_invocation_state(const struct psr_invocation *r);
 
 // Whether the pipeline wrote errors or failed; false if `r` is NULL.
@@ -336,7 +360,7 @@ const char *psr_invocation_error_message(const struct psr_invocation *r, size_t 
 // warnings, verbose, debug, information, and error (the terminating one) when failed.
 const char *psr_invocation_json(const struct psr_invocation *r);
 
-// Frees a result. NULL is allowed.
+// Frees a result. NULL is allowed. Threading: any thread, once no other call uses the handle.
 void psr_invocation_free(struct psr_invocation *r);
 
 #ifdef __cplusplus

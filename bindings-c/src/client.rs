@@ -180,6 +180,9 @@ pub extern "C" fn psr_config_set_auth(
 }
 
 /// Sets the WS-Man OperationTimeout (how long the server holds a Receive), in milliseconds (>= 1000).
+///
+/// Ownership: `c` is borrowed. NULL `c` gives NULL_ARGUMENT. Errors: INVALID_CONFIG below 1000 ms.
+/// Threading: not concurrently with other calls on the same config.
 #[unsafe(no_mangle)]
 pub extern "C" fn psr_config_set_operation_timeout_ms(
     c: *mut psr_config,
@@ -198,6 +201,9 @@ pub extern "C" fn psr_config_set_operation_timeout_ms(
 
 /// Allows plaintext bodies after authentication (Basic over HTTP). Off by default; a warning is
 /// logged when on.
+///
+/// Ownership: `c` is borrowed. NULL `c` gives NULL_ARGUMENT. Errors: none other.
+/// Threading: not concurrently with other calls on the same config.
 #[unsafe(no_mangle)]
 pub extern "C" fn psr_config_set_allow_unencrypted(
     c: *mut psr_config,
@@ -210,7 +216,7 @@ pub extern "C" fn psr_config_set_allow_unencrypted(
     })
 }
 
-/// Frees settings. NULL is allowed.
+/// Frees settings. NULL is allowed. Threading: any thread, once no other call uses the handle.
 #[unsafe(no_mangle)]
 pub extern "C" fn psr_config_free(c: *mut psr_config) {
     free(c);
@@ -236,7 +242,7 @@ pub extern "C" fn psr_client_connect(
     })
 }
 
-/// Frees a client (its idle connections close). NULL is allowed.
+/// Frees a client (its idle connections close). NULL is allowed. Threading: any thread, once no other call uses the handle.
 #[unsafe(no_mangle)]
 pub extern "C" fn psr_client_free(c: *mut psr_client) {
     free(c);
@@ -318,13 +324,15 @@ pub extern "C" fn psr_client_run_cmd(
     })
 }
 
-/// The command's stdout (owned by `r`); its length goes to `*len`. NULL if an argument is NULL.
+/// The command's stdout (owned by `r`, valid until `psr_cmd_result_free`); its length goes to
+/// `*len`. NULL if an argument is NULL. Threading: any thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn psr_cmd_result_stdout(r: *const psr_cmd_result, len: *mut usize) -> *const u8 {
     bytes(r, len, |r| &r.stdout)
 }
 
-/// The command's stderr (owned by `r`); its length goes to `*len`. NULL if an argument is NULL.
+/// The command's stderr (owned by `r`, valid until `psr_cmd_result_free`); its length goes to
+/// `*len`. NULL if an argument is NULL. Threading: any thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn psr_cmd_result_stderr(r: *const psr_cmd_result, len: *mut usize) -> *const u8 {
     bytes(r, len, |r| &r.stderr)
@@ -341,13 +349,13 @@ fn bytes(r: *const psr_cmd_result, len: *mut usize, pick: fn(&psr_cmd_result) ->
     b.as_ptr()
 }
 
-/// The command's exit code; -1 if `r` is NULL.
+/// The command's exit code; -1 if `r` is NULL. Threading: any thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn psr_cmd_result_exit_code(r: *const psr_cmd_result) -> i64 {
     handle(r, "r").map(|r| r.exit_code).unwrap_or(-1)
 }
 
-/// Frees a cmd result. NULL is allowed.
+/// Frees a cmd result. NULL is allowed. Threading: any thread, once no other call uses the handle.
 #[unsafe(no_mangle)]
 pub extern "C" fn psr_cmd_result_free(r: *mut psr_cmd_result) {
     free(r);
@@ -386,6 +394,9 @@ pub extern "C" fn psr_pool_open(
 
 /// Closes the pool (deletes the remote shell). Afterwards every call on the pool or its
 /// pipelines returns `PSR_RESULT_CLOSED`; the handle must still be freed.
+///
+/// Ownership: `p` is borrowed. NULL `p` gives NULL_ARGUMENT. Errors: CLOSED (already closed),
+/// connection errors. Threading: blocks the calling thread; any thread except a psremote callback.
 #[unsafe(no_mangle)]
 pub extern "C" fn psr_pool_close(p: *mut psr_pool, err: *mut *mut psr_error) -> PsrResult {
     guard(err, || {
@@ -398,7 +409,7 @@ pub extern "C" fn psr_pool_close(p: *mut psr_pool, err: *mut *mut psr_error) -> 
     })
 }
 
-/// Frees a pool, deleting the remote shell if it was not closed. NULL is allowed.
+/// Frees a pool, deleting the remote shell if it was not closed. NULL is allowed. Threading: any thread, once no other call uses the handle.
 #[unsafe(no_mangle)]
 pub extern "C" fn psr_pool_free(p: *mut psr_pool) {
     free(p);

@@ -93,7 +93,8 @@ impl From<Failure> for psr_error {
     }
 }
 
-/// The result code of an error. NULL gives `PSR_RESULT_NULL_ARGUMENT`.
+/// The result code of an error. NULL gives `PSR_RESULT_NULL_ARGUMENT`. Errors are plain data: every
+/// `psr_error_*` accessor may be called from any thread; returned strings are owned by `e`.
 #[unsafe(no_mangle)]
 pub extern "C" fn psr_error_code(e: *const psr_error) -> PsrResult {
     handle(e, "e").map(|e| e.code).unwrap_or(PsrResult::NullArgument)
@@ -117,7 +118,7 @@ pub extern "C" fn psr_error_record_id(e: *const psr_error) -> *const c_char {
     handle(e, "e").ok().and_then(|e| e.record_id.as_ref()).map(|s| s.as_ptr()).unwrap_or(std::ptr::null())
 }
 
-/// Frees an error. NULL is allowed. Any thread.
+/// Frees an error (its strings go with it). NULL is allowed. Threading: any thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn psr_error_free(e: *mut psr_error) {
     free(e);

@@ -146,7 +146,9 @@ pub extern "C" fn psr_pool_start_script(
 /// Starts one command with parameters given as a JSON object (`{"Name": value}`; a JSON null is a
 /// switch; `""` holds an array of positional arguments). `parameters_json` may be NULL.
 ///
-/// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (bad JSON), CLOSED, connection errors.
+/// Ownership: strings are borrowed for the call; `*out` is freed with `psr_pipeline_free`.
+/// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (bad JSON), CLOSED, connection errors. Threading:
+/// blocks until the server accepted the pipeline; any thread except a psremote callback.
 #[unsafe(no_mangle)]
 pub extern "C" fn psr_pool_start_command(
     p: *mut psr_pool,
@@ -193,7 +195,10 @@ fn running(pl: &psr_pipeline) -> Result<(), Failure> {
     }
 }
 
-/// Sends one input object given as JSON. Errors: NULL_ARGUMENT, INVALID_ARGUMENT, CLOSED.
+/// Sends one input object given as JSON (borrowed for the call).
+///
+/// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (bad JSON), CLOSED, connection errors. Threading: blocks
+/// until the server took it; any thread, also while another thread waits on the pipeline.
 #[unsafe(no_mangle)]
 pub extern "C" fn psr_pipeline_send_input_json(
     pl: *mut psr_pipeline,
@@ -210,7 +215,10 @@ pub extern "C" fn psr_pipeline_send_input_json(
     })
 }
 
-/// Ends the input. Errors: NULL_ARGUMENT, CLOSED.
+/// Ends the input.
+///
+/// Errors: NULL_ARGUMENT, CLOSED, connection errors. Threading: any thread, also while another
+/// thread waits on the pipeline.
 #[unsafe(no_mangle)]
 pub extern "C" fn psr_pipeline_end_input(pl: *mut psr_pipeline, err: *mut *mut psr_error) -> PsrResult {
     guard(err, || {
@@ -223,6 +231,8 @@ pub extern "C" fn psr_pipeline_end_input(pl: *mut psr_pipeline, err: *mut *mut p
 
 /// Stops the pipeline (PowerShell's Ctrl-C). Callable from any thread, also while another thread
 /// is in `psr_pipeline_wait`, which then returns with state STOPPED.
+///
+/// Ownership: `pl` is borrowed. NULL `pl` gives NULL_ARGUMENT. Errors: CLOSED, connection errors.
 #[unsafe(no_mangle)]
 pub extern "C" fn psr_pipeline_stop(pl: *mut psr_pipeline, err: *mut *mut psr_error) -> PsrResult {
     guard(err, || {
@@ -381,13 +391,15 @@ pub extern "C" fn psr_pipeline_wait(
     })
 }
 
-/// Frees a pipeline; a running one is stopped in the background. NULL is allowed.
+/// Frees a pipeline; a running one is stopped in the background. NULL is allowed. Threading: any
+/// thread, once no other call uses the handle.
 #[unsafe(no_mangle)]
 pub extern "C" fn psr_pipeline_free(pl: *mut psr_pipeline) {
     free(pl);
 }
 
-/// The final state; `PSR_STATE_FAILED` if `r` is NULL.
+/// The final state; `PSR_STATE_FAILED` if `r` is NULL. The `psr_invocation_*` accessors may be
+/// called from any thread; returned strings are owned by `r` and valid until `psr_invocation_free`.
 #[unsafe(no_mangle)]
 pub extern "C" fn psr_invocation_state(r: *const psr_invocation) -> psr_state {
     handle(r, "r").map(|r| r.state).unwrap_or(psr_state::Failed)
@@ -436,7 +448,7 @@ pub extern "C" fn psr_invocation_json(r: *const psr_invocation) -> *const c_char
     handle(r, "r").map(|r| r.json.as_ptr()).unwrap_or(std::ptr::null())
 }
 
-/// Frees a result. NULL is allowed.
+/// Frees a result. NULL is allowed. Threading: any thread, once no other call uses the handle.
 #[unsafe(no_mangle)]
 pub extern "C" fn psr_invocation_free(r: *mut psr_invocation) {
     free(r);

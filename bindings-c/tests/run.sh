@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# The C tests of libpsremote, as `make test` runs them.
+#
+# Builds bindings-c/tests/test_api.c against the committed include/psremote.h four ways:
+#   c-shared   C99, linked against libpsremote.so
+#   c-static   C99, linked against libpsremote.a (plus the system libraries Rust's std needs)
+#   c++        the same source compiled as C++17, linked against libpsremote.so
+#   sanitizers C99 with -fsanitize=address,undefined, linked against libpsremote.a
+# every build with -Wall -Wextra -Wpedantic -Werror; then runs each against its own loopback
+# endpoint, and the shared build once more under valgrind (0 errors, 0 bytes definitely lost).
+# The last line is "N passed, M failed", summed over all runs; a run that crashes, times out or
+# reports a valgrind error counts as one more failure. Exit status 0 only when nothing failed.
+#
+# Environment:
+#   PSREMOTE_LIBDIR   directory holding libpsremote.so/.a (default target/debug, built here
+#                     with `cargo build -p psremote-c` when unset)
+#   PSREMOTE_PYTHON   python with psremote_testserver installed (default .venv/bin/python)
+#   CC, CXX           compilers (default cc, c++)
+#   C_TEST_OUT        directory for binaries and logs (default target/c-tests)
+#   C_TEST_ONLY       space-separated subset of: c-shared c-static c++ sanitizers valgrind
+#   PSR_TEST_VERBOSE  1: print every check and the library's log messages
+set -uo pipefail
+
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root" || exit 1
+here=bindings-c/tests
+py=${PSREMOTE_PYTHON:-$root/.venv/bin/python}
+cc=${CC:-cc}
+cxx=${CXX:-c++}
+out=${C_TEST_OUT:-$root/target/c-tests}
+mkdir -p "$out"
+
+if [ -z "${PSREMOTE_LIBDIR:-}" ]; then
+  ${CARGO:-cargo} build -p psremote-c --locked --quiet || { echo "cargo build -p psremote-c failed" >&2; exit 1; }
+  libdir=$root/target/debug
+else
+  libdir=$(cd "$PSREMOTE_LIBDIR" && pwd)
+fi
+for f in "$libdir/libpsremote.so" "$libdir/libpsremote.a" include/psremote.h; do
+  [ -e "$f" ] || { echo "missing $f" >&2; exit 1; }
+done
+
+# What `cargo rustc -p psremote-c -- --print native-static-libs` reports for this target
+# (x86_64/aarch64 Linux, glibc): the system libraries the static library needs.
+native_libs="-lgcc_s -lutil -lrt -lpthread -lm -ldl -lc"
+warn="-Wall -Wextra -Wpedantic -Werror"
+
+declare -A build_ok
+compile() { # name, command...
+  local name=$1; shift
+  echo "+ $*" >"$out/$name.build.log"
+  if "$@" >>"$out/$name.build.log" 2>&1; then
+    build_ok[$name]=1
+  else
+    build_ok[$name]=0
+    echo "build of $name failed:" >&2
+    cat "$out/$name.build.log" >&2
+  fi
+}
+
+src=$here/test_api.c
+rpath="-Wl,-rpath,$libdir"
+compile c-shared "$cc" -std=c99 $warn -g -Iinclude "$src" -o "$out/test_api_shared" \
+  -L"$libdir" -lpsremote "$rpath" -pthread
+compile c-static "$cc" -std=c99 $warn -g -Iinclude "$src" -o "$out/test_api_static" \
+  "$libdir/libpsremote.a" $native_libs -pthread
+compile c++ "$cxx" -x c++ -std=c++17 $warn -g -Iinclude "$src" -x none -o "$out/test_api_cxx" \
+  -L"$libdir" -lpsremote "$rpath" -pthread
+compile sanitizers "$cc" -std=c99 $warn -g -O1 -fno-omit-frame-pointer \
+  -fsanitize=address,undefined -fno-sanitize-recover=all -Iinclude "$src" -o "$out/test_api_sanitizers" \
+  "$libdir/libpsremote.a" $native_libs -pthread
+
+# The linkage is what each variant claims to be.
+if [ "${build_ok[c-shared]}" = 1 ] && ! readelf -d "$out/test_api_shared" | grep -q 'NEEDED.*libpsremote'; then
+  echo "test_api_shared does not load libpsremote.so" >&2; build_ok[c-shared]=0
+fi
+for v in c-static:test_api_static sanitizers:test_api_sanitizers; do
+  if [ "${build_ok[${v%%:*}]}" = 1 ] && readelf -d "$out/${v#*:}" | grep -q 'NEEDED.*libpsremote'; then
+    echo "${v#*:} loads libpsremote.so although it should be static" >&2; build_ok[${v%%:*}]=0
+  fi
+done
+
+# --- the endpoint -------------------------------------------------------------------------------
+ep_dir=$(mktemp -d)
+ep_pid=
+stop_endpoint() {
+  if [ -n "$ep_pid" ]; then
+    kill "$ep_pid" 2>/dev/null
+    wait "$ep_pid" 2>/dev/null
+    ep_pid=
+  fi
+}
+trap 'stop_endpoint; rm -rf "$ep_dir"' EXIT
+printf 'DOMAIN:user:Passw0rd!\n' >"$ep_dir/users"
+
+start_endpoint() { # a fresh endpoint per run: counters start at zero, a failed run leaks nothing into the next
+  stop_endpoint
+  : >"$ep_dir/url"
+  "$py" -m psremote_testserver --port 0 --users "$ep_dir/users" --control >"$ep_dir/url" 2>"$ep_dir/endpoint.log" &
+  ep_pid=$!
+  for _ in $(seq 1 300); do
+    [ -s "$ep_dir/url" ] && break
+    if ! kill -0 "$ep_pid" 2>/dev/null; then
+      echo "the endpoint failed to start:" >&2; cat "$ep_dir/endpoint.log" >&2; ep_pid=; return 1
+    fi
+    sleep 0.1
+  done
+  PSREMOTE_URL=$(head -n 1 "$ep_dir/url")
+  [ -n "$PSREMOTE_URL" ] || { echo "the endpoint printed no URL" >&2; return 1; }
+  export PSREMOTE_URL
+}
+
+# --- the runs -----------------------------------------------------------------------------------
+total_pass=0
+total_fail=0
+summary=()
+want() { [ -z "${C_TEST_ONLY:-}" ] || [[ " $C_TEST_ONLY " == *" $1 "* ]]; }
+
+run() { # name, build, limit_s, command...
+  local name=$1 build=$2 limit=$3; shift 3
+  local log=$out/$name.log rc line p f
+  want "$name" || return 0
+  if [ "${build_ok[$build]}" != 1 ]; then
+    total_fail=$((total_fail + 1)); summary+=("$name: not built"); return
+  fi
+  if ! start_endpoint; then
+    total_fail=$((total_fail + 1)); summary+=("$name: no endpoint"); return
+  fi
+  echo "=== $name"
+  timeout --kill-after=10 "$limit" "$@" >"$log" 2>&1
+  rc=$?
+  stop_endpoint
+  line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -n 1)
+  grep -E '^  FAIL|^==[0-9]+==|runtime error:|ERROR: |SUMMARY: ' "$log" | head -n 60
+  if [ -n "$line" ]; then
+    p=${line%% passed*}; f=${line#*, }; f=${f%% failed}
+  else
+    p=0; f=0
+    tail -n 30 "$log"
+  fi
+  total_pass=$((total_pass + p))
+  total_fail=$((total_fail + f))
+  if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+    total_fail=$((total_fail + 1)) # crashed, timed out, or a sanitizer/valgrind error
+    line="${line:-no summary line}; exit status $rc"
+  fi
+  summary+=("$name: ${line:-no summary line} (exit $rc, log $log)")
+}
+
+run c-shared c-shared 300 "$out/test_api_shared"
+run c-static c-static 300 "$out/test_api_static"
+run c++ c++ 300 "$out/test_api_cxx"
+# LeakSanitizer runs at exit (detect_leaks=1) and fails the run on any leak; no suppressions are
+# needed: the library's runtime threads and caches stay reachable, which LSan does not report.
+ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:abort_on_error=0:detect_stack_use_after_return=1 \
+UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  run sanitizers sanitizers 600 "$out/test_api_sanitizers"
+if command -v valgrind >/dev/null; then
+  # Errors and definitely-lost bytes fail the run (exit 99); "possibly lost" and "still
+  # reachable" blocks belong to the library's runtime threads, alive at exit by design. No
+  # suppressions are needed.
+  run valgrind c-shared 1800 valgrind --quiet --error-exitcode=99 --leak-check=full \
+    --errors-for-leak-kinds=definite --show-leak-kinds=definite --num-callers=30 \
+    "$out/test_api_shared"
+else
+  want valgrind && { total_fail=$((total_fail + 1)); summary+=("valgrind: not installed"); }
+fi
+
+echo "=== summary"
+for s in "${summary[@]}"; do echo "$s"; done
+echo "$total_pass passed, $total_fail failed"
+[ "$total_fail" -eq 0 ]

@@ -1,0 +1,1829 @@
+/*
+ * Tests of psremote's C API (include/psremote.h) against the loopback endpoint.
+ *
+ * Plain C99 that also compiles as C++17; no test framework. The endpoint's URL comes from
+ * PSREMOTE_URL (bindings-c/tests/run.sh starts the endpoint with the account
+ * DOMAIN:user:Passw0rd!). The last line printed is "N passed, M failed"; the exit status is
+ * nonzero when a check failed.
+ *
+ * Set PSR_TEST_VERBOSE=1 to print every check and the library's log messages.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "psremote.h"
+
+/* ------------------------------------------------------------------------------------------ */
+/* Checks                                                                                      */
+/* ------------------------------------------------------------------------------------------ */
+
+static int g_passed;
+static int g_failed;
+static int g_verbose;
+static const char *g_test = "";
+
+static int check_at(int ok, const char *what, const char *file, int line) {
+    if (ok) {
+        g_passed++;
+        if (g_verbose) {
+            printf("  ok   [%s] %s\n", g_test, what);
+        }
+    } else {
+        g_failed++;
+        printf("  FAIL [%s] %s:%d: %s\n", g_test, file, line, what);
+    }
+    fflush(stdout);
+    return ok;
+}
+
+#define CHECK(cond) check_at((cond) ? 1 : 0, #cond, __FILE__, __LINE__)
+
+static void note_error(const char *context, psr_error *err) {
+    if (err != NULL) {
+        const char *msg = psr_error_message(err);
+        printf("       %s: %s (%s)\n", context, msg != NULL ? msg : "(no message)",
+               psr_result_name(psr_error_code(err)));
+    }
+}
+
+/* The call succeeded: OK and no error object. Frees a stray error object. */
+static int expect_ok_at(psr_result rc, psr_error **err, const char *what, const char *file, int line) {
+    char buf[512];
+    int ok = rc == PSR_RESULT_OK && *err == NULL;
+    snprintf(buf, sizeof buf, "%s == OK (got %s)", what, psr_result_name(rc));
+    check_at(ok, buf, file, line);
+    if (!ok) {
+        note_error(what, *err);
+    }
+    psr_error_free(*err);
+    *err = NULL;
+    return ok;
+}
+
+/* The call failed with `expected`, and the error object says the same with a message. */
+static int expect_fail_at(psr_result rc, psr_error **err, psr_result expected, const char *what, const char *file,
+                          int line) {
+    char buf[512];
+    int ok;
+    const char *msg;
+    snprintf(buf, sizeof buf, "%s == %s (got %s)", what, psr_result_name(expected), psr_result_name(rc));
+    ok = check_at(rc == expected, buf, file, line);
+    snprintf(buf, sizeof buf, "%s sets an error object with code %s and a message", what, psr_result_name(expected));
+    msg = psr_error_message(*err);
+    ok &= check_at(*err != NULL && psr_error_code(*err) == expected && msg != NULL && msg[0] != '\0', buf, file,
+                   line);
+    if (!ok) {
+        note_error(what, *err);
+    }
+    psr_error_free(*err);
+    *err = NULL;
+    return ok;
+}
+
+/* A call that should have failed wrote its out-param anyway: check, and free what it wrote. */
+#define CHECK_UNTOUCHED(ptr, type, free_fn)                                                                       \
+    do {                                                                                                       \
+        if (!CHECK((ptr) == (type *)SENTINEL)) {                                                               \
+            free_fn(ptr);                                                                                      \
+        }                                                                                                      \
+        (ptr) = (type *)SENTINEL;                                                                              \
+    } while (0)
+
+#define EXPECT_OK(call) expect_ok_at((call), &err, #call, __FILE__, __LINE__)
+#define EXPECT_FAIL(call, code) expect_fail_at((call), &err, (code), #call, __FILE__, __LINE__)
+
+static void begin(const char *name) {
+    g_test = name;
+    printf("test %s\n", name);
+    fflush(stdout);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Small helpers                                                                               */
+/* ------------------------------------------------------------------------------------------ */
+
+static const char *g_url;
+static const char *const USERNAME = "DOMAIN\\user";
+static const char *const PASSWORD = "Passw0rd!";
+static pthread_t g_main_thread;
+
+/* A pointer the library must leave alone when a call fails ("out-params written only on success"). */
+static char g_sentinel_storage;
+#define SENTINEL ((void *)&g_sentinel_storage)
+
+static uint64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void sleep_ms(unsigned ms) {
+    struct timespec ts;
+    ts.tv_sec = (time_t)(ms / 1000u);
+    ts.tv_nsec = (long)(ms % 1000u) * 1000000L;
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+static char *dup_str(const char *s) {
+    size_t n;
+    char *copy;
+    if (s == NULL) {
+        return NULL;
+    }
+    n = strlen(s) + 1;
+    copy = (char *)malloc(n);
+    if (copy != NULL) {
+        memcpy(copy, s, n);
+    }
+    return copy;
+}
+
+static int contains(const char *haystack, const char *needle) {
+    return haystack != NULL && strstr(haystack, needle) != NULL;
+}
+
+/* A copy of JSON text without the whitespace outside strings, for comparisons that do not
+ * depend on formatting. */
+static char *json_compact(const char *json) {
+    size_t i, o = 0;
+    int in_string = 0;
+    char *out;
+    if (json == NULL) {
+        return NULL;
+    }
+    out = (char *)malloc(strlen(json) + 1);
+    if (out == NULL) {
+        return NULL;
+    }
+    for (i = 0; json[i] != '\0'; i++) {
+        char c = json[i];
+        if (in_string) {
+            out[o++] = c;
+            if (c == '\\' && json[i + 1] != '\0') {
+                out[o++] = json[++i];
+            } else if (c == '"') {
+                in_string = 0;
+            }
+        } else if (c == '"') {
+            in_string = 1;
+            out[o++] = c;
+        } else if (c != ' ' && c != '\n' && c != '\r' && c != '\t') {
+            out[o++] = c;
+        }
+    }
+    out[o] = '\0';
+    return out;
+}
+
+/* JSON text contains `fragment` once both are compacted. */
+static int json_contains(const char *json, const char *fragment) {
+    char *a = json_compact(json);
+    char *b = json_compact(fragment);
+    int found = a != NULL && b != NULL && strstr(a, b) != NULL;
+    free(a);
+    free(b);
+    return found;
+}
+
+/* JSON text equals `expected` once both are compacted. */
+static int json_equals(const char *json, const char *expected) {
+    char *a = json_compact(json);
+    char *b = json_compact(expected);
+    int same = a != NULL && b != NULL && strcmp(a, b) == 0;
+    free(a);
+    free(b);
+    return same;
+}
+
+/* A strict JSON syntax check (RFC 8259), recursive descent. */
+static const char *json_ws(const char *p) {
+    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r') {
+        p++;
+    }
+    return p;
+}
+
+static const char *json_value(const char *p, int depth);
+
+static const char *json_string(const char *p) {
+    if (*p != '"') {
+        return NULL;
+    }
+    p++;
+    while (*p != '"') {
+        unsigned char c = (unsigned char)*p;
+        if (c == '\0' || c < 0x20) {
+            return NULL;
+        }
+        if (c == '\\') {
+            p++;
+            if (*p == 'u') {
+                int k;
+                for (k = 1; k <= 4; k++) {
+                    char h = p[k];
+                    if (!((h >= '0' && h <= '9') || (h >= 'a' && h <= 'f') || (h >= 'A' && h <= 'F'))) {
+                        return NULL;
+                    }
+                }
+                p += 5;
+                continue;
+            }
+            if (*p == '\0' || strchr("\"\\/bfnrt", *p) == NULL) {
+                return NULL;
+            }
+        }
+        p++;
+    }
+    return p + 1;
+}
+
+static const char *json_number(const char *p) {
+    if (*p == '-') {
+        p++;
+    }
+    if (*p == '0') {
+        p++;
+    } else if (*p >= '1' && *p <= '9') {
+        while (*p >= '0' && *p <= '9') {
+            p++;
+        }
+    } else {
+        return NULL;
+    }
+    if (*p == '.') {
+        p++;
+        if (!(*p >= '0' && *p <= '9')) {
+            return NULL;
+        }
+        while (*p >= '0' && *p <= '9') {
+            p++;
+        }
+    }
+    if (*p == 'e' || *p == 'E') {
+        p++;
+        if (*p == '+' || *p == '-') {
+            p++;
+        }
+        if (!(*p >= '0' && *p <= '9')) {
+            return NULL;
+        }
+        while (*p >= '0' && *p <= '9') {
+            p++;
+        }
+    }
+    return p;
+}
+
+static const char *json_value(const char *p, int depth) {
+    if (depth > 200) {
+        return NULL;
+    }
+    p = json_ws(p);
+    switch (*p) {
+    case '{':
+        p = json_ws(p + 1);
+        if (*p == '}') {
+            return p + 1;
+        }
+        for (;;) {
+            p = json_string(json_ws(p));
+            if (p == NULL) {
+                return NULL;
+            }
+            p = json_ws(p);
+            if (*p != ':') {
+                return NULL;
+            }
+            p = json_value(p + 1, depth + 1);
+            if (p == NULL) {
+                return NULL;
+            }
+            p = json_ws(p);
+            if (*p == '}') {
+                return p + 1;
+            }
+            if (*p != ',') {
+                return NULL;
+            }
+            p++;
+        }
+    case '[':
+        p = json_ws(p + 1);
+        if (*p == ']') {
+            return p + 1;
+        }
+        for (;;) {
+            p = json_value(p, depth + 1);
+            if (p == NULL) {
+                return NULL;
+            }
+            p = json_ws(p);
+            if (*p == ']') {
+                return p + 1;
+            }
+            if (*p != ',') {
+                return NULL;
+            }
+            p++;
+        }
+    case '"':
+        return json_string(p);
+    case 't':
+        return strncmp(p, "true", 4) == 0 ? p + 4 : NULL;
+    case 'f':
+        return strncmp(p, "false", 5) == 0 ? p + 5 : NULL;
+    case 'n':
+        return strncmp(p, "null", 4) == 0 ? p + 4 : NULL;
+    default:
+        return json_number(p);
+    }
+}
+
+static int json_valid(const char *text) {
+    const char *end;
+    if (text == NULL) {
+        return 0;
+    }
+    end = json_value(text, 0);
+    return end != NULL && *json_ws(end) == '\0';
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The endpoint's control state over a raw socket                                              */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Port of an http://127.0.0.1:PORT/... URL, or 0. */
+static int url_port(const char *url) {
+    const char *host = strstr(url, "://");
+    const char *colon;
+    if (host == NULL) {
+        return 0;
+    }
+    colon = strchr(host + 3, ':');
+    return colon != NULL ? atoi(colon + 1) : 0;
+}
+
+/* GET /_control/state; the body (malloc'd) or NULL. */
+static char *control_state(void) {
+    struct sockaddr_in addr;
+    const char *request = "GET /_control/state HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    size_t len = 0, cap = 4096;
+    char *buf, *body;
+    ssize_t n;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) {
+        return NULL;
+    }
+    memset(&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons((uint16_t)url_port(g_url));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0 ||
+        send(fd, request, strlen(request), 0) != (ssize_t)strlen(request)) {
+        close(fd);
+        return NULL;
+    }
+    buf = (char *)malloc(cap);
+    while (buf != NULL && (n = recv(fd, buf + len, cap - len - 1, 0)) > 0) {
+        len += (size_t)n;
+        if (cap - len < 1024) {
+            char *bigger = (char *)realloc(buf, cap * 2);
+            if (bigger == NULL) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = bigger;
+            cap *= 2;
+        }
+    }
+    close(fd);
+    if (buf == NULL) {
+        return NULL;
+    }
+    buf[len] = '\0';
+    body = strstr(buf, "\r\n\r\n");
+    if (strncmp(buf, "HTTP/1.1 200", 12) != 0 || body == NULL) {
+        free(buf);
+        return NULL;
+    }
+    body = dup_str(body + 4);
+    free(buf);
+    return body;
+}
+
+/* The integer member `key` of the control state, or -1. */
+static long state_value(const char *state, const char *key) {
+    char quoted[64];
+    const char *p;
+    snprintf(quoted, sizeof quoted, "\"%s\"", key);
+    p = state != NULL ? strstr(state, quoted) : NULL;
+    if (p == NULL) {
+        return -1;
+    }
+    p = json_ws(p + strlen(quoted));
+    if (*p != ':') {
+        return -1;
+    }
+    return strtol(p + 1, NULL, 10);
+}
+
+/* Polls the control state until `key` equals `want` (up to `limit_ms`); the last value seen. */
+static long wait_state(const char *key, long want, unsigned limit_ms) {
+    uint64_t deadline = now_ms() + limit_ms;
+    long value;
+    for (;;) {
+        char *state = control_state();
+        value = state_value(state, key);
+        free(state);
+        if (value == want || now_ms() >= deadline) {
+            return value;
+        }
+        sleep_ms(50);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Collecting callbacks                                                                        */
+/* ------------------------------------------------------------------------------------------ */
+
+#define MAX_ITEMS 16
+
+typedef struct collector {
+    int calls_off_thread; /* callbacks that ran on a thread other than the one in psr_pipeline_wait */
+    pthread_t waiter;
+    int outputs;
+    char *output_json[MAX_ITEMS];
+    char *output_clixml[MAX_ITEMS];
+    int records[6];            /* by psr_stream */
+    char *last_record[6];      /* by psr_stream */
+    int progress;
+    char *activity;
+    char *status;
+    int32_t percent;
+    int fail_output_at;        /* return nonzero from the n-th output (1-based); 0 = never */
+    int fail_records;          /* return nonzero from every record */
+    int fail_progress;         /* return nonzero from every progress record */
+} collector;
+
+static void collector_init(collector *c) {
+    memset(c, 0, sizeof *c);
+    c->waiter = pthread_self();
+}
+
+static void collector_clear(collector *c) {
+    int i;
+    for (i = 0; i < MAX_ITEMS; i++) {
+        free(c->output_json[i]);
+        free(c->output_clixml[i]);
+    }
+    for (i = 0; i < 6; i++) {
+        free(c->last_record[i]);
+    }
+    free(c->activity);
+    free(c->status);
+    memset(c, 0, sizeof *c);
+}
+
+static void collector_thread(collector *c) {
+    if (!pthread_equal(pthread_self(), c->waiter)) {
+        c->calls_off_thread++;
+    }
+}
+
+static int32_t on_output(void *userdata, const char *json, const char *clixml) {
+    collector *c = (collector *)userdata;
+    collector_thread(c);
+    if (c->outputs < MAX_ITEMS) {
+        c->output_json[c->outputs] = dup_str(json);
+        c->output_clixml[c->outputs] = dup_str(clixml);
+    }
+    c->outputs++;
+    return (c->fail_output_at != 0 && c->outputs >= c->fail_output_at) ? 1 : 0;
+}
+
+static int32_t on_record(void *userdata, psr_stream stream, const char *message) {
+    collector *c = (collector *)userdata;
+    int index = (int)stream;
+    collector_thread(c);
+    if (index < 1 || index > 5) {
+        index = 0; /* unknown streams are counted in slot 0 */
+    }
+    c->records[index]++;
+    free(c->last_record[index]);
+    c->last_record[index] = dup_str(message);
+    return c->fail_records ? 7 : 0;
+}
+
+static int32_t on_progress(void *userdata, const char *activity, const char *status, int32_t percent_complete) {
+    collector *c = (collector *)userdata;
+    collector_thread(c);
+    c->progress++;
+    free(c->activity);
+    free(c->status);
+    c->activity = dup_str(activity);
+    c->status = dup_str(status);
+    c->percent = percent_complete;
+    return c->fail_progress ? -1 : 0;
+}
+
+static psr_callbacks callbacks_for(collector *c) {
+    psr_callbacks cb;
+    memset(&cb, 0, sizeof cb);
+    cb.userdata = c;
+    cb.on_output = on_output;
+    cb.on_record = on_record;
+    cb.on_progress = on_progress;
+    return cb;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Host callbacks                                                                              */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef struct host_state {
+    pthread_mutex_t lock;
+    int read_line_calls;
+    int credential_calls;
+    int on_main_thread;
+    int fail;
+    char prompt[256];
+    char caption[256];
+    char message[256];
+    size_t read_buf_len;
+    size_t user_len;
+    size_t password_len;
+} host_state;
+
+static void copy_text(char *dst, size_t cap, const char *src) {
+    snprintf(dst, cap, "%s", src != NULL ? src : "(null)");
+}
+
+static int32_t host_read_line(void *userdata, const char *prompt, char *buf, size_t buf_len) {
+    host_state *h = (host_state *)userdata;
+    pthread_mutex_lock(&h->lock);
+    h->read_line_calls++;
+    if (pthread_equal(pthread_self(), g_main_thread)) {
+        h->on_main_thread++;
+    }
+    copy_text(h->prompt, sizeof h->prompt, prompt);
+    h->read_buf_len = buf_len;
+    pthread_mutex_unlock(&h->lock);
+    if (h->fail) {
+        return 5;
+    }
+    if (buf == NULL || buf_len == 0) {
+        return 1;
+    }
+    snprintf(buf, buf_len, "%s", "Alice from C");
+    return 0;
+}
+
+static int32_t host_credential(void *userdata, const char *caption, const char *message, char *user,
+                               size_t user_len, char *password, size_t password_len) {
+    host_state *h = (host_state *)userdata;
+    pthread_mutex_lock(&h->lock);
+    h->credential_calls++;
+    if (pthread_equal(pthread_self(), g_main_thread)) {
+        h->on_main_thread++;
+    }
+    copy_text(h->caption, sizeof h->caption, caption);
+    copy_text(h->message, sizeof h->message, message);
+    h->user_len = user_len;
+    h->password_len = password_len;
+    pthread_mutex_unlock(&h->lock);
+    if (h->fail) {
+        return 9;
+    }
+    if (user == NULL || password == NULL || user_len == 0 || password_len == 0) {
+        return 1;
+    }
+    snprintf(user, user_len, "%s", "CORP\\bob");
+    snprintf(password, password_len, "%s", "Sup3r-secret");
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Log callback                                                                                */
+/* ------------------------------------------------------------------------------------------ */
+
+static pthread_mutex_t g_log_lock = PTHREAD_MUTEX_INITIALIZER;
+static int g_log_count;
+static int g_log_min_level = 100;
+static int g_log_max_level;
+static int g_log_bad_args;
+static int g_log_connected;
+static int g_log_userdata_token;
+
+static void log_callback(void *userdata, int32_t level, const char *target, const char *message) {
+    pthread_mutex_lock(&g_log_lock);
+    g_log_count++;
+    if (level < g_log_min_level) {
+        g_log_min_level = level;
+    }
+    if (level > g_log_max_level) {
+        g_log_max_level = level;
+    }
+    if (userdata != (void *)&g_log_userdata_token || target == NULL || message == NULL) {
+        g_log_bad_args++;
+    } else if (strstr(message, "connected") != NULL) {
+        g_log_connected++;
+    }
+    if (g_verbose) {
+        fprintf(stderr, "    log %d %s: %s\n", (int)level, target != NULL ? target : "(null)",
+                message != NULL ? message : "(null)");
+    }
+    pthread_mutex_unlock(&g_log_lock);
+}
+
+static int log_count(void) {
+    int n;
+    pthread_mutex_lock(&g_log_lock);
+    n = g_log_count;
+    pthread_mutex_unlock(&g_log_lock);
+    return n;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Session helpers                                                                             */
+/* ------------------------------------------------------------------------------------------ */
+
+static psr_config *make_config(const char *password) {
+    psr_config *cfg = psr_config_new(g_url, USERNAME, password);
+    psr_error *err = NULL;
+    if (cfg != NULL) {
+        /* Generous, so that runs under valgrind do not trip it. */
+        EXPECT_OK(psr_config_set_operation_timeout_ms(cfg, 20000, &err));
+    }
+    return cfg;
+}
+
+static psr_client *connect_client(void) {
+    psr_config *cfg = make_config(PASSWORD);
+    psr_client *client = NULL;
+    psr_error *err = NULL;
+    if (!CHECK(cfg != NULL)) {
+        return NULL;
+    }
+    if (!EXPECT_OK(psr_client_connect(cfg, &client, &err))) {
+        client = NULL;
+    }
+    psr_config_free(cfg);
+    return client;
+}
+
+static psr_pool *open_pool(psr_client *client, const psr_host *host) {
+    psr_pool *pool = NULL;
+    psr_error *err = NULL;
+    if (client == NULL) {
+        return NULL;
+    }
+    if (!EXPECT_OK(psr_pool_open(client, NULL, host, &pool, &err))) {
+        return NULL;
+    }
+    return pool;
+}
+
+/* Runs a script to its end with callbacks into `col` (may be NULL); the invocation or NULL. */
+static psr_invocation *run_script(psr_pool *pool, const char *script, collector *col) {
+    psr_pipeline *pl = NULL;
+    psr_invocation *inv = NULL;
+    psr_error *err = NULL;
+    psr_callbacks cb;
+    if (pool == NULL) {
+        return NULL;
+    }
+    if (!expect_ok_at(psr_pool_start_script(pool, script, false, &pl, &err), &err, script, __FILE__, __LINE__)) {
+        return NULL;
+    }
+    if (col != NULL) {
+        cb = callbacks_for(col);
+    }
+    if (!expect_ok_at(psr_pipeline_wait(pl, col != NULL ? &cb : NULL, 0, &inv, &err), &err, script, __FILE__,
+                      __LINE__)) {
+        inv = NULL;
+    }
+    psr_pipeline_free(pl);
+    return inv;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Tests                                                                                       */
+/* ------------------------------------------------------------------------------------------ */
+
+static void test_version_and_names(void) {
+    unsigned r;
+    const char *v = psr_version();
+    begin("version_and_names");
+    CHECK(v != NULL && v[0] >= '0' && v[0] <= '9' && strchr(v, '.') != NULL);
+    CHECK(psr_version() == v);
+    for (r = 0; r <= 12; r++) {
+        const char *name = psr_result_name((psr_result)r);
+        CHECK(name != NULL && name[0] != '\0');
+    }
+    CHECK(strstr(psr_result_name(PSR_RESULT_OK), "OK") != NULL);
+    CHECK(strstr(psr_result_name(PSR_RESULT_CLOSED), "CLOSED") != NULL);
+    CHECK(strcmp(psr_result_name(PSR_RESULT_TIMEOUT), psr_result_name(PSR_RESULT_CALLBACK)) != 0);
+    CHECK(psr_result_name((psr_result)99) != NULL);
+    CHECK(psr_result_name((psr_result)0xFFFFFFFFu) != NULL);
+    /* The values are part of the ABI. */
+    CHECK(PSR_RESULT_OK == 0 && PSR_RESULT_NULL_ARGUMENT == 1 && PSR_RESULT_INVALID_ARGUMENT == 2 &&
+          PSR_RESULT_INVALID_CONFIG == 3 && PSR_RESULT_AUTHENTICATION == 4 && PSR_RESULT_CONNECT == 5 &&
+          PSR_RESULT_TRANSPORT == 6 && PSR_RESULT_FAULT == 7 && PSR_RESULT_PROTOCOL == 8 &&
+          PSR_RESULT_TIMEOUT == 9 && PSR_RESULT_CLOSED == 10 && PSR_RESULT_CALLBACK == 11 &&
+          PSR_RESULT_PANIC == 12);
+    CHECK(PSR_STREAM_ERROR == 1 && PSR_STREAM_WARNING == 2 && PSR_STREAM_VERBOSE == 3 && PSR_STREAM_DEBUG == 4 &&
+          PSR_STREAM_INFORMATION == 5);
+    CHECK(PSR_STATE_STOPPED == 3 && PSR_STATE_COMPLETED == 4 && PSR_STATE_FAILED == 5);
+    CHECK(sizeof(psr_result) == 4);
+}
+
+/* Every function with NULL where a pointer is expected, with and without an error out-param;
+ * every _free with NULL. */
+static void test_null_arguments(void) {
+    psr_error *err = NULL;
+    psr_config *cfg;
+    psr_client *client = (psr_client *)SENTINEL;
+    psr_pool *pool = (psr_pool *)SENTINEL;
+    psr_pipeline *pl = (psr_pipeline *)SENTINEL;
+    psr_invocation *inv = (psr_invocation *)SENTINEL;
+    psr_cmd_result *res = (psr_cmd_result *)SENTINEL;
+    size_t len = 77;
+    const char *const args[1] = {"x"};
+    begin("null_arguments");
+
+    /* error object accessors */
+    CHECK(psr_error_code(NULL) == PSR_RESULT_NULL_ARGUMENT);
+    CHECK(psr_error_message(NULL) == NULL);
+    CHECK(psr_error_fault_code(NULL) == 0);
+    CHECK(psr_error_record_id(NULL) == NULL);
+
+    /* config */
+    CHECK(psr_config_new(NULL, USERNAME, PASSWORD) == NULL);
+    CHECK(psr_config_new(g_url, NULL, PASSWORD) == NULL);
+    CHECK(psr_config_new(g_url, USERNAME, NULL) == NULL);
+    CHECK(psr_config_new(NULL, NULL, NULL) == NULL);
+    EXPECT_FAIL(psr_config_set_auth(NULL, "ntlm", &err), PSR_RESULT_NULL_ARGUMENT);
+    CHECK(psr_config_set_auth(NULL, "ntlm", NULL) == PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_config_set_operation_timeout_ms(NULL, 1000, &err), PSR_RESULT_NULL_ARGUMENT);
+    CHECK(psr_config_set_operation_timeout_ms(NULL, 1000, NULL) == PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_config_set_allow_unencrypted(NULL, true, &err), PSR_RESULT_NULL_ARGUMENT);
+    CHECK(psr_config_set_allow_unencrypted(NULL, false, NULL) == PSR_RESULT_NULL_ARGUMENT);
+    cfg = psr_config_new(g_url, USERNAME, PASSWORD);
+    CHECK(cfg != NULL);
+    EXPECT_FAIL(psr_config_set_auth(cfg, NULL, &err), PSR_RESULT_NULL_ARGUMENT);
+
+    /* client */
+    EXPECT_FAIL(psr_client_connect(NULL, &client, &err), PSR_RESULT_NULL_ARGUMENT);
+    CHECK_UNTOUCHED(client, psr_client, psr_client_free);
+    CHECK(psr_client_connect(NULL, &client, NULL) == PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_client_connect(cfg, NULL, &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_client_run_cmd(NULL, "echo", args, 1, NULL, 0, &res, &err), PSR_RESULT_NULL_ARGUMENT);
+    CHECK_UNTOUCHED(res, psr_cmd_result, psr_cmd_result_free);
+    CHECK(psr_client_run_cmd(NULL, "echo", NULL, 0, NULL, 0, &res, NULL) == PSR_RESULT_NULL_ARGUMENT);
+
+    /* cmd results */
+    CHECK(psr_cmd_result_stdout(NULL, &len) == NULL);
+    CHECK(psr_cmd_result_stderr(NULL, &len) == NULL);
+    (void)psr_cmd_result_exit_code(NULL);
+    (void)psr_cmd_result_stdout(NULL, NULL);
+    (void)psr_cmd_result_stderr(NULL, NULL);
+
+    /* pools */
+    EXPECT_FAIL(psr_pool_open(NULL, NULL, NULL, &pool, &err), PSR_RESULT_NULL_ARGUMENT);
+    CHECK_UNTOUCHED(pool, psr_pool, psr_pool_free);
+    CHECK(psr_pool_open(NULL, "Microsoft.PowerShell", NULL, &pool, NULL) == PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_pool_close(NULL, &err), PSR_RESULT_NULL_ARGUMENT);
+    CHECK(psr_pool_close(NULL, NULL) == PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_pool_start_script(NULL, "1+1", false, &pl, &err), PSR_RESULT_NULL_ARGUMENT);
+    CHECK_UNTOUCHED(pl, psr_pipeline, psr_pipeline_free);
+    EXPECT_FAIL(psr_pool_start_command(NULL, "Get-Date", NULL, false, &pl, &err), PSR_RESULT_NULL_ARGUMENT);
+    CHECK_UNTOUCHED(pl, psr_pipeline, psr_pipeline_free);
+
+    /* pipelines */
+    EXPECT_FAIL(psr_pipeline_send_input_json(NULL, "1", &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_pipeline_end_input(NULL, &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_pipeline_stop(NULL, &err), PSR_RESULT_NULL_ARGUMENT);
+    CHECK(psr_pipeline_stop(NULL, NULL) == PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_pipeline_wait(NULL, NULL, 0, &inv, &err), PSR_RESULT_NULL_ARGUMENT);
+    CHECK_UNTOUCHED(inv, psr_invocation, psr_invocation_free);
+    CHECK(psr_pipeline_wait(NULL, NULL, 10, &inv, NULL) == PSR_RESULT_NULL_ARGUMENT);
+
+    /* invocations */
+    (void)psr_invocation_state(NULL);
+    CHECK(!psr_invocation_had_errors(NULL));
+    CHECK(psr_invocation_output_count(NULL) == 0);
+    CHECK(psr_invocation_output_json(NULL, 0) == NULL);
+    CHECK(psr_invocation_output_clixml(NULL, 0) == NULL);
+    CHECK(psr_invocation_error_count(NULL) == 0);
+    CHECK(psr_invocation_error_message(NULL, 0) == NULL);
+    CHECK(psr_invocation_json(NULL) == NULL);
+
+    /* log callback: NULL turns it off (and must not crash) */
+    psr_set_log_callback(NULL, NULL, 5);
+    psr_set_log_callback(NULL, NULL, 0);
+
+    /* every _free takes NULL */
+    psr_error_free(NULL);
+    psr_config_free(NULL);
+    psr_client_free(NULL);
+    psr_cmd_result_free(NULL);
+    psr_pool_free(NULL);
+    psr_pipeline_free(NULL);
+    psr_invocation_free(NULL);
+    CHECK(1); /* reached: no free crashed */
+
+    psr_config_free(cfg);
+}
+
+/* NULL inner arguments on live handles. */
+static void test_null_arguments_live(psr_client *client, psr_pool *pool) {
+    psr_error *err = NULL;
+    psr_cmd_result *res = (psr_cmd_result *)SENTINEL;
+    psr_pool *p2 = (psr_pool *)SENTINEL;
+    psr_pipeline *pl = (psr_pipeline *)SENTINEL;
+    psr_invocation *inv = (psr_invocation *)SENTINEL;
+    psr_pipeline *live = NULL;
+    const char *const args_with_null[2] = {"a", NULL};
+    const char *const bad_utf8[1] = {"\xc3\x28"};
+    begin("null_arguments_live");
+    if (client == NULL || pool == NULL) {
+        CHECK(client != NULL && pool != NULL);
+        return;
+    }
+    EXPECT_FAIL(psr_client_run_cmd(client, NULL, NULL, 0, NULL, 0, &res, &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_client_run_cmd(client, "echo", NULL, 2, NULL, 0, &res, &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_client_run_cmd(client, "echo", args_with_null, 2, NULL, 0, &res, &err),
+                PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_client_run_cmd(client, "echo", bad_utf8, 1, NULL, 0, &res, &err), PSR_RESULT_INVALID_ARGUMENT);
+    EXPECT_FAIL(psr_client_run_cmd(client, "cat", NULL, 0, NULL, 5, &res, &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_client_run_cmd(client, "echo", NULL, 0, NULL, 0, NULL, &err), PSR_RESULT_NULL_ARGUMENT);
+    CHECK_UNTOUCHED(res, psr_cmd_result, psr_cmd_result_free);
+
+    EXPECT_FAIL(psr_pool_open(client, NULL, NULL, NULL, &err), PSR_RESULT_NULL_ARGUMENT);
+    CHECK_UNTOUCHED(p2, psr_pool, psr_pool_free);
+    EXPECT_FAIL(psr_pool_start_script(pool, NULL, false, &pl, &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_pool_start_script(pool, "'\xff'", false, &pl, &err), PSR_RESULT_INVALID_ARGUMENT);
+    EXPECT_FAIL(psr_pool_start_script(pool, "1+1", false, NULL, &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_pool_start_command(pool, NULL, NULL, false, &pl, &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_pool_start_command(pool, "Get-Date", NULL, false, NULL, &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_pool_start_command(pool, "Write-Output", "{not json", false, &pl, &err),
+                PSR_RESULT_INVALID_ARGUMENT);
+    EXPECT_FAIL(psr_pool_start_command(pool, "Write-Output", "[1, 2]", false, &pl, &err),
+                PSR_RESULT_INVALID_ARGUMENT);
+    CHECK_UNTOUCHED(pl, psr_pipeline, psr_pipeline_free);
+
+    if (EXPECT_OK(psr_pool_start_script(pool, "Measure-Input", true, &live, &err))) {
+        EXPECT_FAIL(psr_pipeline_send_input_json(live, NULL, &err), PSR_RESULT_NULL_ARGUMENT);
+        EXPECT_FAIL(psr_pipeline_send_input_json(live, "{oops", &err), PSR_RESULT_INVALID_ARGUMENT);
+        EXPECT_FAIL(psr_pipeline_wait(live, NULL, 0, NULL, &err), PSR_RESULT_NULL_ARGUMENT);
+        EXPECT_OK(psr_pipeline_end_input(live, &err));
+        if (EXPECT_OK(psr_pipeline_wait(live, NULL, 0, &inv, &err))) {
+            CHECK(psr_invocation_state(inv) == PSR_STATE_COMPLETED);
+            CHECK(psr_invocation_output_json(inv, 1) == NULL);
+            CHECK(psr_invocation_output_clixml(inv, 99) == NULL);
+            CHECK(psr_invocation_error_message(inv, 0) == NULL);
+            CHECK(psr_invocation_output_json(inv, (size_t)-1) == NULL);
+            psr_invocation_free(inv);
+        }
+        psr_pipeline_free(live);
+    }
+}
+
+static void test_bad_config(void) {
+    psr_error *err = NULL;
+    psr_config *cfg;
+    begin("bad_config");
+    CHECK(psr_config_new("not a url", USERNAME, PASSWORD) == NULL);
+    CHECK(psr_config_new("", USERNAME, PASSWORD) == NULL);
+    CHECK(psr_config_new("http://", USERNAME, PASSWORD) == NULL);
+    CHECK(psr_config_new(g_url, "\xff\xfe", PASSWORD) == NULL);
+    CHECK(psr_config_new(g_url, USERNAME, "bad\xc3\x28") == NULL);
+
+    cfg = psr_config_new(g_url, USERNAME, PASSWORD);
+    if (!CHECK(cfg != NULL)) {
+        return;
+    }
+    EXPECT_FAIL(psr_config_set_auth(cfg, "kerberos-please", &err), PSR_RESULT_INVALID_CONFIG);
+    CHECK(psr_config_set_auth(cfg, "", NULL) == PSR_RESULT_INVALID_CONFIG);
+    EXPECT_OK(psr_config_set_auth(cfg, "ntlm", &err));
+    EXPECT_OK(psr_config_set_auth(cfg, "negotiate", &err));
+    EXPECT_OK(psr_config_set_auth(cfg, "basic", &err));
+    EXPECT_OK(psr_config_set_allow_unencrypted(cfg, true, &err));
+    EXPECT_OK(psr_config_set_allow_unencrypted(cfg, false, &err));
+    EXPECT_OK(psr_config_set_operation_timeout_ms(cfg, 15000, &err));
+    EXPECT_FAIL(psr_config_set_operation_timeout_ms(cfg, 0, &err), PSR_RESULT_INVALID_CONFIG);
+    EXPECT_FAIL(psr_config_set_operation_timeout_ms(cfg, 999, &err), PSR_RESULT_INVALID_CONFIG);
+    psr_config_free(cfg);
+}
+
+static void test_connect_failures(void) {
+    psr_error *err = NULL;
+    psr_config *cfg;
+    psr_client *client = (psr_client *)SENTINEL;
+    psr_result rc;
+    char url[128];
+    struct sockaddr_in addr;
+    socklen_t alen = sizeof addr;
+    int fd;
+    begin("connect_failures");
+
+    /* wrong password */
+    cfg = make_config("not-the-password");
+    if (CHECK(cfg != NULL)) {
+        EXPECT_OK(psr_config_set_auth(cfg, "ntlm", &err));
+        EXPECT_FAIL(psr_client_connect(cfg, &client, &err), PSR_RESULT_AUTHENTICATION);
+        CHECK_UNTOUCHED(client, psr_client, psr_client_free);
+        psr_config_free(cfg);
+    }
+
+    /* nothing listening: a port that was free a moment ago */
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    memset(&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = 0;
+    if (!CHECK(fd >= 0 && bind(fd, (struct sockaddr *)&addr, sizeof addr) == 0 &&
+               getsockname(fd, (struct sockaddr *)&addr, &alen) == 0)) {
+        if (fd >= 0) {
+            close(fd);
+        }
+        return;
+    }
+    snprintf(url, sizeof url, "http://127.0.0.1:%u/wsman", (unsigned)ntohs(addr.sin_port));
+    close(fd);
+    cfg = psr_config_new(url, USERNAME, PASSWORD);
+    if (CHECK(cfg != NULL)) {
+        EXPECT_FAIL(psr_client_connect(cfg, &client, &err), PSR_RESULT_CONNECT);
+        CHECK_UNTOUCHED(client, psr_client, psr_client_free);
+        rc = psr_client_connect(cfg, &client, NULL); /* no error object wanted */
+        CHECK(rc == PSR_RESULT_CONNECT);
+        psr_config_free(cfg);
+    }
+}
+
+typedef struct bounded_cmd {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int done;
+    psr_client *client;
+    const char *exe;
+    const uint8_t *stdin_data;
+    psr_result rc;
+    int stdout_ok;
+} bounded_cmd;
+
+static void *bounded_cmd_thread(void *arg) {
+    bounded_cmd *b = (bounded_cmd *)arg;
+    psr_cmd_result *res = NULL;
+    psr_result rc = psr_client_run_cmd(b->client, b->exe, NULL, 0, b->stdin_data, 0, &res, NULL);
+    size_t len = 0;
+    const uint8_t *data = psr_cmd_result_stdout(res, &len);
+    int ok = rc == PSR_RESULT_OK && psr_cmd_result_exit_code(res) == 0 &&
+             (strcmp(b->exe, "cat") == 0 ? len == 0 : (data != NULL && len >= 1 && data[0] == '0'));
+    psr_cmd_result_free(res);
+    pthread_mutex_lock(&b->lock);
+    b->rc = rc;
+    b->stdout_ok = ok;
+    b->done = 1;
+    pthread_cond_signal(&b->cond);
+    pthread_mutex_unlock(&b->lock);
+    return NULL;
+}
+
+/* Runs `exe` with an empty stdin (`stdin_data` NULL or not, length 0) on a client of its own;
+ * true when it finished within `limit_ms` with exit code 0 and the expected stdout. On a hang
+ * the thread, its client and its state are abandoned (deliberately leaked). */
+static int bounded_empty_stdin(const char *exe, const uint8_t *stdin_data, unsigned limit_ms) {
+    bounded_cmd *b = (bounded_cmd *)calloc(1, sizeof *b);
+    pthread_t thread;
+    struct timespec deadline;
+    int done, ok;
+    if (b == NULL) {
+        return 0;
+    }
+    pthread_mutex_init(&b->lock, NULL);
+    pthread_cond_init(&b->cond, NULL);
+    b->client = connect_client();
+    b->exe = exe;
+    b->stdin_data = stdin_data;
+    if (b->client == NULL || pthread_create(&thread, NULL, bounded_cmd_thread, b) != 0) {
+        psr_client_free(b->client);
+        free(b);
+        return 0;
+    }
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += (time_t)(limit_ms / 1000u);
+    pthread_mutex_lock(&b->lock);
+    while (!b->done) {
+        if (pthread_cond_timedwait(&b->cond, &b->lock, &deadline) != 0) {
+            break;
+        }
+    }
+    done = b->done;
+    ok = done && b->stdout_ok;
+    pthread_mutex_unlock(&b->lock);
+    if (!done) {
+        printf("       psr_client_run_cmd(\"%s\") with an empty stdin did not finish within %u ms\n", exe, limit_ms);
+        pthread_detach(thread);
+        return 0;
+    }
+    pthread_join(thread, NULL);
+    psr_client_free(b->client);
+    pthread_mutex_destroy(&b->lock);
+    pthread_cond_destroy(&b->cond);
+    free(b);
+    return ok;
+}
+
+static void test_cmd(psr_client *client) {
+    psr_error *err = NULL;
+    psr_cmd_result *res = NULL;
+    const char *const echo_args[1] = {"hello"};
+    const char *const exit_args[1] = {"3"};
+    const uint8_t input[] = {'l', 'i', 'n', 'e', '1', '\n', 'b', 0, 'c', '\n'};
+    const uint8_t *data;
+    size_t len;
+    begin("cmd");
+    if (!CHECK(client != NULL)) {
+        return;
+    }
+    if (EXPECT_OK(psr_client_run_cmd(client, "echo", echo_args, 1, NULL, 0, &res, &err))) {
+        data = psr_cmd_result_stdout(res, &len);
+        CHECK(data != NULL && len == 6 && memcmp(data, "hello\n", 6) == 0);
+        data = psr_cmd_result_stderr(res, &len);
+        CHECK(len == 0);
+        CHECK(psr_cmd_result_exit_code(res) == 0);
+        psr_cmd_result_free(res);
+    }
+    res = NULL;
+    if (EXPECT_OK(psr_client_run_cmd(client, "exit", exit_args, 1, NULL, 0, &res, &err))) {
+        CHECK(psr_cmd_result_exit_code(res) == 3);
+        psr_cmd_result_free(res);
+    }
+    res = NULL;
+    if (EXPECT_OK(psr_client_run_cmd(client, "echo oops 1>&2", NULL, 0, NULL, 0, &res, &err))) {
+        data = psr_cmd_result_stderr(res, &len);
+        CHECK(data != NULL && len == 5 && memcmp(data, "oops\n", 5) == 0);
+        data = psr_cmd_result_stdout(res, &len);
+        CHECK(len == 0);
+        psr_cmd_result_free(res);
+    }
+    /* stdin, binary-safe (a NUL in the middle) */
+    res = NULL;
+    if (EXPECT_OK(psr_client_run_cmd(client, "cat", NULL, 0, input, sizeof input, &res, &err))) {
+        data = psr_cmd_result_stdout(res, &len);
+        CHECK(data != NULL && len == sizeof input && memcmp(data, input, sizeof input) == 0);
+        CHECK(psr_cmd_result_exit_code(res) == 0);
+        psr_cmd_result_free(res);
+    }
+    /* no stdin: stdin is closed all the same, so a command reading it ends (with a watchdog, so
+     * that a hang fails this check instead of the whole run) */
+    CHECK(bounded_empty_stdin("cat", NULL, 10000));
+    CHECK(bounded_empty_stdin("wc -c", input, 10000));
+}
+
+static void test_streams(psr_pool *pool) {
+    collector col;
+    psr_invocation *inv;
+    const char *json;
+    begin("streams");
+    collector_init(&col);
+    inv = run_script(pool,
+                     "Write-Output 'out1'; Write-Error 'err1'; Write-Warning 'warn1'; Write-Verbose 'verb1'; "
+                     "Write-Debug 'dbg1'; Write-Information 'info1'; "
+                     "Write-Progress -Activity 'act1' -Status 'stat1' -PercentComplete 42; Write-Output 'out2'",
+                     &col);
+    if (!CHECK(inv != NULL)) {
+        collector_clear(&col);
+        return;
+    }
+    /* callbacks, all on the thread that called psr_pipeline_wait */
+    CHECK(col.calls_off_thread == 0);
+    CHECK(col.outputs == 2);
+    CHECK(col.outputs >= 2 && json_equals(col.output_json[0], "\"out1\"") &&
+          json_equals(col.output_json[1], "\"out2\""));
+    CHECK(col.outputs >= 1 && contains(col.output_clixml[0], "<S>out1</S>"));
+    CHECK(col.records[PSR_STREAM_ERROR] == 1 && contains(col.last_record[PSR_STREAM_ERROR], "err1"));
+    CHECK(col.records[PSR_STREAM_WARNING] == 1 && contains(col.last_record[PSR_STREAM_WARNING], "warn1"));
+    CHECK(col.records[PSR_STREAM_VERBOSE] == 1 && contains(col.last_record[PSR_STREAM_VERBOSE], "verb1"));
+    CHECK(col.records[PSR_STREAM_DEBUG] == 1 && contains(col.last_record[PSR_STREAM_DEBUG], "dbg1"));
+    CHECK(col.records[PSR_STREAM_INFORMATION] == 1 && contains(col.last_record[PSR_STREAM_INFORMATION], "info1"));
+    CHECK(col.records[0] == 0);
+    CHECK(col.progress == 1 && contains(col.activity, "act1") && contains(col.status, "stat1") &&
+          col.percent == 42);
+
+    /* the invocation */
+    CHECK(psr_invocation_state(inv) == PSR_STATE_COMPLETED);
+    CHECK(psr_invocation_had_errors(inv));
+    CHECK(psr_invocation_output_count(inv) == 2);
+    CHECK(json_equals(psr_invocation_output_json(inv, 0), "\"out1\""));
+    CHECK(json_equals(psr_invocation_output_json(inv, 1), "\"out2\""));
+    CHECK(contains(psr_invocation_output_clixml(inv, 1), "out2"));
+    CHECK(psr_invocation_error_count(inv) == 1);
+    CHECK(contains(psr_invocation_error_message(inv, 0), "err1"));
+    json = psr_invocation_json(inv);
+    CHECK(json_valid(json));
+    CHECK(json_contains(json, "\"state\":\"Completed\""));
+    CHECK(json_contains(json, "\"had_errors\":true"));
+    CHECK(json_contains(json, "\"output\":[\"out1\",\"out2\"]"));
+    CHECK(json_contains(json, "\"errors\":[{"));
+    CHECK(json_contains(json, "\"message\":\"err1\""));
+    CHECK(json_contains(json, "\"id\":"));
+    CHECK(json_contains(json, "\"warnings\":[") && contains(json, "warn1"));
+    CHECK(json_contains(json, "\"verbose\":[") && contains(json, "verb1"));
+    CHECK(json_contains(json, "\"debug\":[") && contains(json, "dbg1"));
+    CHECK(json_contains(json, "\"information\":[") && contains(json, "info1"));
+    if (g_verbose) {
+        printf("    invocation json: %s\n", json != NULL ? json : "(null)");
+    }
+    CHECK(psr_invocation_json(inv) == json); /* owned by the invocation, stable */
+    psr_invocation_free(inv);
+    collector_clear(&col);
+
+    /* waiting without callbacks, and with every member NULL */
+    inv = run_script(pool, "Write-Warning 'w'; 2 * 3", NULL);
+    if (CHECK(inv != NULL)) {
+        CHECK(psr_invocation_state(inv) == PSR_STATE_COMPLETED && !psr_invocation_had_errors(inv));
+        CHECK(psr_invocation_output_count(inv) == 1 && json_equals(psr_invocation_output_json(inv, 0), "6"));
+        psr_invocation_free(inv);
+    }
+    {
+        psr_callbacks empty;
+        psr_pipeline *pl = NULL;
+        psr_error *err = NULL;
+        memset(&empty, 0, sizeof empty);
+        if (EXPECT_OK(psr_pool_start_script(pool, "Write-Error 'e'; Write-Progress -Activity a; 'x'", false, &pl,
+                                            &err))) {
+            inv = NULL;
+            if (EXPECT_OK(psr_pipeline_wait(pl, &empty, 0, &inv, &err))) {
+                CHECK(psr_invocation_output_count(inv) == 1 && psr_invocation_error_count(inv) == 1);
+                psr_invocation_free(inv);
+            }
+            psr_pipeline_free(pl);
+        }
+    }
+}
+
+static void test_output_values(psr_pool *pool) {
+    collector col;
+    psr_invocation *inv;
+    const char *json;
+    const char *clixml;
+    begin("output_values");
+    collector_init(&col);
+
+    inv = run_script(pool, "Write-Output 42; Write-Output 'hello'; New-TestObject -Count 1 -Properties 3 -Size 5",
+                     &col);
+    if (!CHECK(inv != NULL)) {
+        collector_clear(&col);
+        return;
+    }
+    CHECK(psr_invocation_output_count(inv) == 3);
+    CHECK(col.outputs == 3);
+    /* int */
+    CHECK(json_equals(psr_invocation_output_json(inv, 0), "42"));
+    CHECK(contains(psr_invocation_output_clixml(inv, 0), "<I32>42</I32>"));
+    /* string */
+    CHECK(json_equals(psr_invocation_output_json(inv, 1), "\"hello\""));
+    CHECK(contains(psr_invocation_output_clixml(inv, 1), "<S>hello</S>"));
+    /* object */
+    json = psr_invocation_output_json(inv, 2);
+    clixml = psr_invocation_output_clixml(inv, 2);
+    if (g_verbose) {
+        printf("    object json: %s\n    object clixml: %s\n", json != NULL ? json : "(null)",
+               clixml != NULL ? clixml : "(null)");
+    }
+    CHECK(json_valid(json));
+    CHECK(json != NULL && json_ws(json)[0] == '{');
+    CHECK(json_contains(json, "\"$types\":[\"System.Management.Automation.PSCustomObject\""));
+    CHECK(json_contains(json, "\"$toString\":\"@{Property1=abcde; Property2=abcde; Property3=abcde}\""));
+    CHECK(json_contains(json, "\"Property1\":\"abcde\""));
+    CHECK(json_contains(json, "\"Property2\":\"abcde\""));
+    CHECK(json_contains(json, "\"Property3\":\"abcde\""));
+    CHECK(contains(clixml, "<Obj") && contains(clixml, "Property3") && contains(clixml, "abcde"));
+    CHECK(contains(clixml, "System.Management.Automation.PSCustomObject"));
+    /* the callbacks saw the same values */
+    CHECK(col.outputs == 3 && json_equals(col.output_json[0], "42") && json_equals(col.output_json[2], json));
+    CHECK(col.outputs == 3 && col.output_clixml[2] != NULL && clixml != NULL &&
+          strcmp(col.output_clixml[2], clixml) == 0);
+    CHECK(json_valid(psr_invocation_json(inv)));
+    psr_invocation_free(inv);
+    collector_clear(&col);
+
+    /* more of the mapping: bool, null, double, list, a larger integer */
+    inv = run_script(pool, "Write-Output $true; Write-Output $null; 7 / 2; Write-Output 1,2 -NoEnumerate; 3000000000",
+                     NULL);
+    if (CHECK(inv != NULL)) {
+        size_t n = psr_invocation_output_count(inv);
+        CHECK(n == 5);
+        if (n == 5) {
+            CHECK(json_equals(psr_invocation_output_json(inv, 0), "true"));
+            CHECK(json_equals(psr_invocation_output_json(inv, 1), "null"));
+            CHECK(json_equals(psr_invocation_output_json(inv, 2), "3.5"));
+            CHECK(json_equals(psr_invocation_output_json(inv, 3), "[1,2]"));
+            CHECK(json_equals(psr_invocation_output_json(inv, 4), "3000000000"));
+        }
+        psr_invocation_free(inv);
+    }
+}
+
+static void test_start_command(psr_pool *pool) {
+    psr_error *err = NULL;
+    psr_pipeline *pl = NULL;
+    psr_invocation *inv = NULL;
+    begin("start_command");
+    if (!CHECK(pool != NULL)) {
+        return;
+    }
+    /* named parameter with a list value */
+    if (EXPECT_OK(psr_pool_start_command(pool, "Write-Output", "{\"InputObject\": [1, \"two\", 3.5]}", false, &pl,
+                                         &err))) {
+        if (EXPECT_OK(psr_pipeline_wait(pl, NULL, 0, &inv, &err))) {
+            CHECK(psr_invocation_output_count(inv) == 3);
+            CHECK(json_equals(psr_invocation_output_json(inv, 0), "1"));
+            CHECK(json_equals(psr_invocation_output_json(inv, 1), "\"two\""));
+            CHECK(json_equals(psr_invocation_output_json(inv, 2), "3.5"));
+            psr_invocation_free(inv);
+        }
+        psr_pipeline_free(pl);
+    }
+    /* a JSON null is a switch */
+    pl = NULL;
+    inv = NULL;
+    if (EXPECT_OK(psr_pool_start_command(pool, "Write-Output", "{\"InputObject\": [1, 2], \"NoEnumerate\": null}",
+                                         false, &pl, &err))) {
+        if (EXPECT_OK(psr_pipeline_wait(pl, NULL, 0, &inv, &err))) {
+            CHECK(psr_invocation_output_count(inv) == 1);
+            CHECK(json_equals(psr_invocation_output_json(inv, 0), "[1,2]"));
+            psr_invocation_free(inv);
+        }
+        psr_pipeline_free(pl);
+    }
+    /* positional arguments */
+    pl = NULL;
+    inv = NULL;
+    if (EXPECT_OK(psr_pool_start_command(pool, "Write-Output", "{\"\": [\"a\", \"b\"]}", false, &pl, &err))) {
+        if (EXPECT_OK(psr_pipeline_wait(pl, NULL, 0, &inv, &err))) {
+            CHECK(psr_invocation_output_count(inv) == 2);
+            CHECK(json_equals(psr_invocation_output_json(inv, 0), "\"a\""));
+            CHECK(json_equals(psr_invocation_output_json(inv, 1), "\"b\""));
+            psr_invocation_free(inv);
+        }
+        psr_pipeline_free(pl);
+    }
+    /* several named parameters */
+    pl = NULL;
+    inv = NULL;
+    if (EXPECT_OK(psr_pool_start_command(pool, "New-TestObject", "{\"Count\": 2, \"Properties\": 1, \"Size\": 3}",
+                                         false, &pl, &err))) {
+        if (EXPECT_OK(psr_pipeline_wait(pl, NULL, 0, &inv, &err))) {
+            CHECK(psr_invocation_output_count(inv) == 2);
+            CHECK(json_contains(psr_invocation_output_json(inv, 1), "\"Property1\":\"abc\""));
+            psr_invocation_free(inv);
+        }
+        psr_pipeline_free(pl);
+    }
+    /* no parameters, and an unknown command (a command, not a script: the pipeline fails) */
+    pl = NULL;
+    inv = NULL;
+    if (EXPECT_OK(psr_pool_start_command(pool, "Get-NoSuchThing", NULL, false, &pl, &err))) {
+        if (EXPECT_OK(psr_pipeline_wait(pl, NULL, 0, &inv, &err))) {
+            CHECK(psr_invocation_state(inv) == PSR_STATE_FAILED);
+            CHECK(psr_invocation_error_count(inv) >= 1 &&
+                  contains(psr_invocation_error_message(inv, 0), "Get-NoSuchThing"));
+            CHECK(json_contains(psr_invocation_json(inv), "\"id\":\"CommandNotFoundException\""));
+            psr_invocation_free(inv);
+        }
+        psr_pipeline_free(pl);
+    }
+}
+
+static void test_pipeline_input(psr_pool *pool) {
+    psr_error *err = NULL;
+    psr_pipeline *pl = NULL;
+    psr_invocation *inv = NULL;
+    begin("pipeline_input");
+    if (!CHECK(pool != NULL)) {
+        return;
+    }
+    if (EXPECT_OK(psr_pool_start_command(pool, "Measure-Input", NULL, true, &pl, &err))) {
+        EXPECT_OK(psr_pipeline_send_input_json(pl, "1", &err));
+        EXPECT_OK(psr_pipeline_send_input_json(pl, "\"two\"", &err));
+        EXPECT_OK(psr_pipeline_send_input_json(pl, "{\"a\": [1, 2, {\"b\": null}], \"c\": true}", &err));
+        EXPECT_OK(psr_pipeline_end_input(pl, &err));
+        if (EXPECT_OK(psr_pipeline_wait(pl, NULL, 0, &inv, &err))) {
+            CHECK(psr_invocation_state(inv) == PSR_STATE_COMPLETED);
+            CHECK(psr_invocation_output_count(inv) == 1);
+            CHECK(json_contains(psr_invocation_output_json(inv, 0), "\"Count\":3"));
+            psr_invocation_free(inv);
+        }
+        psr_pipeline_free(pl);
+    }
+    /* a script with input: echoed back by Write-Output */
+    pl = NULL;
+    inv = NULL;
+    if (EXPECT_OK(psr_pool_start_script(pool, "Write-Output", true, &pl, &err))) {
+        EXPECT_OK(psr_pipeline_send_input_json(pl, "\"x\"", &err));
+        EXPECT_OK(psr_pipeline_send_input_json(pl, "17", &err));
+        EXPECT_OK(psr_pipeline_end_input(pl, &err));
+        if (EXPECT_OK(psr_pipeline_wait(pl, NULL, 0, &inv, &err))) {
+            CHECK(psr_invocation_output_count(inv) == 2);
+            CHECK(json_equals(psr_invocation_output_json(inv, 0), "\"x\""));
+            CHECK(json_equals(psr_invocation_output_json(inv, 1), "17"));
+            psr_invocation_free(inv);
+        }
+        psr_pipeline_free(pl);
+    }
+    /* no input at all */
+    pl = NULL;
+    inv = NULL;
+    if (EXPECT_OK(psr_pool_start_command(pool, "Measure-Input", NULL, true, &pl, &err))) {
+        EXPECT_OK(psr_pipeline_end_input(pl, &err));
+        if (EXPECT_OK(psr_pipeline_wait(pl, NULL, 0, &inv, &err))) {
+            CHECK(json_contains(psr_invocation_output_json(inv, 0), "\"Count\":0"));
+            psr_invocation_free(inv);
+        }
+        psr_pipeline_free(pl);
+    }
+}
+
+static void test_failure(psr_pool *pool) {
+    psr_invocation *inv;
+    begin("failure");
+    inv = run_script(pool, "Write-Output 'before'; Invoke-Failure 'boom-from-c'; Write-Output 'after'", NULL);
+    if (!CHECK(inv != NULL)) {
+        return;
+    }
+    CHECK(psr_invocation_state(inv) == PSR_STATE_FAILED);
+    CHECK(psr_invocation_had_errors(inv));
+    CHECK(psr_invocation_output_count(inv) == 1 && json_equals(psr_invocation_output_json(inv, 0), "\"before\""));
+    CHECK(psr_invocation_error_count(inv) >= 1 && contains(psr_invocation_error_message(inv, 0), "boom-from-c"));
+    CHECK(json_contains(psr_invocation_json(inv), "\"state\":\"Failed\""));
+    CHECK(json_contains(psr_invocation_json(inv), "\"id\":\"boom-from-c\""));
+    psr_invocation_free(inv);
+}
+
+static void test_callback_error(psr_pool *pool) {
+    collector col;
+    psr_callbacks cb;
+    psr_error *err = NULL;
+    psr_pipeline *pl = NULL;
+    psr_invocation *inv = (psr_invocation *)SENTINEL;
+    begin("callback_error");
+    if (!CHECK(pool != NULL)) {
+        return;
+    }
+    /* output callback fails at the first object; the pipeline would otherwise never end */
+    collector_init(&col);
+    col.fail_output_at = 1;
+    cb = callbacks_for(&col);
+    if (EXPECT_OK(psr_pool_start_script(pool, "Write-Output 1; Write-Output 2; Invoke-Stall", false, &pl, &err))) {
+        EXPECT_FAIL(psr_pipeline_wait(pl, &cb, 0, &inv, &err), PSR_RESULT_CALLBACK);
+        CHECK_UNTOUCHED(inv, psr_invocation, psr_invocation_free);
+        CHECK(col.outputs == 1);
+        /* the pipeline was stopped on the server */
+        CHECK(wait_state("pipelines_running", 0, 10000) == 0);
+        psr_pipeline_free(pl);
+    }
+    collector_clear(&col);
+
+    /* record callback fails */
+    collector_init(&col);
+    col.fail_records = 1;
+    cb = callbacks_for(&col);
+    pl = NULL;
+    if (EXPECT_OK(psr_pool_start_script(pool, "Write-Warning 'w'; Invoke-Stall", false, &pl, &err))) {
+        EXPECT_FAIL(psr_pipeline_wait(pl, &cb, 0, &inv, &err), PSR_RESULT_CALLBACK);
+        CHECK_UNTOUCHED(inv, psr_invocation, psr_invocation_free);
+        CHECK(col.records[PSR_STREAM_WARNING] == 1);
+        CHECK(wait_state("pipelines_running", 0, 10000) == 0);
+        psr_pipeline_free(pl);
+    }
+    collector_clear(&col);
+
+    /* progress callback fails */
+    collector_init(&col);
+    col.fail_progress = 1;
+    cb = callbacks_for(&col);
+    pl = NULL;
+    if (EXPECT_OK(psr_pool_start_script(pool, "Write-Progress -Activity 'a' -Status 's'; Invoke-Stall", false, &pl,
+                                        &err))) {
+        EXPECT_FAIL(psr_pipeline_wait(pl, &cb, 0, &inv, &err), PSR_RESULT_CALLBACK);
+        CHECK_UNTOUCHED(inv, psr_invocation, psr_invocation_free);
+        CHECK(col.progress == 1);
+        CHECK(wait_state("pipelines_running", 0, 10000) == 0);
+        psr_pipeline_free(pl);
+    }
+    collector_clear(&col);
+}
+
+typedef struct stopper {
+    psr_pipeline *pl;
+    unsigned delay_ms;
+    psr_result rc;
+    int on_main_thread;
+} stopper;
+
+static void *stop_thread(void *arg) {
+    stopper *s = (stopper *)arg;
+    psr_error *err = NULL;
+    sleep_ms(s->delay_ms);
+    s->on_main_thread = pthread_equal(pthread_self(), g_main_thread) ? 1 : 0;
+    s->rc = psr_pipeline_stop(s->pl, &err);
+    if (s->rc != PSR_RESULT_OK) {
+        note_error("psr_pipeline_stop from a second thread", err);
+    }
+    psr_error_free(err);
+    return NULL;
+}
+
+static void test_stop_from_thread(psr_pool *pool) {
+    psr_error *err = NULL;
+    psr_pipeline *pl = NULL;
+    psr_invocation *inv = NULL;
+    collector col;
+    psr_callbacks cb;
+    stopper s;
+    pthread_t thread;
+    uint64_t started;
+    begin("stop_from_thread");
+    if (!CHECK(pool != NULL)) {
+        return;
+    }
+    collector_init(&col);
+    cb = callbacks_for(&col);
+    if (!EXPECT_OK(psr_pool_start_script(pool, "Write-Output 'started'; Invoke-Stall", false, &pl, &err))) {
+        return;
+    }
+    memset(&s, 0, sizeof s);
+    s.pl = pl;
+    s.delay_ms = 500;
+    s.rc = PSR_RESULT_PANIC;
+    started = now_ms();
+    if (!CHECK(pthread_create(&thread, NULL, stop_thread, &s) == 0)) {
+        psr_pipeline_free(pl);
+        return;
+    }
+    if (EXPECT_OK(psr_pipeline_wait(pl, &cb, 0, &inv, &err))) {
+        CHECK(psr_invocation_state(inv) == PSR_STATE_STOPPED);
+        CHECK(json_contains(psr_invocation_json(inv), "\"state\":\"Stopped\""));
+        psr_invocation_free(inv);
+    }
+    CHECK(now_ms() - started >= 400);
+    pthread_join(thread, NULL);
+    CHECK(s.rc == PSR_RESULT_OK);
+    CHECK(!s.on_main_thread);
+    CHECK(col.outputs == 1 && col.calls_off_thread == 0);
+    /* stopping a finished pipeline is harmless */
+    CHECK(psr_pipeline_stop(pl, NULL) == PSR_RESULT_OK);
+    psr_pipeline_free(pl);
+    collector_clear(&col);
+    CHECK(wait_state("pipelines_running", 0, 10000) == 0);
+}
+
+static void test_wait_timeout(psr_pool *pool) {
+    psr_error *err = NULL;
+    psr_pipeline *pl = NULL;
+    psr_invocation *inv = (psr_invocation *)SENTINEL;
+    uint64_t started, elapsed;
+    begin("wait_timeout");
+    if (!CHECK(pool != NULL)) {
+        return;
+    }
+    if (!EXPECT_OK(psr_pool_start_script(pool, "Invoke-Stall", false, &pl, &err))) {
+        return;
+    }
+    started = now_ms();
+    EXPECT_FAIL(psr_pipeline_wait(pl, NULL, 300, &inv, &err), PSR_RESULT_TIMEOUT);
+    elapsed = now_ms() - started;
+    CHECK(elapsed >= 250 && elapsed < 15000);
+    CHECK_UNTOUCHED(inv, psr_invocation, psr_invocation_free);
+    /* still running: wait again, time out again */
+    EXPECT_FAIL(psr_pipeline_wait(pl, NULL, 100, &inv, &err), PSR_RESULT_TIMEOUT);
+    CHECK(wait_state("pipelines_running", 1, 2000) == 1);
+    EXPECT_OK(psr_pipeline_stop(pl, &err));
+    inv = NULL;
+    if (EXPECT_OK(psr_pipeline_wait(pl, NULL, 0, &inv, &err))) {
+        CHECK(psr_invocation_state(inv) == PSR_STATE_STOPPED);
+        psr_invocation_free(inv);
+    }
+    psr_pipeline_free(pl);
+
+    /* a pipeline that ends within its timeout */
+    pl = NULL;
+    inv = NULL;
+    if (EXPECT_OK(psr_pool_start_script(pool, "Start-Sleep -Milliseconds 100; 'done'", false, &pl, &err))) {
+        if (EXPECT_OK(psr_pipeline_wait(pl, NULL, 60000, &inv, &err))) {
+            CHECK(psr_invocation_state(inv) == PSR_STATE_COMPLETED);
+            CHECK(json_equals(psr_invocation_output_json(inv, 0), "\"done\""));
+            psr_invocation_free(inv);
+        }
+        psr_pipeline_free(pl);
+    }
+
+    /* freeing a running pipeline stops it */
+    pl = NULL;
+    if (EXPECT_OK(psr_pool_start_script(pool, "Invoke-Stall", false, &pl, &err))) {
+        CHECK(wait_state("pipelines_running", 1, 5000) == 1);
+        psr_pipeline_free(pl);
+        CHECK(wait_state("pipelines_running", 0, 10000) == 0);
+    }
+}
+
+static void test_host(psr_client *client) {
+    host_state hs;
+    psr_host host;
+    psr_pool *pool;
+    psr_invocation *inv;
+    const char *json;
+    begin("host");
+    if (!CHECK(client != NULL)) {
+        return;
+    }
+    memset(&hs, 0, sizeof hs);
+    pthread_mutex_init(&hs.lock, NULL);
+    memset(&host, 0, sizeof host);
+    host.userdata = &hs;
+    host.read_line = host_read_line;
+    host.prompt_for_credential = host_credential;
+    pool = open_pool(client, &host);
+    memset(&host, 0, sizeof host); /* psr_pool_open copied it */
+    if (pool == NULL) {
+        pthread_mutex_destroy(&hs.lock);
+        return;
+    }
+
+    /* Read-Host */
+    inv = run_script(pool, "Read-Host 'Your name'", NULL);
+    if (CHECK(inv != NULL)) {
+        CHECK(psr_invocation_state(inv) == PSR_STATE_COMPLETED && !psr_invocation_had_errors(inv));
+        CHECK(json_equals(psr_invocation_output_json(inv, 0), "\"Alice from C\""));
+        psr_invocation_free(inv);
+    }
+    CHECK(hs.read_line_calls == 1);
+    CHECK(hs.read_buf_len > 0);
+    CHECK(hs.on_main_thread == 0);
+
+    /* Get-Credential */
+    inv = run_script(pool, "Get-Credential", NULL);
+    if (CHECK(inv != NULL)) {
+        CHECK(psr_invocation_state(inv) == PSR_STATE_COMPLETED && !psr_invocation_had_errors(inv));
+        CHECK(psr_invocation_output_count(inv) == 1);
+        json = psr_invocation_output_json(inv, 0);
+        if (g_verbose) {
+            printf("    credential json: %s\n", json != NULL ? json : "(null)");
+        }
+        CHECK(json_valid(json));
+        CHECK(json_contains(json, "\"UserName\":\"CORP\\\\bob\""));
+        CHECK(json_contains(json, "{\"$secure\":true}"));
+        CHECK(!contains(json, "Sup3r-secret"));
+        CHECK(!contains(psr_invocation_json(inv), "Sup3r-secret"));
+        psr_invocation_free(inv);
+    }
+    CHECK(hs.credential_calls == 1);
+    CHECK(strcmp(hs.caption, "Windows PowerShell credential request") == 0);
+    CHECK(strcmp(hs.message, "Enter your credentials.") == 0);
+    CHECK(hs.user_len > 0 && hs.password_len > 0);
+    CHECK(hs.on_main_thread == 0);
+
+    /* host callbacks that fail: an error record, no output */
+    hs.fail = 1;
+    inv = run_script(pool, "Read-Host 'again'; Get-Credential; 'end'", NULL);
+    if (CHECK(inv != NULL)) {
+        CHECK(psr_invocation_had_errors(inv));
+        CHECK(psr_invocation_error_count(inv) == 2);
+        CHECK(psr_invocation_output_count(inv) == 1 && json_equals(psr_invocation_output_json(inv, 0), "\"end\""));
+        psr_invocation_free(inv);
+    }
+    CHECK(hs.read_line_calls == 2 && hs.credential_calls == 2);
+    CHECK(hs.on_main_thread == 0);
+    psr_pool_free(pool);
+    pthread_mutex_destroy(&hs.lock);
+
+    /* a pool without a host: Read-Host fails with HostFunctionNotImplemented */
+    pool = open_pool(client, NULL);
+    inv = run_script(pool, "Read-Host 'nobody'", NULL);
+    if (CHECK(inv != NULL)) {
+        CHECK(psr_invocation_had_errors(inv) && psr_invocation_output_count(inv) == 0);
+        CHECK(json_contains(psr_invocation_json(inv), "HostFunctionNotImplemented"));
+        psr_invocation_free(inv);
+    }
+    psr_pool_free(pool);
+
+    /* a host with NULL members behaves like no host for those calls */
+    {
+        psr_host partial;
+        memset(&partial, 0, sizeof partial);
+        pool = open_pool(client, &partial);
+        inv = run_script(pool, "Read-Host 'partial'; 'after'", NULL);
+        if (CHECK(inv != NULL)) {
+            CHECK(psr_invocation_had_errors(inv));
+            CHECK(json_equals(psr_invocation_output_json(inv, psr_invocation_output_count(inv) - 1), "\"after\""));
+            psr_invocation_free(inv);
+        }
+        psr_pool_free(pool);
+    }
+}
+
+static void test_pool_fault(psr_client *client) {
+    psr_error *err = NULL;
+    psr_pool *pool = (psr_pool *)SENTINEL;
+    psr_result rc;
+    begin("pool_fault");
+    if (!CHECK(client != NULL)) {
+        return;
+    }
+    rc = psr_pool_open(client, "No.Such.Configuration", NULL, &pool, &err);
+    CHECK(rc == PSR_RESULT_FAULT);
+    CHECK_UNTOUCHED(pool, psr_pool, psr_pool_free);
+    CHECK(err != NULL && psr_error_code(err) == PSR_RESULT_FAULT);
+    CHECK(psr_error_fault_code(err) == 2150858752u);
+    CHECK(psr_error_record_id(err) == NULL);
+    note_error(g_verbose ? "pool fault (expected)" : "", g_verbose ? err : NULL);
+    psr_error_free(err);
+}
+
+static void test_use_after_close(psr_client *client) {
+    psr_error *err = NULL;
+    psr_pool *pool;
+    psr_pipeline *done = NULL;
+    psr_pipeline *running = NULL;
+    psr_pipeline *pl = (psr_pipeline *)SENTINEL;
+    psr_invocation *inv = (psr_invocation *)SENTINEL;
+    psr_invocation *first = NULL;
+    long pools_before;
+    begin("use_after_close");
+    /* main's pool stays open; pools freed by earlier tests may still be going away */
+    pools_before = wait_state("pools", 1, 10000);
+    pool = open_pool(client, NULL);
+    if (pool == NULL) {
+        return;
+    }
+    if (EXPECT_OK(psr_pool_start_script(pool, "'one'", false, &done, &err))) {
+        EXPECT_OK(psr_pipeline_wait(done, NULL, 0, &first, &err));
+    }
+    EXPECT_OK(psr_pool_start_script(pool, "Invoke-Stall", true, &running, &err));
+    CHECK(wait_state("pools", pools_before + 1, 2000) == pools_before + 1);
+    CHECK(wait_state("pipelines_running", 1, 2000) == 1);
+
+    EXPECT_OK(psr_pool_close(pool, &err));
+    /* the pool's resources are gone on the server */
+    CHECK(wait_state("pools", pools_before, 10000) == pools_before);
+    CHECK(wait_state("pipelines_running", 0, 10000) == 0);
+
+    EXPECT_FAIL(psr_pool_start_script(pool, "'two'", false, &pl, &err), PSR_RESULT_CLOSED);
+    CHECK_UNTOUCHED(pl, psr_pipeline, psr_pipeline_free);
+    EXPECT_FAIL(psr_pool_start_command(pool, "Get-Date", NULL, false, &pl, &err), PSR_RESULT_CLOSED);
+    CHECK_UNTOUCHED(pl, psr_pipeline, psr_pipeline_free);
+    EXPECT_FAIL(psr_pool_close(pool, &err), PSR_RESULT_CLOSED);
+    if (running != NULL) {
+        EXPECT_FAIL(psr_pipeline_send_input_json(running, "1", &err), PSR_RESULT_CLOSED);
+        EXPECT_FAIL(psr_pipeline_end_input(running, &err), PSR_RESULT_CLOSED);
+        EXPECT_FAIL(psr_pipeline_stop(running, &err), PSR_RESULT_CLOSED);
+        EXPECT_FAIL(psr_pipeline_wait(running, NULL, 0, &inv, &err), PSR_RESULT_CLOSED);
+        CHECK_UNTOUCHED(inv, psr_invocation, psr_invocation_free);
+    }
+    if (done != NULL) {
+        EXPECT_FAIL(psr_pipeline_wait(done, NULL, 0, &inv, &err), PSR_RESULT_CLOSED);
+        EXPECT_FAIL(psr_pipeline_stop(done, &err), PSR_RESULT_CLOSED);
+        CHECK_UNTOUCHED(inv, psr_invocation, psr_invocation_free);
+    }
+    /* the invocation outlives its pool */
+    if (CHECK(first != NULL)) {
+        CHECK(json_equals(psr_invocation_output_json(first, 0), "\"one\""));
+    }
+    /* free in the "wrong" order: the pool before its pipelines */
+    psr_pool_free(pool);
+    psr_pipeline_free(running);
+    psr_pipeline_free(done);
+    psr_invocation_free(first);
+
+    /* a pool freed without close: the server's pool goes away too */
+    pool = open_pool(client, NULL);
+    if (pool != NULL) {
+        CHECK(wait_state("pools", pools_before + 1, 2000) == pools_before + 1);
+        psr_pool_free(pool);
+        CHECK(wait_state("pools", pools_before, 10000) == pools_before);
+    }
+}
+
+static void test_two_pools_one_client(psr_client *client) {
+    psr_pool *a = open_pool(client, NULL);
+    psr_pool *b = open_pool(client, NULL);
+    psr_invocation *ia, *ib;
+    begin("two_pools_one_client");
+    ia = run_script(a, "'from a'", NULL);
+    ib = run_script(b, "'from b'", NULL);
+    CHECK(ia != NULL && json_equals(psr_invocation_output_json(ia, 0), "\"from a\""));
+    CHECK(ib != NULL && json_equals(psr_invocation_output_json(ib, 0), "\"from b\""));
+    psr_invocation_free(ia);
+    psr_invocation_free(ib);
+    psr_pool_free(a);
+    psr_pool_free(b);
+}
+
+static void test_log_off(void) {
+    int before;
+    psr_client *client;
+    begin("log_off");
+    psr_set_log_callback(log_callback, &g_log_userdata_token, 0); /* max_level 0: off */
+    before = log_count();
+    client = connect_client();
+    psr_client_free(client);
+    CHECK(log_count() == before);
+    psr_set_log_callback(NULL, &g_log_userdata_token, 5); /* NULL: off */
+    client = connect_client();
+    psr_client_free(client);
+    CHECK(log_count() == before);
+}
+
+static void test_final_state(void) {
+    char *state;
+    begin("final_state");
+    CHECK(wait_state("pools", 0, 10000) == 0);
+    CHECK(wait_state("pipelines", 0, 10000) == 0);
+    CHECK(wait_state("shells", 0, 10000) == 0);
+    CHECK(wait_state("commands", 0, 10000) == 0);
+    state = control_state();
+    if (g_verbose || state == NULL || state_value(state, "shells") != 0) {
+        printf("    control state: %s\n", state != NULL ? state : "(unavailable)");
+    }
+    free(state);
+}
+
+int main(void) {
+    psr_client *client;
+    psr_pool *pool;
+    const char *verbose = getenv("PSR_TEST_VERBOSE");
+    g_verbose = verbose != NULL && verbose[0] != '\0' && strcmp(verbose, "0") != 0;
+    g_main_thread = pthread_self();
+    g_url = getenv("PSREMOTE_URL");
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    printf("psremote %s, endpoint %s\n", psr_version(), g_url != NULL ? g_url : "(unset)");
+    if (g_url == NULL || g_url[0] == '\0') {
+        printf("PSREMOTE_URL is not set\n0 passed, 1 failed\n");
+        return 1;
+    }
+
+    test_version_and_names();
+    test_null_arguments();
+    test_bad_config();
+
+    /* logging at info and more severe */
+    psr_set_log_callback(log_callback, &g_log_userdata_token, 3);
+
+    test_connect_failures();
+    client = connect_client();
+    pool = open_pool(client, NULL);
+
+    begin("log_callback");
+    pthread_mutex_lock(&g_log_lock);
+    CHECK(g_log_count > 0);
+    CHECK(g_log_connected > 0);
+    CHECK(g_log_count == 0 || (g_log_min_level >= 1 && g_log_max_level <= 3));
+    CHECK(g_log_bad_args == 0);
+    pthread_mutex_unlock(&g_log_lock);
+
+    test_null_arguments_live(client, pool);
+    test_cmd(client);
+    test_streams(pool);
+    test_output_values(pool);
+    test_start_command(pool);
+    test_pipeline_input(pool);
+    test_failure(pool);
+    test_callback_error(pool);
+    test_stop_from_thread(pool);
+    test_wait_timeout(pool);
+    test_host(client);
+    test_pool_fault(client);
+    test_use_after_close(client);
+    test_two_pools_one_client(client);
+
+    if (pool != NULL) {
+        psr_error *err = NULL;
+        begin("close");
+        EXPECT_OK(psr_pool_close(pool, &err));
+        psr_pool_free(pool);
+    }
+    psr_client_free(client);
+
+    test_log_off();
+    test_final_state();
+    psr_set_log_callback(NULL, NULL, 0);
+
+    printf("%d passed, %d failed\n", g_passed, g_failed);
+    return g_failed == 0 ? 0 : 1;
+}
