@@ -254,9 +254,6 @@ const char *psr_error_message(const struct psr_error *e);
 // The WS-Management fault code of a `PSR_RESULT_FAULT` error; 0 when there is none or `e` is NULL.
 uint32_t psr_error_fault_code(const struct psr_error *e);
 
-// The FullyQualifiedErrorId of the ErrorRecord behind the error, if any (owned by `e`); else NULL.
-const char *psr_error_record_id(const struct psr_error *e);
-
 // Frees an error (its strings go with it). NULL is allowed. Threading: any thread.
 void psr_error_free(struct psr_error *e);
 
@@ -355,6 +352,11 @@ size_t psr_invocation_error_count(const struct psr_invocation *r);
 
 // Error message `index` (owned by `r`); NULL if out of range or `r` is NULL.
 const char *psr_invocation_error_message(const struct psr_invocation *r, size_t index);
+
+// The FullyQualifiedErrorId of error `index` (e.g. `CommandNotFoundException`; owned by `r`);
+// NULL if it has none, `index` is out of range or `r` is NULL. The terminating error of a failed
+// pipeline is the last one.
+const char *psr_invocation_error_id(const struct psr_invocation *r, size_t index);
 
 // The whole result as one JSON object (owned by `r`): state, had_errors, output, errors,
 // warnings, verbose, debug, information, and error (the terminating one) when failed.

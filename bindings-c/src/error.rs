@@ -42,12 +42,11 @@ pub struct Failure {
     pub code: PsrResult,
     pub message: String,
     pub fault_code: u32,
-    pub record_id: Option<String>,
 }
 
 impl Failure {
     pub fn new(code: PsrResult, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), fault_code: 0, record_id: None }
+        Self { code, message: message.into(), fault_code: 0 }
     }
 
     pub fn null(name: &str) -> Self {
@@ -69,7 +68,7 @@ impl From<psremote::Error> for Failure {
             K::Closed => PsrResult::Closed,
         };
         let fault_code = e.fault().and_then(|f| f.code).unwrap_or(0);
-        Self { code, message: e.to_string(), fault_code, record_id: None }
+        Self { code, message: e.to_string(), fault_code }
     }
 }
 
@@ -79,17 +78,11 @@ pub struct psr_error {
     code: PsrResult,
     message: CString,
     fault_code: u32,
-    record_id: Option<CString>,
 }
 
 impl From<Failure> for psr_error {
     fn from(f: Failure) -> Self {
-        Self {
-            code: f.code,
-            message: cstring(&f.message),
-            fault_code: f.fault_code,
-            record_id: f.record_id.as_deref().map(cstring),
-        }
+        Self { code: f.code, message: cstring(&f.message), fault_code: f.fault_code }
     }
 }
 
@@ -110,12 +103,6 @@ pub extern "C" fn psr_error_message(e: *const psr_error) -> *const c_char {
 #[unsafe(no_mangle)]
 pub extern "C" fn psr_error_fault_code(e: *const psr_error) -> u32 {
     handle(e, "e").map(|e| e.fault_code).unwrap_or(0)
-}
-
-/// The FullyQualifiedErrorId of the ErrorRecord behind the error, if any (owned by `e`); else NULL.
-#[unsafe(no_mangle)]
-pub extern "C" fn psr_error_record_id(e: *const psr_error) -> *const c_char {
-    handle(e, "e").ok().and_then(|e| e.record_id.as_ref()).map(|s| s.as_ptr()).unwrap_or(std::ptr::null())
 }
 
 /// Frees an error (its strings go with it). NULL is allowed. Threading: any thread.

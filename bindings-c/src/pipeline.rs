@@ -94,6 +94,7 @@ pub struct psr_invocation {
     had_errors: bool,
     output: Vec<(CString, CString)>,
     errors: Vec<CString>,
+    error_ids: Vec<Option<CString>>,
     json: CString,
 }
 
@@ -356,6 +357,7 @@ pub extern "C" fn psr_pipeline_wait(
             _ => psr_state::Failed,
         };
         let mut errors: Vec<CString> = col.errors.iter().map(|(m, _)| m.clone()).collect();
+        let mut error_ids: Vec<Option<CString>> = col.errors.iter().map(|(_, id)| id.as_deref().map(cstring)).collect();
         let mut json = serde_json::Map::new();
         json.insert("state".into(), Json::String(format!("{state:?}")));
         for k in ["output", "errors", "warnings", "verbose", "debug", "information"] {
@@ -373,6 +375,7 @@ pub extern "C" fn psr_pipeline_wait(
         }
         if let Some(e) = &error {
             errors.push(cstring(&e.to_string()));
+            error_ids.push(e.fully_qualified_error_id.as_deref().map(cstring));
             json.insert("error".into(), serde_json::json!({"message": e.message, "id": e.fully_qualified_error_id}));
         }
         let had_errors = !errors.is_empty() || state == psr_state::Failed;
@@ -384,6 +387,7 @@ pub extern "C" fn psr_pipeline_wait(
                 had_errors,
                 output: col.output.clone(),
                 errors,
+                error_ids,
                 json: cstring(&Json::Object(json).to_string()),
             },
         );
@@ -439,6 +443,19 @@ pub extern "C" fn psr_invocation_error_count(r: *const psr_invocation) -> usize 
 #[unsafe(no_mangle)]
 pub extern "C" fn psr_invocation_error_message(r: *const psr_invocation, index: usize) -> *const c_char {
     handle(r, "r").ok().and_then(|r| r.errors.get(index)).map(|m| m.as_ptr()).unwrap_or(std::ptr::null())
+}
+
+/// The FullyQualifiedErrorId of error `index` (e.g. `CommandNotFoundException`; owned by `r`);
+/// NULL if it has none, `index` is out of range or `r` is NULL. The terminating error of a failed
+/// pipeline is the last one.
+#[unsafe(no_mangle)]
+pub extern "C" fn psr_invocation_error_id(r: *const psr_invocation, index: usize) -> *const c_char {
+    handle(r, "r")
+        .ok()
+        .and_then(|r| r.error_ids.get(index))
+        .and_then(|id| id.as_ref())
+        .map(|id| id.as_ptr())
+        .unwrap_or(std::ptr::null())
 }
 
 /// The whole result as one JSON object (owned by `r`): state, had_errors, output, errors,

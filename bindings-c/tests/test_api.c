@@ -768,7 +768,7 @@ static void test_null_arguments(void) {
     CHECK(psr_error_code(NULL) == PSR_RESULT_NULL_ARGUMENT);
     CHECK(psr_error_message(NULL) == NULL);
     CHECK(psr_error_fault_code(NULL) == 0);
-    CHECK(psr_error_record_id(NULL) == NULL);
+    CHECK(psr_invocation_error_id(NULL, 0) == NULL);
 
     /* config */
     CHECK(psr_config_new(NULL, USERNAME, PASSWORD) == NULL);
@@ -1373,6 +1373,10 @@ static void test_failure(psr_pool *pool) {
     CHECK(psr_invocation_error_count(inv) >= 1 && contains(psr_invocation_error_message(inv, 0), "boom-from-c"));
     CHECK(json_contains(psr_invocation_json(inv), "\"state\":\"Failed\""));
     CHECK(json_contains(psr_invocation_json(inv), "\"id\":\"boom-from-c\""));
+    /* the terminating error is the last one, with its FullyQualifiedErrorId */
+    CHECK(psr_invocation_error_id(inv, psr_invocation_error_count(inv) - 1) != NULL &&
+          strcmp(psr_invocation_error_id(inv, psr_invocation_error_count(inv) - 1), "boom-from-c") == 0);
+    CHECK(psr_invocation_error_id(inv, psr_invocation_error_count(inv)) == NULL);
     psr_invocation_free(inv);
 }
 
@@ -1651,7 +1655,6 @@ static void test_pool_fault(psr_client *client) {
     CHECK_UNTOUCHED(pool, psr_pool, psr_pool_free);
     CHECK(err != NULL && psr_error_code(err) == PSR_RESULT_FAULT);
     CHECK(psr_error_fault_code(err) == 2150858752u);
-    CHECK(psr_error_record_id(err) == NULL);
     note_error(g_verbose ? "pool fault (expected)" : "", g_verbose ? err : NULL);
     psr_error_free(err);
 }
