@@ -1,4 +1,4 @@
-"""Fixtures: the loopback endpoint (started like testserver/tests/conftest.py does) and
+"""Fixtures: the loopback endpoint (launched by psremote_testserver.testing) and
 psremote clients connected to it.
 
 Every endpoint a test starts is terminated at teardown (SIGTERM, then SIGKILL); the URL line is
@@ -7,91 +7,18 @@ read with a timeout so an endpoint that fails to start fails the test instead of
 
 from __future__ import annotations
 
-import json
 import os
-import selectors
-import subprocess
-import sys
-import time
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List
-from urllib.parse import urlsplit
 
 import pytest
 
 import psremote
 
-USER = "user"
-PASSWORD = "Passw0rd!"
-DOMAIN = "DOMAIN"
-START_TIMEOUT = 15.0
+from psremote_testserver.testing import DOMAIN, PASSWORD, USER, Endpoint, launch
 
 # Never let a proxy from the environment intercept loopback traffic.
 os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
-
-
-@dataclass
-class Endpoint:
-    url: str
-    process: subprocess.Popen
-    stderr_path: Path
-
-    @property
-    def port(self) -> int:
-        port = urlsplit(self.url).port
-        assert port is not None
-        return port
-
-    @property
-    def base(self) -> str:
-        parts = urlsplit(self.url)
-        return f"{parts.scheme}://{parts.netloc}"
-
-    def state(self) -> Dict[str, int]:
-        with urllib.request.urlopen(self.base + "/_control/state", timeout=10) as response:
-            return json.load(response)
-
-    def wait_state(self, key: str, value: int, timeout: float = 10.0) -> Dict[str, int]:
-        """Polls the control state until state[key] == value (the server releases asynchronously)."""
-        deadline = time.monotonic() + timeout
-        state = self.state()
-        while state[key] != value and time.monotonic() < deadline:
-            time.sleep(0.05)
-            state = self.state()
-        return state
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        if self.process.stdout:
-            self.process.stdout.close()
-        return self.process.returncode
-
-
-def _read_line(process: subprocess.Popen, timeout: float) -> str:
-    selector = selectors.DefaultSelector()
-    selector.register(process.stdout, selectors.EVENT_READ)
-    deadline = time.monotonic() + timeout
-    line = b""
-    try:
-        while not line.endswith(b"\n"):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not selector.select(remaining):
-                raise TimeoutError("endpoint did not print its URL in time")
-            chunk = os.read(process.stdout.fileno(), 1)
-            if not chunk:
-                raise RuntimeError("endpoint exited before printing its URL")
-            line += chunk
-    finally:
-        selector.close()
-    return line.decode().strip()
 
 
 @pytest.fixture(scope="session")
@@ -107,21 +34,7 @@ def start_endpoint(users_file, tmp_path_factory):
     started: List[Endpoint] = []
 
     def start(*extra: str, control: bool = True) -> Endpoint:
-        log_dir = tmp_path_factory.mktemp("endpoint")
-        stderr_path = log_dir / "stderr.log"
-        args = [sys.executable, "-m", "psremote_testserver", "--port", "0", "--users", str(users_file), "--verbose"]
-        if control:
-            args.append("--control")
-        args.extend(extra)
-        with open(stderr_path, "wb") as stderr:
-            process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL)
-        try:
-            url = _read_line(process, START_TIMEOUT)
-        except (TimeoutError, RuntimeError):
-            process.kill()
-            process.wait()
-            raise RuntimeError(f"endpoint failed to start: {stderr_path.read_text()}") from None
-        endpoint = Endpoint(url, process, stderr_path)
+        endpoint = launch(users_file, tmp_path_factory.mktemp("endpoint"), *extra, control=control)
         started.append(endpoint)
         return endpoint
 

@@ -8,24 +8,14 @@ that fails to start fails the test instead of hanging it.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import selectors
-import subprocess
-import sys
-import time
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List
-from urllib.parse import urlsplit
+from typing import List
 
 import pytest
 
-USER = "user"
-PASSWORD = "Passw0rd!"
-DOMAIN = "DOMAIN"
-START_TIMEOUT = 15.0
+from psremote_testserver.testing import DOMAIN, PASSWORD, USER, Endpoint, launch
+from psremote_testserver.testing import read_url_line as _read_line  # noqa: F401  (tests import it)
 
 # Never let a proxy from the environment intercept loopback traffic.
 os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
@@ -43,57 +33,6 @@ def winrm_session(url: str, **kwargs):
         session.protocol.transport.close_session()
 
 
-@dataclass
-class Endpoint:
-    url: str
-    process: subprocess.Popen
-    stderr_path: Path
-
-    @property
-    def port(self) -> int:
-        return urlsplit(self.url).port
-
-    @property
-    def base(self) -> str:
-        parts = urlsplit(self.url)
-        return f"{parts.scheme}://{parts.netloc}"
-
-    def state(self) -> Dict[str, int]:
-        with urllib.request.urlopen(self.base + "/_control/state", timeout=10) as response:
-            return json.load(response)
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        if self.process.stdout:
-            self.process.stdout.close()
-        return self.process.returncode
-
-
-def _read_line(process: subprocess.Popen, timeout: float) -> str:
-    selector = selectors.DefaultSelector()
-    selector.register(process.stdout, selectors.EVENT_READ)
-    deadline = time.monotonic() + timeout
-    line = b""
-    try:
-        while not line.endswith(b"\n"):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not selector.select(remaining):
-                raise TimeoutError("endpoint did not print its URL in time")
-            chunk = os.read(process.stdout.fileno(), 1)
-            if not chunk:
-                raise RuntimeError("endpoint exited before printing its URL")
-            line += chunk
-    finally:
-        selector.close()
-    return line.decode().strip()
-
-
 @pytest.fixture(scope="session")
 def users_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("users") / "users"
@@ -107,21 +46,7 @@ def start_endpoint(users_file, tmp_path_factory):
     started: List[Endpoint] = []
 
     def start(*extra: str, control: bool = True) -> Endpoint:
-        log_dir = tmp_path_factory.mktemp("endpoint")
-        stderr_path = log_dir / "stderr.log"
-        args = [sys.executable, "-m", "psremote_testserver", "--port", "0", "--users", str(users_file), "--verbose"]
-        if control:
-            args.append("--control")
-        args.extend(extra)
-        with open(stderr_path, "wb") as stderr:
-            process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL)
-        try:
-            url = _read_line(process, START_TIMEOUT)
-        except (TimeoutError, RuntimeError):
-            process.kill()
-            process.wait()
-            raise RuntimeError(f"endpoint failed to start: {stderr_path.read_text()}") from None
-        endpoint = Endpoint(url, process, stderr_path)
+        endpoint = launch(users_file, tmp_path_factory.mktemp("endpoint"), *extra, control=control)
         started.append(endpoint)
         return endpoint
 
