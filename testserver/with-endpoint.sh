@@ -14,5 +14,7 @@ for _ in $(seq 1 300); do
   sleep 0.1
 done
 export PSREMOTE_URL=$(head -n 1 "$dir/url") PSREMOTE_USER='DEMO\demo' PSREMOTE_PASSWORD=Demo-Passw0rd
+# NTLM proves the user, not the server: name the loopback host as WinRM TrustedHosts would.
+export PSREMOTE_TRUSTED_HOSTS=127.0.0.1
 echo "loopback endpoint at $PSREMOTE_URL"
 "$@"

@@ -34,6 +34,10 @@ pub enum PsrResult {
     Callback = 11,
     /// psremote panicked (a bug); the handle should not be used further.
     Panic = 12,
+    /// The TLS handshake failed or the server's certificate did not verify.
+    Tls = 13,
+    /// A security rule refused the operation (e.g. NTLM towards an unverified server).
+    Policy = 14,
 }
 
 /// A failure on its way to C.
@@ -66,6 +70,8 @@ impl From<psremote::Error> for Failure {
             K::Protocol => PsrResult::Protocol,
             K::Timeout => PsrResult::Timeout,
             K::Closed => PsrResult::Closed,
+            K::Tls => PsrResult::Tls,
+            K::Policy => PsrResult::Policy,
         };
         let fault_code = e.fault().and_then(|f| f.code).unwrap_or(0);
         Self { code, message: e.to_string(), fault_code }
@@ -129,6 +135,8 @@ pub extern "C" fn psr_result_name(r: u32) -> *const c_char {
         10 => b"PSR_RESULT_CLOSED\0",
         11 => b"PSR_RESULT_CALLBACK\0",
         12 => b"PSR_RESULT_PANIC\0",
+        13 => b"PSR_RESULT_TLS\0",
+        14 => b"PSR_RESULT_POLICY\0",
         _ => b"PSR_RESULT_UNKNOWN\0",
     };
     s.as_ptr().cast()

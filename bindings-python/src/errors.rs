@@ -15,6 +15,8 @@ pub fn class_name(kind: ErrorKind) -> &'static str {
         ErrorKind::Protocol => "ProtocolError",
         ErrorKind::Timeout => "OperationTimeoutError",
         ErrorKind::Closed => "ClosedError",
+        ErrorKind::Tls => "TLSError",
+        ErrorKind::Policy => "SecurityPolicyError",
     }
 }
 
@@ -35,6 +37,7 @@ fn build(py: Python<'_>, e: &Error) -> PyResult<PyErr> {
     match e {
         Error::Authentication { mechanism, .. } => exc.setattr("mechanism", *mechanism)?,
         Error::Connect { address, .. } => exc.setattr("address", address)?,
+        Error::Tls { endpoint, .. } => exc.setattr("address", endpoint)?,
         Error::Transport { status, .. } => exc.setattr("status", *status)?,
         Error::Fault(f) => {
             exc.setattr("code", f.code)?;

@@ -20,9 +20,11 @@ fn main() {
         Some((c, r)) => (c.clone(), r.to_vec()),
         None => ("uname".to_owned(), vec!["-a".to_owned()]),
     };
-    let config = ClientConfig::new("", env("PSREMOTE_USER"), env("PSREMOTE_PASSWORD"))
-        .with_url(&env("PSREMOTE_URL"))
-        .map(|c| c.with_mechanism(Mechanism::Ntlm));
+    let config =
+        ClientConfig::new("", env("PSREMOTE_USER"), env("PSREMOTE_PASSWORD")).with_url(&env("PSREMOTE_URL")).map(|c| {
+            let trusted = std::env::var("PSREMOTE_TRUSTED_HOSTS").unwrap_or_default();
+            c.with_mechanism(Mechanism::Ntlm).with_trusted_hosts(trusted.split(',').filter(|h| !h.is_empty()))
+        });
     let result = psremote::client::runtime().block_on(async move {
         let client = Client::connect(config?).await?;
         println!("connected to {} with NTLM, message encryption on", client.url());

@@ -31,6 +31,11 @@ pub enum ErrorKind {
     Timeout,
     /// The object was already closed.
     Closed,
+    /// The TLS handshake failed or the server's certificate did not verify.
+    Tls,
+    /// A security rule refused the operation (e.g. NTLM towards a server whose identity
+    /// nothing proves); the message names the ways out.
+    Policy,
 }
 
 /// The error type of every fallible psremote operation.
@@ -77,6 +82,17 @@ pub enum Error {
     /// The object was already closed.
     #[error("{0} is closed")]
     Closed(&'static str),
+    /// TLS with the endpoint failed; the message says why (untrusted issuer, wrong name, pin...).
+    #[error("TLS with {endpoint} failed: {message}")]
+    Tls {
+        /// The `host:port` of the endpoint.
+        endpoint: String,
+        /// Why the handshake or the verification failed.
+        message: String,
+    },
+    /// A security rule refused the operation.
+    #[error("refused by security policy: {0}")]
+    Policy(String),
 }
 
 impl Error {
@@ -91,6 +107,8 @@ impl Error {
             Error::Protocol(_) => ErrorKind::Protocol,
             Error::Timeout(_) => ErrorKind::Timeout,
             Error::Closed(_) => ErrorKind::Closed,
+            Error::Tls { .. } => ErrorKind::Tls,
+            Error::Policy(_) => ErrorKind::Policy,
         }
     }
 

@@ -9,7 +9,11 @@ use psremote::client::{Client, ClientConfig, CmdShellOptions, OutputChunk};
 use std::time::Duration;
 
 fn config(ep: &Endpoint, mechanism: Mechanism) -> ClientConfig {
-    ClientConfig::new("x", DOMAIN_USER, PASSWORD).with_url(&ep.url).unwrap().with_mechanism(mechanism)
+    ClientConfig::new("x", DOMAIN_USER, PASSWORD)
+        .with_url(&ep.url)
+        .unwrap()
+        .with_trusted_hosts(["127.0.0.1"])
+        .with_mechanism(mechanism)
 }
 
 #[test]
@@ -42,7 +46,11 @@ fn negotiate_runs_a_command_with_stderr_and_exit_code() {
 fn user_without_domain_authenticates() {
     let ep = Endpoint::start(&[]);
     block_on(async {
-        let cfg = ClientConfig::new("x", USER, PASSWORD).with_url(&ep.url).unwrap().with_mechanism(Mechanism::Ntlm);
+        let cfg = ClientConfig::new("x", USER, PASSWORD)
+            .with_url(&ep.url)
+            .unwrap()
+            .with_trusted_hosts(["127.0.0.1"])
+            .with_mechanism(Mechanism::Ntlm);
         let out = Client::connect(cfg).await.unwrap().run_cmd("echo", &["ok"]).await.unwrap();
         assert_eq!(out.stdout, b"ok\n");
     });

@@ -8,14 +8,22 @@ use psremote::client::{Client, ClientConfig, CmdShellOptions};
 use psremote::{Error, ErrorKind};
 
 fn config(ep: &Endpoint) -> ClientConfig {
-    ClientConfig::new("x", DOMAIN_USER, PASSWORD).with_url(&ep.url).unwrap().with_mechanism(Mechanism::Ntlm)
+    ClientConfig::new("x", DOMAIN_USER, PASSWORD)
+        .with_url(&ep.url)
+        .unwrap()
+        .with_trusted_hosts(["127.0.0.1"])
+        .with_mechanism(Mechanism::Ntlm)
 }
 
 #[test]
 fn wrong_password_names_the_mechanism() {
     let ep = Endpoint::start(&[]);
     for mech in [Mechanism::Ntlm, Mechanism::Negotiate] {
-        let cfg = ClientConfig::new("x", DOMAIN_USER, "wrong").with_url(&ep.url).unwrap().with_mechanism(mech);
+        let cfg = ClientConfig::new("x", DOMAIN_USER, "wrong")
+            .with_url(&ep.url)
+            .unwrap()
+            .with_trusted_hosts(["127.0.0.1"])
+            .with_mechanism(mech);
         let err = block_on(Client::connect(cfg)).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Authentication, "{err}");
         assert!(err.to_string().contains(mech.name()), "{err}");
@@ -29,8 +37,10 @@ fn nothing_listening_names_the_address() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let cfg =
-        ClientConfig::new("x", DOMAIN_USER, PASSWORD).with_url(&format!("http://127.0.0.1:{port}/wsman")).unwrap();
+    let cfg = ClientConfig::new("x", DOMAIN_USER, PASSWORD)
+        .with_url(&format!("http://127.0.0.1:{port}/wsman"))
+        .unwrap()
+        .with_trusted_hosts(["127.0.0.1"]);
     let err = block_on(Client::connect(cfg)).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Connect);
     assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
@@ -89,11 +99,13 @@ fn faults_carry_code_machine_and_message() {
 
 #[test]
 fn invalid_configuration_says_what_to_change() {
-    let err = ClientConfig::new("x", "u", "p").with_url("https://host:5986/wsman").unwrap_err();
+    let err = ClientConfig::new("x", "u", "p").with_url("ftp://host:5986/wsman").unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+    let https = ClientConfig::new("x", "u", "p").with_url("https://host/wsman").unwrap();
+    assert!(https.https && https.port == 5986);
     let mut cfg = ClientConfig::new("127.0.0.1", "u", "p").with_mechanism(Mechanism::Basic);
     let err = block_on(Client::connect(cfg.clone())).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+    assert_eq!(err.kind(), ErrorKind::Policy);
     assert!(err.to_string().contains("allow_unencrypted"), "{err}");
     cfg.max_envelope_size = 100;
     cfg.mechanism = Mechanism::Ntlm;

@@ -15,7 +15,11 @@ use psremote::psrp::{
 };
 
 async fn client(ep: &Endpoint) -> Client {
-    let cfg = ClientConfig::new("x", DOMAIN_USER, PASSWORD).with_url(&ep.url).unwrap().with_mechanism(Mechanism::Ntlm);
+    let cfg = ClientConfig::new("x", DOMAIN_USER, PASSWORD)
+        .with_url(&ep.url)
+        .unwrap()
+        .with_trusted_hosts(["127.0.0.1"])
+        .with_mechanism(Mechanism::Ntlm);
     Client::connect(cfg).await.unwrap()
 }
 

@@ -31,6 +31,8 @@ from psremote.exceptions import (
     PipelineError,
     ProtocolError,
     PSRemoteError,
+    SecurityPolicyError,
+    TLSError,
     TransportError,
     WSManFault,
 )
@@ -80,6 +82,8 @@ __all__ = [
     "ProgressDisplay",
     "ProgressRecord",
     "ProtocolError",
+    "SecurityPolicyError",
+    "TLSError",
     "RunspacePool",
     "SecureString",
     "TransportError",

@@ -25,6 +25,8 @@ __all__ = [
     "PSRemoteError",
     "PipelineError",
     "ProtocolError",
+    "SecurityPolicyError",
+    "TLSError",
     "TransportError",
     "WSManFault",
 ]
@@ -63,6 +65,16 @@ class ConnectError(TransportError):
 
     #: The ``host:port`` that was tried.
     address: Optional[str] = None
+
+
+class TLSError(ConnectError):
+    """The TLS handshake failed or the server's certificate did not verify; the message says
+    why (untrusted issuer, a name the certificate does not carry, a pin that does not match)."""
+
+
+class SecurityPolicyError(PSRemoteError):
+    """A security rule refused the operation before anything was sent, e.g. NTLM towards a
+    server whose identity nothing proves, or Basic over HTTP. The message names the ways out."""
 
 
 class WSManFault(PSRemoteError):

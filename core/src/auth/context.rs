@@ -26,6 +26,8 @@ pub struct SecurityContext {
     mechanism: Mechanism,
     target: String,
     complete: bool,
+    /// SEC_CHANNEL_BINDINGS for tls-server-end-point, sent with every handshake step.
+    bindings: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for SecurityContext {
@@ -45,14 +47,18 @@ fn auth_err(mechanism: Mechanism, e: impl fmt::Display) -> Error {
 /// Runs one step of `initialize_security_context` on any sspi package; the two packages differ
 /// only in their credential handle types.
 macro_rules! init_step {
-    ($ctx:expr, $cred:expr, $target:expr, $input:expr, $mech:expr) => {{
+    ($ctx:expr, $cred:expr, $target:expr, $input:expr, $bindings:expr, $mech:expr) => {{
         let ctx = $ctx;
         let flags = ClientRequestFlags::CONFIDENTIALITY
             | ClientRequestFlags::INTEGRITY
             | ClientRequestFlags::ALLOCATE_MEMORY
             | ClientRequestFlags::MUTUAL_AUTH;
         let mut output = vec![SecurityBuffer::new(Vec::new(), BufferType::Token)];
-        let mut input = $input.map(|t: &[u8]| vec![SecurityBuffer::new(t.to_vec(), BufferType::Token)]);
+        let mut input: Option<Vec<SecurityBuffer>> =
+            $input.map(|t: &[u8]| vec![SecurityBuffer::new(t.to_vec(), BufferType::Token)]);
+        if let Some(cb) = $bindings {
+            input.get_or_insert_with(Vec::new).push(SecurityBuffer::new(cb.clone(), BufferType::ChannelBindings));
+        }
         let mut builder = ctx
             .initialize_security_context()
             .with_credentials_handle($cred)
@@ -95,7 +101,13 @@ macro_rules! with_sspi {
 
 impl SecurityContext {
     /// A new client context for `mechanism` towards `host` (the SPN is `HTTP/host`).
-    pub fn new(mechanism: Mechanism, creds: &Credentials, host: &str) -> Result<Self> {
+    /// `channel_binding` is the tls-server-end-point data of an https connection.
+    pub fn new(
+        mechanism: Mechanism,
+        creds: &Credentials,
+        host: &str,
+        channel_binding: Option<Vec<u8>>,
+    ) -> Result<Self> {
         let username = Username::parse(creds.username())
             .map_err(|e| Error::InvalidConfig(format!("user name {:?} cannot be used: {e}", creds.username())))?;
         let identity = AuthIdentity { username, password: creds.password().to_owned().into() };
@@ -133,7 +145,8 @@ impl SecurityContext {
                 return Err(Error::InvalidConfig("basic authentication has no security context".into()));
             }
         };
-        Ok(Self { inner, mechanism, target, complete: false })
+        let bindings = channel_binding.map(|data| crate::transport::sec_channel_bindings(&data));
+        Ok(Self { inner, mechanism, target, complete: false, bindings })
     }
 
     /// The mechanism this context runs.
@@ -151,9 +164,10 @@ impl SecurityContext {
     pub fn step(&mut self, input: Option<&[u8]>) -> Result<Vec<u8>> {
         let mech = self.mechanism;
         let target = self.target.as_str();
+        let bindings = self.bindings.as_ref();
         let (token, done) = match &mut self.inner {
-            Inner::Ntlm { ctx, cred } => init_step!(&mut **ctx, cred, target, input, mech),
-            Inner::Negotiate { ctx, cred } => init_step!(&mut **ctx, cred, target, input, mech),
+            Inner::Ntlm { ctx, cred } => init_step!(&mut **ctx, cred, target, input, bindings, mech),
+            Inner::Negotiate { ctx, cred } => init_step!(&mut **ctx, cred, target, input, bindings, mech),
         };
         self.complete = done;
         Ok(token)

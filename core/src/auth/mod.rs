@@ -5,6 +5,7 @@
 //! numbers are per context); the transport never shares one between connections.
 
 mod context;
+pub mod policy;
 
 pub use context::SecurityContext;
 

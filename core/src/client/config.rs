@@ -4,15 +4,25 @@ use std::time::Duration;
 
 use crate::auth::{Credentials, Mechanism};
 use crate::error::{Error, Result};
-use crate::transport::TransportConfig;
+use crate::transport::{MessageEncryption, TlsOptions, TransportConfig};
 
 /// How to reach and authenticate to a WinRM endpoint.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     /// Host name or IP address.
     pub host: String,
-    /// TCP port; 5985 for HTTP.
+    /// TCP port; 5985 for HTTP, 5986 for HTTPS.
     pub port: u16,
+    /// HTTPS (TLS) instead of HTTP.
+    pub https: bool,
+    /// How an https endpoint is verified.
+    pub tls: TlsOptions,
+    /// Hosts towards which NTLM is accepted without TLS proving the server, as WinRM's
+    /// TrustedHosts (wildcards `*`, `<local>`). Naming a host here does not make it trusted; it
+    /// accepts that its identity is not verified.
+    pub trusted_hosts: Vec<String>,
+    /// When bodies are sealed with the authentication's keys.
+    pub message_encryption: MessageEncryption,
     /// URL path.
     pub path: String,
     /// Authentication mechanism; Negotiate by default.
@@ -31,6 +41,9 @@ pub struct ClientConfig {
     pub data_locale: String,
     /// Allow plaintext bodies after authentication (Basic over HTTP); off by default.
     pub allow_unencrypted: bool,
+    /// Put pipeline arguments (parameter values, scripts) into audit events; off by default,
+    /// since arguments may carry data the audit log should not hold.
+    pub audit_arguments: bool,
 }
 
 impl ClientConfig {
@@ -40,6 +53,10 @@ impl ClientConfig {
         Self {
             host: host.into(),
             port: 5985,
+            https: false,
+            tls: TlsOptions::default(),
+            trusted_hosts: Vec::new(),
+            message_encryption: MessageEncryption::Auto,
             path: "/wsman".into(),
             mechanism: Mechanism::Negotiate,
             credentials: Credentials::new(username, password),
@@ -49,27 +66,24 @@ impl ClientConfig {
             locale: "en-US".into(),
             data_locale: "en-US".into(),
             allow_unencrypted: false,
+            audit_arguments: false,
         }
     }
 
-    /// Reads `http://host:port/path` into host, port and path.
+    /// Reads `http(s)://host:port/path` into https, host, port and path.
     pub fn with_url(mut self, url: &str) -> Result<Self> {
         let uri: http::Uri = url.parse().map_err(|e| Error::InvalidConfig(format!("cannot read URL {url:?}: {e}")))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(Error::InvalidConfig(
-                    "https endpoints are not supported yet; use http with negotiate or ntlm (sealed)".into(),
-                ));
-            }
-            _ => return Err(Error::InvalidConfig(format!("URL {url:?} must start with http://"))),
-        }
+        self.https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(Error::InvalidConfig(format!("URL {url:?} must start with http:// or https://"))),
+        };
         self.host = uri
             .host()
             .ok_or_else(|| Error::InvalidConfig(format!("URL {url:?} has no host")))?
             .trim_matches(['[', ']'])
             .to_owned();
-        self.port = uri.port_u16().unwrap_or(5985);
+        self.port = uri.port_u16().unwrap_or(if self.https { 5986 } else { 5985 });
         if !uri.path().is_empty() && uri.path() != "/" {
             self.path = uri.path().to_owned();
         }
@@ -79,6 +93,22 @@ impl ClientConfig {
     /// Sets the mechanism.
     pub fn with_mechanism(mut self, mechanism: Mechanism) -> Self {
         self.mechanism = mechanism;
+        self
+    }
+
+    /// Names hosts towards which NTLM is accepted without TLS proving the server.
+    pub fn with_trusted_hosts<I, S>(mut self, hosts: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.trusted_hosts = hosts.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets how an https endpoint is verified.
+    pub fn with_tls(mut self, tls: TlsOptions) -> Self {
+        self.tls = tls;
         self
     }
 
@@ -107,6 +137,9 @@ impl ClientConfig {
             credentials: self.credentials.clone(),
             connect_timeout: self.connect_timeout,
             allow_unencrypted: self.allow_unencrypted,
+            tls: self.https.then(|| self.tls.clone()),
+            trusted_hosts: self.trusted_hosts.clone(),
+            message_encryption: self.message_encryption,
         })
     }
 }

@@ -8,9 +8,11 @@ use http::{HeaderValue, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use super::{HttpReply, TransportConfig};
+use super::tls::{self, TlsSetup};
+use super::{ConnectionInfo, EncryptionLayer, HttpReply, MessageEncryption, TransportConfig};
 use crate::auth::{self, Mechanism, SecurityContext};
 use crate::encryption::{self, Protocol};
 use crate::error::{Error, Result};
@@ -22,8 +24,11 @@ const MAX_AUTH_ROUNDS: usize = 6;
 
 pub(super) struct Connection {
     sender: SendRequest<Full<Bytes>>,
+    /// The security context that seals bodies; `None` when nothing is sealed (Basic, or
+    /// NTLM/Negotiate inside TLS without `MessageEncryption::Always`).
     context: Option<SecurityContext>,
     task: tokio::task::JoinHandle<()>,
+    info: ConnectionInfo,
 }
 
 impl fmt::Debug for Connection {
@@ -43,9 +48,9 @@ fn transport_err(message: impl fmt::Display, status: Option<u16>) -> Error {
 }
 
 impl Connection {
-    /// Connects and, for NTLM/Negotiate, authenticates with empty POSTs so that the security
-    /// context exists before the first sealed body.
-    pub(super) async fn open(config: &TransportConfig) -> Result<Self> {
+    /// Connects (TLS for https) and, for NTLM/Negotiate, authenticates with empty POSTs so that
+    /// the security context exists before the first body.
+    pub(super) async fn open(config: &TransportConfig, tls_setup: Option<&TlsSetup>) -> Result<Self> {
         let address = format!("{}:{}", config.host, config.port);
         let stream = match tokio::time::timeout(config.connect_timeout, TcpStream::connect(address.as_str())).await {
             Ok(Ok(s)) => s,
@@ -58,19 +63,74 @@ impl Connection {
             }
         };
         stream.set_nodelay(true).map_err(|source| Error::Connect { address: address.clone(), source })?;
-        let (sender, conn) = http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| transport_err(format!("http handshake with {address}: {e}"), None))?;
-        let task = tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection closed");
+        let (sender, task, tls_info) = match tls_setup {
+            None => {
+                let (sender, task) = http_over(stream, &address).await?;
+                (sender, task, None)
             }
-        });
-        let mut this = Self { sender, context: None, task };
+            Some(setup) => {
+                if setup.options.insecure_skip_verify {
+                    tracing::warn!(
+                        target: "psremote::audit",
+                        endpoint = %config.url(),
+                        pinned = !setup.options.pinned_spki_sha256.is_empty(),
+                        "TLS certificate verification is disabled by configuration: the server's identity is not checked"
+                    );
+                }
+                let connector = tokio_rustls::TlsConnector::from(setup.config.clone());
+                let handshake = connector.connect(setup.server_name.clone(), stream);
+                let tls_stream = match tokio::time::timeout(config.connect_timeout, handshake).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => return Err(tls::describe_failure(&address, &setup.name(), &e)),
+                    Err(_) => {
+                        return Err(Error::Tls { endpoint: address, message: "the TLS handshake timed out".into() });
+                    }
+                };
+                let info = tls::info(tls_stream.get_ref().1);
+                let (sender, task) = http_over(tls_stream, &address).await?;
+                (sender, task, info)
+            }
+        };
+        let seal = tls_info.is_none() || config.message_encryption == MessageEncryption::Always;
+        let info = ConnectionInfo {
+            endpoint: config.url(),
+            mechanism: config.mechanism,
+            negotiated: config.mechanism.name(),
+            encryption: match (tls_info.is_some(), seal && config.mechanism.can_seal()) {
+                (true, true) => EncryptionLayer::TlsAndMessage,
+                (true, false) => EncryptionLayer::Tls,
+                (false, true) => EncryptionLayer::Message,
+                (false, false) => EncryptionLayer::None,
+            },
+            channel_binding: false,
+            tls: tls_info,
+        };
+        let mut this = Self { sender, context: None, task, info };
         if config.mechanism.can_seal() {
-            this.authenticate(config).await?;
+            let ctx = this.authenticate(config).await?;
+            if seal {
+                this.context = Some(ctx);
+            }
         }
+        tracing::info!(
+            target: "psremote::audit",
+            event = "connect",
+            endpoint = %this.info.endpoint,
+            mechanism = this.info.mechanism.name(),
+            negotiated = this.info.negotiated,
+            encryption = this.info.encryption.name(),
+            channel_binding = this.info.channel_binding,
+            tls_version = this.info.tls.as_ref().map(|t| t.version.name()),
+            cipher_suite = this.info.tls.as_ref().map(|t| t.cipher_suite.as_str()),
+            certificate_sha256 = this.info.tls.as_ref().map(|t| t.certificate_sha256.as_str()),
+            user = config.credentials.username(),
+            "connected"
+        );
         Ok(this)
+    }
+
+    pub(super) fn info(&self) -> &ConnectionInfo {
+        &self.info
     }
 
     pub(super) fn is_ready(&self) -> bool {
@@ -106,9 +166,11 @@ impl Connection {
             .map_err(|_| Error::Timeout(format!("no HTTP reply within {timeout:?}")))?
     }
 
-    async fn authenticate(&mut self, config: &TransportConfig) -> Result<()> {
+    async fn authenticate(&mut self, config: &TransportConfig) -> Result<SecurityContext> {
         let mech = config.mechanism;
-        let mut ctx = SecurityContext::new(mech, &config.credentials, &config.host)?;
+        let bindings = self.info.tls.as_ref().and_then(|t| t.channel_binding.clone());
+        self.info.channel_binding = bindings.is_some();
+        let mut ctx = SecurityContext::new(mech, &config.credentials, &config.host, bindings)?;
         let mut token = ctx.step(None)?;
         for _ in 0..MAX_AUTH_ROUNDS {
             let mut req = self.request(config, Vec::new(), SOAP_CONTENT_TYPE)?;
@@ -147,8 +209,7 @@ impl Connection {
                 });
             }
             tracing::debug!(mechanism = mech.name(), "connection authenticated");
-            self.context = Some(ctx);
-            return Ok(());
+            return Ok(ctx);
         }
         Err(Error::Authentication { mechanism: mech.name(), message: "too many authentication round trips".into() })
     }
@@ -210,6 +271,22 @@ impl Connection {
         };
         Ok(HttpReply { status, body })
     }
+}
+
+/// Starts hyper's HTTP/1.1 client on `io`; the connection task ends when the sender is dropped.
+async fn http_over<S>(io: S, address: &str) -> Result<(SendRequest<Full<Bytes>>, tokio::task::JoinHandle<()>)>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, conn) = http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| transport_err(format!("http handshake with {address}: {e}"), None))?;
+    let task = tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "connection closed");
+        }
+    });
+    Ok((sender, task))
 }
 
 fn unseal_body(ctx: &mut SecurityContext, raw: &[u8]) -> Result<Vec<u8>> {

@@ -1,19 +1,86 @@
-//! HTTP transport: tokio + hyper HTTP/1.1 client connections, each authenticated on its own,
-//! carrying sealed SOAP bodies.
+//! HTTP transport: tokio + hyper HTTP/1.1 client connections (plain TCP or rustls TLS), each
+//! authenticated on its own, carrying sealed SOAP bodies over HTTP and TLS-protected ones over
+//! HTTPS.
 //!
 //! Idle authenticated connections are kept for reuse. A request takes one connection for its
 //! whole exchange (so a long-polling Receive occupies it) and a second concurrent request opens
 //! and authenticates another. A connection that saw any error is dropped, never reused.
 
+mod cert;
 mod connection;
+mod keys;
+mod tls;
 
 use std::sync::Mutex;
 use std::time::Duration;
 
 use connection::Connection;
+use tls::TlsSetup;
+pub use tls::{ClientCertificate, TlsInfo, TlsOptions, TlsVersion};
 
-use crate::auth::{Credentials, Mechanism};
+use crate::auth::{Credentials, Mechanism, policy};
 use crate::error::{Error, Result};
+
+pub(crate) use cert::sec_channel_bindings;
+
+/// Reads a public-key pin (64 hex digits, optionally `sha256/`-prefixed or colon-separated).
+pub fn parse_pin(text: &str) -> Result<[u8; 32]> {
+    cert::parse_pin(text)
+        .ok_or_else(|| Error::InvalidConfig(format!("{text:?} is not a SHA-256 public-key pin (64 hex digits)")))
+}
+
+/// When bodies are sealed with the authentication's session keys (WinRM message encryption).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum MessageEncryption {
+    /// Over HTTP always; over HTTPS never (TLS protects the bodies), as WinRM clients default.
+    #[default]
+    Auto,
+    /// Also inside TLS.
+    Always,
+}
+
+/// What protects the bodies of an authenticated connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EncryptionLayer {
+    /// WinRM message encryption with the authentication's keys (over HTTP).
+    Message,
+    /// TLS only.
+    Tls,
+    /// TLS and message encryption.
+    TlsAndMessage,
+    /// Nothing (Basic over HTTP, explicitly allowed).
+    None,
+}
+
+impl EncryptionLayer {
+    /// A short name for logs and audit events.
+    pub fn name(self) -> &'static str {
+        match self {
+            EncryptionLayer::Message => "message-encryption",
+            EncryptionLayer::Tls => "tls",
+            EncryptionLayer::TlsAndMessage => "tls+message-encryption",
+            EncryptionLayer::None => "none",
+        }
+    }
+}
+
+/// What one authenticated connection established; reported by `Client::connection_info`.
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    /// The endpoint URL.
+    pub endpoint: String,
+    /// The mechanism configured (`negotiate`, `ntlm`, ...).
+    pub mechanism: Mechanism,
+    /// The mechanism actually used on the wire (`kerberos`, `ntlm`, `basic`, ...).
+    pub negotiated: &'static str,
+    /// What protects the bodies.
+    pub encryption: EncryptionLayer,
+    /// Whether channel binding (tls-server-end-point) was sent.
+    pub channel_binding: bool,
+    /// TLS details for https endpoints.
+    pub tls: Option<TlsInfo>,
+}
 
 /// Where and how to reach the WinRM endpoint.
 #[derive(Debug, Clone)]
@@ -33,13 +100,26 @@ pub struct TransportConfig {
     /// Permits plaintext SOAP bodies after authentication (Basic over HTTP). Off by default,
     /// as Windows' `AllowUnencrypted=false`.
     pub allow_unencrypted: bool,
+    /// `Some` for an https endpoint: how to verify it.
+    pub tls: Option<TlsOptions>,
+    /// Hosts towards which NTLM is accepted without TLS proving the server (WinRM's
+    /// TrustedHosts: wildcards, `<local>`).
+    pub trusted_hosts: Vec<String>,
+    /// When bodies are sealed.
+    pub message_encryption: MessageEncryption,
 }
 
 impl TransportConfig {
-    /// The endpoint URL (`http://host:port/path`).
+    /// The endpoint URL (`http://host:port/path` or `https://...`).
     pub fn url(&self) -> String {
         let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
-        format!("http://{host}:{}{}", self.port, self.path)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{host}:{}{}", self.port, self.path)
+    }
+
+    /// Whether an https handshake will prove the server's identity.
+    pub fn tls_proves_identity(&self) -> bool {
+        self.tls.as_ref().is_some_and(TlsOptions::proves_identity)
     }
 
     fn validate(&self) -> Result<()> {
@@ -49,11 +129,20 @@ impl TransportConfig {
         if !self.path.starts_with('/') {
             return Err(Error::InvalidConfig(format!("the path {:?} must start with '/', e.g. /wsman", self.path)));
         }
-        if self.mechanism == Mechanism::Basic && !self.allow_unencrypted {
-            return Err(Error::InvalidConfig(
-                "basic authentication over HTTP sends the password and every body in clear text; \
-                 use negotiate or ntlm (sealed), or set allow_unencrypted explicitly"
+        if self.mechanism == Mechanism::Basic && self.tls.is_none() && !self.allow_unencrypted {
+            return Err(Error::Policy(
+                "basic authentication over HTTP sends the password and every body in clear text; use https, or \
+                 negotiate or ntlm (sealed), or set allow_unencrypted explicitly"
                     .into(),
+            ));
+        }
+        if matches!(self.mechanism, Mechanism::Ntlm | Mechanism::Negotiate)
+            && policy::ntlm_permit(self.tls_proves_identity(), &self.trusted_hosts, &self.host).is_none()
+        {
+            // Until Kerberos is wired, Negotiate is NTLM inside SPNEGO and obeys the same rule.
+            return Err(policy::ntlm_refused(
+                &self.host,
+                &format!("{} towards an unverified server", self.mechanism.name()),
             ));
         }
         Ok(())
@@ -64,7 +153,9 @@ impl TransportConfig {
 #[derive(Debug)]
 pub struct Transport {
     config: TransportConfig,
+    tls: Option<TlsSetup>,
     idle: Mutex<Vec<Connection>>,
+    last_info: Mutex<Option<ConnectionInfo>>,
 }
 
 /// A reply body, already unsealed.
@@ -80,10 +171,22 @@ impl Transport {
     /// A transport for `config`; no connection is made yet.
     pub fn new(config: TransportConfig) -> Result<Self> {
         config.validate()?;
-        if config.allow_unencrypted {
+        if config.allow_unencrypted && config.tls.is_none() {
             tracing::warn!(endpoint = %config.url(), "plaintext bodies after authentication are allowed by configuration");
         }
-        Ok(Self { config, idle: Mutex::new(Vec::new()) })
+        let tls = config.tls.as_ref().map(|o| TlsSetup::new(o, &config.host)).transpose()?;
+        Ok(Self { config, tls, idle: Mutex::new(Vec::new()), last_info: Mutex::new(None) })
+    }
+
+    /// What the most recently opened connection established, once one was opened.
+    pub fn connection_info(&self) -> Option<ConnectionInfo> {
+        self.last_info.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    async fn open(&self) -> Result<Connection> {
+        let conn = Connection::open(&self.config, self.tls.as_ref()).await?;
+        *self.last_info.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn.info().clone());
+        Ok(conn)
     }
 
     /// The transport's configuration.
@@ -94,7 +197,7 @@ impl Transport {
     /// Opens and authenticates one connection now and keeps it for reuse, so that a wrong
     /// password or an unreachable host is reported at connect time.
     pub async fn warm_up(&self) -> Result<()> {
-        let conn = Connection::open(&self.config).await?;
+        let conn = self.open().await?;
         self.put_back(conn);
         Ok(())
     }
@@ -120,7 +223,7 @@ impl Transport {
     pub async fn post(&self, envelope: String, read_timeout: Duration) -> Result<HttpReply> {
         let mut conn = match self.take_idle() {
             Some(c) => c,
-            None => Connection::open(&self.config).await?,
+            None => self.open().await?,
         };
         let reply = conn.post(&self.config, envelope.into_bytes(), read_timeout).await?;
         // Only a connection whose exchange fully succeeded goes back to the pool.
