@@ -141,8 +141,8 @@ impl SecurityContext {
                     .map_err(|e| auth_err(mechanism, e))?;
                 Inner::Negotiate { ctx, cred: acq.credentials_handle }
             }
-            Mechanism::Basic => {
-                return Err(Error::InvalidConfig("basic authentication has no security context".into()));
+            Mechanism::Basic | Mechanism::Certificate | Mechanism::Kerberos | Mechanism::CredSsp => {
+                return Err(Error::InvalidConfig(format!("{} has no sspi security context here", mechanism.name())));
             }
         };
         let bindings = channel_binding.map(|data| crate::transport::sec_channel_bindings(&data));

@@ -8,6 +8,7 @@ mod context;
 pub mod policy;
 
 pub use context::SecurityContext;
+pub use policy::{host_matches, is_trusted_host};
 
 use std::fmt;
 
@@ -17,12 +18,18 @@ use zeroize::Zeroizing;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Mechanism {
-    /// SPNEGO (RFC 4559). Kerberos is not available yet, so this negotiates NTLM inside SPNEGO.
+    /// SPNEGO (RFC 4559): Kerberos first, NTLM only where the security policy allows it.
     Negotiate,
     /// Raw NTLM tokens under the `Negotiate` HTTP scheme, as WinRM clients send them.
     Ntlm,
+    /// Kerberos under the `Kerberos` HTTP scheme (no fallback).
+    Kerberos,
     /// HTTP Basic: the password on every request; only over HTTPS or with an explicit opt-in.
     Basic,
+    /// CredSSP: hands the user's credentials to the server (the double hop). Explicit opt-in.
+    CredSsp,
+    /// TLS client certificate (WinRM certificate mapping); HTTPS only.
+    Certificate,
 }
 
 impl Mechanism {
@@ -31,13 +38,37 @@ impl Mechanism {
         match self {
             Mechanism::Negotiate => "negotiate",
             Mechanism::Ntlm => "ntlm",
+            Mechanism::Kerberos => "kerberos",
             Mechanism::Basic => "basic",
+            Mechanism::CredSsp => "credssp",
+            Mechanism::Certificate => "certificate",
         }
     }
 
     /// Whether the mechanism provides message sealing after authentication.
     pub fn can_seal(self) -> bool {
-        matches!(self, Mechanism::Negotiate | Mechanism::Ntlm)
+        matches!(self, Mechanism::Negotiate | Mechanism::Ntlm | Mechanism::Kerberos | Mechanism::CredSsp)
+    }
+}
+
+/// Kerberos settings (used by `kerberos` and by `negotiate`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KerberosOptions {
+    /// The KDC: `host`, `host:port`, `tcp://host:port` or `udp://host:port`. When `None`, the
+    /// `PSREMOTE_KDC` environment variable, then the realm's `kdc` in krb5.conf
+    /// (`KRB5_CONFIG` or `/etc/krb5.conf`).
+    pub kdc: Option<String>,
+    /// The service class of the SPN: `HTTP` (what Windows registers for WinRM), `host` or `WSMAN`.
+    pub service: String,
+    /// The host name in the SPN when it differs from the connection's host.
+    pub hostname: Option<String>,
+    /// Ask for a forwardable ticket and delegate it to the server (the double hop).
+    pub delegate: bool,
+}
+
+impl Default for KerberosOptions {
+    fn default() -> Self {
+        Self { kdc: None, service: "HTTP".into(), hostname: None, delegate: false }
     }
 }
 
@@ -48,9 +79,13 @@ impl std::str::FromStr for Mechanism {
         match s.to_ascii_lowercase().as_str() {
             "negotiate" => Ok(Mechanism::Negotiate),
             "ntlm" => Ok(Mechanism::Ntlm),
+            "kerberos" => Ok(Mechanism::Kerberos),
             "basic" => Ok(Mechanism::Basic),
+            "credssp" => Ok(Mechanism::CredSsp),
+            "certificate" => Ok(Mechanism::Certificate),
             other => Err(crate::Error::InvalidConfig(format!(
-                "unknown authentication mechanism {other:?}; use one of negotiate, ntlm, basic"
+                "unknown authentication mechanism {other:?}; use one of negotiate, ntlm, kerberos, basic, credssp, \
+                 certificate"
             ))),
         }
     }

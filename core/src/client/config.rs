@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::auth::{Credentials, Mechanism};
+use crate::auth::{Credentials, KerberosOptions, Mechanism};
 use crate::error::{Error, Result};
 use crate::transport::{MessageEncryption, TlsOptions, TransportConfig};
 
@@ -23,6 +23,8 @@ pub struct ClientConfig {
     pub trusted_hosts: Vec<String>,
     /// When bodies are sealed with the authentication's keys.
     pub message_encryption: MessageEncryption,
+    /// Kerberos: KDC, SPN service class and host name, delegation.
+    pub kerberos: KerberosOptions,
     /// URL path.
     pub path: String,
     /// Authentication mechanism; Negotiate by default.
@@ -57,6 +59,7 @@ impl ClientConfig {
             tls: TlsOptions::default(),
             trusted_hosts: Vec::new(),
             message_encryption: MessageEncryption::Auto,
+            kerberos: KerberosOptions::default(),
             path: "/wsman".into(),
             mechanism: Mechanism::Negotiate,
             credentials: Credentials::new(username, password),
@@ -140,6 +143,7 @@ impl ClientConfig {
             tls: self.https.then(|| self.tls.clone()),
             trusted_hosts: self.trusted_hosts.clone(),
             message_encryption: self.message_encryption,
+            kerberos: self.kerberos.clone(),
         })
     }
 }

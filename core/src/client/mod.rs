@@ -14,6 +14,10 @@ mod config;
 mod powershell;
 mod runtime;
 
+pub use crate::auth::{KerberosOptions, Mechanism};
+pub use crate::transport::{
+    ClientCertificate, ConnectionInfo, EncryptionLayer, MessageEncryption, TlsInfo, TlsOptions, TlsVersion, parse_pin,
+};
 pub use cmd::{CmdOutput, CmdProcess, CmdShell, CmdShellOptions, CommandOptions, OutputChunk};
 pub use config::ClientConfig;
 pub use powershell::{Host, Pipeline, PipelineControl, PipelineResult, PoolConfig, RunspacePool};
@@ -23,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::transport::Transport;
+use crate::transport::{ConnectionInfo, Transport};
 use crate::wsman::{self, OptionEntry, Reply, RequestHeader};
 
 /// A connection to one WinRM endpoint. Cheap to clone; clones share connections.
@@ -63,13 +67,23 @@ impl Client {
         let url = transport.config().url();
         let client = Self { inner: Arc::new(Inner { transport, config, session_id: uuid::Uuid::new_v4(), url }) };
         client.inner.transport.warm_up().await?;
-        tracing::info!(endpoint = %client.inner.url, mechanism = client.inner.config.mechanism.name(), "connected");
         Ok(client)
     }
 
     /// The endpoint URL.
     pub fn url(&self) -> &str {
         &self.inner.url
+    }
+
+    /// What the most recent connection established: the mechanism actually negotiated, the
+    /// encryption layer, channel binding, TLS version and certificate fingerprint.
+    pub fn connection_info(&self) -> Option<ConnectionInfo> {
+        self.inner.transport.connection_info()
+    }
+
+    /// The configuration this client was made with.
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
     }
 
     /// Opens a cmd shell.

@@ -17,6 +17,7 @@ use crate::auth::{self, Mechanism, SecurityContext};
 use crate::encryption::{self, Protocol};
 use crate::error::{Error, Result};
 
+const CERT_AUTH_PROFILE: &str = "http://schemas.dmtf.org/wbem/wsman/1/wsman/secprofile/https/mutual";
 const SOAP_CONTENT_TYPE: &str = "application/soap+xml;charset=UTF-8";
 const USER_AGENT: &str = concat!("psremote/", env!("CARGO_PKG_VERSION"));
 /// Authentication round trips allowed before giving up (NTLM needs two, SPNEGO three).
@@ -235,6 +236,10 @@ impl Connection {
                     let mut hv = HeaderValue::from_str(&value).map_err(|e| transport_err(e, None))?;
                     hv.set_sensitive(true);
                     req.headers_mut().insert(header::AUTHORIZATION, hv);
+                } else if config.mechanism == Mechanism::Certificate {
+                    // WinRM certificate mapping: the TLS client certificate is the credential;
+                    // this header names the security profile on every request.
+                    req.headers_mut().insert(header::AUTHORIZATION, HeaderValue::from_static(CERT_AUTH_PROFILE));
                 }
                 req
             }

@@ -18,7 +18,7 @@ use connection::Connection;
 use tls::TlsSetup;
 pub use tls::{ClientCertificate, TlsInfo, TlsOptions, TlsVersion};
 
-use crate::auth::{Credentials, Mechanism, policy};
+use crate::auth::{Credentials, KerberosOptions, Mechanism, policy};
 use crate::error::{Error, Result};
 
 pub(crate) use cert::sec_channel_bindings;
@@ -107,6 +107,8 @@ pub struct TransportConfig {
     pub trusted_hosts: Vec<String>,
     /// When bodies are sealed.
     pub message_encryption: MessageEncryption,
+    /// Kerberos settings.
+    pub kerberos: KerberosOptions,
 }
 
 impl TransportConfig {
@@ -135,6 +137,30 @@ impl TransportConfig {
                  negotiate or ntlm (sealed), or set allow_unencrypted explicitly"
                     .into(),
             ));
+        }
+        match self.mechanism {
+            Mechanism::Kerberos | Mechanism::CredSsp => {
+                return Err(Error::InvalidConfig(format!(
+                    "{} authentication is not supported yet",
+                    self.mechanism.name()
+                )));
+            }
+            Mechanism::Certificate if self.tls.is_none() => {
+                return Err(Error::Policy("certificate authentication needs https".into()));
+            }
+            Mechanism::Certificate if self.tls.as_ref().is_some_and(|t| t.client_certificate.is_none()) => {
+                return Err(Error::InvalidConfig(
+                    "certificate authentication needs a client certificate and key (client_certificate)".into(),
+                ));
+            }
+            _ => {}
+        }
+        let valid = |s: &str| !s.is_empty() && !s.contains(['/', '@', ' ']);
+        if !valid(&self.kerberos.service) {
+            return Err(Error::InvalidConfig(format!(
+                "the SPN service class {:?} cannot be used; use HTTP, host or WSMAN",
+                self.kerberos.service
+            )));
         }
         if matches!(self.mechanism, Mechanism::Ntlm | Mechanism::Negotiate)
             && policy::ntlm_permit(self.tls_proves_identity(), &self.trusted_hosts, &self.host).is_none()
