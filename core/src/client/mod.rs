@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::transport::{ConnectionInfo, Transport};
+use crate::transport::Transport;
 use crate::wsman::{self, OptionEntry, Reply, RequestHeader};
 
 /// A connection to one WinRM endpoint. Cheap to clone; clones share connections.
