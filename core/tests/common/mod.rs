@@ -20,6 +20,10 @@ pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
+pub fn python_path() -> PathBuf {
+    python()
+}
+
 fn python() -> PathBuf {
     match std::env::var_os("PSREMOTE_PYTHON") {
         Some(p) => PathBuf::from(p),
@@ -33,6 +37,31 @@ pub struct Endpoint {
     pub port: u16,
     _dir: TempDir,
     pub capture: Option<PathBuf>,
+    /// The CA that signed the endpoint's certificate, for https endpoints.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Test certificates made once per test binary by `python -m psremote_testserver.certs`.
+pub fn certs() -> &'static std::path::Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("psremote-certs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = Command::new(python())
+            .args(["-m", "psremote_testserver.certs"])
+            .arg(&dir)
+            .current_dir(workspace_root())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run psremote_testserver.certs");
+        assert!(out.status.success(), "certificate generation failed: {}", String::from_utf8_lossy(&out.stderr));
+        dir
+    })
+}
+
+/// A file in the test certificate folder.
+pub fn cert(name: &str) -> PathBuf {
+    certs().join(name)
 }
 
 /// A temporary directory removed on drop.
@@ -62,6 +91,21 @@ fn uuid_like() -> u128 {
 impl Endpoint {
     pub fn start(extra: &[&str]) -> Self {
         Self::start_with(extra, false)
+    }
+
+    /// An https endpoint serving `cert_name` (e.g. `server`: server.pem and server-key.pem).
+    pub fn start_https(cert_name: &str, extra: &[&str]) -> Self {
+        let certificate = cert(&format!("{cert_name}.pem"));
+        let key = cert(&format!("{cert_name}-key.pem"));
+        let mut args: Vec<&str> = vec!["--tls-cert", certificate.to_str().unwrap(), "--tls-key", key.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let mut ep = Self::start_with(&args, false);
+        ep.ca_file = Some(cert("ca.pem"));
+        ep
+    }
+
+    pub fn is_https(&self) -> bool {
+        self.url.starts_with("https://")
     }
 
     pub fn start_with(extra: &[&str], capture: bool) -> Self {
@@ -104,18 +148,28 @@ impl Endpoint {
             }
         };
         let url = line.trim().to_owned();
-        assert!(url.starts_with("http://127.0.0.1:"), "unexpected endpoint line {url:?}");
-        let port: u16 = url["http://127.0.0.1:".len()..].split('/').next().unwrap().parse().unwrap();
-        Endpoint { child, url, port, _dir: dir, capture: capture_dir }
+        let rest = url
+            .strip_prefix("http://127.0.0.1:")
+            .or_else(|| url.strip_prefix("https://127.0.0.1:"))
+            .unwrap_or_else(|| panic!("unexpected endpoint line {url:?}"));
+        let port: u16 = rest.split('/').next().unwrap().parse().unwrap();
+        Endpoint { child, url, port, _dir: dir, capture: capture_dir, ca_file: None }
     }
 
     /// The endpoint's `/_control/state` counters.
     pub fn state(&self) -> String {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(s, "GET /_control/state HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").unwrap();
+        let request = "GET /_control/state HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
         let mut resp = String::new();
-        s.read_to_string(&mut resp).unwrap();
+        if self.is_https() {
+            let mut tls = tls_client(s);
+            tls.write_all(request.as_bytes()).unwrap();
+            let _ = tls.read_to_string(&mut resp);
+        } else {
+            s.write_all(request.as_bytes()).unwrap();
+            s.read_to_string(&mut resp).unwrap();
+        }
         resp.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned()
     }
 
@@ -144,6 +198,24 @@ impl Endpoint {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// A TLS client stream trusting the test CA, for the control URL of https endpoints.
+fn tls_client(tcp: TcpStream) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(cert("ca.pem")).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    rustls::StreamOwned::new(conn, tcp)
 }
 
 impl Drop for Endpoint {
