@@ -14,6 +14,14 @@ A sealed body looks like this (lines end CRLF, ``\\t`` is a TAB)::
     <u32 LE header length><header><ciphertext>--Encrypted Boundary--
 
 There is no CRLF between the ciphertext and the closing boundary.
+
+CredSSP (MS-WSMV 2.2.9.1.3) uses the protocol ``application/HTTP-CredSSP-session-encrypted``.
+Its "header" and ciphertext together are exactly one TLS application-data record of the
+CredSSP TLS channel, and the u32 in front is the record's trailer length (MAC/tag and
+padding: 17 for TLS 1.3, 16 for AES-GCM under TLS 1.2), as pyspnego and SSPI count it.
+A plaintext over 16384 bytes (the largest TLS record) is split into 16384-byte chunks,
+each sealed into its own metadata + octet-stream pair with its own Length, and the body is
+sent as ``multipart/x-multi-encrypted`` with a single closing boundary.
 """
 
 from __future__ import annotations
@@ -24,8 +32,11 @@ from dataclasses import dataclass
 from typing import Callable, List, Tuple
 
 SPNEGO_PROTOCOL = "application/HTTP-SPNEGO-session-encrypted"
+CREDSSP_PROTOCOL = "application/HTTP-CredSSP-session-encrypted"
+CREDSSP_CHUNK = 16384
 BOUNDARY = "Encrypted Boundary"
 CONTENT_TYPE = f'multipart/encrypted;protocol="{SPNEGO_PROTOCOL}";boundary="{BOUNDARY}"'
+CLOSING = f"--{BOUNDARY}--\r\n".encode()
 SOAP_CONTENT_TYPE = "application/soap+xml;charset=UTF-8"
 
 _OCTET_STREAM_LINE = re.compile(rb"\A[ \t]*Content-Type:[ \t]*application/octet-stream[ \t]*\r\n", re.IGNORECASE)
@@ -124,23 +135,25 @@ def split_parts(body: bytes, boundary: str = BOUNDARY) -> List[SealedPart]:
     return parts
 
 
-def unseal(body: bytes, content_type: str, unwrap: Unwrap) -> bytes:
+def unseal(body: bytes, content_type: str, unwrap: Unwrap, protocol: str = SPNEGO_PROTOCOL) -> bytes:
     """Return the plaintext of a sealed request body.
 
-    Raises FramingError for malformed framing or an unsupported protocol and
-    SealError when the unwrap fails or the plaintext length differs from the
-    declared one.
+    ``protocol`` is the one the connection's context seals with; a body declaring another
+    raises FramingError, as does malformed framing. ``multipart/x-multi-encrypted`` (several
+    parts) is accepted for CredSSP only. SealError means the unwrap failed or a part's
+    plaintext length differs from its declared one.
     """
     media, params = content_type_params(content_type)
-    if media != "multipart/encrypted":
+    allowed = ("multipart/encrypted", "multipart/x-multi-encrypted") if protocol == CREDSSP_PROTOCOL else ("multipart/encrypted",)
+    if media not in allowed:
         raise FramingError(f"unsupported encrypted media type {media}")
-    protocol = params.get("protocol", "")
-    if protocol.lower() != SPNEGO_PROTOCOL.lower():
-        raise FramingError(f"unsupported encryption protocol {protocol!r}")
+    declared = params.get("protocol", "")
+    if declared.lower() != protocol.lower():
+        raise FramingError(f"unsupported encryption protocol {declared!r}")
     parts = split_parts(body, params.get("boundary", BOUNDARY))
     plaintext = bytearray()
     for part in parts:
-        if part.protocol and part.protocol.lower() != SPNEGO_PROTOCOL.lower():
+        if part.protocol and part.protocol.lower() != protocol.lower():
             raise FramingError(f"unsupported part protocol {part.protocol!r}")
         try:
             data = unwrap(part.header, part.ciphertext)
@@ -152,8 +165,8 @@ def unseal(body: bytes, content_type: str, unwrap: Unwrap) -> bytes:
     return bytes(plaintext)
 
 
-def frame(header: bytes, ciphertext: bytes, length: int, protocol: str = SPNEGO_PROTOCOL) -> bytes:
-    """Build the exact B.3 body for one sealed message."""
+def frame_part(header: bytes, ciphertext: bytes, length: int, protocol: str = SPNEGO_PROTOCOL) -> bytes:
+    """One metadata part and its octet-stream part (no closing boundary)."""
     return b"".join(
         (
             f"--{BOUNDARY}\r\n".encode(),
@@ -164,19 +177,39 @@ def frame(header: bytes, ciphertext: bytes, length: int, protocol: str = SPNEGO_
             struct.pack("<I", len(header)),
             header,
             ciphertext,
-            f"--{BOUNDARY}--\r\n".encode(),
         )
     )
 
 
-def seal(plaintext: bytes, wrap: Wrap, corrupt_signature: bool = False) -> Tuple[str, bytes]:
+def frame(header: bytes, ciphertext: bytes, length: int, protocol: str = SPNEGO_PROTOCOL) -> bytes:
+    """Build the exact B.3 body for one sealed message."""
+    return frame_part(header, ciphertext, length, protocol) + CLOSING
+
+
+def content_type(protocol: str, multi: bool = False) -> str:
+    media = "multipart/x-multi-encrypted" if multi else "multipart/encrypted"
+    return f'{media};protocol="{protocol}";boundary="{BOUNDARY}"'
+
+
+def _corrupt(header: bytes) -> bytes:
+    index = 4 if len(header) > 4 else 0
+    return header[:index] + bytes([header[index] ^ 0xFF]) + header[index + 1 :]
+
+
+def seal(plaintext: bytes, wrap: Wrap, corrupt_signature: bool = False, protocol: str = SPNEGO_PROTOCOL) -> Tuple[str, bytes]:
     """Seal a reply; returns (Content-Type, body).
 
-    ``corrupt_signature`` flips one byte of the checksum inside the 16-byte
-    NTLM signature (bytes 4..11), for the ``bad-seal`` misbehaviour.
+    CredSSP seals at most 16384 bytes (one TLS record) per part: a longer plaintext becomes
+    one part per chunk under ``multipart/x-multi-encrypted``, each part's Length being its
+    chunk's. ``corrupt_signature`` flips one byte of the first part's header (for NTLM inside
+    the checksum of the 16-byte signature, bytes 4..11), for the ``bad-seal`` misbehaviour.
     """
-    header, ciphertext = wrap(plaintext)
-    if corrupt_signature and header:
-        index = 4 if len(header) > 4 else 0
-        header = header[:index] + bytes([header[index] ^ 0xFF]) + header[index + 1 :]
-    return CONTENT_TYPE, frame(header, ciphertext, len(plaintext))
+    size = CREDSSP_CHUNK if protocol == CREDSSP_PROTOCOL else max(len(plaintext), 1)
+    chunks = [plaintext[i : i + size] for i in range(0, max(len(plaintext), 1), size)]
+    parts = []
+    for index, chunk in enumerate(chunks):
+        header, ciphertext = wrap(chunk)
+        if corrupt_signature and header and index == 0:
+            header = _corrupt(header)
+        parts.append(frame_part(header, ciphertext, len(chunk), protocol))
+    return content_type(protocol, multi=len(chunks) > 1), b"".join(parts) + CLOSING
