@@ -30,7 +30,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Union
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -125,7 +125,7 @@ def make_leaf(
     common_name: str,
     names: Sequence[x509.GeneralName],
     usage: x509.ObjectIdentifier,
-    algorithm: hashes.HashAlgorithm = hashes.SHA256(),
+    algorithm: Union[hashes.SHA256, hashes.SHA384] = hashes.SHA256(),
 ) -> Issued:
     """An end-entity certificate signed by ``ca`` with one extended key usage."""
     key = _new_key()

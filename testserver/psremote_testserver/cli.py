@@ -14,13 +14,16 @@ import sys
 import threading
 from typing import List, Optional
 
-from .auth import ALL_SCHEMES
+from .auth import ALL_SCHEMES, DEFAULT_SCHEMES
+from .cbt import MODES as CBT_MODES
 from .cmd_shell import CMD_URI, CmdEngine
 from .dispatch import Dispatcher
 from .engines import EngineRegistry
 from .httpserver import ServerConfig, WinRMServer
 from .misbehave import MODES
 from .psrp_shell import PS_PREFIX, PSRPEngine
+from .tls import VERSIONS as TLS_VERSIONS
+from .tls import TlsSettings
 from .users import UserStore, UsersFileError
 
 log = logging.getLogger("psremote_testserver")
@@ -46,7 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0 = any free port)")
     parser.add_argument("--path", default="/wsman", help="URL path of the endpoint (default /wsman)")
     parser.add_argument("--users", required=True, help="users file, lines DOMAIN:USER:PASSWORD")
-    parser.add_argument("--auth", type=_schemes, default=ALL_SCHEMES, help="comma list of basic,ntlm,negotiate (default all)")
+    parser.add_argument(
+        "--auth",
+        type=_schemes,
+        default=DEFAULT_SCHEMES,
+        help=f"comma list of {','.join(ALL_SCHEMES)} (default {','.join(DEFAULT_SCHEMES)}); certificate needs --client-ca",
+    )
     parser.add_argument("--allow-unencrypted", action="store_true", help="accept plaintext SOAP bodies (and so Basic)")
     parser.add_argument("--max-envelope-kb", type=_positive, default=500, help="largest accepted request (default 500)")
     parser.add_argument("--max-timeout-ms", type=_positive, default=60000, help="cap on wsman:OperationTimeout (default 60000)")
@@ -59,12 +67,40 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="cap PSRP fragment blobs sent to clients at N bytes (default: derived from each Receive's MaxEnvelopeSize)",
     )
+    parser.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this PEM certificate (chain)")
+    parser.add_argument("--tls-key", metavar="FILE", help="the PEM private key of --tls-cert")
+    parser.add_argument("--tls-min", choices=sorted(TLS_VERSIONS), default="1.2", help="lowest TLS version (default 1.2)")
+    parser.add_argument("--tls-max", choices=sorted(TLS_VERSIONS), default="1.3", help="highest TLS version (default 1.3)")
+    parser.add_argument("--client-ca", metavar="FILE", help="request client certificates verified against this CA (enables certificate auth)")
+    parser.add_argument(
+        "--cbt",
+        choices=CBT_MODES,
+        default="relaxed",
+        help="HTTPS channel binding check for NTLM/Negotiate: none, relaxed (default: wrong bindings refused, none accepted) or strict",
+    )
     parser.add_argument("--verbose", action="store_true", help="log one line per request to stderr")
     return parser
 
 
+def tls_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Optional[TlsSettings]:
+    """The TLS options, checked for consistency (parser.error exits on a mistake)."""
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
+    if args.client_ca and not args.tls_cert:
+        parser.error("--client-ca needs --tls-cert")
+    if "certificate" in args.auth and not args.client_ca:
+        parser.error("--auth certificate needs --client-ca")
+    if TLS_VERSIONS[args.tls_min] > TLS_VERSIONS[args.tls_max]:
+        parser.error("--tls-min is above --tls-max")
+    if not args.tls_cert:
+        return None
+    return TlsSettings(args.tls_cert, args.tls_key, args.tls_min, args.tls_max, args.client_ca)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    tls = tls_settings(parser, args)
     path = args.path if args.path.startswith("/") else "/" + args.path
     logging.basicConfig(
         stream=sys.stderr,
@@ -87,6 +123,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         control=args.control,
         capture_dir=args.capture,
         misbehave=args.misbehave,
+        tls=tls,
+        cbt=args.cbt,
     )
     # pyspnego's NTLM acceptor reads its credentials from the file named here.
     os.environ["NTLM_USER_FILE"] = users.write_ntlm_file()
@@ -95,7 +133,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         registry.register(CMD_URI, CmdEngine())
         registry.register_prefix(PS_PREFIX, PSRPEngine(args.psrp_fragment_size))
         dispatcher = Dispatcher(registry)
-        server = WinRMServer(config, users, dispatcher)
+        try:
+            server = WinRMServer(config, users, dispatcher)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError: a bad certificate or key
+            print(f"psremote_testserver: {exc}", file=sys.stderr)
+            return 2
 
         stop = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):

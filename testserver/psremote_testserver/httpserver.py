@@ -1,8 +1,8 @@
-"""HTTP/1.1 carrier: keep-alive connections, authentication, sealing, control URL.
+"""HTTP/1.1 carrier: keep-alive connections, HTTPS, authentication, sealing, control URL.
 
 One handler object lives as long as its TCP connection, so the connection's
 security context lives on it (``self.auth``). A long-polling Receive blocks
-only its own connection's thread.
+only its own connection's thread, and so does a TLS handshake.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -19,12 +20,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import List, Optional, Tuple
 from urllib.parse import urlsplit
 
-from . import encryption
-from .auth import TOKEN_SCHEMES, ConnectionAuth
+from . import encryption, psrp_pool
+from .auth import DEFAULT_SCHEMES, TOKEN_SCHEMES, ConnectionAuth
 from .dispatch import Dispatcher
 from .engines import RequestContext
 from .misbehave import Misbehaviour
 from .stats import Stats
+from .tls import ConnectionTls, ServerTls, TlsSettings
 from .users import UserStore
 
 log = logging.getLogger(__name__)
@@ -36,13 +38,15 @@ CONTROL_STATE = "/_control/state"
 class ServerConfig:
     port: int = 0
     path: str = "/wsman"
-    schemes: Tuple[str, ...] = ("negotiate", "ntlm", "basic")
+    schemes: Tuple[str, ...] = DEFAULT_SCHEMES
     allow_unencrypted: bool = False
     max_envelope_kb: int = 500
     max_timeout_ms: int = 60000
     control: bool = False
     capture_dir: Optional[str] = None
     misbehave: Optional[str] = None
+    tls: Optional[TlsSettings] = None
+    cbt: str = "relaxed"
 
     @property
     def max_envelope_bytes(self) -> int:
@@ -80,17 +84,20 @@ class WinRMServer(ThreadingHTTPServer):
         self.stats = Stats()
         self.misbehaviour = Misbehaviour(config.misbehave)
         self.capture = Capture(config.capture_dir) if config.capture_dir else None
+        self.tls = ServerTls(config.tls) if config.tls else None
         super().__init__(("127.0.0.1", config.port), WinRMHandler)
 
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}{self.config.path}"
+        return f"{'https' if self.tls else 'http'}://{host}:{port}{self.config.path}"
 
     def get_request(self):
         sock, address = super().get_request()
         # Without this, Nagle + delayed ACK stall keep-alive request/response pairs at ~10/s.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.tls is not None:
+            sock = self.tls.wrap(sock)  # the handshake runs on the connection's thread (setup)
         return sock, address
 
     def handle_error(self, request, client_address) -> None:
@@ -109,10 +116,25 @@ class WinRMHandler(BaseHTTPRequestHandler):
     server: WinRMServer
 
     def setup(self) -> None:
+        self.tls: Optional[ConnectionTls] = None
+        self._handshake_failed = False
+        if self.server.tls is not None:
+            try:
+                self.tls = self.server.tls.handshake(self.request)
+            except (ssl.SSLError, OSError) as exc:
+                # An unverifiable client certificate ends up here, as does a client that
+                # rejected our certificate or speaks no common version.
+                log.info("%s TLS handshake failed: %s", self.client_address[0], exc)
+                self.server.stats.bump("tls_handshake_failures")
+                self._handshake_failed = True
         super().setup()
         config = self.server.config
-        self.auth = ConnectionAuth(self.server.users, config.schemes, config.allow_unencrypted)
+        self.auth = ConnectionAuth(self.server.users, config.schemes, config.allow_unencrypted, tls=self.tls, cbt_mode=config.cbt)
         self.server.stats.bump("connections_opened")
+
+    def handle(self) -> None:
+        if not self._handshake_failed:
+            super().handle()
 
     def version_string(self) -> str:
         return self.server_version
@@ -175,7 +197,11 @@ class WinRMHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
         if self.server.config.control and path == CONTROL_STATE:
-            state = {**self.server.dispatcher.counts(), **self.server.stats.snapshot()}
+            state = {
+                **self.server.dispatcher.counts(),
+                **self.server.stats.snapshot(),
+                "session_keys": list(psrp_pool.SESSION_KEYS),
+            }
             self._respond(200, [("Content-Type", "application/json")], json.dumps(state).encode())
         elif path == self.server.config.path:
             self._respond(405, [("Allow", "POST")])
@@ -213,6 +239,8 @@ class WinRMHandler(BaseHTTPRequestHandler):
     def _serve_wsman(self, body: bytes) -> None:
         config, stats = self.server.config, self.server.stats
         result = self.auth.process(self.headers.get("Authorization"))
+        if result.logon is not None:
+            stats.add_logon(result.logon)
         if result.status != "ok":
             if result.status == "denied":
                 stats.bump("auth_failures")
@@ -232,7 +260,7 @@ class WinRMHandler(BaseHTTPRequestHandler):
                 self._respond(400, [], close=True)
                 return
             try:
-                plaintext = encryption.unseal(body, content_type, self.auth.unwrap)
+                plaintext = encryption.unseal(body, content_type, self.auth.unwrap, self.auth.seal_protocol)
             except encryption.FramingError as exc:
                 log.info("bad encrypted framing: %s", exc)
                 self._respond(400, [], close=True)
@@ -243,13 +271,15 @@ class WinRMHandler(BaseHTTPRequestHandler):
                 self._respond(400, [], close=True)
                 return
         else:
-            if result.scheme in TOKEN_SCHEMES and not config.allow_unencrypted:
-                # AllowUnencrypted=false: an authenticated connection must seal every body.
+            if result.scheme in TOKEN_SCHEMES and not config.allow_unencrypted and self.tls is None:
+                # AllowUnencrypted=false: over HTTP an authenticated connection must seal every
+                # body. Over HTTPS, TLS is the encryption layer and plaintext is fine.
                 stats.bump("plaintext_after_auth_refused")
                 self.auth.reset()
                 self._respond(401, self.auth.offers())
                 return
             plaintext = body
+        stats.bump("sealed_requests" if sealed else "plain_requests")
 
         if len(plaintext) > config.max_envelope_bytes:
             self._respond(413, final_token)
@@ -276,7 +306,7 @@ class WinRMHandler(BaseHTTPRequestHandler):
 
         tampered = self.server.misbehaviour.apply(reply.request_action, reply.status, reply.xml, sealed)
         if sealed and not tampered.unsealed:
-            out_type, out = encryption.seal(tampered.xml, self.auth.wrap, tampered.corrupt_signature)
+            out_type, out = encryption.seal(tampered.xml, self.auth.wrap, tampered.corrupt_signature, self.auth.seal_protocol)
         else:
             out_type, out = encryption.SOAP_CONTENT_TYPE, tampered.xml
         self._respond(reply.status, final_token + [("Content-Type", out_type)], out)

@@ -10,19 +10,22 @@ from __future__ import annotations
 import json
 import os
 import selectors
+import ssl
 import subprocess
 import sys
 import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict
+from typing import Any, Dict, Optional
 from urllib.parse import urlsplit
 
 USER = "user"
 PASSWORD = "Passw0rd!"
 DOMAIN = "DOMAIN"
 START_TIMEOUT = 15.0
+CA_ENV = "PSREMOTE_TESTSERVER_CA"
+"""Names the CA file ``Endpoint.state()`` trusts over HTTPS when the Endpoint was given none."""
 
 
 @dataclass
@@ -30,6 +33,8 @@ class Endpoint:
     url: str
     process: subprocess.Popen
     stderr_path: Path
+    cafile: Optional[str] = None
+    """CA (PEM) that signed the endpoint's HTTPS certificate, for the control URL."""
 
     @property
     def port(self) -> int:
@@ -42,11 +47,17 @@ class Endpoint:
         parts = urlsplit(self.url)
         return f"{parts.scheme}://{parts.netloc}"
 
-    def state(self) -> Dict[str, int]:
-        with urllib.request.urlopen(self.base + "/_control/state", timeout=10) as response:
+    def ssl_context(self) -> Optional[ssl.SSLContext]:
+        """A client context trusting the endpoint's CA (None over HTTP)."""
+        if not self.url.startswith("https:"):
+            return None
+        return ssl.create_default_context(cafile=self.cafile or os.environ.get(CA_ENV))
+
+    def state(self) -> Dict[str, Any]:
+        with urllib.request.urlopen(self.base + "/_control/state", timeout=10, context=self.ssl_context()) as response:
             return json.load(response)
 
-    def wait_state(self, key: str, value: int, timeout: float = 10.0) -> Dict[str, int]:
+    def wait_state(self, key: str, value: int, timeout: float = 10.0) -> Dict[str, Any]:
         """Polls the control state until state[key] == value (the server releases asynchronously)."""
         deadline = time.monotonic() + timeout
         state = self.state()
@@ -89,8 +100,12 @@ def read_url_line(process: subprocess.Popen, timeout: float) -> str:
     return line.decode().strip()
 
 
-def launch(users_file: Path, log_dir: Path, *extra: str, control: bool = True) -> Endpoint:
-    """Starts `python -m psremote_testserver` on a free port; the caller stops it."""
+def launch(users_file: Path, log_dir: Path, *extra: str, control: bool = True, cafile: Optional[str] = None) -> Endpoint:
+    """Starts `python -m psremote_testserver` on a free port; the caller stops it.
+
+    For HTTPS (``--tls-cert``/``--tls-key`` in ``extra``) pass the CA that signed the
+    certificate as ``cafile`` (or set PSREMOTE_TESTSERVER_CA) so ``state()`` can connect.
+    """
     stderr_path = log_dir / "stderr.log"
     args = [sys.executable, "-m", "psremote_testserver", "--port", "0", "--users", str(users_file), "--verbose"]
     if control:
@@ -104,4 +119,4 @@ def launch(users_file: Path, log_dir: Path, *extra: str, control: bool = True) -
         process.kill()
         process.wait()
         raise RuntimeError(f"endpoint failed to start: {stderr_path.read_text()}") from None
-    return Endpoint(url, process, stderr_path)
+    return Endpoint(url, process, stderr_path, cafile=str(cafile) if cafile else None)

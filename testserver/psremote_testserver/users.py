@@ -78,6 +78,14 @@ class UserStore:
                 return user
         return None
 
+    def lookup(self, account: str) -> Optional[User]:
+        """The account named ``user``, ``DOMAIN\\user`` or ``user@DOMAIN`` (case-insensitive), if any."""
+        domain, name = split_user(account)
+        for user in self.users:
+            if user.name.lower() == name.lower() and (domain is None or domain.lower() == user.domain.lower()):
+                return user
+        return None
+
     def write_ntlm_file(self) -> str:
         """Write the acceptor's copy (mode 0600 in a private directory); returns its path."""
         self._ntlm_dir = tempfile.mkdtemp(prefix="psremote-testserver-")
