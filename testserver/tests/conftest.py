@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import pytest
 
@@ -42,11 +42,14 @@ def users_file(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def start_endpoint(users_file, tmp_path_factory):
-    """Factory: start_endpoint('--misbehave', 'bad-seal') -> Endpoint; all are stopped at session end."""
+    """Factory: start_endpoint('--misbehave', 'bad-seal') -> Endpoint; all are stopped at session end.
+
+    For HTTPS endpoints pass the CA of their certificate as ``cafile`` (for ``state()``).
+    """
     started: List[Endpoint] = []
 
-    def start(*extra: str, control: bool = True) -> Endpoint:
-        endpoint = launch(users_file, tmp_path_factory.mktemp("endpoint"), *extra, control=control)
+    def start(*extra: str, control: bool = True, cafile: Optional[str] = None) -> Endpoint:
+        endpoint = launch(users_file, tmp_path_factory.mktemp("endpoint"), *extra, control=control, cafile=cafile)
         started.append(endpoint)
         return endpoint
 

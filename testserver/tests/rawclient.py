@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import http.client
 import re
+import ssl
 import struct
 import uuid
 import xml.etree.ElementTree as ET
@@ -85,14 +86,29 @@ def open_sealed(body: bytes) -> Tuple[int, bytes, bytes]:
 
 
 class RawClient:
-    def __init__(self, url: str, user: str = "user", password: str = "Passw0rd!", scheme: str = "NTLM") -> None:
+    """One keep-alive connection. Over HTTPS pass ``ssl_context``; ``channel_bindings`` and any
+    other keyword go to ``spnego.client`` (e.g. ``credssp_negotiate_context``)."""
+
+    def __init__(
+        self,
+        url: str,
+        user: str = "user",
+        password: str = "Passw0rd!",
+        scheme: str = "NTLM",
+        ssl_context: Optional[ssl.SSLContext] = None,
+        **spnego_kwargs,
+    ) -> None:
         parts = urlsplit(url)
         self.path = parts.path
         self.url = url
         self.user = user
         self.password = password
         self.scheme = scheme
-        self.conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        self.spnego_kwargs = spnego_kwargs
+        if parts.scheme == "https":
+            self.conn: http.client.HTTPConnection = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=30, context=ssl_context)
+        else:
+            self.conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
         self.ctx = None
 
     def close(self) -> None:
@@ -111,8 +127,8 @@ class RawClient:
         return Response(response.status, response.getheaders(), data)
 
     def authenticate(self) -> Response:
-        protocol = "ntlm" if self.scheme.upper() == "NTLM" else "negotiate"
-        self.ctx = spnego.client(self.user, self.password, hostname="127.0.0.1", service="host", protocol=protocol)
+        protocol = {"NTLM": "ntlm", "CREDSSP": "credssp"}.get(self.scheme.upper(), "negotiate")
+        self.ctx = spnego.client(self.user, self.password, hostname="127.0.0.1", service="host", protocol=protocol, **self.spnego_kwargs)
         token = self.ctx.step()
         while True:
             response = self.post(b"", {"Authorization": f"{self.scheme} {base64.b64encode(token).decode()}"})
