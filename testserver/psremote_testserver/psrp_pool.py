@@ -75,6 +75,19 @@ from .psrp_runtime import (
 
 log = logging.getLogger(__name__)
 
+# The AES session keys this endpoint generated, in hex. A test fixture's disclosure: the control
+# state reports them so that tests can prove a client never writes the key into its logs.
+SESSION_KEYS: List[str] = []
+
+
+def record_session_key(core: Any) -> None:
+    """Notes the session key psrpcore just generated (its private cipher's AES key)."""
+    try:
+        key = core._cipher._cipher.algorithm.key  # noqa: SLF001 - psrpcore keeps it private
+    except AttributeError:
+        return
+    SESSION_KEYS.append(bytes(key).hex())
+
 # A Receive that finds output while the pipeline is still busy waits this long
 # for more (or for completion), so short commands finish in one round trip.
 COALESCE = 0.005
@@ -222,6 +235,7 @@ class Pool:
         core = self.core
         if isinstance(event, PublicKeyEvent):
             self.key_exchanged = True  # psrpcore queued ENCRYPTED_SESSION_KEY
+            record_session_key(core)
         elif isinstance(event, SetMaxRunspacesEvent):
             accepted = event.count >= max(core.min_runspaces, 1)
             core.runspace_availability_response(event.ci, accepted)

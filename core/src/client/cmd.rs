@@ -91,7 +91,7 @@ impl CmdShell {
         }
         let reply = client.call(action::CREATE, CMD_SHELL_URI, None, &opts, &spec.body(), None).await?;
         let shell_id = winrs::shell_id_from_create(&reply)?;
-        tracing::debug!(shell_id, "cmd shell created");
+        tracing::info!(target: "psremote::audit", event = "shell_open", endpoint = client.url(), shell_id, "cmd shell opened");
         Ok(Self { client, shell_id, open: true })
     }
 
@@ -120,7 +120,17 @@ impl CmdShell {
         let body = winrs::command_body(command, &args, None);
         let reply = self.client.call(action::COMMAND, CMD_SHELL_URI, Some(&self.shell_id), &opts, &body, None).await?;
         let command_id = winrs::command_id_from_reply(&reply)?;
-        tracing::debug!(shell_id = self.shell_id, command_id, command, "command started");
+        let audit_args = self.client.config().audit_arguments.then(|| args.join(" "));
+        tracing::info!(
+            target: "psremote::audit",
+            event = "command_start",
+            endpoint = self.client.url(),
+            shell_id = self.shell_id,
+            command_id,
+            command,
+            arguments = audit_args,
+            "command started"
+        );
         Ok(CmdProcess {
             client: self.client.clone(),
             shell_id: self.shell_id.clone(),
@@ -140,7 +150,13 @@ impl CmdShell {
     pub async fn close(mut self) -> Result<()> {
         self.open = false;
         delete_shell(&self.client, &self.shell_id).await?;
-        tracing::debug!(shell_id = self.shell_id, "cmd shell deleted");
+        tracing::info!(
+            target: "psremote::audit",
+            event = "shell_close",
+            endpoint = self.client.url(),
+            shell_id = self.shell_id,
+            "cmd shell closed"
+        );
         Ok(())
     }
 }
@@ -248,6 +264,15 @@ impl CmdProcess {
         }
         if out.state == Some(CommandState::Done) {
             self.exit_code = Some(out.exit_code.unwrap_or(0));
+            tracing::info!(
+                target: "psremote::audit",
+                event = "command_end",
+                endpoint = self.client.url(),
+                shell_id = self.shell_id,
+                command_id = self.command_id,
+                exit_code = self.exit_code,
+                "command ended"
+            );
             // MS-WSMV: after Done the client releases the command with Signal Terminate.
             self.release().await;
         }

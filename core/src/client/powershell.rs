@@ -491,7 +491,14 @@ impl RunspacePool {
         }
         let task = tokio::spawn(pool.shared.clone().pool_receive_loop());
         *lock(&pool.shared.pool_task) = Some(task);
-        tracing::info!(shell_id = pool.shared.shell_id, "runspace pool opened");
+        tracing::info!(
+            target: "psremote::audit",
+            event = "pool_open",
+            endpoint = client.url(),
+            shell_id = pool.shared.shell_id,
+            configuration = pool.shared.resource_uri,
+            "runspace pool opened"
+        );
         Ok(pool)
     }
 
@@ -624,7 +631,7 @@ impl RunspacePool {
             let _ = self.shared.signal(pid, TERMINATE_SIGNAL).await;
             return Err(e);
         }
-        tracing::debug!(pipeline = %pid, "pipeline started");
+        audit_pipeline_start(&self.shared, pid, spec);
         let shared = self.shared.clone();
         let task = tokio::spawn(pipeline_loop(shared, pid, tx));
         Ok(Pipeline { pool: self.clone(), pid, events: rx, finished: None, task: Some(task) })
@@ -656,7 +663,14 @@ impl RunspacePool {
         }
         let r = self.shared.delete().await;
         lock(&self.shared.sm).set_closed(true);
-        tracing::info!(shell_id = self.shared.shell_id, "runspace pool closed");
+        tracing::info!(
+            target: "psremote::audit",
+            event = "pool_close",
+            endpoint = self.shared.client.url(),
+            shell_id = self.shared.shell_id,
+            ok = r.is_ok(),
+            "runspace pool closed"
+        );
         r
     }
 }
@@ -671,6 +685,46 @@ async fn host_worker(shared: Weak<Shared>, mut calls: mpsc::Receiver<(Option<uui
 }
 
 /// Receives a pipeline's messages until it finishes, then releases it with Signal Terminate.
+/// The audit event of a started pipeline: command names always, arguments and script text only
+/// when the configuration opts in (they may hold data an audit log should not).
+fn audit_pipeline_start(shared: &Shared, pid: uuid::Uuid, spec: &PipelineSpec) {
+    let with_arguments = shared.client.config().audit_arguments;
+    let commands: Vec<String> = spec
+        .statements
+        .iter()
+        .map(|statement| {
+            statement
+                .iter()
+                .map(|c| match (c.is_script, with_arguments) {
+                    (true, false) => "<script>".to_owned(),
+                    (false, false) => c.text.clone(),
+                    (_, true) => {
+                        let mut text = c.text.clone();
+                        for (name, value) in &c.parameters {
+                            text.push_str(&match name {
+                                Some(n) => format!(" -{n} {}", crate::clixml::to_string(value)),
+                                None => format!(" {}", crate::clixml::to_string(value)),
+                            });
+                        }
+                        text
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" | ")
+        })
+        .collect();
+    tracing::info!(
+        target: "psremote::audit",
+        event = "pipeline_start",
+        endpoint = shared.client.url(),
+        shell_id = shared.shell_id,
+        pipeline = %pid,
+        commands = %commands.join("; "),
+        arguments_logged = with_arguments,
+        "pipeline started"
+    );
+}
+
 async fn pipeline_loop(shared: Arc<Shared>, pid: uuid::Uuid, tx: Route) {
     let result = async {
         loop {
@@ -683,6 +737,17 @@ async fn pipeline_loop(shared: Arc<Shared>, pid: uuid::Uuid, tx: Route) {
         }
     }
     .await;
+    let state = lock(&shared.sm).pipeline_state(pid);
+    tracing::info!(
+        target: "psremote::audit",
+        event = "pipeline_end",
+        endpoint = shared.client.url(),
+        shell_id = shared.shell_id,
+        pipeline = %pid,
+        state = ?state,
+        error = result.as_ref().err().map(ToString::to_string),
+        "pipeline ended"
+    );
     if let Err(e) = result {
         let _ = tx.send(Err(e)).await;
     }

@@ -184,6 +184,19 @@ pub struct Transport {
     last_info: Mutex<Option<ConnectionInfo>>,
 }
 
+impl Drop for Transport {
+    fn drop(&mut self) {
+        let idle = self.idle.get_mut().map(|v| v.len()).unwrap_or(0);
+        tracing::info!(
+            target: "psremote::audit",
+            event = "disconnect",
+            endpoint = %self.config.url(),
+            connections_closed = idle,
+            "disconnected"
+        );
+    }
+}
+
 /// A reply body, already unsealed.
 #[derive(Debug)]
 pub struct HttpReply {

@@ -1,0 +1,140 @@
+//! Secrets never reach the logs: a full session (NTLM logon with message encryption, a runspace
+//! pool, the session-key exchange, a SecureString both ways, a cmd command) runs with every
+//! tracing event of every crate captured at TRACE, and the password, the session key the
+//! endpoint generated and the SecureString's plaintext appear nowhere in what was captured, nor
+//! in any error or Debug output produced on the way.
+
+mod common;
+
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+
+use common::{DOMAIN_USER, Endpoint, block_on};
+use psremote::client::{Client, ClientConfig, Mechanism, PoolConfig, RunspacePool};
+use psremote::clixml::Value;
+use psremote::psrp::{Command, PipelineSpec};
+use tracing::field::{Field, Visit};
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::{Context, SubscriberExt};
+
+/// Distinct from the shared test password so that no other test's text can match by accident.
+const SECRET_PASSWORD: &str = "Zq7!unique-Pa55word";
+const SECURE_PLAINTEXT: &str = "launch-code-4471-xyzzy";
+
+/// Writes every event (target, level, every field) into one string.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<String>>);
+
+struct Fields<'a>(&'a mut String);
+
+impl Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        let _ = write!(self.0, " {}={:?}", field.name(), value);
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        let _ = write!(self.0, " {}={}", field.name(), value);
+    }
+}
+
+impl<S: tracing::Subscriber> Layer<S> for Capture {
+    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+        let mut line = format!("{} {}", event.metadata().level(), event.metadata().target());
+        event.record(&mut Fields(&mut line));
+        let mut all = self.0.lock().unwrap();
+        all.push_str(&line);
+        all.push('\n');
+    }
+    fn on_new_span(&self, attrs: &tracing::span::Attributes<'_>, _: &tracing::span::Id, _: Context<'_, S>) {
+        let mut line = format!("span {}", attrs.metadata().name());
+        attrs.record(&mut Fields(&mut line));
+        let mut all = self.0.lock().unwrap();
+        all.push_str(&line);
+        all.push('\n');
+    }
+}
+
+fn endpoint_session_keys(ep: &Endpoint) -> Vec<String> {
+    let state: serde_json::Value = serde_json::from_str(&ep.state()).unwrap();
+    state["session_keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_owned()).collect()
+}
+
+#[test]
+fn no_secret_reaches_the_logs_at_trace_level() {
+    let capture = Capture::default();
+    let subscriber =
+        tracing_subscriber::registry().with(capture.clone().with_filter(tracing::level_filters::LevelFilter::TRACE));
+    tracing::subscriber::set_global_default(subscriber).unwrap();
+
+    let dir = common::TempDir::new("secrets-users");
+    let users = dir.0.join("users");
+    std::fs::write(&users, format!("DOMAIN:user:{SECRET_PASSWORD}\n")).unwrap();
+    let ep = Endpoint::start(&["--users", users.to_str().unwrap()]);
+
+    let mut leaked_text = String::new();
+    block_on(async {
+        // A wrong password first: its error must not echo what was typed.
+        let wrong = ClientConfig::new("x", DOMAIN_USER, "Wrong-Typed-Secret-991")
+            .with_url(&ep.url)
+            .unwrap()
+            .with_trusted_hosts(["127.0.0.1"])
+            .with_mechanism(Mechanism::Ntlm);
+        let _ = write!(leaked_text, "{wrong:?}");
+        let err = Client::connect(wrong).await.unwrap_err();
+        let _ = write!(leaked_text, "{err} {err:?}");
+
+        let cfg = ClientConfig::new("x", DOMAIN_USER, SECRET_PASSWORD)
+            .with_url(&ep.url)
+            .unwrap()
+            .with_trusted_hosts(["127.0.0.1"])
+            .with_mechanism(Mechanism::Negotiate);
+        let _ = write!(leaked_text, "{cfg:?}");
+        let client = Client::connect(cfg).await.unwrap();
+        let pool = RunspacePool::open(&client, PoolConfig::default()).await.unwrap();
+        let secret = pool.secure_string(SECURE_PLAINTEXT).await.unwrap();
+        let _ = write!(leaked_text, "{secret:?} {pool:?}");
+        let mut cmd = Command::new("Write-Output");
+        cmd.parameters.push((Some("InputObject".into()), secret));
+        let r = pool.invoke(&PipelineSpec::command(cmd)).await.unwrap();
+        let _ = write!(leaked_text, "{r:?}");
+        let Some(Value::SecureString(back)) = r.output.first() else { panic!("{:?}", r.output) };
+        assert_eq!(pool.decrypt_secure_string(back).unwrap().as_str(), SECURE_PLAINTEXT);
+        let out = client.run_cmd("echo", &["done"]).await.unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "done");
+        pool.close().await.unwrap();
+    });
+
+    let keys = endpoint_session_keys(&ep);
+    assert!(!keys.is_empty(), "the endpoint reported no session key: the key exchange did not happen");
+    let logs = capture.0.lock().unwrap().clone();
+    // The capture really saw the session: audit events and trace-level detail are present.
+    assert!(logs.contains("psremote::audit") && logs.contains("event=connect"), "{logs}");
+    assert!(logs.contains("TRACE"), "nothing was captured at TRACE");
+
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut needles = vec![
+        SECRET_PASSWORD.to_owned(),
+        "Wrong-Typed-Secret-991".to_owned(),
+        SECURE_PLAINTEXT.to_owned(),
+        b64.encode(SECRET_PASSWORD),
+        // UTF-16LE, as NTLM and SecureStrings carry text.
+        SECRET_PASSWORD.encode_utf16().map(|u| format!("{:?}", u.to_le_bytes())).collect::<String>(),
+    ];
+    for key in &keys {
+        let bytes: Vec<u8> =
+            (0..key.len()).step_by(2).map(|i| u8::from_str_radix(&key[i..i + 2], 16).unwrap()).collect();
+        needles.push(key.clone());
+        needles.push(key.to_uppercase());
+        needles.push(b64.encode(&bytes));
+        needles.push(format!("{:?}", bytes));
+        needles.push(format!("{:?}", &bytes[..16]));
+    }
+    for needle in &needles {
+        assert!(!logs.contains(needle.as_str()), "a secret ({} chars) is in the logs", needle.len());
+        assert!(
+            !leaked_text.contains(needle.as_str()),
+            "a secret ({} chars) is in an error or Debug output",
+            needle.len()
+        );
+    }
+}
