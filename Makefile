@@ -7,9 +7,20 @@ VPY := $(VENV)/bin/python
 PIP_PKGS := -r testserver/requirements.txt
 export PSREMOTE_PYTHON := $(abspath $(VPY))
 
-.PHONY: venv test demo fmt-check clippy rust-test py-test no-default-features header header-check bench bench-smoke python-package c-deps install c-test
+.PHONY: venv test demo fmt-check clippy rust-test py-test no-default-features header header-check bench bench-smoke python-package c-deps krb-deps install c-test
 
-$(VENV)/.ok: testserver/requirements.txt testserver/pyproject.toml bindings-python/requirements-test.txt
+# MIT Kerberos for the endpoint's Kerberos tests: the KDC, kadmin.local and kinit run a throwaway
+# realm (testserver/psremote_testserver/kdc.py), and pip builds gssapi, krb5 and pykerberos from
+# source against libkrb5-dev (PyPI has no Linux wheels of them). No system KDC is set up: the
+# packages' services find no database, and policy-rc.d or a missing init keeps them stopped anyway.
+KRB_PKGS := krb5-kdc krb5-admin-server krb5-user libkrb5-dev
+krb-deps:
+	@test -x /usr/sbin/krb5kdc && test -x /usr/sbin/kadmin.local && command -v kinit >/dev/null && command -v krb5-config >/dev/null || \
+	  { export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -q $(KRB_PKGS) >/dev/null 2>&1 || \
+	    { apt-get update -qq && apt-get install -y -q $(KRB_PKGS) >/dev/null; }; }
+
+$(VENV)/.ok: testserver/requirements.txt testserver/pyproject.toml bindings-python/requirements-test.txt | krb-deps
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --disable-pip-version-check $(PIP_PKGS) -r bindings-python/requirements-test.txt
 	$(VPY) -m pip install --quiet --disable-pip-version-check --no-deps -e testserver
@@ -28,7 +39,7 @@ CARGO ?= cargo
 CBINDGEN_VERSION := 0.29.2
 CBINDGEN := .tools/bin/cbindgen
 
-test: venv fmt-check clippy no-default-features header-check rust-test py-test c-test bench-smoke
+test: krb-deps venv fmt-check clippy no-default-features header-check rust-test py-test c-test bench-smoke
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
