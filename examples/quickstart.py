@@ -2,7 +2,11 @@
 that produces output, an error and progress, and print them.
 
     PSREMOTE_URL=http://server:5985/wsman PSREMOTE_USER='DOMAIN\\user' PSREMOTE_PASSWORD=... \\
-        python examples/quickstart.py
+        PSREMOTE_TRUSTED_HOSTS=server python examples/quickstart.py
+
+NTLM proves the user but not the server, so over http the host must be named in
+PSREMOTE_TRUSTED_HOSTS (passed as ``trusted_hosts``, WinRM's TrustedHosts); over https
+(``https://server:5986/wsman``) a certificate that verifies is enough.
 
 `make demo` runs it against the bundled loopback endpoint.
 """
@@ -29,9 +33,12 @@ def main() -> int:
         print("set PSREMOTE_URL, PSREMOTE_USER and PSREMOTE_PASSWORD", file=sys.stderr)
         return 2
     # The password is read from PSREMOTE_PASSWORD by the client itself.
-    with psremote.Client(url=url, username=user, auth="ntlm") as client:
+    trusted_hosts = os.environ.get("PSREMOTE_TRUSTED_HOSTS")
+    with psremote.Client(url=url, username=user, auth="ntlm", trusted_hosts=trusted_hosts) as client:
         with client.runspace_pool() as pool:
-            print(f"connected to {client.url} over NTLM, every message encrypted; PSRP {pool.protocol_version}, pool {pool.id}")
+            info = client.connection_info
+            protection = info.encryption if info is not None else "?"
+            print(f"connected to {client.url} over NTLM ({protection}); PSRP {pool.protocol_version}, pool {pool.id}")
             result = pool.run_ps(SCRIPT)
 
     print(f"pipeline {result.state}")

@@ -1,16 +1,20 @@
 //! `Client`, `RunspacePool` and `Pipeline` of `psremote._native`: the core's async API, blocking
 //! (GIL released, Ctrl-C aware) or completing asyncio futures.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use psremote::auth::Mechanism;
-use psremote::client::{self as core, ClientConfig, CmdShellOptions, OutputChunk, PoolConfig};
+use psremote::client::{
+    self as core, ClientCertificate, ClientConfig, CmdShellOptions, KerberosOptions, Mechanism, MessageEncryption,
+    OutputChunk, PoolConfig, TlsOptions, TlsVersion, parse_pin,
+};
 use psremote::psrp::{Command, Event, Merge, PipelineSpec, PipelineState};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use tokio::sync::{Mutex as AsyncMutex, OnceCell};
+use zeroize::Zeroizing;
 
 use crate::convert::{self, ConvertError};
 use crate::host::PyHost;
@@ -105,12 +109,18 @@ async fn open_pool(
 #[pymethods]
 impl Client {
     #[new]
-    #[pyo3(signature = (*, host, port, path, auth, username, password, operation_timeout, connect_timeout, max_envelope_size, locale, data_locale, allow_unencrypted))]
+    #[pyo3(signature = (
+        *, host, port, path, https, auth, username, password, operation_timeout, connect_timeout, max_envelope_size,
+        locale, data_locale, allow_unencrypted, encryption, trusted_hosts, ca_file, ca_dir, server_name,
+        pinned_public_keys, insecure_skip_verify, min_tls_version, max_tls_version, client_certificate, client_key,
+        client_key_password, kerberos_kdc, spn_service, spn_hostname, delegate, audit_arguments
+    ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         host: String,
         port: u16,
         path: String,
+        https: bool,
         auth: &str,
         username: String,
         password: String,
@@ -120,9 +130,29 @@ impl Client {
         locale: String,
         data_locale: String,
         allow_unencrypted: bool,
+        encryption: &str,
+        trusted_hosts: Vec<String>,
+        ca_file: Option<PathBuf>,
+        ca_dir: Option<PathBuf>,
+        server_name: Option<String>,
+        pinned_public_keys: Vec<String>,
+        insecure_skip_verify: bool,
+        min_tls_version: Option<&str>,
+        max_tls_version: Option<&str>,
+        client_certificate: Option<PathBuf>,
+        client_key: Option<PathBuf>,
+        client_key_password: Option<String>,
+        kerberos_kdc: Option<String>,
+        spn_service: String,
+        spn_hostname: Option<String>,
+        delegate: bool,
+        audit_arguments: bool,
         py: Python<'_>,
     ) -> PyResult<Self> {
-        let mechanism: Mechanism = auth.parse().map_err(|e| crate::errors::to_py_err(py, e))?;
+        let core_err = |e: psremote::Error| crate::errors::to_py_err(py, e);
+        // Taken first, so the password is zeroized on every path out of here.
+        let key_password = client_key_password.map(Zeroizing::new);
+        let mechanism: Mechanism = auth.parse().map_err(core_err)?;
         let secs = |name: &str, v: f64| {
             if v.is_finite() && v > 0.0 {
                 Ok(Duration::from_secs_f64(v))
@@ -130,18 +160,66 @@ impl Client {
                 Err(PyValueError::new_err(format!("{name} must be a positive number of seconds, not {v}")))
             }
         };
+        let version = |v: Option<&str>| v.map(str::parse::<TlsVersion>).transpose().map_err(core_err);
         let mut config = ClientConfig::new(host, username, password).with_mechanism(mechanism);
         config.port = port;
         config.path = path;
+        config.https = https;
         config.operation_timeout = secs("operation_timeout", operation_timeout)?;
         config.connect_timeout = secs("connect_timeout", connect_timeout)?;
         config.max_envelope_size = max_envelope_size;
         config.locale = locale;
         config.data_locale = data_locale;
         config.allow_unencrypted = allow_unencrypted;
-        // Validate now, so a bad option fails at construction with a message.
-        let url = config.validate().map_err(|e| crate::errors::to_py_err(py, e))?;
+        // "never" is plaintext Basic (allow_unencrypted) over http, or TLS alone over https: both
+        // are what Auto does; the Python layer checked that the combination makes sense.
+        config.message_encryption = match encryption {
+            "auto" | "never" => MessageEncryption::Auto,
+            "always" => MessageEncryption::Always,
+            other => return Err(PyValueError::new_err(format!("unknown encryption policy {other:?}"))),
+        };
+        config.trusted_hosts = trusted_hosts;
+        config.tls = TlsOptions {
+            ca_file,
+            ca_dir,
+            server_name,
+            pinned_spki_sha256: pinned_public_keys
+                .iter()
+                .map(|p| parse_pin(p))
+                .collect::<Result<_, _>>()
+                .map_err(core_err)?,
+            insecure_skip_verify,
+            min_version: version(min_tls_version)?,
+            max_version: version(max_tls_version)?,
+            client_certificate: client_certificate.map(|certificate| ClientCertificate {
+                key: client_key.unwrap_or_else(|| certificate.clone()),
+                certificate,
+                key_password,
+            }),
+        };
+        config.kerberos = KerberosOptions { kdc: kerberos_kdc, service: spn_service, hostname: spn_hostname, delegate };
+        config.audit_arguments = audit_arguments;
+        // Validate now, so a bad option or a refused combination fails at construction.
+        let url = config.validate().map_err(core_err)?;
         Ok(Self { config, url, inner: Arc::new(OnceCell::new()) })
+    }
+
+    /// What the most recent connection established, or None before the first one.
+    #[getter]
+    fn connection_info<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let Some(info) = self.inner.get().and_then(core::Client::connection_info) else {
+            return Ok(None);
+        };
+        let d = PyDict::new(py);
+        d.set_item("endpoint", &info.endpoint)?;
+        d.set_item("mechanism", info.mechanism.name())?;
+        d.set_item("negotiated", info.negotiated)?;
+        d.set_item("encryption", info.encryption.name())?;
+        d.set_item("channel_binding", info.channel_binding)?;
+        d.set_item("tls_version", info.tls.as_ref().map(|t| t.version.name()))?;
+        d.set_item("cipher_suite", info.tls.as_ref().map(|t| t.cipher_suite.as_str()))?;
+        d.set_item("certificate_sha256", info.tls.as_ref().map(|t| t.certificate_sha256.as_str()))?;
+        Ok(Some(d))
     }
 
     #[getter]

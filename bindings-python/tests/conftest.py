@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Dict, Iterator, List
+from typing import Any, Dict, Iterator, List
 
 import pytest
 
@@ -19,6 +19,10 @@ from psremote_testserver.testing import DOMAIN, PASSWORD, USER, Endpoint, launch
 
 # Never let a proxy from the environment intercept loopback traffic.
 os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
+
+#: The endpoint is plain http on 127.0.0.1: NTLM there needs the host in trusted_hosts (nothing
+#: else proves the server), as WinRM's TrustedHosts would.
+TRUSTED = ["127.0.0.1"]
 
 
 @pytest.fixture(scope="session")
@@ -44,6 +48,15 @@ def start_endpoint(users_file, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def test_certs(tmp_path_factory) -> Dict[str, Any]:
+    """The endpoint's test certificates (psremote_testserver.certs): paths by stem (``ca``,
+    ``server``, ``server_key``, ``client_key_encrypted``, ...) and ``server_spki_sha256``."""
+    from psremote_testserver import certs
+
+    return certs.generate(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture(scope="session")
 def endpoint(start_endpoint) -> Endpoint:
     """The default endpoint: all auth schemes, sealing required, control URL on."""
     return start_endpoint()
@@ -52,7 +65,7 @@ def endpoint(start_endpoint) -> Endpoint:
 @pytest.fixture(scope="session")
 def credentials(endpoint) -> Dict[str, str]:
     """Keyword arguments for Client/AsyncClient against the default endpoint."""
-    return {"url": endpoint.url, "username": USER, "password": PASSWORD, "auth": "ntlm"}
+    return {"url": endpoint.url, "username": USER, "password": PASSWORD, "auth": "ntlm", "trusted_hosts": TRUSTED}
 
 
 @pytest.fixture(scope="session")
@@ -77,6 +90,7 @@ def child_env(endpoint) -> Dict[str, str]:
         PSREMOTE_URL=endpoint.url,
         PSREMOTE_USER=f"{DOMAIN}\\{USER}",
         PSREMOTE_PASSWORD=PASSWORD,
+        PSREMOTE_TRUSTED_HOSTS=",".join(TRUSTED),
         PYTHONUNBUFFERED="1",
     )
     return env

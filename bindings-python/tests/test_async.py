@@ -119,7 +119,7 @@ def test_async_errors_and_raise_on_error(credentials):
 
 def test_async_wrong_password(endpoint):
     async def main():
-        async with AsyncClient(url=endpoint.url, username="user", password="nope", auth="ntlm"):
+        async with AsyncClient(url=endpoint.url, username="user", password="nope", auth="ntlm", trusted_hosts="127.0.0.1"):
             pass
 
     with pytest.raises(psremote.AuthenticationError):

@@ -51,7 +51,7 @@ def test_exceptions_pickle_with_their_data():
 def test_wrong_password_is_an_authentication_error(endpoint):
     for auth in ("ntlm", "negotiate"):
         with pytest.raises(AuthenticationError) as info:
-            psremote.Client(url=endpoint.url, username=USER, password="wrong", auth=auth).connect()
+            psremote.Client(url=endpoint.url, username=USER, password="wrong", auth=auth, trusted_hosts="127.0.0.1").connect()
         assert info.value.mechanism in ("ntlm", "negotiate")
         assert "wrong" not in str(info.value)
 
@@ -60,7 +60,7 @@ def test_nothing_listening_is_a_connect_error():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    client = psremote.Client("127.0.0.1", port=port, username=USER, password=PASSWORD, connect_timeout=5)
+    client = psremote.Client("127.0.0.1", port=port, username=USER, password=PASSWORD, connect_timeout=5, trusted_hosts="127.0.0.1")
     with pytest.raises(ConnectError) as info:
         client.run_ps("Get-Date")
     assert isinstance(info.value, ConnectionError)
@@ -154,14 +154,14 @@ def test_native_closed_error(client):
 @pytest.mark.parametrize("mode", ["bad-base64", "truncated-xml", "bad-seal", "wrong-relates-to", "unsealed"])
 def test_broken_replies_are_protocol_errors(start_endpoint, mode):
     endpoint = start_endpoint("--misbehave", mode)
-    with psremote.Client(url=endpoint.url, username=USER, password=PASSWORD, auth="ntlm") as client:
+    with psremote.Client(url=endpoint.url, username=USER, password=PASSWORD, auth="ntlm", trusted_hosts="127.0.0.1") as client:
         with pytest.raises(ProtocolError):
             client.run_ps("Get-Date")
 
 
 def test_oversized_request_is_a_transport_error(start_endpoint):
     endpoint = start_endpoint("--max-envelope-kb", "16")
-    with psremote.Client(url=endpoint.url, username=USER, password=PASSWORD, auth="ntlm", max_envelope_size=512000) as client:
+    with psremote.Client(url=endpoint.url, username=USER, password=PASSWORD, auth="ntlm", max_envelope_size=512000, trusted_hosts="127.0.0.1") as client:
         with pytest.raises(TransportError) as info:
             client.run_ps(client.powershell().add_command("Write-Output").add_argument("x" * 200_000))
     assert info.value.status == 413

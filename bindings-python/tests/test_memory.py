@@ -28,7 +28,7 @@ def rss_kb() -> int:
 @pytest.mark.timeout(600)
 def test_memory_flat_over_10000_invocations(start_endpoint):
     endpoint = start_endpoint()
-    with psremote.Client(url=endpoint.url, username=USER, password=PASSWORD, auth="ntlm") as client:
+    with psremote.Client(url=endpoint.url, username=USER, password=PASSWORD, auth="ntlm", trusted_hosts="127.0.0.1") as client:
         with client.runspace_pool() as pool:
             ps = pool.powershell().add_command("Write-Output").add_argument("x")
             for _ in range(WARMUP):

@@ -16,7 +16,7 @@ NOTEBOOK = Path(__file__).resolve().parents[2] / "examples" / "notebook.ipynb"
 
 @pytest.mark.timeout(180)
 def test_example_notebook_runs(monkeypatch, child_env, tmp_path):
-    for key in ("PSREMOTE_URL", "PSREMOTE_USER", "PSREMOTE_PASSWORD"):
+    for key in ("PSREMOTE_URL", "PSREMOTE_USER", "PSREMOTE_PASSWORD", "PSREMOTE_TRUSTED_HOSTS"):
         monkeypatch.setenv(key, child_env[key])
     # Keep the kernel's runtime files out of the home directory.
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "runtime"))

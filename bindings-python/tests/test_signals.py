@@ -16,7 +16,7 @@ import pytest
 STALL_SCRIPT = textwrap.dedent(
     """
     import os, psremote
-    with psremote.Client(url=os.environ["PSREMOTE_URL"], username=os.environ["PSREMOTE_USER"], auth="ntlm") as client:
+    with psremote.Client(url=os.environ["PSREMOTE_URL"], username=os.environ["PSREMOTE_USER"], auth="ntlm", trusted_hosts=os.environ["PSREMOTE_TRUSTED_HOSTS"]) as client:
         with client.runspace_pool() as pool:
             print("ready", flush=True)
             pool.run_ps("Invoke-Stall")
@@ -69,7 +69,7 @@ def test_ctrl_c_in_process_leaves_the_pool_usable(pool, endpoint):
 FORK_SCRIPT = textwrap.dedent(
     """
     import os, sys, psremote
-    client = psremote.Client(url=os.environ["PSREMOTE_URL"], username=os.environ["PSREMOTE_USER"], auth="ntlm")
+    client = psremote.Client(url=os.environ["PSREMOTE_URL"], username=os.environ["PSREMOTE_USER"], auth="ntlm", trusted_hosts=os.environ["PSREMOTE_TRUSTED_HOSTS"])
     assert client.run_ps("Write-Output parent").output == ["parent"]
     pid = os.fork()
     if pid == 0:

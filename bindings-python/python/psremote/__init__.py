@@ -40,6 +40,7 @@ from psremote.host import ConsoleHost, PSHost
 from psremote.progress import ProgressDisplay
 from psremote.records import (
     CmdResult,
+    ConnectionInfo,
     ErrorRecord,
     HostCall,
     InformationRecord,
@@ -62,6 +63,7 @@ __all__ = [
     "CmdResult",
     "ConfigurationError",
     "ConnectError",
+    "ConnectionInfo",
     "ConsoleHost",
     "ErrorRecord",
     "HostCall",

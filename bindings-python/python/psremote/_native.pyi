@@ -23,6 +23,7 @@ class Client:
         host: str,
         port: int,
         path: str,
+        https: bool,
         auth: str,
         username: str,
         password: str,
@@ -32,9 +33,30 @@ class Client:
         locale: str,
         data_locale: str,
         allow_unencrypted: bool,
+        encryption: str,
+        trusted_hosts: list[str],
+        ca_file: Optional[str],
+        ca_dir: Optional[str],
+        server_name: Optional[str],
+        pinned_public_keys: list[str],
+        insecure_skip_verify: bool,
+        min_tls_version: Optional[str],
+        max_tls_version: Optional[str],
+        client_certificate: Optional[str],
+        client_key: Optional[str],
+        client_key_password: Optional[str],
+        kerberos_kdc: Optional[str],
+        spn_service: str,
+        spn_hostname: Optional[str],
+        delegate: bool,
+        audit_arguments: bool,
     ) -> Client: ...
     @property
     def url(self) -> str: ...
+    @property
+    def connection_info(self) -> Optional[dict[str, Any]]:
+        """endpoint, mechanism, negotiated, encryption, channel_binding, tls_version,
+        cipher_suite, certificate_sha256 of the most recent connection; None before one."""
     def connect(self) -> None: ...
     def connect_async(self, future: asyncio.Future[None]) -> None: ...
     def run_cmd(self, executable: str, arguments: list[str], stdin: Optional[bytes] = None) -> tuple[bytes, bytes, int]: ...

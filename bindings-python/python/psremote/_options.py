@@ -1,6 +1,7 @@
 """Connection options: validated once, when a client is constructed, with messages that say
-what to change. The native module validates again; this layer exists so the messages speak
-Python (argument names) and so options the core does not support yet fail before any I/O."""
+what to change. The native module validates again and the core enforces the security rules
+(NTLM only towards a server that HTTPS or ``trusted_hosts`` vouches for, Basic only over
+HTTPS); this layer exists so the messages speak Python (argument names)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,28 @@ import math
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Optional, Tuple
+from typing import Any, List, Optional, Sequence, Tuple, Union
 from urllib.parse import urlsplit
 
 from psremote import _logging
 from psremote.exceptions import ConfigurationError
 
 AUTH_MECHANISMS = ("negotiate", "ntlm", "kerberos", "basic", "credssp", "certificate")
-SUPPORTED_AUTH = ("negotiate", "ntlm", "basic")
+# Mechanisms that cannot encrypt messages themselves (they rely on TLS, or on nothing).
+UNSEALED_AUTH = ("basic", "certificate")
 ENCRYPTION_POLICIES = ("auto", "always", "never")
+TLS_VERSIONS = {"1.2": "1.2", "tlsv1.2": "1.2", "tls1.2": "1.2", "1.3": "1.3", "tlsv1.3": "1.3", "tls1.3": "1.3"}
+# Options that only mean something for an https endpoint.
+TLS_OPTIONS = (
+    "ca_file",
+    "ca_dir",
+    "server_name",
+    "pinned_public_keys",
+    "insecure_skip_verify",
+    "min_tls_version",
+    "max_tls_version",
+    "client_certificate",
+)
 PASSWORD_ENV = "PSREMOTE_PASSWORD"
 POWERSHELL_URI_PREFIX = "http://schemas.microsoft.com/powershell/"
 DEFAULT_CONFIGURATION = "Microsoft.PowerShell"
@@ -25,6 +39,10 @@ DEFAULT_CONFIGURATION = "Microsoft.PowerShell"
 _LOCALE = re.compile(r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$")
 _CONFIGURATION = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 _HOST = re.compile(r"^[A-Za-z0-9_.\-:\[\]%]+$")
+_TRUSTED_HOST = re.compile(r"^(<local>|[A-Za-z0-9_.\-:\[\]%*]+)$")
+_PIN = re.compile(r"^(sha256[/:])?([0-9A-Fa-f]{2}:?){31}[0-9A-Fa-f]{2}$")
+
+PathArg = Union[str, "os.PathLike[str]"]
 
 _log = logging.getLogger("psremote.client")
 
@@ -48,6 +66,22 @@ class ClientOptions:
     data_locale: str
     configuration_name: str
     allow_unencrypted: bool
+    trusted_hosts: Tuple[str, ...] = ()
+    ca_file: Optional[str] = None
+    ca_dir: Optional[str] = None
+    server_name: Optional[str] = None
+    pinned_public_keys: Tuple[str, ...] = ()
+    insecure_skip_verify: bool = False
+    min_tls_version: Optional[str] = None
+    max_tls_version: Optional[str] = None
+    client_certificate: Optional[str] = None
+    client_key: Optional[str] = None
+    client_key_password: Optional[str] = field(default=None, repr=False)
+    kerberos_kdc: Optional[str] = None
+    spn_service: str = "HTTP"
+    spn_hostname: Optional[str] = None
+    delegate: bool = False
+    audit_arguments: bool = False
 
     @property
     def url(self) -> str:
@@ -69,6 +103,24 @@ class ClientOptions:
             locale=self.locale,
             data_locale=self.data_locale,
             allow_unencrypted=self.allow_unencrypted,
+            https=self.https,
+            encryption=self.encryption,
+            trusted_hosts=list(self.trusted_hosts),
+            ca_file=self.ca_file,
+            ca_dir=self.ca_dir,
+            server_name=self.server_name,
+            pinned_public_keys=list(self.pinned_public_keys),
+            insecure_skip_verify=self.insecure_skip_verify,
+            min_tls_version=self.min_tls_version,
+            max_tls_version=self.max_tls_version,
+            client_certificate=self.client_certificate,
+            client_key=self.client_key,
+            client_key_password=self.client_key_password,
+            kerberos_kdc=self.kerberos_kdc,
+            spn_service=self.spn_service,
+            spn_hostname=self.spn_hostname,
+            delegate=self.delegate,
+            audit_arguments=self.audit_arguments,
         )
 
 
@@ -81,6 +133,80 @@ def _positive_seconds(name: str, value: Any, minimum: float = 0.0) -> float:
     if value < minimum:
         raise ConfigurationError(f"{name} must be at least {minimum:g} seconds, got {value:g}")
     return value
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{name} must be True or False, not {type(value).__name__}")
+    return value
+
+
+def _optional_text(name: str, value: Any) -> Optional[str]:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigurationError(f"{name} must be a non-empty str")
+    return value.strip()
+
+
+def _optional_path(name: str, value: Any) -> Optional[str]:
+    if value is None:
+        return None
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str) or not value:
+        raise ConfigurationError(f"{name} must be a file path (str or os.PathLike)")
+    return value
+
+
+def _list_of_text(name: str, value: Any, example: str) -> Tuple[str, ...]:
+    """A list (or tuple) of str, or one str holding a comma-separated list."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        items: Sequence[Any] = value.split(",")
+    elif isinstance(value, (list, tuple)):
+        items = value
+    else:
+        raise ConfigurationError(f"{name} must be a list of str or a comma-separated str, such as {example}")
+    out: List[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ConfigurationError(f"{name} entries must be str, not {type(item).__name__}")
+        out.extend(part.strip() for part in item.split(",") if part.strip())
+    return tuple(out)
+
+
+def normalize_trusted_hosts(value: Any) -> Tuple[str, ...]:
+    """``trusted_hosts`` as WinRM's TrustedHosts takes it: names, addresses, ``*`` wildcards and
+    ``<local>``, as a list or one comma-separated str."""
+    hosts = _list_of_text("trusted_hosts", value, "['server1', '*.corp.example', '10.0.0.*']")
+    for host in hosts:
+        if not _TRUSTED_HOST.match(host):
+            raise ConfigurationError(
+                f"trusted_hosts entry {host!r} is not a host name, address, wildcard pattern ('*.corp.example') or '<local>'"
+            )
+    return hosts
+
+
+def _tls_version(name: str, value: Any) -> Optional[str]:
+    if value is None:
+        return None
+    version = TLS_VERSIONS.get(value.strip().lower()) if isinstance(value, str) else None
+    if version is None:
+        raise ConfigurationError(f"{name} must be '1.2' or '1.3', got {value!r}")
+    return version
+
+
+def _pins(value: Any) -> Tuple[str, ...]:
+    pins = _list_of_text("pinned_public_keys", value, "['sha256/<64 hex digits>']")
+    for pin in pins:
+        if not _PIN.match(pin):
+            raise ConfigurationError(
+                f"pinned_public_keys entry {pin!r} is not a SHA-256 public-key pin: give the 64 hex digits of the "
+                f"SHA-256 of the certificate's SubjectPublicKeyInfo (optionally 'sha256/'-prefixed or colon-separated)"
+            )
+    return pins
 
 
 def normalize_configuration_name(name: Any) -> str:
@@ -130,6 +256,22 @@ def build_options(
     data_locale: Optional[str],
     configuration_name: str,
     allow_unencrypted: bool,
+    trusted_hosts: Any = None,
+    ca_file: Optional[PathArg] = None,
+    ca_dir: Optional[PathArg] = None,
+    server_name: Optional[str] = None,
+    pinned_public_keys: Any = None,
+    insecure_skip_verify: bool = False,
+    min_tls_version: Optional[str] = None,
+    max_tls_version: Optional[str] = None,
+    client_certificate: Optional[PathArg] = None,
+    client_key: Optional[PathArg] = None,
+    client_key_password: Optional[str] = None,
+    kerberos_kdc: Optional[str] = None,
+    spn_service: str = "HTTP",
+    spn_hostname: Optional[str] = None,
+    delegate: bool = False,
+    audit_arguments: bool = False,
 ) -> ClientOptions:
     """Validates everything, in the order a user would fix it."""
     url_port: Optional[int] = None
@@ -151,17 +293,13 @@ def build_options(
 
     if not isinstance(https, bool):
         raise ConfigurationError("https must be True or False")
-    if https:
-        raise ConfigurationError(
-            "https is not supported yet; use http (port 5985) with auth='negotiate' or 'ntlm', whose messages are encrypted"
-        )
 
     if port is None:
         port = url_port if url_port is not None else (5986 if https else 5985)
     if isinstance(port, bool) or not isinstance(port, int):
         raise ConfigurationError(f"port must be an int between 1 and 65535, not {type(port).__name__}")
     if not 1 <= port <= 65535:
-        raise ConfigurationError(f"port must be between 1 and 65535, got {port} (WinRM listens on 5985 for http)")
+        raise ConfigurationError(f"port must be between 1 and 65535, got {port} (WinRM listens on 5985 for http, 5986 for https)")
 
     if path is None:
         path = url_path or "/wsman"
@@ -173,36 +311,80 @@ def build_options(
     auth = auth.lower()
     if auth not in AUTH_MECHANISMS:
         raise ConfigurationError(f"unknown auth {auth!r}: use one of {', '.join(AUTH_MECHANISMS)}")
-    if auth not in SUPPORTED_AUTH:
-        raise ConfigurationError(
-            f"auth={auth!r} is not supported yet; use 'negotiate' (the default) or 'ntlm', "
-            f"or 'basic' with allow_unencrypted=True"
-        )
+    # kerberos, credssp and certificate go to the core as they are: it says what it supports.
 
     if not isinstance(allow_unencrypted, bool):
         raise ConfigurationError("allow_unencrypted must be True or False")
     if encryption not in ENCRYPTION_POLICIES:
         raise ConfigurationError(f"unknown encryption policy {encryption!r}: use one of {', '.join(ENCRYPTION_POLICIES)}")
-    if auth == "basic" and not https:
-        if encryption == "always":
-            raise ConfigurationError(
-                "encryption='always' cannot be met by basic auth over http, which has no message encryption: "
-                "use auth='negotiate' or 'ntlm'"
-            )
-        if not allow_unencrypted:
-            raise ConfigurationError(
-                "basic auth over http sends the password and every message in plaintext: use auth='negotiate' or "
-                "'ntlm' (encrypted), or opt in with allow_unencrypted=True"
-            )
-    if encryption == "never":
+    if encryption == "always" and auth in UNSEALED_AUTH:
+        raise ConfigurationError(
+            f"encryption='always' cannot be met by auth={auth!r}, which has no message encryption: "
+            f"use auth='negotiate', 'ntlm' or 'kerberos' (over https too)"
+        )
+    if encryption == "never" and not https:
         if auth != "basic":
             raise ConfigurationError(
-                f"encryption='never' is only possible with auth='basic': {auth} always encrypts messages over http"
+                f"encryption='never' over http is only possible with auth='basic': {auth} always encrypts messages "
+                f"over http (over https, TLS alone protects them)"
             )
         if not allow_unencrypted:
             raise ConfigurationError("encryption='never' also needs allow_unencrypted=True")
+    # Basic over http without allow_unencrypted is refused by the core's security policy
+    # (SecurityPolicyError), the same in every binding.
 
-    if username is None or username == "":
+    trusted = normalize_trusted_hosts(trusted_hosts)
+    given_tls = {
+        "ca_file": ca_file,
+        "ca_dir": ca_dir,
+        "server_name": server_name,
+        "pinned_public_keys": pinned_public_keys or None,
+        "insecure_skip_verify": insecure_skip_verify or None,
+        "min_tls_version": min_tls_version,
+        "max_tls_version": max_tls_version,
+        "client_certificate": client_certificate,
+    }
+    if not https:
+        named = [name for name in TLS_OPTIONS if given_tls[name] is not None]
+        if named:
+            raise ConfigurationError(
+                f"{', '.join(named)} only apply to https: pass https=True or an https:// URL (port 5986)"
+            )
+    ca_file = _optional_path("ca_file", ca_file)
+    ca_dir = _optional_path("ca_dir", ca_dir)
+    server_name = _optional_text("server_name", server_name)
+    pins = _pins(pinned_public_keys)
+    insecure_skip_verify = _flag("insecure_skip_verify", insecure_skip_verify)
+    if insecure_skip_verify and (ca_file or ca_dir):
+        raise ConfigurationError("insecure_skip_verify=True ignores ca_file and ca_dir: give one or the other")
+    min_version = _tls_version("min_tls_version", min_tls_version)
+    max_version = _tls_version("max_tls_version", max_tls_version)
+    if min_version and max_version and min_version > max_version:
+        raise ConfigurationError(f"min_tls_version {min_version} is above max_tls_version {max_version}")
+    client_certificate = _optional_path("client_certificate", client_certificate)
+    client_key = _optional_path("client_key", client_key)
+    if client_key is not None and client_certificate is None:
+        raise ConfigurationError("client_key needs client_certificate (the certificate it belongs to)")
+    if client_key_password is not None:
+        if not isinstance(client_key_password, str):
+            raise ConfigurationError(f"client_key_password must be a str, not {type(client_key_password).__name__}")
+        if client_certificate is None:
+            raise ConfigurationError("client_key_password needs client_certificate and client_key")
+    if auth == "certificate" and client_certificate is None:
+        raise ConfigurationError("auth='certificate' needs client_certificate (and client_key, unless the certificate file holds the key)")
+    kerberos_kdc = _optional_text("kerberos_kdc", kerberos_kdc)
+    if not isinstance(spn_service, str) or not spn_service.strip():
+        raise ConfigurationError("spn_service must be a non-empty str such as 'HTTP' (the default), 'host' or 'WSMAN'")
+    spn_service = spn_service.strip()
+    spn_hostname = _optional_text("spn_hostname", spn_hostname)
+    delegate = _flag("delegate", delegate)
+    audit_arguments = _flag("audit_arguments", audit_arguments)
+
+    if auth == "certificate":
+        # The client certificate names the account; a user name and password are not used.
+        username = username or ""
+        password = password or ""
+    if username is None or (username == "" and auth != "certificate"):
         raise ConfigurationError("username is required, as 'user', 'DOMAIN\\user' or 'user@domain'")
     if not isinstance(username, str):
         raise ConfigurationError(f"username must be a str, not {type(username).__name__}")
@@ -234,7 +416,7 @@ def build_options(
 
     configuration_name = normalize_configuration_name(configuration_name)
 
-    if allow_unencrypted and auth == "basic":
+    if allow_unencrypted and auth == "basic" and not https:
         _logging.log(
             logging.WARNING,
             "plaintext messages allowed by allow_unencrypted=True: the password and all data cross the network unprotected",
@@ -258,4 +440,20 @@ def build_options(
         data_locale=data_locale,
         configuration_name=configuration_name,
         allow_unencrypted=allow_unencrypted,
+        trusted_hosts=trusted,
+        ca_file=ca_file,
+        ca_dir=ca_dir,
+        server_name=server_name,
+        pinned_public_keys=pins,
+        insecure_skip_verify=insecure_skip_verify,
+        min_tls_version=min_version,
+        max_tls_version=max_version,
+        client_certificate=client_certificate,
+        client_key=client_key,
+        client_key_password=client_key_password,
+        kerberos_kdc=kerberos_kdc,
+        spn_service=spn_service,
+        spn_hostname=spn_hostname,
+        delegate=delegate,
+        audit_arguments=audit_arguments,
     )

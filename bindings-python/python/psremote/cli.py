@@ -5,8 +5,9 @@
     psremote shell HOST                       an interactive remote prompt, like Enter-PSSession
 
 The password comes from the ``PSREMOTE_PASSWORD`` environment variable or a prompt; it is never
-a command-line argument (other users can read those). The user name may come from
-``PSREMOTE_USER``.
+a command-line argument (other users can read those); so does the password of an encrypted
+client key (``PSREMOTE_KEY_PASSWORD``). The user name may come from ``PSREMOTE_USER``, the
+trusted hosts (``--trusted-hosts``) from ``PSREMOTE_TRUSTED_HOSTS``.
 
 Exit status: ``run`` 0, or 1 when the pipeline failed or wrote errors; ``cmd`` the remote exit
 code; 2 for invalid options; 3 when the connection or authentication failed; 130 after Ctrl-C.
@@ -28,7 +29,7 @@ import uuid
 from typing import Any, Dict, Optional, Sequence, TextIO
 
 from psremote import __version__
-from psremote._options import AUTH_MECHANISMS, PASSWORD_ENV
+from psremote._options import AUTH_MECHANISMS, ENCRYPTION_POLICIES, PASSWORD_ENV
 from psremote.client import Client, RunspacePool
 from psremote.exceptions import ConfigurationError, PSRemoteError
 from psremote.host import ConsoleHost
@@ -37,6 +38,8 @@ from psremote.records import ErrorRecord, HostCall, InformationRecord, ProgressR
 from psremote.values import PSCredential, PSEnum, PSObject, SecureString
 
 USER_ENV = "PSREMOTE_USER"
+TRUSTED_HOSTS_ENV = "PSREMOTE_TRUSTED_HOSTS"
+KEY_PASSWORD_ENV = "PSREMOTE_KEY_PASSWORD"
 HISTORY_ENV = "PSREMOTE_HISTORY"
 
 EXIT_ERRORS = 1
@@ -281,6 +284,30 @@ def _connection_parser() -> argparse.ArgumentParser:
     group.add_argument("--configuration-name", help="session configuration (JEA endpoint), default Microsoft.PowerShell")
     group.add_argument("--operation-timeout", type=float, default=20.0, help="seconds (default 20)")
     group.add_argument("--connect-timeout", type=float, default=30.0, help="seconds (default 30)")
+    security = common.add_argument_group("security")
+    security.add_argument("--https", action="store_true", help="connect over HTTPS (default port 5986)")
+    security.add_argument(
+        "--trusted-hosts",
+        metavar="LIST",
+        default=os.environ.get(TRUSTED_HOSTS_ENV),
+        help="comma list of hosts (wildcards, <local>) towards which NTLM is accepted without HTTPS proving the "
+        f"server, as WinRM's TrustedHosts (default ${TRUSTED_HOSTS_ENV})",
+    )
+    security.add_argument("--ca-file", metavar="PEM", help="trust these CA certificates instead of the system's")
+    security.add_argument("--server-name", metavar="NAME", help="the name the server's certificate must carry")
+    security.add_argument(
+        "--pin", action="append", metavar="SHA256", help="require this public-key pin (hex SHA-256 of the SPKI); repeatable"
+    )
+    security.add_argument(
+        "--insecure-skip-verify",
+        action="store_true",
+        help="do not verify the server's certificate: DANGEROUS, anyone on the path can impersonate the server",
+    )
+    security.add_argument("--client-cert", metavar="PEM", help="client certificate (for --auth certificate)")
+    security.add_argument(
+        "--client-key", metavar="PEM", help=f"its private key (an encrypted key's password from ${KEY_PASSWORD_ENV})"
+    )
+    security.add_argument("--encryption", choices=ENCRYPTION_POLICIES, default="auto", help="message encryption (default auto)")
     common.add_argument("--no-color", action="store_true", help="never colour the output")
     common.add_argument("-v", "--verbose", action="count", default=0, help="log to stderr (-v info, -vv debug)")
     return common
@@ -320,25 +347,38 @@ def _password() -> str:
     return getpass.getpass("Password: ")
 
 
-def _client(args: argparse.Namespace) -> Client:
+def _client(args: argparse.Namespace, out: Output) -> Client:
+    certificate = args.auth == "certificate"
     user = args.user or os.environ.get(USER_ENV)
-    if not user:
+    if not user and not certificate:
         raise ConfigurationError(f"no user name: pass --user or set {USER_ENV}")
     if args.host is None and args.url is None:
         raise ConfigurationError("give the HOST to connect to, or --url")
     options: Dict[str, Any] = dict(
         url=args.url,
-        username=user,
-        password=_password(),
+        username=user or "",
+        password="" if certificate else _password(),
         auth=args.auth,
         port=args.port,
         path=args.path,
         allow_unencrypted=args.allow_unencrypted,
         operation_timeout=args.operation_timeout,
         connect_timeout=args.connect_timeout,
+        https=args.https,
+        encryption=args.encryption,
+        trusted_hosts=args.trusted_hosts,
+        ca_file=args.ca_file,
+        server_name=args.server_name,
+        pinned_public_keys=args.pin,
+        insecure_skip_verify=args.insecure_skip_verify,
+        client_certificate=args.client_cert,
+        client_key=args.client_key,
+        client_key_password=os.environ.get(KEY_PASSWORD_ENV) if args.client_cert else None,
     )
     if args.configuration_name:
         options["configuration_name"] = args.configuration_name
+    if args.insecure_skip_verify:
+        out.err("psremote: warning: --insecure-skip-verify: the server's certificate is not verified", "yellow")
     return Client(args.host if args.url is None else None, **options)
 
 
@@ -347,7 +387,7 @@ def _client(args: argparse.Namespace) -> Client:
 
 def _run(args: argparse.Namespace, out: Output) -> int:
     script = sys.stdin.read() if args.script == "-" else args.script
-    with _client(args) as client:
+    with _client(args, out) as client:
         with client.runspace_pool(host=CliHost()) as pool:
             if args.json:
                 result = pool.run_ps(script)
@@ -368,7 +408,7 @@ def _run(args: argparse.Namespace, out: Output) -> int:
 
 def _cmd(args: argparse.Namespace, out: Output) -> int:
     stdin = sys.stdin.buffer.read() if args.stdin else None
-    with _client(args) as client:
+    with _client(args, out) as client:
         result = client.run_cmd(args.executable, args.arguments, stdin)
     if args.json:
         out.out(
@@ -442,7 +482,7 @@ def _run_line(pool: RunspacePool, line: str, out: Output) -> None:
 
 def _shell(args: argparse.Namespace, out: Output) -> int:
     interactive = sys.stdin.isatty()
-    with _client(args) as client:
+    with _client(args, out) as client:
         with client.runspace_pool(host=CliHost()) as pool:
             name = client.options.host
             history = _setup_history() if interactive else None

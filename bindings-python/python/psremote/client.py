@@ -13,15 +13,15 @@ import dataclasses
 import logging
 import threading
 import weakref
-from typing import Any, Deque, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Any, Deque, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from psremote import _fork, _logging, _native
 from psremote._builder import PipelineBuilder, script_or_builder
-from psremote._options import DEFAULT_CONFIGURATION, ClientOptions, build_options, normalize_configuration_name
+from psremote._options import DEFAULT_CONFIGURATION, ClientOptions, PathArg, build_options, normalize_configuration_name
 from psremote.exceptions import ClosedError, ConfigurationError, PSRemoteError
 from psremote.host import PSHost
 from psremote.progress import ProgressDisplay
-from psremote.records import CmdResult, PipelineState, ProgressRecord, PSEvent, PSResult, convert_event
+from psremote.records import CmdResult, ConnectionInfo, PipelineState, ProgressRecord, PSEvent, PSResult, convert_event
 from psremote.values import PSObject
 
 __all__ = ["Client", "Pipeline", "PowerShell", "RunspacePool"]
@@ -337,6 +337,15 @@ class RunspacePool:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def connection_info(self) -> Optional[ConnectionInfo]:
+        """What the most recent connection established (the mechanism actually used, what
+        encrypts the messages, channel binding, TLS version, cipher suite and the server
+        certificate's SHA-256), or None before the client connected."""
+        native = self._native
+        info = native.connection_info if native is not None else None
+        return ConnectionInfo(**info) if info is not None else None
+
     def _usable(self) -> bool:
         return not self._closed and self._native.state == "Opened"
 
@@ -456,6 +465,22 @@ class _ClientBase:
         data_locale: Optional[str] = None,
         configuration_name: str = DEFAULT_CONFIGURATION,
         allow_unencrypted: bool = False,
+        trusted_hosts: Union[str, Sequence[str], None] = None,
+        ca_file: Optional[PathArg] = None,
+        ca_dir: Optional[PathArg] = None,
+        server_name: Optional[str] = None,
+        pinned_public_keys: Union[str, Sequence[str], None] = None,
+        insecure_skip_verify: bool = False,
+        min_tls_version: Optional[str] = None,
+        max_tls_version: Optional[str] = None,
+        client_certificate: Optional[PathArg] = None,
+        client_key: Optional[PathArg] = None,
+        client_key_password: Optional[str] = None,
+        kerberos_kdc: Optional[str] = None,
+        spn_service: str = "HTTP",
+        spn_hostname: Optional[str] = None,
+        delegate: bool = False,
+        audit_arguments: bool = False,
         ps_host: Optional[PSHost] = None,
     ) -> None:
         options = build_options(
@@ -475,13 +500,29 @@ class _ClientBase:
             data_locale=data_locale,
             configuration_name=configuration_name,
             allow_unencrypted=allow_unencrypted,
+            trusted_hosts=trusted_hosts,
+            ca_file=ca_file,
+            ca_dir=ca_dir,
+            server_name=server_name,
+            pinned_public_keys=pinned_public_keys,
+            insecure_skip_verify=insecure_skip_verify,
+            min_tls_version=min_tls_version,
+            max_tls_version=max_tls_version,
+            client_certificate=client_certificate,
+            client_key=client_key,
+            client_key_password=client_key_password,
+            kerberos_kdc=kerberos_kdc,
+            spn_service=spn_service,
+            spn_hostname=spn_hostname,
+            delegate=delegate,
+            audit_arguments=audit_arguments,
         )
         if ps_host is not None and not callable(getattr(ps_host, "call", None)):
             raise ConfigurationError("ps_host must be a psremote.PSHost (an object with a call() method)")
         _logging.sync_native_level()
         self._native: Any = _native.Client(**options.native_kwargs())
-        # The password lives in the native client only.
-        self.options: ClientOptions = dataclasses.replace(options, password="")
+        # The password and the key's password live in the native client only.
+        self.options: ClientOptions = dataclasses.replace(options, password="", client_key_password=None)
         self.ps_host = ps_host
         self._generation = _fork.generation()
         self._closed = False
@@ -494,6 +535,15 @@ class _ClientBase:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def connection_info(self) -> Optional[ConnectionInfo]:
+        """What the most recent connection established (the mechanism actually used, what
+        encrypts the messages, channel binding, TLS version, cipher suite and the server
+        certificate's SHA-256), or None before the client connected."""
+        native = self._native
+        info = native.connection_info if native is not None else None
+        return ConnectionInfo(**info) if info is not None else None
 
     def _check(self) -> Any:
         _fork.check(self._generation, "client")
@@ -530,6 +580,33 @@ class Client(_ClientBase):
     The password may come from the ``PSREMOTE_PASSWORD`` environment variable. Every option is
     validated here, before any I/O, with a :class:`~psremote.ConfigurationError` that says
     what to change. Use it as a context manager, or call :meth:`close`.
+
+    Security (Microsoft's remoting guidance, enforced by the core; a refusal is a
+    :class:`~psremote.SecurityPolicyError` that names the ways out):
+
+    * NTLM (``auth='ntlm'``, and ``'negotiate'`` when it falls back to NTLM) proves the user
+      but not the server, so it is used only over https with a certificate that verifies, or
+      towards a host named in ``trusted_hosts`` (WinRM's TrustedHosts: a list or a comma
+      string of names, addresses, ``*`` wildcards, ``<local>``). Naming a host there accepts
+      that its identity is not verified.
+    * ``auth='basic'`` only over https (or over http with ``allow_unencrypted=True``).
+    * https (``https=True`` or an ``https://`` URL, port 5986): the certificate is checked
+      against the system's CAs, or ``ca_file``/``ca_dir``; ``server_name`` is the name it must
+      carry when it is not the host; ``pinned_public_keys`` (hex SHA-256 of the
+      SubjectPublicKeyInfo) also require one of those keys; ``min_tls_version`` /
+      ``max_tls_version`` ('1.2', '1.3'). ``insecure_skip_verify=True`` disables the check
+      (dangerous: anyone on the path can impersonate the server; every connection logs a
+      warning, and NTLM then needs ``trusted_hosts`` again). TLS failures raise
+      :class:`~psremote.TLSError` saying which host and why.
+    * ``client_certificate``/``client_key`` (PEM files; ``client_key_password`` for an
+      encrypted key, never shown) for ``auth='certificate'``.
+    * ``encryption``: ``'auto'`` (message encryption over http, TLS alone over https),
+      ``'always'`` (message encryption inside TLS too), ``'never'`` (Basic with
+      ``allow_unencrypted`` over http, or TLS alone).
+    * Kerberos: ``kerberos_kdc``, ``spn_service`` (default 'HTTP'), ``spn_hostname``,
+      ``delegate``. ``audit_arguments=True`` puts pipeline arguments into audit log events.
+
+    :attr:`connection_info` tells what the connection actually established.
     """
 
     def __init__(self, host: Optional[str] = None, **kwargs: Any) -> None:

@@ -13,6 +13,7 @@ from psremote.values import PSObject, _html_value
 
 __all__ = [
     "CmdResult",
+    "ConnectionInfo",
     "ErrorRecord",
     "HostCall",
     "InformationRecord",
@@ -354,3 +355,31 @@ class CmdResult:
 
 def _short(data: bytes) -> str:
     return repr(data) if len(data) <= 80 else repr(data[:77]) + f"... ({len(data)} bytes)"
+
+
+@dataclass(frozen=True)
+class ConnectionInfo:
+    """What the client's most recent connection established (``Client.connection_info``):
+    what an audit log would want, and never a secret."""
+
+    endpoint: str
+    """The endpoint URL."""
+    mechanism: str
+    """The mechanism configured: ``negotiate``, ``ntlm``, ``kerberos``, ``basic``, ``credssp`` or ``certificate``."""
+    negotiated: str
+    """The mechanism actually used on the wire."""
+    encryption: str
+    """What protects the messages: ``message-encryption``, ``tls``, ``tls+message-encryption`` or ``none``."""
+    channel_binding: bool
+    """Whether the authentication was bound to the TLS channel (tls-server-end-point)."""
+    tls_version: Optional[str] = None
+    """``TLSv1.2`` or ``TLSv1.3`` over https, None over http."""
+    cipher_suite: Optional[str] = None
+    """The negotiated TLS cipher suite, e.g. ``TLS13_AES_256_GCM_SHA384``."""
+    certificate_sha256: Optional[str] = None
+    """SHA-256 fingerprint of the server's certificate (lowercase hex)."""
+
+    @property
+    def tls(self) -> bool:
+        """Whether the connection runs over TLS."""
+        return self.tls_version is not None
