@@ -1,11 +1,16 @@
 """HTTP authentication, one instance per TCP connection (PROTOCOL.md B.1).
 
-NTLM, Negotiate and CredSSP bind a security context to the connection: after the
-token loop completes, later requests on the same connection need no Authorization
+NTLM, Negotiate, Kerberos and CredSSP bind a security context to the connection: after
+the token loop completes, later requests on the same connection need no Authorization
 header, and their bodies are sealed with that context (over HTTPS they may also be
 plaintext). Basic is checked on every request and never yields a context, so it can't
 seal. Certificate authentication (``secprofile/https/mutual``) maps the connection's
 verified TLS client certificate to an account.
+
+Kerberos (Negotiate with the krb5 mechanism, or the ``Kerberos`` scheme) needs a keytab:
+the CLI's ``--keytab`` sets ``KRB5_KTNAME`` and the GSSAPI acceptor takes the default acceptor
+credential, so a ticket for any service principal in the keytab is accepted. Without a keytab
+the CLI points ``KRB5_KTNAME`` at an empty keytab and Kerberos logons fail.
 
 Each completed logon is reported once (``AuthResult.logon``) for the control state.
 """
@@ -28,16 +33,21 @@ from .users import UserStore
 
 log = logging.getLogger(__name__)
 
-# HTTP scheme name -> pyspnego protocol. The Negotiate acceptor also takes raw NTLM tokens.
-TOKEN_SCHEMES = {"negotiate": "negotiate", "ntlm": "ntlm", "credssp": "credssp"}
-SCHEME_NAMES = {"negotiate": "Negotiate", "ntlm": "NTLM", "credssp": "CredSSP", "basic": "Basic"}
+# HTTP scheme name -> pyspnego protocol. The Negotiate acceptor also takes raw NTLM and raw
+# Kerberos tokens (pypsrp's and pywinrm's kerberos transports send those under Negotiate).
+TOKEN_SCHEMES = {"negotiate": "negotiate", "kerberos": "kerberos", "ntlm": "ntlm", "credssp": "credssp"}
+SCHEME_NAMES = {"negotiate": "Negotiate", "kerberos": "Kerberos", "ntlm": "NTLM", "credssp": "CredSSP", "basic": "Basic"}
 # In the order Windows offers them (Negotiate first, Basic last); certificate is never offered.
-ALL_SCHEMES = ("negotiate", "ntlm", "credssp", "basic", "certificate")
+ALL_SCHEMES = ("negotiate", "kerberos", "ntlm", "credssp", "basic", "certificate")
 DEFAULT_SCHEMES = ("negotiate", "ntlm", "basic")
 # pyspnego's CredSSP acceptor reports this stage once it answered a failed inner logon.
 CREDSSP_FAILURE_STAGE = "Authentication failure"
 # The Authorization value of WS-Management's mutual-certificate security profile.
 CERTIFICATE_PROFILE = "http://schemas.dmtf.org/wbem/wsman/1/wsman/secprofile/https/mutual"
+# GSS context flags (RFC 2744; GSS_C_CHANNEL_BOUND_FLAG is MIT's, 1.19+): the acceptor sets it
+# when the initiator's authenticator carried channel bindings and they matched ours.
+GSS_C_DELEG_FLAG = 0x1
+GSS_C_CHANNEL_BOUND_FLAG = 0x800
 
 
 @dataclass
@@ -88,8 +98,13 @@ class ConnectionAuth:
 
     @property
     def seal_protocol(self) -> str:
-        """The encrypted-body protocol of the connection's context."""
-        return encryption.CREDSSP_PROTOCOL if self._context_scheme == "credssp" else encryption.SPNEGO_PROTOCOL
+        """The encrypted-body protocol of the connection's context (by HTTP scheme: Negotiate
+        seals as SPNEGO whichever mechanism it chose)."""
+        if self._context_scheme == "credssp":
+            return encryption.CREDSSP_PROTOCOL
+        if self._context_scheme == "kerberos":
+            return encryption.KERBEROS_PROTOCOL
+        return encryption.SPNEGO_PROTOCOL
 
     def reset(self) -> None:
         self._context = None
@@ -189,11 +204,14 @@ class ConnectionAuth:
             return self._deny()
         if self._context is None or self._context.complete or self._context_scheme != scheme:
             # A new handshake on this connection replaces whatever context it had.
-            self._context = spnego.server(protocol=TOKEN_SCHEMES[scheme])
+            self.reset()
+            try:
+                # Kerberos acquires the acceptor credential (the keytab) here.
+                self._context = spnego.server(protocol=TOKEN_SCHEMES[scheme])
+            except Exception as exc:  # noqa: BLE001 - e.g. no keytab: the logon cannot succeed
+                log.info("auth: %s acceptor unavailable: %s", scheme_text, exc)
+                return self._deny()
             self._context_scheme = scheme
-            self._binding = None
-            self._logged = None
-            self.principal = None
         try:
             bindings = self._check_bindings(scheme, token)
         except cbt.BindingError as exc:
@@ -215,9 +233,15 @@ class ConnectionAuth:
                 self.reset()
                 return AuthResult("denied", challenge)
             return AuthResult("challenge", challenge)
+        try:
+            self._check_gss_bindings(scheme)
+        except cbt.BindingError as exc:
+            log.info("auth: %s logon refused: %s", scheme_text, exc)
+            return self._deny()
         self.principal = self._context.client_principal
         headers = []
         if out_token:
+            # Kerberos: the AP-REP, which a client asking for mutual authentication needs.
             headers.append(("WWW-Authenticate", f"{name} {base64.b64encode(out_token).decode()}"))
         return AuthResult("ok", headers, scheme=scheme, principal=self.principal, logon=self._token_logon(scheme))
 
@@ -237,6 +261,23 @@ class ConnectionAuth:
             self._binding = verdict
         return None if verdict == cbt.ABSENT else self._tls.bindings
 
+    def _check_gss_bindings(self, scheme: str) -> None:
+        """Kerberos over HTTPS: the verdict on the authenticator's channel bindings.
+
+        MIT's acceptor, given bindings, refuses different ones itself but accepts an
+        authenticator without any (as relaxed wants); it reports matching ones with
+        GSS_C_CHANNEL_BOUND_FLAG. Strict mode refuses a logon without that flag.
+        """
+        if self._tls is None or self._cbt_mode == "none" or scheme == "credssp":
+            return
+        security = gss_security_context(self._context)
+        if security is None:
+            return  # NTLM: cbt.check decided already
+        bound = bool(int(security.actual_flags) & GSS_C_CHANNEL_BOUND_FLAG)
+        if not bound and self._cbt_mode == "strict":
+            raise cbt.BindingError("channel bindings required but the Kerberos authenticator has none")
+        self._binding = cbt.MATCH if bound else cbt.ABSENT
+
     def _token_logon(self, scheme: str) -> Logon:
         context = self._context
         logon = Logon(
@@ -245,6 +286,10 @@ class ConnectionAuth:
             principal=self.principal or "",
             channel_binding=self._binding or cbt.NOT_CHECKED,
         )
+        delegated = delegated_principal(context)
+        if delegated is not None:
+            logon.delegated = True
+            logon.delegated_principal = delegated
         if scheme == "credssp":
             credential = context.get_extra_info("client_credential")
             user_name = getattr(credential, "username", None)
@@ -254,3 +299,43 @@ class ConnectionAuth:
                 password = getattr(credential, "password", "") or ""
                 logon.credssp_password_ok = self._users.check_basic(logon.credssp_user, password) is not None
         return self._stamp(logon)
+
+
+def gss_security_context(context):
+    """The python-gssapi SecurityContext of a Kerberos logon, or None (NTLM, CredSSP).
+
+    pyspnego keeps it as ``_context`` of its GSSAPIProxy, which a NegotiateProxy keeps as its
+    own ``_context`` (the chosen mechanism's context). pyspnego exposes neither the delegated
+    credential nor the raw GSS flags, so the endpoint reaches in.
+    """
+    try:
+        import gssapi
+    except ImportError:
+        return None
+    inner = context
+    for _ in range(3):
+        if isinstance(inner, gssapi.SecurityContext):
+            return inner
+        try:
+            inner = getattr(inner, "_context")
+        except Exception:  # noqa: BLE001 - NegotiateProxy._context raises before a mech is chosen
+            return None
+    return None
+
+
+def delegated_principal(context) -> Optional[str]:
+    """The principal of the TGT the client forwarded (GSS_C_DELEG_FLAG), or None.
+
+    MIT's acceptor stores the KRB-CRED from the authenticator's checksum in a memory ccache
+    and hands it out as the context's delegated credential.
+    """
+    security = gss_security_context(context)
+    if security is None or not int(security.actual_flags) & GSS_C_DELEG_FLAG:
+        return None
+    creds = security.delegated_creds
+    if creds is None:
+        return None
+    try:
+        return str(creds.name)
+    except Exception:  # noqa: BLE001 - a credential without a readable name is still a delegation
+        return ""

@@ -76,10 +76,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--cbt",
         choices=CBT_MODES,
         default="relaxed",
-        help="HTTPS channel binding check for NTLM/Negotiate: none, relaxed (default: wrong bindings refused, none accepted) or strict",
+        help="HTTPS channel binding check for NTLM/Negotiate/Kerberos: none, relaxed (default: wrong bindings refused, none accepted) or strict",
+    )
+    parser.add_argument(
+        "--keytab",
+        metavar="FILE",
+        help="accept Kerberos (Negotiate, and the kerberos scheme) for any service principal in this keytab; "
+        "the realm comes from KRB5_CONFIG",
     )
     parser.add_argument("--verbose", action="store_true", help="log one line per request to stderr")
     return parser
+
+
+# An empty in-memory keytab: without --keytab no Kerberos logon can succeed, whatever
+# /etc/krb5.keytab or the caller's KRB5_KTNAME hold.
+NO_KEYTAB = "MEMORY:psremote-testserver-no-keytab"
+
+
+def keytab_name(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+    """The KRB5_KTNAME the GSSAPI acceptor reads (checked: the file must be readable)."""
+    if not args.keytab:
+        if "kerberos" in args.auth:
+            parser.error("--auth kerberos needs --keytab")
+        return NO_KEYTAB
+    path = os.path.abspath(args.keytab)
+    if not os.access(path, os.R_OK):
+        parser.error(f"--keytab {args.keytab}: not readable")
+    return f"FILE:{path}"
 
 
 def tls_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Optional[TlsSettings]:
@@ -101,6 +124,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     tls = tls_settings(parser, args)
+    # Before any GSSAPI call: the acceptor credential is read from the keytab named here.
+    os.environ["KRB5_KTNAME"] = keytab_name(parser, args)
     path = args.path if args.path.startswith("/") else "/" + args.path
     logging.basicConfig(
         stream=sys.stderr,

@@ -15,6 +15,14 @@ A sealed body looks like this (lines end CRLF, ``\\t`` is a TAB)::
 
 There is no CRLF between the ciphertext and the closing boundary.
 
+Kerberos uses the same layout: under the ``Negotiate`` HTTP scheme the protocol stays
+``application/HTTP-SPNEGO-session-encrypted`` (whichever mechanism SPNEGO chose), under the
+``Kerberos`` scheme it is ``application/HTTP-Kerberos-session-encrypted`` (MS-WSMV 2.2.9.1.2).
+The header is the GSS wrap token's header (RFC 4121 CFX with AES: the 16-byte token header,
+then the encrypted copy of that header and the 12-byte HMAC, 60 bytes in all for
+aes256/aes128-cts-hmac-sha1-96, as SSPI's SECBUFFER_TOKEN holds it), the ciphertext the
+encrypted plaintext with no padding.
+
 CredSSP (MS-WSMV 2.2.9.1.3) uses the protocol ``application/HTTP-CredSSP-session-encrypted``.
 Its "header" and ciphertext together are exactly one TLS application-data record of the
 CredSSP TLS channel, and the u32 in front is the record's trailer length (MAC/tag and
@@ -33,6 +41,7 @@ from typing import Callable, List, Tuple
 
 SPNEGO_PROTOCOL = "application/HTTP-SPNEGO-session-encrypted"
 CREDSSP_PROTOCOL = "application/HTTP-CredSSP-session-encrypted"
+KERBEROS_PROTOCOL = "application/HTTP-Kerberos-session-encrypted"
 CREDSSP_CHUNK = 16384
 BOUNDARY = "Encrypted Boundary"
 CONTENT_TYPE = f'multipart/encrypted;protocol="{SPNEGO_PROTOCOL}";boundary="{BOUNDARY}"'

@@ -34,6 +34,8 @@ class Logon:
     """``match``, ``absent`` or ``not-checked`` (see cbt.py)."""
     delegated: bool = False
     """Kerberos: the client delegated a forwardable TGT."""
+    delegated_principal: Optional[str] = None
+    """Kerberos: the client principal of the delegated TGT (``user@PSREMOTE.TEST``)."""
     credssp_user: Optional[str] = None
     """CredSSP: ``DOMAIN\\user`` of the delegated password credential."""
     credssp_password_ok: Optional[bool] = None

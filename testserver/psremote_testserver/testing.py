@@ -100,11 +100,19 @@ def read_url_line(process: subprocess.Popen, timeout: float) -> str:
     return line.decode().strip()
 
 
-def launch(users_file: Path, log_dir: Path, *extra: str, control: bool = True, cafile: Optional[str] = None) -> Endpoint:
+def launch(
+    users_file: Path,
+    log_dir: Path,
+    *extra: str,
+    control: bool = True,
+    cafile: Optional[str] = None,
+    env: Optional[Dict[str, str]] = None,
+) -> Endpoint:
     """Starts `python -m psremote_testserver` on a free port; the caller stops it.
 
     For HTTPS (``--tls-cert``/``--tls-key`` in ``extra``) pass the CA that signed the
     certificate as ``cafile`` (or set PSREMOTE_TESTSERVER_CA) so ``state()`` can connect.
+    ``env`` adds environment variables (for Kerberos: ``kdc.Realm.env()``, with ``--keytab``).
     """
     stderr_path = log_dir / "stderr.log"
     args = [sys.executable, "-m", "psremote_testserver", "--port", "0", "--users", str(users_file), "--verbose"]
@@ -112,7 +120,13 @@ def launch(users_file: Path, log_dir: Path, *extra: str, control: bool = True, c
         args.append("--control")
     args.extend(extra)
     with open(stderr_path, "wb") as stderr:
-        process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            args,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **env} if env else None,
+        )
     try:
         url = read_url_line(process, START_TIMEOUT)
     except (TimeoutError, RuntimeError):
