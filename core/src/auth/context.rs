@@ -1,23 +1,48 @@
-//! sspi security contexts for NTLM and Negotiate, and WinRM sealing with them.
+//! sspi security contexts for NTLM, Kerberos and Negotiate (Kerberos first), and WinRM sealing
+//! with them.
+//!
+//! Handshake steps run sspi's generator by hand: when Kerberos needs the KDC, the generator yields
+//! a network request, [`kdc::exchange`] answers it on tokio, and the generator resumes. (sspi's own
+//! async driver is not `Send`, and its network client would pull a second HTTP and TLS stack.)
 
 use std::fmt;
 
+use sspi::generator::GeneratorState;
 use sspi::{
     AuthIdentity, BufferType, ClientRequestFlags, CredentialUse, Credentials as SspiCredentials, DataRepresentation,
-    EncryptionFlags, Negotiate, NegotiateConfig, Ntlm, SecurityBuffer, SecurityBufferRef, SecurityStatus, Sspi,
-    SspiImpl, Username,
+    EncryptionFlags, KdcResolution, Kerberos, KerberosConfig, Negotiate, NegotiateConfig, Ntlm, SecurityBuffer,
+    SecurityBufferRef, SecurityStatus, Sspi, SspiImpl, Username,
 };
 
 use sspi::ntlm::NtlmConfig;
 
-use super::{Credentials, Mechanism};
+use super::kdc::{self, Krb5Conf};
+use super::{Credentials, KerberosOptions, Mechanism, ap_req, policy};
 use crate::error::{Error, Result};
 
 const CLIENT_NAME: &str = "psremote";
 
 enum Inner {
     Ntlm { ctx: Box<Ntlm>, cred: <Ntlm as SspiImpl>::CredentialsHandle },
+    Kerberos { ctx: Box<Kerberos>, cred: <Kerberos as SspiImpl>::CredentialsHandle },
     Negotiate { ctx: Box<Negotiate>, cred: <Negotiate as SspiImpl>::CredentialsHandle },
+}
+
+/// Everything a client security context is made from.
+#[derive(Debug, Clone, Copy)]
+pub struct ContextParams<'a> {
+    /// The mechanism (NTLM, Kerberos or Negotiate).
+    pub mechanism: Mechanism,
+    /// User name and password.
+    pub credentials: &'a Credentials,
+    /// The host connected to (the SPN's host unless `kerberos.hostname` overrides it).
+    pub host: &'a str,
+    /// KDC, SPN service class and host name.
+    pub kerberos: &'a KerberosOptions,
+    /// Whether the security policy lets Negotiate fall back to NTLM.
+    pub ntlm_allowed: bool,
+    /// tls-server-end-point data of an https connection.
+    pub channel_binding: Option<&'a [u8]>,
 }
 
 /// A client security context bound to one connection.
@@ -26,6 +51,7 @@ pub struct SecurityContext {
     mechanism: Mechanism,
     target: String,
     complete: bool,
+    steps: usize,
     /// SEC_CHANNEL_BINDINGS for tls-server-end-point, sent with every handshake step.
     bindings: Option<Vec<u8>>,
 }
@@ -44,8 +70,8 @@ fn auth_err(mechanism: Mechanism, e: impl fmt::Display) -> Error {
     Error::Authentication { mechanism: mechanism.name(), message: e.to_string() }
 }
 
-/// Runs one step of `initialize_security_context` on any sspi package; the two packages differ
-/// only in their credential handle types.
+/// Runs one `initialize_security_context` step on any sspi package, answering the KDC requests
+/// its generator yields; evaluates to `(token, done)`.
 macro_rules! init_step {
     ($ctx:expr, $cred:expr, $target:expr, $input:expr, $bindings:expr, $mech:expr) => {{
         let ctx = $ctx;
@@ -54,10 +80,10 @@ macro_rules! init_step {
             | ClientRequestFlags::ALLOCATE_MEMORY
             | ClientRequestFlags::MUTUAL_AUTH;
         let mut output = vec![SecurityBuffer::new(Vec::new(), BufferType::Token)];
-        let mut input: Option<Vec<SecurityBuffer>> =
-            $input.map(|t: &[u8]| vec![SecurityBuffer::new(t.to_vec(), BufferType::Token)]);
+        // Kerberos needs an input buffer even on the first call; an empty token will do.
+        let mut input = vec![SecurityBuffer::new($input.map(<[u8]>::to_vec).unwrap_or_default(), BufferType::Token)];
         if let Some(cb) = $bindings {
-            input.get_or_insert_with(Vec::new).push(SecurityBuffer::new(cb.clone(), BufferType::ChannelBindings));
+            input.push(SecurityBuffer::new(cb.clone(), BufferType::ChannelBindings));
         }
         let mut builder = ctx
             .initialize_security_context()
@@ -65,15 +91,22 @@ macro_rules! init_step {
             .with_context_requirements(flags)
             .with_target_data_representation(DataRepresentation::Native)
             .with_target_name($target)
+            .with_input(&mut input)
             .with_output(&mut output);
-        if let Some(input) = input.as_mut() {
-            builder = builder.with_input(input);
+        let result = {
+            let mut generator = ctx.initialize_security_context_impl(&mut builder).map_err(|e| auth_err($mech, e))?;
+            let mut state = generator.start();
+            loop {
+                match state {
+                    GeneratorState::Suspended(request) => {
+                        let reply = kdc::exchange(&request).await;
+                        state = generator.resume(reply);
+                    }
+                    GeneratorState::Completed(result) => break result,
+                }
+            }
         }
-        let result = ctx
-            .initialize_security_context_impl(&mut builder)
-            .map_err(|e| auth_err($mech, e))?
-            .resolve_to_result()
-            .map_err(|e| auth_err($mech, e))?;
+        .map_err(|e| auth_err($mech, e))?;
         if matches!(result.status, SecurityStatus::CompleteAndContinue | SecurityStatus::CompleteNeeded) {
             ctx.complete_auth_token(&mut output).map_err(|e| auth_err($mech, e))?;
         }
@@ -91,6 +124,10 @@ macro_rules! with_sspi {
                 let $s: &mut Ntlm = &mut **ctx;
                 $body
             }
+            Inner::Kerberos { ctx, .. } => {
+                let $s: &mut Kerberos = &mut **ctx;
+                $body
+            }
             Inner::Negotiate { ctx, .. } => {
                 let $s: &mut Negotiate = &mut **ctx;
                 $body
@@ -99,59 +136,172 @@ macro_rules! with_sspi {
     };
 }
 
+/// The realm a user name names (`REALM\user`, `user@realm`), else krb5.conf's default realm.
+fn realm_of(username: &str, conf: &Krb5Conf) -> Option<String> {
+    if let Some((domain, _)) = username.split_once('\\') {
+        return Some(domain.to_ascii_uppercase());
+    }
+    if let Some((_, realm)) = username.rsplit_once('@') {
+        return Some(realm.to_ascii_uppercase());
+    }
+    conf.default_realm.clone()
+}
+
+/// The user name as sspi's Kerberos should see it: `user@REALM` becomes `REALM\user`, because
+/// sspi sends names with `@` as enterprise names, which MIT KDCs do not resolve (AD accepts both).
+fn kerberos_username(username: &str, realm: Option<&str>) -> Result<Username> {
+    let parsed = match (username.split_once('\\'), username.rsplit_once('@'), realm) {
+        (None, Some((user, domain)), _) => Username::new_down_level_logon_name(user, &domain.to_ascii_uppercase()),
+        (None, None, Some(realm)) => Username::new_down_level_logon_name(username, realm),
+        _ => Username::parse(username),
+    };
+    parsed.map_err(|e| Error::InvalidConfig(format!("user name {username:?} cannot be used: {e}")))
+}
+
+fn acquire<P>(ctx: &mut P, data: &P::AuthenticationData, mech: Mechanism) -> Result<P::CredentialsHandle>
+where
+    P: Sspi,
+{
+    ctx.acquire_credentials_handle()
+        .with_credential_use(CredentialUse::Outbound)
+        .with_auth_data(data)
+        .execute(ctx)
+        .map(|a| a.credentials_handle)
+        .map_err(|e| auth_err(mech, e))
+}
+
 impl SecurityContext {
-    /// A new client context for `mechanism` towards `host` (the SPN is `HTTP/host`).
-    /// `channel_binding` is the tls-server-end-point data of an https connection.
-    pub fn new(
-        mechanism: Mechanism,
-        creds: &Credentials,
-        host: &str,
-        channel_binding: Option<Vec<u8>>,
-    ) -> Result<Self> {
-        let username = Username::parse(creds.username())
-            .map_err(|e| Error::InvalidConfig(format!("user name {:?} cannot be used: {e}", creds.username())))?;
-        let identity = AuthIdentity { username, password: creds.password().to_owned().into() };
-        let target = format!("HTTP/{host}");
+    /// A new client context. For Negotiate: Kerberos first when a KDC is known for the user's
+    /// realm and the host is a name; NTLM only as `ntlm_allowed` says, else the handshake fails
+    /// instead of falling back.
+    pub fn new(p: ContextParams<'_>) -> Result<Self> {
+        let mechanism = p.mechanism;
+        let creds = p.credentials;
+        let spn_host = p.kerberos.hostname.as_deref().unwrap_or(p.host);
+        let target = format!("{}/{}", p.kerberos.service, spn_host);
+        let conf = Krb5Conf::load();
+        let realm = realm_of(creds.username(), &conf);
+        let kdc_url = match (&realm, mechanism) {
+            (Some(r), Mechanism::Kerberos | Mechanism::Negotiate) => kdc::resolve(p.kerberos.kdc.as_deref(), r, &conf)?,
+            _ => None,
+        };
+        let password = || creds.password().to_owned().into();
         let inner = match mechanism {
-            Mechanism::Ntlm => {
-                let mut ctx = Box::new(Ntlm::with_config(NtlmConfig::new(CLIENT_NAME.to_owned())));
-                let acq = ctx
-                    .acquire_credentials_handle()
-                    .with_credential_use(CredentialUse::Outbound)
-                    .with_auth_data(&identity)
-                    .execute(&mut *ctx)
-                    .map_err(|e| auth_err(mechanism, e))?;
-                Inner::Ntlm { ctx, cred: acq.credentials_handle }
+            Mechanism::Ntlm => Self::ntlm(creds)?,
+            Mechanism::Kerberos => {
+                let Some(url) = kdc_url else {
+                    return Err(Error::InvalidConfig(format!(
+                        "no KDC is known for realm {}: give the kerberos kdc option, set {}, or name the realm's kdc \
+                         in krb5.conf",
+                        realm.as_deref().unwrap_or("(none: name it as REALM\\user or user@REALM)"),
+                        kdc::KDC_ENV
+                    )));
+                };
+                let config = KerberosConfig {
+                    kdc_resolution: KdcResolution::KdcUrl(Some(url)),
+                    client_computer_name: CLIENT_NAME.to_owned(),
+                };
+                let mut ctx = Box::new(Kerberos::new_client_from_config(config).map_err(|e| auth_err(mechanism, e))?);
+                let identity = AuthIdentity {
+                    username: kerberos_username(creds.username(), realm.as_deref())?,
+                    password: password(),
+                };
+                let cred = acquire(&mut *ctx, &SspiCredentials::AuthIdentity(identity), mechanism)?;
+                Inner::Kerberos { ctx, cred }
             }
             Mechanism::Negotiate => {
-                // Kerberos is not wired yet (it needs a KDC client): restrict SPNEGO to NTLM so
-                // the mechanism used is known rather than a silent fallback.
-                let config = NegotiateConfig::new(
-                    Box::new(NtlmConfig::new(CLIENT_NAME.to_owned())),
-                    Some("!kerberos,!pku2u,ntlm".to_owned()),
-                    CLIENT_NAME.to_owned(),
-                );
-                let mut ctx = Box::new(Negotiate::new_client(config).map_err(|e| auth_err(mechanism, e))?);
-                let sspi_creds = SspiCredentials::AuthIdentity(identity);
-                let acq = ctx
-                    .acquire_credentials_handle()
-                    .with_credential_use(CredentialUse::Outbound)
-                    .with_auth_data(&sspi_creds)
-                    .execute(&mut *ctx)
-                    .map_err(|e| auth_err(mechanism, e))?;
-                Inner::Negotiate { ctx, cred: acq.credentials_handle }
+                let kerberos_possible = kdc_url.is_some() && !policy::is_ip_address(spn_host);
+                if policy::is_ip_address(spn_host) {
+                    tracing::warn!(
+                        target: "psremote::audit",
+                        host = spn_host,
+                        "negotiate towards an IP address: Kerberos cannot be used there (it needs the host's name); \
+                         only NTLM remains"
+                    );
+                }
+                match (kerberos_possible, p.ntlm_allowed) {
+                    (false, false) => {
+                        let why = if kdc_url.is_none() {
+                            format!("no KDC is known for realm {}", realm.as_deref().unwrap_or("(unknown)"))
+                        } else {
+                            "Kerberos cannot be used towards an IP address".to_owned()
+                        };
+                        return Err(policy::ntlm_refused(p.host, &why));
+                    }
+                    (false, true) => Self::negotiate(
+                        mechanism,
+                        Box::new(NtlmConfig::new(CLIENT_NAME.to_owned())),
+                        "!kerberos,!pku2u,ntlm",
+                        AuthIdentity { username: Self::ntlm_username(creds)?, password: password() },
+                    )?,
+                    (true, ntlm) => Self::negotiate(
+                        mechanism,
+                        Box::new(KerberosConfig {
+                            kdc_resolution: KdcResolution::KdcUrl(kdc_url),
+                            client_computer_name: CLIENT_NAME.to_owned(),
+                        }),
+                        if ntlm { "kerberos,ntlm" } else { "kerberos,!ntlm" },
+                        AuthIdentity {
+                            username: kerberos_username(creds.username(), realm.as_deref())?,
+                            password: password(),
+                        },
+                    )?,
+                }
             }
-            Mechanism::Basic | Mechanism::Certificate | Mechanism::Kerberos | Mechanism::CredSsp => {
+            Mechanism::Basic | Mechanism::Certificate | Mechanism::CredSsp => {
                 return Err(Error::InvalidConfig(format!("{} has no sspi security context here", mechanism.name())));
             }
         };
-        let bindings = channel_binding.map(|data| crate::transport::sec_channel_bindings(&data));
-        Ok(Self { inner, mechanism, target, complete: false, bindings })
+        let bindings = p.channel_binding.map(crate::transport::sec_channel_bindings);
+        Ok(Self { inner, mechanism, target, complete: false, steps: 0, bindings })
+    }
+
+    fn ntlm_username(creds: &Credentials) -> Result<Username> {
+        Username::parse(creds.username())
+            .map_err(|e| Error::InvalidConfig(format!("user name {:?} cannot be used: {e}", creds.username())))
+    }
+
+    fn ntlm(creds: &Credentials) -> Result<Inner> {
+        let identity =
+            AuthIdentity { username: Self::ntlm_username(creds)?, password: creds.password().to_owned().into() };
+        let mut ctx = Box::new(Ntlm::with_config(NtlmConfig::new(CLIENT_NAME.to_owned())));
+        let cred = acquire(&mut *ctx, &identity, Mechanism::Ntlm)?;
+        Ok(Inner::Ntlm { ctx, cred })
+    }
+
+    fn negotiate(
+        mechanism: Mechanism,
+        protocol: Box<dyn sspi::negotiate::ProtocolConfig>,
+        packages: &str,
+        identity: AuthIdentity,
+    ) -> Result<Inner> {
+        let config = NegotiateConfig::new(protocol, Some(packages.to_owned()), CLIENT_NAME.to_owned());
+        let mut ctx = Box::new(Negotiate::new_client(config).map_err(|e| auth_err(mechanism, e))?);
+        let cred = acquire(&mut *ctx, &SspiCredentials::AuthIdentity(identity), mechanism)?;
+        Ok(Inner::Negotiate { ctx, cred })
     }
 
     /// The mechanism this context runs.
     pub fn mechanism(&self) -> Mechanism {
         self.mechanism
+    }
+
+    /// The mechanism actually in use: `kerberos` or `ntlm` (for Negotiate, what SPNEGO chose).
+    pub fn negotiated(&self) -> &'static str {
+        match &self.inner {
+            Inner::Ntlm { .. } => "ntlm",
+            Inner::Kerberos { .. } => "kerberos",
+            Inner::Negotiate { ctx, .. } => {
+                let p = ctx.negotiated_protocol();
+                if p.is_kerberos() {
+                    "kerberos"
+                } else if p.is_ntlm() {
+                    "ntlm"
+                } else {
+                    "other"
+                }
+            }
+        }
     }
 
     /// Whether the handshake has finished on the client side.
@@ -160,17 +310,34 @@ impl SecurityContext {
     }
 
     /// Feeds the server's token (None for the first step) and returns the next token to send,
-    /// empty when there is nothing more to send.
-    pub fn step(&mut self, input: Option<&[u8]>) -> Result<Vec<u8>> {
+    /// empty when there is nothing more to send. Kerberos steps talk to the KDC.
+    pub async fn step(&mut self, input: Option<&[u8]>) -> Result<Vec<u8>> {
         let mech = self.mechanism;
         let target = self.target.as_str();
         let bindings = self.bindings.as_ref();
-        let (token, done) = match &mut self.inner {
+        let (mut token, done) = match &mut self.inner {
             Inner::Ntlm { ctx, cred } => init_step!(&mut **ctx, cred, target, input, bindings, mech),
+            Inner::Kerberos { ctx, cred } => init_step!(&mut **ctx, cred, target, input, bindings, mech),
             Inner::Negotiate { ctx, cred } => init_step!(&mut **ctx, cred, target, input, bindings, mech),
         };
+        if self.steps == 0 && self.bindings.is_some() && self.negotiated() == "kerberos" {
+            token = self.repair_ap_req(token)?;
+        }
+        self.steps += 1;
         self.complete = done;
         Ok(token)
+    }
+
+    /// See [`ap_req`]: widens the channel-binding AP-options element of the first Kerberos token.
+    fn repair_ap_req(&mut self, token: Vec<u8>) -> Result<Vec<u8>> {
+        let key = with_sspi!(self, |s| s.query_context_session_key())
+            .map_err(|e| auth_err(self.mechanism, format!("no ticket session key: {e}")))?;
+        let key = key.session_key.as_ref();
+        let repaired = match &self.inner {
+            Inner::Negotiate { .. } => ap_req::repair_spnego_init(&token, key)?,
+            _ => ap_req::repair_krb_token(&token, key)?,
+        };
+        Ok(repaired.unwrap_or(token))
     }
 
     /// Seals `data` in place and returns the signature/header that goes before it.
@@ -204,5 +371,28 @@ impl SecurityContext {
             }
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn realms_come_from_the_name_or_the_default() {
+        let conf = Krb5Conf { default_realm: Some("DEF.TEST".into()), kdcs: vec![] };
+        assert_eq!(realm_of("corp\\u", &conf).as_deref(), Some("CORP"));
+        assert_eq!(realm_of("u@corp.test", &conf).as_deref(), Some("CORP.TEST"));
+        assert_eq!(realm_of("u", &conf).as_deref(), Some("DEF.TEST"));
+        assert_eq!(realm_of("u", &Krb5Conf::default()), None);
+    }
+
+    #[test]
+    fn enterprise_names_become_down_level_names() {
+        let u = kerberos_username("user@corp.test", None).unwrap();
+        assert_eq!(u.account_name(), "user");
+        assert_eq!(u.domain_name(), Some("CORP.TEST"));
+        let u = kerberos_username("user", Some("R.TEST")).unwrap();
+        assert_eq!(u.domain_name(), Some("R.TEST"));
     }
 }

@@ -4,10 +4,12 @@
 //! One [`SecurityContext`] belongs to one TCP connection (NTLM's RC4 streams and sequence
 //! numbers are per context); the transport never shares one between connections.
 
+mod ap_req;
 mod context;
+pub mod kdc;
 pub mod policy;
 
-pub use context::SecurityContext;
+pub use context::{ContextParams, SecurityContext};
 pub use policy::{host_matches, is_trusted_host};
 
 use std::fmt;

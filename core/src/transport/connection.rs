@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 
 use super::tls::{self, TlsSetup};
 use super::{ConnectionInfo, EncryptionLayer, HttpReply, MessageEncryption, TransportConfig};
-use crate::auth::{self, Mechanism, SecurityContext};
+use crate::auth::{self, ContextParams, Mechanism, SecurityContext, policy};
 use crate::encryption::{self, Protocol};
 use crate::error::{Error, Result};
 
@@ -171,11 +171,25 @@ impl Connection {
         let mech = config.mechanism;
         let bindings = self.info.tls.as_ref().and_then(|t| t.channel_binding.clone());
         self.info.channel_binding = bindings.is_some();
-        let mut ctx = SecurityContext::new(mech, &config.credentials, &config.host, bindings)?;
-        let mut token = ctx.step(None)?;
+        let ntlm_allowed =
+            policy::ntlm_permit(config.tls_proves_identity(), &config.trusted_hosts, &config.host).is_some();
+        let mut ctx = SecurityContext::new(ContextParams {
+            mechanism: mech,
+            credentials: &config.credentials,
+            host: &config.host,
+            kerberos: &config.kerberos,
+            ntlm_allowed,
+            channel_binding: bindings.as_deref(),
+        })?;
+        let scheme = if mech == Mechanism::Kerberos { "Kerberos" } else { "Negotiate" };
+        let mut token = ctx.step(None).await?;
+        // NTLM inside SPNEGO proves the user only: whatever Negotiate chose must obey the policy.
+        if ctx.negotiated() == "ntlm" && !ntlm_allowed {
+            return Err(policy::ntlm_refused(&config.host, "negotiate fell back to NTLM"));
+        }
         for _ in 0..MAX_AUTH_ROUNDS {
             let mut req = self.request(config, Vec::new(), SOAP_CONTENT_TYPE)?;
-            let value = format!("Negotiate {}", b64(&token));
+            let value = format!("{scheme} {}", b64(&token));
             req.headers_mut()
                 .insert(header::AUTHORIZATION, HeaderValue::from_str(&value).map_err(|e| transport_err(e, None))?);
             let (parts, _) = self.roundtrip(req, config.connect_timeout.max(Duration::from_secs(30))).await?;
@@ -193,23 +207,27 @@ impl Connection {
                         message: "the server asked for more after the handshake completed".into(),
                     });
                 }
-                token = ctx.step(Some(&server_token))?;
+                token = ctx.step(Some(&server_token)).await?;
                 continue;
             }
-            // Any other status ends the handshake; a final token (SPNEGO mechListMIC) is
-            // fed to the context so it can verify the server.
+            // Any other status ends the handshake; a final token (Kerberos AP-REP, SPNEGO
+            // mechListMIC) is fed to the context, which verifies the server with it.
             if let Some(t) = server_token.filter(|t| !t.is_empty())
                 && (!ctx.is_complete() || mech == Mechanism::Negotiate)
             {
-                let _ = ctx.step(Some(&t))?;
+                let _ = ctx.step(Some(&t)).await?;
             }
             if !ctx.is_complete() {
                 return Err(Error::Authentication {
                     mechanism: mech.name(),
-                    message: format!("the server ended the handshake early with HTTP {}", parts.status.as_u16()),
+                    message: format!(
+                        "the server ended the handshake with HTTP {} without proving its identity (no final token)",
+                        parts.status.as_u16()
+                    ),
                 });
             }
-            tracing::debug!(mechanism = mech.name(), "connection authenticated");
+            self.info.negotiated = ctx.negotiated();
+            tracing::debug!(mechanism = mech.name(), negotiated = self.info.negotiated, "connection authenticated");
             return Ok(ctx);
         }
         Err(Error::Authentication { mechanism: mech.name(), message: "too many authentication round trips".into() })
@@ -226,8 +244,9 @@ impl Connection {
             Some(ctx) => {
                 let len = body.len();
                 let header = ctx.seal(&mut body)?;
-                let framed = encryption::frame(Protocol::Spnego, len, &header, &body);
-                self.request(config, framed, &Protocol::Spnego.content_type())?
+                let protocol = seal_protocol(config.mechanism);
+                let framed = encryption::frame(protocol, len, &header, &body);
+                self.request(config, framed, &protocol.content_type())?
             }
             None => {
                 let mut req = self.request(config, body, SOAP_CONTENT_TYPE)?;
@@ -294,6 +313,12 @@ where
     Ok((sender, task))
 }
 
+/// The multipart protocol string: the `Kerberos` HTTP scheme has its own; NTLM and Kerberos
+/// under `Negotiate` both use the SPNEGO one.
+fn seal_protocol(mechanism: Mechanism) -> Protocol {
+    if mechanism == Mechanism::Kerberos { Protocol::Kerberos } else { Protocol::Spnego }
+}
+
 fn unseal_body(ctx: &mut SecurityContext, raw: &[u8]) -> Result<Vec<u8>> {
     let parts = encryption::parse(raw)?;
     let mut out = Vec::with_capacity(raw.len());
@@ -317,12 +342,12 @@ fn b64(data: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(data)
 }
 
-/// The token of the first `WWW-Authenticate: Negotiate|NTLM <token>` header, if any.
+/// The token of the first `WWW-Authenticate: Negotiate|Kerberos|NTLM <token>` header, if any.
 fn server_token(headers: &http::HeaderMap) -> Result<Option<Vec<u8>>> {
     use base64::Engine as _;
     for v in headers.get_all(header::WWW_AUTHENTICATE) {
         let Ok(v) = v.to_str() else { continue };
-        for scheme in ["Negotiate", "NTLM"] {
+        for scheme in ["Negotiate", "Kerberos", "NTLM"] {
             if let Some(rest) =
                 v.get(..scheme.len()).filter(|p| p.eq_ignore_ascii_case(scheme)).map(|_| &v[scheme.len()..])
             {

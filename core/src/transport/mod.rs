@@ -139,7 +139,7 @@ impl TransportConfig {
             ));
         }
         match self.mechanism {
-            Mechanism::Kerberos | Mechanism::CredSsp => {
+            Mechanism::CredSsp => {
                 return Err(Error::InvalidConfig(format!(
                     "{} authentication is not supported yet",
                     self.mechanism.name()
