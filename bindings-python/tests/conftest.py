@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 
@@ -34,11 +34,12 @@ def users_file(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def start_endpoint(users_file, tmp_path_factory):
-    """Factory: start_endpoint('--allow-unencrypted') -> Endpoint; all are stopped at session end."""
+    """Factory: start_endpoint('--allow-unencrypted') -> Endpoint; all are stopped at session end.
+    For HTTPS pass ``cafile`` (the CA that signed ``--tls-cert``) so ``Endpoint.state()`` works."""
     started: List[Endpoint] = []
 
-    def start(*extra: str, control: bool = True) -> Endpoint:
-        endpoint = launch(users_file, tmp_path_factory.mktemp("endpoint"), *extra, control=control)
+    def start(*extra: str, control: bool = True, cafile: Optional[str] = None) -> Endpoint:
+        endpoint = launch(users_file, tmp_path_factory.mktemp("endpoint"), *extra, control=control, cafile=cafile)
         started.append(endpoint)
         return endpoint
 

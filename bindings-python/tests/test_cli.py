@@ -94,13 +94,39 @@ def test_wrong_password_and_missing_password(child_env):
 
 
 def test_invalid_options_exit_2(child_env):
-    done = run_cli(["run", "--url", child_env["PSREMOTE_URL"], "--auth", "kerberos", "-c", "1"], child_env)
-    assert done.returncode == 2 and "not supported yet" in done.stderr
+    done = run_cli(["run", "--url", child_env["PSREMOTE_URL"], "--ca-file", "ca.pem", "-c", "1"], child_env)
+    assert done.returncode == 2 and "ca_file only apply to https" in done.stderr
     done = run_cli(["run", "-c", "1"], child_env)
     assert done.returncode == 2 and "HOST" in done.stderr
     # There is no password option at all.
     done = run_cli(["run", "--password", "x", "-c", "1"], child_env)
     assert done.returncode == 2 and "unrecognized arguments" in done.stderr
+
+
+def test_ntlm_needs_trusted_hosts_or_https(child_env):
+    env = dict(child_env)
+    del env["PSREMOTE_TRUSTED_HOSTS"]
+    done = run_cli(["run", "--url", child_env["PSREMOTE_URL"], "--auth", "ntlm", "-c", "1"], env)
+    assert done.returncode == 3
+    assert "SecurityPolicyError" in done.stderr and "trusted_hosts" in done.stderr
+    done = run_cli(["run", "--url", child_env["PSREMOTE_URL"], "--auth", "ntlm", "--trusted-hosts", "127.0.0.*", "-c", "1"], env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "1"
+
+
+def test_https_with_a_ca_file(child_env, start_endpoint, test_certs):
+    endpoint = start_endpoint("--tls-cert", test_certs["server"], "--tls-key", test_certs["server_key"], cafile=test_certs["ca"])
+    env = dict(child_env)
+    del env["PSREMOTE_TRUSTED_HOSTS"]  # the verified certificate is what allows NTLM here
+    done = run_cli(["run", "--url", endpoint.url, "--auth", "ntlm", "--ca-file", test_certs["ca"], "-c", "Write-Output tls"], env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "tls"
+    # Without the CA the system's do not know the issuer.
+    done = run_cli(["run", "--url", endpoint.url, "--auth", "ntlm", "-c", "1"], env)
+    assert done.returncode == 3 and "TLSError" in done.stderr and "trusted CA" in done.stderr
+    # Skipping verification is loud, and NTLM then needs trusted hosts again.
+    done = run_cli(["run", "--url", endpoint.url, "--auth", "ntlm", "--insecure-skip-verify", "-c", "1"], env)
+    assert done.returncode == 3 and "not verified" in done.stderr and "trusted_hosts" in done.stderr
 
 
 def test_shell_from_a_pipe(child_env):
