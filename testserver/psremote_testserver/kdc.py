@@ -347,21 +347,24 @@ class Realm:
         forwardable: bool = False,
         krb5_conf: Optional[os.PathLike] = None,
         enterprise: bool = False,
+        env: Optional[Dict[str, str]] = None,
     ) -> None:
         """Get a TGT for ``user`` into the file ccache ``ccache`` with MIT's kinit.
 
         ``krb5_conf`` overrides the client configuration (e.g. one from ``client_conf``);
-        ``enterprise`` sends the name as an NT-ENTERPRISE principal (``kinit -E``), as SSPI does.
-        Raises RealmError with kinit's message when the KDC refuses.
+        ``enterprise`` sends the name as an NT-ENTERPRISE principal (``kinit -E``), as SSPI does;
+        ``env`` adds variables (e.g. ``KRB5_TRACE``). Raises RealmError with kinit's message when
+        the KDC refuses.
         """
         args = [find_tool("kinit"), "-c", f"FILE:{os.fspath(ccache)}", "-f" if forwardable else "-F"]
         if enterprise:
             args.append("-E")
         args.append(user if enterprise else self.principal(user))
-        env = self._tool_env()
+        tool_env = self._tool_env()
         if krb5_conf is not None:
-            env["KRB5_CONFIG"] = os.fspath(krb5_conf)
-        result = subprocess.run(args, input=password + "\n", env=env, capture_output=True, text=True, timeout=30)
+            tool_env["KRB5_CONFIG"] = os.fspath(krb5_conf)
+        tool_env.update(env or {})
+        result = subprocess.run(args, input=password + "\n", env=tool_env, capture_output=True, text=True, timeout=30)
         if result.returncode != 0:
             raise RealmError(f"kinit {user} failed: {result.stderr.strip() or result.stdout.strip()}")
 
