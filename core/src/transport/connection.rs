@@ -182,7 +182,18 @@ impl Connection {
             channel_binding: bindings.as_deref(),
         })?;
         let scheme = if mech == Mechanism::Kerberos { "Kerberos" } else { "Negotiate" };
-        let mut token = ctx.step(None).await?;
+        let mut token = ctx.step(None).await.map_err(|e| match e {
+            Error::Authentication { mechanism, message } if mech == Mechanism::Negotiate && !ntlm_allowed => {
+                Error::Authentication {
+                    mechanism,
+                    message: format!(
+                        "{message} (Kerberos failed, and NTLM may not stand in: nothing proves the server's identity; \
+                         use https with a verified certificate or name the host in trusted_hosts to allow NTLM)"
+                    ),
+                }
+            }
+            other => other,
+        })?;
         // NTLM inside SPNEGO proves the user only: whatever Negotiate chose must obey the policy.
         if ctx.negotiated() == "ntlm" && !ntlm_allowed {
             return Err(policy::ntlm_refused(&config.host, "negotiate fell back to NTLM"));

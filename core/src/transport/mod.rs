@@ -162,13 +162,17 @@ impl TransportConfig {
                 self.kerberos.service
             )));
         }
-        if matches!(self.mechanism, Mechanism::Ntlm | Mechanism::Negotiate)
-            && policy::ntlm_permit(self.tls_proves_identity(), &self.trusted_hosts, &self.host).is_none()
-        {
-            // Until Kerberos is wired, Negotiate is NTLM inside SPNEGO and obeys the same rule.
+        let ntlm_allowed = policy::ntlm_permit(self.tls_proves_identity(), &self.trusted_hosts, &self.host).is_some();
+        if self.mechanism == Mechanism::Ntlm && !ntlm_allowed {
+            return Err(policy::ntlm_refused(&self.host, "ntlm towards an unverified server"));
+        }
+        // Negotiate is refused up front only where Kerberos cannot work: towards an IP address.
+        // Elsewhere the handshake tries Kerberos and refuses a fallback to NTLM.
+        let spn_host = self.kerberos.hostname.as_deref().unwrap_or(&self.host);
+        if self.mechanism == Mechanism::Negotiate && !ntlm_allowed && policy::is_ip_address(spn_host) {
             return Err(policy::ntlm_refused(
                 &self.host,
-                &format!("{} towards an unverified server", self.mechanism.name()),
+                "negotiate towards an IP address (Kerberos needs the host's name) would use NTLM",
             ));
         }
         Ok(())

@@ -95,11 +95,16 @@ impl Endpoint {
 
     /// An https endpoint serving `cert_name` (e.g. `server`: server.pem and server-key.pem).
     pub fn start_https(cert_name: &str, extra: &[&str]) -> Self {
+        Self::start_https_env(cert_name, extra, &[])
+    }
+
+    /// [`Endpoint::start_https`] with environment variables.
+    pub fn start_https_env(cert_name: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let certificate = cert(&format!("{cert_name}.pem"));
         let key = cert(&format!("{cert_name}-key.pem"));
         let mut args: Vec<&str> = vec!["--tls-cert", certificate.to_str().unwrap(), "--tls-key", key.to_str().unwrap()];
         args.extend_from_slice(extra);
-        let mut ep = Self::start_with(&args, false);
+        let mut ep = Self::launch(&args, false, env);
         ep.ca_file = Some(cert("ca.pem"));
         ep
     }
@@ -109,6 +114,11 @@ impl Endpoint {
     }
 
     pub fn start_with(extra: &[&str], capture: bool) -> Self {
+        Self::launch(extra, capture, &[])
+    }
+
+    /// Starts the endpoint with extra arguments and environment variables.
+    pub fn launch(extra: &[&str], capture: bool, env: &[(&str, &str)]) -> Self {
         let dir = TempDir::new("endpoint");
         let users = dir.0.join("users");
         std::fs::write(&users, format!("DOMAIN:{USER}:{PASSWORD}\n")).unwrap();
@@ -116,6 +126,7 @@ impl Endpoint {
         cmd.args(["-m", "psremote_testserver", "--port", "0", "--control", "--users"])
             .arg(&users)
             .args(extra)
+            .envs(env.iter().copied())
             .current_dir(workspace_root())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -255,4 +266,72 @@ pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {
     let out = psremote::client::runtime().block_on(fut);
     done.store(true, Ordering::Relaxed);
     out
+}
+
+/// A throwaway MIT Kerberos realm (`python -m psremote_testserver.kdc`), stopped on drop.
+pub struct Realm {
+    child: Child,
+    _dir: TempDir,
+    pub realm: String,
+    /// `127.0.0.1:PORT`, UDP and TCP.
+    pub kdc: String,
+    pub krb5_conf: PathBuf,
+    pub keytab: PathBuf,
+}
+
+impl Realm {
+    pub fn start() -> Self {
+        let dir = TempDir::new("realm");
+        let mut child = Command::new(python())
+            .args(["-m", "psremote_testserver.kdc"])
+            .arg(&dir.0)
+            .current_dir(workspace_root())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the test KDC (run `make venv` first)");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let mut r = BufReader::new(stdout);
+            let _ = r.read_line(&mut line);
+            let _ = tx.send(line);
+            let mut sink = Vec::new();
+            let _ = r.read_to_end(&mut sink);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
+        let v: serde_json::Value = match serde_json::from_str(&line) {
+            Ok(v) => v,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("the test KDC did not start (printed {line:?})");
+            }
+        };
+        let s = |k: &str| v[k].as_str().unwrap().to_owned();
+        Realm {
+            realm: s("realm"),
+            kdc: s("kdc"),
+            krb5_conf: PathBuf::from(s("krb5_conf")),
+            keytab: PathBuf::from(s("keytab")),
+            child,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Realm {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
