@@ -1,15 +1,19 @@
 //! Authentication: credentials, the mechanisms the client offers, and the sspi security
-//! contexts that authenticate an HTTP connection and then seal and unseal its bodies.
+//! contexts that authenticate an HTTP connection and then seal and unseal its bodies
+//! ([`SecurityContext`] for NTLM, Kerberos and Negotiate; [`CredSspContext`] for CredSSP).
 //!
 //! One [`SecurityContext`] belongs to one TCP connection (NTLM's RC4 streams and sequence
 //! numbers are per context); the transport never shares one between connections.
 
 mod ap_req;
 mod context;
+mod delegation;
+mod credssp;
 pub mod kdc;
 pub mod policy;
 
 pub use context::{ContextParams, SecurityContext};
+pub use credssp::CredSspContext;
 pub use policy::{host_matches, is_trusted_host};
 
 use std::fmt;

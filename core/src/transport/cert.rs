@@ -33,6 +33,7 @@ fn read_tlv(data: &[u8]) -> Option<(Tlv<'_>, &[u8])> {
 }
 
 const SEQUENCE: u8 = 0x30;
+const BIT_STRING: u8 = 0x03;
 const OID: u8 = 0x06;
 const VERSION: u8 = 0xa0;
 
@@ -60,6 +61,16 @@ pub(crate) fn subject_public_key_info(cert: &[u8]) -> Option<&[u8]> {
     }
     let (spki, _) = read_tlv(rest).filter(|(t, _)| t.tag == SEQUENCE)?;
     Some(spki.whole)
+}
+
+/// The contents of the subjectPublicKey BIT STRING without its unused-bits octet (for RSA the
+/// DER `RSAPublicKey`): what CredSSP's `pubKeyAuth` is computed over (MS-CSSP 3.1.5).
+pub(crate) fn subject_public_key(cert: &[u8]) -> Option<&[u8]> {
+    let (spki, _) = read_tlv(subject_public_key_info(cert)?)?;
+    let (_, rest) = read_tlv(spki.contents).filter(|(t, _)| t.tag == SEQUENCE)?;
+    let (bits, _) = read_tlv(rest).filter(|(t, _)| t.tag == BIT_STRING)?;
+    let (&unused_bits, key) = bits.contents.split_first()?;
+    (unused_bits == 0).then_some(key)
 }
 
 /// SHA-256 of the certificate's SubjectPublicKeyInfo: the value a pin names.
@@ -162,6 +173,10 @@ mod tests {
             hex(&spki_sha256(&cert).unwrap()),
             "736cd4bb0656211c285783c2c9393320f2069ea1f7da41b92de983ad107be56d"
         );
+        let key = subject_public_key(&cert).expect("subjectPublicKey");
+        // An uncompressed P-256 point, the last 65 bytes of the SubjectPublicKeyInfo.
+        assert_eq!((key.len(), key[0]), (65, 0x04));
+        assert!(spki.ends_with(key));
         let cb = tls_server_end_point(&cert).unwrap();
         assert_eq!(cb.len(), "tls-server-end-point:".len() + 32);
         assert_eq!(&cb[21..], Sha256::digest(&cert).as_slice());
@@ -180,6 +195,7 @@ mod tests {
         let cert = der(CERT_P256);
         for cut in 0..cert.len() {
             let _ = subject_public_key_info(&cert[..cut]);
+            let _ = subject_public_key(&cert[..cut]);
             let _ = tls_server_end_point(&cert[..cut]);
         }
         assert!(subject_public_key_info(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]).is_none());

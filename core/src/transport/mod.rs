@@ -21,7 +21,7 @@ pub use tls::{ClientCertificate, TlsInfo, TlsOptions, TlsVersion};
 use crate::auth::{Credentials, KerberosOptions, Mechanism, policy};
 use crate::error::{Error, Result};
 
-pub(crate) use cert::sec_channel_bindings;
+pub(crate) use cert::{sec_channel_bindings, subject_public_key};
 
 /// Reads a public-key pin (64 hex digits, optionally `sha256/`-prefixed or colon-separated).
 pub fn parse_pin(text: &str) -> Result<[u8; 32]> {
