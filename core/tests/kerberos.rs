@@ -171,5 +171,29 @@ fn kerberos_over_https_sends_channel_bindings_mit_accepts() {
         assert_eq!(logon["mechanism"], "kerberos", "{logon}");
         assert_eq!(logon["channel_binding"], "match", "{logon}");
     }
+    // Both rewrites of the authenticator at once: channel binding and delegation.
+    let mut cfg = config(&s, Mechanism::Kerberos, &user);
+    cfg.kerberos.delegate = true;
+    echo(cfg).unwrap();
+    let logon = last_logon(&s.ep);
+    assert_eq!((logon["channel_binding"].as_str(), logon["delegated"].as_bool()), (Some("match"), Some(true)));
     let _ = cert("ca.pem");
+}
+
+#[test]
+fn delegation_hands_a_forwardable_ticket_to_the_server_only_when_asked() {
+    let s = setup(false, &["--auth", "kerberos,negotiate"]);
+    let user = format!("{}\\user", s.realm.realm);
+    echo(config(&s, Mechanism::Kerberos, &user)).unwrap();
+    let logon = last_logon(&s.ep);
+    assert_eq!(logon["delegated"], false, "{logon}");
+
+    for mech in [Mechanism::Kerberos, Mechanism::Negotiate] {
+        let mut cfg = config(&s, mech, &user);
+        cfg.kerberos.delegate = true;
+        echo(cfg).unwrap_or_else(|e| panic!("{mech:?}: {e}"));
+        let logon = last_logon(&s.ep);
+        assert_eq!(logon["delegated"], true, "{mech:?}: {logon}");
+        assert_eq!(logon["delegated_principal"], format!("user@{}", s.realm.realm), "{logon}");
+    }
 }

@@ -16,6 +16,7 @@ use sspi::{
 
 use sspi::ntlm::NtlmConfig;
 
+use super::delegation::{self, DelegationSource};
 use super::kdc::{self, Krb5Conf};
 use super::{Credentials, KerberosOptions, Mechanism, ap_req, policy};
 use crate::error::{Error, Result};
@@ -54,6 +55,8 @@ pub struct SecurityContext {
     steps: usize,
     /// SEC_CHANNEL_BINDINGS for tls-server-end-point, sent with every handshake step.
     bindings: Option<Vec<u8>>,
+    /// Set when the caller asked for delegation and Kerberos may be used.
+    delegation: Option<DelegationSource>,
 }
 
 impl fmt::Debug for SecurityContext {
@@ -147,6 +150,15 @@ fn realm_of(username: &str, conf: &Krb5Conf) -> Option<String> {
     conf.default_realm.clone()
 }
 
+/// The account part of `REALM\user` or `user@realm`.
+fn account_of(username: &str) -> &str {
+    match (username.split_once('\\'), username.rsplit_once('@')) {
+        (Some((_, user)), _) => user,
+        (None, Some((user, _))) => user,
+        _ => username,
+    }
+}
+
 /// The user name as sspi's Kerberos should see it: `user@REALM` becomes `REALM\user`, because
 /// sspi sends names with `@` as enterprise names, which MIT KDCs do not resolve (AD accepts both).
 fn kerberos_username(username: &str, realm: Option<&str>) -> Result<Username> {
@@ -189,7 +201,7 @@ impl SecurityContext {
         let inner = match mechanism {
             Mechanism::Ntlm => Self::ntlm(creds)?,
             Mechanism::Kerberos => {
-                let Some(url) = kdc_url else {
+                let Some(url) = kdc_url.clone() else {
                     return Err(Error::InvalidConfig(format!(
                         "no KDC is known for realm {}: give the kerberos kdc option, set {}, or name the realm's kdc \
                          in krb5.conf",
@@ -237,7 +249,7 @@ impl SecurityContext {
                     (true, ntlm) => Self::negotiate(
                         mechanism,
                         Box::new(KerberosConfig {
-                            kdc_resolution: KdcResolution::KdcUrl(kdc_url),
+                            kdc_resolution: KdcResolution::KdcUrl(kdc_url.clone()),
                             client_computer_name: CLIENT_NAME.to_owned(),
                         }),
                         if ntlm { "kerberos,ntlm" } else { "kerberos,!ntlm" },
@@ -253,7 +265,19 @@ impl SecurityContext {
             }
         };
         let bindings = p.channel_binding.map(crate::transport::sec_channel_bindings);
-        Ok(Self { inner, mechanism, target, complete: false, steps: 0, bindings })
+        let delegation = match (&kdc_url, &realm) {
+            (Some(kdc), Some(realm)) if p.kerberos.delegate => Some(DelegationSource {
+                kdc: kdc.clone(),
+                realm: realm.clone(),
+                account: account_of(creds.username()).to_owned(),
+                password: zeroize::Zeroizing::new(creds.password().to_owned()),
+            }),
+            _ => None,
+        };
+        if p.kerberos.delegate && delegation.is_none() && mechanism == Mechanism::Kerberos {
+            return Err(Error::InvalidConfig("delegation needs a KDC and a realm".into()));
+        }
+        Ok(Self { inner, mechanism, target, complete: false, steps: 0, bindings, delegation })
     }
 
     fn ntlm_username(creds: &Credentials) -> Result<Username> {
@@ -320,22 +344,36 @@ impl SecurityContext {
             Inner::Kerberos { ctx, cred } => init_step!(&mut **ctx, cred, target, input, bindings, mech),
             Inner::Negotiate { ctx, cred } => init_step!(&mut **ctx, cred, target, input, bindings, mech),
         };
-        if self.steps == 0 && self.bindings.is_some() && self.negotiated() == "kerberos" {
-            token = self.repair_ap_req(token)?;
+        if self.steps == 0 && self.negotiated() == "kerberos" {
+            if let Some(src) = self.delegation.clone() {
+                let tgt = delegation::forwardable_tgt(&src).await?;
+                tracing::warn!(
+                    target: "psremote::audit",
+                    target_spn = self.target,
+                    user = src.account,
+                    realm = src.realm,
+                    "delegating a forwardable Kerberos ticket to the server (the double hop): the server can act as \
+                     the user"
+                );
+                token = self.rewrite_ap_req(token, Some(&tgt))?;
+            } else if self.bindings.is_some() {
+                token = self.rewrite_ap_req(token, None)?;
+            }
         }
         self.steps += 1;
         self.complete = done;
         Ok(token)
     }
 
-    /// See [`ap_req`]: widens the channel-binding AP-options element of the first Kerberos token.
-    fn repair_ap_req(&mut self, token: Vec<u8>) -> Result<Vec<u8>> {
+    /// See [`ap_req`]: widens the channel-binding AP-options element of the first Kerberos token
+    /// and adds the delegated ticket.
+    fn rewrite_ap_req(&mut self, token: Vec<u8>, delegate: Option<&delegation::Tgt>) -> Result<Vec<u8>> {
         let key = with_sspi!(self, |s| s.query_context_session_key())
             .map_err(|e| auth_err(self.mechanism, format!("no ticket session key: {e}")))?;
         let key = key.session_key.as_ref();
         let repaired = match &self.inner {
-            Inner::Negotiate { .. } => ap_req::repair_spnego_init(&token, key)?,
-            _ => ap_req::repair_krb_token(&token, key)?,
+            Inner::Negotiate { .. } => ap_req::rewrite_spnego_init(&token, key, delegate)?,
+            _ => ap_req::rewrite_krb_token(&token, key, delegate)?,
         };
         Ok(repaired.unwrap_or(token))
     }

@@ -7,8 +7,8 @@
 
 mod ap_req;
 mod context;
-mod delegation;
 mod credssp;
+mod delegation;
 pub mod kdc;
 pub mod policy;
 
