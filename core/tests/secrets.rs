@@ -9,8 +9,8 @@ mod common;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
-use common::{DOMAIN_USER, Endpoint, block_on};
-use psremote::client::{Client, ClientConfig, Mechanism, PoolConfig, RunspacePool};
+use common::{DOMAIN_USER, Endpoint, Realm, block_on};
+use psremote::client::{Client, ClientConfig, KerberosOptions, Mechanism, PoolConfig, RunspacePool};
 use psremote::clixml::Value;
 use psremote::psrp::{Command, PipelineSpec};
 use tracing::field::{Field, Visit};
@@ -20,6 +20,8 @@ use tracing_subscriber::layer::{Context, SubscriberExt};
 /// Distinct from the shared test password so that no other test's text can match by accident.
 const SECRET_PASSWORD: &str = "Zq7!unique-Pa55word";
 const SECURE_PLAINTEXT: &str = "launch-code-4471-xyzzy";
+/// The test realm's password for `user` (psremote_testserver.kdc).
+const KRB_PASSWORD: &str = "Passw0rd!";
 
 /// Writes every event (target, level, every field) into one string.
 #[derive(Clone, Default)]
@@ -103,6 +105,30 @@ fn no_secret_reaches_the_logs_at_trace_level() {
         pool.close().await.unwrap();
     });
 
+    // Kerberos too, with delegation: AS and TGS exchanges, the AP-REQ rewrite, sealing. The test
+    // realm's user has its own password, added to the needles below.
+    let realm = Realm::start();
+    let conf = realm.krb5_conf.to_str().unwrap().to_owned();
+    let keytab = realm.keytab.to_str().unwrap().to_owned();
+    let krb_ep = Endpoint::launch(
+        &["--auth", "kerberos", "--keytab", keytab.as_str()],
+        false,
+        &[("KRB5_CONFIG", conf.as_str())],
+    );
+    block_on(async {
+        let url = krb_ep.url.replace("127.0.0.1", "localhost");
+        let mut cfg = ClientConfig::new("x", format!("{}\\user", realm.realm), KRB_PASSWORD)
+            .with_url(&url)
+            .unwrap()
+            .with_mechanism(Mechanism::Kerberos);
+        cfg.kerberos = KerberosOptions { kdc: Some(realm.kdc.clone()), delegate: true, ..KerberosOptions::default() };
+        let _ = write!(leaked_text, "{cfg:?}");
+        let client = Client::connect(cfg).await.unwrap();
+        let out = client.run_cmd("echo", &["kerberos"]).await.unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "kerberos");
+    });
+    assert!(krb_ep.state().contains("\"delegated\": true"), "{}", krb_ep.state());
+
     let keys = endpoint_session_keys(&ep);
     assert!(!keys.is_empty(), "the endpoint reported no session key: the key exchange did not happen");
     let logs = capture.0.lock().unwrap().clone();
@@ -114,6 +140,8 @@ fn no_secret_reaches_the_logs_at_trace_level() {
     let b64 = base64::engine::general_purpose::STANDARD;
     let mut needles = vec![
         SECRET_PASSWORD.to_owned(),
+        KRB_PASSWORD.to_owned(),
+        b64.encode(KRB_PASSWORD),
         "Wrong-Typed-Secret-991".to_owned(),
         SECURE_PLAINTEXT.to_owned(),
         b64.encode(SECRET_PASSWORD),
