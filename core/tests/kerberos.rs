@@ -197,3 +197,15 @@ fn delegation_hands_a_forwardable_ticket_to_the_server_only_when_asked() {
         assert_eq!(logon["delegated_principal"], format!("user@{}", s.realm.realm), "{logon}");
     }
 }
+
+#[test]
+fn a_server_that_does_not_prove_itself_is_refused() {
+    // Mutual authentication: the endpoint accepts the AP-REQ but answers without its AP-REP.
+    let s = setup(false, &["--auth", "kerberos,negotiate", "--misbehave", "no-final-token"]);
+    let user = format!("{}\\user", s.realm.realm);
+    for mech in [Mechanism::Kerberos, Mechanism::Negotiate] {
+        let err = echo(config(&s, mech, &user)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Authentication, "{mech:?}: {err}");
+        assert!(err.to_string().contains("without proving its identity"), "{err}");
+    }
+}

@@ -247,6 +247,8 @@ class WinRMHandler(BaseHTTPRequestHandler):
             self._respond(401, result.headers)
             return
         final_token = result.headers
+        if config.misbehave == "no-final-token":
+            final_token = [(k, v) for k, v in final_token if k.lower() != "www-authenticate"]
         if not body:
             # pypsrp and pywinrm authenticate with an empty POST before sealing anything.
             self._respond(200, final_token)

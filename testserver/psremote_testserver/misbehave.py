@@ -16,7 +16,10 @@ from typing import Optional
 
 from .soap import ACTION_RECEIVE
 
-MODES = ("truncated-xml", "bad-base64", "bad-seal", "unsealed", "wrong-relates-to")
+MODES = ("truncated-xml", "bad-base64", "bad-seal", "unsealed", "wrong-relates-to", "no-final-token")
+"""``no-final-token`` acts on authentication instead: the 200 that completes a logon carries no
+``WWW-Authenticate`` token (no Kerberos AP-REP, no SPNEGO accept-completed), as an impostor that
+cannot prove the server's identity would answer."""
 
 _DATA_STREAM = re.compile(rb"(<rsp:Stream [^>]*>)([^<]+)(</rsp:Stream>)")
 _COMMAND_ID = re.compile(rb'CommandId="([^"]+)"')
@@ -46,7 +49,7 @@ class Misbehaviour:
             return True
 
     def apply(self, request_action: Optional[str], status: int, xml: bytes, sealed: bool) -> Tampered:
-        if self.mode is None or request_action != ACTION_RECEIVE or status != 200:
+        if self.mode in (None, "no-final-token") or request_action != ACTION_RECEIVE or status != 200:
             return Tampered(xml)
         if self.mode in ("bad-seal", "unsealed") and not sealed:
             return Tampered(xml)
