@@ -100,8 +100,8 @@ fn no_secret_reaches_the_logs_at_trace_level() {
         let _ = write!(leaked_text, "{r:?}");
         let Some(Value::SecureString(back)) = r.output.first() else { panic!("{:?}", r.output) };
         assert_eq!(pool.decrypt_secure_string(back).unwrap().as_str(), SECURE_PLAINTEXT);
-        let out = client.run_cmd("echo", &["done"]).await.unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "done");
+        let out = client.run_cmd("echo", &["unlogged-arg-8812"]).await.unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "unlogged-arg-8812");
         pool.close().await.unwrap();
     });
 
@@ -127,6 +127,17 @@ fn no_secret_reaches_the_logs_at_trace_level() {
         let out = client.run_cmd("echo", &["kerberos"]).await.unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "kerberos");
     });
+    // Arguments reach the audit trail only when the configuration opts in.
+    block_on(async {
+        let mut cfg = ClientConfig::new("x", DOMAIN_USER, SECRET_PASSWORD)
+            .with_url(&ep.url)
+            .unwrap()
+            .with_trusted_hosts(["127.0.0.1"])
+            .with_mechanism(Mechanism::Ntlm);
+        cfg.audit_arguments = true;
+        let client = Client::connect(cfg).await.unwrap();
+        client.run_cmd("echo", &["opted-in-arg-5521"]).await.unwrap();
+    });
     assert!(krb_ep.state().contains("\"delegated\": true"), "{}", krb_ep.state());
 
     let keys = endpoint_session_keys(&ep);
@@ -135,6 +146,27 @@ fn no_secret_reaches_the_logs_at_trace_level() {
     // The capture really saw the session: audit events and trace-level detail are present.
     assert!(logs.contains("psremote::audit") && logs.contains("event=connect"), "{logs}");
     assert!(logs.contains("TRACE"), "nothing was captured at TRACE");
+    // The audit trail: every event kind, command names but not their arguments (not opted in).
+    for event in [
+        "event=connect",
+        "event=pool_open",
+        "event=pipeline_start",
+        "event=pipeline_end",
+        "event=pool_close",
+        "event=shell_open",
+        "event=command_start",
+        "event=command_end",
+        "event=shell_close",
+        "event=disconnect",
+    ] {
+        assert!(logs.lines().any(|l| l.contains("psremote::audit") && l.contains(event)), "no {event} in {logs}");
+    }
+    assert!(logs.contains("commands=Write-Output"), "{logs}");
+    let audit: Vec<&str> = logs.lines().filter(|l| l.contains("psremote::audit")).collect();
+    assert!(audit.iter().any(|l| l.contains("opted-in-arg-5521")), "{logs}");
+    assert!(!audit.iter().any(|l| l.contains("unlogged-arg-8812")), "{logs}");
+    assert!(logs.contains("negotiated=\"kerberos\"") || logs.contains("negotiated=kerberos"), "{logs}");
+    assert!(logs.contains("delegating a forwardable Kerberos ticket"), "{logs}");
 
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD;

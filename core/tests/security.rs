@@ -232,3 +232,21 @@ fn certificate_authentication_needs_https() {
     cfg.mechanism = Mechanism::Certificate;
     assert_eq!(run_echo(cfg).unwrap_err().kind(), ErrorKind::Policy);
 }
+
+#[test]
+fn a_ca_folder_is_a_trust_store_too() {
+    let ep = Endpoint::start_https("server", &[]);
+    let dir = common::TempDir::new("ca-dir");
+    std::fs::copy(cert("ca.pem"), dir.0.join("test-ca.pem")).unwrap();
+    std::fs::write(dir.0.join("README"), "not a certificate").unwrap();
+    let mut cfg = https_config(&ep, Mechanism::Ntlm);
+    cfg.tls = TlsOptions { ca_dir: Some(dir.0.clone()), ..TlsOptions::default() };
+    assert_eq!(run_echo(cfg).unwrap().0.trim(), "over-tls");
+
+    // A folder with only the other CA does not vouch for the server.
+    let other = common::TempDir::new("ca-dir-other");
+    std::fs::copy(cert("other-ca.pem"), other.0.join("other.pem")).unwrap();
+    let mut cfg = https_config(&ep, Mechanism::Ntlm);
+    cfg.tls = TlsOptions { ca_dir: Some(other.0.clone()), ..TlsOptions::default() };
+    assert_eq!(run_echo(cfg).unwrap_err().kind(), ErrorKind::Tls);
+}
