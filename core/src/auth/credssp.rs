@@ -348,3 +348,124 @@ impl ServerCertVerifier for CredSspCertificate {
         self.algorithms.supported_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::{ServerConfig, ServerConnection, SupportedProtocolVersion};
+
+    use super::*;
+
+    /// A throwaway self-signed ECDSA P-256 certificate and its PKCS#8 key, made with openssl for
+    /// these tests (a stand-in for the server's generated CredSSP certificate).
+    const CERT_P256: &str = "MIIBhTCCASugAwIBAgIUZy+o8m7l/7vt6JYF0GGymt8RLzUwCgYIKoZIzj0EAwIwFzEVMBMGA1UEAwwMQ1JFRFNTUC10ZXN0MCAXDTI2MTEyNTE1MDAwMloYDzIxMjYxMTAxMTUwMDAyWjAXMRUwEwYDVQQDDAxDUkVEU1NQLXRlc3QwWTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAASI1f+nyvEGOA3mqNV/RQ+d45tJQ4NmnCt2NlmnvRWM4p+rA/kE3P8Nvof/HkjkyYR9lXZ9oipXh4rMCzlg3Ffjo1MwUTAdBgNVHQ4EFgQU+1Gu9DQlU/sacjeFGD+RQqXOKR4wHwYDVR0jBBgwFoAU+1Gu9DQlU/sacjeFGD+RQqXOKR4wDwYDVR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNIADBFAiEA6xJX47TaqH+3M5jjfDmuYngbjebGUghoqWwp+jJ+mJQCIDXfabZrbepTYCYsf+6JzWdspoxwIJ2qpeJUWvAW63ew";
+    const KEY_P256: &str = "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg7WPoWwyJ8Sl7JGOGTvsG4rNx9NXmFsxEwTJ+gS9oMt6hRANCAASI1f+nyvEGOA3mqNV/RQ+d45tJQ4NmnCt2NlmnvRWM4p+rA/kE3P8Nvof/HkjkyYR9lXZ9oipXh4rMCzlg3Ffj";
+
+    fn der(b64: &str) -> Vec<u8> {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.decode(b64).unwrap()
+    }
+
+    fn server(version: &'static SupportedProtocolVersion) -> ServerConnection {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let key = PrivateKeyDer::try_from(der(KEY_P256)).unwrap();
+        let config = ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![CertificateDer::from(der(CERT_P256))], key)
+            .unwrap();
+        ServerConnection::new(Arc::new(config)).unwrap()
+    }
+
+    /// Hands `bytes` to the server; returns the plaintext it read and what it sends back.
+    fn server_leg(server: &mut ServerConnection, mut bytes: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        let mut plain = Vec::new();
+        while !bytes.is_empty() {
+            server.read_tls(&mut bytes).unwrap();
+            server.process_new_packets().unwrap();
+            let _ = server.reader().read_to_end(&mut plain);
+        }
+        let mut out = Vec::new();
+        while server.wants_write() {
+            server.write_tls(&mut out).unwrap();
+        }
+        (plain, out)
+    }
+
+    /// Runs the TLS legs against a rustls server until the client sends its first TSRequest;
+    /// returns the context, the server, the number of TLS legs and that TSRequest.
+    fn through_tls(version: &'static SupportedProtocolVersion) -> (CredSspContext, ServerConnection, usize, TsRequest) {
+        let mut ctx = CredSspContext::new(&Credentials::new("DOMAIN\\user", "pw"), "HTTP/host".into()).unwrap();
+        let mut server = server(version);
+        let mut token = ctx.step(None).unwrap();
+        let mut legs = 0;
+        loop {
+            let (plain, reply) = server_leg(&mut server, &token);
+            if !plain.is_empty() {
+                return (ctx, server, legs, TsRequest::from_buffer(&plain).unwrap());
+            }
+            legs += 1;
+            token = ctx.step(Some(&reply)).unwrap();
+            assert!(legs < 4, "the TLS handshake does not end");
+        }
+    }
+
+    #[test]
+    fn two_tls_legs_then_ntlm_negotiate_inside_the_channel() {
+        for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+            let (ctx, _, legs, request) = through_tls(version);
+            assert_eq!(legs, 2, "{version:?}");
+            assert!(matches!(ctx.phase, Phase::Logon(_)));
+            assert!(ctx.credentials.is_none(), "the password moved into the sspi client");
+            let nego = request.nego_tokens.expect("a NEGOTIATE token");
+            assert!(nego.starts_with(b"NTLMSSP\0\x01\0\0\0"), "{nego:02x?}");
+        }
+    }
+
+    #[test]
+    fn sealed_chunks_are_whole_records_with_the_trailer_as_header() {
+        for (version, trailer) in [(&rustls::version::TLS13, 17), (&rustls::version::TLS12, 16)] {
+            let (mut ctx, mut server, _, _) = through_tls(version);
+            let negotiated = ctx.tls.negotiated_cipher_suite().unwrap().suite();
+            assert!(trailer == 17 || TLS12_SUITES.contains(&negotiated), "{negotiated:?}");
+            ctx.phase = Phase::Delegated;
+            let chunk: Vec<u8> = (0..crate::encryption::CREDSSP_CHUNK).map(|i| (i % 253) as u8).collect();
+            let (header, data) = ctx.wrap(&chunk).unwrap();
+            assert_eq!(header.len(), trailer, "{version:?}");
+            // One record: its length field covers everything after the 5-byte record header.
+            let record_len = usize::from(u16::from_be_bytes([header[3], header[4]]));
+            assert_eq!(5 + record_len, header.len() + data.len(), "{version:?}");
+            // TLS 1.2 GCM records also carry an 8-byte explicit nonce before the ciphertext.
+            assert_eq!(record_len, chunk.len() + trailer + if trailer == 16 { 8 } else { 0 });
+            let mut record = header.clone();
+            record.extend_from_slice(&data);
+            assert_eq!(server_leg(&mut server, &record).0, chunk);
+
+            server.writer().write_all(b"reply over credssp").unwrap();
+            let (_, reply) = server_leg(&mut server, &[]);
+            let (h, d) = reply.split_at(trailer);
+            assert_eq!(ctx.unwrap(h, d).unwrap(), b"reply over credssp");
+
+            server.writer().write_all(b"tampered").unwrap();
+            let (_, mut reply) = server_leg(&mut server, &[]);
+            let last = reply.len() - 1;
+            reply[last] ^= 1;
+            let err = ctx.unwrap(&reply[..trailer], &reply[trailer..]).unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::Protocol, "{err}");
+        }
+    }
+
+    #[test]
+    fn nothing_is_sealed_or_stepped_out_of_order() {
+        let mut ctx = CredSspContext::new(&Credentials::new("user", "pw"), "HTTP/host".into()).unwrap();
+        assert!(ctx.wrap(b"x").is_err());
+        assert!(ctx.unwrap(b"x", b"y").is_err());
+        assert!(ctx.step(Some(b"early")).is_err());
+        let mut ctx = CredSspContext::new(&Credentials::new("user", "pw"), "HTTP/host".into()).unwrap();
+        ctx.step(None).unwrap();
+        let err = ctx.step(Some(b"not TLS at all")).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Authentication, "{err}");
+        assert!(!format!("{ctx:?}").contains("pw"));
+    }
+}

@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 
 use super::tls::{self, TlsSetup};
 use super::{ConnectionInfo, EncryptionLayer, HttpReply, MessageEncryption, TransportConfig};
-use crate::auth::{self, ContextParams, Mechanism, SecurityContext, policy};
+use crate::auth::{self, ContextParams, CredSspContext, Mechanism, SecurityContext, policy};
 use crate::encryption::{self, Protocol};
 use crate::error::{Error, Result};
 
@@ -23,13 +23,26 @@ const USER_AGENT: &str = concat!("psremote/", env!("CARGO_PKG_VERSION"));
 /// Authentication round trips allowed before giving up (NTLM needs two, SPNEGO three).
 const MAX_AUTH_ROUNDS: usize = 6;
 
+mod credssp;
+
 pub(super) struct Connection {
     sender: SendRequest<Full<Bytes>>,
-    /// The security context that seals bodies; `None` when nothing is sealed (Basic, or
-    /// NTLM/Negotiate inside TLS without `MessageEncryption::Always`).
-    context: Option<SecurityContext>,
+    /// The context that seals bodies; `None` when nothing is sealed (Basic, certificate, or
+    /// NTLM/Negotiate/Kerberos/CredSSP inside TLS without `MessageEncryption::Always`).
+    context: Option<Sealer>,
     task: tokio::task::JoinHandle<()>,
     info: ConnectionInfo,
+}
+
+/// What seals the bodies of an authenticated connection.
+// One per connection, kept for its lifetime: boxing the larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum Sealer {
+    /// NTLM, Kerberos or Negotiate: the sspi context's keys.
+    Sspi(SecurityContext),
+    /// CredSSP: records of its TLS channel.
+    CredSsp(CredSspContext),
 }
 
 impl fmt::Debug for Connection {
@@ -107,10 +120,13 @@ impl Connection {
             tls: tls_info,
         };
         let mut this = Self { sender, context: None, task, info };
-        if config.mechanism.can_seal() {
+        if config.mechanism == Mechanism::CredSsp {
+            let ctx = this.authenticate_credssp(config).await?;
+            this.context = seal.then_some(Sealer::CredSsp(ctx));
+        } else if config.mechanism.can_seal() {
             let ctx = this.authenticate(config).await?;
             if seal {
-                this.context = Some(ctx);
+                this.context = Some(Sealer::Sspi(ctx));
             }
         }
         tracing::info!(
@@ -252,12 +268,16 @@ impl Connection {
         timeout: Duration,
     ) -> Result<HttpReply> {
         let req = match self.context.as_mut() {
-            Some(ctx) => {
+            Some(Sealer::Sspi(ctx)) => {
                 let len = body.len();
                 let header = ctx.seal(&mut body)?;
                 let protocol = seal_protocol(config.mechanism);
                 let framed = encryption::frame(protocol, len, &header, &body);
                 self.request(config, framed, &protocol.content_type())?
+            }
+            Some(Sealer::CredSsp(ctx)) => {
+                let (content_type, framed) = credssp::seal(ctx, &body)?;
+                self.request(config, framed, &content_type)?
             }
             None => {
                 let mut req = self.request(config, body, SOAP_CONTENT_TYPE)?;
@@ -294,7 +314,8 @@ impl Connection {
             }
         }
         let body = match (self.context.as_mut(), sealed) {
-            (Some(ctx), true) => unseal_body(ctx, &raw)?,
+            (Some(Sealer::Sspi(ctx)), true) => unseal_body(ctx, &raw)?,
+            (Some(Sealer::CredSsp(ctx)), true) => credssp::unseal(ctx, &raw)?,
             (Some(_), false) if !raw.is_empty() || status == 200 => {
                 return Err(Error::protocol(format!(
                     "the server answered HTTP {status} with an unsealed body although sealing was negotiated"

@@ -139,11 +139,15 @@ impl TransportConfig {
             ));
         }
         match self.mechanism {
-            Mechanism::CredSsp => {
-                return Err(Error::InvalidConfig(format!(
-                    "{} authentication is not supported yet",
-                    self.mechanism.name()
-                )));
+            // CredSSP logs on with NTLM inside (auth::CredSspContext), so NTLM's rule applies;
+            // over HTTP its bodies are always sealed.
+            Mechanism::CredSsp
+                if policy::ntlm_permit(self.tls_proves_identity(), &self.trusted_hosts, &self.host).is_none() =>
+            {
+                return Err(policy::ntlm_refused(
+                    &self.host,
+                    "credssp (NTLM inside) towards an unverified server would hand it the password",
+                ));
             }
             Mechanism::Certificate if self.tls.is_none() => {
                 return Err(Error::Policy("certificate authentication needs https".into()));
