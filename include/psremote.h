@@ -41,6 +41,10 @@ enum psr_result
   PSR_RESULT_CALLBACK = 11,
   // psremote panicked (a bug); the handle should not be used further.
   PSR_RESULT_PANIC = 12,
+  // The TLS handshake failed or the server's certificate did not verify.
+  PSR_RESULT_TLS = 13,
+  // A security rule refused the operation (e.g. NTLM towards an unverified server).
+  PSR_RESULT_POLICY = 14,
 };
 #ifndef __cplusplus
 typedef uint32_t psr_result;
@@ -149,16 +153,23 @@ extern "C" {
 // Errors: none.
 const char *psr_version(void);
 
-// New settings for `url` (`http://host:port/path`) with a user and password. Negotiate by default.
+// New settings for `url` (`http://host:port/path`, port 5985 by default, or `https://...`, port
+// 5986) with a user and password (the password is copied and zeroized when the config is freed).
+// Negotiate by default. NTLM (and Negotiate, which falls back to it) is used only towards a
+// server whose identity something proves: an https certificate that verifies, or the host named
+// with `psr_config_set_trusted_hosts`; otherwise `psr_client_connect` gives `PSR_RESULT_POLICY`.
 //
 // Ownership: the caller frees the result with `psr_config_free`. NULL when an argument is NULL or
 // not UTF-8, or the URL cannot be used. Threading: any thread.
 struct psr_config *psr_config_new(const char *url, const char *username, const char *password);
 
-// Sets the authentication mechanism: "negotiate", "ntlm" or "basic".
+// Sets the authentication mechanism: "negotiate", "ntlm", "kerberos", "basic" (only over https,
+// or with `psr_config_set_allow_unencrypted`), "credssp" or "certificate" (https with
+// `psr_config_set_client_certificate`). Whether the core supports a mechanism, and whether the
+// security rules allow it towards the endpoint, is reported by `psr_client_connect`.
 //
-// Errors: NULL_ARGUMENT, INVALID_CONFIG (unknown name). Threading: not concurrently with other
-// calls on the same config.
+// Ownership: `c` and `mechanism` are borrowed. Errors: NULL_ARGUMENT, INVALID_CONFIG (unknown
+// name). Threading: not concurrently with other calls on the same config.
 psr_result psr_config_set_auth(struct psr_config *c, const char *mechanism, struct psr_error **err);
 
 // Sets the WS-Man OperationTimeout (how long the server holds a Receive), in milliseconds (>= 1000).
@@ -184,8 +195,12 @@ void psr_config_free(struct psr_config *c);
 // Connects and authenticates. `c` is not consumed.
 //
 // Ownership: `*out` (written only on success) is freed with `psr_client_free`. Errors:
-// NULL_ARGUMENT, INVALID_CONFIG, AUTHENTICATION, CONNECT, TRANSPORT, PROTOCOL. Threading: blocks
-// the calling thread; any thread except a psremote callback.
+// NULL_ARGUMENT, INVALID_CONFIG (including unreadable CA or key files, a wrong key password),
+// POLICY (a security rule refused the configuration before any request: NTLM towards a server
+// nothing proves, Basic over http; the message names the ways out), TLS (the handshake or the
+// certificate check failed: untrusted issuer, wrong name, pin mismatch; the message says which
+// host and why), AUTHENTICATION, CONNECT, TRANSPORT, PROTOCOL. Threading: blocks the calling
+// thread; any thread except a psremote callback.
 psr_result psr_client_connect(const struct psr_config *c,
                               struct psr_client **out_client,
                               struct psr_error **err);
@@ -364,6 +379,141 @@ const char *psr_invocation_json(const struct psr_invocation *r);
 
 // Frees a result. NULL is allowed. Threading: any thread, once no other call uses the handle.
 void psr_invocation_free(struct psr_invocation *r);
+
+// Names the hosts towards which NTLM is accepted although nothing proves the server's identity,
+// as WinRM's TrustedHosts: a comma-separated list of names and addresses, `*` wildcards
+// (`*.corp.example`, `10.0.0.*`, `*`) and `<local>` (names without a dot). Replaces the list;
+// NULL or "" empties it. Naming a host accepts that its identity is not verified; over HTTPS with
+// a certificate that verifies, NTLM needs no entry.
+//
+// Ownership: `c` and `hosts` are borrowed for the call. NULL `c` gives NULL_ARGUMENT. Errors:
+// INVALID_ARGUMENT (not UTF-8). Threading: not concurrently with other calls on the same config.
+psr_result psr_config_set_trusted_hosts(struct psr_config *c,
+                                        const char *hosts,
+                                        struct psr_error **err);
+
+// Trusts the CA certificates in the PEM file at `path` for https endpoints instead of the
+// system's trust store; NULL goes back to the system's. The file is read by `psr_client_connect`.
+//
+// Ownership: `c` and `path` are borrowed for the call. NULL `c` gives NULL_ARGUMENT. Errors:
+// INVALID_ARGUMENT (not UTF-8); an unreadable file is INVALID_CONFIG from `psr_client_connect`.
+// Threading: not concurrently with other calls on the same config.
+psr_result psr_config_set_ca_file(struct psr_config *c, const char *path, struct psr_error **err);
+
+// Trusts the CA certificates in the PEM files of the folder `path` (e.g. `/etc/ssl/certs`)
+// instead of the system's trust store; NULL goes back to the system's.
+//
+// Ownership: `c` and `path` are borrowed for the call. NULL `c` gives NULL_ARGUMENT. Errors:
+// INVALID_ARGUMENT (not UTF-8); a folder without certificates is INVALID_CONFIG from
+// `psr_client_connect`. Threading: not concurrently with other calls on the same config.
+psr_result psr_config_set_ca_dir(struct psr_config *c, const char *path, struct psr_error **err);
+
+// The name the server's certificate must carry (and the TLS SNI) when it is not the URL's host,
+// e.g. connecting by address to a certificate issued for the server's DNS name. NULL: the host.
+//
+// Ownership: `c` and `name` are borrowed for the call. NULL `c` gives NULL_ARGUMENT. Errors:
+// INVALID_ARGUMENT (not UTF-8), INVALID_CONFIG (empty). Threading: not concurrently with other
+// calls on the same config.
+psr_result psr_config_set_server_name(struct psr_config *c,
+                                      const char *name,
+                                      struct psr_error **err);
+
+// Adds a public-key pin: the SHA-256 of the SubjectPublicKeyInfo of a certificate the server
+// may present, as 64 hex digits (optionally `sha256/`-prefixed or colon-separated). Once any pin
+// is given, the server's key must match one of them, in addition to the chain check (or instead
+// of it with `psr_config_set_insecure_skip_verify`; a matching pin still proves the server).
+//
+// Ownership: `c` and `hex` are borrowed for the call. NULL `c` or `hex` gives NULL_ARGUMENT.
+// Errors: INVALID_ARGUMENT (not UTF-8), INVALID_CONFIG (not a pin). Threading: not concurrently
+// with other calls on the same config.
+psr_result psr_config_add_pinned_key(struct psr_config *c, const char *hex, struct psr_error **err);
+
+// DANGEROUS: skips the verification of the server's certificate chain and name, so anyone on
+// the network path can impersonate the server. Every connection then logs a warning, and NTLM
+// needs the host in the trusted hosts again (unless a pin matches). Off by default.
+//
+// Ownership: `c` is borrowed. NULL `c` gives NULL_ARGUMENT. Errors: none other. Threading: not
+// concurrently with other calls on the same config.
+psr_result psr_config_set_insecure_skip_verify(struct psr_config *c,
+                                               bool skip,
+                                               struct psr_error **err);
+
+// The TLS versions offered: `min_version` and `max_version` are "1.2" or "1.3" (also "TLSv1.2",
+// "TLSv1.3"); NULL keeps the default (1.2 and 1.3).
+//
+// Ownership: the strings are borrowed for the call. NULL `c` gives NULL_ARGUMENT. Errors:
+// INVALID_ARGUMENT (not UTF-8), INVALID_CONFIG (unknown version, or min above max); nothing is
+// changed on error. Threading: not concurrently with other calls on the same config.
+psr_result psr_config_set_tls_versions(struct psr_config *c,
+                                       const char *min_version,
+                                       const char *max_version,
+                                       struct psr_error **err);
+
+// A client certificate (PEM, leaf first) and its private key (PEM: PKCS#8, PKCS#1 or SEC1; NULL
+// when `cert_path` holds the key too), for `psr_config_set_auth(c, "certificate")` or for
+// servers that ask for one. `key_password` (NULL for an unencrypted key) decrypts an encrypted
+// PKCS#8 key; it is copied, zeroized when the config is freed and never appears in an error or
+// log. The files are read by `psr_client_connect`. `cert_path` NULL removes the certificate.
+//
+// Ownership: the strings are borrowed for the call. NULL `c` gives NULL_ARGUMENT. Errors:
+// INVALID_ARGUMENT (not UTF-8); unreadable files or a wrong key password are INVALID_CONFIG from
+// `psr_client_connect`. Threading: not concurrently with other calls on the same config.
+psr_result psr_config_set_client_certificate(struct psr_config *c,
+                                             const char *cert_path,
+                                             const char *key_path,
+                                             const char *key_password,
+                                             struct psr_error **err);
+
+// When bodies are sealed with the authentication's keys (WinRM message encryption): "auto"
+// (the default: over http always, over https not, TLS protecting them) or "always" (inside TLS
+// too; needs a mechanism that seals: negotiate, ntlm, kerberos, credssp).
+//
+// Ownership: `mode` is borrowed for the call. NULL `c` or `mode` gives NULL_ARGUMENT. Errors:
+// INVALID_ARGUMENT (not UTF-8), INVALID_CONFIG (unknown mode). Threading: not concurrently with
+// other calls on the same config.
+psr_result psr_config_set_message_encryption(struct psr_config *c,
+                                             const char *mode,
+                                             struct psr_error **err);
+
+// Kerberos settings, used by "kerberos" and "negotiate": the KDC (`host`, `host:port`,
+// `tcp://host:port` or `udp://host:port`; NULL finds it from `PSREMOTE_KDC` or krb5.conf), the
+// service class of the SPN (NULL: "HTTP", what Windows registers for WinRM; or "host", "WSMAN"),
+// the host name in the SPN when it is not the URL's host (NULL: the host), and whether to
+// delegate a forwardable ticket to the server (the double hop; off unless asked).
+//
+// Ownership: the strings are borrowed for the call. NULL `c` gives NULL_ARGUMENT. Errors:
+// INVALID_ARGUMENT (not UTF-8); a service class that cannot be used is INVALID_CONFIG from
+// `psr_client_connect`. Threading: not concurrently with other calls on the same config.
+psr_result psr_config_set_kerberos(struct psr_config *c,
+                                   const char *kdc,
+                                   const char *service,
+                                   const char *hostname,
+                                   bool delegate,
+                                   struct psr_error **err);
+
+// Puts pipeline arguments (parameter values, scripts) into the audit log events (target
+// `psremote::audit`, see `psr_set_log_callback`). Off by default, since arguments may carry data
+// an audit log should not hold.
+//
+// Ownership: `c` is borrowed. NULL `c` gives NULL_ARGUMENT. Errors: none other. Threading: not
+// concurrently with other calls on the same config.
+psr_result psr_config_set_audit_arguments(struct psr_config *c, bool audit, struct psr_error **err);
+
+// What the client's most recent connection established, as one JSON object: `endpoint` (the
+// URL), `mechanism` (configured), `negotiated` (used on the wire), `encryption`
+// ("message-encryption", "tls", "tls+message-encryption" or "none"), `channel_binding` (bool),
+// `tls_version` ("TLSv1.2"/"TLSv1.3"), `cipher_suite` and `certificate_sha256` (the server
+// certificate's SHA-256, lowercase hex); the last three are null over http. Never a secret.
+//
+// Ownership: `*out_json` (written only on success) is a NUL-terminated UTF-8 string the caller
+// frees with `psr_string_free`. Errors: NULL_ARGUMENT. Threading: any thread; does no I/O.
+psr_result psr_client_connection_info_json(const struct psr_client *c,
+                                           char **out_json,
+                                           struct psr_error **err);
+
+// Frees a string this library returned through a `char **` out-parameter (such as
+// `psr_client_connection_info_json`'s). NULL is allowed. Threading: any thread.
+void psr_string_free(char *s);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -14,7 +14,7 @@ use crate::ffi::{check_out, free, guard, guard_ptr, handle, handle_mut, opt_str_
 
 /// Connection settings. Free with `psr_config_free`.
 #[allow(non_camel_case_types)]
-pub struct psr_config(ClientConfig);
+pub struct psr_config(pub(crate) ClientConfig);
 
 /// A connected client. Free with `psr_client_free`.
 #[allow(non_camel_case_types)]
@@ -138,7 +138,11 @@ pub(crate) fn block<T>(fut: impl std::future::Future<Output = psremote::Result<T
     runtime().block_on(fut).map_err(Failure::from)
 }
 
-/// New settings for `url` (`http://host:port/path`) with a user and password. Negotiate by default.
+/// New settings for `url` (`http://host:port/path`, port 5985 by default, or `https://...`, port
+/// 5986) with a user and password (the password is copied and zeroized when the config is freed).
+/// Negotiate by default. NTLM (and Negotiate, which falls back to it) is used only towards a
+/// server whose identity something proves: an https certificate that verifies, or the host named
+/// with `psr_config_set_trusted_hosts`; otherwise `psr_client_connect` gives `PSR_RESULT_POLICY`.
 ///
 /// Ownership: the caller frees the result with `psr_config_free`. NULL when an argument is NULL or
 /// not UTF-8, or the URL cannot be used. Threading: any thread.
@@ -161,10 +165,13 @@ pub extern "C" fn psr_config_new(
     })
 }
 
-/// Sets the authentication mechanism: "negotiate", "ntlm" or "basic".
+/// Sets the authentication mechanism: "negotiate", "ntlm", "kerberos", "basic" (only over https,
+/// or with `psr_config_set_allow_unencrypted`), "credssp" or "certificate" (https with
+/// `psr_config_set_client_certificate`). Whether the core supports a mechanism, and whether the
+/// security rules allow it towards the endpoint, is reported by `psr_client_connect`.
 ///
-/// Errors: NULL_ARGUMENT, INVALID_CONFIG (unknown name). Threading: not concurrently with other
-/// calls on the same config.
+/// Ownership: `c` and `mechanism` are borrowed. Errors: NULL_ARGUMENT, INVALID_CONFIG (unknown
+/// name). Threading: not concurrently with other calls on the same config.
 #[unsafe(no_mangle)]
 pub extern "C" fn psr_config_set_auth(
     c: *mut psr_config,
@@ -225,8 +232,12 @@ pub extern "C" fn psr_config_free(c: *mut psr_config) {
 /// Connects and authenticates. `c` is not consumed.
 ///
 /// Ownership: `*out` (written only on success) is freed with `psr_client_free`. Errors:
-/// NULL_ARGUMENT, INVALID_CONFIG, AUTHENTICATION, CONNECT, TRANSPORT, PROTOCOL. Threading: blocks
-/// the calling thread; any thread except a psremote callback.
+/// NULL_ARGUMENT, INVALID_CONFIG (including unreadable CA or key files, a wrong key password),
+/// POLICY (a security rule refused the configuration before any request: NTLM towards a server
+/// nothing proves, Basic over http; the message names the ways out), TLS (the handshake or the
+/// certificate check failed: untrusted issuer, wrong name, pin mismatch; the message says which
+/// host and why), AUTHENTICATION, CONNECT, TRANSPORT, PROTOCOL. Threading: blocks the calling
+/// thread; any thread except a psremote callback.
 #[unsafe(no_mangle)]
 pub extern "C" fn psr_client_connect(
     c: *const psr_config,

@@ -69,6 +69,20 @@ pub fn out<T>(p: *mut *mut T, value: T) {
     unsafe { *p = Box::into_raw(Box::new(value)) };
 }
 
+/// Writes a string out-parameter (only on success); the caller frees it with `free_string`.
+pub fn out_string(p: *mut *mut c_char, value: &str) {
+    // SAFETY: callers check `p` for NULL before doing any work (see `check_out`).
+    unsafe { *p = cstring(value).into_raw() };
+}
+
+/// Frees a string made by `out_string`; NULL is fine.
+pub fn free_string(p: *mut c_char) {
+    if !p.is_null() {
+        // SAFETY: the string came from CString::into_raw in `out_string` and is freed once (API contract).
+        drop(unsafe { CString::from_raw(p) });
+    }
+}
+
 /// Fails when an out-parameter is NULL.
 pub fn check_out<T>(p: *mut *mut T, name: &str) -> Result<(), Failure> {
     if p.is_null() { Err(Failure::null(name)) } else { Ok(()) }

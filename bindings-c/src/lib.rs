@@ -19,6 +19,7 @@ mod ffi;
 mod json;
 mod log;
 mod pipeline;
+mod security;
 
 use std::ffi::c_char;
 
