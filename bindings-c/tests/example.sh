@@ -90,7 +90,8 @@ for _ in $(seq 1 300); do
   kill -0 "$ep_pid" 2>/dev/null || { cat "$work/endpoint.log" >&2; echo "the endpoint failed to start" >&2; exit 1; }
   sleep 0.1
 done
-export PSREMOTE_URL PSREMOTE_USER='DOMAIN\user' PSREMOTE_PASSWORD='Passw0rd!'
+# NTLM over http to 127.0.0.1 needs the host named as WinRM's TrustedHosts would.
+export PSREMOTE_URL PSREMOTE_USER='DOMAIN\user' PSREMOTE_PASSWORD='Passw0rd!' PSREMOTE_TRUSTED_HOSTS=127.0.0.1
 PSREMOTE_URL=$(head -n 1 "$work/url")
 
 matches() { [ -z "$1" ] || grep -Eq -- "$1" "$2"; } # an empty pattern checks nothing
@@ -118,6 +119,9 @@ for agent in "${agents[@]}"; do
   expect "result JSON" 0 '"state": ?"Completed"' '' "$agent" -j "1+2"
   expect "usage error, exit 2" 2 '' 'usage' "$agent"
   PSREMOTE_PASSWORD=wrong expect "wrong password, exit 2" 2 '' 'AUTHENTICATION' "$agent" "1"
+  PSREMOTE_TRUSTED_HOSTS= expect "NTLM without trusted hosts refused, exit 2" 2 '' 'PSR_RESULT_POLICY.*trusted_hosts' \
+    "$agent" "1"
+  expect "connection info" 0 '^3$' '"encryption": ?"message-encryption"' "$agent" -i "1+2"
 done
 
 # Ctrl-C while the pipeline runs: SIGINT reaches the agent's signal thread, which stops the pipeline.
@@ -133,7 +137,7 @@ if [ ${#agents[@]} -gt 0 ]; then
   else fail "SIGINT: exit $status"; cat "$work/err"; fi
 fi
 
-state=$("$py" -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())' \
+state=$("$py" -c 'import json, sys, urllib.request; s = json.load(urllib.request.urlopen(sys.argv[1])); s["logons"] = len(s.get("logons", [])); print(json.dumps(s))' \
   "${PSREMOTE_URL%/wsman}/_control/state" 2>/dev/null || true)
 echo "control state at the end: ${state:-unavailable}"
 

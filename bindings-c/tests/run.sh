@@ -8,6 +8,9 @@
 #   sanitizers C99 with -fsanitize=address,undefined, linked against libpsremote.a
 # every build with -Wall -Wextra -Wpedantic -Werror; then runs each against its own loopback
 # endpoint, and the shared build once more under valgrind (0 errors, 0 bytes definitely lost).
+# Each run gets two fresh endpoints: plain HTTP (PSREMOTE_URL), and HTTPS (PSREMOTE_HTTPS_URL)
+# serving the test certificates of `python -m psremote_testserver.certs` (PSREMOTE_CERTS) with
+# client certificates accepted and channel bindings required.
 # The last line is "N passed, M failed", summed over all runs; a run that crashes, times out or
 # reports a valgrind error counts as one more failure. Exit status 0 only when nothing failed.
 #
@@ -80,34 +83,67 @@ for v in c-static:test_api_static sanitizers:test_api_sanitizers; do
   fi
 done
 
-# --- the endpoint -------------------------------------------------------------------------------
+# --- the endpoints ------------------------------------------------------------------------------
 ep_dir=$(mktemp -d)
 ep_pid=
+tls_pid=
 stop_endpoint() {
-  if [ -n "$ep_pid" ]; then
-    kill "$ep_pid" 2>/dev/null
-    wait "$ep_pid" 2>/dev/null
-    ep_pid=
-  fi
+  local pid
+  for pid in "$ep_pid" "$tls_pid"; do
+    if [ -n "$pid" ]; then
+      kill "$pid" 2>/dev/null
+      wait "$pid" 2>/dev/null
+    fi
+  done
+  ep_pid=
+  tls_pid=
 }
 trap 'stop_endpoint; rm -rf "$ep_dir"' EXIT
 printf 'DOMAIN:user:Passw0rd!\n' >"$ep_dir/users"
 
-start_endpoint() { # a fresh endpoint per run: counters start at zero, a failed run leaks nothing into the next
-  stop_endpoint
-  : >"$ep_dir/url"
-  "$py" -m psremote_testserver --port 0 --users "$ep_dir/users" --control >"$ep_dir/url" 2>"$ep_dir/endpoint.log" &
-  ep_pid=$!
+# The test certificates, once: the CA-signed server certificate for localhost/127.0.0.1, other
+# CAs, client certificates. Their key pin and fingerprint come from the generator's JSON.
+export PSREMOTE_CERTS=$ep_dir/certs
+if "$py" -m psremote_testserver.certs "$PSREMOTE_CERTS" >"$ep_dir/certs.json" 2>"$ep_dir/certs.log"; then
+  PSREMOTE_SERVER_PIN=$("$py" -c 'import json, sys; print(json.load(open(sys.argv[1]))["server_spki_sha256"])' "$ep_dir/certs.json")
+  # server.pem is signed with SHA-256, so its tls-server-end-point hash is its SHA-256 fingerprint.
+  PSREMOTE_SERVER_SHA256=$("$py" -c 'import json, sys; print(json.load(open(sys.argv[1]))["server_end_point"])' "$ep_dir/certs.json")
+  export PSREMOTE_SERVER_PIN PSREMOTE_SERVER_SHA256
+else
+  echo "cannot make the test certificates:" >&2; cat "$ep_dir/certs.log" >&2
+fi
+
+launch() { # url_file, log_file, extra arguments...; sets launched_pid
+  local url_file=$1 log_file=$2; shift 2
+  : >"$url_file"
+  "$py" -m psremote_testserver --port 0 --users "$ep_dir/users" --control "$@" >"$url_file" 2>"$log_file" &
+  launched_pid=$!
+}
+
+wait_url() { # pid, url_file, log_file; prints the URL
+  local pid=$1 url_file=$2 log_file=$3
   for _ in $(seq 1 300); do
-    [ -s "$ep_dir/url" ] && break
-    if ! kill -0 "$ep_pid" 2>/dev/null; then
-      echo "the endpoint failed to start:" >&2; cat "$ep_dir/endpoint.log" >&2; ep_pid=; return 1
+    [ -s "$url_file" ] && break
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "an endpoint failed to start:" >&2; cat "$log_file" >&2; return 1
     fi
     sleep 0.1
   done
-  PSREMOTE_URL=$(head -n 1 "$ep_dir/url")
-  [ -n "$PSREMOTE_URL" ] || { echo "the endpoint printed no URL" >&2; return 1; }
-  export PSREMOTE_URL
+  head -n 1 "$url_file"
+}
+
+start_endpoint() { # fresh endpoints per run: counters start at zero, a failed run leaks nothing into the next
+  stop_endpoint
+  launch "$ep_dir/url" "$ep_dir/endpoint.log"
+  ep_pid=$launched_pid
+  launch "$ep_dir/https-url" "$ep_dir/https-endpoint.log" \
+    --tls-cert "$PSREMOTE_CERTS/server.pem" --tls-key "$PSREMOTE_CERTS/server-key.pem" \
+    --client-ca "$PSREMOTE_CERTS/ca.pem" --auth negotiate,ntlm,basic,certificate --cbt strict
+  tls_pid=$launched_pid
+  PSREMOTE_URL=$(wait_url "$ep_pid" "$ep_dir/url" "$ep_dir/endpoint.log") || { ep_pid=; return 1; }
+  PSREMOTE_HTTPS_URL=$(wait_url "$tls_pid" "$ep_dir/https-url" "$ep_dir/https-endpoint.log") || { tls_pid=; return 1; }
+  [ -n "$PSREMOTE_URL" ] && [ -n "$PSREMOTE_HTTPS_URL" ] || { echo "an endpoint printed no URL" >&2; return 1; }
+  export PSREMOTE_URL PSREMOTE_HTTPS_URL
 }
 
 # --- the runs -----------------------------------------------------------------------------------
@@ -157,11 +193,12 @@ UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   run sanitizers sanitizers 600 "$out/test_api_sanitizers"
 if command -v valgrind >/dev/null; then
   # Errors and definitely-lost bytes fail the run (exit 99); "possibly lost" and "still
-  # reachable" blocks belong to the library's runtime threads, alive at exit by design. No
-  # suppressions are needed.
+  # reachable" blocks belong to the library's runtime threads, alive at exit by design. The only
+  # suppressions (valgrind.supp) are Memcheck's false positives in ring's AES-GCM assembly under
+  # TLS, explained there.
   run valgrind c-shared 1800 valgrind --quiet --error-exitcode=99 --leak-check=full \
     --errors-for-leak-kinds=definite --show-leak-kinds=definite --num-callers=30 \
-    "$out/test_api_shared"
+    --suppressions="$here/valgrind.supp" "$out/test_api_shared"
 else
   want valgrind && { total_fail=$((total_fail + 1)); summary+=("valgrind: not installed"); }
 fi

@@ -3,8 +3,11 @@
  *
  * Plain C99 that also compiles as C++17; no test framework. The endpoint's URL comes from
  * PSREMOTE_URL (bindings-c/tests/run.sh starts the endpoint with the account
- * DOMAIN:user:Passw0rd!). The last line printed is "N passed, M failed"; the exit status is
- * nonzero when a check failed.
+ * DOMAIN:user:Passw0rd!). The HTTPS tests use a second endpoint: PSREMOTE_HTTPS_URL, serving
+ * server.pem of the test certificates in PSREMOTE_CERTS (psremote_testserver.certs), with
+ * client certificates and channel bindings required; PSREMOTE_SERVER_PIN and
+ * PSREMOTE_SERVER_SHA256 are its key's pin and its certificate's fingerprint. The last line
+ * printed is "N passed, M failed"; the exit status is nonzero when a check failed.
  *
  * Set PSR_TEST_VERBOSE=1 to print every check and the library's log messages.
  */
@@ -114,6 +117,10 @@ static void begin(const char *name) {
 /* ------------------------------------------------------------------------------------------ */
 
 static const char *g_url;
+static const char *g_https_url;    /* PSREMOTE_HTTPS_URL */
+static const char *g_certs;        /* PSREMOTE_CERTS: the directory of the test certificates */
+static const char *g_server_pin;   /* PSREMOTE_SERVER_PIN: SHA-256 of server.pem's SubjectPublicKeyInfo */
+static const char *g_server_sha256; /* PSREMOTE_SERVER_SHA256: SHA-256 of server.pem (DER) */
 static const char *const USERNAME = "DOMAIN\\user";
 static const char *const PASSWORD = "Passw0rd!";
 static pthread_t g_main_thread;
@@ -455,6 +462,23 @@ static long wait_state(const char *key, long want, unsigned limit_ms) {
     }
 }
 
+/* The integer member `key` once it stopped changing (earlier tests' clients may still be
+ * deleting their shells in the background): the same value 300 ms apart, within 10 s. */
+static long settled_state(const char *key) {
+    uint64_t deadline = now_ms() + 10000;
+    long last = -2, value;
+    for (;;) {
+        char *state = control_state();
+        value = state_value(state, key);
+        free(state);
+        if (value == last || now_ms() >= deadline) {
+            return value;
+        }
+        last = value;
+        sleep_ms(300);
+    }
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Collecting callbacks                                                                        */
 /* ------------------------------------------------------------------------------------------ */
@@ -625,6 +649,7 @@ static int g_log_min_level = 100;
 static int g_log_max_level;
 static int g_log_bad_args;
 static int g_log_connected;
+static int g_log_unverified;
 static int g_log_userdata_token;
 
 static void log_callback(void *userdata, int32_t level, const char *target, const char *message) {
@@ -640,6 +665,8 @@ static void log_callback(void *userdata, int32_t level, const char *target, cons
         g_log_bad_args++;
     } else if (strstr(message, "connected") != NULL) {
         g_log_connected++;
+    } else if (strstr(message, "verification is disabled") != NULL) {
+        g_log_unverified++;
     }
     if (g_verbose) {
         fprintf(stderr, "    log %d %s: %s\n", (int)level, target != NULL ? target : "(null)",
@@ -666,6 +693,9 @@ static psr_config *make_config(const char *password) {
     if (cfg != NULL) {
         /* Generous, so that runs under valgrind do not trip it. */
         EXPECT_OK(psr_config_set_operation_timeout_ms(cfg, 20000, &err));
+        /* The endpoint is plain http on 127.0.0.1: nothing proves the server, so NTLM needs the
+         * host named as WinRM's TrustedHosts would. */
+        EXPECT_OK(psr_config_set_trusted_hosts(cfg, "127.0.0.1", &err));
     }
     return cfg;
 }
@@ -729,7 +759,7 @@ static void test_version_and_names(void) {
     begin("version_and_names");
     CHECK(v != NULL && v[0] >= '0' && v[0] <= '9' && strchr(v, '.') != NULL);
     CHECK(psr_version() == v);
-    for (r = 0; r <= 12; r++) {
+    for (r = 0; r <= 14; r++) {
         const char *name = psr_result_name((psr_result)r);
         CHECK(name != NULL && name[0] != '\0');
     }
@@ -743,7 +773,9 @@ static void test_version_and_names(void) {
           PSR_RESULT_INVALID_CONFIG == 3 && PSR_RESULT_AUTHENTICATION == 4 && PSR_RESULT_CONNECT == 5 &&
           PSR_RESULT_TRANSPORT == 6 && PSR_RESULT_FAULT == 7 && PSR_RESULT_PROTOCOL == 8 &&
           PSR_RESULT_TIMEOUT == 9 && PSR_RESULT_CLOSED == 10 && PSR_RESULT_CALLBACK == 11 &&
-          PSR_RESULT_PANIC == 12);
+          PSR_RESULT_PANIC == 12 && PSR_RESULT_TLS == 13 && PSR_RESULT_POLICY == 14);
+    CHECK(strcmp(psr_result_name(PSR_RESULT_TLS), "PSR_RESULT_TLS") == 0);
+    CHECK(strcmp(psr_result_name(PSR_RESULT_POLICY), "PSR_RESULT_POLICY") == 0);
     CHECK(PSR_STREAM_ERROR == 1 && PSR_STREAM_WARNING == 2 && PSR_STREAM_VERBOSE == 3 && PSR_STREAM_DEBUG == 4 &&
           PSR_STREAM_INFORMATION == 5);
     CHECK(PSR_STATE_STOPPED == 3 && PSR_STATE_COMPLETED == 4 && PSR_STATE_FAILED == 5);
@@ -760,6 +792,7 @@ static void test_null_arguments(void) {
     psr_pipeline *pl = (psr_pipeline *)SENTINEL;
     psr_invocation *inv = (psr_invocation *)SENTINEL;
     psr_cmd_result *res = (psr_cmd_result *)SENTINEL;
+    char *json = (char *)SENTINEL;
     size_t len = 77;
     const char *const args[1] = {"x"};
     begin("null_arguments");
@@ -781,9 +814,24 @@ static void test_null_arguments(void) {
     CHECK(psr_config_set_operation_timeout_ms(NULL, 1000, NULL) == PSR_RESULT_NULL_ARGUMENT);
     EXPECT_FAIL(psr_config_set_allow_unencrypted(NULL, true, &err), PSR_RESULT_NULL_ARGUMENT);
     CHECK(psr_config_set_allow_unencrypted(NULL, false, NULL) == PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_config_set_trusted_hosts(NULL, "h", &err), PSR_RESULT_NULL_ARGUMENT);
+    CHECK(psr_config_set_trusted_hosts(NULL, NULL, NULL) == PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_config_set_ca_file(NULL, "ca.pem", &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_config_set_ca_dir(NULL, "/etc/ssl/certs", &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_config_set_server_name(NULL, "h", &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_config_add_pinned_key(NULL, "00", &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_config_set_insecure_skip_verify(NULL, false, &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_config_set_tls_versions(NULL, "1.2", "1.3", &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_config_set_client_certificate(NULL, "c.pem", NULL, NULL, &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_config_set_message_encryption(NULL, "auto", &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_config_set_kerberos(NULL, NULL, NULL, NULL, false, &err), PSR_RESULT_NULL_ARGUMENT);
+    CHECK(psr_config_set_kerberos(NULL, NULL, NULL, NULL, true, NULL) == PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_config_set_audit_arguments(NULL, true, &err), PSR_RESULT_NULL_ARGUMENT);
     cfg = psr_config_new(g_url, USERNAME, PASSWORD);
     CHECK(cfg != NULL);
     EXPECT_FAIL(psr_config_set_auth(cfg, NULL, &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_config_add_pinned_key(cfg, NULL, &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_config_set_message_encryption(cfg, NULL, &err), PSR_RESULT_NULL_ARGUMENT);
 
     /* client */
     EXPECT_FAIL(psr_client_connect(NULL, &client, &err), PSR_RESULT_NULL_ARGUMENT);
@@ -793,6 +841,8 @@ static void test_null_arguments(void) {
     EXPECT_FAIL(psr_client_run_cmd(NULL, "echo", args, 1, NULL, 0, &res, &err), PSR_RESULT_NULL_ARGUMENT);
     CHECK_UNTOUCHED(res, psr_cmd_result, psr_cmd_result_free);
     CHECK(psr_client_run_cmd(NULL, "echo", NULL, 0, NULL, 0, &res, NULL) == PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_client_connection_info_json(NULL, &json, &err), PSR_RESULT_NULL_ARGUMENT);
+    CHECK_UNTOUCHED(json, char, psr_string_free);
 
     /* cmd results */
     CHECK(psr_cmd_result_stdout(NULL, &len) == NULL);
@@ -843,6 +893,7 @@ static void test_null_arguments(void) {
     psr_pool_free(NULL);
     psr_pipeline_free(NULL);
     psr_invocation_free(NULL);
+    psr_string_free(NULL);
     CHECK(1); /* reached: no free crashed */
 
     psr_config_free(cfg);
@@ -863,6 +914,7 @@ static void test_null_arguments_live(psr_client *client, psr_pool *pool) {
         CHECK(client != NULL && pool != NULL);
         return;
     }
+    EXPECT_FAIL(psr_client_connection_info_json(client, NULL, &err), PSR_RESULT_NULL_ARGUMENT);
     EXPECT_FAIL(psr_client_run_cmd(client, NULL, NULL, 0, NULL, 0, &res, &err), PSR_RESULT_NULL_ARGUMENT);
     EXPECT_FAIL(psr_client_run_cmd(client, "echo", NULL, 2, NULL, 0, &res, &err), PSR_RESULT_NULL_ARGUMENT);
     EXPECT_FAIL(psr_client_run_cmd(client, "echo", args_with_null, 2, NULL, 0, &res, &err),
@@ -926,6 +978,42 @@ static void test_bad_config(void) {
     EXPECT_OK(psr_config_set_operation_timeout_ms(cfg, 15000, &err));
     EXPECT_FAIL(psr_config_set_operation_timeout_ms(cfg, 0, &err), PSR_RESULT_INVALID_CONFIG);
     EXPECT_FAIL(psr_config_set_operation_timeout_ms(cfg, 999, &err), PSR_RESULT_INVALID_CONFIG);
+
+    /* the security settings: stored as given, checked where they can be */
+    EXPECT_OK(psr_config_set_auth(cfg, "kerberos", &err));
+    EXPECT_OK(psr_config_set_auth(cfg, "credssp", &err));
+    EXPECT_OK(psr_config_set_auth(cfg, "certificate", &err));
+    EXPECT_OK(psr_config_set_trusted_hosts(cfg, "a.example, *.corp.example,10.0.0.*,<local>", &err));
+    EXPECT_OK(psr_config_set_trusted_hosts(cfg, NULL, &err));
+    EXPECT_FAIL(psr_config_set_trusted_hosts(cfg, "bad\xc3\x28", &err), PSR_RESULT_INVALID_ARGUMENT);
+    EXPECT_OK(psr_config_set_ca_file(cfg, "ca.pem", &err));
+    EXPECT_OK(psr_config_set_ca_file(cfg, NULL, &err));
+    EXPECT_OK(psr_config_set_ca_dir(cfg, "/etc/ssl/certs", &err));
+    EXPECT_OK(psr_config_set_ca_dir(cfg, NULL, &err));
+    EXPECT_OK(psr_config_set_server_name(cfg, "server.example", &err));
+    EXPECT_OK(psr_config_set_server_name(cfg, NULL, &err));
+    EXPECT_FAIL(psr_config_set_server_name(cfg, " ", &err), PSR_RESULT_INVALID_CONFIG);
+    EXPECT_OK(psr_config_add_pinned_key(cfg, "sha256/00112233445566778899AABBCCDDEEFF00112233445566778899aabbccddeeff", &err));
+    EXPECT_OK(psr_config_add_pinned_key(cfg, "00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff:00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff", &err));
+    EXPECT_FAIL(psr_config_add_pinned_key(cfg, "abc", &err), PSR_RESULT_INVALID_CONFIG);
+    EXPECT_FAIL(psr_config_add_pinned_key(cfg, "zz112233445566778899aabbccddeeff00112233445566778899aabbccddeeff", &err),
+                PSR_RESULT_INVALID_CONFIG);
+    EXPECT_OK(psr_config_set_tls_versions(cfg, "1.2", "TLSv1.3", &err));
+    EXPECT_OK(psr_config_set_tls_versions(cfg, NULL, NULL, &err));
+    EXPECT_FAIL(psr_config_set_tls_versions(cfg, "1.1", NULL, &err), PSR_RESULT_INVALID_CONFIG);
+    EXPECT_FAIL(psr_config_set_tls_versions(cfg, "1.3", "1.2", &err), PSR_RESULT_INVALID_CONFIG);
+    EXPECT_OK(psr_config_set_insecure_skip_verify(cfg, true, &err));
+    EXPECT_OK(psr_config_set_insecure_skip_verify(cfg, false, &err));
+    EXPECT_OK(psr_config_set_client_certificate(cfg, "client.pem", "client-key.pem", "secret-key-pass", &err));
+    EXPECT_OK(psr_config_set_client_certificate(cfg, "both.pem", NULL, NULL, &err));
+    EXPECT_OK(psr_config_set_client_certificate(cfg, NULL, NULL, NULL, &err));
+    EXPECT_OK(psr_config_set_message_encryption(cfg, "always", &err));
+    EXPECT_OK(psr_config_set_message_encryption(cfg, "AUTO", &err));
+    EXPECT_FAIL(psr_config_set_message_encryption(cfg, "never", &err), PSR_RESULT_INVALID_CONFIG);
+    EXPECT_OK(psr_config_set_kerberos(cfg, "kdc.corp.example:88", "WSMAN", "server.corp.example", true, &err));
+    EXPECT_OK(psr_config_set_kerberos(cfg, NULL, NULL, NULL, false, &err));
+    EXPECT_OK(psr_config_set_audit_arguments(cfg, true, &err));
+    EXPECT_OK(psr_config_set_audit_arguments(cfg, false, &err));
     psr_config_free(cfg);
 }
 
@@ -966,6 +1054,7 @@ static void test_connect_failures(void) {
     close(fd);
     cfg = psr_config_new(url, USERNAME, PASSWORD);
     if (CHECK(cfg != NULL)) {
+        EXPECT_OK(psr_config_set_trusted_hosts(cfg, "127.0.0.1", &err));
         EXPECT_FAIL(psr_client_connect(cfg, &client, &err), PSR_RESULT_CONNECT);
         CHECK_UNTOUCHED(client, psr_client, psr_client_free);
         rc = psr_client_connect(cfg, &client, NULL); /* no error object wanted */
@@ -1738,6 +1827,330 @@ static void test_two_pools_one_client(psr_client *client) {
     psr_pool_free(b);
 }
 
+/* NTLM proves the user but not the server: towards a host nothing vouches for it is refused
+ * before any request, with a message that names the ways out; Basic over http likewise. */
+static void test_security_policy(void) {
+    psr_error *err = NULL;
+    psr_config *cfg;
+    psr_client *client = (psr_client *)SENTINEL;
+    char *json = NULL;
+    const char *msg;
+    const char *const mechanisms[2] = {"negotiate", "ntlm"};
+    long requests_before;
+    int i;
+    begin("security_policy");
+    requests_before = settled_state("requests");
+    cfg = psr_config_new(g_url, USERNAME, PASSWORD);
+    if (!CHECK(cfg != NULL)) {
+        return;
+    }
+    for (i = 0; i < 2; i++) {
+        EXPECT_OK(psr_config_set_auth(cfg, mechanisms[i], &err));
+        CHECK(psr_client_connect(cfg, &client, &err) == PSR_RESULT_POLICY);
+        CHECK(psr_error_code(err) == PSR_RESULT_POLICY);
+        msg = psr_error_message(err);
+        CHECK(contains(msg, "Kerberos") && contains(msg, "HTTPS") && contains(msg, "trusted_hosts"));
+        CHECK(contains(msg, "127.0.0.1") && contains(msg, mechanisms[i]));
+        CHECK(!contains(msg, PASSWORD));
+        if (g_verbose) {
+            printf("    %s: %s\n", mechanisms[i], msg != NULL ? msg : "(null)");
+        }
+        psr_error_free(err);
+        err = NULL;
+        CHECK_UNTOUCHED(client, psr_client, psr_client_free);
+    }
+    /* a list that does not name the host */
+    EXPECT_OK(psr_config_set_trusted_hosts(cfg, "localhost, 10.0.0.*, <local>", &err));
+    EXPECT_FAIL(psr_client_connect(cfg, &client, &err), PSR_RESULT_POLICY);
+    CHECK_UNTOUCHED(client, psr_client, psr_client_free);
+    /* Basic over http, even towards a trusted host */
+    EXPECT_OK(psr_config_set_auth(cfg, "basic", &err));
+    EXPECT_OK(psr_config_set_trusted_hosts(cfg, "127.0.0.1", &err));
+    CHECK(psr_client_connect(cfg, &client, &err) == PSR_RESULT_POLICY);
+    CHECK(contains(psr_error_message(err), "https") && contains(psr_error_message(err), "allow_unencrypted"));
+    psr_error_free(err);
+    err = NULL;
+    CHECK_UNTOUCHED(client, psr_client, psr_client_free);
+    /* none of that reached the endpoint */
+    CHECK(requests_before >= 0 && settled_state("requests") == requests_before);
+
+    /* a wildcard entry that names it */
+    EXPECT_OK(psr_config_set_auth(cfg, "ntlm", &err));
+    EXPECT_OK(psr_config_set_trusted_hosts(cfg, "srv1, 127.0.0.*", &err));
+    client = NULL;
+    if (EXPECT_OK(psr_client_connect(cfg, &client, &err))) {
+        if (EXPECT_OK(psr_client_connection_info_json(client, &json, &err))) {
+            CHECK(json_valid(json));
+            CHECK(contains(json, g_url));
+            CHECK(json_contains(json, "\"mechanism\": \"ntlm\""));
+            CHECK(json_contains(json, "\"negotiated\": \"ntlm\""));
+            CHECK(json_contains(json, "\"encryption\": \"message-encryption\""));
+            CHECK(json_contains(json, "\"channel_binding\": false"));
+            CHECK(json_contains(json, "\"tls_version\": null"));
+            CHECK(json_contains(json, "\"cipher_suite\": null"));
+            CHECK(json_contains(json, "\"certificate_sha256\": null"));
+            if (g_verbose) {
+                printf("    connection info: %s\n", json);
+            }
+            psr_string_free(json);
+        }
+        psr_client_free(client);
+    }
+    psr_config_free(cfg);
+}
+
+/* The path of a test certificate file (in `buf`). */
+static const char *cert_path(char *buf, size_t n, const char *file) {
+    snprintf(buf, n, "%s/%s", g_certs, file);
+    return buf;
+}
+
+/* Settings for the HTTPS endpoint: NTLM, no trusted hosts, `ca` (a file of the test
+ * certificates, or NULL for the system's trust store). */
+static psr_config *https_config(const char *ca) {
+    psr_config *cfg = psr_config_new(g_https_url, USERNAME, PASSWORD);
+    psr_error *err = NULL;
+    char path[1024];
+    if (!CHECK(cfg != NULL)) {
+        return NULL;
+    }
+    EXPECT_OK(psr_config_set_operation_timeout_ms(cfg, 20000, &err));
+    EXPECT_OK(psr_config_set_auth(cfg, "ntlm", &err));
+    if (ca != NULL) {
+        EXPECT_OK(psr_config_set_ca_file(cfg, cert_path(path, sizeof path, ca), &err));
+    }
+    return cfg;
+}
+
+/* Connects with `cfg` (then frees it), runs `echo tls` in a cmd shell and returns the
+ * connection info JSON (free with psr_string_free), or NULL after a failed check. */
+static char *https_connect(psr_config *cfg, int line) {
+    psr_error *err = NULL;
+    psr_client *client = NULL;
+    psr_cmd_result *res = NULL;
+    char *json = NULL;
+    const char *const args[1] = {"tls"};
+    psr_result rc;
+    if (cfg == NULL) {
+        return NULL;
+    }
+    rc = psr_client_connect(cfg, &client, &err);
+    psr_config_free(cfg);
+    if (!expect_ok_at(rc, &err, "psr_client_connect over https", __FILE__, line)) {
+        return NULL;
+    }
+    if (expect_ok_at(psr_client_run_cmd(client, "echo", args, 1, NULL, 0, &res, &err), &err, "run_cmd over https",
+                     __FILE__, line)) {
+        size_t len = 0;
+        const uint8_t *out = psr_cmd_result_stdout(res, &len);
+        check_at(out != NULL && len >= 3 && memcmp(out, "tls", 3) == 0, "echo tls over https", __FILE__, line);
+        psr_cmd_result_free(res);
+    }
+    if (!expect_ok_at(psr_client_connection_info_json(client, &json, &err), &err, "connection info", __FILE__, line)) {
+        json = NULL;
+    } else if (g_verbose) {
+        printf("    connection info: %s\n", json);
+    }
+    psr_client_free(client);
+    return json;
+}
+
+/* Connects with `cfg` (then frees it) expecting `expected`; true when the message holds both
+ * needles (NULL: not checked) and not the password. */
+static int https_message(psr_config *cfg, psr_result expected, const char *needle1, const char *needle2) {
+    psr_error *err = NULL;
+    psr_client *client = (psr_client *)SENTINEL;
+    const char *msg;
+    int ok;
+    if (cfg == NULL) {
+        return 0;
+    }
+    ok = psr_client_connect(cfg, &client, &err) == expected && psr_error_code(err) == expected;
+    psr_config_free(cfg);
+    msg = psr_error_message(err);
+    if (g_verbose || !ok) {
+        printf("    %s: %s\n", psr_result_name(psr_error_code(err)), msg != NULL ? msg : "(no error)");
+    }
+    ok = ok && (needle1 == NULL || contains(msg, needle1)) && (needle2 == NULL || contains(msg, needle2)) &&
+         !contains(msg, PASSWORD);
+    psr_error_free(err);
+    if (client != (psr_client *)SENTINEL) {
+        psr_client_free(client);
+        ok = 0;
+    }
+    return ok;
+}
+
+#define HTTPS_CONNECT(cfg) https_connect((cfg), __LINE__)
+
+/* HTTPS: a certificate that verifies proves the server, so NTLM needs no trusted host; failed
+ * verification is PSR_RESULT_TLS naming the host and the reason. */
+static void test_https(void) {
+    psr_error *err = NULL;
+    psr_config *cfg;
+    char *json;
+    char path[1024], path2[1024], expect[256], address[64];
+    int unverified_before;
+    begin("https");
+    if (!CHECK(g_https_url != NULL && g_certs != NULL && g_server_pin != NULL && g_server_sha256 != NULL)) {
+        printf("    PSREMOTE_HTTPS_URL, PSREMOTE_CERTS, PSREMOTE_SERVER_PIN and PSREMOTE_SERVER_SHA256 are needed "
+               "(bindings-c/tests/run.sh sets them)\n");
+        return;
+    }
+    snprintf(address, sizeof address, "127.0.0.1:%d", url_port(g_https_url));
+
+    /* the test CA: verified, NTLM allowed without trusted hosts, channel bound (the endpoint
+     * runs with --cbt strict, so a logon without matching bindings would fail) */
+    json = HTTPS_CONNECT(https_config("ca.pem"));
+    if (CHECK(json != NULL)) {
+        CHECK(json_valid(json));
+        CHECK(contains(json, g_https_url));
+        CHECK(json_contains(json, "\"mechanism\": \"ntlm\""));
+        CHECK(json_contains(json, "\"encryption\": \"tls\""));
+        CHECK(json_contains(json, "\"channel_binding\": true"));
+        CHECK(json_contains(json, "\"tls_version\": \"TLSv1.3\""));
+        CHECK(json_contains(json, "\"cipher_suite\": \"TLS13_"));
+        snprintf(expect, sizeof expect, "\"certificate_sha256\": \"%s\"", g_server_sha256);
+        CHECK(json_contains(json, expect));
+        psr_string_free(json);
+    }
+    /* PowerShell over TLS too */
+    cfg = https_config("ca.pem");
+    if (cfg != NULL) {
+        psr_client *client = NULL;
+        psr_pool *pool;
+        psr_invocation *inv;
+        if (EXPECT_OK(psr_client_connect(cfg, &client, &err))) {
+            pool = open_pool(client, NULL);
+            inv = run_script(pool, "'over tls'", NULL);
+            CHECK(inv != NULL && json_equals(psr_invocation_output_json(inv, 0), "\"over tls\""));
+            psr_invocation_free(inv);
+            if (pool != NULL) {
+                EXPECT_OK(psr_pool_close(pool, &err));
+            }
+            psr_pool_free(pool);
+            psr_client_free(client);
+        }
+        psr_config_free(cfg);
+    }
+
+    /* an issuer the client does not trust: the given CA, then the system's */
+    CHECK(https_message(https_config("other-ca.pem"), PSR_RESULT_TLS, address, "not issued by a trusted CA"));
+    CHECK(https_message(https_config(NULL), PSR_RESULT_TLS, address, "not issued by a trusted CA"));
+    /* a name the certificate does not carry */
+    cfg = https_config("ca.pem");
+    if (cfg != NULL) {
+        EXPECT_OK(psr_config_set_server_name(cfg, "elsewhere.test", &err));
+        CHECK(https_message(cfg, PSR_RESULT_TLS, "elsewhere.test", "not valid for the name"));
+    }
+    /* ... and one it does */
+    cfg = https_config("ca.pem");
+    if (cfg != NULL) {
+        EXPECT_OK(psr_config_set_server_name(cfg, "localhost", &err));
+        psr_string_free(HTTPS_CONNECT(cfg));
+    }
+
+    /* pins: the server's key, then another */
+    cfg = https_config("ca.pem");
+    if (cfg != NULL) {
+        EXPECT_OK(psr_config_add_pinned_key(cfg, g_server_pin, &err));
+        psr_string_free(HTTPS_CONNECT(cfg));
+    }
+    cfg = https_config("ca.pem");
+    if (cfg != NULL) {
+        EXPECT_OK(psr_config_add_pinned_key(cfg, "0000000000000000000000000000000000000000000000000000000000000000", &err));
+        CHECK(https_message(cfg, PSR_RESULT_TLS, address, "matches none of the pinned keys"));
+    }
+
+    /* skipping verification: nothing proves the server, so NTLM needs a trusted host again, and
+     * every connection logs a warning; a matching pin proves it again */
+    cfg = https_config(NULL);
+    if (cfg != NULL) {
+        EXPECT_OK(psr_config_set_insecure_skip_verify(cfg, true, &err));
+        CHECK(https_message(cfg, PSR_RESULT_POLICY, "trusted_hosts", NULL));
+    }
+    pthread_mutex_lock(&g_log_lock);
+    unverified_before = g_log_unverified;
+    pthread_mutex_unlock(&g_log_lock);
+    cfg = https_config(NULL);
+    if (cfg != NULL) {
+        EXPECT_OK(psr_config_set_insecure_skip_verify(cfg, true, &err));
+        EXPECT_OK(psr_config_set_trusted_hosts(cfg, "127.0.0.1", &err));
+        psr_string_free(HTTPS_CONNECT(cfg));
+    }
+    pthread_mutex_lock(&g_log_lock);
+    CHECK(g_log_unverified > unverified_before);
+    pthread_mutex_unlock(&g_log_lock);
+    cfg = https_config(NULL);
+    if (cfg != NULL) {
+        EXPECT_OK(psr_config_set_insecure_skip_verify(cfg, true, &err));
+        EXPECT_OK(psr_config_add_pinned_key(cfg, g_server_pin, &err));
+        psr_string_free(HTTPS_CONNECT(cfg));
+    }
+
+    /* TLS 1.2 when the client caps it */
+    cfg = https_config("ca.pem");
+    if (cfg != NULL) {
+        EXPECT_OK(psr_config_set_tls_versions(cfg, NULL, "1.2", &err));
+        json = HTTPS_CONNECT(cfg);
+        CHECK(json_contains(json, "\"tls_version\": \"TLSv1.2\""));
+        psr_string_free(json);
+    }
+    /* message encryption inside TLS */
+    cfg = https_config("ca.pem");
+    if (cfg != NULL) {
+        EXPECT_OK(psr_config_set_message_encryption(cfg, "always", &err));
+        json = HTTPS_CONNECT(cfg);
+        CHECK(json_contains(json, "\"encryption\": \"tls+message-encryption\""));
+        psr_string_free(json);
+    }
+    /* Basic is fine inside TLS */
+    cfg = https_config("ca.pem");
+    if (cfg != NULL) {
+        EXPECT_OK(psr_config_set_auth(cfg, "basic", &err));
+        json = HTTPS_CONNECT(cfg);
+        CHECK(json_contains(json, "\"negotiated\": \"basic\"") && json_contains(json, "\"encryption\": \"tls\""));
+        psr_string_free(json);
+    }
+
+    /* client certificates: an encrypted key with its password; a wrong password is a
+     * configuration error that does not repeat it; a certificate that maps to no account */
+    cfg = https_config("ca.pem");
+    if (cfg != NULL) {
+        EXPECT_OK(psr_config_set_auth(cfg, "certificate", &err));
+        EXPECT_OK(psr_config_set_client_certificate(cfg, cert_path(path, sizeof path, "client.pem"),
+                                                    cert_path(path2, sizeof path2, "client-key-encrypted.pem"),
+                                                    "keypass", &err));
+        json = HTTPS_CONNECT(cfg);
+        CHECK(json_contains(json, "\"mechanism\": \"certificate\""));
+        psr_string_free(json);
+    }
+    cfg = https_config("ca.pem");
+    if (cfg != NULL) {
+        EXPECT_OK(psr_config_set_auth(cfg, "certificate", &err));
+        EXPECT_OK(psr_config_set_client_certificate(cfg, cert_path(path, sizeof path, "client.pem"),
+                                                    cert_path(path2, sizeof path2, "client-key-encrypted.pem"),
+                                                    "Wr0ng-keypass-1234", &err));
+        CHECK(https_message(cfg, PSR_RESULT_INVALID_CONFIG, "client-key-encrypted.pem", NULL));
+    }
+    cfg = https_config("ca.pem");
+    if (cfg != NULL) {
+        psr_client *client = NULL;
+        psr_cmd_result *res = (psr_cmd_result *)SENTINEL;
+        EXPECT_OK(psr_config_set_auth(cfg, "certificate", &err));
+        EXPECT_OK(psr_config_set_client_certificate(cfg, cert_path(path, sizeof path, "client-unmapped.pem"),
+                                                    cert_path(path2, sizeof path2, "client-unmapped-key.pem"), NULL,
+                                                    &err));
+        /* certificate authentication has no handshake of its own: the first request is refused */
+        if (EXPECT_OK(psr_client_connect(cfg, &client, &err))) {
+            EXPECT_FAIL(psr_client_run_cmd(client, "echo", NULL, 0, NULL, 0, &res, &err), PSR_RESULT_AUTHENTICATION);
+            CHECK_UNTOUCHED(res, psr_cmd_result, psr_cmd_result_free);
+            psr_client_free(client);
+        }
+        psr_config_free(cfg);
+    }
+}
+
 static void test_log_off(void) {
     int before;
     psr_client *client;
@@ -1774,6 +2187,10 @@ int main(void) {
     g_verbose = verbose != NULL && verbose[0] != '\0' && strcmp(verbose, "0") != 0;
     g_main_thread = pthread_self();
     g_url = getenv("PSREMOTE_URL");
+    g_https_url = getenv("PSREMOTE_HTTPS_URL");
+    g_certs = getenv("PSREMOTE_CERTS");
+    g_server_pin = getenv("PSREMOTE_SERVER_PIN");
+    g_server_sha256 = getenv("PSREMOTE_SERVER_SHA256");
     setvbuf(stdout, NULL, _IOLBF, 0);
     printf("psremote %s, endpoint %s\n", psr_version(), g_url != NULL ? g_url : "(unset)");
     if (g_url == NULL || g_url[0] == '\0') {
@@ -1814,6 +2231,8 @@ int main(void) {
     test_pool_fault(client);
     test_use_after_close(client);
     test_two_pools_one_client(client);
+    test_security_policy();
+    test_https();
 
     if (pool != NULL) {
         psr_error *err = NULL;

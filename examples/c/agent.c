@@ -3,7 +3,12 @@
  * writes.
  *
  *   PSREMOTE_URL=http://host:5985/wsman PSREMOTE_USER='DOMAIN\user' PSREMOTE_PASSWORD=... \
- *     ./agent "Get-Process | Select-Object -First 3"
+ *     PSREMOTE_TRUSTED_HOSTS=host ./agent "Get-Process | Select-Object -First 3"
+ *
+ * NTLM proves the user but not the server, so over http the host must be named in
+ * PSREMOTE_TRUSTED_HOSTS (WinRM's TrustedHosts: names, addresses, wildcards); over https
+ * (PSREMOTE_URL=https://host:5986/wsman, PSREMOTE_CA_FILE for a private CA) a certificate that
+ * verifies is enough.
  *
  * Output objects go to stdout, one per line (strings as plain text, anything else as JSON);
  * errors, warnings, verbose, debug and information records and progress go to stderr.
@@ -27,13 +32,15 @@
 
 static void usage(void) {
     fprintf(stderr,
-            "usage: agent [-c configuration] [-a negotiate|ntlm|basic] [-u] [-t timeout_ms] [-j] POWERSHELL...\n"
-            "  connection from PSREMOTE_URL, PSREMOTE_USER, PSREMOTE_PASSWORD\n"
+            "usage: agent [-c configuration] [-a negotiate|ntlm|basic|...] [-u] [-t timeout_ms] [-j] [-i] POWERSHELL...\n"
+            "  connection from PSREMOTE_URL, PSREMOTE_USER, PSREMOTE_PASSWORD; PSREMOTE_TRUSTED_HOSTS (comma\n"
+            "  list of hosts towards which NTLM is accepted over http), PSREMOTE_CA_FILE (CA for https)\n"
             "  -c  session configuration (default Microsoft.PowerShell)\n"
             "  -a  authentication mechanism (default negotiate)\n"
             "  -u  allow unencrypted bodies (Basic over HTTP)\n"
             "  -t  stop the pipeline after this many milliseconds (default: no limit)\n"
-            "  -j  print the whole result as JSON at the end\n");
+            "  -j  print the whole result as JSON at the end\n"
+            "  -i  print what the connection established (JSON) to stderr\n");
 }
 
 /* Prints a library error and frees it. */
@@ -225,9 +232,12 @@ int main(int argc, char **argv) {
     const char *url = getenv("PSREMOTE_URL");
     const char *user = getenv("PSREMOTE_USER");
     const char *password = getenv("PSREMOTE_PASSWORD");
+    const char *trusted_hosts = getenv("PSREMOTE_TRUSTED_HOSTS");
+    const char *ca_file = getenv("PSREMOTE_CA_FILE");
     const char *configuration = NULL;
     const char *mechanism = NULL;
-    int allow_unencrypted = 0, print_json = 0, opt, i, status = 2;
+    char *info = NULL;
+    int allow_unencrypted = 0, print_json = 0, print_info = 0, opt, i, status = 2;
     unsigned long timeout_ms = 0;
     size_t script_len = 1;
     char *script = NULL;
@@ -243,13 +253,14 @@ int main(int argc, char **argv) {
     psr_host host;
     psr_callbacks callbacks;
 
-    while ((opt = getopt(argc, argv, "c:a:ut:jh")) != -1) {
+    while ((opt = getopt(argc, argv, "c:a:ut:jih")) != -1) {
         switch (opt) {
         case 'c': configuration = optarg; break;
         case 'a': mechanism = optarg; break;
         case 'u': allow_unencrypted = 1; break;
         case 't': timeout_ms = strtoul(optarg, NULL, 10); break;
         case 'j': print_json = 1; break;
+        case 'i': print_info = 1; break;
         default: usage(); return 2;
         }
     }
@@ -295,9 +306,27 @@ int main(int argc, char **argv) {
         report("configuration", rc, err);
         goto done;
     }
+    if (trusted_hosts != NULL && (rc = psr_config_set_trusted_hosts(config, trusted_hosts, &err)) != PSR_RESULT_OK) {
+        report("configuration", rc, err);
+        goto done;
+    }
+    if (ca_file != NULL && (rc = psr_config_set_ca_file(config, ca_file, &err)) != PSR_RESULT_OK) {
+        report("configuration", rc, err);
+        goto done;
+    }
+    /* A security refusal (PSR_RESULT_POLICY) or a certificate that does not verify
+     * (PSR_RESULT_TLS) is reported here, with a message that says what to change. */
     if ((rc = psr_client_connect(config, &client, &err)) != PSR_RESULT_OK) {
         report("connect", rc, err);
         goto done;
+    }
+    if (print_info) {
+        if ((rc = psr_client_connection_info_json(client, &info, &err)) != PSR_RESULT_OK) {
+            report("connection info", rc, err);
+            goto done;
+        }
+        fprintf(stderr, "agent: connected: %s\n", info);
+        psr_string_free(info);
     }
 
     memset(&host, 0, sizeof host);
