@@ -126,6 +126,21 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 }
 
 #[test]
+fn every_user_name_form_delegates() {
+    let ep = Endpoint::start(CREDSSP);
+    for name in ["user@DOMAIN", "user"] {
+        let cfg = ClientConfig::new("x", name, PASSWORD)
+            .with_url(&ep.url)
+            .unwrap()
+            .with_trusted_hosts(["127.0.0.1"])
+            .with_mechanism(Mechanism::CredSsp);
+        assert_eq!(echo(cfg, name).unwrap().0.trim(), name);
+        let logon = last_logon(&ep);
+        assert_eq!(logon["credssp_password_ok"], true, "{name}: {logon}");
+    }
+}
+
+#[test]
 fn credssp_over_https_sends_plaintext_inside_tls() {
     let ep = Endpoint::start_https("server", CREDSSP);
     // A verified certificate proves the server: no trusted_hosts needed.
@@ -164,9 +179,10 @@ fn a_wrong_password_is_an_authentication_error() {
         .with_trusted_hosts(["127.0.0.1"])
         .with_mechanism(Mechanism::CredSsp);
     let err = echo(cfg, "never").unwrap_err();
+    eprintln!("wrong password: {err}");
     assert_eq!(err.kind(), ErrorKind::Authentication, "{err}");
     let msg = err.to_string();
-    assert!(msg.contains("credssp") && msg.contains("refused the logon"), "{msg}");
+    assert!(msg.contains("credssp") && msg.contains("wrong user name or password"), "{msg}");
     assert!(!msg.contains("Not-The-Passw0rd"), "{msg}");
     assert!(state(&ep)["logons"].as_array().unwrap().is_empty(), "no logon completed");
 }

@@ -197,7 +197,7 @@ impl CredSspContext {
         let (answer, last) = match state {
             Ok(ClientState::ReplyNeeded(r)) => (r, false),
             Ok(ClientState::FinalMessage(r)) => (r, true),
-            Err(e) if e.nstatus.is_some() => return Err(auth_err(format!("the server refused the logon ({e})"))),
+            Err(e) if e.nstatus.is_some() => return Err(auth_err(refusal(&e))),
             Err(e) => return Err(auth_err(e)),
         };
         let mut encoded = Zeroizing::new(Vec::new());
@@ -283,6 +283,18 @@ impl CredSspContext {
             }
         }
         Ok(plain)
+    }
+}
+
+/// Words for the error status of a server's TSRequest (a failed inner logon).
+fn refusal(e: &sspi::Error) -> String {
+    const SEC_E_LOGON_DENIED: u32 = 0x8009_030C;
+    match e.nstatus.map(|s| s.0) {
+        Some(SEC_E_LOGON_DENIED) => {
+            "the server refused the logon: wrong user name or password (SEC_E_LOGON_DENIED)".to_owned()
+        }
+        Some(code) => format!("the server refused the logon (status 0x{code:08x})"),
+        None => e.to_string(),
     }
 }
 
