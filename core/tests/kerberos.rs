@@ -171,6 +171,11 @@ fn kerberos_over_https_sends_channel_bindings_mit_accepts() {
         assert_eq!(logon["mechanism"], "kerberos", "{logon}");
         assert_eq!(logon["channel_binding"], "match", "{logon}");
     }
+    // Message encryption inside TLS as well.
+    let mut cfg = config(&s, Mechanism::Negotiate, &user);
+    cfg.message_encryption = psremote::client::MessageEncryption::Always;
+    let client = echo(cfg).unwrap();
+    assert_eq!(client.connection_info().unwrap().encryption, EncryptionLayer::TlsAndMessage);
     // Both rewrites of the authenticator at once: channel binding and delegation.
     let mut cfg = config(&s, Mechanism::Kerberos, &user);
     cfg.kerberos.delegate = true;
