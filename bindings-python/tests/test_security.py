@@ -56,9 +56,9 @@ def https_args(test_certs: Dict[str, Any], cert: str = "server", *extra: str) ->
 @pytest.fixture(scope="module")
 def https_endpoint(start_endpoint, test_certs) -> Endpoint:
     """HTTPS with the CA-signed localhost/127.0.0.1 certificate; client certificates verified
-    against the CA; every scheme but CredSSP; channel bindings required when NTLM is used."""
+    against the CA; every scheme; channel bindings required when NTLM is used."""
     return start_endpoint(
-        *https_args(test_certs, "server", "--client-ca", test_certs["ca"], "--auth", "negotiate,ntlm,basic,certificate", "--cbt", "strict"),
+        *https_args(test_certs, "server", "--client-ca", test_certs["ca"], "--auth", "negotiate,ntlm,credssp,basic,certificate", "--cbt", "strict"),
         cafile=test_certs["ca"],
     )
 
@@ -305,6 +305,19 @@ def test_encryption_always_seals_inside_tls(https_endpoint, test_certs):
     after = https_endpoint.state()
     assert after["sealed_requests"] > middle["sealed_requests"]
     assert after["plain_requests"] == middle["plain_requests"]
+
+
+def test_credssp_passes_through_to_the_core(https_endpoint, test_certs, endpoint):
+    # CredSSP hands the password to the server, so it obeys NTLM's rule: refused towards a host
+    # nothing vouches for, fine over verified https.
+    with pytest.raises(SecurityPolicyError):
+        psremote.Client(url=endpoint.url, username=USER, password=PASSWORD, auth="credssp")
+    with https_client(https_endpoint, test_certs, auth="credssp") as client:
+        assert client.run_ps("Write-Output delegated").output == ["delegated"]
+        info = client.connection_info
+    assert info is not None and info.mechanism == "credssp"
+    logon = last_logon(https_endpoint)
+    assert logon["scheme"] == "credssp" and logon["credssp_password_ok"] is True
 
 
 # --- client certificates -------------------------------------------------------------------------
