@@ -222,7 +222,21 @@ fn client_certificates_authenticate_when_mapped() {
     assert!(!format!("{err:?}").contains("Wrong-Key-Pass"), "{err:?}");
 
     let err = run_echo(cert_config(&ep, "client.pem", "client-key-encrypted.pem", None)).unwrap_err();
-    assert!(err.to_string().contains("key_password"), "{err}");
+    assert!(err.to_string().contains("password"), "{err}");
+
+    // A certificate from a CA the server does not trust: the server's TLS alert is a TLS error.
+    let err = run_echo(cert_config(&ep, "client-foreign.pem", "client-foreign-key.pem", None)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Tls, "{err}");
+    assert!(err.to_string().contains("refused the client certificate"), "{err}");
+}
+
+#[test]
+fn sealing_needs_a_mechanism_with_keys() {
+    let ep = Endpoint::start_https("server", &[]);
+    let mut cfg = https_config(&ep, Mechanism::Basic);
+    cfg.message_encryption = MessageEncryption::Always;
+    let err = run_echo(cfg).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{err}");
 }
 
 #[test]

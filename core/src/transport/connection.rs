@@ -31,6 +31,8 @@ pub(super) struct Connection {
     /// NTLM/Negotiate/Kerberos/CredSSP inside TLS without `MessageEncryption::Always`).
     context: Option<Sealer>,
     task: tokio::task::JoinHandle<()>,
+    /// Why the connection task ended, when TLS ended it (a server alert after the handshake).
+    closed_by: ClosedBy,
     info: ConnectionInfo,
 }
 
@@ -77,10 +79,10 @@ impl Connection {
             }
         };
         stream.set_nodelay(true).map_err(|source| Error::Connect { address: address.clone(), source })?;
-        let (sender, task, tls_info) = match tls_setup {
+        let (sender, task, closed_by, tls_info) = match tls_setup {
             None => {
-                let (sender, task) = http_over(stream, &address).await?;
-                (sender, task, None)
+                let (sender, task, closed_by) = http_over(stream, &address).await?;
+                (sender, task, closed_by, None)
             }
             Some(setup) => {
                 if setup.options.insecure_skip_verify {
@@ -101,8 +103,8 @@ impl Connection {
                     }
                 };
                 let info = tls::info(tls_stream.get_ref().1);
-                let (sender, task) = http_over(tls_stream, &address).await?;
-                (sender, task, info)
+                let (sender, task, closed_by) = http_over(tls_stream, &address).await?;
+                (sender, task, closed_by, info)
             }
         };
         let seal = tls_info.is_none() || config.message_encryption == MessageEncryption::Always;
@@ -119,7 +121,7 @@ impl Connection {
             channel_binding: false,
             tls: tls_info,
         };
-        let mut this = Self { sender, context: None, task, info };
+        let mut this = Self { sender, context: None, task, closed_by, info };
         if config.mechanism == Mechanism::CredSsp {
             let ctx = this.authenticate_credssp(config).await?;
             this.context = seal.then_some(Sealer::CredSsp(ctx));
@@ -171,16 +173,31 @@ impl Connection {
         req: Request<Full<Bytes>>,
         timeout: Duration,
     ) -> Result<(http::response::Parts, Bytes)> {
+        let endpoint = self.info.endpoint.clone();
         let fut = async {
-            self.sender.ready().await.map_err(|e| transport_err(format!("connection lost: {e}"), None))?;
-            let resp = self.sender.send_request(req).await.map_err(|e| transport_err(e, None))?;
+            self.sender.ready().await.map_err(|e| {
+                tls_alert(&e, &endpoint).unwrap_or_else(|| transport_err(format!("connection lost: {e}"), None))
+            })?;
+            let resp = self
+                .sender
+                .send_request(req)
+                .await
+                .map_err(|e| tls_alert(&e, &endpoint).unwrap_or_else(|| transport_err(e, None)))?;
             let (parts, body) = resp.into_parts();
             let body = body.collect().await.map_err(|e| transport_err(e, Some(parts.status.as_u16())))?.to_bytes();
             Ok((parts, body))
         };
-        tokio::time::timeout(timeout, fut)
+        let result = tokio::time::timeout(timeout, fut)
             .await
-            .map_err(|_| Error::Timeout(format!("no HTTP reply within {timeout:?}")))?
+            .map_err(|_| Error::Timeout(format!("no HTTP reply within {timeout:?}")))?;
+        match result {
+            Err(e @ Error::Transport { .. }) => {
+                // The connection task may have seen why TLS ended: let it finish recording it.
+                let _ = tokio::time::timeout(Duration::from_millis(200), &mut self.task).await;
+                Err(self.closed_by.take().unwrap_or(e))
+            }
+            other => other,
+        }
     }
 
     async fn authenticate(&mut self, config: &TransportConfig) -> Result<SecurityContext> {
@@ -329,20 +346,66 @@ impl Connection {
     }
 }
 
+/// A TLS alert the server sent after the handshake (under TLS 1.3 a refused client certificate
+/// only shows on the first read) becomes [`Error::Tls`].
+fn tls_alert(e: &(dyn std::error::Error + 'static), endpoint: &str) -> Option<Error> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(rustls::Error::AlertReceived(alert)) = err.downcast_ref::<rustls::Error>() {
+            let why = match alert {
+                rustls::AlertDescription::CertificateRequired => "the server requires a client certificate".to_owned(),
+                rustls::AlertDescription::BadCertificate
+                | rustls::AlertDescription::UnknownCA
+                | rustls::AlertDescription::CertificateUnknown
+                | rustls::AlertDescription::UnsupportedCertificate
+                | rustls::AlertDescription::CertificateExpired => {
+                    format!("the server refused the client certificate ({alert:?})")
+                }
+                other => format!("the server ended TLS with the alert {other:?}"),
+            };
+            return Some(Error::Tls { endpoint: endpoint.to_owned(), message: why });
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref()
+        {
+            source = Some(inner);
+            continue;
+        }
+        source = err.source();
+    }
+    None
+}
+
 /// Starts hyper's HTTP/1.1 client on `io`; the connection task ends when the sender is dropped.
-async fn http_over<S>(io: S, address: &str) -> Result<(SendRequest<Full<Bytes>>, tokio::task::JoinHandle<()>)>
+async fn http_over<S>(io: S, address: &str) -> Result<(SendRequest<Full<Bytes>>, tokio::task::JoinHandle<()>, ClosedBy)>
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let (sender, conn) = http1::handshake(TokioIo::new(io))
         .await
         .map_err(|e| transport_err(format!("http handshake with {address}: {e}"), None))?;
+    let closed_by = ClosedBy::default();
+    let slot = closed_by.clone();
+    let endpoint = address.to_owned();
     let task = tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "connection closed");
+            if let Some(err) = tls_alert(&e, &endpoint) {
+                *slot.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(err);
+            }
         }
     });
-    Ok((sender, task))
+    Ok((sender, task, closed_by))
+}
+
+/// Filled by the connection task when a TLS alert ended the connection.
+#[derive(Debug, Clone, Default)]
+struct ClosedBy(std::sync::Arc<std::sync::Mutex<Option<Error>>>);
+
+impl ClosedBy {
+    fn take(&self) -> Option<Error> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
 }
 
 /// The multipart protocol string: the `Kerberos` HTTP scheme has its own; NTLM and Kerberos

@@ -159,6 +159,13 @@ impl TransportConfig {
             }
             _ => {}
         }
+        if self.message_encryption == MessageEncryption::Always && !self.mechanism.can_seal() {
+            return Err(Error::InvalidConfig(format!(
+                "{} authentication has no keys to seal with: message encryption 'always' needs negotiate, kerberos, \
+                 ntlm or credssp",
+                self.mechanism.name()
+            )));
+        }
         let valid = |s: &str| !s.is_empty() && !s.contains(['/', '@', ' ']);
         if !valid(&self.kerberos.service) {
             return Err(Error::InvalidConfig(format!(

@@ -190,9 +190,10 @@ fn client_auth(cc: &ClientCertificate) -> Result<(Vec<CertificateDer<'static>>, 
         std::fs::read(&cc.key).map_err(|e| config_err(format!("cannot read the key {}: {e}", cc.key.display())))?,
     );
     if text.windows(b"ENCRYPTED PRIVATE KEY".len()).any(|w| w == b"ENCRYPTED PRIVATE KEY") {
-        let password = cc.key_password.as_ref().ok_or_else(|| {
-            config_err(format!("the key {} is encrypted; give its password (key_password)", cc.key.display()))
-        })?;
+        let password = cc
+            .key_password
+            .as_ref()
+            .ok_or_else(|| config_err(format!("the key {} is encrypted; give the key's password", cc.key.display())))?;
         return Ok((chain, super::keys::decrypt_pkcs8_pem(&text, password.as_bytes(), &cc.key)?));
     }
     let key = PrivateKeyDer::from_pem_slice(&text)
