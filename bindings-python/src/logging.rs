@@ -108,7 +108,9 @@ fn install() {
                 if MAX_LEVEL.load(Ordering::Relaxed) == 0 {
                     continue;
                 }
-                Python::attach(|py| {
+                // At interpreter exit (records from the runtime's last tasks) there is no Python
+                // left to attach to: drop the record instead of panicking.
+                let _ = Python::try_attach(|py| {
                     let emit = py.import("psremote._logging").and_then(|m| m.getattr("emit"));
                     if let Ok(emit) = emit {
                         let _ = emit.call1((python_level(rec.level), rec.target, rec.message, rec.fields));
