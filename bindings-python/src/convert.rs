@@ -111,6 +111,17 @@ impl Keys for psremote::client::RunspacePool {
     }
 }
 
+/// `clixml_loads(data)`: one CLIXML value (a PSRP message's data; a UTF-8 BOM is allowed) as the
+/// Python values a pipeline's output gives, with the core's default limits. Parsing runs without the
+/// GIL. Malformed CLIXML, or a SecureString (it needs a pool's session key), is a ValueError.
+#[pyfunction]
+pub fn clixml_loads<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    let value = py
+        .detach(|| psremote::clixml::from_bytes(data, &psremote::clixml::Limits::default()))
+        .map_err(|e| PyValueError::new_err(format!("invalid CLIXML: {e}")))?;
+    to_py(py, &value, &NoKeys).map_err(ConvertError::into_py)
+}
+
 /// Converts a value to Python.
 pub fn to_py<'py>(py: Python<'py>, v: &Value, keys: &dyn Keys) -> Result<Bound<'py, PyAny>, ConvertError> {
     let c = classes(py)?;

@@ -19,5 +19,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<client::Pipeline>()?;
     m.add_function(wrap_pyfunction!(runtime::_complete, m)?)?;
     m.add_function(wrap_pyfunction!(logging::set_log_level, m)?)?;
+    m.add_function(wrap_pyfunction!(convert::clixml_loads, m)?)?;
     Ok(())
 }

@@ -199,3 +199,27 @@ def test_pscustomobject_helpers():
     assert PSCustomObject({"a": 1}, b=2).properties == {"a": 1, "b": 2}
     with pytest.raises(TypeError):
         to_pscustomobject(5)
+
+
+def test_clixml_loads_decodes_one_value_without_a_connection():
+    from psremote._native import clixml_loads
+
+    xml = (
+        '\ufeff<Obj RefId="0"><TN RefId="0"><T>System.Management.Automation.PSCustomObject</T><T>System.Object</T></TN>'
+        '<ToString>row</ToString><MS><S N="Name">a_x0020_b</S><I32 N="Id">7</I32><Nil N="Gone" />'
+        '<DT N="When">2024-02-29T12:34:56.789-07:00</DT><Obj N="Items" RefId="1"><TN RefId="1"><T>System.Object[]</T></TN>'
+        '<LST><B>true</B><Obj RefId="2"><MS><S N="k">v</S></MS></Obj><Ref RefId="2" /></LST></Obj></MS></Obj>'
+    ).encode()
+    obj = clixml_loads(xml)
+    assert isinstance(obj, PSObject)
+    assert obj.type_names[0] == "System.Management.Automation.PSCustomObject" and str(obj) == "row"
+    assert (obj.Name, obj.Id, obj.Gone) == ("a b", 7, None)
+    assert obj.When == datetime.datetime(2024, 2, 29, 12, 34, 56, 789000, tzinfo=datetime.timezone(datetime.timedelta(hours=-7)))
+    assert obj.Items[0] is True and obj.Items[1].k == "v"
+    assert obj.Items[2] is obj.Items[1]  # a <Ref> is the same Python object
+    assert clixml_loads(b"<S>plain</S>") == "plain"
+    for bad in (b"<S>unclosed", b"", b"<I32>x</I32>"):
+        with pytest.raises(ValueError):
+            clixml_loads(bad)
+    with pytest.raises(ValueError, match="session key"):
+        clixml_loads(b"<SS>AAAA</SS>")

@@ -6,12 +6,17 @@
 import asyncio
 from typing import Any, Optional, final
 
-__all__ = ["__version__", "Client", "RunspacePool", "Pipeline", "_complete", "set_log_level"]
+__all__ = ["__version__", "Client", "RunspacePool", "Pipeline", "_complete", "clixml_loads", "set_log_level"]
 
 __version__: str
 
 def set_log_level(level: int) -> None:
     """The most verbose Python logging level forwarded from the core (0 turns it off)."""
+
+def clixml_loads(data: bytes) -> object:
+    """One CLIXML value (a PSRP message's data, UTF-8, BOM allowed) as the Python values pipeline
+    output gives (str, int, PSObject, list, ...). Malformed CLIXML or a SecureString (it needs a
+    pool's session key) raises ValueError."""
 
 def _complete(future: asyncio.Future[Any], ok: bool, value: object) -> None: ...
 
