@@ -6,6 +6,12 @@
 //! wall-clock time, so a busy machine shows lower numbers. `ROWS=n` sets the number of synthetic
 //! objects (default 10 000); `SKIP_CORPUS=1` runs the synthetic part only; `BENCH_BYTES=n` changes the
 //! 100 MB target (the smoke run in `make test` uses a small one).
+//!
+//! For the side-by-side comparison (`bench/sidebyside.py`): `--dump DIR` writes the inputs for the
+//! Python decoders and exits (`corpus.bin`: each corpus message as a little-endian u32 length and
+//! its CLIXML, BOM included; `synthetic.xml`: the synthetic message), and `--json` decodes only and
+//! prints one JSON line (`{"corpus": {"bytes", "seconds", "values"}, "synthetic": {...}}`). Both
+//! leave out the few corpus messages holding SecureStrings (see `plain_corpus`).
 
 #[allow(dead_code)]
 #[path = "../../../core/tests/clixml_support/corpus.rs"]
@@ -89,10 +95,19 @@ fn synthetic(rows: usize) -> String {
     to_string(&Value::from(outer))
 }
 
+/// The corpus messages that hold CLIXML, as recorded (a UTF-8 BOM may lead).
+fn corpus_messages() -> Vec<Vec<u8>> {
+    corpus::messages(&transcripts_dir()).into_iter().filter(|m| !m.clixml().is_empty()).map(|m| m.data).collect()
+}
+
+/// The corpus without the messages holding SecureStrings: psremote's Python values need the pool's
+/// session key for those, so the side-by-side comparison leaves them out for every decoder.
+fn plain_corpus() -> Vec<Vec<u8>> {
+    corpus_messages().into_iter().filter(|m| !m.windows(4).any(|w| w == b"<SS>" || w == b"<SS ")).collect()
+}
+
 fn corpus_bench(limits: &Limits) {
-    let dir = transcripts_dir();
-    let messages: Vec<Vec<u8>> =
-        corpus::messages(&dir).into_iter().filter(|m| !m.clixml().is_empty()).map(|m| m.data).collect();
+    let messages = corpus_messages();
     let corpus_bytes: usize = messages.iter().map(Vec::len).sum();
     let rounds = target_bytes().div_ceil(corpus_bytes);
     // Warm up once, and keep the values for the encoding run.
@@ -132,14 +147,68 @@ fn corpus_bench(limits: &Limits) {
     );
 }
 
+/// Writes the decoders' inputs for `bench/sidebyside.py`.
+fn dump(dir: &str, rows: usize) -> std::io::Result<()> {
+    let dir = PathBuf::from(dir);
+    std::fs::create_dir_all(&dir)?;
+    let mut out = Vec::new();
+    for m in plain_corpus() {
+        let len = u32::try_from(m.len()).expect("a corpus message fits in 4 GB");
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&m);
+    }
+    std::fs::write(dir.join("corpus.bin"), out)?;
+    std::fs::write(dir.join("synthetic.xml"), synthetic(rows))
+}
+
+/// Decodes `inputs` (repeated until `target_bytes()`) and returns one JSON object of bytes, seconds
+/// and values decoded (`per_input` values per input).
+fn timed_decode(inputs: &[Vec<u8>], per_input: usize, limits: &Limits) -> String {
+    let total: usize = inputs.iter().map(Vec::len).sum();
+    let rounds = target_bytes().div_ceil(total.max(1));
+    for m in inputs {
+        std::hint::black_box(from_bytes(m, limits).expect("decodes"));
+    }
+    let start = Instant::now();
+    for _ in 0..rounds {
+        for m in inputs {
+            std::hint::black_box(from_bytes(m, limits).expect("decodes"));
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    format!(r#"{{"bytes": {}, "seconds": {seconds}, "values": {}}}"#, total * rounds, inputs.len() * per_input * rounds)
+}
+
+fn json(rows: usize, limits: &Limits) {
+    let mut parts = Vec::new();
+    if std::env::var_os("SKIP_CORPUS").is_none() {
+        parts.push(format!(r#""corpus": {}"#, timed_decode(&plain_corpus(), 1, limits)));
+    }
+    parts.push(format!(r#""synthetic": {}"#, timed_decode(&[synthetic(rows).into_bytes()], rows, limits)));
+    println!("{{{}}}", parts.join(", "));
+}
+
 fn main() {
     let limits = Limits::default();
+    let rows: usize = std::env::var("ROWS").ok().and_then(|r| r.parse().ok()).unwrap_or(10_000);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        [] => {}
+        ["--dump", dir] => {
+            dump(dir, rows).unwrap_or_else(|e| panic!("cannot write {dir}: {e}"));
+            return;
+        }
+        ["--json"] => return json(rows, &limits),
+        _ => {
+            eprintln!("usage: clixml-decode [--dump DIR | --json]");
+            std::process::exit(2);
+        }
+    }
 
     if std::env::var_os("SKIP_CORPUS").is_none() {
         corpus_bench(&limits);
     }
 
-    let rows: usize = std::env::var("ROWS").ok().and_then(|r| r.parse().ok()).unwrap_or(10_000);
     let xml = synthetic(rows);
     let rounds = target_bytes().div_ceil(xml.len());
     let value = from_str(&xml, &limits).expect("synthetic decodes");
