@@ -4,7 +4,10 @@ Basic credentials are checked here. For NTLM and Negotiate the acceptor reads
 its own copy: pyspnego only matches a line when the client's domain equals the
 line's domain, while Windows also accepts ``user`` (no domain) and
 ``user@DOMAIN`` for the same account. So the copy handed to pyspnego lists
-every spelling of each account.
+every spelling of each account. The copy holds the LM and NT hashes (pyspnego's
+smbpasswd-style lines) rather than the password: pyspnego reads the file on
+every logon and would otherwise recompute the LM hash with its pure-Python DES
+each time, which made the logon the endpoint's most expensive step.
 """
 
 from __future__ import annotations
@@ -87,15 +90,22 @@ class UserStore:
         return None
 
     def write_ntlm_file(self) -> str:
-        """Write the acceptor's copy (mode 0600 in a private directory); returns its path."""
+        """Write the acceptor's copy (mode 0600 in a private directory); returns its path.
+
+        Each spelling is one smbpasswd-style line, ``NAME:0:LM_HASH:NT_HASH:[U]:LCT-00000000``
+        (pyspnego reads only the name and the two hashes), with NAME ``DOMAIN\\user``, ``user`` or
+        ``user@DOMAIN``: the same entries as ``DOMAIN:user:PASSWORD``, ``:user:PASSWORD`` and
+        ``:user@DOMAIN:PASSWORD`` would be.
+        """
+        from spnego._ntlm_raw.crypto import lmowfv1, ntowfv1
+
         self._ntlm_dir = tempfile.mkdtemp(prefix="psremote-testserver-")
         path = os.path.join(self._ntlm_dir, "ntlm_users")
         lines = []
         for user in self.users:
-            lines.append(f"{user.domain}:{user.name}:{user.password}")
-            if user.domain:
-                lines.append(f":{user.name}:{user.password}")
-                lines.append(f":{user.name}@{user.domain}:{user.password}")
+            hashes = f"{lmowfv1(user.password).hex().upper()}:{ntowfv1(user.password).hex().upper()}"
+            names = [f"{user.domain}\\{user.name}", user.name, f"{user.name}@{user.domain}"] if user.domain else [user.name]
+            lines.extend(f"{name}:0:{hashes}:[U]:LCT-00000000" for name in names)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write("\n".join(lines) + "\n")

@@ -9,6 +9,7 @@ import xml.etree.ElementTree as ET
 import pytest
 from psremote_testserver import encryption, faults, soap
 from psremote_testserver.users import UserStore, UsersFileError
+from spnego._ntlm_raw.crypto import lmowfv1, ntowfv1
 
 SEALED = 'multipart/encrypted;protocol="application/HTTP-SPNEGO-session-encrypted";boundary="Encrypted Boundary"'
 
@@ -131,7 +132,21 @@ def test_users_file(tmp_path):
     ntlm = store.write_ntlm_file()
     try:
         lines = Path(ntlm).read_text().splitlines()
-        assert lines == ["DOMAIN:alice:pa ss", ":alice:pa ss", ":alice@DOMAIN:pa ss", ":bob:secret"]
+        # smbpasswd-style lines with the LM and NT hashes: no password, and no DES per logon.
+        alice = lmowfv1("pa ss").hex().upper() + ":" + ntowfv1("pa ss").hex().upper()
+        bob = lmowfv1("secret").hex().upper() + ":" + ntowfv1("secret").hex().upper()
+        assert lines == [
+            f"DOMAIN\\alice:0:{alice}:[U]:LCT-00000000",
+            f"alice:0:{alice}:[U]:LCT-00000000",
+            f"alice@DOMAIN:0:{alice}:[U]:LCT-00000000",
+            f"bob:0:{bob}:[U]:LCT-00000000",
+        ]
+        assert all("pa ss" not in line and "secret" not in line for line in lines)
+        # pyspnego finds the same account under each spelling, as with DOMAIN:USER:PASSWORD lines.
+        from spnego._ntlm import _get_credential
+
+        for domain, name in (("DOMAIN", "alice"), ("", "alice"), ("", "alice@DOMAIN"), ("domain", "ALICE")):
+            assert _get_credential(ntlm, domain, name)[2:] == (lmowfv1("pa ss"), ntowfv1("pa ss"))
     finally:
         store.remove_ntlm_file()
     path.write_text("DOMAIN:alice:has:colon\n")
