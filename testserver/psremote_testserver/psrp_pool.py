@@ -21,9 +21,9 @@ import threading
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
-from typing import Any, Deque, Dict, Iterator, List, Optional
+from typing import Any, Deque, Dict, Iterator, List, Optional, Tuple
 
 import psrpcore
 from psrpcore import (
@@ -95,6 +95,24 @@ COALESCE = 0.005
 HIGH_WATER = 4 << 20
 # How long a stop Signal waits for the pipeline to report Stopped before answering.
 STOP_WAIT = 5.0
+
+
+# CREATE_PIPELINE data seen before -> psrpcore's PowerShell metadata made from it. Clients send the
+# same few pipelines again and again, and deserialising one (its HostInfo alone holds dozens of
+# objects) was the costliest step of a short invocation. The metadata is only read once made, so
+# pipelines may share it. Data holding SecureStrings is never cached: those depend on a pool's key.
+_PIPELINE_CACHE: "OrderedDict[Tuple[bytes, str], Any]" = OrderedDict()
+_PIPELINE_CACHE_ENTRIES = 64
+_PIPELINE_CACHE_MAX_DATA = 64 << 10
+_pipeline_cache_lock = threading.Lock()
+
+
+def _pipeline_cache_key(core: ServerRunspacePool, message: wire.IncomingMessage) -> Optional[Tuple[bytes, str]]:
+    data = message.data
+    if len(data) > _PIPELINE_CACHE_MAX_DATA or b"<SS" in data:
+        return None
+    capability = core.their_capability
+    return data, str(getattr(capability, "protocolversion", "")) if capability is not None else ""
 
 
 # SET_MAX_RUNSPACES, SET_MIN_RUNSPACES, GET_AVAILABLE_RUNSPACES, RESET_RUNSPACE_STATE: they carry a call id.
@@ -207,11 +225,22 @@ class Pool:
             # psrpcore only deserialises PIPELINE_INPUT for the higher layer; a raw consumer needs the bytes.
             pipeline.add_input(RawItem(message.data))
             return
+        cache_key = None
         if message.message_type in (wire.CREATE_PIPELINE, wire.GET_COMMAND_METADATA):
             if message.pipeline_id is None:
                 raise ProtocolError("CREATE_PIPELINE without a pipeline id")
             if pipeline is None:
                 pipeline = self._new_pipeline(message.pipeline_id)
+            if message.message_type == wire.CREATE_PIPELINE:
+                cache_key = _pipeline_cache_key(self.core, message)
+                with _pipeline_cache_lock:
+                    metadata = _PIPELINE_CACHE.get(cache_key) if cache_key is not None else None
+                core_pipeline = self.core.pipeline_table.get(message.pipeline_id)
+                if metadata is not None and core_pipeline is not None and pipeline.thread is None:
+                    # What psrpcore's CreatePipeline processing does, without deserialising again.
+                    core_pipeline.metadata = metadata
+                    pipeline.start(metadata)
+                    return
         blob = message.blob
         if message.message_type in _CI_MESSAGES and b'N="CI"' in blob:
             # pypsrp writes "CI" (PROTOCOL.md F.5): PowerShell reads property names
@@ -230,6 +259,11 @@ class Pool:
         except (psrpcore.PSRPCoreError, ET.ParseError, ValueError, KeyError, AttributeError, TypeError) as exc:
             log.info("PSRP message %#x rejected: %s", message.message_type, exc)
             raise ProtocolError(f"PSRP message {message.message_type:#x} could not be processed: {exc}") from None
+        if cache_key is not None and pipeline is not None and pipeline.metadata is not None:
+            with _pipeline_cache_lock:
+                _PIPELINE_CACHE[cache_key] = pipeline.metadata
+                while len(_PIPELINE_CACHE) > _PIPELINE_CACHE_ENTRIES:
+                    _PIPELINE_CACHE.popitem(last=False)
 
     def _event(self, event: Any) -> None:
         core = self.core
@@ -249,7 +283,8 @@ class Pool:
             self.session.reset()
             core.runspace_availability_response(event.ci, True)
         elif isinstance(event, CreatePipelineEvent):
-            self.pipelines[event.pipeline_id].start(event.pipeline)
+            # psrpcore made the metadata while processing the message (event.pipeline would make it again).
+            self.pipelines[event.pipeline_id].start(core.pipeline_table[event.pipeline_id].metadata)
         elif isinstance(event, GetCommandMetadataEvent):
             self.pipelines[event.pipeline_id].start_metadata(event.pipeline)
         elif isinstance(event, PipelineInputEvent):

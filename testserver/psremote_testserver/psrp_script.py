@@ -22,6 +22,7 @@ not), so the parser keeps parameters and values as separate tokens.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any, List, Optional, Tuple, Union
@@ -331,7 +332,12 @@ def _parse_statement(text: str, tokens: List[_Token]) -> Statement:
     return statement
 
 
+@functools.lru_cache(maxsize=256)
 def parse(text: str) -> List[Statement]:
-    """Parse a whole script; raises ScriptError on the first syntax error."""
+    """Parse a whole script; raises ScriptError on the first syntax error.
+
+    Results are cached by text (clients run the same short scripts again and again), so the
+    statements returned are shared: callers read them and never modify them.
+    """
     tokens = tokenize(text)
     return [_parse_statement(text, statement) for statement in _split_statements(text, tokens)]
