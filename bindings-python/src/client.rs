@@ -16,7 +16,7 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 use tokio::sync::{Mutex as AsyncMutex, OnceCell};
 use zeroize::Zeroizing;
 
-use crate::convert::{self, ConvertError};
+use crate::convert::{self, ConvertError, GcPause, ToPy};
 use crate::host::PyHost;
 use crate::runtime::{spawn, wait};
 
@@ -531,14 +531,19 @@ async fn next_events_keyed(
 
 /// Converts events on a runtime thread: the key was ensured beforehand, so no waiting here.
 fn events_to_py_now(py: Python<'_>, events: &[Event], pool: &core::RunspacePool) -> PyResult<Py<PyAny>> {
+    let _gc = GcPause::new(py, events.len() >= GC_PAUSE_EVENTS)?;
+    let mut conv = ToPy::new(py, pool)?;
     let list = PyList::empty(py);
     for ev in events {
-        if let Some(t) = event_to_py(py, ev, pool).map_err(ConvertError::into_py)? {
+        if let Some(t) = event_to_py(py, ev, &mut conv).map_err(ConvertError::into_py)? {
             list.append(t)?;
         }
     }
     Ok(list.into_any().unbind())
 }
+
+/// A batch of at least this many events is converted with Python's garbage collector paused.
+const GC_PAUSE_EVENTS: usize = 64;
 
 /// Waits for at least one event (unless finished) and takes up to `max` that have arrived.
 async fn next_events(
@@ -580,23 +585,23 @@ fn record_dict<'py>(py: Python<'py>, r: &psremote::psrp::ErrorRecord) -> PyResul
     Ok(d)
 }
 
-fn event_to_py<'py>(
+fn event_to_py<'py, 'v>(
     py: Python<'py>,
-    ev: &Event,
-    keys: &core::RunspacePool,
+    ev: &'v Event,
+    conv: &mut ToPy<'py, 'v, '_>,
 ) -> Result<Option<Bound<'py, PyAny>>, ConvertError> {
     let (kind, payload): (&str, Bound<'py, PyAny>) = match ev {
-        Event::Output { value, .. } => ("output", convert::to_py(py, value, keys)?),
+        Event::Output { value, .. } => ("output", conv.convert(value)?),
         Event::Error { record, .. } => ("error", record_dict(py, record)?.into_any()),
         Event::Warning { record, .. } => ("warning", record.message.clone().into_pyobject(py)?.into_any()),
         Event::Verbose { record, .. } => ("verbose", record.message.clone().into_pyobject(py)?.into_any()),
         Event::Debug { record, .. } => ("debug", record.message.clone().into_pyobject(py)?.into_any()),
         Event::Information { record, .. } => {
             let d = PyDict::new(py);
-            d.set_item("message_data", convert::to_py(py, &record.message_data, keys)?)?;
+            d.set_item("message_data", conv.convert(&record.message_data)?)?;
             d.set_item("source", &record.source)?;
             let t = match &record.time_generated {
-                Some(t) => convert::to_py(py, &psremote::clixml::Value::DateTime(t.clone()), keys)?,
+                Some(t) => convert::to_py(py, &psremote::clixml::Value::DateTime(t.clone()), &convert::NoKeys)?,
                 None => py.None().into_bound(py),
             };
             d.set_item("time_generated", t)?;
@@ -620,7 +625,7 @@ fn event_to_py<'py>(
             d.set_item("method", call.method.name())?;
             let params = PyList::empty(py);
             for p in &call.parameters {
-                params.append(convert::to_py(py, p, keys)?)?;
+                params.append(conv.convert(p)?)?;
             }
             d.set_item("parameters", params)?;
             ("host", d.into_any())
@@ -647,9 +652,11 @@ fn event_to_py<'py>(
 }
 
 fn events_to_py(py: Python<'_>, events: &[Event], pool: &core::RunspacePool) -> PyResult<Py<PyAny>> {
+    let _gc = GcPause::new(py, events.len() >= GC_PAUSE_EVENTS)?;
+    let mut conv = ToPy::new(py, pool)?;
     let list = PyList::empty(py);
     for ev in events {
-        if let Some(t) = with_key(py, pool, || event_to_py(py, ev, pool))? {
+        if let Some(t) = with_key(py, pool, || event_to_py(py, ev, &mut conv))? {
             list.append(t)?;
         }
     }
@@ -670,7 +677,7 @@ impl Pipeline {
         loop {
             let evs = wait(py, next_events(events.clone(), 1, t))?;
             let Some(ev) = evs.first() else { return Ok(py.None()) };
-            if let Some(t) = with_key(py, &self.pool, || event_to_py(py, ev, &self.pool))? {
+            if let Some(t) = with_key(py, &self.pool, || event_to_py(py, ev, &mut ToPy::new(py, &self.pool)?))? {
                 return Ok(t.unbind());
             }
         }

@@ -27,6 +27,9 @@ struct Classes {
     utc: Py<PyAny>,
     dataclasses_fields: Py<PyAny>,
     is_dataclass: Py<PyAny>,
+    gc_isenabled: Py<PyAny>,
+    gc_disable: Py<PyAny>,
+    gc_enable: Py<PyAny>,
 }
 
 static CLASSES: PyOnceLock<Classes> = PyOnceLock::new();
@@ -36,6 +39,7 @@ fn classes(py: Python<'_>) -> PyResult<&Classes> {
         let values = py.import("psremote.values")?;
         let dt = py.import("datetime")?;
         let dc = py.import("dataclasses")?;
+        let gc = py.import("gc")?;
         let timezone = dt.getattr("timezone")?;
         Ok(Classes {
             ps_object: values.getattr("PSObject")?.unbind(),
@@ -50,6 +54,9 @@ fn classes(py: Python<'_>) -> PyResult<&Classes> {
             timezone: timezone.unbind(),
             dataclasses_fields: dc.getattr("fields")?.unbind(),
             is_dataclass: dc.getattr("is_dataclass")?.unbind(),
+            gc_isenabled: gc.getattr("isenabled")?.unbind(),
+            gc_disable: gc.getattr("disable")?.unbind(),
+            gc_enable: gc.getattr("enable")?.unbind(),
         })
     })
 }
@@ -119,61 +126,260 @@ pub fn clixml_loads<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, Py
     let value = py
         .detach(|| psremote::clixml::from_bytes(data, &psremote::clixml::Limits::default()))
         .map_err(|e| PyValueError::new_err(format!("invalid CLIXML: {e}")))?;
+    let _gc = GcPause::new(py, data.len() >= GC_PAUSE_BYTES)?;
     to_py(py, &value, &NoKeys).map_err(ConvertError::into_py)
 }
 
 /// Converts a value to Python.
 pub fn to_py<'py>(py: Python<'py>, v: &Value, keys: &dyn Keys) -> Result<Bound<'py, PyAny>, ConvertError> {
-    let c = classes(py)?;
-    let mut seen = HashMap::new();
-    to_py_inner(py, c, v, keys, &mut seen)
+    ToPy::new(py, keys)?.convert(v)
 }
 
-fn to_py_inner<'py>(
+/// CLIXML of at least this size is converted with Python's cyclic garbage collector paused.
+const GC_PAUSE_BYTES: usize = 64 * 1024;
+
+/// Pauses Python's cyclic garbage collector while a large result is built, if it was enabled.
+///
+/// Building thousands of objects at once otherwise triggers collection after collection, each
+/// walking the young objects just made (a sixth of the conversion's time for a list of 10,000
+/// objects); afterwards the collector runs as usual. The GIL is held throughout, so only Python
+/// code called during the conversion (a few constructors) runs while it is paused.
+pub struct GcPause<'py> {
     py: Python<'py>,
-    c: &Classes,
-    v: &Value,
-    keys: &dyn Keys,
-    seen: &mut HashMap<*const PsObject, Bound<'py, PyAny>>,
-) -> Result<Bound<'py, PyAny>, ConvertError> {
-    Ok(match v {
-        Value::Nil => py.None().into_bound(py),
-        Value::Str(s) | Value::Uri(s) | Value::Version(s) | Value::XmlDocument(s) | Value::ScriptBlock(s) => {
-            PyString::new(py, s).into_any()
-        }
-        Value::Char(u) => {
-            PyString::new(py, &char::from_u32(u32::from(*u)).unwrap_or('\u{FFFD}').to_string()).into_any()
-        }
-        Value::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
-        Value::U8(n) => n.into_pyobject(py)?.into_any(),
-        Value::I8(n) => n.into_pyobject(py)?.into_any(),
-        Value::U16(n) => n.into_pyobject(py)?.into_any(),
-        Value::I16(n) => n.into_pyobject(py)?.into_any(),
-        Value::U32(n) => n.into_pyobject(py)?.into_any(),
-        Value::I32(n) => n.into_pyobject(py)?.into_any(),
-        Value::U64(n) => n.into_pyobject(py)?.into_any(),
-        Value::I64(n) => n.into_pyobject(py)?.into_any(),
-        Value::Float(f) => PyFloat::new(py, f64::from(*f)).into_any(),
-        Value::Double(f) => PyFloat::new(py, *f).into_any(),
-        Value::Decimal(s) => c.decimal.bind(py).call1((s.as_str(),))?,
-        Value::Bytes(b) => PyBytes::new(py, b).into_any(),
-        Value::Guid(g) => c.uuid.bind(py).call1((g.as_hyphenated().to_string(),))?,
-        Value::DateTime(s) => datetime(py, c, s).unwrap_or_else(|| PyString::new(py, s).into_any()),
-        Value::Duration(s) => timedelta(py, c, s).unwrap_or_else(|| PyString::new(py, s).into_any()),
-        Value::SecureString(ct) => {
-            let plain = keys.decrypt(ct).ok_or(ConvertError::NeedKey)?;
-            c.secure_string.bind(py).call1((plain.as_str(),))?
-        }
-        Value::Object(o) => {
-            let key = Arc::as_ptr(o);
-            if let Some(done) = seen.get(&key) {
-                return Ok(done.clone());
+    paused: bool,
+}
+
+impl<'py> GcPause<'py> {
+    pub fn new(py: Python<'py>, wanted: bool) -> PyResult<Self> {
+        let mut paused = false;
+        if wanted {
+            let c = classes(py)?;
+            if c.gc_isenabled.bind(py).call0()?.is_truthy()? {
+                c.gc_disable.bind(py).call0()?;
+                paused = true;
             }
-            let obj = object(py, c, o, keys, seen)?;
-            seen.insert(key, obj.clone());
-            obj
         }
-    })
+        Ok(GcPause { py, paused })
+    }
+}
+
+impl Drop for GcPause<'_> {
+    fn drop(&mut self) {
+        if self.paused
+            && let Ok(c) = classes(self.py)
+            && let Err(e) = c.gc_enable.bind(self.py).call0()
+        {
+            e.restore(self.py);
+        }
+    }
+}
+
+/// Converts values to Python, remembering across the values of one batch (a message, the events
+/// of one `next_events`) the Python strings of property and type names and the time zones made, so
+/// a list of objects of one shape shares its name strings. `<Ref>`s are resolved per value.
+pub struct ToPy<'py, 'v, 'k> {
+    py: Python<'py>,
+    c: &'py Classes,
+    keys: &'k dyn Keys,
+    names: HashMap<&'v str, Bound<'py, PyString>>,
+    type_names: HashMap<*const String, Vec<Bound<'py, PyString>>>,
+    zones: HashMap<i64, Bound<'py, PyAny>>,
+    seen: HashMap<*const PsObject, Bound<'py, PyAny>>,
+}
+
+impl<'py, 'v, 'k> ToPy<'py, 'v, 'k> {
+    pub fn new(py: Python<'py>, keys: &'k dyn Keys) -> PyResult<Self> {
+        Ok(ToPy {
+            py,
+            c: classes(py)?,
+            keys,
+            names: HashMap::new(),
+            type_names: HashMap::new(),
+            zones: HashMap::new(),
+            seen: HashMap::new(),
+        })
+    }
+
+    /// One value (objects it shares through `<Ref>` become the same Python object).
+    pub fn convert(&mut self, v: &'v Value) -> Result<Bound<'py, PyAny>, ConvertError> {
+        self.seen.clear();
+        let out = self.value(v);
+        self.seen.clear();
+        out
+    }
+
+    fn name(&mut self, s: &'v str) -> Bound<'py, PyString> {
+        self.names.entry(s).or_insert_with(|| PyString::new(self.py, s)).clone()
+    }
+
+    /// A new list of the object's type names (each object gets its own list; the strings are shared).
+    fn type_names(&mut self, o: &'v PsObject) -> PyResult<Bound<'py, PyList>> {
+        let names: &'v [String] = o.type_names.as_deref().unwrap_or(&[]);
+        if names.is_empty() {
+            return Ok(PyList::empty(self.py));
+        }
+        let py = self.py;
+        let strings = self
+            .type_names
+            .entry(names.as_ptr())
+            .or_insert_with(|| names.iter().map(|n| PyString::new(py, n)).collect());
+        PyList::new(py, strings.iter())
+    }
+
+    fn value(&mut self, v: &'v Value) -> Result<Bound<'py, PyAny>, ConvertError> {
+        let py = self.py;
+        let c = self.c;
+        Ok(match v {
+            Value::Nil => py.None().into_bound(py),
+            Value::Str(s) | Value::Uri(s) | Value::Version(s) | Value::XmlDocument(s) | Value::ScriptBlock(s) => {
+                PyString::new(py, s).into_any()
+            }
+            Value::Char(u) => {
+                PyString::new(py, &char::from_u32(u32::from(*u)).unwrap_or('\u{FFFD}').to_string()).into_any()
+            }
+            Value::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
+            Value::U8(n) => n.into_pyobject(py)?.into_any(),
+            Value::I8(n) => n.into_pyobject(py)?.into_any(),
+            Value::U16(n) => n.into_pyobject(py)?.into_any(),
+            Value::I16(n) => n.into_pyobject(py)?.into_any(),
+            Value::U32(n) => n.into_pyobject(py)?.into_any(),
+            Value::I32(n) => n.into_pyobject(py)?.into_any(),
+            Value::U64(n) => n.into_pyobject(py)?.into_any(),
+            Value::I64(n) => n.into_pyobject(py)?.into_any(),
+            Value::Float(f) => PyFloat::new(py, f64::from(*f)).into_any(),
+            Value::Double(f) => PyFloat::new(py, *f).into_any(),
+            Value::Decimal(s) => c.decimal.bind(py).call1((s.as_str(),))?,
+            Value::Bytes(b) => PyBytes::new(py, b).into_any(),
+            Value::Guid(g) => c.uuid.bind(py).call1((g.as_hyphenated().to_string(),))?,
+            Value::DateTime(s) => self.datetime(s).unwrap_or_else(|| PyString::new(py, s).into_any()),
+            Value::Duration(s) => timedelta(py, c, s).unwrap_or_else(|| PyString::new(py, s).into_any()),
+            Value::SecureString(ct) => {
+                let plain = self.keys.decrypt(ct).ok_or(ConvertError::NeedKey)?;
+                c.secure_string.bind(py).call1((plain.as_str(),))?
+            }
+            Value::Object(o) => {
+                let key = Arc::as_ptr(o);
+                if let Some(done) = self.seen.get(&key) {
+                    return Ok(done.clone());
+                }
+                let obj = self.object(o)?;
+                self.seen.insert(key, obj.clone());
+                obj
+            }
+        })
+    }
+
+    fn object(&mut self, o: &'v PsObject) -> Result<Bound<'py, PyAny>, ConvertError> {
+        let py = self.py;
+        let c = self.c;
+        // Enums: a type derived from System.Enum carrying its underlying integer.
+        if has_type(o, "System.Enum")
+            && let Some(n) = o.value.as_ref().and_then(Value::as_i64)
+        {
+            let name = o.to_string.clone().unwrap_or_default();
+            return Ok(c.ps_enum.bind(py).call1((n, name, self.type_names(o)?))?);
+        }
+        if has_type(o, "System.Management.Automation.PSCredential") {
+            let user = o.property("UserName").and_then(Value::as_str).unwrap_or_default().to_owned();
+            let password = match o.property("Password") {
+                Some(v @ Value::SecureString(_)) => self.value(v)?,
+                _ => py.None().into_bound(py),
+            };
+            return Ok(c.credential.bind(py).call1((user, password))?);
+        }
+        let items: Option<Bound<'py, PyAny>> = match &o.container {
+            Some(
+                Container::List(items)
+                | Container::Enumerable(items)
+                | Container::Queue(items)
+                | Container::Stack(items),
+            ) => {
+                let list = PyList::empty(py);
+                for i in items {
+                    list.append(self.value(i)?)?;
+                }
+                Some(list.into_any())
+            }
+            Some(Container::Dictionary(entries)) => {
+                let dict = PyDict::new(py);
+                for (k, v) in entries {
+                    let key = self.value(k)?;
+                    let val = self.value(v)?;
+                    if dict.set_item(&key, &val).is_err() {
+                        // Unhashable key (an object): fall back to its text.
+                        dict.set_item(key.str()?, val)?;
+                    }
+                }
+                Some(dict.into_any())
+            }
+            None => None,
+        };
+        // A plain list or hashtable with nothing else on it is just that.
+        if let Some(items) = &items
+            && o.adapted.is_empty()
+            && o.extended.is_empty()
+            && o.value.is_none()
+        {
+            return Ok(items.clone());
+        }
+        let adapted = self.props(&o.adapted)?;
+        let extended = self.props(&o.extended)?;
+        let value = match &o.value {
+            Some(v) => self.value(v)?,
+            None => py.None().into_bound(py),
+        };
+        let items = items.unwrap_or_else(|| py.None().into_bound(py));
+        let type_names = self.type_names(o)?;
+        Ok(c.ps_object.bind(py).call1((type_names, o.to_string.as_deref(), adapted, extended, value, items))?)
+    }
+
+    fn props(&mut self, list: &'v [(String, Value)]) -> Result<Bound<'py, PyDict>, ConvertError> {
+        let d = PyDict::new(self.py);
+        for (k, v) in list {
+            let key = self.name(k);
+            d.set_item(key, self.value(v)?)?;
+        }
+        Ok(d)
+    }
+
+    /// `2008-04-11T10:42:32.2731993-07:00` (offset, `Z` or none; none counts as UTC).
+    fn datetime(&mut self, s: &str) -> Option<Bound<'py, PyAny>> {
+        let (py, c) = (self.py, self.c);
+        let (date, time) = s.split_once('T')?;
+        let mut d = date.splitn(3, '-');
+        let (y, mo, da) = (digits(d.next()?)?, digits(d.next()?)?, digits(d.next()?)?);
+        let (clock, tz) = match time.find(['Z', '+', '-']) {
+            Some(i) => time.split_at(i),
+            None => (time, ""),
+        };
+        let (hms, frac) = clock.split_once('.').unwrap_or((clock, ""));
+        let mut t = hms.splitn(3, ':');
+        let (h, mi, se) = (digits(t.next()?)?, digits(t.next()?)?, digits(t.next()?)?);
+        let micros = if frac.is_empty() {
+            0
+        } else {
+            let f: String = frac.chars().chain(std::iter::repeat('0')).take(6).collect();
+            digits(&f)?
+        };
+        let tzinfo = if tz.is_empty() || tz == "Z" {
+            c.utc.bind(py).clone()
+        } else {
+            let sign = if tz.starts_with('-') { -1 } else { 1 };
+            let (oh, om) = tz[1..].split_once(':')?;
+            let minutes = sign * (digits(oh)? as i64 * 60 + digits(om)? as i64);
+            match self.zones.get(&minutes) {
+                Some(zone) => zone.clone(),
+                None => {
+                    let delta =
+                        c.timedelta.bind(py).call((), Some(&[("minutes", minutes)].into_py_dict(py).ok()?)).ok()?;
+                    let zone = c.timezone.bind(py).call1((delta,)).ok()?;
+                    self.zones.insert(minutes, zone.clone());
+                    zone
+                }
+            }
+        };
+        c.datetime.bind(py).call1((y, mo, da, h, mi, se, micros, tzinfo)).ok()
+    }
 }
 
 fn has_type(o: &PsObject, name: &str) -> bool {
@@ -182,115 +388,11 @@ fn has_type(o: &PsObject, name: &str) -> bool {
         .is_some_and(|t| t.iter().any(|n| n == name || n.strip_prefix("Deserialized.") == Some(name)))
 }
 
-fn object<'py>(
-    py: Python<'py>,
-    c: &Classes,
-    o: &PsObject,
-    keys: &dyn Keys,
-    seen: &mut HashMap<*const PsObject, Bound<'py, PyAny>>,
-) -> Result<Bound<'py, PyAny>, ConvertError> {
-    let type_names: Vec<&str> = o.type_names.as_deref().unwrap_or(&[]).iter().map(String::as_str).collect();
-    // Enums: a type derived from System.Enum carrying its underlying integer.
-    if has_type(o, "System.Enum")
-        && let Some(n) = o.value.as_ref().and_then(Value::as_i64)
-    {
-        let name = o.to_string.clone().unwrap_or_default();
-        return Ok(c.ps_enum.bind(py).call1((n, name, type_names))?);
-    }
-    if has_type(o, "System.Management.Automation.PSCredential") {
-        let user = o.property("UserName").and_then(Value::as_str).unwrap_or_default().to_owned();
-        let password = match o.property("Password") {
-            Some(v @ Value::SecureString(_)) => to_py_inner(py, c, v, keys, seen)?,
-            _ => py.None().into_bound(py),
-        };
-        return Ok(c.credential.bind(py).call1((user, password))?);
-    }
-    let items: Option<Bound<'py, PyAny>> = match &o.container {
-        Some(
-            Container::List(items) | Container::Enumerable(items) | Container::Queue(items) | Container::Stack(items),
-        ) => {
-            let list = PyList::empty(py);
-            for i in items {
-                list.append(to_py_inner(py, c, i, keys, seen)?)?;
-            }
-            Some(list.into_any())
-        }
-        Some(Container::Dictionary(entries)) => {
-            let dict = PyDict::new(py);
-            for (k, v) in entries {
-                let key = to_py_inner(py, c, k, keys, seen)?;
-                let val = to_py_inner(py, c, v, keys, seen)?;
-                if dict.set_item(&key, &val).is_err() {
-                    // Unhashable key (an object): fall back to its text.
-                    dict.set_item(key.str()?, val)?;
-                }
-            }
-            Some(dict.into_any())
-        }
-        None => None,
-    };
-    // A plain list or hashtable with nothing else on it is just that.
-    if let Some(items) = &items
-        && o.adapted.is_empty()
-        && o.extended.is_empty()
-        && o.value.is_none()
-    {
-        return Ok(items.clone());
-    }
-    let props = |list: &[(String, Value)],
-                 seen: &mut HashMap<*const PsObject, Bound<'py, PyAny>>|
-     -> Result<Bound<'py, PyDict>, ConvertError> {
-        let d = PyDict::new(py);
-        for (k, v) in list {
-            d.set_item(k, to_py_inner(py, c, v, keys, seen)?)?;
-        }
-        Ok(d)
-    };
-    let adapted = props(&o.adapted, seen)?;
-    let extended = props(&o.extended, seen)?;
-    let value = match &o.value {
-        Some(v) => to_py_inner(py, c, v, keys, seen)?,
-        None => py.None().into_bound(py),
-    };
-    let items = items.unwrap_or_else(|| py.None().into_bound(py));
-    Ok(c.ps_object.bind(py).call1((type_names, o.to_string.clone(), adapted, extended, value, items))?)
-}
-
 fn digits(s: &str) -> Option<u32> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     s.parse().ok()
-}
-
-/// `2008-04-11T10:42:32.2731993-07:00` (offset, `Z` or none; none counts as UTC).
-fn datetime<'py>(py: Python<'py>, c: &Classes, s: &str) -> Option<Bound<'py, PyAny>> {
-    let (date, time) = s.split_once('T')?;
-    let mut d = date.splitn(3, '-');
-    let (y, mo, da) = (digits(d.next()?)?, digits(d.next()?)?, digits(d.next()?)?);
-    let (clock, tz) = match time.find(['Z', '+', '-']) {
-        Some(i) => time.split_at(i),
-        None => (time, ""),
-    };
-    let (hms, frac) = clock.split_once('.').unwrap_or((clock, ""));
-    let mut t = hms.splitn(3, ':');
-    let (h, mi, se) = (digits(t.next()?)?, digits(t.next()?)?, digits(t.next()?)?);
-    let micros = if frac.is_empty() {
-        0
-    } else {
-        let f: String = frac.chars().chain(std::iter::repeat('0')).take(6).collect();
-        digits(&f)?
-    };
-    let tzinfo = if tz.is_empty() || tz == "Z" {
-        c.utc.bind(py).clone()
-    } else {
-        let sign = if tz.starts_with('-') { -1 } else { 1 };
-        let (oh, om) = tz[1..].split_once(':')?;
-        let minutes = sign * (digits(oh)? as i64 * 60 + digits(om)? as i64);
-        let delta = c.timedelta.bind(py).call((), Some(&[("minutes", minutes)].into_py_dict(py).ok()?)).ok()?;
-        c.timezone.bind(py).call1((delta,)).ok()?
-    };
-    c.datetime.bind(py).call1((y, mo, da, h, mi, se, micros, tzinfo)).ok()
 }
 
 /// xs:duration as .NET writes TimeSpans: `[-]P[nD][T[nH][nM][n[.f]S]]`.

@@ -223,3 +223,22 @@ def test_clixml_loads_decodes_one_value_without_a_connection():
             clixml_loads(bad)
     with pytest.raises(ValueError, match="session key"):
         clixml_loads(b"<SS>AAAA</SS>")
+
+
+def test_clixml_loads_list_of_objects_of_one_shape():
+    from psremote._native import clixml_loads
+
+    rows = "".join(
+        f'<Obj RefId="{i + 1}">'
+        + ('<TN RefId="0"><T>Row</T><T>System.Object</T></TN>' if i == 0 else '<TNRef RefId="0" />')
+        + f'<MS><S N="Name">r{i}</S><DT N="At">2024-01-01T00:00:0{i}+02:00</DT></MS></Obj>'
+        for i in range(3)
+    )
+    xml = f'<Obj RefId="0"><TN RefId="1"><T>System.Object[]</T></TN><LST>{rows}</LST></Obj>'
+    a, b, c = clixml_loads(xml.encode())
+    assert [r.Name for r in (a, b, c)] == ["r0", "r1", "r2"]
+    # Each object has its own list of type names (changing one leaves the others alone).
+    assert a.type_names == b.type_names == ["Row", "System.Object"] and a.type_names is not b.type_names
+    a.type_names.append("Extra")
+    assert b.type_names == ["Row", "System.Object"]
+    assert b.At.utcoffset() == c.At.utcoffset() == datetime.timedelta(hours=2)
