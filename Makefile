@@ -76,13 +76,29 @@ header-check: $(CBINDGEN)
 	$(CBINDGEN) --config bindings-c/cbindgen.toml --crate psremote-c --output target/psremote.h.fresh bindings-c
 	diff -u include/psremote.h target/psremote.h.fresh || { echo "include/psremote.h is stale: run make header" >&2; exit 1; }
 
-# Release-mode benchmarks; numbers go to bench/RESULTS.md by hand, never asserted by tests.
-bench:
-	$(CARGO) run --release --locked -q -p psremote-bench --bin clixml-decode
+# psremote's Python package built in release for the benchmarks, installed apart from the
+# virtualenv's debug build (which `make test` uses and this never touches): bench/sidebyside.py
+# puts $(BENCH_SITE) first on its contenders' PYTHONPATH.
+BENCH_SITE := target/bench/site
+BENCH_NATIVE := $(BENCH_SITE)/psremote/_native.abi3.so
+$(BENCH_NATIVE): $(VENV)/.ok $(shell find core/src bindings-python/src bindings-python/python -name '*.rs' -o -name '*.py' -o -name '*.pyi') bindings-python/Cargo.toml core/Cargo.toml pyproject.toml Cargo.lock
+	rm -rf target/bench/wheels $(BENCH_SITE)
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin build --release --locked --quiet -o target/bench/wheels
+	$(VPY) -m pip install --quiet --disable-pip-version-check --no-deps --no-index --target $(BENCH_SITE) target/bench/wheels/*.whl
 
-# A tiny run of the benchmarks inside `make test`, so they keep working.
-bench-smoke:
+# Release-mode benchmarks: CLIXML in Rust, then psremote side by side with pypsrp, psrpcore and
+# pywinrm (bench/sidebyside.py; the table also goes to target/bench/results.md and .json). Numbers
+# go to bench/RESULTS.md by hand, never asserted by tests.
+bench: venv $(BENCH_NATIVE)
+	$(CARGO) build --release --locked -q -p psremote-bench
+	target/release/clixml-decode
+	$(VPY) bench/sidebyside.py --psremote-site $(BENCH_SITE) --decode-bin target/release/clixml-decode
+
+# A tiny run of the benchmarks inside `make test`, so they keep working: every scenario and
+# contender once, on small inputs, with the debug builds; it checks outputs, never times.
+bench-smoke: venv python-package
 	BENCH_BYTES=1000000 ROWS=200 $(CARGO) run --locked -q -p psremote-bench --bin clixml-decode
+	$(VPY) bench/sidebyside.py --smoke --decode-bin target/debug/clixml-decode --out target/bench/smoke
 
 # ---- C library ----------------------------------------------------------------------------
 PREFIX ?= /usr/local
