@@ -48,6 +48,7 @@ from psrpcore.types import (
     DebugRecord,
     ErrorCategory,
     PipelineState,
+    PSInvocationState,
     ProgressRecordType,
     PSDouble,
     PSPrimitiveDictionary,
@@ -113,6 +114,29 @@ def _pipeline_cache_key(core: ServerRunspacePool, message: wire.IncomingMessage)
         return None
     capability = core.their_capability
     return data, str(getattr(capability, "protocolversion", "")) if capability is not None else ""
+
+
+_completed_state: Optional[bytes] = None
+
+
+def completed_state_clixml() -> bytes:
+    """The CLIXML of PIPELINE_STATE Completed, as psrpcore's ``complete()`` serialises it (made once).
+
+    It never varies, and serialising it through psrpcore for every pipeline was a large part of
+    a short invocation's cost; the bytes are psrpcore's own."""
+    global _completed_state
+    if _completed_state is None:
+        element = serialize(PipelineState(PipelineState=int(PSInvocationState.Completed)), psrpcore.PSRemotingCrypto())
+        _completed_state = ET.tostring(element, encoding="utf-8", method="xml")
+    return _completed_state
+
+
+def mark_running(core: ServerPipeline) -> None:
+    """psrpcore's ``start()`` without its PIPELINE_STATE Running message, which Windows never sends
+    (it used to be serialised only to be dropped)."""
+    if core.state not in (PSInvocationState.NotStarted, PSInvocationState.Stopped, PSInvocationState.Completed):
+        core.start()  # raises psrpcore's InvalidPipelineState
+    core._change_state(PSInvocationState.Running, emit=False)  # noqa: SLF001 - the documented no-message path
 
 
 # SET_MAX_RUNSPACES, SET_MIN_RUNSPACES, GET_AVAILABLE_RUNSPACES, RESET_RUNSPACE_STATE: they carry a call id.
@@ -318,10 +342,6 @@ class Pool:
             for blob in wire.split_whole_fragments(payload.data):
                 self.deliver(target, _with_bom(blob))
 
-    def _discard(self) -> None:
-        while self.core.data_to_send() is not None:
-            pass
-
     def deliver(self, target: Target, blob: bytes) -> None:
         """Queue one complete message for ``target`` under the next ObjectId (lock held)."""
         was_empty = not target.queue
@@ -487,6 +507,7 @@ class Pipeline(PipelineHost):
         self.blocked_on_output = False
         self.holds_slot = False
         self._output_header = wire.message_header(wire.PIPELINE_OUTPUT, pool.id, pipeline_id) + wire.BOM
+        self._state_header = wire.message_header(wire.PIPELINE_STATE, pool.id, pipeline_id) + wire.BOM
 
     # -- control (pool lock held) ---------------------------------------------------------------------------
     def busy(self) -> bool:
@@ -542,8 +563,7 @@ class Pipeline(PipelineHost):
             if self.released or pool.closed:
                 raise PipelineStopped()
             pool._collect()
-            self.core.start()
-            pool._discard()
+            mark_running(self.core)
 
     def _run(self) -> None:
         outcome, error = "completed", None
@@ -589,10 +609,13 @@ class Pipeline(PipelineHost):
                 pool.slots.notify_all()
             if not self.released and not pool.closed:
                 if self.core.state.name == "NotStarted":
-                    self.core.start()
-                    pool._discard()
+                    pool._collect()
+                    mark_running(self.core)
                 if outcome == "completed":
-                    self.core.complete()
+                    # What complete() queues, from bytes made once; after whatever psrpcore still holds.
+                    pool._collect()
+                    self.core._change_state(PSInvocationState.Completed, emit=False)  # noqa: SLF001
+                    pool.deliver(self.target, self._state_header + completed_state_clixml())
                 elif outcome == "stopped":
                     self.core.stop()
                 else:

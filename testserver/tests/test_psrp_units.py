@@ -167,3 +167,16 @@ def test_largest_blob_fits():
     for chars in range(40, 400):
         blob = wire.largest_blob(chars)
         assert wire.base64_length(21 + blob) <= chars < wire.base64_length(21 + blob + 4)
+
+
+# -- messages the pool makes once -------------------------------------------------------------------------
+def test_completed_state_is_what_psrpcore_serialises():
+    from psrpcore import ServerPipeline, ServerRunspacePool
+    from psremote_testserver.psrp_pool import completed_state_clixml
+
+    pool = ServerRunspacePool()
+    pipeline = ServerPipeline(pool, uuid.uuid4())
+    pipeline.complete()
+    (blob,) = wire.split_whole_fragments(pool.data_to_send().data)
+    assert struct.unpack_from("<I", blob, 4)[0] == wire.PIPELINE_STATE
+    assert blob[wire.MESSAGE_HEADER_LEN :] == completed_state_clixml()
