@@ -23,7 +23,7 @@ STREAMS = ("stdout", "stderr")
 # (a background grandchild may keep them open forever).
 PIPE_GRACE = 1.0
 # When output arrives while the process is still running, wait this long for
-# it to finish so short commands complete in one Receive.
+# it to finish (or for a full reply's worth) so short commands complete in one Receive.
 COALESCE = 0.01
 
 
@@ -132,8 +132,14 @@ class CmdProcess:
                     return None
                 self._cond.wait(self._next_wake(now, deadline))
             if pending and not self._finished(time.monotonic()):
+                # Wait for more only while the reply has room for it: a stream of output goes out
+                # in full replies at once, without a pause per Receive.
                 coalesce_until = min(deadline, time.monotonic() + COALESCE)
-                while not self._finished(time.monotonic()) and time.monotonic() < coalesce_until:
+                while (
+                    not self._finished(time.monotonic())
+                    and time.monotonic() < coalesce_until
+                    and sum(len(self._buffers[name]) for name in wanted) < max_bytes
+                ):
                     self._cond.wait(coalesce_until - time.monotonic())
             chunk = Chunk()
             left = max(max_bytes, 1)
