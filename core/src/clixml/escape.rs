@@ -236,7 +236,7 @@ impl Utf16Sink {
 /// U+FFFD, since a Rust string cannot hold it. Borrows when there is nothing to decode.
 pub fn decode_string(s: &str) -> Cow<'_, str> {
     let bytes = s.as_bytes();
-    let Some(first) = find_escape_start(bytes, 0) else {
+    let Some(first) = find_escape_start(s, 0) else {
         return Cow::Borrowed(s);
     };
     let mut sink = Utf16Sink { out: String::with_capacity(s.len()), high: None };
@@ -270,6 +270,8 @@ pub fn decode_string(s: &str) -> Cow<'_, str> {
         } else {
             i += 1;
         }
+        // Jump to the next candidate instead of stepping through plain text byte by byte.
+        i = find_escape_start(s, i).unwrap_or(bytes.len());
     }
     sink.push_str(&s[copied..]);
     sink.flush_high();
@@ -281,16 +283,24 @@ pub fn decode_string(s: &str) -> Cow<'_, str> {
 }
 
 /// Finds the first `_x` or `_X` at or after `from`.
-fn find_escape_start(bytes: &[u8], from: usize) -> Option<usize> {
+fn find_escape_start(s: &str, from: usize) -> Option<usize> {
+    let bytes = s.as_bytes();
     let mut i = from;
-    while let Some(offset) = bytes.get(i..)?.iter().position(|&b| b == b'_') {
+    loop {
+        // `str::find` with an ASCII char runs the standard library's word-at-a-time memchr, where a
+        // byte-by-byte search was a tenth of decoding real messages. Every `i` here follows an ASCII
+        // byte (or is 0), so it is a char boundary; `position` covers any other case.
+        let rest = s.get(i..);
+        let offset = match rest {
+            Some(rest) => rest.find('_')?,
+            None => bytes.get(i..)?.iter().position(|&b| b == b'_')?,
+        };
         let at = i + offset;
         if matches!(bytes.get(at + 1), Some(b'x' | b'X')) {
             return Some(at);
         }
         i = at + 1;
     }
-    None
 }
 
 #[cfg(test)]
