@@ -8,9 +8,13 @@
 #   sanitizers C99 with -fsanitize=address,undefined, linked against libpsremote.a
 # every build with -Wall -Wextra -Wpedantic -Werror; then runs each against its own loopback
 # endpoint, and the shared build once more under valgrind (0 errors, 0 bytes definitely lost).
-# Each run gets two fresh endpoints: plain HTTP (PSREMOTE_URL), and HTTPS (PSREMOTE_HTTPS_URL)
-# serving the test certificates of `python -m psremote_testserver.certs` (PSREMOTE_CERTS) with
-# client certificates accepted and channel bindings required.
+# Each run gets three fresh endpoints: plain HTTP (PSREMOTE_URL, CredSSP enabled too), HTTPS
+# (PSREMOTE_HTTPS_URL) serving the test certificates of `python -m psremote_testserver.certs`
+# (PSREMOTE_CERTS) with client certificates accepted, CredSSP enabled and channel bindings
+# required, and a Kerberos one (PSREMOTE_KRB_URL; the tests name the SPN's host, localhost, with
+# psr_config_set_kerberos) accepting the tickets of a throwaway MIT realm started once for all runs
+# with `python -m psremote_testserver.kdc DIR` (PSREMOTE_KRB_KDC, PSREMOTE_KRB_REALM) and
+# stopped at exit.
 # The last line is "N passed, M failed", summed over all runs; a run that crashes, times out or
 # reports a valgrind error counts as one more failure. Exit status 0 only when nothing failed.
 #
@@ -87,9 +91,11 @@ done
 ep_dir=$(mktemp -d)
 ep_pid=
 tls_pid=
+krb_pid=
+kdc_pid=
 stop_endpoint() {
   local pid
-  for pid in "$ep_pid" "$tls_pid"; do
+  for pid in "$ep_pid" "$tls_pid" "$krb_pid"; do
     if [ -n "$pid" ]; then
       kill "$pid" 2>/dev/null
       wait "$pid" 2>/dev/null
@@ -97,8 +103,16 @@ stop_endpoint() {
   done
   ep_pid=
   tls_pid=
+  krb_pid=
 }
-trap 'stop_endpoint; rm -rf "$ep_dir"' EXIT
+stop_kdc() {
+  if [ -n "$kdc_pid" ]; then
+    kill "$kdc_pid" 2>/dev/null
+    wait "$kdc_pid" 2>/dev/null
+  fi
+  kdc_pid=
+}
+trap 'stop_endpoint; stop_kdc; rm -rf "$ep_dir"' EXIT
 printf 'DOMAIN:user:Passw0rd!\n' >"$ep_dir/users"
 
 # The test certificates, once: the CA-signed server certificate for localhost/127.0.0.1, other
@@ -111,6 +125,30 @@ if "$py" -m psremote_testserver.certs "$PSREMOTE_CERTS" >"$ep_dir/certs.json" 2>
   export PSREMOTE_SERVER_PIN PSREMOTE_SERVER_SHA256
 else
   echo "cannot make the test certificates:" >&2; cat "$ep_dir/certs.log" >&2
+fi
+
+# The Kerberos realm, once: PSREMOTE.TEST with its KDC on 127.0.0.1 (UDP and TCP), its
+# krb5.conf and the endpoint's keytab in $ep_dir/realm. The CLI prints one JSON line when the
+# KDC answers and serves until SIGTERM, which also stops krb5kdc.
+realm_dir=$ep_dir/realm
+krb_conf=
+krb_keytab=
+"$py" -m psremote_testserver.kdc "$realm_dir" >"$ep_dir/realm.json" 2>"$ep_dir/realm.log" &
+kdc_pid=$!
+for _ in $(seq 1 300); do
+  [ -s "$ep_dir/realm.json" ] && break
+  kill -0 "$kdc_pid" 2>/dev/null || break
+  sleep 0.1
+done
+if [ -s "$ep_dir/realm.json" ]; then
+  read -r PSREMOTE_KRB_REALM PSREMOTE_KRB_KDC krb_conf krb_keytab < <("$py" -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+print(d["realm"], d["kdc"], d["krb5_conf"], d["keytab"])' "$ep_dir/realm.json")
+  export PSREMOTE_KRB_REALM PSREMOTE_KRB_KDC
+else
+  echo "cannot start the Kerberos realm (make krb-deps installs the MIT KDC):" >&2; cat "$ep_dir/realm.log" >&2
+  stop_kdc
 fi
 
 launch() { # url_file, log_file, extra arguments...; sets launched_pid
@@ -134,16 +172,26 @@ wait_url() { # pid, url_file, log_file; prints the URL
 
 start_endpoint() { # fresh endpoints per run: counters start at zero, a failed run leaks nothing into the next
   stop_endpoint
-  launch "$ep_dir/url" "$ep_dir/endpoint.log"
+  launch "$ep_dir/url" "$ep_dir/endpoint.log" --auth negotiate,ntlm,credssp,basic
   ep_pid=$launched_pid
   launch "$ep_dir/https-url" "$ep_dir/https-endpoint.log" \
     --tls-cert "$PSREMOTE_CERTS/server.pem" --tls-key "$PSREMOTE_CERTS/server-key.pem" \
-    --client-ca "$PSREMOTE_CERTS/ca.pem" --auth negotiate,ntlm,basic,certificate --cbt strict
+    --client-ca "$PSREMOTE_CERTS/ca.pem" --auth negotiate,ntlm,credssp,basic,certificate --cbt strict
   tls_pid=$launched_pid
+  if [ -n "$krb_conf" ]; then
+    # The acceptor reads the realm from KRB5_CONFIG; its replay cache goes to the realm's directory.
+    KRB5_CONFIG=$krb_conf KRB5RCACHEDIR=$realm_dir \
+      launch "$ep_dir/krb-url" "$ep_dir/krb-endpoint.log" --keytab "$krb_keytab" --auth negotiate,kerberos
+    krb_pid=$launched_pid
+  fi
   PSREMOTE_URL=$(wait_url "$ep_pid" "$ep_dir/url" "$ep_dir/endpoint.log") || { ep_pid=; return 1; }
   PSREMOTE_HTTPS_URL=$(wait_url "$tls_pid" "$ep_dir/https-url" "$ep_dir/https-endpoint.log") || { tls_pid=; return 1; }
   [ -n "$PSREMOTE_URL" ] && [ -n "$PSREMOTE_HTTPS_URL" ] || { echo "an endpoint printed no URL" >&2; return 1; }
   export PSREMOTE_URL PSREMOTE_HTTPS_URL
+  if [ -n "$krb_pid" ]; then
+    PSREMOTE_KRB_URL=$(wait_url "$krb_pid" "$ep_dir/krb-url" "$ep_dir/krb-endpoint.log") || { krb_pid=; return 1; }
+    export PSREMOTE_KRB_URL
+  fi
 }
 
 # --- the runs -----------------------------------------------------------------------------------
@@ -195,8 +243,9 @@ if command -v valgrind >/dev/null; then
   # Errors and definitely-lost bytes fail the run (exit 99); "possibly lost" and "still
   # reachable" blocks belong to the library's runtime threads, alive at exit by design. The only
   # suppressions (valgrind.supp) are Memcheck's false positives in ring's AES-GCM assembly under
-  # TLS, explained there.
-  run valgrind c-shared 1800 valgrind --quiet --error-exitcode=99 --leak-check=full \
+  # TLS and CredSSP, explained there. PSR_TEST_VALGRIND tells the tests (CredSSP over http logs on
+  # but sends no sealed body there; see test_credssp).
+  PSR_TEST_VALGRIND=1 run valgrind c-shared 1800 valgrind --quiet --error-exitcode=99 --leak-check=full \
     --errors-for-leak-kinds=definite --show-leak-kinds=definite --num-callers=30 \
     --suppressions="$here/valgrind.supp" "$out/test_api_shared"
 else
