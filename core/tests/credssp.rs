@@ -5,9 +5,6 @@
 
 mod common;
 
-use std::fmt::Write as _;
-use std::sync::{Arc, Mutex, OnceLock};
-
 use common::{DOMAIN_USER, Endpoint, PASSWORD, block_on};
 use psremote::ErrorKind;
 use psremote::client::{
@@ -15,9 +12,6 @@ use psremote::client::{
 };
 use psremote::clixml::Value;
 use psremote::psrp::{Command, PipelineSpec};
-use tracing::field::{Field, Visit};
-use tracing_subscriber::Layer;
-use tracing_subscriber::layer::{Context, SubscriberExt};
 
 const CREDSSP: &[&str] = &["--auth", "credssp,ntlm"];
 
@@ -212,49 +206,13 @@ fn a_corrupted_sealed_reply_is_a_protocol_error() {
     });
 }
 
-/// Writes every event (level, target, fields) into one string, for the whole test binary.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<String>>);
-
-struct Fields<'a>(&'a mut String);
-
-impl Visit for Fields<'_> {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        let _ = write!(self.0, " {}={:?}", field.name(), value);
-    }
-    fn record_str(&mut self, field: &Field, value: &str) {
-        let _ = write!(self.0, " {}={}", field.name(), value);
-    }
-}
-
-impl<S: tracing::Subscriber> Layer<S> for Capture {
-    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
-        let mut line = format!("{} {}", event.metadata().level(), event.metadata().target());
-        event.record(&mut Fields(&mut line));
-        let mut all = self.0.lock().unwrap();
-        all.push_str(&line);
-        all.push('\n');
-    }
-}
-
-fn capture() -> &'static Capture {
-    static CAPTURE: OnceLock<Capture> = OnceLock::new();
-    CAPTURE.get_or_init(|| {
-        let capture = Capture::default();
-        let subscriber = tracing_subscriber::registry()
-            .with(capture.clone().with_filter(tracing::level_filters::LevelFilter::TRACE));
-        tracing::subscriber::set_global_default(subscriber).unwrap();
-        capture
-    })
-}
-
 #[test]
 fn every_delegation_is_logged_as_an_audit_warning_without_the_password() {
-    let capture = capture();
+    let capture = common::capture::capture();
     let ep = Endpoint::start(CREDSSP);
     let endpoint = format!("endpoint={}", ep.url);
     echo(http_config(&ep), "audited").unwrap();
-    let logs = capture.0.lock().unwrap().clone();
+    let logs = capture.text();
     let warnings: Vec<&str> = logs
         .lines()
         .filter(|l| l.starts_with("WARN psremote::audit") && l.contains("event=credssp_delegation"))

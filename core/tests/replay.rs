@@ -12,7 +12,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command as Process, Stdio};
@@ -131,24 +131,7 @@ impl Replay {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start the replay server (run `make venv` first)");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut r = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = r.read_line(&mut line);
-            let _ = tx.send(line);
-            let mut sink = Vec::new();
-            let _ = r.read_to_end(&mut sink);
-        });
-        let line = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(l) => l,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("the replay server did not print its URL within 30 s");
-            }
-        };
-        let url = line.trim().to_owned();
+        let url = common::first_line(&mut child, Duration::from_secs(30), "the replay server");
         assert!(url.starts_with("http://127.0.0.1:"), "unexpected replay server line {url:?}");
         let port = url["http://127.0.0.1:".len()..].split('/').next().unwrap().parse().unwrap();
         Replay { child, url, port, name: transcript.to_owned() }
@@ -207,16 +190,7 @@ impl Replay {
 
 impl Drop for Replay {
     fn drop(&mut self) {
-        let _ = Process::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        common::stop_child(&mut self.child);
     }
 }
 

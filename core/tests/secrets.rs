@@ -7,53 +7,17 @@
 mod common;
 
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex};
 
 use common::{DOMAIN_USER, Endpoint, Realm, block_on};
 use psremote::client::{Client, ClientConfig, KerberosOptions, Mechanism, PoolConfig, RunspacePool};
 use psremote::clixml::Value;
 use psremote::psrp::{Command, PipelineSpec};
-use tracing::field::{Field, Visit};
-use tracing_subscriber::Layer;
-use tracing_subscriber::layer::{Context, SubscriberExt};
 
 /// Distinct from the shared test password so that no other test's text can match by accident.
 const SECRET_PASSWORD: &str = "Zq7!unique-Pa55word";
 const SECURE_PLAINTEXT: &str = "launch-code-4471-xyzzy";
 /// The test realm's password for `user` (psremote_testserver.kdc).
 const KRB_PASSWORD: &str = "Passw0rd!";
-
-/// Writes every event (target, level, every field) into one string.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<String>>);
-
-struct Fields<'a>(&'a mut String);
-
-impl Visit for Fields<'_> {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        let _ = write!(self.0, " {}={:?}", field.name(), value);
-    }
-    fn record_str(&mut self, field: &Field, value: &str) {
-        let _ = write!(self.0, " {}={}", field.name(), value);
-    }
-}
-
-impl<S: tracing::Subscriber> Layer<S> for Capture {
-    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
-        let mut line = format!("{} {}", event.metadata().level(), event.metadata().target());
-        event.record(&mut Fields(&mut line));
-        let mut all = self.0.lock().unwrap();
-        all.push_str(&line);
-        all.push('\n');
-    }
-    fn on_new_span(&self, attrs: &tracing::span::Attributes<'_>, _: &tracing::span::Id, _: Context<'_, S>) {
-        let mut line = format!("span {}", attrs.metadata().name());
-        attrs.record(&mut Fields(&mut line));
-        let mut all = self.0.lock().unwrap();
-        all.push_str(&line);
-        all.push('\n');
-    }
-}
 
 fn endpoint_session_keys(ep: &Endpoint) -> Vec<String> {
     let state: serde_json::Value = serde_json::from_str(&ep.state()).unwrap();
@@ -62,10 +26,7 @@ fn endpoint_session_keys(ep: &Endpoint) -> Vec<String> {
 
 #[test]
 fn no_secret_reaches_the_logs_at_trace_level() {
-    let capture = Capture::default();
-    let subscriber =
-        tracing_subscriber::registry().with(capture.clone().with_filter(tracing::level_filters::LevelFilter::TRACE));
-    tracing::subscriber::set_global_default(subscriber).unwrap();
+    let capture = common::capture::capture();
 
     let dir = common::TempDir::new("secrets-users");
     let users = dir.0.join("users");
@@ -142,7 +103,7 @@ fn no_secret_reaches_the_logs_at_trace_level() {
 
     let keys = endpoint_session_keys(&ep);
     assert!(!keys.is_empty(), "the endpoint reported no session key: the key exchange did not happen");
-    let logs = capture.0.lock().unwrap().clone();
+    let logs = capture.text();
     // The capture really saw the session: audit events and trace-level detail are present.
     assert!(logs.contains("psremote::audit") && logs.contains("event=connect"), "{logs}");
     assert!(logs.contains("TRACE"), "nothing was captured at TRACE");

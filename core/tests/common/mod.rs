@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod capture;
 pub mod transcripts;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -140,25 +141,7 @@ impl Endpoint {
             None
         };
         let mut child = cmd.spawn().expect("start the loopback endpoint (run `make venv` first)");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let mut r = BufReader::new(stdout);
-            let _ = r.read_line(&mut line);
-            let _ = tx.send(line);
-            // Keep draining so the endpoint never blocks on a full pipe.
-            let mut sink = Vec::new();
-            let _ = r.read_to_end(&mut sink);
-        });
-        let line = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(l) => l,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("the endpoint did not print its URL within 30 s");
-            }
-        };
-        let url = line.trim().to_owned();
+        let url = first_line(&mut child, Duration::from_secs(30), "the endpoint");
         let rest = url
             .strip_prefix("http://127.0.0.1:")
             .or_else(|| url.strip_prefix("https://127.0.0.1:"))
@@ -231,18 +214,44 @@ fn tls_client(tcp: TcpStream) -> rustls::StreamOwned<rustls::ClientConnection, T
 
 impl Drop for Endpoint {
     fn drop(&mut self) {
-        // SIGTERM lets it kill its child processes; fall back to SIGKILL.
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop_child(&mut self.child);
     }
+}
+
+/// Waits up to `timeout` for the first line `child` prints; the rest of its output is drained in
+/// the background so it never blocks on a full pipe. Kills the child and panics if no line comes.
+pub fn first_line(child: &mut Child, timeout: Duration, what: &str) -> String {
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let mut r = BufReader::new(stdout);
+        let _ = r.read_line(&mut line);
+        let _ = tx.send(line);
+        let mut sink = Vec::new();
+        let _ = r.read_to_end(&mut sink);
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(line) if !line.is_empty() => line.trim().to_owned(),
+        _ => {
+            let _ = child.kill();
+            panic!("{what} printed nothing within {timeout:?}");
+        }
+    }
+}
+
+/// SIGTERM (so the child can stop its own children), then SIGKILL after five seconds.
+pub fn stop_child(child: &mut Child) {
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// Runs a future on psremote's runtime. A watchdog aborts the test binary after two minutes so
@@ -291,17 +300,7 @@ impl Realm {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start the test KDC (run `make venv` first)");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let mut r = BufReader::new(stdout);
-            let _ = r.read_line(&mut line);
-            let _ = tx.send(line);
-            let mut sink = Vec::new();
-            let _ = r.read_to_end(&mut sink);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
+        let line = first_line(&mut child, Duration::from_secs(60), "the test KDC");
         let v: serde_json::Value = match serde_json::from_str(&line) {
             Ok(v) => v,
             Err(_) => {
@@ -323,15 +322,6 @@ impl Realm {
 
 impl Drop for Realm {
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop_child(&mut self.child);
     }
 }
