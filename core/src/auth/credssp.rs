@@ -25,10 +25,8 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 
 use rustls::client::Resumption;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CipherSuite, ClientConfig, ClientConnection, DigitallySignedStruct, ProtocolVersion, SignatureScheme};
+use rustls::pki_types::ServerName;
+use rustls::{CipherSuite, ClientConfig, ClientConnection, ProtocolVersion};
 use sspi::credssp::{ClientMode, ClientState, CredSspClient, CredSspMode, TsRequest};
 use sspi::generator::GeneratorState;
 use sspi::ntlm::NtlmConfig;
@@ -306,7 +304,7 @@ fn tls_config() -> Result<Arc<ClientConfig>> {
         rustls::SupportedCipherSuite::Tls13(_) => true,
         rustls::SupportedCipherSuite::Tls12(_) => TLS12_SUITES.contains(&s.suite()),
     });
-    let verifier = Arc::new(CredSspCertificate { algorithms: provider.signature_verification_algorithms });
+    let verifier = Arc::new(crate::transport::Verifier::any_certificate(provider.signature_verification_algorithms));
     let mut config = ClientConfig::builder_with_provider(Arc::new(provider))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| auth_err(format!("TLS channel: {e}")))?
@@ -319,51 +317,9 @@ fn tls_config() -> Result<Arc<ClientConfig>> {
     Ok(Arc::new(config))
 }
 
-/// Accepts the server's CredSSP certificate whatever its issuer and name (`pubKeyAuth` binds it
-/// to the logon), but still checks that the server holds its key.
-#[derive(Debug)]
-struct CredSspCertificate {
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for CredSspCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use rustls::pki_types::PrivateKeyDer;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     use rustls::{ServerConfig, ServerConnection, SupportedProtocolVersion};
 
     use super::*;

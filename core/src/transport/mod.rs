@@ -22,6 +22,7 @@ use crate::auth::{Credentials, KerberosOptions, Mechanism, policy};
 use crate::error::{Error, Result};
 
 pub(crate) use cert::{sec_channel_bindings, subject_public_key};
+pub(crate) use tls::Verifier;
 
 /// Reads a public-key pin (64 hex digits, optionally `sha256/`-prefixed or colon-separated).
 pub fn parse_pin(text: &str) -> Result<[u8; 32]> {

@@ -306,12 +306,20 @@ pub(crate) fn describe_failure(endpoint: &str, name: &str, err: &std::io::Error)
     Error::Tls { endpoint: endpoint.to_owned(), message: why }
 }
 
-/// Chain and name verification (unless skipped), then the pins.
+/// Chain and name verification (unless skipped), then the pins; handshake signatures always.
 #[derive(Debug)]
-struct Verifier {
+pub(crate) struct Verifier {
     chain: Option<Arc<WebPkiServerVerifier>>,
     pins: Vec<[u8; 32]>,
     algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl Verifier {
+    /// Accepts any certificate, whatever its issuer and name, but still checks that the server
+    /// holds its key (CredSSP's inner channel: `pubKeyAuth` binds the certificate to the logon).
+    pub(crate) fn any_certificate(algorithms: WebPkiSupportedAlgorithms) -> Self {
+        Self { chain: None, pins: Vec::new(), algorithms }
+    }
 }
 
 #[derive(Debug)]
