@@ -415,21 +415,11 @@ fn seal_protocol(mechanism: Mechanism) -> Protocol {
 }
 
 fn unseal_body(ctx: &mut SecurityContext, raw: &[u8]) -> Result<Vec<u8>> {
-    let parts = encryption::parse(raw)?;
-    let mut out = Vec::with_capacity(raw.len());
-    for part in parts {
-        let mut data = part.ciphertext.to_vec();
-        ctx.unseal(part.header, &mut data)?;
-        if data.len() != part.length {
-            return Err(Error::protocol(format!(
-                "unsealed {} bytes where OriginalContent announced {}",
-                data.len(),
-                part.length
-            )));
-        }
-        out.extend_from_slice(&data);
-    }
-    Ok(out)
+    encryption::unseal_with(raw, |header, ciphertext| {
+        let mut data = ciphertext.to_vec();
+        ctx.unseal(header, &mut data)?;
+        Ok(data)
+    })
 }
 
 fn b64(data: &[u8]) -> String {
