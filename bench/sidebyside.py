@@ -17,7 +17,8 @@ release build, the smoke run uses the debug build in the virtualenv), pypsrp 0.9
 (cmd only); for decoding also psremote's core (the Rust ``clixml-decode --json``) and psrpcore.
 Everyone connects with NTLM and message encryption over HTTP (psremote with ``trusted_hosts``).
 
-Options worth knowing: ``--only latency,output`` runs some scenarios; ``--rounds N``;
+Options worth knowing: ``--only latency,output`` runs some scenarios, ``--contenders psremote``
+some contenders; ``--rounds N``;
 ``--profile DIR`` runs Python workers under cProfile and writes ``DIR/SCENARIO-CONTENDER.txt``;
 ``--endpoint-profile DIR`` runs the endpoint under cProfile (every thread) and writes
 ``DIR/endpoint-SCENARIO.txt``.
@@ -687,7 +688,9 @@ def fmt(x: float, unit: str = "") -> str:
     return s + unit
 
 
-def table(results: Dict[str, Dict[str, List[Dict[str, Any]]]], params: Dict[str, Any]) -> Tuple[str, List[Dict[str, Any]]]:
+def table(
+    results: Dict[str, Dict[str, List[Dict[str, Any]]]], params: Dict[str, Any], smoke: bool = False
+) -> Tuple[str, List[Dict[str, Any]]]:
     """Markdown table of medians and ratios; also the rows as data."""
     rows: List[Dict[str, Any]] = []
 
@@ -717,8 +720,10 @@ def table(results: Dict[str, Dict[str, List[Dict[str, Any]]]], params: Dict[str,
             value = ours if not incumbent else ratio
             met = value >= bound if op == ">=" else value <= bound
         cpu_get = cpu or (lambda r: r.get("endpoint_cpu", float("nan")))
+        client_get = cpu or (lambda r: r.get("client_cpu", float("nan")))
         wall_get = lambda r: r.get("seconds", float("nan"))  # noqa: E731
         row = {
+            "scenario": scenario,
             "number": number,
             "what": what,
             "unit": unit,
@@ -730,6 +735,7 @@ def table(results: Dict[str, Dict[str, List[Dict[str, Any]]]], params: Dict[str,
             "ratio": ratio,
             "target": f"{target[0]} {target[1]:g}{'x' if incumbent else ' ' + unit}" if target else "",
             "met": met,
+            "client_cpu": [med(scenario, c, client_get) for c in (contender, incumbent) if c],
             "endpoint_cpu": [med(scenario, c, cpu_get) for c in (contender, incumbent) if c],
             "endpoint_share": [
                 med(scenario, c, cpu_get) / med(scenario, c, wall_get) if c else float("nan") for c in (contender, incumbent) if c
@@ -766,20 +772,25 @@ def table(results: Dict[str, Dict[str, List[Dict[str, Any]]]], params: Dict[str,
     add("7", "Fan-out: RSS before the fan-out", "MB", "fanout", lambda r: r["baseline_rss_mb"], "pypsrp", None)
 
     lines = [
-        "| # | measurement | unit | psremote | incumbent | psrpcore | psremote/incumbent | target | met | endpoint CPU s (share of wall) |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | --- | --- | --- |",
+        "| # | measurement | unit | psremote | incumbent | psrpcore | psremote/incumbent | target | met "
+        "| client CPU s (psremote / incumbent) | endpoint CPU s, share of wall (psremote / incumbent) |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | --- | --- | --- | --- |",
     ]
+    shown: set = set()
     for r in rows:
         incumbent = f"{fmt(r['incumbent'])} ({r['incumbent_name']})" if r["incumbent_name"] else ""
         third = fmt(r["third"]) if r["third_name"] else ""
         ratio = f"{r['ratio']:.2f}x" if r["ratio"] == r["ratio"] else ""
-        met = {None: "", True: "yes", False: "**no**"}[r["met"]]
-        cpu = " / ".join(
-            f"{c:.2f} ({s * 100:.0f}%)" for c, s in zip(r["endpoint_cpu"], r["endpoint_share"]) if c == c
-        ) if r["unit"] != "ms" or "CPU" not in r["what"] else ""
+        met = "" if smoke else {None: "", True: "yes", False: "**no**"}[r["met"]]
+        first = r["scenario"] not in shown
+        shown.add(r["scenario"])
+        cpu = " / ".join(f"{c:.2f} ({s * 100:.0f}%)" for c, s in zip(r["endpoint_cpu"], r["endpoint_share"]) if c == c)
+        client = " / ".join(f"{c:.2f}" for c in r["client_cpu"] if c == c)
+        if not first:  # the CPU columns once per scenario, on its row with a target
+            cpu = client = ""
         lines.append(
             f"| {r['number']} | {r['what']} | {r['unit']} | {fmt(r['psremote'])} | {incumbent} | {third} | {ratio} | "
-            f"{r['target']} | {met} | {cpu} |"
+            f"{r['target']} | {met} | {client} | {cpu} |"
         )
     return "\n".join(lines), rows
 
@@ -804,7 +815,7 @@ def driver(args: argparse.Namespace) -> int:
             subprocess.run([args.decode_bin, "--dump", str(dump)], check=True, env=env)
             params["dump_dir"] = str(dump)
         for scenario in scenarios:
-            contenders = SCENARIOS[scenario]
+            contenders = [c for c in SCENARIOS[scenario] if not args.contenders or c in args.contenders.split(",")]
             endpoint = None
             if scenario != "decode":
                 profile = Path(args.endpoint_profile) / f"endpoint-{scenario}.txt" if args.endpoint_profile else None
@@ -823,7 +834,7 @@ def driver(args: argparse.Namespace) -> int:
                 if endpoint is not None:
                     endpoint.stop()
             print(f"{scenario}: {time.monotonic() - t:.1f} s", file=sys.stderr)
-    markdown, rows = table(results, params)
+    markdown, rows = table(results, params, args.smoke)
     info["duration_s"] = round(time.monotonic() - started, 1)
     head = (
         f"Machine: {info['machine']['cpu']}, {info['machine']['memory']}, {info['machine']['os']} "
@@ -831,6 +842,8 @@ def driver(args: argparse.Namespace) -> int:
         + ", ".join(f"{k} {v}" for k, v in info["versions"].items())
         + f"; {params['rounds']} round(s), medians; {info['duration_s']} s."
     )
+    if args.smoke:
+        head = "Smoke run: every contender's output was checked; debug builds and tiny inputs, so the numbers mean nothing.\n" + head
     text = f"{head}\n\n{markdown}\n"
     print(text)
     (out_dir / "results.md").write_text(text)
@@ -843,6 +856,7 @@ def main() -> int:
     parser.add_argument("--smoke", action="store_true", help="a tiny run that checks outputs only")
     parser.add_argument("--rounds", type=int, default=0)
     parser.add_argument("--only", default="", help="comma-separated scenarios: " + ",".join(SCENARIOS))
+    parser.add_argument("--contenders", default="", help="comma-separated contenders (default: all)")
     parser.add_argument("--out", default=str(ROOT / "target" / "bench"))
     parser.add_argument("--psremote-site", default="", help="directory holding a psremote build (PYTHONPATH)")
     parser.add_argument("--decode-bin", default=str(ROOT / "target" / "release" / "clixml-decode"))
