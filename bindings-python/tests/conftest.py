@@ -7,6 +7,7 @@ read with a timeout so an endpoint that fails to start fails the test instead of
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
@@ -95,3 +96,25 @@ def child_env(endpoint) -> Dict[str, str]:
         PYTHONUNBUFFERED="1",
     )
     return env
+
+
+@pytest.fixture
+def psremote_records() -> Iterator[List[logging.LogRecord]]:
+    """Every record of the ``psremote`` logger tree at INFO and above. Request it before the
+    clients are created, so the native side forwards their records."""
+    records: List[logging.LogRecord] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    logger = logging.getLogger("psremote")
+    handler = Collect(logging.INFO)
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, List
 
 import pytest
 
 import psremote
 from psremote import AuthenticationError, SecurityPolicyError
-from psremote_testserver.testing import DOMAIN, PASSWORD, USER, Endpoint
+from psremote_testserver.testing import DOMAIN, PASSWORD, USER, Endpoint, wait_for
 
 TRUSTED = ["127.0.0.1"]
 DOMAIN_USER = f"{DOMAIN}\\{USER}"
@@ -63,38 +62,6 @@ def assert_delegated(endpoint: Endpoint) -> Dict[str, Any]:
     assert logon["credssp_user"] == DOMAIN_USER, logon
     assert logon["credssp_password_ok"] is True, logon
     return logon
-
-
-@pytest.fixture
-def psremote_records() -> Iterator[List[logging.LogRecord]]:
-    """Every record of the ``psremote`` logger tree at INFO and above; set up before the clients
-    are created, so the native side forwards them."""
-    records: List[logging.LogRecord] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(record)
-
-    logger = logging.getLogger("psremote")
-    handler = Collect(logging.INFO)
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield records
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
-
-
-def wait_for(predicate, timeout: float = 5.0) -> bool:
-    """Native records reach logging through a forwarder thread: poll for them."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def full_text(record: logging.LogRecord) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List
 
@@ -21,7 +20,7 @@ import pytest
 import psremote
 from psremote import AuthenticationError, ConfigurationError
 from psremote_testserver.kdc import Realm
-from psremote_testserver.testing import Endpoint, launch
+from psremote_testserver.testing import Endpoint, launch, wait_for
 
 KRB_PASSWORD = "Passw0rd!"
 WRONG_PASSWORD = "Not-The-Krb-Passw0rd"
@@ -169,40 +168,8 @@ def test_the_kdc_option_wins_over_psremote_kdc(realm, krb_endpoint, monkeypatch)
 # --- delegation -----------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def audit_records() -> Iterator[List[logging.LogRecord]]:
-    """Every record of the ``psremote`` logger tree at INFO and above (set before the clients are
-    created, so the native side forwards them)."""
-    records: List[logging.LogRecord] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(record)
-
-    logger = logging.getLogger("psremote")
-    handler = Collect(logging.INFO)
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield records
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
-
-
-def wait_for(predicate, timeout: float = 5.0) -> bool:
-    """Native records reach logging through a forwarder thread: poll for them."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
 @pytest.mark.parametrize("auth", ["kerberos", "negotiate"])
-def test_delegation_hands_the_server_a_forwarded_ticket(realm, krb_endpoint, audit_records, auth):
+def test_delegation_hands_the_server_a_forwarded_ticket(realm, krb_endpoint, psremote_records, auth):
     with krb_client(realm, krb_endpoint, auth=auth, delegate=True) as client:
         assert client.run_ps("Write-Output delegated").output == ["delegated"]
         assert client.connection_info is not None and client.connection_info.negotiated == "kerberos"
@@ -212,9 +179,9 @@ def test_delegation_hands_the_server_a_forwarded_ticket(realm, krb_endpoint, aud
     assert logon["delegated_principal"] == f"user@{realm.realm}", logon
 
     def delegation_warnings() -> List[logging.LogRecord]:
-        return [r for r in audit_records if r.name == "psremote.audit" and "delegating a forwardable Kerberos ticket" in r.getMessage()]
+        return [r for r in psremote_records if r.name == "psremote.audit" and "delegating a forwardable Kerberos ticket" in r.getMessage()]
 
-    assert wait_for(lambda: bool(delegation_warnings())), [r.getMessage() for r in audit_records]
+    assert wait_for(lambda: bool(delegation_warnings())), [r.getMessage() for r in psremote_records]
     warning = delegation_warnings()[0]
     assert warning.levelno == logging.WARNING
     assert warning.psremote.get("target_spn") == "HTTP/localhost"

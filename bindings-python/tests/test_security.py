@@ -14,7 +14,7 @@ import hashlib
 import logging
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, List
 
 import pytest
 from cryptography import x509
@@ -232,24 +232,6 @@ def test_a_pin_proves_the_server_without_a_ca(start_endpoint, test_certs):
     )
     with client:
         assert client.run_ps("Write-Output pinned-only").output == ["pinned-only"]
-
-
-@pytest.fixture
-def psremote_records() -> Iterator[List[logging.LogRecord]]:
-    records: List[logging.LogRecord] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(record)
-
-    logger = logging.getLogger("psremote")
-    handler = Collect(logging.INFO)
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    yield records
-    logger.removeHandler(handler)
-    logger.setLevel(old_level)
 
 
 def test_insecure_skip_verify_refuses_ntlm_and_warns_on_every_connection(start_endpoint, test_certs, psremote_records):

@@ -17,7 +17,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 from urllib.parse import urlsplit
 
 USER = "user"
@@ -134,3 +134,14 @@ def launch(
         process.wait()
         raise RuntimeError(f"endpoint failed to start: {stderr_path.read_text()}") from None
     return Endpoint(url, process, stderr_path, cafile=str(cafile) if cafile else None)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Polls `predicate` until it holds or `timeout` seconds pass (for state other threads or
+    processes update: the endpoint's counters, records forwarded from native code)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
