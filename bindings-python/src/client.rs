@@ -476,15 +476,24 @@ impl RunspacePool {
 #[pyclass(frozen, module = "psremote._native")]
 pub struct Pipeline {
     id: String,
-    events: Arc<AsyncMutex<core::Pipeline>>,
+    events: Arc<AsyncMutex<EventSource>>,
     control: core::PipelineControl,
     pool: core::RunspacePool,
 }
 
 impl Pipeline {
     fn new(p: core::Pipeline, pool: core::RunspacePool) -> Self {
-        Self { id: p.id().to_string(), control: p.control(), events: Arc::new(AsyncMutex::new(p)), pool }
+        let (id, control) = (p.id().to_string(), p.control());
+        Self { id, control, events: Arc::new(AsyncMutex::new(EventSource { pipeline: p, deferred: None })), pool }
     }
+}
+
+/// The core pipeline's events, and an error that came after events already taken for a batch:
+/// the batch is handed over first, the error on the next call.
+#[derive(Debug)]
+struct EventSource {
+    pipeline: core::Pipeline,
+    deferred: Option<psremote::Error>,
 }
 
 fn has_secure_string(v: &psremote::clixml::Value) -> bool {
@@ -518,7 +527,7 @@ fn event_has_secure_string(ev: &Event) -> bool {
 /// Like [`next_events`], then makes sure the session key is there when an event carries a
 /// SecureString, so converting on a runtime thread never has to wait.
 async fn next_events_keyed(
-    events: Arc<AsyncMutex<core::Pipeline>>,
+    events: Arc<AsyncMutex<EventSource>>,
     pool: core::RunspacePool,
     max: usize,
 ) -> psremote::Result<Vec<Event>> {
@@ -545,13 +554,26 @@ fn events_to_py_now(py: Python<'_>, events: &[Event], pool: &core::RunspacePool)
 /// A batch of at least this many events is converted with Python's garbage collector paused.
 const GC_PAUSE_EVENTS: usize = 64;
 
-/// Waits for at least one event (unless finished) and takes up to `max` that have arrived.
+/// How long a batch of events waits for the next one while more are likely on their way.
+///
+/// A Receive's reply turns into events one by one; handing each few to Python separately costs a
+/// thread wake-up and a GIL round trip per batch (for 100,000 small objects that was most of the
+/// time). Lingering this long per batch gathers a reply's events at the price of at most this
+/// much latency for an event that is followed by nothing for a while.
+const BATCH_LINGER: Duration = Duration::from_millis(2);
+
+/// Waits for at least one event (unless finished) and takes up to `max`: those that have arrived,
+/// and with `max > 1` those arriving within [`BATCH_LINGER`] of each other, until the final state.
 async fn next_events(
-    events: Arc<AsyncMutex<core::Pipeline>>,
+    events: Arc<AsyncMutex<EventSource>>,
     max: usize,
     timeout: Option<Duration>,
 ) -> psremote::Result<Vec<Event>> {
-    let mut p = events.lock().await;
+    let mut source = events.lock().await;
+    if let Some(e) = source.deferred.take() {
+        return Err(e);
+    }
+    let p = &mut source.pipeline;
     let first = match timeout {
         Some(t) => tokio::time::timeout(t, p.next_event())
             .await
@@ -560,13 +582,29 @@ async fn next_events(
     };
     let Some(first) = first else { return Ok(Vec::new()) };
     let mut out = vec![first];
-    while out.len() < max {
-        match p.try_next_event() {
-            Some(ev) => out.push(ev?),
+    let mut failed = None;
+    while out.len() < max && failed.is_none() {
+        let next = match p.try_next_event() {
+            Some(ev) => Some(ev),
+            None if is_final(out.last()) => None,
+            // Cancel-safe: the core pipeline's events come from a channel.
+            None => match tokio::time::timeout(BATCH_LINGER, p.next_event()).await {
+                Ok(ev) => ev.transpose(),
+                Err(_) => None,
+            },
+        };
+        match next {
+            Some(Ok(ev)) => out.push(ev),
+            Some(Err(e)) => failed = Some(e),
             None => break,
         }
     }
+    source.deferred = failed;
     Ok(out)
+}
+
+fn is_final(ev: Option<&Event>) -> bool {
+    matches!(ev, Some(Event::PipelineState { state, .. }) if state.is_finished())
 }
 
 fn record_dict<'py>(py: Python<'py>, r: &psremote::psrp::ErrorRecord) -> PyResult<Bound<'py, PyDict>> {
