@@ -104,6 +104,7 @@ fn install() {
     SENDER.get_or_init(|| {
         let (tx, rx) = sync_channel::<Record>(4096);
         let _ = std::thread::Builder::new().name("psremote-log".into()).spawn(move || {
+            psremote::client::mask_process_signals();
             for rec in rx {
                 if MAX_LEVEL.load(Ordering::Relaxed) == 0 {
                     continue;

@@ -21,7 +21,7 @@ pub use crate::transport::{
 pub use cmd::{CmdOutput, CmdProcess, CmdShell, CmdShellOptions, CommandOptions, OutputChunk};
 pub use config::ClientConfig;
 pub use powershell::{Host, Pipeline, PipelineControl, PipelineResult, PoolConfig, RunspacePool};
-pub use runtime::runtime;
+pub use runtime::{mask_process_signals, runtime};
 
 use std::sync::Arc;
 use std::time::Duration;
