@@ -105,8 +105,21 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def machine_busy() -> float:
+    """CPU seconds every process on the machine has used so far (all cores, from /proc/stat)."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
 def own_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
 
 
@@ -152,15 +165,23 @@ class Window:
         self._requests = self.endpoint.requests() if self.endpoint else 0
         self._server = process_cpu(self.endpoint.pid) if self.endpoint else 0.0
         self._cpu = own_cpu()
+        self._children = children_cpu()
+        self._busy = machine_busy()
         self._start = time.perf_counter()
         return self
 
     def __exit__(self, *exc: Any) -> None:
         seconds = time.perf_counter() - self._start
+        busy = machine_busy() - self._busy
         self.result = {"seconds": seconds, "client_cpu": own_cpu() - self._cpu}
+        ours = self.result["client_cpu"] + children_cpu() - self._children
         if self.endpoint:
             self.result["endpoint_cpu"] = process_cpu(self.endpoint.pid) - self._server
             self.result["requests"] = self.endpoint.requests() - self._requests
+            ours += self.result["endpoint_cpu"]
+        # Everything else the machine did meanwhile (other users, the commands the endpoint ran):
+        # a quiet machine shows a few hundredths of a second.
+        self.result["other_cpu"] = max(busy - ours, 0.0)
 
 
 class CheckFailed(Exception):
@@ -795,6 +816,24 @@ def table(
     return "\n".join(lines), rows
 
 
+def quietness(results: Dict[str, Dict[str, List[Dict[str, Any]]]]) -> str:
+    """How much CPU the rest of the machine used during the measured windows (largest over rounds)."""
+    parts = []
+    for scenario, by_contender in results.items():
+        worst = []
+        for contender, runs in by_contender.items():
+            values = [r.get("other_cpu") for r in runs if isinstance(r.get("other_cpu"), float)]
+            for key in ("corpus", "synthetic"):
+                values += [r[key]["other_cpu"] for r in runs if isinstance(r.get(key), dict) and "other_cpu" in r[key]]
+            if values:
+                worst.append(f"{contender} {max(values):.2f}")
+        if worst:
+            parts.append(f"{scenario}: " + ", ".join(worst))
+    return "CPU seconds used by other processes during the measured windows (largest over the rounds): " + "; ".join(
+        parts
+    ) + "."
+
+
 def driver(args: argparse.Namespace) -> int:
     params = dict(SMOKE if args.smoke else FULL)
     if args.rounds:
@@ -844,7 +883,7 @@ def driver(args: argparse.Namespace) -> int:
     )
     if args.smoke:
         head = "Smoke run: every contender's output was checked; debug builds and tiny inputs, so the numbers mean nothing.\n" + head
-    text = f"{head}\n\n{markdown}\n"
+    text = f"{head}\n\n{markdown}\n\n{quietness(results)}\n"
     print(text)
     (out_dir / "results.md").write_text(text)
     (out_dir / "results.json").write_text(json.dumps({**info, "rows": rows, "runs": results}, indent=1, default=str))
