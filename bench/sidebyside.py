@@ -51,7 +51,7 @@ os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
 SHORT_SCRIPT = "Write-Output 'hello'"
 SHORT_OUTPUT = ["hello"]
 
-FULL = dict(
+FULL: Dict[str, Any] = dict(
     rounds=3,
     decode_bytes=100_000_000,  # each decoder reads the input repeatedly up to this many bytes ...
     decode_budget=8.0,  # ... or for this many seconds, whichever comes first (at least one pass)
@@ -66,7 +66,7 @@ FULL = dict(
     setup_reps=15,
     fanout_pools=200,
 )
-SMOKE = dict(
+SMOKE: Dict[str, Any] = dict(
     rounds=1,
     decode_bytes=1_000_000,
     decode_budget=0.5,
@@ -376,7 +376,7 @@ def run_input(contender: str, p: Dict[str, Any], ep: Endpoint) -> Dict[str, Any]
             with Window(ep) as w:
                 ps = PowerShell(pool)
                 ps.add_cmdlet("Measure-Input")
-                output = ps.invoke(input=items)
+                output = ps.invoke(input=items)  # type: ignore[arg-type]  # pypsrp takes lists too
             check(not ps.had_errors, "pypsrp: Measure-Input had errors")
             props = pypsrp_props(output[0])
             measured = (props["Count"], props["Bytes"])
@@ -462,13 +462,13 @@ def run_fanout(contender: str, p: Dict[str, Any], ep: Endpoint) -> Dict[str, Any
 
         import psremote
 
-        async def one() -> List[Any]:
+        async def one_pool() -> List[Any]:
             async with psremote.AsyncClient(**psremote_options(ep)) as client:
                 async with client.runspace_pool() as pool:
                     return list((await pool.run_ps(SHORT_SCRIPT)).output)
 
         async def all_at_once() -> List[List[Any]]:
-            return await asyncio.gather(*(one() for _ in range(n)))
+            return await asyncio.gather(*(one_pool() for _ in range(n)))
 
         baseline = current_rss_mb()
         with Window(ep) as w:
@@ -481,7 +481,7 @@ def run_fanout(contender: str, p: Dict[str, Any], ep: Endpoint) -> Dict[str, Any
 
         started = threading.Barrier(n)
 
-        def one(_: int) -> List[Any]:
+        def one_thread(_: int) -> List[Any]:
             started.wait()
             with pypsrp_wsman(ep) as wsman, RunspacePool(wsman) as pool:
                 return pypsrp_script(pool, SHORT_SCRIPT)
@@ -489,7 +489,7 @@ def run_fanout(contender: str, p: Dict[str, Any], ep: Endpoint) -> Dict[str, Any
         baseline = current_rss_mb()
         with Window(ep) as w:
             with ThreadPoolExecutor(max_workers=n) as executor:
-                outputs = list(executor.map(one, range(n)))
+                outputs = list(executor.map(one_thread, range(n)))
     check(len(outputs) == n and all(o == SHORT_OUTPUT for o in outputs), f"{contender}: fan-out outputs wrong")
     return {**w.result, "pools": n, "baseline_rss_mb": baseline}
 
@@ -822,7 +822,7 @@ def quietness(results: Dict[str, Dict[str, List[Dict[str, Any]]]]) -> str:
     for scenario, by_contender in results.items():
         worst = []
         for contender, runs in by_contender.items():
-            values = [r.get("other_cpu") for r in runs if isinstance(r.get("other_cpu"), float)]
+            values: List[float] = [r["other_cpu"] for r in runs if isinstance(r.get("other_cpu"), float)]
             for key in ("corpus", "synthetic"):
                 values += [r[key]["other_cpu"] for r in runs if isinstance(r.get(key), dict) and "other_cpu" in r[key]]
             if values:
@@ -835,14 +835,14 @@ def quietness(results: Dict[str, Dict[str, List[Dict[str, Any]]]]) -> str:
 
 
 def driver(args: argparse.Namespace) -> int:
-    params = dict(SMOKE if args.smoke else FULL)
+    params: Dict[str, Any] = dict(SMOKE if args.smoke else FULL)
     if args.rounds:
         params["rounds"] = args.rounds
     scenarios = [s for s in SCENARIOS if not args.only or s in args.only.split(",")]
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    info = {"machine": machine(), "commit": commit(), "versions": versions(args), "params": params}
+    info: Dict[str, Any] = {"machine": machine(), "commit": commit(), "versions": versions(args), "params": params}
     results: Dict[str, Dict[str, List[Dict[str, Any]]]] = {}
     with tempfile.TemporaryDirectory(prefix="psremote-bench-") as tmp:
         tmp_path = Path(tmp)
