@@ -122,6 +122,13 @@ def test_connection_info_is_none_before_connecting(endpoint):
     assert client.connection_info is None
 
 
+def test_a_pool_reports_its_clients_connection(endpoint):
+    with psremote.Client(url=endpoint.url, username=USER, password=PASSWORD, auth="ntlm", trusted_hosts=TRUSTED) as client:
+        with client.runspace_pool() as pool:
+            assert pool.connection_info is not None
+            assert pool.connection_info == client.connection_info
+
+
 # --- Basic only over HTTPS -----------------------------------------------------------------------
 
 

@@ -339,12 +339,8 @@ class RunspacePool:
 
     @property
     def connection_info(self) -> Optional[ConnectionInfo]:
-        """What the most recent connection established (the mechanism actually used, what
-        encrypts the messages, channel binding, TLS version, cipher suite and the server
-        certificate's SHA-256), or None before the client connected."""
-        native = self._native
-        info = native.connection_info if native is not None else None
-        return ConnectionInfo(**info) if info is not None else None
+        """The client's :attr:`Client.connection_info` (the pool uses the client's connections)."""
+        return self._client.connection_info
 
     def _usable(self) -> bool:
         return not self._closed and self._native.state == "Opened"
