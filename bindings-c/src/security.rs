@@ -224,13 +224,7 @@ pub extern "C" fn psr_config_set_message_encryption(
 ) -> PsrResult {
     guard(err, || {
         let c = handle_mut(c, "c")?;
-        c.0.message_encryption = match str_arg(mode, "mode")?.to_ascii_lowercase().as_str() {
-            "auto" => MessageEncryption::Auto,
-            "always" => MessageEncryption::Always,
-            other => {
-                return Err(invalid_config(format!("unknown message encryption mode {other:?}; use auto or always")));
-            }
-        };
+        c.0.message_encryption = str_arg(mode, "mode")?.parse::<MessageEncryption>()?;
         Ok(())
     })
 }

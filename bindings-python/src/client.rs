@@ -173,11 +173,8 @@ impl Client {
         config.allow_unencrypted = allow_unencrypted;
         // "never" is plaintext Basic (allow_unencrypted) over http, or TLS alone over https: both
         // are what Auto does; the Python layer checked that the combination makes sense.
-        config.message_encryption = match encryption {
-            "auto" | "never" => MessageEncryption::Auto,
-            "always" => MessageEncryption::Always,
-            other => return Err(PyValueError::new_err(format!("unknown encryption policy {other:?}"))),
-        };
+        let encryption = if encryption == "never" { "auto" } else { encryption };
+        config.message_encryption = encryption.parse::<MessageEncryption>().map_err(core_err)?;
         config.trusted_hosts = trusted_hosts;
         config.tls = TlsOptions {
             ca_file,

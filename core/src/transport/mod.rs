@@ -41,6 +41,21 @@ pub enum MessageEncryption {
     Always,
 }
 
+impl std::str::FromStr for MessageEncryption {
+    type Err = Error;
+
+    /// `auto` or `always`, in any case.
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(MessageEncryption::Auto),
+            "always" => Ok(MessageEncryption::Always),
+            other => {
+                Err(Error::InvalidConfig(format!("unknown message encryption mode {other:?}; use auto or always")))
+            }
+        }
+    }
+}
+
 /// What protects the bodies of an authenticated connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EncryptionLayer {
