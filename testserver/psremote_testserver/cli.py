@@ -67,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="cap PSRP fragment blobs sent to clients at N bytes (default: derived from each Receive's MaxEnvelopeSize)",
     )
+    parser.add_argument(
+        "--psrp-buffer-kb",
+        type=_positive,
+        default=4096,
+        metavar="N",
+        help="PSRP output queued per pipeline before BufferMode applies: Block waits, Drop (while disconnected) discards the oldest (default 4096)",
+    )
     parser.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this PEM certificate (chain)")
     parser.add_argument("--tls-key", metavar="FILE", help="the PEM private key of --tls-cert")
     parser.add_argument("--tls-min", choices=sorted(TLS_VERSIONS), default="1.2", help="lowest TLS version (default 1.2)")
@@ -156,7 +163,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         registry = EngineRegistry()
         registry.register(CMD_URI, CmdEngine())
-        registry.register_prefix(PS_PREFIX, PSRPEngine(args.psrp_fragment_size))
+        registry.register_prefix(PS_PREFIX, PSRPEngine(args.psrp_fragment_size, buffer_limit=args.psrp_buffer_kb * 1024))
         dispatcher = Dispatcher(registry)
         try:
             server = WinRMServer(config, users, dispatcher)

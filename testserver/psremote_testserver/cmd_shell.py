@@ -15,11 +15,12 @@ import logging
 import os
 import signal
 import threading
+import time
 from typing import Dict, List, Optional, Tuple
 
 from . import faults
 from .cmd_process import STREAMS, Chunk, CmdProcess
-from .engines import Reply, RequestContext, Shell, ShellEngine, ShellTable
+from .engines import Reply, RequestContext, Shell, ShellEngine, ShellTable, span
 from .soap import (
     ACTION_COMMAND,
     ACTION_RECEIVE,
@@ -124,9 +125,10 @@ class CmdEngine(ShellEngine):
         return shell, Reply(self._created_body(shell, ctx))
 
     @staticmethod
-    def _created_body(shell: CmdShell, ctx: RequestContext) -> str:
+    def _created_body(shell: CmdShell, ctx: Optional[RequestContext]) -> str:
+        address = ctx.endpoint_url if ctx is not None else ""
         parts = [
-            f"<x:ResourceCreated><a:Address>{text(ctx.endpoint_url)}</a:Address><a:ReferenceParameters>"
+            f"<x:ResourceCreated><a:Address>{text(address)}</a:Address><a:ReferenceParameters>"
             f"<w:ResourceURI>{text(shell.resource_uri)}</w:ResourceURI>"
             f'<w:SelectorSet><w:Selector Name="ShellId">{shell.shell_id}</w:Selector></w:SelectorSet>'
             "</a:ReferenceParameters></x:ResourceCreated>",
@@ -152,6 +154,25 @@ class CmdEngine(ShellEngine):
             "</rsp:Shell>"
         )
         return "".join(parts)
+
+    def describe(self, shell: Shell) -> str:
+        """The shell as transfer Get and Enumerate list it: the CreateResponse's rsp:Shell with its State
+        and times (cmd shells cannot be disconnected here, so State is always Connected)."""
+        assert isinstance(shell, CmdShell)
+        now = time.monotonic()
+        created = self._created_body(shell, None)
+        body = created[created.index("<rsp:Shell ") :]
+        return body.replace(
+            "<rsp:ShellRunTime>P0DT0H0M0S</rsp:ShellRunTime><rsp:ShellInactivity>P0DT0H0M0S</rsp:ShellInactivity>",
+            f"<rsp:State>{shell.state}</rsp:State><rsp:ShellRunTime>{span(now - shell.created)}</rsp:ShellRunTime>"
+            f"<rsp:ShellInactivity>{span(now - shell.last_activity)}</rsp:ShellInactivity>"
+            f"<rsp:ChildProcesses>{shell.live_commands()}</rsp:ChildProcesses>",
+        )
+
+    def command_ids(self, shell: Shell) -> List[str]:
+        assert isinstance(shell, CmdShell)
+        with shell._lock:
+            return list(shell._commands)
 
     # -- the rest --------------------------------------------------------------------------------
     def handle(self, shell: Shell, request: WSManRequest, ctx: RequestContext) -> Reply:

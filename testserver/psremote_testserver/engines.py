@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import threading
+import time
 from dataclasses import dataclass
 from typing import Dict, FrozenSet, List, Optional, Tuple
 
@@ -25,6 +26,10 @@ class RequestContext:
     endpoint_url: str
     max_timeout: float  # seconds, the --max-timeout-ms cap
     max_envelope_size: int  # bytes, the --max-envelope-kb limit
+    # What the winrm/config document reports about the listener (see dispatch.config_document).
+    allow_unencrypted: bool = False
+    auth_schemes: Tuple[str, ...] = ()
+    cbt: str = "relaxed"
 
 
 @dataclass
@@ -35,11 +40,49 @@ class Reply:
     prefixes: Tuple[str, ...] = NS_DEFAULT
 
 
+CONNECTED = "Connected"
+DISCONNECTED = "Disconnected"
+
+
+def owner_key(principal: str) -> str:
+    """The account part of a principal (``DOMAIN\\user``, ``user@REALM``, ``user``), case-folded: shells belong
+    to a user whichever spelling or mechanism the client logged on with."""
+    principal = principal.replace("\\@", "@")  # MIT's enterprise names: user\\@REALM@REALM
+    if "\\" in principal:
+        principal = principal.split("\\", 1)[1]
+    return principal.split("@", 1)[0].lower()
+
+
+def span(seconds: float) -> str:
+    """ShellRunTime / ShellInactivity as Windows writes them: P0DT0H0M2S."""
+    total = max(int(seconds), 0)
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"P{days}DT{hours}H{minutes}M{secs}S"
+
+
 class Shell(abc.ABC):
     """What the dispatcher needs to know about an open shell."""
 
     shell_id: str
     resource_uri: str
+    owner: str = ""
+    # Lifecycle, kept by the dispatcher: Connected/Disconnected, the wsmv:SessionId of the client that
+    # holds (or last held) the shell, monotonic times for ShellRunTime/ShellInactivity, and a counter
+    # that changes on every Disconnect/Reconnect/Connect (so a stale idle timer knows it is stale).
+    state: str = CONNECTED
+    client_session: Optional[str] = None
+    created: float = 0.0
+    last_activity: float = 0.0
+    generation: int = 0
+
+    def touch(self) -> None:
+        self.last_activity = time.monotonic()
+
+    @property
+    def disconnected(self) -> bool:
+        return self.state == DISCONNECTED
 
     @abc.abstractmethod
     def live_commands(self) -> int:
@@ -65,6 +108,14 @@ class ShellEngine(abc.ABC):
     @abc.abstractmethod
     def delete(self, shell: Shell) -> None:
         """Release everything the shell holds (processes, threads)."""
+
+    @abc.abstractmethod
+    def describe(self, shell: Shell) -> str:
+        """The shell's ``rsp:Shell`` element as transfer Get and Enumerate return it."""
+
+    def command_ids(self, shell: Shell) -> List[str]:
+        """CommandIds of the shell's live commands (Enumerate of .../windows/shell/Command)."""
+        return []
 
 
 class EngineRegistry:
@@ -113,6 +164,10 @@ class ShellTable:
         with self._lock:
             return self._shells.pop(shell_id.upper(), None)
 
+    def all(self) -> List[Tuple[ShellEngine, Shell]]:
+        with self._lock:
+            return list(self._shells.values())
+
     def pop_all(self) -> List[Tuple[ShellEngine, Shell]]:
         with self._lock:
             shells = list(self._shells.values())
@@ -123,7 +178,11 @@ class ShellTable:
         """{"shells", "commands"} plus every engine counter (``extra_keys`` are reported even when 0)."""
         with self._lock:
             shells = [shell for _, shell in self._shells.values()]
-        result = {"shells": len(shells), "commands": sum(shell.live_commands() for shell in shells)}
+        result = {
+            "shells": len(shells),
+            "commands": sum(shell.live_commands() for shell in shells),
+            "disconnected": sum(1 for shell in shells if shell.disconnected),
+        }
         result.update((key, 0) for key in extra_keys)
         for shell in shells:
             for key, value in shell.extra_counts().items():

@@ -24,6 +24,10 @@ FILE_NOT_FOUND = 2147942402  # HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND)
 ACCESS_DENIED = 2147942405  # HRESULT_FROM_WIN32(ERROR_ACCESS_DENIED)
 DIRECTORY_INVALID = 2147942667  # HRESULT_FROM_WIN32(ERROR_DIRECTORY)
 UNSPECIFIED = 2147500037  # E_FAIL
+# WinRS codes for disconnected shells (wsmerror.h).
+SHELL_DISCONNECTED = 2150859204  # 0x803381C4 ERROR_WINRS_SHELL_DISCONNECTED
+CLIENT_SESSION_MISMATCH = 2150859206  # 0x803381C6 ERROR_WINRS_SHELL_CLIENTSESSIONID_MISMATCH
+CONNECTED_TO_DIFFERENT_CLIENT = 2150859213  # 0x803381CD ERROR_WINRS_SHELL_CONNECTED_TO_DIFFERENT_CLIENT
 # The PowerShell WSMan plugin (pwrshplugin.dll) reports these (PowerShell's WSManPluginErrorCodes).
 PS_PROTOCOL_VERSION_MISMATCH = 2152991685  # 0x80540BC5
 PS_OPTION_NOT_UNDERSTOOD = 2152991686  # 0x80540BC6
@@ -218,3 +222,50 @@ def psrp_invalid_stream(kind: str, allowed: str) -> WSManFault:
 def psrp_bad_data(message: str) -> WSManFault:
     """PSRP data the plugin cannot decode (fragments out of order, CLIXML that does not parse)."""
     return _ps_plugin(UNSPECIFIED, message)
+
+
+def _shell_state(code: int, message: str) -> WSManFault:
+    """A WinRS shell-state error: s:Receiver / w:InternalError from the Shell provider (the codes are
+    wsmerror.h's; no recording shows these faults, so the wording is the endpoint's own)."""
+    return WSManFault("s:Receiver", "w:InternalError", message, code, message, provider=SHELL_PROVIDER, nested=True)
+
+
+def shell_disconnected(shell_id: str) -> WSManFault:
+    """Any request other than Disconnect, Reconnect, Connect, Delete (and Get) on a disconnected shell
+    (MS-WSMV 3.1.4.1.31.7), and a Receive that was waiting when the shell was disconnected."""
+    return _shell_state(
+        SHELL_DISCONNECTED,
+        f"The request for the Windows Remote Shell with ShellId {shell_id} failed because the shell is disconnected. "
+        "Reconnect or connect to the shell and retry the operation. ",
+    )
+
+
+def client_session_mismatch(shell_id: str) -> WSManFault:
+    """Reconnect from a client session (wsmv:SessionId) other than the one that disconnected the shell."""
+    return _shell_state(
+        CLIENT_SESSION_MISMATCH,
+        f"The Windows Remote Shell with ShellId {shell_id} cannot be reconnected because the request comes from a "
+        "different client session. Use Connect to attach a new client to a disconnected shell. ",
+    )
+
+
+def connected_to_different_client(shell_id: str) -> WSManFault:
+    """Connect to a shell that is not disconnected, or Reconnect to one another client holds (MS-WSMV 3.1.4.16-17)."""
+    return _shell_state(
+        CONNECTED_TO_DIFFERENT_CLIENT,
+        f"The Windows Remote Shell with ShellId {shell_id} is connected to a client. Only a disconnected shell can "
+        "be connected to. ",
+    )
+
+
+def psrp_connect_invalid(message: str) -> WSManFault:
+    """connectXml that is not SESSION_CAPABILITY + CONNECT_RUNSPACEPOOL for this pool (PowerShell's
+    ServerConnectFailedOnInputValidation)."""
+    return _ps_plugin(UNSPECIFIED, message)
+
+
+def invalid_enumeration_context() -> WSManFault:
+    """A Pull whose EnumerationContext is unknown or expired (WS-Enumeration's fault subcode; no recording
+    shows Windows' code for it, 87 stands in)."""
+    text = "The enumeration context supplied in the message is not valid. "
+    return WSManFault("s:Receiver", "n:InvalidEnumerationContext", text, INVALID_PARAMETER, text)

@@ -293,6 +293,9 @@ class WinRMHandler(BaseHTTPRequestHandler):
             endpoint_url=self.server.url,
             max_timeout=config.max_timeout_ms / 1000.0,
             max_envelope_size=config.max_envelope_bytes,
+            allow_unencrypted=config.allow_unencrypted,
+            auth_schemes=tuple(config.schemes),
+            cbt=config.cbt,
         )
         try:
             reply = self.server.dispatcher.handle(plaintext, ctx)

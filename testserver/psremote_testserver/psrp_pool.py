@@ -45,6 +45,7 @@ from psrpcore import (
     StreamType,
 )
 from psrpcore.types import (
+    ApplicationPrivateData,
     DebugRecord,
     ErrorCategory,
     PipelineState,
@@ -147,6 +148,10 @@ class PoolClosed(Exception):
     """The pool was deleted."""
 
 
+class PoolDisconnected(Exception):
+    """The shell was disconnected while a Receive waited (or before it came)."""
+
+
 class UnknownPipeline(Exception):
     """No pipeline with that CommandId (never created, or released by Terminate)."""
 
@@ -199,11 +204,22 @@ class Received:
 
 class Pool:
     def __init__(
-        self, runspace_pool_id: uuid.UUID, configuration: Configuration, fragment_size: Optional[int] = None
+        self,
+        runspace_pool_id: uuid.UUID,
+        configuration: Configuration,
+        fragment_size: Optional[int] = None,
+        buffer_limit: Optional[int] = None,
+        buffer_mode: str = "Block",
     ) -> None:
         self.id = runspace_pool_id
         self.configuration = configuration
         self.fragment_size = fragment_size
+        # Output bytes queued per pipeline before BufferMode applies: Block waits for a Receive,
+        # Drop (only while disconnected) discards the oldest unsent messages.
+        self.buffer_limit = buffer_limit or HIGH_WATER
+        self.buffer_mode = buffer_mode
+        self.disconnected = False
+        self.dropped = 0  # messages Drop discarded
         self.lock = threading.Lock()
         self.core = ServerRunspacePool(application_private_data=_private_data())
         self.target = Target(self.lock)
@@ -365,6 +381,8 @@ class Pool:
             target.waiting += 1
             try:
                 while not target.queue and not (pipeline is not None and pipeline.finished):
+                    if self.disconnected:
+                        raise PoolDisconnected()
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         return None
@@ -374,7 +392,7 @@ class Pool:
                 if pipeline is not None and target.queue.pending < fill and pipeline.busy():
                     until = min(deadline, time.monotonic() + COALESCE)
                     target.want = fill
-                    while target.queue.pending < fill and pipeline.busy():
+                    while target.queue.pending < fill and pipeline.busy() and not self.disconnected:
                         remaining = until - time.monotonic()
                         if remaining <= 0:
                             break
@@ -482,6 +500,63 @@ class Pool:
             self.target.queue.clear()
             self.target.readable.notify_all()
             self.slots.notify_all()
+
+    # -- Disconnect, Reconnect, Connect ----------------------------------------------------------------------
+    def pipeline_ids(self) -> List[str]:
+        """CommandIds of the pipelines not yet released (what Enumerate of a shell's commands lists)."""
+        with self.lock:
+            return [pipeline.command_id for pipeline in self.pipelines.values()]
+
+    def disconnect(self, buffer_mode: str) -> None:
+        """Waiting Receives return what is queued (or fail with PoolDisconnected); pipelines keep running."""
+        with self.lock:
+            self._check_open()
+            self.disconnected = True
+            self.buffer_mode = buffer_mode
+            for target in [self.target, *(p.target for p in self.pipelines.values())]:
+                target.readable.notify_all()
+            for pipeline in self.pipelines.values():
+                pipeline.cond.notify_all()  # a Drop-mode writer may go on now
+
+    def reconnect(self, buffer_mode: str) -> None:
+        with self.lock:
+            self._check_open()
+            self.disconnected = False
+            self.buffer_mode = buffer_mode
+            for pipeline in self.pipelines.values():
+                pipeline.cond.notify_all()
+
+    def connect_new_client(self, min_max: Optional[Tuple[int, int]], buffer_mode: str) -> bytes:
+        """Connect from a new client: the connectResponseXml fragments (the server's SESSION_CAPABILITY and
+        RUNSPACEPOOL_INIT_DATA, both with this pool's RPID, numbered on after what the pool sent), then
+        APPLICATION_PRIVATE_DATA queued for the next pool Receive, as PowerShell's server does
+        (ServerRemoteSession.ExecuteConnect, then HandlePostConnect)."""
+        with self.lock:
+            self._check_open()
+            core = self.core
+            if min_max is not None and min_max != (core.min_runspaces, core.max_runspaces):
+                # PowerShell refuses to change the runspace counts on connect (ServerConnectFailedOnMismatchedRunspacePoolProperties).
+                raise ProtocolError("The RunspacePool cannot be connected with other MinRunspaces or MaxRunspaces than it has.")
+            capability = wire.message_header(0x00010002, self.id, None) + wire.BOM + (
+                b'<Obj RefId="0"><MS><Version N="protocolversion">2.3</Version><Version N="PSVersion">2.0</Version>'
+                b'<Version N="SerializationVersion">1.1.0.1</Version></MS></Obj>'
+            )
+            init_data = wire.message_header(0x0002100B, self.id, None) + wire.BOM + (
+                b'<Obj RefId="0"><MS><I32 N="MinRunspaces">%d</I32><I32 N="MaxRunspaces">%d</I32></MS></Obj>'
+                % (core.min_runspaces, core.max_runspaces)
+            )
+            response = b""
+            for blob in (capability, init_data):
+                self._object_id += 1
+                response += wire.whole_fragment(self._object_id, blob)
+            self._defragmenter = wire.Defragmenter()  # the new client numbers its fragments from 1
+            self.disconnected = False
+            self.buffer_mode = buffer_mode
+            core.prepare_message(ApplicationPrivateData(ApplicationPrivateData=core.application_private_data))
+            self._collect()
+            for pipeline in self.pipelines.values():
+                pipeline.cond.notify_all()
+            return response
 
 
 class Pipeline(PipelineHost):
@@ -648,11 +723,16 @@ class Pipeline(PipelineHost):
         raise PipelineStopped()
 
     def _writable(self) -> None:
-        """Lock held: raise if stopped; wait while too much output is queued."""
+        """Lock held: raise if stopped; wait while too much output is queued (BufferMode Block), or, while
+        the shell is disconnected with BufferMode Drop, discard the oldest unsent messages instead."""
+        pool = self.pool
         while True:
-            if self.stop_requested or self.pool.closed:
+            if self.stop_requested or pool.closed:
                 raise PipelineStopped()
-            if self.target.queue.pending <= HIGH_WATER:
+            if self.target.queue.pending <= pool.buffer_limit:
+                return
+            if pool.disconnected and pool.buffer_mode == "Drop":
+                pool.dropped += self.target.queue.drop_oldest(pool.buffer_limit)
                 return
             self.blocked_on_output = True
             try:

@@ -163,6 +163,21 @@ class OutQueue:
         self._items.clear()
         self.pending = 0
 
+    def drop_oldest(self, limit: int) -> int:
+        """Discard the oldest messages not yet begun until at most ``limit`` bytes are pending (BufferMode
+        Drop); a message already partly sent stays, so the client can still reassemble it. Returns how
+        many messages went."""
+        dropped = 0
+        kept: Deque[_Outgoing] = deque()
+        for item in self._items:
+            if self.pending > limit and item.fragment_id == 0:
+                self.pending -= len(item.blob)
+                dropped += 1
+            else:
+                kept.append(item)
+        self._items = kept
+        return dropped
+
     def take(self, chars: int, per_fragment_chars: int, fragment_size: int) -> List[bytes]:
         """Fragments (header + blob each) whose base64 forms fit in ``chars`` characters.
 

@@ -26,13 +26,21 @@ NS = {
     "p": "http://schemas.microsoft.com/wbem/wsman/1/wsman.xsd",
     "rsp": "http://schemas.microsoft.com/wbem/wsman/1/windows/shell",
     "f": "http://schemas.microsoft.com/wbem/wsman/1/wsmanfault",
+    "cfg": "http://schemas.microsoft.com/wbem/wsman/1/config",
 }
 ANONYMOUS = "http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous"
 
 TRANSFER = NS["x"] + "/"
 SHELL = NS["rsp"] + "/"
+ENUMERATION = NS["n"] + "/"
 ACTION_CREATE = TRANSFER + "Create"
 ACTION_DELETE = TRANSFER + "Delete"
+ACTION_GET = TRANSFER + "Get"
+ACTION_ENUMERATE = ENUMERATION + "Enumerate"
+ACTION_PULL = ENUMERATION + "Pull"
+ACTION_DISCONNECT = SHELL + "Disconnect"
+ACTION_RECONNECT = SHELL + "Reconnect"
+ACTION_CONNECT = SHELL + "Connect"
 ACTION_COMMAND = SHELL + "Command"
 ACTION_SEND = SHELL + "Send"
 ACTION_RECEIVE = SHELL + "Receive"
@@ -43,6 +51,8 @@ ACTION_FAULT = "http://schemas.dmtf.org/wbem/wsman/1/wsman/fault"
 NS_DEFAULT = ("s", "a", "x", "w", "rsp", "p")
 NS_RECEIVE = ("s", "a", "w", "rsp", "p")
 NS_DELETE = ("s", "a", "w", "p")
+NS_GET = ("s", "a", "x", "w", "p")
+NS_ENUMERATE = ("s", "a", "n", "w", "p")
 NS_FAULT = ("s", "a", "x", "e", "n", "w", "p")
 
 
@@ -95,6 +105,7 @@ class WSManRequest:
     operation_timeout: Optional[float] = None
     max_envelope_size: Optional[int] = None
     to: Optional[str] = None
+    session_id: Optional[str] = None  # wsmv:SessionId (upper case, "uuid:" kept), None when absent
     # Set by the dispatcher: bytes left for the reply body under MaxEnvelopeSize.
     body_budget: int = 0
 
@@ -154,6 +165,8 @@ def parse_request(data: bytes) -> WSManRequest:
 
     request = WSManRequest(action=action, message_id=message_id, resource_uri=resource_uri or "", body=body)
     request.to = _header_text(header, q("a", "To"))
+    session_id = _header_text(header, q("p", "SessionId"))
+    request.session_id = session_id.upper() if session_id else None
 
     timeout = _header_text(header, q("w", "OperationTimeout"))
     if timeout is not None:

@@ -175,14 +175,16 @@ def envelope(
     timeout: str = "PT20S",
     max_envelope: int = 153600,
     message_id: Optional[str] = None,
+    session_id: Optional[str] = None,
 ) -> Tuple[str, bytes]:
-    """(MessageID, envelope bytes)."""
+    """(MessageID, envelope bytes); ``session_id`` adds a wsmv:SessionId header (``uuid:...``)."""
     message_id = message_id or f"uuid:{str(uuid.uuid4()).upper()}"
     option_xml = ""
     if options:
         option_xml = '<w:OptionSet s:mustUnderstand="true">' + "".join(
             f'<w:Option Name="{name}">{value}</w:Option>' for name, value in options.items()
         ) + "</w:OptionSet>"
+    session = f'<p:SessionId s:mustUnderstand="false">{session_id}</p:SessionId>' if session_id else ""
     selector = f'<w:SelectorSet><w:Selector Name="ShellId">{shell_id}</w:Selector></w:SelectorSet>' if shell_id else ""
     xml = (
         f'<s:Envelope xmlns:s="{NS["s"]}" xmlns:a="{NS["a"]}" xmlns:w="{NS["w"]}" xmlns:p="{NS["p"]}" xmlns:rsp="{NS["rsp"]}">'
@@ -192,7 +194,7 @@ def envelope(
         f"<a:MessageID>{message_id}</a:MessageID><w:OperationTimeout>{timeout}</w:OperationTimeout>"
         f'<a:ReplyTo><a:Address s:mustUnderstand="true">http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous</a:Address></a:ReplyTo>'
         f'<w:ResourceURI s:mustUnderstand="true">{resource_uri}</w:ResourceURI>'
-        f"<a:To>http://127.0.0.1/wsman</a:To>{option_xml}{selector}</s:Header><s:Body>{body}</s:Body></s:Envelope>"
+        f"<a:To>http://127.0.0.1/wsman</a:To>{session}{option_xml}{selector}</s:Header><s:Body>{body}</s:Body></s:Envelope>"
     )
     return message_id, xml.encode()
 
