@@ -336,3 +336,31 @@ def test_reply_bodies_follow_the_windows_recording(endpoint):
         assert messages[1][0] == messages[0][0] + 1
         second.delete(PS_URI, selector_set=selectors(pool.id))
     assert endpoint.wait_state("shells", 0)["disconnected"] == 0
+
+
+def test_a_receive_waiting_when_the_shell_disconnects_gets_the_disconnected_fault(endpoint):
+    import threading
+
+    with wsman(endpoint) as connection, wsman(endpoint) as poller:
+        pool = RunspacePool(connection)
+        pool.open()
+        outcome = {}
+
+        def receive() -> None:
+            element = ET.Element("{%s}Receive" % RSP)
+            ET.SubElement(element, "{%s}DesiredStream" % RSP).text = "stdout"
+            try:
+                poller.receive(PS_URI, element, selector_set=selectors(pool.id), timeout=20)
+            except WSManFaultError as fault:
+                outcome["code"] = fault.code
+
+        waiting = threading.Thread(target=receive)
+        waiting.start()
+        try:
+            pool.disconnect()  # whether or not the Receive was already waiting, it ends with the fault
+            waiting.join(15)
+            assert not waiting.is_alive()
+            assert outcome == {"code": 2150859204}
+            pool.connect()
+        finally:
+            pool.close()
