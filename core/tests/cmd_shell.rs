@@ -73,7 +73,7 @@ fn output_streams_as_it_arrives_and_stdin_is_sent() {
         assert_eq!(rest.stdout, b"got:abc\n");
 
         // A larger stdin payload split over several Sends comes back intact.
-        let mut cat = shell.start("cat", &[]).await.unwrap();
+        let cat = shell.start("cat", &[]).await.unwrap();
         let payload: Vec<u8> = (0..300_000u32).map(|i| b'a' + (i % 26) as u8).collect();
         cat.send_stdin(&payload, true).await.unwrap();
         let out = cat.wait().await.unwrap();
@@ -181,4 +181,73 @@ fn every_body_after_authentication_is_sealed() {
     }
     // Create, Command, at least one Receive, Signal, Delete.
     assert!(sealed >= 5, "only {sealed} sealed bodies captured");
+}
+
+/// A `CmdControl` reaches the command while another task waits in `next_output`: Ctrl-C ends a
+/// command that writes nothing, and stdin goes in while a Receive is pending.
+#[test]
+fn control_works_while_another_task_reads() {
+    let ep = Endpoint::start(&[]);
+    block_on(async {
+        let client = Client::connect(config(&ep, Mechanism::Ntlm)).await.unwrap();
+        let shell = client.open_cmd_shell(CmdShellOptions::default()).await.unwrap();
+
+        let mut p = shell.start("read x; echo got $x", &[]).await.unwrap();
+        let control = p.control();
+        let reader = tokio::spawn(async move { (p.next_output().await, p) });
+        control.send_stdin(b"it\n", true).await.unwrap();
+        let (first, p) = reader.await.unwrap();
+        assert_eq!(first.unwrap(), Some(OutputChunk::Stdout(b"got it\n".to_vec())));
+        assert_eq!(p.wait().await.unwrap().exit_code, 0);
+
+        let mut p = shell.start("sleep 60", &[]).await.unwrap();
+        let control = p.control();
+        let reader = tokio::spawn(async move { (p.next_output().await, p) });
+        control.ctrl_c().await.unwrap();
+        let (end, p) = reader.await.unwrap();
+        assert_eq!(end.unwrap(), None);
+        assert_eq!(p.exit_code(), Some(128 + 2), "the endpoint reports a SIGINT as a POSIX shell would");
+        shell.close().await.unwrap();
+    });
+    assert_eq!(ep.wait_counter("commands", 0), 0);
+    assert_eq!(ep.wait_counter("shells", 0), 0);
+}
+
+/// `next_output` is cancel-safe: a timeout while the Receive is pending loses no output.
+#[test]
+fn next_output_under_a_timeout_loses_nothing() {
+    let ep = Endpoint::start(&[]);
+    block_on(async {
+        let client = Client::connect(config(&ep, Mechanism::Ntlm)).await.unwrap();
+        let shell = client.open_cmd_shell(CmdShellOptions::default()).await.unwrap();
+        let mut p = shell.start("read x; echo got $x", &[]).await.unwrap();
+        assert!(tokio::time::timeout(Duration::from_millis(200), p.next_output()).await.is_err());
+        p.send_stdin(b"late\n", true).await.unwrap();
+        let out = p.wait().await.unwrap();
+        assert_eq!(out.stdout, b"got late\n");
+        shell.close().await.unwrap();
+    });
+    assert_eq!(ep.wait_counter("shells", 0), 0);
+}
+
+/// After a terminate through a `CmdControl`, a reader's output ends instead of failing.
+#[test]
+fn terminate_through_control_ends_the_output() {
+    let ep = Endpoint::start(&[]);
+    block_on(async {
+        let client = Client::connect(config(&ep, Mechanism::Ntlm)).await.unwrap();
+        let shell = client.open_cmd_shell(CmdShellOptions::default()).await.unwrap();
+        let mut p = shell.start("sleep 60", &[]).await.unwrap();
+        let control = p.control();
+        let reader = tokio::spawn(async move { (p.next_output().await, p) });
+        control.terminate().await.unwrap();
+        let (end, p) = reader.await.unwrap();
+        assert_eq!(end.unwrap(), None);
+        assert!(matches!(p.exit_code(), None | Some(137)), "{:?}", p.exit_code());
+        assert!(matches!(control.send_stdin(b"x", false).await, Err(psremote::Error::Closed(_))));
+        control.ctrl_c().await.unwrap();
+        assert_eq!(ep.counter("commands"), 0);
+        shell.close().await.unwrap();
+    });
+    assert_eq!(ep.wait_counter("shells", 0), 0);
 }

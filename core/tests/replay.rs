@@ -325,11 +325,16 @@ fn every_psrp_and_winrs_transcript_is_replayed_or_explained() {
 // ---------------------------------------------------------------------------------------------
 // WinRS cmd shells
 
+/// The recordings' shells: pypsrp sent no WINRS_CODEPAGE, where psremote asks for UTF-8 by default.
+fn as_recorded() -> CmdShellOptions {
+    CmdShellOptions { codepage: None, ..CmdShellOptions::default() }
+}
+
 #[test]
 fn winrs_standard() {
     let r = Replay::start("test_winrs_standard.yml", &[]);
     let st = r.run(|client| async move {
-        let shell = client.open_cmd_shell(CmdShellOptions::default()).await.unwrap();
+        let shell = client.open_cmd_shell(as_recorded()).await.unwrap();
         let out = shell.run("cmd.exe", &["/c", "echo", "hi"]).await.unwrap();
         assert_eq!(out.stdout, b"hi\r\n");
         assert_eq!(out.stderr, b"");
@@ -351,7 +356,7 @@ fn winrs_environment() {
                 ("1234".into(), "5678".into()),
                 (special.into(), special.into()),
             ],
-            ..CmdShellOptions::default()
+            ..as_recorded()
         };
         let shell = client.open_cmd_shell(options).await.unwrap();
         let out = shell.run("cmd.exe", &["/c", "set"]).await.unwrap();
@@ -370,8 +375,7 @@ fn winrs_environment() {
 fn winrs_noprofile() {
     let r = Replay::start("test_winrs_noprofile.yml", &[]);
     let st = r.run(|client| async move {
-        let shell =
-            client.open_cmd_shell(CmdShellOptions { no_profile: true, ..CmdShellOptions::default() }).await.unwrap();
+        let shell = client.open_cmd_shell(CmdShellOptions { no_profile: true, ..as_recorded() }).await.unwrap();
         let out = shell.run("cmd.exe", &["/c", "set"]).await.unwrap();
         let text = String::from_utf8(out.stdout).unwrap();
         assert!(text.contains("USERPROFILE=C:\\Users\\Default\r\n"), "{text}");
@@ -385,8 +389,8 @@ fn winrs_noprofile() {
 fn winrs_send() {
     let r = Replay::start("test_winrs_send.yml", &[]);
     let st = r.run(|client| async move {
-        let shell = client.open_cmd_shell(CmdShellOptions::default()).await.unwrap();
-        let mut p = shell.start("powershell.exe", &["-"]).await.unwrap();
+        let shell = client.open_cmd_shell(as_recorded()).await.unwrap();
+        let p = shell.start("powershell.exe", &["-"]).await.unwrap();
         p.send_stdin(b"Write-Host \"output 1\";", false).await.unwrap();
         p.send_stdin(b"Write-Host \"output 2\";", true).await.unwrap();
         let out = p.wait().await.unwrap();
@@ -402,7 +406,7 @@ fn winrs_open_already_opened() {
     // pypsrp opened the same WinRS object twice; only the first open reaches the server.
     let r = Replay::start("test_winrs_open_already_opened.yml", &[]);
     let st = r.run(|client| async move {
-        let shell = client.open_cmd_shell(CmdShellOptions::default()).await.unwrap();
+        let shell = client.open_cmd_shell(as_recorded()).await.unwrap();
         assert_eq!(shell.id(), "ED7FD87E-E041-4BC2-A22F-B58FF7833094");
         shell.close().await.unwrap();
     });
@@ -415,7 +419,7 @@ fn winrs_open_already_opened() {
 fn winrs_no_cmd_shell() {
     let r = Replay::start("test_winrs_no_cmd_shell.yml", &[]);
     let st = r.run(|client| async move {
-        let shell = client.open_cmd_shell(CmdShellOptions::default()).await.unwrap();
+        let shell = client.open_cmd_shell(as_recorded()).await.unwrap();
         let direct = CommandOptions { skip_cmd_shell: true, ..CommandOptions::default() };
         match shell.start_with("powershell.exe", &["Write-Host", "hi"], direct).await {
             Err(Error::Fault(f)) => {

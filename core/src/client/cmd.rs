@@ -1,27 +1,48 @@
 //! WinRS cmd shells and the processes run in them (MS-WSMV 3.1.4.11–3.1.4.16).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use tokio::task::JoinHandle;
 
 use super::Client;
 use super::runtime::spawn_detached;
 use crate::error::{Error, Result};
 use crate::wsman::winrs::{self, CommandState, ShellSpec};
-use crate::wsman::{CMD_SHELL_URI, OptionEntry, action, code};
+use crate::wsman::{CMD_SHELL_URI, OptionEntry, Reply, action, code};
 
 /// Options for a new cmd shell.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct CmdShellOptions {
     /// Environment variables for every command in the shell.
     pub environment: Vec<(String, String)>,
     /// Working directory of the shell.
     pub working_directory: Option<String>,
-    /// Console code page of the output (`WINRS_CODEPAGE`), e.g. 65001 for UTF-8.
+    /// Console code page of the output (`WINRS_CODEPAGE`). [`UTF8_CODEPAGE`] by default, so
+    /// output decodes as UTF-8; `None` sends no option and leaves the server's OEM code page
+    /// (437 on an English Windows).
     pub codepage: Option<u32>,
     /// Do not load the user profile (`WINRS_NOPROFILE`).
     pub no_profile: bool,
     /// Idle time after which the server may close the shell.
     pub idle_timeout: Option<Duration>,
+}
+
+/// The UTF-8 console code page (65001), what [`CmdShellOptions::default`] asks for.
+pub const UTF8_CODEPAGE: u32 = 65001;
+
+impl Default for CmdShellOptions {
+    fn default() -> Self {
+        Self {
+            environment: Vec::new(),
+            working_directory: None,
+            codepage: Some(UTF8_CODEPAGE),
+            no_profile: false,
+            idle_timeout: None,
+        }
+    }
 }
 
 /// Options for one command.
@@ -132,12 +153,15 @@ impl CmdShell {
             "command started"
         );
         Ok(CmdProcess {
-            client: self.client.clone(),
-            shell_id: self.shell_id.clone(),
-            command_id,
+            control: CmdControl {
+                client: self.client.clone(),
+                shell_id: self.shell_id.clone(),
+                command_id,
+                released: Arc::new(AtomicBool::new(false)),
+            },
             pending: VecDeque::new(),
             exit_code: None,
-            released: false,
+            receiving: None,
         })
     }
 
@@ -175,36 +199,51 @@ impl Drop for CmdShell {
     }
 }
 
-/// A running command. Read its output with [`CmdProcess::next_output`] or [`CmdProcess::wait`].
+/// A running command. Read its output with [`CmdProcess::next_output`] or [`CmdProcess::wait`];
+/// stdin and signals go through it, or through a [`CmdControl`] from other tasks meanwhile.
 /// The command's server state is released (Signal Terminate) when it finishes, on any error, and
 /// when the value is dropped.
 #[derive(Debug)]
 pub struct CmdProcess {
+    control: CmdControl,
+    pending: VecDeque<OutputChunk>,
+    exit_code: Option<i64>,
+    /// The Receive in flight. It runs as a task of its own, so a caller that stops waiting for
+    /// [`next_output`](CmdProcess::next_output) (a timeout, a cancelled task) loses no output:
+    /// the next call takes up the same reply.
+    receiving: Option<JoinHandle<Result<Reply>>>,
+}
+
+/// Stdin and signals of a running command, usable from any task while another one waits in
+/// [`CmdProcess::next_output`]: every request takes a connection of its own, so a Send or a
+/// Signal never queues behind a pending Receive. Cheap to clone; get one with
+/// [`CmdProcess::control`].
+#[derive(Debug, Clone)]
+pub struct CmdControl {
     client: Client,
     shell_id: String,
     command_id: String,
-    pending: VecDeque<OutputChunk>,
-    exit_code: Option<i64>,
-    released: bool,
+    /// Set once Signal Terminate is on its way: after Done, on an error, by a terminate or a drop.
+    released: Arc<AtomicBool>,
 }
 
 /// Raw bytes per Send: what fits in a 153600-byte envelope after base64 and the SOAP header.
 const STDIN_CHUNK: usize = 96 * 1024;
 
-impl CmdProcess {
-    /// The server's id for this command.
+impl CmdControl {
+    /// The server's id for the command.
     pub fn id(&self) -> &str {
         &self.command_id
     }
 
-    /// The exit code, once [`next_output`](Self::next_output) returned `None`.
-    pub fn exit_code(&self) -> Option<i64> {
-        self.exit_code
+    fn is_released(&self) -> bool {
+        self.released.load(Ordering::SeqCst)
     }
 
-    /// Writes to the command's stdin; `end` closes it afterwards.
-    pub async fn send_stdin(&mut self, data: &[u8], end: bool) -> Result<()> {
-        if self.released {
+    /// Writes to the command's stdin; `end` closes it afterwards. Fails with [`Error::Closed`]
+    /// once the command has finished or was terminated.
+    pub async fn send_stdin(&self, data: &[u8], end: bool) -> Result<()> {
+        if self.is_released() {
             return Err(Error::Closed("command"));
         }
         let budget = (self.client.inner.config.max_envelope_size as usize).saturating_sub(4096) / 4 * 3;
@@ -221,36 +260,90 @@ impl CmdProcess {
         Ok(())
     }
 
+    /// Sends Ctrl-C to the command (MS-WSMV 3.1.4.14). Nothing is sent once the command has
+    /// finished or was terminated: there is nothing left to interrupt.
+    pub async fn ctrl_c(&self) -> Result<()> {
+        if self.is_released() {
+            return Ok(());
+        }
+        let body = winrs::signal_body(&self.command_id, winrs::signal::CTRL_C);
+        self.client.call(action::SIGNAL, CMD_SHELL_URI, Some(&self.shell_id), &[], &body, None).await?;
+        Ok(())
+    }
+
+    /// Stops the command (if still running) and releases it on the server. A reader waiting in
+    /// [`CmdProcess::next_output`] gets the output already received, then `None`; the exit code
+    /// stays unknown unless the server reported one first. Calling it again does nothing.
+    pub async fn terminate(&self) -> Result<()> {
+        if self.released.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        signal_terminate(&self.client, &self.shell_id, &self.command_id).await
+    }
+
+    async fn receive(self) -> Result<Reply> {
+        let body = winrs::receive_body("stdout stderr", Some(&self.command_id));
+        let opts = [OptionEntry::new("WSMAN_CMDSHELL_OPTION_KEEPALIVE", "TRUE")];
+        self.client.call(action::RECEIVE, CMD_SHELL_URI, Some(&self.shell_id), &opts, &body, None).await
+    }
+}
+
+impl CmdProcess {
+    /// The server's id for this command.
+    pub fn id(&self) -> &str {
+        &self.control.command_id
+    }
+
+    /// A handle for stdin and signals from other tasks while this one reads the output.
+    pub fn control(&self) -> CmdControl {
+        self.control.clone()
+    }
+
+    /// The exit code, once [`next_output`](Self::next_output) returned `None` (unless the
+    /// command was terminated before the server reported one).
+    pub fn exit_code(&self) -> Option<i64> {
+        self.exit_code
+    }
+
+    /// Writes to the command's stdin; `end` closes it afterwards.
+    pub async fn send_stdin(&self, data: &[u8], end: bool) -> Result<()> {
+        self.control.send_stdin(data, end).await
+    }
+
     /// The next piece of output, or `None` when the command has finished (then
-    /// [`exit_code`](Self::exit_code) is set).
+    /// [`exit_code`](Self::exit_code) is set) or was terminated.
+    ///
+    /// Cancel-safe: dropping the future (say, in `tokio::time::timeout`) loses no output.
     pub async fn next_output(&mut self) -> Result<Option<OutputChunk>> {
         loop {
             if let Some(c) = self.pending.pop_front() {
                 return Ok(Some(c));
             }
-            if self.exit_code.is_some() || self.released {
+            if self.exit_code.is_some() || self.control.is_released() {
                 return Ok(None);
             }
-            match self.receive_once().await {
-                Ok(()) => {}
-                Err(e) => {
-                    self.release().await;
-                    return Err(e);
-                }
+            if let Err(e) = self.receive_once().await {
+                // After a terminate the Receive may fail (the command is gone): the output ends.
+                let terminated = self.control.is_released();
+                self.release().await;
+                return if terminated { Ok(None) } else { Err(e) };
             }
         }
     }
 
     async fn receive_once(&mut self) -> Result<()> {
-        let body = winrs::receive_body("stdout stderr", Some(&self.command_id));
-        let opts = [OptionEntry::new("WSMAN_CMDSHELL_OPTION_KEEPALIVE", "TRUE")];
-        let reply =
-            match self.client.call(action::RECEIVE, CMD_SHELL_URI, Some(&self.shell_id), &opts, &body, None).await {
-                Ok(r) => r,
-                // Nothing arrived within the OperationTimeout: poll again.
-                Err(Error::Fault(f)) if f.is_operation_timeout() => return Ok(()),
-                Err(e) => return Err(e),
-            };
+        let control = &self.control;
+        let receiving = self.receiving.get_or_insert_with(|| tokio::spawn(control.clone().receive()));
+        let joined = receiving.await;
+        self.receiving = None;
+        let reply = match joined {
+            Ok(Ok(r)) => r,
+            // Nothing arrived within the OperationTimeout: poll again.
+            Ok(Err(Error::Fault(f))) if f.is_operation_timeout() => return Ok(()),
+            Ok(Err(e)) => return Err(e),
+            Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+            Err(_) => return Err(Error::Closed("command")),
+        };
         let out = winrs::parse_receive(&reply)?;
         for s in out.streams {
             if s.data.is_empty() {
@@ -267,9 +360,9 @@ impl CmdProcess {
             tracing::info!(
                 target: "psremote::audit",
                 event = "command_end",
-                endpoint = self.client.url(),
-                shell_id = self.shell_id,
-                command_id = self.command_id,
+                endpoint = self.control.client.url(),
+                shell_id = self.control.shell_id,
+                command_id = self.control.command_id,
                 exit_code = self.exit_code,
                 "command ended"
             );
@@ -288,30 +381,37 @@ impl CmdProcess {
                 OutputChunk::Stderr(d) => out.stderr.extend_from_slice(&d),
             }
         }
-        out.exit_code = self.exit_code.ok_or_else(|| Error::protocol("command ended without an exit code"))?;
+        out.exit_code = match self.exit_code {
+            Some(code) => code,
+            None if self.control.is_released() => return Err(Error::Closed("command")),
+            None => return Err(Error::protocol("command ended without an exit code")),
+        };
         Ok(out)
     }
 
     /// Sends Ctrl-C to the command.
     pub async fn ctrl_c(&self) -> Result<()> {
-        let body = winrs::signal_body(&self.command_id, winrs::signal::CTRL_C);
-        self.client.call(action::SIGNAL, CMD_SHELL_URI, Some(&self.shell_id), &[], &body, None).await?;
-        Ok(())
+        self.control.ctrl_c().await
     }
 
     /// Stops the command (if still running) and releases it on the server.
-    pub async fn terminate(mut self) -> Result<()> {
-        self.released = true;
-        signal_terminate(&self.client, &self.shell_id, &self.command_id).await
+    pub async fn terminate(self) -> Result<()> {
+        self.control.terminate().await
     }
 
+    /// Sends Signal Terminate once. It runs as a task of its own, so a caller that stops waiting
+    /// does not leave the command behind on the server.
     async fn release(&mut self) {
-        if !self.released {
-            self.released = true;
-            if let Err(e) = signal_terminate(&self.client, &self.shell_id, &self.command_id).await {
-                tracing::debug!(command_id = self.command_id, error = %e, "terminate signal failed");
-            }
+        if self.control.released.swap(true, Ordering::SeqCst) {
+            return;
         }
+        let c = self.control.clone();
+        let task = tokio::spawn(async move {
+            if let Err(e) = signal_terminate(&c.client, &c.shell_id, &c.command_id).await {
+                tracing::debug!(command_id = c.command_id, error = %e, "terminate signal failed");
+            }
+        });
+        let _ = task.await;
     }
 }
 
@@ -326,12 +426,13 @@ async fn signal_terminate(client: &Client, shell_id: &str, command_id: &str) -> 
 
 impl Drop for CmdProcess {
     fn drop(&mut self) {
-        if !self.released {
-            let client = self.client.clone();
-            let shell = std::mem::take(&mut self.shell_id);
-            let cmd = std::mem::take(&mut self.command_id);
+        if let Some(receiving) = self.receiving.take() {
+            receiving.abort();
+        }
+        if !self.control.released.swap(true, Ordering::SeqCst) {
+            let c = self.control.clone();
             spawn_detached(async move {
-                let _ = signal_terminate(&client, &shell, &cmd).await;
+                let _ = signal_terminate(&c.client, &c.shell_id, &c.command_id).await;
             });
         }
     }

@@ -18,7 +18,9 @@ pub use crate::auth::{KerberosOptions, Mechanism};
 pub use crate::transport::{
     ClientCertificate, ConnectionInfo, EncryptionLayer, MessageEncryption, TlsInfo, TlsOptions, TlsVersion, parse_pin,
 };
-pub use cmd::{CmdOutput, CmdProcess, CmdShell, CmdShellOptions, CommandOptions, OutputChunk};
+pub use cmd::{
+    CmdControl, CmdOutput, CmdProcess, CmdShell, CmdShellOptions, CommandOptions, OutputChunk, UTF8_CODEPAGE,
+};
 pub use config::ClientConfig;
 pub use powershell::{Host, Pipeline, PipelineControl, PipelineResult, PoolConfig, RunspacePool};
 pub use runtime::{mask_process_signals, runtime};
@@ -91,7 +93,8 @@ impl Client {
         CmdShell::open(self.clone(), options).await
     }
 
-    /// Opens a cmd shell, runs one command to completion and closes the shell.
+    /// Opens a cmd shell with [`CmdShellOptions::default`] (UTF-8 code page), runs one command
+    /// to completion and closes the shell.
     pub async fn run_cmd(&self, command: &str, arguments: &[&str]) -> Result<CmdOutput> {
         let shell = self.open_cmd_shell(CmdShellOptions::default()).await?;
         let result = shell.run(command, arguments).await;
