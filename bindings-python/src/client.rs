@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use psremote::client::{
-    self as core, ClientCertificate, ClientConfig, CmdShellOptions, KerberosOptions, Mechanism, MessageEncryption,
-    OutputChunk, PoolConfig, TlsOptions, TlsVersion, parse_pin,
+    self as core, ClientCertificate, ClientConfig, KerberosOptions, Mechanism, MessageEncryption, PoolConfig,
+    TlsOptions, TlsVersion, parse_pin,
 };
 use psremote::psrp::{Command, Event, Merge, PipelineSpec, PipelineState};
 use pyo3::exceptions::PyValueError;
@@ -16,6 +16,7 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 use tokio::sync::{Mutex as AsyncMutex, OnceCell};
 use zeroize::Zeroizing;
 
+use crate::cmd::{self, CmdShell};
 use crate::convert::{self, ConvertError, GcPause, ToPy};
 use crate::host::PyHost;
 use crate::runtime::{spawn, wait};
@@ -41,43 +42,6 @@ impl Client {
 
 async fn get(cell: Arc<OnceCell<core::Client>>, config: ClientConfig) -> psremote::Result<core::Client> {
     cell.get_or_try_init(|| core::Client::connect(config)).await.cloned()
-}
-
-async fn run_cmd(
-    cell: Arc<OnceCell<core::Client>>,
-    config: ClientConfig,
-    exe: String,
-    args: Vec<String>,
-    stdin: Option<Vec<u8>>,
-) -> psremote::Result<(Vec<u8>, Vec<u8>, i64)> {
-    let client = get(cell, config).await?;
-    let shell = client.open_cmd_shell(CmdShellOptions::default()).await?;
-    let result = async {
-        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut p = shell.start(&exe, &argv).await?;
-        // stdin is always closed, so a command that reads it ends.
-        p.send_stdin(stdin.as_deref().unwrap_or(&[]), true).await?;
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        while let Some(c) = p.next_output().await? {
-            match c {
-                OutputChunk::Stdout(d) => out.extend_from_slice(&d),
-                OutputChunk::Stderr(d) => err.extend_from_slice(&d),
-            }
-        }
-        Ok::<_, psremote::Error>((out, err, p.exit_code().unwrap_or_default()))
-    }
-    .await;
-    let closed = shell.close().await;
-    let r = result?;
-    closed?;
-    Ok(r)
-}
-
-fn cmd_tuple(py: Python<'_>, (out, err, code): (Vec<u8>, Vec<u8>, i64)) -> PyResult<Py<PyAny>> {
-    Ok((pyo3::types::PyBytes::new(py, &out), pyo3::types::PyBytes::new(py, &err), code)
-        .into_pyobject(py)?
-        .into_any()
-        .unbind())
 }
 
 fn pool_config(
@@ -234,20 +198,35 @@ impl Client {
         spawn(py, future, async move { get(cell, config).await.map(|_| ()) }, none)
     }
 
-    #[pyo3(signature = (executable, arguments, stdin=None))]
+    #[pyo3(signature = (
+        executable, arguments, stdin, environment, working_directory, codepage, no_profile, skip_cmd_shell
+    ))]
+    #[allow(clippy::too_many_arguments)]
     fn run_cmd(
         &self,
         py: Python<'_>,
         executable: String,
         arguments: Vec<String>,
         stdin: Option<Vec<u8>>,
+        environment: Vec<(String, String)>,
+        working_directory: Option<String>,
+        codepage: Option<u32>,
+        no_profile: bool,
+        skip_cmd_shell: bool,
     ) -> PyResult<Py<PyAny>> {
         let (cell, config) = self.handle();
-        let r = wait(py, run_cmd(cell, config, executable, arguments, stdin))?;
-        cmd_tuple(py, r)
+        let options = cmd::shell_options(environment, working_directory, codepage, no_profile, None)?;
+        let r = wait(py, async move {
+            let client = get(cell, config).await?;
+            cmd::run_cmd(client, options, executable, arguments, stdin, skip_cmd_shell).await
+        })?;
+        cmd::cmd_tuple(py, r)
     }
 
-    #[pyo3(signature = (future, executable, arguments, stdin=None))]
+    #[pyo3(signature = (
+        future, executable, arguments, stdin, environment, working_directory, codepage, no_profile, skip_cmd_shell
+    ))]
+    #[allow(clippy::too_many_arguments)]
     fn run_cmd_async(
         &self,
         py: Python<'_>,
@@ -255,9 +234,50 @@ impl Client {
         executable: String,
         arguments: Vec<String>,
         stdin: Option<Vec<u8>>,
+        environment: Vec<(String, String)>,
+        working_directory: Option<String>,
+        codepage: Option<u32>,
+        no_profile: bool,
+        skip_cmd_shell: bool,
     ) -> PyResult<()> {
         let (cell, config) = self.handle();
-        spawn(py, future, run_cmd(cell, config, executable, arguments, stdin), cmd_tuple)
+        let options = cmd::shell_options(environment, working_directory, codepage, no_profile, None)?;
+        let fut = async move {
+            let client = get(cell, config).await?;
+            cmd::run_cmd(client, options, executable, arguments, stdin, skip_cmd_shell).await
+        };
+        spawn(py, future, fut, cmd::cmd_tuple)
+    }
+
+    fn open_cmd_shell(
+        &self,
+        py: Python<'_>,
+        environment: Vec<(String, String)>,
+        working_directory: Option<String>,
+        codepage: Option<u32>,
+        no_profile: bool,
+        idle_timeout: Option<f64>,
+    ) -> PyResult<CmdShell> {
+        let (cell, config) = self.handle();
+        let options = cmd::shell_options(environment, working_directory, codepage, no_profile, idle_timeout)?;
+        wait(py, async move { cmd::open_shell(get(cell, config).await?, options).await })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn open_cmd_shell_async(
+        &self,
+        py: Python<'_>,
+        future: Bound<'_, PyAny>,
+        environment: Vec<(String, String)>,
+        working_directory: Option<String>,
+        codepage: Option<u32>,
+        no_profile: bool,
+        idle_timeout: Option<f64>,
+    ) -> PyResult<()> {
+        let (cell, config) = self.handle();
+        let options = cmd::shell_options(environment, working_directory, codepage, no_profile, idle_timeout)?;
+        let fut = async move { cmd::open_shell(get(cell, config).await?, options).await };
+        spawn(py, future, fut, |py, s| Ok(Py::new(py, s)?.into_any()))
     }
 
     #[pyo3(signature = (configuration_name, min_runspaces, max_runspaces, host=None, no_profile=false))]

@@ -2,6 +2,7 @@
 //! decision lives here; see `ARCHITECTURE.md`.
 
 mod client;
+mod cmd;
 mod convert;
 mod errors;
 mod host;
@@ -17,6 +18,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<client::Client>()?;
     m.add_class::<client::RunspacePool>()?;
     m.add_class::<client::Pipeline>()?;
+    m.add_class::<cmd::CmdShell>()?;
+    m.add_class::<cmd::CmdProcess>()?;
     m.add_function(wrap_pyfunction!(runtime::_complete, m)?)?;
     m.add_function(wrap_pyfunction!(logging::set_log_level, m)?)?;
     m.add_function(wrap_pyfunction!(convert::clixml_loads, m)?)?;

@@ -9,6 +9,9 @@ Blocking API::
         for obj in result:
             print(obj.ProcessName)
         print(client.run_cmd("ipconfig", ["/all"]).text)
+        with client.cmd_shell(environment={"X": "1"}) as shell:   # WinRS, UTF-8 output
+            for stream, data in shell.start("ping", ["-n", "3", "host"]):
+                print(stream, data)
 
 asyncio API: :class:`AsyncClient` (``async with``, ``await client.run_ps(...)``).
 Lower level: :meth:`Client.runspace_pool`, :class:`PowerShell` (``add_command``,
@@ -20,8 +23,9 @@ Lower level: :meth:`Client.runspace_pool`, :class:`PowerShell` (``add_command``,
 
 from psremote._native import __version__
 from psremote._logging import TRACE, disable_trace, enable_trace
-from psremote.aio import AsyncClient, AsyncPipeline, AsyncPowerShell, AsyncRunspacePool
+from psremote.aio import AsyncClient, AsyncCmdProcess, AsyncCmdShell, AsyncPipeline, AsyncPowerShell, AsyncRunspacePool
 from psremote.client import Client, Pipeline, PowerShell, RunspacePool
+from psremote.cmd import CmdProcess, CmdShell
 from psremote.exceptions import (
     AuthenticationError,
     ClosedError,
@@ -39,6 +43,7 @@ from psremote.exceptions import (
 from psremote.host import ConsoleHost, PSHost
 from psremote.progress import ProgressDisplay
 from psremote.records import (
+    CmdChunk,
     CmdResult,
     ConnectionInfo,
     ErrorRecord,
@@ -54,13 +59,18 @@ from psremote.values import PSCredential, PSCustomObject, PSEnum, PSObject, Secu
 __all__ = [
     "TRACE",
     "AsyncClient",
+    "AsyncCmdProcess",
+    "AsyncCmdShell",
     "AsyncPipeline",
     "AsyncPowerShell",
     "AsyncRunspacePool",
     "AuthenticationError",
     "Client",
     "ClosedError",
+    "CmdChunk",
+    "CmdProcess",
     "CmdResult",
+    "CmdShell",
     "ConfigurationError",
     "ConnectError",
     "ConnectionInfo",

@@ -6,7 +6,9 @@
 import asyncio
 from typing import Any, Optional, final
 
-__all__ = ["__version__", "Client", "RunspacePool", "Pipeline", "_complete", "clixml_loads", "set_log_level"]
+__all__ = [
+    "__version__", "Client", "RunspacePool", "Pipeline", "CmdShell", "CmdProcess", "_complete", "clixml_loads", "set_log_level"
+]
 
 __version__: str
 
@@ -64,13 +66,46 @@ class Client:
         cipher_suite, certificate_sha256 of the most recent connection; None before one."""
     def connect(self) -> None: ...
     def connect_async(self, future: asyncio.Future[None]) -> None: ...
-    def run_cmd(self, executable: str, arguments: list[str], stdin: Optional[bytes] = None) -> tuple[bytes, bytes, int]: ...
+    def run_cmd(
+        self,
+        executable: str,
+        arguments: list[str],
+        stdin: Optional[bytes],
+        environment: list[tuple[str, str]],
+        working_directory: Optional[str],
+        codepage: Optional[int],
+        no_profile: bool,
+        skip_cmd_shell: bool,
+    ) -> tuple[bytes, bytes, int]: ...
     def run_cmd_async(
         self,
         future: asyncio.Future[tuple[bytes, bytes, int]],
         executable: str,
         arguments: list[str],
-        stdin: Optional[bytes] = None,
+        stdin: Optional[bytes],
+        environment: list[tuple[str, str]],
+        working_directory: Optional[str],
+        codepage: Optional[int],
+        no_profile: bool,
+        skip_cmd_shell: bool,
+    ) -> None: ...
+    def open_cmd_shell(
+        self,
+        environment: list[tuple[str, str]],
+        working_directory: Optional[str],
+        codepage: Optional[int],
+        no_profile: bool,
+        idle_timeout: Optional[float],
+    ) -> CmdShell:
+        """codepage None sends no WINRS_CODEPAGE; idle_timeout in seconds, None for the server's."""
+    def open_cmd_shell_async(
+        self,
+        future: asyncio.Future[CmdShell],
+        environment: list[tuple[str, str]],
+        working_directory: Optional[str],
+        codepage: Optional[int],
+        no_profile: bool,
+        idle_timeout: Optional[float],
     ) -> None: ...
     def open_pool(
         self,
@@ -127,3 +162,33 @@ class Pipeline:
     def end_input_async(self, future: asyncio.Future[None]) -> None: ...
     def stop(self) -> None: ...
     def stop_async(self, future: asyncio.Future[None]) -> None: ...
+
+@final
+class CmdShell:
+    @property
+    def id(self) -> str: ...
+    def start(self, executable: str, arguments: list[str], skip_cmd_shell: bool) -> CmdProcess: ...
+    def start_async(
+        self, future: asyncio.Future[CmdProcess], executable: str, arguments: list[str], skip_cmd_shell: bool
+    ) -> None: ...
+    def close(self) -> None:
+        """Deletes the shell; closing a closed shell does nothing. start() afterwards raises ClosedError."""
+    def close_async(self, future: asyncio.Future[None]) -> None: ...
+
+@final
+class CmdProcess:
+    @property
+    def id(self) -> str: ...
+    @property
+    def exit_code(self) -> Optional[int]:
+        """Set when next_chunk returned None (unless terminated before the server reported one)."""
+    def next_chunk(self, timeout: Optional[float] = None) -> Optional[tuple[str, bytes]]:
+        """("stdout" | "stderr", data), or None at the end; OperationTimeoutError after timeout
+        seconds (nothing is lost). One reader at a time; the other methods may run meanwhile."""
+    def next_chunk_async(self, future: asyncio.Future[Optional[tuple[str, bytes]]]) -> None: ...
+    def send_stdin(self, data: bytes, end: bool) -> None: ...
+    def send_stdin_async(self, future: asyncio.Future[None], data: bytes, end: bool) -> None: ...
+    def ctrl_c(self) -> None: ...
+    def ctrl_c_async(self, future: asyncio.Future[None]) -> None: ...
+    def terminate(self) -> None: ...
+    def terminate_async(self, future: asyncio.Future[None]) -> None: ...

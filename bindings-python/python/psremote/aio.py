@@ -1,4 +1,5 @@
-"""The asyncio API: AsyncClient, AsyncRunspacePool, AsyncPowerShell and AsyncPipeline.
+"""The asyncio API: AsyncClient, AsyncRunspacePool, AsyncPowerShell, AsyncPipeline, and cmd
+shells with AsyncCmdShell and AsyncCmdProcess.
 
 Everything runs on the caller's event loop: the native module does the waiting on its own
 runtime and completes an ``asyncio.Future`` of the calling loop through
@@ -12,25 +13,21 @@ import asyncio
 import logging
 import weakref
 import collections
-from typing import Any, AsyncIterator, Awaitable, Callable, Deque, Generator, List, Optional, Tuple, Union
+import os
+import time
+from typing import Any, AsyncIterator, Awaitable, Callable, Deque, Generator, Iterable, List, Mapping, Optional, Tuple, Union
 
 from psremote import _fork, _logging
 from psremote._builder import PipelineBuilder, script_or_builder
 from psremote._options import normalize_configuration_name
-from psremote.client import (
-    COLLECT_BATCH,
-    DEFAULT_POOL_MAX_RUNSPACES,
-    INPUT_BATCH,
-    _ClientBase,
-    _cmd_arguments,
-    input_iterable,
-)
-from psremote.exceptions import ClosedError, ConfigurationError, PSRemoteError
+from psremote.client import COLLECT_BATCH, DEFAULT_POOL_MAX_RUNSPACES, INPUT_BATCH, _ClientBase, input_iterable
+from psremote.cmd import UTF8_CODEPAGE, StdinData, _check_timeout, _cmd_arguments, _result, _shell_options, _stdin_bytes
+from psremote.exceptions import ClosedError, ConfigurationError, OperationTimeoutError, PSRemoteError
 from psremote.host import PSHost
 from psremote.progress import ProgressDisplay
-from psremote.records import CmdResult, PipelineState, ProgressRecord, PSEvent, PSResult, convert_event
+from psremote.records import CmdChunk, CmdResult, PipelineState, ProgressRecord, PSEvent, PSResult, convert_event
 
-__all__ = ["AsyncClient", "AsyncPipeline", "AsyncPowerShell", "AsyncRunspacePool"]
+__all__ = ["AsyncClient", "AsyncCmdProcess", "AsyncCmdShell", "AsyncPipeline", "AsyncPowerShell", "AsyncRunspacePool"]
 
 _log = logging.getLogger("psremote.client")
 
@@ -403,6 +400,210 @@ class _PoolOpener:
             await self._pool.__aexit__(exc_type, exc, tb)
 
 
+class AsyncCmdProcess:
+    """A command running in an :class:`AsyncCmdShell`: the asyncio twin of
+    :class:`psremote.cmd.CmdProcess`.
+
+    ``async for stream, data in process`` yields :class:`~psremote.records.CmdChunk` tuples as
+    they arrive; ``await read(timeout)`` takes one; ``await wait()`` collects the rest.
+    ``await send(data, end=False)``, ``await ctrl_c()``, ``await terminate()``. A read that is
+    cancelled or times out loses nothing: its chunk goes to the next read. ``async with``
+    terminates a command that is still running on exit.
+    """
+
+    def __init__(self, native: Any, shell: "AsyncCmdShell", executable: str) -> None:
+        self._native = native
+        self._shell = shell
+        self._executable = executable
+        self._generation = _fork.generation()
+        self._pushback: Deque[CmdChunk] = collections.deque()
+        self._pending: Optional["asyncio.Future[Any]"] = None
+        self._finished = False
+        self.id: str = native.id
+
+    def _check(self) -> None:
+        _fork.check(self._generation, "cmd process")
+
+    @property
+    def exit_code(self) -> Optional[int]:
+        """The exit code once the output has ended; None before (and after :meth:`terminate`
+        unless the server had reported one)."""
+        return self._native.exit_code  # type: ignore[no-any-return]
+
+    @property
+    def finished(self) -> bool:
+        return self._finished and not self._pushback
+
+    async def read(self, timeout: Optional[float] = None) -> Optional[CmdChunk]:
+        """The next chunk, or None once the command has ended; with ``timeout`` (seconds),
+        :class:`~psremote.OperationTimeoutError` when nothing arrived in time."""
+        self._check()
+        limit = _check_timeout(timeout)
+        if self._pushback:
+            return self._pushback.popleft()
+        if self._finished:
+            return None
+        if self._pending is None:
+            self._pending = _native_future(self._native.next_chunk_async)
+        pending = self._pending
+        try:
+            if limit is None:
+                chunk = await asyncio.shield(pending)
+            else:
+                chunk = await asyncio.wait_for(asyncio.shield(pending), limit)
+        except asyncio.TimeoutError:
+            raise OperationTimeoutError(f"no output from command {self.id} within {limit} s") from None
+        finally:
+            if pending.done():
+                self._pending = None
+        if chunk is None:
+            self._finished = True
+            return None
+        return CmdChunk(*chunk)
+
+    def __aiter__(self) -> AsyncIterator[CmdChunk]:
+        return self
+
+    async def __anext__(self) -> CmdChunk:
+        chunk = await self.read()
+        if chunk is None:
+            raise StopAsyncIteration
+        return chunk
+
+    async def send(self, data: StdinData, end: bool = False) -> None:
+        """Writes ``data`` (bytes, or str as UTF-8) to stdin; ``end=True`` closes it afterwards."""
+        payload = _stdin_bytes(data, "data")
+        self._check()
+        await _call(self._native.send_stdin_async, payload, bool(end))
+
+    async def close_stdin(self) -> None:
+        await self.send(b"", end=True)
+
+    async def ctrl_c(self) -> None:
+        """Sends Ctrl-C. Does nothing once the command has ended."""
+        self._check()
+        await _call(self._native.ctrl_c_async)
+
+    async def terminate(self) -> None:
+        """Stops the command and releases it on the server."""
+        self._check()
+        await _call(self._native.terminate_async)
+
+    async def wait(self, timeout: Optional[float] = None) -> CmdResult:
+        """Reads until the command ends; the output not read yet and the exit code. On a
+        timeout (:class:`~psremote.OperationTimeoutError`) or a cancellation, what was gathered
+        stays for the next read."""
+        limit = _check_timeout(timeout)
+        deadline = None if limit is None else time.monotonic() + limit
+        taken: List[CmdChunk] = []
+        try:
+            while True:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                chunk = await self.read(left)
+                if chunk is None:
+                    break
+                taken.append(chunk)
+        except BaseException:
+            self._pushback.extendleft(reversed(taken))
+            raise
+        return _result(taken, self.exit_code, self.id)
+
+    async def __aenter__(self) -> "AsyncCmdProcess":
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if self._finished or self._generation != _fork.generation():
+            return
+        try:
+            await self.terminate()
+        except PSRemoteError as e:
+            _logging.log(logging.DEBUG, "cannot terminate the command", _log, command=self.id, error=str(e))
+
+    def __repr__(self) -> str:
+        state = f"exit_code={self.exit_code}" if self._finished else "running"
+        return f"<AsyncCmdProcess {self.id} {self._executable!r} {state}>"
+
+
+class AsyncCmdShell:
+    """An open cmd shell (asyncio): ``async with client.cmd_shell(...) as shell``. The twin of
+    :class:`psremote.cmd.CmdShell`."""
+
+    def __init__(self, native: Any, client: Optional["AsyncClient"] = None) -> None:
+        self._native = native
+        self._client = client
+        self._closed = False
+        self._generation = _fork.generation()
+        self.id: str = native.id
+
+    def _check(self) -> None:
+        _fork.check(self._generation, "cmd shell")
+        if self._closed:
+            raise ClosedError(f"cmd shell {self.id} is closed")
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def start(self, executable: str, args: Iterable[Any] = (), *, skip_cmd_shell: bool = False) -> AsyncCmdProcess:
+        """Starts a command (see :meth:`psremote.cmd.CmdShell.start`)."""
+        executable, arguments, _ = _cmd_arguments(executable, args, None)
+        self._check()
+        native = await _call(self._native.start_async, executable, arguments, bool(skip_cmd_shell))
+        return AsyncCmdProcess(native, self, executable)
+
+    async def run(
+        self, executable: str, args: Iterable[Any] = (), stdin: Optional[StdinData] = None, *, skip_cmd_shell: bool = False
+    ) -> CmdResult:
+        """Runs a command to the end with ``stdin`` and returns its result."""
+        data = _stdin_bytes(stdin) or b""
+        async with await self.start(executable, args, skip_cmd_shell=skip_cmd_shell) as process:
+            await process.send(data, end=True)
+            return await process.wait()
+
+    async def close(self) -> None:
+        """Deletes the shell on the server. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._generation != _fork.generation():
+            return
+        await _call(self._native.close_async)
+
+    async def __aenter__(self) -> "AsyncCmdShell":
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            await self.close()
+            return
+        try:
+            await self.close()
+        except Exception as e:  # noqa: BLE001
+            _logging.log(logging.WARNING, "cannot close the cmd shell", _log, shell=self.id, error=str(e))
+
+    def __repr__(self) -> str:
+        return f"<AsyncCmdShell {self.id}{' closed' if self._closed else ''}>"
+
+
+class _ShellOpener:
+    """What ``AsyncClient.cmd_shell()`` returns: await it, or use it with ``async with``."""
+
+    def __init__(self, opening: Awaitable[AsyncCmdShell]) -> None:
+        self._opening = opening
+        self._shell: Optional[AsyncCmdShell] = None
+
+    def __await__(self) -> Generator[Any, None, AsyncCmdShell]:
+        return self._opening.__await__()
+
+    async def __aenter__(self) -> AsyncCmdShell:
+        self._shell = await self._opening
+        return self._shell
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if self._shell is not None:
+            await self._shell.__aexit__(exc_type, exc, tb)
+
+
 class AsyncClient(_ClientBase):
     """The asyncio twin of :class:`~psremote.Client`: the same options, awaitable methods.
 
@@ -415,6 +616,7 @@ class AsyncClient(_ClientBase):
         self._pool: Optional[AsyncRunspacePool] = None
         self._pool_opening: Optional["asyncio.Future[AsyncRunspacePool]"] = None
         self._pools: "weakref.WeakSet[AsyncRunspacePool]" = weakref.WeakSet()
+        self._shells: "weakref.WeakSet[AsyncCmdShell]" = weakref.WeakSet()
 
     async def connect(self) -> "AsyncClient":
         native = self._check()
@@ -485,11 +687,46 @@ class AsyncClient(_ClientBase):
         pool = await self._default_pool()
         return await pool.run_ps(script, input, raise_on_error=raise_on_error, show_progress=show_progress)
 
-    async def run_cmd(self, executable: str, args: Any = (), stdin: Union[bytes, str, None] = None) -> CmdResult:
+    async def run_cmd(
+        self,
+        executable: str,
+        args: Iterable[Any] = (),
+        stdin: Optional[StdinData] = None,
+        *,
+        environment: Optional[Mapping[str, str]] = None,
+        working_directory: Union[str, "os.PathLike[str]", None] = None,
+        codepage: Optional[int] = UTF8_CODEPAGE,
+        no_profile: bool = False,
+        skip_cmd_shell: bool = False,
+    ) -> CmdResult:
+        """Runs a command in a new cmd shell; see :meth:`psremote.Client.run_cmd`."""
         executable, arguments, data = _cmd_arguments(executable, args, stdin)
+        env, directory, codepage, no_profile, _ = _shell_options(environment, working_directory, codepage, no_profile, None)
         await self.connect()
-        stdout, stderr, exit_code = await _call(self._check().run_cmd_async, executable, arguments, data)
+        stdout, stderr, exit_code = await _call(
+            self._check().run_cmd_async, executable, arguments, data, env, directory, codepage, no_profile, bool(skip_cmd_shell)
+        )
         return CmdResult(stdout, stderr, exit_code)
+
+    async def _open_shell(self, options: Tuple[Any, ...]) -> AsyncCmdShell:
+        await self.connect()
+        shell = AsyncCmdShell(await _call(self._check().open_cmd_shell_async, *options), self)
+        self._shells.add(shell)
+        return shell
+
+    def cmd_shell(
+        self,
+        *,
+        environment: Optional[Mapping[str, str]] = None,
+        working_directory: Union[str, "os.PathLike[str]", None] = None,
+        codepage: Optional[int] = UTF8_CODEPAGE,
+        no_profile: bool = False,
+        idle_timeout: Optional[float] = None,
+    ) -> _ShellOpener:
+        """``shell = await client.cmd_shell(...)`` or ``async with client.cmd_shell(...) as
+        shell``; the options are those of :meth:`psremote.Client.cmd_shell`."""
+        options = _shell_options(environment, working_directory, codepage, no_profile, idle_timeout)
+        return _ShellOpener(self._open_shell(options))
 
     async def close(self) -> None:
         if self._closed:
@@ -502,6 +739,11 @@ class AsyncClient(_ClientBase):
                 await pool.close()
             except PSRemoteError as e:
                 _logging.log(logging.WARNING, "cannot close a runspace pool", _log, pool=pool.id, error=str(e))
+        for shell in list(self._shells):
+            try:
+                await shell.close()
+            except PSRemoteError as e:
+                _logging.log(logging.WARNING, "cannot close a cmd shell", _log, shell=shell.id, error=str(e))
         self._native = None
 
     async def __aenter__(self) -> "AsyncClient":

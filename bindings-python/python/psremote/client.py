@@ -11,13 +11,15 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+import os
 import threading
 import weakref
-from typing import Any, Deque, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Deque, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from psremote import _fork, _logging, _native
 from psremote._builder import PipelineBuilder, script_or_builder
 from psremote._options import DEFAULT_CONFIGURATION, ClientOptions, PathArg, build_options, normalize_configuration_name
+from psremote.cmd import UTF8_CODEPAGE, CmdShell, StdinData, _cmd_arguments, _shell_options
 from psremote.exceptions import ClosedError, ConfigurationError, PSRemoteError
 from psremote.host import PSHost
 from psremote.progress import ProgressDisplay
@@ -552,23 +554,6 @@ class _ClientBase:
         return f"<{type(self).__name__} {o.url} username={o.username!r} auth={o.auth!r}{' closed' if self._closed else ''}>"
 
 
-def _cmd_arguments(executable: str, args: Iterable[Any], stdin: Union[bytes, str, None]) -> Tuple[str, List[str], Optional[bytes]]:
-    if not isinstance(executable, str) or not executable:
-        raise ConfigurationError("run_cmd needs the executable's name as a non-empty str")
-    if isinstance(args, (str, bytes)):
-        raise TypeError("args must be a sequence of arguments, not a single string (use args=[...])")
-    arguments = []
-    for arg in args:
-        if not isinstance(arg, (str, int, float)) or isinstance(arg, bool):
-            raise TypeError(f"run_cmd arguments must be str (or numbers), not {type(arg).__name__}")
-        arguments.append(str(arg))
-    if isinstance(stdin, str):
-        stdin = stdin.encode("utf-8")
-    elif stdin is not None and not isinstance(stdin, (bytes, bytearray, memoryview)):
-        raise TypeError(f"stdin must be bytes or str, not {type(stdin).__name__}")
-    return executable, arguments, bytes(stdin) if stdin is not None else None
-
-
 class Client(_ClientBase):
     """A connection to one WinRM endpoint (blocking API).
 
@@ -611,6 +596,7 @@ class Client(_ClientBase):
         self._pool_lock = threading.Lock()
         self._pool: Optional[RunspacePool] = None
         self._pools: "weakref.WeakSet[RunspacePool]" = weakref.WeakSet()
+        self._shells: "weakref.WeakSet[CmdShell]" = weakref.WeakSet()
 
     def connect(self) -> "Client":
         """Authenticates now (otherwise the first operation does)."""
@@ -673,15 +659,55 @@ class Client(_ClientBase):
         (opened on first use, up to 4 pipelines at once) and returns its :class:`PSResult`."""
         return self._default_pool().run_ps(script, input, raise_on_error=raise_on_error, show_progress=show_progress)
 
-    def run_cmd(self, executable: str, args: Iterable[Any] = (), stdin: Union[bytes, str, None] = None) -> CmdResult:
-        """Runs a command in a cmd shell (WinRS) and returns its stdout, stderr and exit code."""
+    def run_cmd(
+        self,
+        executable: str,
+        args: Iterable[Any] = (),
+        stdin: Optional[StdinData] = None,
+        *,
+        environment: Optional[Mapping[str, str]] = None,
+        working_directory: Union[str, "os.PathLike[str]", None] = None,
+        codepage: Optional[int] = UTF8_CODEPAGE,
+        no_profile: bool = False,
+        skip_cmd_shell: bool = False,
+    ) -> CmdResult:
+        """Runs a command in a new cmd shell (WinRS) and returns its stdout, stderr and exit code.
+
+        ``stdin`` (bytes, or str as UTF-8) is sent and stdin closed; the shell options are
+        those of :meth:`cmd_shell`, ``skip_cmd_shell`` that of :meth:`CmdShell.start`."""
         executable, arguments, data = _cmd_arguments(executable, args, stdin)
+        env, directory, codepage, no_profile, _ = _shell_options(environment, working_directory, codepage, no_profile, None)
         self.connect()
-        stdout, stderr, exit_code = self._check().run_cmd(executable, arguments, data)
+        stdout, stderr, exit_code = self._check().run_cmd(
+            executable, arguments, data, env, directory, codepage, no_profile, bool(skip_cmd_shell)
+        )
         return CmdResult(stdout, stderr, exit_code)
 
+    def cmd_shell(
+        self,
+        *,
+        environment: Optional[Mapping[str, str]] = None,
+        working_directory: Union[str, "os.PathLike[str]", None] = None,
+        codepage: Optional[int] = UTF8_CODEPAGE,
+        no_profile: bool = False,
+        idle_timeout: Optional[float] = None,
+    ) -> CmdShell:
+        """Opens a cmd shell (WinRS) for running commands with streaming output and stdin
+        (:class:`~psremote.cmd.CmdShell`; use it as a context manager to close it).
+
+        ``environment``: variables every command sees; ``working_directory``: where commands
+        start; ``codepage``: the console code page of the output, UTF-8 (65001) by default,
+        None for the server's default (the OEM code page, 437 on an English Windows);
+        ``no_profile``: do not load the user profile; ``idle_timeout``: seconds without
+        activity after which the server may delete the shell (None: the server's default)."""
+        options = _shell_options(environment, working_directory, codepage, no_profile, idle_timeout)
+        self.connect()
+        shell = CmdShell(self._check().open_cmd_shell(*options), self)
+        self._shells.add(shell)
+        return shell
+
     def close(self) -> None:
-        """Closes the runspace pools this client opened and drops its connections."""
+        """Closes the runspace pools and cmd shells this client opened and drops its connections."""
         if self._closed:
             return
         with self._pool_lock:
@@ -689,16 +715,18 @@ class Client(_ClientBase):
                 return
             self._closed = True
             pools = list(self._pools)
+            shells = list(self._shells)
             self._pool = None
         errors = []
-        for pool in pools:
+        closables: List[Union[RunspacePool, CmdShell]] = [*pools, *shells]
+        for closable in closables:
             try:
-                pool.close()
+                closable.close()
             except PSRemoteError as e:
                 errors.append(e)
         self._native = None
         if errors:
-            _logging.log(logging.WARNING, "cannot close every runspace pool", _log, errors=[str(e) for e in errors])
+            _logging.log(logging.WARNING, "cannot close every runspace pool and cmd shell", _log, errors=[str(e) for e in errors])
 
     def __enter__(self) -> "Client":
         try:

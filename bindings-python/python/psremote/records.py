@@ -12,6 +12,7 @@ from psremote.exceptions import PipelineError
 from psremote.values import PSObject, _html_value
 
 __all__ = [
+    "CmdChunk",
     "CmdResult",
     "ConnectionInfo",
     "ErrorRecord",
@@ -326,6 +327,20 @@ def _streams_html(result: PSResult) -> str:
     if result.terminating_error is not None:
         parts.append(f"<div style='color:#c00'><b>{result.state}</b>: {html.escape(str(result.terminating_error))}</div>")
     return "".join(parts)
+
+
+class CmdChunk(NamedTuple):
+    """A piece of a command's output as it arrived (``for stream, data in process``)."""
+
+    #: ``"stdout"`` or ``"stderr"``.
+    stream: str
+    #: The bytes, as the command wrote them (in the shell's code page, UTF-8 by default). A
+    #: character may be split between two chunks: decode the joined bytes, or use an incremental
+    #: decoder (``codecs.getincrementaldecoder("utf-8")``).
+    data: bytes
+
+    def __repr__(self) -> str:
+        return f"CmdChunk({self.stream}, {_short(self.data)})"
 
 
 @dataclass(frozen=True)
