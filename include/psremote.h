@@ -50,6 +50,21 @@ enum psr_result
 typedef uint32_t psr_result;
 #endif // __cplusplus
 
+// The stream a chunk of output came from.
+enum psr_cmd_stream
+#ifdef __cplusplus
+  : uint32_t
+#endif // __cplusplus
+ {
+  // The command's stdout.
+  PSR_CMD_STREAM_STDOUT = 1,
+  // The command's stderr.
+  PSR_CMD_STREAM_STDERR = 2,
+};
+#ifndef __cplusplus
+typedef uint32_t psr_cmd_stream;
+#endif // __cplusplus
+
 // The streams reported through `on_record`.
 enum psr_stream
 #ifdef __cplusplus
@@ -91,8 +106,20 @@ typedef uint32_t psr_state;
 // A connected client. Free with `psr_client_free`.
 typedef struct psr_client psr_client;
 
+// One piece of a command's output. Free with `psr_cmd_chunk_free`.
+typedef struct psr_cmd_chunk psr_cmd_chunk;
+
+// A command running in a cmd shell. Free with `psr_cmd_process_free`.
+typedef struct psr_cmd_process psr_cmd_process;
+
 // What a cmd command produced. Free with `psr_cmd_result_free`.
 typedef struct psr_cmd_result psr_cmd_result;
+
+// An open cmd shell. Free with `psr_cmd_shell_free`.
+typedef struct psr_cmd_shell psr_cmd_shell;
+
+// Options for `psr_client_cmd_shell_open`. Free with `psr_cmd_shell_options_free`.
+typedef struct psr_cmd_shell_options psr_cmd_shell_options;
 
 // Connection settings. Free with `psr_config_free`.
 typedef struct psr_config psr_config;
@@ -208,8 +235,9 @@ psr_result psr_client_connect(const struct psr_config *c,
 // Frees a client (its idle connections close). NULL is allowed. Threading: any thread, once no other call uses the handle.
 void psr_client_free(struct psr_client *c);
 
-// Runs `exe` with `args` in a new cmd shell, feeding `stdin_data` (may be NULL when `stdin_len`
-// is 0) and closing stdin, and waits for it.
+// Runs `exe` with `args` in a new cmd shell with the default options (UTF-8 code page, see
+// `psr_cmd_shell_options_new`), feeding `stdin_data` (may be NULL when `stdin_len` is 0) and
+// closing stdin, and waits for it. `args` may be NULL when `nargs` is 0.
 //
 // Ownership: `*out` is freed with `psr_cmd_result_free`; `args` (an array of `nargs` strings) is
 // borrowed for the call. Errors: NULL_ARGUMENT, INVALID_ARGUMENT, and connection errors.
@@ -258,6 +286,186 @@ psr_result psr_pool_close(struct psr_pool *p, struct psr_error **err);
 
 // Frees a pool, deleting the remote shell if it was not closed. NULL is allowed. Threading: any thread, once no other call uses the handle.
 void psr_pool_free(struct psr_pool *p);
+
+// New cmd-shell options with the defaults: no environment variables, the server's working
+// directory, the UTF-8 code page (65001, so output comes as UTF-8), the user profile loaded,
+// the server's idle timeout.
+//
+// Ownership: the caller frees the result with `psr_cmd_shell_options_free`. NULL only if
+// psremote panicked. Threading: any thread.
+struct psr_cmd_shell_options *psr_cmd_shell_options_new(void);
+
+// Adds an environment variable that every command in the shell sees (`WINRS` `rsp:Environment`).
+// Repeatable; a name given twice is sent twice (the server decides).
+//
+// Ownership: `o`, `name` and `value` are borrowed. Errors: NULL_ARGUMENT, INVALID_ARGUMENT (not
+// UTF-8, or an empty name). Threading: not concurrently with other calls on the same options.
+psr_result psr_cmd_shell_options_add_environment(struct psr_cmd_shell_options *o,
+                                                 const char *name,
+                                                 const char *value,
+                                                 struct psr_error **err);
+
+// Sets the directory commands start in; NULL goes back to the server's default. A directory
+// that does not exist is reported by `psr_cmd_shell_start` (a FAULT from the server).
+//
+// Ownership: `o` and `directory` are borrowed. Errors: NULL_ARGUMENT (`o`), INVALID_ARGUMENT (not
+// UTF-8). Threading: not concurrently with other calls on the same options.
+psr_result psr_cmd_shell_options_set_working_directory(struct psr_cmd_shell_options *o,
+                                                       const char *directory,
+                                                       struct psr_error **err);
+
+// Sets the console code page of the output (`WINRS_CODEPAGE`): 65001 (UTF-8, the default), 437,
+// ...; 0 sends none, so the server uses its OEM code page.
+//
+// Ownership: `o` is borrowed. Errors: NULL_ARGUMENT. Threading: not concurrently with other
+// calls on the same options.
+psr_result psr_cmd_shell_options_set_codepage(struct psr_cmd_shell_options *o,
+                                              uint32_t codepage,
+                                              struct psr_error **err);
+
+// Whether the user profile is left unloaded (`WINRS_NOPROFILE`); false by default.
+//
+// Ownership: `o` is borrowed. Errors: NULL_ARGUMENT. Threading: not concurrently with other
+// calls on the same options.
+psr_result psr_cmd_shell_options_set_no_profile(struct psr_cmd_shell_options *o,
+                                                bool no_profile,
+                                                struct psr_error **err);
+
+// Sets how long the shell may stay idle before the server deletes it, in milliseconds; 0 leaves
+// it to the server.
+//
+// Ownership: `o` is borrowed. Errors: NULL_ARGUMENT. Threading: not concurrently with other
+// calls on the same options.
+psr_result psr_cmd_shell_options_set_idle_timeout_ms(struct psr_cmd_shell_options *o,
+                                                     uint64_t ms,
+                                                     struct psr_error **err);
+
+// Frees cmd-shell options. NULL is allowed. Threading: any thread, once no other call uses them.
+void psr_cmd_shell_options_free(struct psr_cmd_shell_options *o);
+
+// Opens a cmd shell (WinRS) with `options` (NULL: the defaults of `psr_cmd_shell_options_new`),
+// which are copied.
+//
+// Ownership: `c` and `options` are borrowed; `*out` (written only on success) is freed with
+// `psr_cmd_shell_free`. Errors: NULL_ARGUMENT, FAULT (the server refused the shell; the fault
+// code is in the error), connection errors. Threading: blocks the calling thread; any thread
+// except a psremote callback.
+psr_result psr_client_cmd_shell_open(struct psr_client *c,
+                                     const struct psr_cmd_shell_options *options,
+                                     struct psr_cmd_shell **out_shell,
+                                     struct psr_error **err);
+
+// The server's id for the shell (owned by `s`, valid until `psr_cmd_shell_free`); NULL if `s` is
+// NULL. Threading: any thread.
+const char *psr_cmd_shell_id(const struct psr_cmd_shell *s);
+
+// Starts `exe` with `args` (an array of `nargs` strings; NULL when `nargs` is 0). The server
+// joins them with spaces into one command line and runs it through `cmd.exe /c`, so quote
+// arguments with spaces yourself; `skip_cmd_shell` (`WINRS_SKIP_CMD_SHELL`) starts the program
+// directly.
+//
+// Ownership: the strings are borrowed for the call; `*out` (on success) is freed with
+// `psr_cmd_process_free`. Errors: NULL_ARGUMENT, INVALID_ARGUMENT (not UTF-8), CLOSED (the shell
+// was closed), FAULT (e.g. 2150858843 when the shell no longer exists on the server, 2147942402
+// when the program is not found, 2147942667 when the working directory does not exist),
+// connection errors. Threading: blocks the calling thread; any thread, also while others start
+// commands in the same shell.
+psr_result psr_cmd_shell_start(struct psr_cmd_shell *s,
+                               const char *exe,
+                               const char *const *args,
+                               size_t nargs,
+                               bool skip_cmd_shell,
+                               struct psr_cmd_process **out_process,
+                               struct psr_error **err);
+
+// Deletes the shell on the server; its commands end with it. Afterwards `psr_cmd_shell_start`
+// returns CLOSED; the handle must still be freed.
+//
+// Ownership: `s` is borrowed. Errors: NULL_ARGUMENT, CLOSED (already closed), connection errors.
+// Threading: blocks the calling thread (until starts under way have finished, too).
+psr_result psr_cmd_shell_close(struct psr_cmd_shell *s, struct psr_error **err);
+
+// Frees a shell, deleting it on the server in the background if it was not closed. Its
+// processes stay usable until the server reports the shell gone. NULL is allowed. Threading: any
+// thread, once no other call uses the handle.
+void psr_cmd_shell_free(struct psr_cmd_shell *s);
+
+// The server's id for the command (owned by `p`, valid until `psr_cmd_process_free`); NULL if `p`
+// is NULL. Threading: any thread.
+const char *psr_cmd_process_id(const struct psr_cmd_process *p);
+
+// Writes `len` bytes at `data` (NULL when `len` is 0) to the command's stdin; `end` closes stdin
+// afterwards. Large data goes out in several requests.
+//
+// Ownership: `data` is borrowed for the call. Errors: NULL_ARGUMENT, CLOSED (the command has
+// ended or was terminated), FAULT (e.g. 2150858843 when the server no longer knows the
+// command), connection errors. Threading: blocks the calling thread; any thread, also while
+// another one reads the output.
+psr_result psr_cmd_process_send_stdin(struct psr_cmd_process *p,
+                                      const uint8_t *data,
+                                      size_t len,
+                                      bool end,
+                                      struct psr_error **err);
+
+// Reads the next chunk of output, waiting up to `timeout_ms` (0: without limit). On OK, `*out` is
+// the chunk, or NULL when the output has ended (then `psr_cmd_process_exit_code` tells how it
+// ended). TIMEOUT means nothing arrived in time; nothing is lost, read again.
+//
+// Ownership: a chunk written to `*out` is freed with `psr_cmd_chunk_free`. Errors: NULL_ARGUMENT,
+// TIMEOUT, FAULT (e.g. 2150858843 when the shell or command is gone on the server), connection
+// errors. Threading: blocks the calling thread; one reader at a time per process (a second
+// waits for the first), while any thread may send stdin, Ctrl-C or terminate.
+psr_result psr_cmd_process_read(struct psr_cmd_process *p,
+                                uint32_t timeout_ms,
+                                struct psr_cmd_chunk **out_chunk,
+                                struct psr_error **err);
+
+// Reads the output until the command ends, waiting up to `timeout_ms` in all (0: without limit),
+// and returns what was not read yet with the exit code. On TIMEOUT the command keeps running and
+// what was gathered is kept for the next `psr_cmd_process_wait`.
+//
+// Ownership: `*out` (on success) is freed with `psr_cmd_result_free`. Errors: NULL_ARGUMENT,
+// TIMEOUT, CLOSED (the command was terminated before it reported an exit code), FAULT,
+// connection errors. Threading: as `psr_cmd_process_read`.
+psr_result psr_cmd_process_wait(struct psr_cmd_process *p,
+                                uint32_t timeout_ms,
+                                struct psr_cmd_result **out_result,
+                                struct psr_error **err);
+
+// Whether the command's exit code is known (its output has ended and the server reported one);
+// if so, writes it to `*out_code`. False when an argument is NULL, while the command runs, and
+// after `psr_cmd_process_terminate` unless the server had reported one. Threading: any thread;
+// never waits.
+bool psr_cmd_process_exit_code(const struct psr_cmd_process *p, int64_t *out_code);
+
+// Sends Ctrl-C to the command (WinRS signal `ctrl_c`); it then ends as it chooses, and its exit
+// code tells. Does nothing once the command has ended.
+//
+// Ownership: `p` is borrowed. Errors: NULL_ARGUMENT, FAULT, connection errors. Threading: blocks
+// the calling thread; any thread, also while another one reads the output.
+psr_result psr_cmd_process_ctrl_c(struct psr_cmd_process *p, struct psr_error **err);
+
+// Stops the command and releases it on the server. A reader gets the output that had already
+// arrived, then the end (NULL); the exit code stays unknown unless the server reported one first.
+// Calling it again does nothing.
+//
+// Ownership: `p` is borrowed. Errors: NULL_ARGUMENT, connection errors. Threading: blocks the
+// calling thread; any thread, also while another one reads the output.
+psr_result psr_cmd_process_terminate(struct psr_cmd_process *p, struct psr_error **err);
+
+// Frees a process, releasing a command that is still running in the background. NULL is
+// allowed. Threading: any thread, once no other call uses the handle.
+void psr_cmd_process_free(struct psr_cmd_process *p);
+
+// The stream a chunk came from; `PSR_CMD_STREAM_STDOUT` if `c` is NULL. Threading: any thread.
+psr_cmd_stream psr_cmd_chunk_stream(const struct psr_cmd_chunk *c);
+
+// The chunk's bytes (owned by `c`, valid until `psr_cmd_chunk_free`; never empty); their number
+// goes to `*len`. NULL if an argument is NULL. Threading: any thread.
+const uint8_t *psr_cmd_chunk_data(const struct psr_cmd_chunk *c, size_t *len);
+
+// Frees a chunk. NULL is allowed. Threading: any thread, once no other call uses it.
+void psr_cmd_chunk_free(struct psr_cmd_chunk *c);
 
 // The result code of an error. NULL gives `PSR_RESULT_NULL_ARGUMENT`. Errors are plain data: every
 // `psr_error_*` accessor may be called from any thread; returned strings are owned by `e`.

@@ -10,7 +10,9 @@ use psremote::client::{self as core, ClientConfig, CmdShellOptions, OutputChunk,
 use psremote::psrp::{HostCall, HostMethod, HostResponse};
 
 use crate::error::{Failure, PsrResult, psr_error};
-use crate::ffi::{check_out, free, guard, guard_ptr, handle, handle_mut, opt_str_arg, out, str_arg};
+use crate::ffi::{
+    bytes_arg, check_out, free, guard, guard_ptr, handle, handle_mut, opt_str_arg, out, str_arg, str_array,
+};
 
 /// Connection settings. Free with `psr_config_free`.
 #[allow(non_camel_case_types)]
@@ -23,9 +25,9 @@ pub struct psr_client(pub(crate) core::Client);
 /// What a cmd command produced. Free with `psr_cmd_result_free`.
 #[allow(non_camel_case_types)]
 pub struct psr_cmd_result {
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
-    exit_code: i64,
+    pub(crate) stdout: Vec<u8>,
+    pub(crate) stderr: Vec<u8>,
+    pub(crate) exit_code: i64,
 }
 
 /// An open runspace pool. Free with `psr_pool_free`.
@@ -259,8 +261,9 @@ pub extern "C" fn psr_client_free(c: *mut psr_client) {
     free(c);
 }
 
-/// Runs `exe` with `args` in a new cmd shell, feeding `stdin_data` (may be NULL when `stdin_len`
-/// is 0) and closing stdin, and waits for it.
+/// Runs `exe` with `args` in a new cmd shell with the default options (UTF-8 code page, see
+/// `psr_cmd_shell_options_new`), feeding `stdin_data` (may be NULL when `stdin_len` is 0) and
+/// closing stdin, and waits for it. `args` may be NULL when `nargs` is 0.
 ///
 /// Ownership: `*out` is freed with `psr_cmd_result_free`; `args` (an array of `nargs` strings) is
 /// borrowed for the call. Errors: NULL_ARGUMENT, INVALID_ARGUMENT, and connection errors.
@@ -281,36 +284,15 @@ pub extern "C" fn psr_client_run_cmd(
         let client = handle(c, "c")?.0.clone();
         check_out(out_result, "out")?;
         let exe = str_arg(exe, "exe")?.to_owned();
-        let mut argv = Vec::with_capacity(nargs);
-        if nargs > 0 {
-            if args.is_null() {
-                return Err(Failure::null("args"));
-            }
-            for i in 0..nargs {
-                // SAFETY: `args` is non-NULL and points to `nargs` string pointers (API contract),
-                // so offset `i < nargs` stays inside that array.
-                let slot = unsafe { args.add(i) };
-                // SAFETY: `slot` points inside the caller's array of `nargs` readable pointers.
-                let p = unsafe { *slot };
-                argv.push(str_arg(p, "args[i]")?.to_owned());
-            }
-        }
-        let stdin = if stdin_len > 0 {
-            if stdin_data.is_null() {
-                return Err(Failure::null("stdin_data"));
-            }
-            // SAFETY: `stdin_data` is non-NULL and points to `stdin_len` readable bytes (API contract).
-            Some(unsafe { std::slice::from_raw_parts(stdin_data, stdin_len) }.to_vec())
-        } else {
-            None
-        };
+        let argv = str_array(args, nargs, "args")?;
+        let stdin = bytes_arg(stdin_data, stdin_len, "stdin_data")?.to_vec();
         let r = block(async move {
             let shell = client.open_cmd_shell(CmdShellOptions::default()).await?;
             let result = async {
                 let a: Vec<&str> = argv.iter().map(String::as_str).collect();
                 let mut p = shell.start(&exe, &a).await?;
                 // stdin is always closed, so a command that reads it ends.
-                p.send_stdin(stdin.as_deref().unwrap_or(&[]), true).await?;
+                p.send_stdin(&stdin, true).await?;
                 let (mut so, mut se) = (Vec::new(), Vec::new());
                 while let Some(chunk) = p.next_output().await? {
                     match chunk {

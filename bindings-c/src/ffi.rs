@@ -50,6 +50,37 @@ pub fn opt_str_arg<'a>(p: *const c_char, name: &str) -> Result<Option<&'a str>, 
     if p.is_null() { Ok(None) } else { str_arg(p, name).map(Some) }
 }
 
+/// Reads an array of `n` NUL-terminated UTF-8 strings (`p` may be NULL when `n` is 0).
+pub fn str_array(p: *const *const c_char, n: usize, name: &str) -> Result<Vec<String>, Failure> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    if p.is_null() {
+        return Err(Failure::null(name));
+    }
+    // SAFETY: `p` is non-NULL and, by the API contract, points to `n` readable string pointers.
+    let slots = unsafe { std::slice::from_raw_parts(p, n) };
+    slots.iter().enumerate().map(|(i, &s)| str_arg(s, &format!("{name}[{i}]")).map(str::to_owned)).collect()
+}
+
+/// Borrows `len` bytes at `p` (`p` may be NULL when `len` is 0).
+pub fn bytes_arg<'a>(p: *const u8, len: usize, name: &str) -> Result<&'a [u8], Failure> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if p.is_null() {
+        return Err(Failure::null(name));
+    }
+    // SAFETY: `p` is non-NULL and, by the API contract, points to `len` bytes readable for this call.
+    Ok(unsafe { std::slice::from_raw_parts(p, len) })
+}
+
+/// Writes a plain value to an out-parameter that the caller checked for NULL.
+pub fn out_value<T>(p: *mut T, value: T) {
+    // SAFETY: callers check `p` for NULL first; it points to writable storage for one `T`.
+    unsafe { *p = value };
+}
+
 /// Borrows a handle mutably.
 pub fn handle_mut<'a, T>(p: *mut T, name: &str) -> Result<&'a mut T, Failure> {
     // SAFETY: a non-NULL handle was created by this library with Box::into_raw and not freed yet

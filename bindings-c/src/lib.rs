@@ -14,6 +14,7 @@
 #![allow(missing_debug_implementations)]
 
 mod client;
+mod cmd;
 mod error;
 mod ffi;
 mod json;
@@ -24,6 +25,7 @@ mod security;
 use std::ffi::c_char;
 
 pub use client::{psr_client, psr_cmd_result, psr_config, psr_host, psr_pool};
+pub use cmd::{psr_cmd_chunk, psr_cmd_process, psr_cmd_shell, psr_cmd_shell_options, psr_cmd_stream};
 pub use error::{PsrResult, psr_error};
 pub use pipeline::{psr_callbacks, psr_invocation, psr_pipeline, psr_state, psr_stream};
 

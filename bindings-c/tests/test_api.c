@@ -1274,6 +1274,311 @@ static void test_cmd(psr_client *client) {
     CHECK(bounded_empty_stdin("wc -c", input, 10000));
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* cmd shells: options, streaming output, stdin in pieces, Ctrl-C, terminate, faults           */
+/* ------------------------------------------------------------------------------------------ */
+
+#define CMD_LONG "echo started; sleep 600"
+#define CMD_SIGINT_EXIT 130 /* the endpoint reports 128 + signal, as a POSIX shell would */
+#define CMD_SIGKILL_EXIT 137
+#define CMD_INVALID_SELECTORS 2150858843u
+
+/* Reads chunks until `want` bytes of stdout have arrived; 1 when they equal `want`. */
+static int cmd_read_stdout(psr_cmd_process *p, const char *want) {
+    char got[256];
+    size_t have = 0, need = strlen(want), len = 0;
+    psr_error *err = NULL;
+    while (have < need) {
+        psr_cmd_chunk *chunk = NULL;
+        const uint8_t *data;
+        if (!EXPECT_OK(psr_cmd_process_read(p, 30000, &chunk, &err)) || !CHECK(chunk != NULL)) {
+            return 0;
+        }
+        data = psr_cmd_chunk_data(chunk, &len);
+        if (psr_cmd_chunk_stream(chunk) == PSR_CMD_STREAM_STDOUT && data != NULL && have + len < sizeof got) {
+            memcpy(got + have, data, len);
+            have += len;
+        }
+        psr_cmd_chunk_free(chunk);
+    }
+    return have == need && memcmp(got, want, need) == 0;
+}
+
+/* Waits for the end; 1 when stdout equals `want_stdout` (NULL: anything) and the exit code is `want_code`. */
+static int cmd_wait(psr_cmd_process *p, const char *want_stdout, int64_t want_code) {
+    psr_cmd_result *res = NULL;
+    psr_error *err = NULL;
+    const uint8_t *data;
+    size_t len = 0;
+    int64_t code = -1;
+    int ok;
+    if (!EXPECT_OK(psr_cmd_process_wait(p, 0, &res, &err))) {
+        return 0;
+    }
+    data = psr_cmd_result_stdout(res, &len);
+    ok = want_stdout == NULL || (len == strlen(want_stdout) && (len == 0 || memcmp(data, want_stdout, len) == 0));
+    if (!ok) {
+        printf("       stdout was \"%.*s\"\n", (int)len, data != NULL ? (const char *)data : "");
+    }
+    ok &= psr_cmd_result_exit_code(res) == want_code;
+    ok &= psr_cmd_process_exit_code(p, &code) && code == want_code;
+    psr_cmd_result_free(res);
+    return ok;
+}
+
+typedef struct cmd_reader {
+    psr_cmd_process *process;
+    int chunks;
+    psr_result rc;
+} cmd_reader;
+
+static void *cmd_reader_thread(void *arg) {
+    cmd_reader *r = (cmd_reader *)arg;
+    for (;;) {
+        psr_cmd_chunk *chunk = NULL;
+        r->rc = psr_cmd_process_read(r->process, 0, &chunk, NULL);
+        if (r->rc != PSR_RESULT_OK || chunk == NULL) {
+            return NULL;
+        }
+        r->chunks++;
+        psr_cmd_chunk_free(chunk);
+    }
+}
+
+static void test_cmd_shell_misuse(psr_client *client) {
+    psr_error *err = NULL;
+    psr_cmd_shell_options *opts = psr_cmd_shell_options_new();
+    psr_cmd_shell *shell = (psr_cmd_shell *)SENTINEL;
+    psr_cmd_process *process = (psr_cmd_process *)SENTINEL;
+    psr_cmd_chunk *chunk = (psr_cmd_chunk *)SENTINEL;
+    psr_cmd_result *res = (psr_cmd_result *)SENTINEL;
+    int64_t code = 42;
+    size_t len = 7;
+    begin("cmd_shell_misuse");
+    CHECK(opts != NULL);
+    EXPECT_FAIL(psr_cmd_shell_options_add_environment(NULL, "A", "1", &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_cmd_shell_options_add_environment(opts, NULL, "1", &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_cmd_shell_options_add_environment(opts, "", "1", &err), PSR_RESULT_INVALID_ARGUMENT);
+    EXPECT_FAIL(psr_cmd_shell_options_add_environment(opts, "A", "\xff", &err), PSR_RESULT_INVALID_ARGUMENT);
+    EXPECT_FAIL(psr_cmd_shell_options_set_working_directory(NULL, "/", &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_OK(psr_cmd_shell_options_set_working_directory(opts, NULL, &err));
+    EXPECT_FAIL(psr_cmd_shell_options_set_codepage(NULL, 437, &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_cmd_shell_options_set_no_profile(NULL, true, &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_cmd_shell_options_set_idle_timeout_ms(NULL, 1000, &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_client_cmd_shell_open(NULL, opts, &shell, &err), PSR_RESULT_NULL_ARGUMENT);
+    CHECK_UNTOUCHED(shell, psr_cmd_shell, psr_cmd_shell_free);
+    EXPECT_FAIL(psr_client_cmd_shell_open(client, opts, NULL, &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_cmd_shell_start(NULL, "true", NULL, 0, false, &process, &err), PSR_RESULT_NULL_ARGUMENT);
+    CHECK_UNTOUCHED(process, psr_cmd_process, psr_cmd_process_free);
+    EXPECT_FAIL(psr_cmd_process_read(NULL, 0, &chunk, &err), PSR_RESULT_NULL_ARGUMENT);
+    CHECK_UNTOUCHED(chunk, psr_cmd_chunk, psr_cmd_chunk_free);
+    EXPECT_FAIL(psr_cmd_process_wait(NULL, 0, &res, &err), PSR_RESULT_NULL_ARGUMENT);
+    CHECK_UNTOUCHED(res, psr_cmd_result, psr_cmd_result_free);
+    EXPECT_FAIL(psr_cmd_process_send_stdin(NULL, NULL, 0, true, &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_cmd_process_ctrl_c(NULL, &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_cmd_process_terminate(NULL, &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_cmd_shell_close(NULL, &err), PSR_RESULT_NULL_ARGUMENT);
+    CHECK(!psr_cmd_process_exit_code(NULL, &code) && code == 42);
+    CHECK(psr_cmd_shell_id(NULL) == NULL);
+    CHECK(psr_cmd_process_id(NULL) == NULL);
+    CHECK(psr_cmd_chunk_data(NULL, &len) == NULL && len == 7);
+    CHECK(psr_cmd_chunk_stream(NULL) == PSR_CMD_STREAM_STDOUT);
+    psr_cmd_shell_options_free(NULL);
+    psr_cmd_shell_free(NULL);
+    psr_cmd_process_free(NULL);
+    psr_cmd_chunk_free(NULL);
+
+    /* a live shell: bad arguments, then use after close */
+    shell = NULL;
+    if (EXPECT_OK(psr_client_cmd_shell_open(client, NULL, &shell, &err))) {
+        const char *const bad_args[1] = {NULL};
+        process = (psr_cmd_process *)SENTINEL;
+        CHECK(psr_cmd_shell_id(shell) != NULL && strlen(psr_cmd_shell_id(shell)) == 36);
+        EXPECT_FAIL(psr_cmd_shell_start(shell, "echo", NULL, 1, false, &process, &err), PSR_RESULT_NULL_ARGUMENT);
+        EXPECT_FAIL(psr_cmd_shell_start(shell, "echo", bad_args, 1, false, &process, &err), PSR_RESULT_NULL_ARGUMENT);
+        EXPECT_FAIL(psr_cmd_shell_start(shell, NULL, NULL, 0, false, &process, &err), PSR_RESULT_NULL_ARGUMENT);
+        EXPECT_FAIL(psr_cmd_shell_start(shell, "true", NULL, 0, false, NULL, &err), PSR_RESULT_NULL_ARGUMENT);
+        CHECK_UNTOUCHED(process, psr_cmd_process, psr_cmd_process_free);
+        process = NULL;
+        if (EXPECT_OK(psr_cmd_shell_start(shell, "cat", NULL, 0, false, &process, &err))) {
+            EXPECT_FAIL(psr_cmd_process_send_stdin(process, NULL, 3, false, &err), PSR_RESULT_NULL_ARGUMENT);
+            EXPECT_FAIL(psr_cmd_process_read(process, 0, NULL, &err), PSR_RESULT_NULL_ARGUMENT);
+            EXPECT_OK(psr_cmd_process_send_stdin(process, NULL, 0, true, &err));
+            CHECK(cmd_wait(process, "", 0));
+            /* after the end: stdin is closed for good, Ctrl-C and terminate have nothing to do */
+            EXPECT_FAIL(psr_cmd_process_send_stdin(process, (const uint8_t *)"x", 1, false, &err), PSR_RESULT_CLOSED);
+            EXPECT_OK(psr_cmd_process_ctrl_c(process, &err));
+            EXPECT_OK(psr_cmd_process_terminate(process, &err));
+            chunk = (psr_cmd_chunk *)SENTINEL;
+            EXPECT_OK(psr_cmd_process_read(process, 0, &chunk, &err));
+            CHECK(chunk == NULL);
+            psr_cmd_process_free(process);
+        }
+        EXPECT_OK(psr_cmd_shell_close(shell, &err));
+        EXPECT_FAIL(psr_cmd_shell_close(shell, &err), PSR_RESULT_CLOSED);
+        process = (psr_cmd_process *)SENTINEL;
+        EXPECT_FAIL(psr_cmd_shell_start(shell, "true", NULL, 0, false, &process, &err), PSR_RESULT_CLOSED);
+        CHECK_UNTOUCHED(process, psr_cmd_process, psr_cmd_process_free);
+        psr_cmd_shell_free(shell);
+    }
+    psr_cmd_shell_options_free(opts);
+}
+
+static void test_cmd_shell(psr_client *client) {
+    psr_error *err = NULL;
+    psr_cmd_shell_options *opts;
+    psr_cmd_shell *shell = NULL;
+    psr_cmd_process *p = NULL;
+    psr_cmd_chunk *chunk;
+    long shells0, commands0;
+    int64_t code = -1;
+    const char *const home_args[1] = {"$HOME"};
+    begin("cmd_shell");
+    if (!CHECK(client != NULL)) {
+        return;
+    }
+    shells0 = settled_state("shells");
+    commands0 = settled_state("commands");
+
+    /* options reach the command: environment, working directory; the others are accepted */
+    opts = psr_cmd_shell_options_new();
+    EXPECT_OK(psr_cmd_shell_options_add_environment(opts, "PSR_C", "c-v\xc3\xa4lue", &err));
+    EXPECT_OK(psr_cmd_shell_options_add_environment(opts, "PSR_D", "d", &err));
+    EXPECT_OK(psr_cmd_shell_options_set_working_directory(opts, "/", &err));
+    EXPECT_OK(psr_cmd_shell_options_set_codepage(opts, 437, &err));
+    EXPECT_OK(psr_cmd_shell_options_set_codepage(opts, 65001, &err));
+    EXPECT_OK(psr_cmd_shell_options_set_no_profile(opts, true, &err));
+    EXPECT_OK(psr_cmd_shell_options_set_idle_timeout_ms(opts, 90000, &err));
+    if (!EXPECT_OK(psr_client_cmd_shell_open(client, opts, &shell, &err))) {
+        psr_cmd_shell_options_free(opts);
+        return;
+    }
+    psr_cmd_shell_options_free(opts); /* copied by the open */
+    CHECK(wait_state("shells", shells0 + 1, 5000) == shells0 + 1);
+    if (EXPECT_OK(psr_cmd_shell_start(shell, "echo \"$PSR_C$PSR_D\"; pwd", NULL, 0, false, &p, &err))) {
+        CHECK(cmd_wait(p, "c-v\xc3\xa4lued\n/\n", 0));
+        psr_cmd_process_free(p);
+    }
+
+    /* WINRS_SKIP_CMD_SHELL: the program gets its argument as it is, no shell expands it */
+    p = NULL;
+    if (EXPECT_OK(psr_cmd_shell_start(shell, "echo", home_args, 1, true, &p, &err))) {
+        CHECK(cmd_wait(p, "$HOME\n", 0));
+        psr_cmd_process_free(p);
+    }
+
+    /* output streams before the end: the command cannot end before it reads its input; stdin
+     * in several pieces */
+    p = NULL;
+    if (EXPECT_OK(psr_cmd_shell_start(shell, "echo first; read a; read b; echo \"$a$b\"; exit 4", NULL, 0, false,
+                                      &p, &err))) {
+        CHECK(cmd_read_stdout(p, "first\n"));
+        CHECK(!psr_cmd_process_exit_code(p, &code));
+        EXPECT_OK(psr_cmd_process_send_stdin(p, (const uint8_t *)"pie", 3, false, &err));
+        EXPECT_OK(psr_cmd_process_send_stdin(p, (const uint8_t *)"ce\n", 3, false, &err));
+        EXPECT_OK(psr_cmd_process_send_stdin(p, (const uint8_t *)"meal\n", 5, true, &err));
+        CHECK(cmd_wait(p, "piecemeal\n", 4));
+        psr_cmd_process_free(p);
+    }
+
+    /* a read or a wait that times out loses nothing */
+    p = NULL;
+    if (EXPECT_OK(psr_cmd_shell_start(shell, "echo before; read x; echo \"after $x\"", NULL, 0, false, &p, &err))) {
+        psr_cmd_result *res = (psr_cmd_result *)SENTINEL;
+        EXPECT_FAIL(psr_cmd_process_wait(p, 300, &res, &err), PSR_RESULT_TIMEOUT);
+        CHECK_UNTOUCHED(res, psr_cmd_result, psr_cmd_result_free);
+        chunk = (psr_cmd_chunk *)SENTINEL;
+        EXPECT_FAIL(psr_cmd_process_read(p, 200, &chunk, &err), PSR_RESULT_TIMEOUT);
+        CHECK_UNTOUCHED(chunk, psr_cmd_chunk, psr_cmd_chunk_free);
+        EXPECT_OK(psr_cmd_process_send_stdin(p, (const uint8_t *)"now\n", 4, true, &err));
+        CHECK(cmd_wait(p, "before\nafter now\n", 0));
+        psr_cmd_process_free(p);
+    }
+
+    /* Ctrl-C ends a long-running command */
+    p = NULL;
+    if (EXPECT_OK(psr_cmd_shell_start(shell, CMD_LONG, NULL, 0, false, &p, &err))) {
+        CHECK(cmd_read_stdout(p, "started\n"));
+        EXPECT_OK(psr_cmd_process_ctrl_c(p, &err));
+        CHECK(cmd_wait(p, "", CMD_SIGINT_EXIT));
+        psr_cmd_process_free(p);
+    }
+
+    /* terminate ends it at once and releases it; the output ends, no exit code */
+    p = NULL;
+    if (EXPECT_OK(psr_cmd_shell_start(shell, CMD_LONG, NULL, 0, false, &p, &err))) {
+        psr_cmd_result *res = (psr_cmd_result *)SENTINEL;
+        CHECK(cmd_read_stdout(p, "started\n"));
+        CHECK(wait_state("commands", commands0 + 1, 5000) == commands0 + 1);
+        EXPECT_OK(psr_cmd_process_terminate(p, &err));
+        CHECK(wait_state("commands", commands0, 5000) == commands0);
+        chunk = (psr_cmd_chunk *)SENTINEL;
+        EXPECT_OK(psr_cmd_process_read(p, 0, &chunk, &err));
+        CHECK(chunk == NULL);
+        CHECK(!psr_cmd_process_exit_code(p, &code));
+        EXPECT_FAIL(psr_cmd_process_wait(p, 0, &res, &err), PSR_RESULT_CLOSED);
+        CHECK_UNTOUCHED(res, psr_cmd_result, psr_cmd_result_free);
+        EXPECT_FAIL(psr_cmd_process_send_stdin(p, (const uint8_t *)"x", 1, false, &err), PSR_RESULT_CLOSED);
+        EXPECT_OK(psr_cmd_process_terminate(p, &err)); /* again: nothing to do */
+        psr_cmd_process_free(p);
+    }
+
+    /* terminate from this thread while another one is blocked reading */
+    p = NULL;
+    if (EXPECT_OK(psr_cmd_shell_start(shell, "sleep 600", NULL, 0, false, &p, &err))) {
+        cmd_reader r;
+        pthread_t thread;
+        memset(&r, 0, sizeof r);
+        r.process = p;
+        if (CHECK(pthread_create(&thread, NULL, cmd_reader_thread, &r) == 0)) {
+            EXPECT_OK(psr_cmd_process_terminate(p, &err));
+            pthread_join(thread, NULL);
+            CHECK(r.rc == PSR_RESULT_OK && r.chunks == 0);
+            /* a Receive under way may have seen the kill: the endpoint then reports 128 + 9 */
+            code = -1;
+            CHECK(!psr_cmd_process_exit_code(p, &code) || code == CMD_SIGKILL_EXIT);
+        }
+        psr_cmd_process_free(p);
+    }
+
+    /* a running command freed without waiting is released in the background */
+    p = NULL;
+    if (EXPECT_OK(psr_cmd_shell_start(shell, CMD_LONG, NULL, 0, false, &p, &err))) {
+        psr_cmd_process_free(p);
+    }
+    CHECK(wait_state("commands", commands0, 10000) == commands0);
+
+    /* the shell deleted underneath a running command: the server's fault, with its code */
+    p = NULL;
+    if (EXPECT_OK(psr_cmd_shell_start(shell, CMD_LONG, NULL, 0, false, &p, &err))) {
+        CHECK(cmd_read_stdout(p, "started\n"));
+        EXPECT_OK(psr_cmd_shell_close(shell, &err));
+        CHECK(psr_cmd_process_send_stdin(p, (const uint8_t *)"x", 1, false, &err) == PSR_RESULT_FAULT);
+        CHECK(psr_error_fault_code(err) == CMD_INVALID_SELECTORS);
+        psr_error_free(err);
+        err = NULL;
+        chunk = (psr_cmd_chunk *)SENTINEL;
+        CHECK(psr_cmd_process_read(p, 0, &chunk, &err) == PSR_RESULT_FAULT);
+        CHECK(err != NULL && psr_error_code(err) == PSR_RESULT_FAULT);
+        CHECK(psr_error_fault_code(err) == CMD_INVALID_SELECTORS);
+        psr_error_free(err);
+        err = NULL;
+        CHECK_UNTOUCHED(chunk, psr_cmd_chunk, psr_cmd_chunk_free);
+        /* a failed read released the command: stdin is closed for good now */
+        EXPECT_FAIL(psr_cmd_process_send_stdin(p, (const uint8_t *)"x", 1, false, &err), PSR_RESULT_CLOSED);
+        psr_cmd_process_free(p);
+    }
+    psr_cmd_shell_free(shell);
+
+    /* a shell freed without closing is deleted in the background */
+    shell = NULL;
+    if (EXPECT_OK(psr_client_cmd_shell_open(client, NULL, &shell, &err))) {
+        psr_cmd_shell_free(shell);
+    }
+    CHECK(wait_state("shells", shells0, 10000) == shells0);
+    CHECK(wait_state("commands", commands0, 10000) == commands0);
+}
+
 static void test_streams(psr_pool *pool) {
     collector col;
     psr_invocation *inv;
@@ -2574,6 +2879,8 @@ int main(void) {
 
     test_null_arguments_live(client, pool);
     test_cmd(client);
+    test_cmd_shell_misuse(client);
+    test_cmd_shell(client);
     test_streams(pool);
     test_output_values(pool);
     test_start_command(pool);
