@@ -90,7 +90,7 @@ impl Client {
         password: String,
         operation_timeout: f64,
         connect_timeout: f64,
-        max_envelope_size: u32,
+        max_envelope_size: Option<u32>,
         locale: String,
         data_locale: String,
         allow_unencrypted: bool,

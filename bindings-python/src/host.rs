@@ -1,7 +1,7 @@
 //! A Python object as the pool's PowerShell host: `host.call(method_name, method_id, params)`.
 
 use psremote::client::Host;
-use psremote::psrp::{HostCall, HostResponse};
+use psremote::psrp::{HostCall, HostDefaults, HostResponse};
 use pyo3::prelude::*;
 
 use crate::convert::{self, NoKeys};
@@ -17,6 +17,43 @@ impl Host for PyHost {
             Err(e) => HostResponse::Error(e.value(py).to_string()),
         })
     }
+
+    fn defaults(&self) -> Option<HostDefaults> {
+        Python::attach(|py| match read_defaults(py, &self.0) {
+            Ok(d) => d,
+            Err(e) => {
+                // A host whose defaults cannot be read is offered without a raw UI.
+                tracing::warn!(error = %e.value(py), "the host's host_defaults() failed; no raw UI is offered");
+                None
+            }
+        })
+    }
+}
+
+/// `host.host_defaults()` (absent on duck-typed hosts, or `None`: no raw UI).
+fn read_defaults(py: Python<'_>, host: &Py<PyAny>) -> PyResult<Option<HostDefaults>> {
+    let host = host.bind(py);
+    if !host.hasattr("host_defaults")? {
+        return Ok(None);
+    }
+    let d = host.call_method0("host_defaults")?;
+    if d.is_none() {
+        return Ok(None);
+    }
+    let base = HostDefaults::default();
+    let get = |key: &str| d.get_item(key);
+    Ok(Some(HostDefaults {
+        foreground_color: get("foreground_color")?.extract()?,
+        background_color: get("background_color")?.extract()?,
+        cursor_position: get("cursor_position")?.extract()?,
+        window_position: get("window_position")?.extract()?,
+        cursor_size: get("cursor_size")?.extract()?,
+        buffer_size: get("buffer_size")?.extract()?,
+        window_size: get("window_size")?.extract()?,
+        max_window_size: get("max_window_size")?.extract()?,
+        max_physical_window_size: get("max_physical_window_size")?.extract()?,
+        window_title: get("window_title")?.extract().unwrap_or(base.window_title),
+    }))
 }
 
 fn answer(py: Python<'_>, host: &Py<PyAny>, call: &HostCall) -> PyResult<HostResponse> {

@@ -70,14 +70,72 @@ def test_get_credential(host_pool):
 def test_write_host_calls_the_host_and_shows_as_event(host_pool):
     pool, host = host_pool
     events = list(pool.start("Write-Host hello -ForegroundColor Red"))
-    # Void host calls are answered by the pool's host worker, maybe after the pipeline ended.
-    deadline = time.monotonic() + 5
-    while not any(c[0] == "write_line" for c in host.calls) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    # Every host call of a pipeline has been handled before its final state is delivered.
     (call,) = [c for c in host.calls if c[0] == "write_line"]
     assert call[1] == "hello" and call[2] == 12 and call[2].name == "Red"
     host_events = [e.value for e in events if e.kind == "host"]
     assert host_events and host_events[0].method == "WriteLine3"
+
+
+def test_slow_void_host_calls_finish_before_run_ps_returns(client):
+    class Slow(PSHost):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lines: List[str] = []
+
+        def write_line(self, text="", foreground_color=None, background_color=None):
+            time.sleep(0.3)
+            self.lines.append(text)
+
+    host = Slow()
+    with client.runspace_pool(host=host) as pool:
+        result = pool.run_ps("Write-Host one; Write-Output two; Write-Host three")
+        assert result.output == ["two"]
+        assert host.lines == ["one", "three"]
+
+
+def _remote_ui(client, host):
+    with client.runspace_pool(host=host) as pool:
+        (info,) = pool.run_ps("Get-Host").output
+    return info.UI
+
+
+def test_ps_host_offers_a_raw_ui_with_its_console(client):
+    class Console(PSHost):
+        window_size = (100, 40)
+        buffer_size = (100, 9000)
+        foreground_color = 14
+        window_title = "my terminal"
+
+    ui = _remote_ui(client, Console())
+    raw = ui.RawUI
+    assert raw is not None
+    assert (raw.ForegroundColor, raw.BackgroundColor) == ("Yellow", "Black")
+    assert (raw.WindowSize, raw.BufferSize, raw.MaxWindowSize) == ("100,40", "100,9000", "100,40")
+    assert raw.WindowTitle == "my terminal"
+
+
+def test_a_host_without_raw_ui_has_a_ui_only(client):
+    class Plain(PSHost):
+        raw_ui = False
+
+    ui = _remote_ui(client, Plain())
+    assert ui is not None and ui.RawUI is None
+
+
+def test_without_a_host_there_is_no_ui(pool):
+    (info,) = pool.run_ps("Get-Host").output
+    assert info.UI is None
+
+
+def test_host_defaults_reports_the_raw_ui_state():
+    host = PSHost()
+    host.window_size = (80, 25)
+    d = host.host_defaults()
+    assert d is not None
+    assert d["window_size"] == (80, 25) and d["max_window_size"] == (80, 25) and d["cursor_size"] == 25
+    host.raw_ui = False
+    assert host.host_defaults() is None
 
 
 def test_host_that_raises_writes_an_error(client):

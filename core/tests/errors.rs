@@ -107,7 +107,7 @@ fn invalid_configuration_says_what_to_change() {
     let err = block_on(Client::connect(cfg.clone())).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Policy);
     assert!(err.to_string().contains("allow_unencrypted"), "{err}");
-    cfg.max_envelope_size = 100;
+    cfg.max_envelope_size = Some(100);
     cfg.mechanism = Mechanism::Ntlm;
     assert_eq!(block_on(Client::connect(cfg)).unwrap_err().kind(), ErrorKind::InvalidConfig);
 }

@@ -314,3 +314,136 @@ fn dropped_pool_and_pipeline_are_released() {
     assert_eq!(ep.wait_counter("pipelines", 0), 0);
     assert_eq!(ep.wait_counter("pools", 0), 0);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Compatibility with what Windows servers do
+
+#[test]
+fn ids_the_server_chose_are_adopted() {
+    // PowerShell 2.0 servers ignore the ShellId and CommandId the client asks for.
+    let ep = Endpoint::start(&["--server-ids"]);
+    block_on(async {
+        let pool = pool(&ep).await;
+        let r = pool.invoke(&PipelineSpec::script("Write-Output hello")).await.unwrap();
+        assert_eq!(strings(&r), ["hello"]);
+        let spec = PipelineSpec { has_input: true, ..PipelineSpec::command(Command::new("Measure-Input")) };
+        let r = pool.invoke_with_input(&spec, vec![Value::I32(1), Value::I32(2)]).await.unwrap();
+        assert_eq!(r.state, PipelineState::Completed, "{:?}", r.errors);
+        let p = pool.start(&PipelineSpec::script("Invoke-Stall")).await.unwrap();
+        p.stop().await.unwrap();
+        assert_eq!(p.wait().await.unwrap().state, PipelineState::Stopped);
+        pool.close().await.unwrap();
+    });
+    assert_eq!(ep.wait_counter("pipelines", 0), 0);
+    assert_eq!(ep.wait_counter("shells", 0), 0);
+}
+
+/// Records the void calls it handles, slowly.
+struct SlowWriter(std::sync::Mutex<Vec<HostMethod>>);
+
+impl Host for SlowWriter {
+    fn call(&self, call: &HostCall) -> HostResponse {
+        std::thread::sleep(Duration::from_millis(300));
+        self.0.lock().unwrap().push(call.method);
+        HostResponse::NotImplemented
+    }
+}
+
+#[test]
+fn void_host_calls_are_handled_before_the_result_is() {
+    let ep = Endpoint::start(&[]);
+    block_on(async {
+        let client = client(&ep).await;
+        let host = Arc::new(SlowWriter(std::sync::Mutex::new(Vec::new())));
+        let config = PoolConfig { host: Some(host.clone()), ..PoolConfig::default() };
+        let pool = RunspacePool::open(&client, config).await.unwrap();
+        let r = pool.invoke(&PipelineSpec::script("Write-Host one; Write-Output two; Write-Host three")).await.unwrap();
+        assert_eq!(strings(&r), ["two"]);
+        // Nothing waited after invoke(): the host already saw both writes.
+        let seen = host.0.lock().unwrap().clone();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        pool.close().await.unwrap();
+    });
+}
+
+struct RawUiHost(Option<psremote::psrp::HostDefaults>);
+
+impl Host for RawUiHost {
+    fn call(&self, _: &HostCall) -> HostResponse {
+        HostResponse::NotImplemented
+    }
+
+    fn defaults(&self) -> Option<psremote::psrp::HostDefaults> {
+        self.0.clone()
+    }
+}
+
+/// `Get-Host`'s `UI` and `UI.RawUI` as the server (psrpcore reading HostInfo) sees them.
+async fn remote_ui(ep: &Endpoint, host: Option<Arc<dyn Host>>) -> (Value, Value) {
+    let client = client(ep).await;
+    let pool = RunspacePool::open(&client, PoolConfig { host, ..PoolConfig::default() }).await.unwrap();
+    let r = pool.invoke(&PipelineSpec::script("Get-Host")).await.unwrap();
+    pool.close().await.unwrap();
+    let ui = r.output[0].as_object().unwrap().property("UI").cloned().unwrap();
+    let raw = ui.as_object().and_then(|o| o.property("RawUI").cloned()).unwrap_or(Value::Nil);
+    (ui, raw)
+}
+
+#[test]
+fn a_host_with_defaults_offers_a_raw_ui() {
+    let ep = Endpoint::start(&[]);
+    block_on(async {
+        let defaults = psremote::psrp::HostDefaults {
+            foreground_color: 14,
+            buffer_size: (132, 9001),
+            window_title: "agent console".into(),
+            ..Default::default()
+        };
+        let (_, raw) = remote_ui(&ep, Some(Arc::new(RawUiHost(Some(defaults))))).await;
+        let raw = raw.as_object().unwrap_or_else(|| panic!("no raw UI: {raw:?}"));
+        assert_eq!(raw.property("ForegroundColor").and_then(Value::as_str), Some("Yellow"));
+        assert_eq!(raw.property("BufferSize").and_then(Value::as_str), Some("132,9001"));
+        assert_eq!(raw.property("WindowTitle").and_then(Value::as_str), Some("agent console"));
+
+        let (ui, raw) = remote_ui(&ep, Some(Arc::new(RawUiHost(None)))).await;
+        assert!(ui.as_object().is_some(), "{ui:?}");
+        assert_eq!(raw, Value::Nil);
+        let (ui, _) = remote_ui(&ep, None).await;
+        assert_eq!(ui, Value::Nil);
+    });
+}
+
+#[test]
+fn an_envelope_size_the_user_set_is_kept() {
+    // A server whose MaxEnvelopeSizekb is 150 refuses 500 KB requests: psremote must not raise
+    // a size the user set to match it, even though the server speaks protocol 2.3.
+    let ep = Endpoint::start(&["--max-envelope-kb", "150"]);
+    block_on(async {
+        let cfg = ClientConfig::new("x", DOMAIN_USER, PASSWORD)
+            .with_url(&ep.url)
+            .unwrap()
+            .with_trusted_hosts(["127.0.0.1"])
+            .with_mechanism(Mechanism::Ntlm);
+        let mut cfg = cfg;
+        cfg.max_envelope_size = Some(150 * 1024);
+        let client = Client::connect(cfg).await.unwrap();
+        let pool = RunspacePool::open(&client, PoolConfig::default()).await.unwrap();
+        assert_eq!(pool.max_envelope_size(), 150 * 1024);
+        let spec = PipelineSpec { has_input: true, ..PipelineSpec::command(Command::new("Measure-Input")) };
+        let big = Value::Str("x".repeat(400_000));
+        let r = pool.invoke_with_input(&spec, vec![big]).await.unwrap();
+        assert_eq!(r.state, PipelineState::Completed, "{:?}", r.errors);
+        pool.close().await.unwrap();
+
+        // Without a size set, psremote raises it for a protocol 2.3 server.
+        let auto = pool_default_envelope(&ep).await;
+        assert_eq!(auto, 512_000);
+    });
+}
+
+async fn pool_default_envelope(ep: &Endpoint) -> u32 {
+    let pool = pool(ep).await;
+    let size = pool.max_envelope_size();
+    pool.close().await.unwrap();
+    size
+}

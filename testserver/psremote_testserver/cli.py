@@ -74,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="PSRP output queued per pipeline before BufferMode applies: Block waits, Drop (while disconnected) discards the oldest (default 4096)",
     )
+    parser.add_argument(
+        "--server-ids",
+        action="store_true",
+        help="choose PSRP ShellIds and CommandIds here, ignoring the client's (as PowerShell 2.0 servers do)",
+    )
     parser.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this PEM certificate (chain)")
     parser.add_argument("--tls-key", metavar="FILE", help="the PEM private key of --tls-cert")
     parser.add_argument("--tls-min", choices=sorted(TLS_VERSIONS), default="1.2", help="lowest TLS version (default 1.2)")
@@ -163,7 +168,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         registry = EngineRegistry()
         registry.register(CMD_URI, CmdEngine())
-        registry.register_prefix(PS_PREFIX, PSRPEngine(args.psrp_fragment_size, buffer_limit=args.psrp_buffer_kb * 1024))
+        registry.register_prefix(PS_PREFIX, PSRPEngine(args.psrp_fragment_size, server_ids=args.server_ids, buffer_limit=args.psrp_buffer_kb * 1024))
         dispatcher = Dispatcher(registry)
         try:
             server = WinRMServer(config, users, dispatcher)

@@ -266,6 +266,38 @@ def _get_date(inv: Invocation) -> Iterator[Any]:
     yield records.now()
 
 
+@command("Get-Host", _MS + "GetHostCommand")
+def _get_host(inv: Invocation) -> Iterator[Any]:
+    """The client's host as the server sees it: ``UI`` is ``$null`` without a UI and
+    ``UI.RawUI`` is ``$null`` without a raw UI, as on Windows; the raw UI's properties come
+    from the HostInfo default data the client sent (read by psrpcore)."""
+    inv.drain()
+    info = inv.host.host_info()
+    raw_ui: Any = None
+    data = getattr(info, "HostDefaultData", None) if info is not None else None
+    if info is not None and not info.IsHostRawUINull and data is not None:
+
+        def pair(v: Any, a: str, b: str) -> str:
+            return f"{getattr(v, a)},{getattr(v, b)}"
+
+        raw_ui = PSCustomObject(
+            ForegroundColor=str(ConsoleColor(data.ForegroundColor).name),
+            BackgroundColor=str(ConsoleColor(data.BackgroundColor).name),
+            CursorPosition=pair(data.CursorPosition, "X", "Y"),
+            WindowPosition=pair(data.WindowPosition, "X", "Y"),
+            CursorSize=int(data.CursorSize),
+            BufferSize=pair(data.BufferSize, "Width", "Height"),
+            WindowSize=pair(data.WindowSize, "Width", "Height"),
+            MaxWindowSize=pair(data.MaxWindowSize, "Width", "Height"),
+            MaxPhysicalWindowSize=pair(data.MaxPhysicalWindowSize, "Width", "Height"),
+            WindowTitle=str(data.WindowTitle),
+        )
+    ui: Any = None
+    if inv.host.host_ui_available():
+        ui = PSCustomObject(RawUI=raw_ui)
+    yield PSCustomObject(Name="ServerRemoteHost", UI=ui)
+
+
 # -- file system ---------------------------------------------------------------------------------------------
 _FILE_TYPES = ["System.IO.FileInfo", "System.IO.FileSystemInfo", "System.MarshalByRefObject", "System.Object"]
 _DIRECTORY_TYPES = ["System.IO.DirectoryInfo", "System.IO.FileSystemInfo", "System.MarshalByRefObject", "System.Object"]

@@ -808,6 +808,10 @@ class Pipeline(PipelineHost):
             info = self.pool.core.host
         return info
 
+    def host_info(self) -> Any:
+        """The HostInfo that applies to this pipeline (its own, or the pool's)."""
+        return self._host_info()
+
     def host_ui_available(self) -> bool:
         info = self._host_info()
         return info is not None and not info.IsHostNull and not info.IsHostUINull

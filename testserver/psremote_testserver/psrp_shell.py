@@ -18,7 +18,7 @@ import re
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from . import faults
 from . import psrp_wire as wire
@@ -102,10 +102,17 @@ class PSRPShell(Shell):
         self.output_streams = output_streams
         self.name = name
         self.buffer_mode = buffer_mode
+        # --server-ids: the CommandIds this server chose, and the pipeline each one names.
+        self.server_commands: Dict[str, uuid.UUID] = {}
 
     @property
     def idle_seconds(self) -> Optional[float]:
         return parse_duration(self.idle_timeout)
+
+    def pipeline_of(self, command_id: str) -> uuid.UUID:
+        """The pipeline a CommandId names: one the server chose, or the client's own id."""
+        chosen = self.server_commands.get(command_id.upper())
+        return chosen if chosen is not None else _guid(command_id)
 
     def live_commands(self) -> int:
         return self.pool.counts()["pipelines"]
@@ -145,10 +152,13 @@ class PSRPEngine(ShellEngine):
     )
 
     def __init__(
-        self, fragment_size: Optional[int] = None, buffer_limit: Optional[int] = None
+        self, fragment_size: Optional[int] = None, server_ids: bool = False, buffer_limit: Optional[int] = None
     ) -> None:
         self.fragment_size = fragment_size
         self.buffer_limit = buffer_limit  # --psrp-buffer-kb, in bytes
+        # Like PowerShell 2.0's WinRM plugin: ignore the ShellId and CommandId the client asks
+        # for and answer with ids of our own (PSRP keeps the client's RPID and PID).
+        self.server_ids = server_ids
 
     # -- Create ----------------------------------------------------------------------------------------
     def create(self, request: WSManRequest, ctx: RequestContext, taken: ShellTable) -> Tuple[Shell, Reply]:
@@ -170,7 +180,7 @@ class PSRPEngine(ShellEngine):
 
         shell_id = (body.get("ShellId") or "").strip().upper()
         pool_id = _guid(shell_id) if shell_id else uuid.uuid4()
-        shell_id = str(pool_id).upper()
+        shell_id = str(uuid.uuid4() if self.server_ids else pool_id).upper()
         if taken.contains(shell_id):
             raise faults.invalid_parameter("A shell with the requested ShellId already exists. ")
         inputs = self._element_text(body, "InputStreams") or "stdin pr"
@@ -251,7 +261,8 @@ class PSRPEngine(ShellEngine):
 
     def command_ids(self, shell: Shell) -> List[str]:
         assert isinstance(shell, PSRPShell)
-        return shell.pool.pipeline_ids()
+        chosen = {str(pid).upper(): cid for cid, pid in shell.server_commands.items()}
+        return [chosen.get(pid.upper(), pid) for pid in shell.pool.pipeline_ids()]
 
     # -- the rest -----------------------------------------------------------------------------------------
     def handle(self, shell: Shell, request: WSManRequest, ctx: RequestContext) -> Reply:
@@ -288,11 +299,16 @@ class PSRPEngine(ShellEngine):
             raise faults.invalid_parameter()
         data = b"".join(_b64(argument.text) for argument in line.findall(q("rsp", "Arguments")))
         command_id = (line.get("CommandId") or "").strip()
-        pipeline_id = _guid(command_id) if command_id else self._pipeline_id_of(data)
+        if self.server_ids:
+            pipeline_id = self._pipeline_id_of(data)
+        else:
+            pipeline_id = _guid(command_id) if command_id else self._pipeline_id_of(data)
         shell.pool.command(pipeline_id, data)
-        return Reply(
-            f"<rsp:CommandResponse><rsp:CommandId>{str(pipeline_id).upper()}</rsp:CommandId></rsp:CommandResponse>"
-        )
+        answered = str(pipeline_id).upper()
+        if self.server_ids:
+            answered = str(uuid.uuid4()).upper()
+            shell.server_commands[answered] = pipeline_id
+        return Reply(f"<rsp:CommandResponse><rsp:CommandId>{answered}</rsp:CommandId></rsp:CommandResponse>")
 
     @staticmethod
     def _pipeline_id_of(data: bytes) -> uuid.UUID:
@@ -310,7 +326,7 @@ class PSRPEngine(ShellEngine):
             if stream.get("Name") not in ("stdin", "pr"):
                 raise faults.psrp_invalid_stream("input", "stdin or pr")
             command_id = stream.get("CommandId")
-            if command_id and not shell.pool.has_pipeline(_guid(command_id)):
+            if command_id and not shell.pool.has_pipeline(shell.pipeline_of(command_id)):
                 raise faults.unknown_command()
             chunks.append(_b64(stream.text))
         for chunk in chunks:
@@ -325,7 +341,7 @@ class PSRPEngine(ShellEngine):
         if "stdout" not in (desired.text or "").split():
             raise faults.psrp_invalid_stream("output", "stdout")
         command_id = (desired.get("CommandId") or "").strip()
-        pipeline_id = _guid(command_id) if command_id else None
+        pipeline_id = shell.pipeline_of(command_id) if command_id else None
         command_id = command_id.upper()
         timeout = min(
             request.operation_timeout if request.operation_timeout is not None else ctx.max_timeout, ctx.max_timeout
@@ -397,7 +413,7 @@ class PSRPEngine(ShellEngine):
         if command_id:
             if shell.disconnected:
                 raise faults.shell_disconnected(shell.shell_id)
-            if not shell.pool.has_pipeline(_guid(command_id)):
+            if not shell.pool.has_pipeline(shell.pipeline_of(command_id)):
                 raise faults.unknown_command()
             return Reply("", NS_DELETE)
         if shell.disconnected:
@@ -416,7 +432,7 @@ class PSRPEngine(ShellEngine):
         if command_id:
             if shell.disconnected:
                 raise faults.shell_disconnected(shell.shell_id)
-            if not shell.pool.has_pipeline(_guid(command_id)):
+            if not shell.pool.has_pipeline(shell.pipeline_of(command_id)):
                 raise faults.unknown_command()
             log.info("pipeline %s connected", command_id.upper())
             return Reply("<rsp:ConnectResponse/>")
@@ -452,7 +468,7 @@ class PSRPEngine(ShellEngine):
         command_id = (element.get("CommandId") or "").strip() if element is not None else ""
         if code_element is None or not command_id:
             raise faults.invalid_parameter()
-        pipeline_id = _guid(command_id)
+        pipeline_id = shell.pipeline_of(command_id)
         code = (code_element.text or "").strip().lower()
         if code.endswith(STOP_CODES):
             shell.pool.stop_pipeline(pipeline_id)

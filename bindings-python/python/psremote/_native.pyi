@@ -36,7 +36,7 @@ class Client:
         password: str,
         operation_timeout: float,
         connect_timeout: float,
-        max_envelope_size: int,
+        max_envelope_size: Optional[int],
         locale: str,
         data_locale: str,
         allow_unencrypted: bool,

@@ -61,7 +61,7 @@ class ClientOptions:
     encryption: str
     operation_timeout: float
     connect_timeout: float
-    max_envelope_size: int
+    max_envelope_size: Optional[int]
     locale: str
     data_locale: str
     configuration_name: str
@@ -251,7 +251,7 @@ def build_options(
     encryption: str,
     operation_timeout: float,
     connect_timeout: float,
-    max_envelope_size: int,
+    max_envelope_size: Optional[int],
     locale: str,
     data_locale: Optional[str],
     configuration_name: str,
@@ -398,13 +398,15 @@ def build_options(
     operation_timeout = _positive_seconds("operation_timeout", operation_timeout, minimum=1.0)
     connect_timeout = _positive_seconds("connect_timeout", connect_timeout)
 
-    if isinstance(max_envelope_size, bool) or not isinstance(max_envelope_size, int):
-        raise ConfigurationError("max_envelope_size must be an int number of bytes")
-    if max_envelope_size < 8192:
+    if max_envelope_size is None:
+        pass
+    elif isinstance(max_envelope_size, bool) or not isinstance(max_envelope_size, int):
+        raise ConfigurationError("max_envelope_size must be an int number of bytes, or None")
+    elif max_envelope_size < 8192:
         raise ConfigurationError(
             f"max_envelope_size {max_envelope_size} is below the WS-Man minimum of 8192 bytes (Windows' default is 512000)"
         )
-    if max_envelope_size > 0xFFFFFFFF:
+    elif max_envelope_size > 0xFFFFFFFF:
         raise ConfigurationError(f"max_envelope_size {max_envelope_size} does not fit in 32 bits")
 
     if not isinstance(locale, str) or not _LOCALE.match(locale):

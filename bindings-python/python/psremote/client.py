@@ -458,7 +458,7 @@ class _ClientBase:
         encryption: str = "auto",
         operation_timeout: float = 20.0,
         connect_timeout: float = 30.0,
-        max_envelope_size: int = 153600,
+        max_envelope_size: Optional[int] = None,
         locale: str = "en-US",
         data_locale: Optional[str] = None,
         configuration_name: str = DEFAULT_CONFIGURATION,

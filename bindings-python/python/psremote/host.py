@@ -15,6 +15,7 @@ events in the pipeline's event stream; the base class ignores them.
 from __future__ import annotations
 
 import getpass
+import shutil
 import sys
 import uuid
 from typing import Any, Callable, Dict, List, Optional, TextIO, Tuple, Union
@@ -74,22 +75,55 @@ class PSHost:
     """Base class of host implementations. Every method can be overridden.
 
     Attributes used by the getters: ``name``, ``version``, ``instance_id``,
-    ``foreground_color``, ``background_color``, ``buffer_size``, ``window_size``,
-    ``window_title``.
+    ``foreground_color``, ``background_color``, ``cursor_position``, ``window_position``,
+    ``cursor_size``, ``buffer_size``, ``window_size``, ``max_window_size``,
+    ``max_physical_window_size``, ``window_title``.
+
+    With ``raw_ui = True`` (the default) the pool declares a raw UI, so ``$host.UI.RawUI`` is
+    not ``$null`` on the server, and sends :meth:`host_defaults` when it opens (PowerShell's
+    own client does the same); set ``raw_ui = False`` for a host with a UI only.
     """
 
     name: str = "psremote"
     version: str = "1.0"
+    raw_ui: bool = True
     foreground_color: int = 7  # Gray
     background_color: int = 0  # Black
-    buffer_size = (120, 3000)
-    window_size = (120, 50)
+    cursor_position: Tuple[int, int] = (0, 0)
+    window_position: Tuple[int, int] = (0, 0)
+    cursor_size: int = 25
+    buffer_size: Tuple[int, int] = (120, 3000)
+    window_size: Tuple[int, int] = (120, 50)
+    max_window_size: Optional[Tuple[int, int]] = None  # the window size when None
+    max_physical_window_size: Optional[Tuple[int, int]] = None  # the window size when None
     window_title: str = "psremote"
 
     def __init__(self) -> None:
         self.instance_id = uuid.uuid4()
 
-    # --- the entry point the native module calls ---------------------------------------------
+    # --- the entry points the native module calls --------------------------------------------
+
+    def host_defaults(self) -> Optional[Dict[str, Any]]:
+        """The raw UI's state when the pool opens (MS-PSRP HostDefaultData), or ``None`` for a
+        host without a raw UI. Keys: ``foreground_color``, ``background_color`` (ConsoleColor
+        numbers), ``cursor_position``, ``window_position`` ((x, y)), ``cursor_size``,
+        ``buffer_size``, ``window_size``, ``max_window_size``, ``max_physical_window_size``
+        ((width, height)), ``window_title``."""
+        if not self.raw_ui:
+            return None
+        window = tuple(self.window_size)
+        return {
+            "foreground_color": int(self.foreground_color),
+            "background_color": int(self.background_color),
+            "cursor_position": tuple(self.cursor_position),
+            "window_position": tuple(self.window_position),
+            "cursor_size": int(self.cursor_size),
+            "buffer_size": tuple(self.buffer_size),
+            "window_size": window,
+            "max_window_size": tuple(self.max_window_size or window),
+            "max_physical_window_size": tuple(self.max_physical_window_size or window),
+            "window_title": str(self.window_title),
+        }
 
     def call(self, method_name: str, method_id: int, parameters: List[Any]) -> Any:
         """Answers one host call. Returns the value for the server (``None`` for void
@@ -214,13 +248,13 @@ class PSHost:
         self.background_color = int(color)
 
     def get_cursor_position(self) -> PSObject:
-        return _coordinates(0, 0)
+        return _coordinates(*self.cursor_position)
 
     def get_window_position(self) -> PSObject:
-        return _coordinates(0, 0)
+        return _coordinates(*self.window_position)
 
     def get_cursor_size(self) -> int:
-        return 25
+        return int(self.cursor_size)
 
     def get_buffer_size(self) -> PSObject:
         return _size(*self.buffer_size)
@@ -229,10 +263,10 @@ class PSHost:
         return _size(*self.window_size)
 
     def get_max_window_size(self) -> PSObject:
-        return _size(*self.window_size)
+        return _size(*(self.max_window_size or self.window_size))
 
     def get_max_physical_window_size(self) -> PSObject:
-        return _size(*self.window_size)
+        return _size(*(self.max_physical_window_size or self.window_size))
 
     def get_window_title(self) -> str:
         return self.window_title
@@ -375,6 +409,10 @@ class ConsoleHost(PSHost):
         super().__init__()
         self.stdout = stdout or sys.stdout
         self.color = self.stdout.isatty() if color is None else color
+        # The raw UI reports the terminal's size, so the server formats output to fit it.
+        size = shutil.get_terminal_size(fallback=(120, 50))
+        self.window_size = (size.columns, size.lines)
+        self.buffer_size = (size.columns, 3000)
 
     def _out(self, text: str, fg: Any = None) -> None:
         if self.color and fg is not None and 0 <= int(fg) < len(_ANSI):

@@ -35,8 +35,11 @@ pub struct ClientConfig {
     pub operation_timeout: Duration,
     /// TCP connect timeout.
     pub connect_timeout: Duration,
-    /// MaxEnvelopeSize in bytes sent with every request.
-    pub max_envelope_size: u32,
+    /// MaxEnvelopeSize in bytes sent with every request, and the size psremote's own requests
+    /// are kept under. `None` (the default): 153600 bytes (what every WinRM accepts), raised to
+    /// 512000 once a runspace pool learns that the server speaks PSRP 2.2 or later (Windows'
+    /// own default `MaxEnvelopeSizekb` is 500). `Some(n)`: exactly `n`, never changed by psremote.
+    pub max_envelope_size: Option<u32>,
     /// `wsman:Locale`.
     pub locale: String,
     /// `wsmv:DataLocale`.
@@ -47,6 +50,10 @@ pub struct ClientConfig {
     /// since arguments may carry data the audit log should not hold.
     pub audit_arguments: bool,
 }
+
+/// The MaxEnvelopeSize psremote uses when the configuration sets none: 150 KiB, what WinRM
+/// accepts in every version (PowerShell 2.0's default `MaxEnvelopeSizekb`).
+pub const DEFAULT_ENVELOPE_SIZE: u32 = 153_600;
 
 impl ClientConfig {
     /// Defaults: HTTP port 5985, path `/wsman`, Negotiate, 20 s OperationTimeout, 153600-byte
@@ -65,7 +72,7 @@ impl ClientConfig {
             credentials: Credentials::new(username, password),
             operation_timeout: Duration::from_secs(20),
             connect_timeout: Duration::from_secs(30),
-            max_envelope_size: 153_600,
+            max_envelope_size: None,
             locale: "en-US".into(),
             data_locale: "en-US".into(),
             allow_unencrypted: false,
@@ -122,14 +129,20 @@ impl ClientConfig {
         Ok(t.url())
     }
 
+    /// The envelope size requests start with: the one set, or [`DEFAULT_ENVELOPE_SIZE`].
+    pub fn envelope_size(&self) -> u32 {
+        self.max_envelope_size.unwrap_or(DEFAULT_ENVELOPE_SIZE)
+    }
+
     pub(crate) fn transport_config(&self) -> Result<TransportConfig> {
         if self.operation_timeout < Duration::from_secs(1) {
             return Err(Error::InvalidConfig("operation_timeout must be at least one second".into()));
         }
-        if self.max_envelope_size < 8192 {
+        if let Some(size) = self.max_envelope_size
+            && size < 8192
+        {
             return Err(Error::InvalidConfig(format!(
-                "max_envelope_size {} is below the WS-Man minimum of 8192 bytes",
-                self.max_envelope_size
+                "max_envelope_size {size} is below the WS-Man minimum of 8192 bytes"
             )));
         }
         Ok(TransportConfig {

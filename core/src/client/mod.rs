@@ -21,7 +21,7 @@ pub use crate::transport::{
 pub use cmd::{
     CmdControl, CmdOutput, CmdProcess, CmdShell, CmdShellOptions, CommandOptions, OutputChunk, UTF8_CODEPAGE,
 };
-pub use config::ClientConfig;
+pub use config::{ClientConfig, DEFAULT_ENVELOPE_SIZE};
 pub use powershell::{Host, Pipeline, PipelineControl, PipelineResult, PoolConfig, RunspacePool};
 pub use runtime::{mask_process_signals, runtime};
 
@@ -138,7 +138,7 @@ impl Client {
             to: &self.inner.url,
             message_id,
             session_id: self.inner.session_id,
-            max_envelope_size: call.max_envelope_size.unwrap_or(cfg.max_envelope_size),
+            max_envelope_size: call.max_envelope_size.unwrap_or(cfg.envelope_size()),
             operation_timeout,
             locale: &cfg.locale,
             data_locale: &cfg.data_locale,

@@ -187,6 +187,89 @@ pub fn typed_value(type_name: &str, value: Value) -> Value {
     }))
 }
 
+/// What a host with a raw UI reports about its console when the pool or pipeline is created
+/// (`_hostDefaultData`, MS-PSRP 2.2.3.13). The server answers `$host.UI.RawUI` reads from it
+/// without a round trip. Sizes are `(width, height)`, positions `(x, y)`, colours
+/// `System.ConsoleColor` values (0 Black ... 7 Gray ... 15 White).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostDefaults {
+    /// Text colour.
+    pub foreground_color: i32,
+    /// Background colour.
+    pub background_color: i32,
+    /// Cursor position in the buffer.
+    pub cursor_position: (i32, i32),
+    /// Position of the window in the buffer.
+    pub window_position: (i32, i32),
+    /// Cursor size, as a percentage of a cell.
+    pub cursor_size: i32,
+    /// Screen buffer size.
+    pub buffer_size: (i32, i32),
+    /// Window size.
+    pub window_size: (i32, i32),
+    /// Largest window the buffer allows.
+    pub max_window_size: (i32, i32),
+    /// Largest window the screen allows.
+    pub max_physical_window_size: (i32, i32),
+    /// Window title.
+    pub window_title: String,
+}
+
+impl Default for HostDefaults {
+    /// A 120-column console, grey on black, as a terminal without more knowledge would report.
+    fn default() -> Self {
+        Self {
+            foreground_color: 7,
+            background_color: 0,
+            cursor_position: (0, 0),
+            window_position: (0, 0),
+            cursor_size: 25,
+            buffer_size: (120, 3000),
+            window_size: (120, 50),
+            max_window_size: (120, 50),
+            max_physical_window_size: (120, 50),
+            window_title: "psremote".into(),
+        }
+    }
+}
+
+impl HostDefaults {
+    /// The `_hostDefaultData` value: an object whose `data` is a Hashtable keyed 0-9.
+    pub fn value(&self) -> Value {
+        let pair = |a: &str, b: &str, (x, y): (i32, i32)| {
+            Value::Object(std::sync::Arc::new(PsObject {
+                extended: vec![(a.into(), Value::I32(x)), (b.into(), Value::I32(y))],
+                ..PsObject::new()
+            }))
+        };
+        const COORDINATES: &str = "System.Management.Automation.Host.Coordinates";
+        const SIZE: &str = "System.Management.Automation.Host.Size";
+        let entries = vec![
+            typed_value("System.ConsoleColor", Value::I32(self.foreground_color)),
+            typed_value("System.ConsoleColor", Value::I32(self.background_color)),
+            typed_value(COORDINATES, pair("x", "y", self.cursor_position)),
+            typed_value(COORDINATES, pair("x", "y", self.window_position)),
+            typed_value("System.Int32", Value::I32(self.cursor_size)),
+            typed_value(SIZE, pair("width", "height", self.buffer_size)),
+            typed_value(SIZE, pair("width", "height", self.window_size)),
+            typed_value(SIZE, pair("width", "height", self.max_window_size)),
+            typed_value(SIZE, pair("width", "height", self.max_physical_window_size)),
+            typed_value("System.String", Value::Str(self.window_title.clone())),
+        ];
+        let data = PsObject {
+            type_names: Some(vec!["System.Collections.Hashtable".to_owned(), "System.Object".to_owned()].into()),
+            container: Some(crate::clixml::Container::Dictionary(
+                entries.into_iter().enumerate().map(|(k, v)| (Value::I32(k as i32), v)).collect(),
+            )),
+            ..PsObject::new()
+        };
+        Value::Object(std::sync::Arc::new(PsObject {
+            extended: vec![("data".into(), Value::Object(std::sync::Arc::new(data)))],
+            ..PsObject::new()
+        }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,5 +283,23 @@ mod tests {
         assert!(!HostMethod::ReadLine.is_void());
         assert_eq!(HostMethod::from_id(99), HostMethod::Unknown(99));
         assert_eq!(HostMethod::PromptForCredential1.name(), "PromptForCredential1");
+    }
+
+    #[test]
+    fn default_data_is_a_hashtable_of_typed_values_keyed_0_to_9() {
+        let v = HostDefaults { window_title: "t".into(), buffer_size: (80, 9000), ..HostDefaults::default() }.value();
+        let data = v.as_object().unwrap().property("data").unwrap().as_object().unwrap();
+        let Some(crate::clixml::Container::Dictionary(d)) = &data.container else { panic!("{data:?}") };
+        assert_eq!(d.len(), 10);
+        let typed = |i: usize| {
+            let o = d[i].1.as_object().unwrap();
+            (o.property("T").unwrap().as_str().unwrap().to_owned(), o.property("V").unwrap().clone())
+        };
+        assert_eq!(d[5].0, Value::I32(5));
+        assert_eq!(typed(0), ("System.ConsoleColor".to_owned(), Value::I32(7)));
+        let (t, size) = typed(5);
+        assert_eq!(t, "System.Management.Automation.Host.Size");
+        assert_eq!(size.as_object().unwrap().property("height"), Some(&Value::I32(9000)));
+        assert_eq!(typed(9), ("System.String".to_owned(), Value::Str("t".into())));
     }
 }

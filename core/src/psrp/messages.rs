@@ -86,6 +86,17 @@ impl HostInfo {
         }
     }
 
+    /// A host with a UI and a raw UI whose console is described by `defaults`.
+    pub fn with_raw_ui(defaults: &super::host::HostDefaults) -> Self {
+        Self {
+            is_host_null: false,
+            is_host_ui_null: false,
+            is_host_raw_ui_null: false,
+            use_runspace_host: false,
+            default_data: Some(defaults.value()),
+        }
+    }
+
     fn value(&self) -> Value {
         let mut props = Vec::new();
         if let Some(d) = &self.default_data {

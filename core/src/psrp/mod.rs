@@ -9,6 +9,6 @@ pub mod messages;
 pub mod pool;
 pub mod session_key;
 
-pub use host::{HostCall, HostMethod, HostResponse};
+pub use host::{HostCall, HostDefaults, HostMethod, HostResponse};
 pub use messages::{Command, ErrorRecord, HostInfo, Merge, PipelineSpec, ProtocolVersion};
 pub use pool::{Event, InputStream, Outgoing, PipelineState, PoolOptions, PoolState, RunspacePool};

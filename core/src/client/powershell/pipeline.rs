@@ -1,0 +1,340 @@
+//! [`Pipeline`]: one PowerShell pipeline on a pool, its Receive loop and its collected result.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use tokio::sync::mpsc;
+
+use super::lock;
+use super::pool::RunspacePool;
+use super::session::{Route, Shared, command_id_text};
+use crate::client::runtime::spawn_detached;
+use crate::clixml::Value;
+use crate::error::{Error, Result};
+use crate::psrp::messages::{InformationRecord, InformationalRecord, ProgressRecord};
+use crate::psrp::{ErrorRecord, Event, PipelineSpec, PipelineState};
+use crate::wsman::{action, winrs};
+
+const STOP_SIGNAL: &str = winrs::signal::PS_STOP;
+const TERMINATE_SIGNAL: &str = winrs::signal::PS_TERMINATE;
+/// Events buffered per pipeline before its Receive loop waits for the reader.
+const EVENT_BUFFER: usize = 256;
+
+/// Starts a pipeline on `pool`: the Command carries the first fragment of CREATE_PIPELINE,
+/// Sends carry the rest.
+pub(super) async fn start(pool: &RunspacePool, spec: &PipelineSpec) -> Result<Pipeline> {
+    let shared = &pool.shared;
+    if shared.closed.load(Ordering::Relaxed) {
+        return Err(Error::Closed("runspace pool"));
+    }
+    let pid = uuid::Uuid::new_v4();
+    let (tx, rx) = mpsc::channel(EVENT_BUFFER);
+    let guard = shared.send_lock.lock().await;
+    let first = lock(&shared.sm).create_pipeline(pid, spec)?;
+    lock(&shared.routes).insert(pid, tx.clone());
+    let cmd_id = command_id_text(pid);
+    let body = format!(
+        "<rsp:CommandLine CommandId=\"{cmd_id}\"><rsp:Command/><rsp:Arguments>{}</rsp:Arguments></rsp:CommandLine>",
+        B64.encode(&first)
+    );
+    let started = async {
+        let reply = shared.call(action::COMMAND, &[], &body).await?;
+        let got = winrs::command_id_from_reply(&reply).and_then(|id| super::pool::checked_id("pipeline", id))?;
+        if !got.eq_ignore_ascii_case(&cmd_id) {
+            // PowerShell 2.0 servers choose their own CommandId: WS-Man uses it from here on,
+            // PSRP keeps naming the pipeline by ours.
+            tracing::debug!(requested = cmd_id, created = got, "the server chose its own command id");
+            lock(&shared.command_ids).insert(pid, got);
+        }
+        shared.flush_locked().await
+    }
+    .await;
+    drop(guard);
+    if let Err(e) = started {
+        lock(&shared.routes).remove(&pid);
+        lock(&shared.sm).close_pipeline(pid);
+        let _ = shared.signal(pid, TERMINATE_SIGNAL).await;
+        lock(&shared.command_ids).remove(&pid);
+        return Err(e);
+    }
+    audit_pipeline_start(shared, pid, spec);
+    let task = tokio::spawn(pipeline_loop(shared.clone(), pid, tx));
+    Ok(Pipeline { pool: pool.clone(), pid, events: rx, finished: None, task: Some(task) })
+}
+
+/// The audit event of a started pipeline: command names always, arguments and script text only
+/// when the configuration opts in (they may hold data an audit log should not).
+fn audit_pipeline_start(shared: &Shared, pid: uuid::Uuid, spec: &PipelineSpec) {
+    let with_arguments = shared.client.config().audit_arguments;
+    let commands: Vec<String> = spec
+        .statements
+        .iter()
+        .map(|statement| {
+            statement
+                .iter()
+                .map(|c| match (c.is_script, with_arguments) {
+                    (true, false) => "<script>".to_owned(),
+                    (false, false) => c.text.clone(),
+                    (_, true) => {
+                        let mut text = c.text.clone();
+                        for (name, value) in &c.parameters {
+                            text.push_str(&match name {
+                                Some(n) => format!(" -{n} {}", crate::clixml::to_string(value)),
+                                None => format!(" {}", crate::clixml::to_string(value)),
+                            });
+                        }
+                        text
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" | ")
+        })
+        .collect();
+    tracing::info!(
+        target: "psremote::audit",
+        event = "pipeline_start",
+        endpoint = shared.client.url(),
+        shell_id = shared.shell_id,
+        pipeline = %pid,
+        commands = %commands.join("; "),
+        arguments_logged = with_arguments,
+        "pipeline started"
+    );
+}
+
+/// Receives a pipeline's messages until it finishes, then releases it with Signal Terminate
+/// (after the final state has been handed to the reader).
+async fn pipeline_loop(shared: Arc<Shared>, pid: uuid::Uuid, tx: Route) {
+    let result = async {
+        loop {
+            let (events, done) = shared.receive(Some(pid)).await?;
+            shared.dispatch(events).await?;
+            let state = lock(&shared.sm).pipeline_state(pid);
+            if state.is_none_or(PipelineState::is_finished) || done {
+                return Ok::<_, Error>(());
+            }
+        }
+    }
+    .await;
+    let state = lock(&shared.sm).pipeline_state(pid);
+    tracing::info!(
+        target: "psremote::audit",
+        event = "pipeline_end",
+        endpoint = shared.client.url(),
+        shell_id = shared.shell_id,
+        pipeline = %pid,
+        state = ?state,
+        error = result.as_ref().err().map(ToString::to_string),
+        "pipeline ended"
+    );
+    if let Err(e) = result {
+        let _ = tx.send(Err(e)).await;
+    }
+    if let Err(e) = shared.signal(pid, TERMINATE_SIGNAL).await {
+        tracing::debug!(pipeline = %pid, error = %e, "terminate signal failed");
+    }
+    lock(&shared.routes).remove(&pid);
+    lock(&shared.host_pending).remove(&pid);
+    lock(&shared.command_ids).remove(&pid);
+    lock(&shared.sm).close_pipeline(pid);
+}
+
+/// A running pipeline.
+pub struct Pipeline {
+    pool: RunspacePool,
+    pid: uuid::Uuid,
+    events: mpsc::Receiver<Result<Event>>,
+    finished: Option<(PipelineState, Option<ErrorRecord>)>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline").field("id", &self.pid).field("finished", &self.finished).finish_non_exhaustive()
+    }
+}
+
+impl Pipeline {
+    /// The pipeline id (the WS-Man CommandId).
+    pub fn id(&self) -> uuid::Uuid {
+        self.pid
+    }
+
+    /// The next event, as it arrives; `None` after the final state event.
+    pub async fn next_event(&mut self) -> Result<Option<Event>> {
+        if self.finished.is_some() {
+            return Ok(None);
+        }
+        match self.events.recv().await {
+            Some(Ok(ev)) => {
+                if let Event::PipelineState { state, error, .. } = &ev
+                    && state.is_finished()
+                {
+                    self.finished = Some((*state, error.clone()));
+                }
+                Ok(Some(ev))
+            }
+            Some(Err(e)) => {
+                self.finished = Some((PipelineState::Failed, None));
+                Err(e)
+            }
+            None => {
+                self.finished = Some((PipelineState::Failed, None));
+                Err(Error::protocol("the pipeline's receive loop ended without a final state"))
+            }
+        }
+    }
+
+    /// A handle that sends input to and stops this pipeline, usable while another task waits
+    /// for its events.
+    pub fn control(&self) -> PipelineControl {
+        PipelineControl { pool: self.pool.clone(), pid: self.pid }
+    }
+
+    /// Sends input objects.
+    pub async fn send_input(&self, values: Vec<Value>) -> Result<()> {
+        self.control().send_input(values).await
+    }
+
+    /// Ends the input.
+    pub async fn end_input(&self) -> Result<()> {
+        self.control().end_input().await
+    }
+
+    /// Asks the server to stop the pipeline (PowerShell's Ctrl-C); the final state is Stopped.
+    pub async fn stop(&self) -> Result<()> {
+        self.control().stop().await
+    }
+
+    /// The next event if one has already arrived, without waiting.
+    pub fn try_next_event(&mut self) -> Option<Result<Event>> {
+        if self.finished.is_some() {
+            return None;
+        }
+        match self.events.try_recv() {
+            Ok(Ok(ev)) => {
+                if let Event::PipelineState { state, error, .. } = &ev
+                    && state.is_finished()
+                {
+                    self.finished = Some((*state, error.clone()));
+                }
+                Some(Ok(ev))
+            }
+            Ok(Err(e)) => {
+                self.finished = Some((PipelineState::Failed, None));
+                Some(Err(e))
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Reads every remaining event and returns the collected result.
+    pub async fn wait(mut self) -> Result<PipelineResult> {
+        let mut r = PipelineResult::default();
+        while let Some(ev) = self.next_event().await? {
+            match ev {
+                Event::Output { value, .. } => r.output.push(value),
+                Event::Error { record, .. } => r.errors.push(record),
+                Event::Warning { record, .. } => r.warnings.push(record),
+                Event::Verbose { record, .. } => r.verbose.push(record),
+                Event::Debug { record, .. } => r.debug.push(record),
+                Event::Information { record, .. } => r.information.push(record),
+                Event::Progress { record, .. } => r.progress.push(record),
+                Event::PipelineState { state, error, .. } => {
+                    r.state = state;
+                    r.terminating_error = error;
+                }
+                _ => {}
+            }
+        }
+        Ok(r)
+    }
+}
+
+/// Sends input to and stops a pipeline from anywhere; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct PipelineControl {
+    pool: RunspacePool,
+    pid: uuid::Uuid,
+}
+
+impl PipelineControl {
+    /// Sends input objects.
+    pub async fn send_input(&self, values: Vec<Value>) -> Result<()> {
+        lock(&self.pool.shared.sm).send_input(self.pid, &values)?;
+        self.pool.shared.flush().await
+    }
+
+    /// Ends the input.
+    pub async fn end_input(&self) -> Result<()> {
+        lock(&self.pool.shared.sm).end_input(self.pid)?;
+        self.pool.shared.flush().await
+    }
+
+    /// Asks the server to stop the pipeline; its final state becomes Stopped.
+    pub async fn stop(&self) -> Result<()> {
+        self.pool.shared.signal(self.pid, STOP_SIGNAL).await
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        if self.finished.is_none() {
+            // Abandoned while running: stop it; the receive loop then terminates it.
+            let shared = self.pool.shared.clone();
+            let pid = self.pid;
+            spawn_detached(async move {
+                let _ = shared.signal(pid, STOP_SIGNAL).await;
+            });
+        }
+        drop(self.task.take());
+    }
+}
+
+/// Everything a finished pipeline produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PipelineResult {
+    /// Output objects.
+    pub output: Vec<Value>,
+    /// Error records.
+    pub errors: Vec<ErrorRecord>,
+    /// Warning records.
+    pub warnings: Vec<InformationalRecord>,
+    /// Verbose records.
+    pub verbose: Vec<InformationalRecord>,
+    /// Debug records.
+    pub debug: Vec<InformationalRecord>,
+    /// Information records.
+    pub information: Vec<InformationRecord>,
+    /// Progress records.
+    pub progress: Vec<ProgressRecord>,
+    /// Final state.
+    pub state: PipelineState,
+    /// The terminating error of a failed pipeline.
+    pub terminating_error: Option<ErrorRecord>,
+}
+
+impl Default for PipelineResult {
+    fn default() -> Self {
+        Self {
+            output: Vec::new(),
+            errors: Vec::new(),
+            warnings: Vec::new(),
+            verbose: Vec::new(),
+            debug: Vec::new(),
+            information: Vec::new(),
+            progress: Vec::new(),
+            state: PipelineState::NotStarted,
+            terminating_error: None,
+        }
+    }
+}
+
+impl PipelineResult {
+    /// Whether the pipeline wrote errors or failed.
+    pub fn had_errors(&self) -> bool {
+        !self.errors.is_empty() || self.state == PipelineState::Failed
+    }
+}

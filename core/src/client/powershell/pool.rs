@@ -1,0 +1,349 @@
+//! [`RunspacePool`]: creating the remote shell, the pool-level calls and closing it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use tokio::sync::{mpsc, oneshot};
+
+use super::host_calls::host_worker;
+use super::pipeline::{self, Pipeline, PipelineResult};
+use super::session::{Shared, command_id_text};
+use super::{PoolConfig, lock};
+use crate::client::runtime::spawn_detached;
+use crate::client::{Call, Client};
+use crate::clixml::Value;
+use crate::error::{Error, Result};
+use crate::psrp::{self, HostInfo, PipelineSpec, PoolOptions, PoolState, ProtocolVersion};
+use crate::wsman::{OptionEntry, action, winrs};
+
+const POWERSHELL_NS: &str = "http://schemas.microsoft.com/powershell";
+/// Host calls queued for the host worker before the Receive loops wait for it.
+const HOST_CALL_BUFFER: usize = 256;
+
+/// An open runspace pool. Cheap to clone; close it with [`RunspacePool::close`] (dropping the
+/// last handle deletes it in the background).
+#[derive(Clone)]
+pub struct RunspacePool {
+    pub(super) shared: Arc<Shared>,
+    _guard: Arc<PoolGuard>,
+}
+
+impl std::fmt::Debug for RunspacePool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunspacePool").field("shell_id", &self.shared.shell_id).finish_non_exhaustive()
+    }
+}
+
+/// Deletes the shell when the last pool handle goes away without `close`, including a pool
+/// whose opening was abandoned after the shell was created.
+struct PoolGuard(Arc<Shared>);
+
+impl Drop for PoolGuard {
+    fn drop(&mut self) {
+        if !self.0.closed.swap(true, Ordering::SeqCst) {
+            let shared = self.0.clone();
+            if let Some(t) = lock(&shared.pool_task).take() {
+                t.abort();
+            }
+            spawn_detached(async move {
+                if let Err(e) = shared.delete().await {
+                    tracing::warn!(shell_id = shared.shell_id, error = %e, "could not delete a dropped runspace pool");
+                }
+            });
+        }
+    }
+}
+
+/// Ids a server hands back are put into later requests' selectors: only the characters a
+/// WS-Man id is made of are accepted.
+pub(super) fn checked_id(what: &str, id: String) -> Result<String> {
+    let ok = !id.is_empty()
+        && id.len() <= 256
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'{' | b'}' | b'.'));
+    if ok {
+        Ok(id)
+    } else {
+        Err(Error::protocol(format!(
+            "the server named the {what} with an id that is not a WS-Man id ({} bytes)",
+            id.len()
+        )))
+    }
+}
+
+impl RunspacePool {
+    /// Creates the remote shell and opens the pool. When opening fails after the shell was
+    /// created, the shell is deleted before the error is returned.
+    pub async fn open(client: &Client, config: PoolConfig) -> Result<Self> {
+        if config.configuration_name.is_empty() || config.configuration_name.contains(['/', ' ']) {
+            return Err(Error::InvalidConfig(format!(
+                "configuration name {:?} is not a valid session configuration name",
+                config.configuration_name
+            )));
+        }
+        if config.min_runspaces < 1 || config.max_runspaces < config.min_runspaces {
+            return Err(Error::InvalidConfig("runspaces: need 1 <= min_runspaces <= max_runspaces".into()));
+        }
+        let id = uuid::Uuid::new_v4();
+        let envelope = client.config().envelope_size();
+        let host = match &config.host {
+            None => HostInfo::null(),
+            Some(h) => {
+                let h = h.clone();
+                let defaults = tokio::task::spawn_blocking(move || h.defaults())
+                    .await
+                    .map_err(|_| Error::protocol("the host's defaults callback panicked"))?;
+                match defaults {
+                    Some(d) => HostInfo::with_raw_ui(&d),
+                    None => HostInfo::with_ui(),
+                }
+            }
+        };
+        let options = PoolOptions {
+            min_runspaces: config.min_runspaces,
+            max_runspaces: config.max_runspaces,
+            host,
+            application_arguments: config.application_arguments.clone(),
+            max_chunk: psrp::fragment::max_payload_for_envelope(envelope as usize),
+            clixml_limits: config.clixml_limits.clone(),
+            defrag_limits: config.message_limits,
+        };
+        let mut sm = psrp::RunspacePool::new(id, options);
+        let first = sm.open()?;
+        let requested_id = command_id_text(id);
+        let resource_uri = format!("{POWERSHELL_NS}/{}", config.configuration_name);
+        let mut body = format!(
+            "<rsp:Shell ShellId=\"{requested_id}\"><rsp:InputStreams>stdin pr</rsp:InputStreams><rsp:OutputStreams>stdout</rsp:OutputStreams>"
+        );
+        if let Some(t) = config.idle_timeout {
+            body.push_str(&format!("<rsp:IdleTimeOut>PT{}.{:03}S</rsp:IdleTimeOut>", t.as_secs(), t.subsec_millis()));
+        }
+        body.push_str(&format!(
+            "<creationXml xmlns=\"{POWERSHELL_NS}\">{}</creationXml></rsp:Shell>",
+            B64.encode(&first)
+        ));
+        let mut opts = vec![OptionEntry {
+            name: "protocolversion".into(),
+            value: psrp::messages::PROTOCOL_VERSION.into(),
+            must_comply: true,
+        }];
+        if config.no_profile {
+            opts.push(OptionEntry { name: "WINRS_NOPROFILE".into(), value: "TRUE".into(), must_comply: true });
+        }
+        let create = Call {
+            action: action::CREATE,
+            resource_uri: &resource_uri,
+            shell_id: None,
+            options: &opts,
+            body: &body,
+            operation_timeout: None,
+            max_envelope_size: Some(envelope),
+        };
+        let reply = client.request(&create).await?;
+        // The server may choose its own id (PowerShell 2.0 does); PSRP still names the pool by
+        // ours in every message, WS-Man by the server's in every selector.
+        let shell_id = match winrs::shell_id_from_create(&reply).and_then(|s| checked_id("shell", s)) {
+            Ok(s) => s,
+            Err(e) => {
+                // Best effort: a server that did create the shell most likely used our id.
+                let delete =
+                    Call { action: action::DELETE, shell_id: Some(&requested_id), body: "", options: &[], ..create };
+                let _ = client.request(&delete).await;
+                return Err(e);
+            }
+        };
+        if !shell_id.eq_ignore_ascii_case(&requested_id) {
+            tracing::debug!(requested = requested_id, created = shell_id, "the server chose its own shell id");
+        }
+        let (host_tx, host_rx) = mpsc::channel(HOST_CALL_BUFFER);
+        let shared = Arc::new(Shared {
+            client: client.clone(),
+            resource_uri,
+            shell_id,
+            sm: Mutex::new(sm),
+            send_lock: tokio::sync::Mutex::new(()),
+            routes: Mutex::new(HashMap::new()),
+            command_ids: Mutex::new(HashMap::new()),
+            waiters: Mutex::new(HashMap::new()),
+            key_waiters: Mutex::new(Vec::new()),
+            key_exchange_started: AtomicBool::new(false),
+            host: config.host.clone(),
+            host_calls: host_tx,
+            host_pending: Mutex::new(HashMap::new()),
+            key_pair: Mutex::new(config.key_pair.clone()),
+            envelope: AtomicU32::new(envelope),
+            raise_envelope: config.raise_envelope_size && client.config().max_envelope_size.is_none(),
+            closed: AtomicBool::new(false),
+            private_data: Mutex::new(None),
+            pool_task: Mutex::new(None),
+        });
+        tokio::spawn(host_worker(Arc::downgrade(&shared), host_rx));
+        // From here on the guard deletes the shell if this future is dropped.
+        let pool = RunspacePool { _guard: Arc::new(PoolGuard(shared.clone())), shared };
+        if let Err(e) = pool.finish_open().await {
+            pool.shared.closed.store(true, Ordering::SeqCst);
+            if let Err(d) = pool.shared.delete().await {
+                tracing::warn!(shell_id = pool.shared.shell_id, error = %d, "could not delete a pool that failed to open");
+            }
+            return Err(e);
+        }
+        let task = tokio::spawn(pool.shared.clone().pool_receive_loop());
+        *lock(&pool.shared.pool_task) = Some(task);
+        tracing::info!(
+            target: "psremote::audit",
+            event = "pool_open",
+            endpoint = client.url(),
+            shell_id = pool.shared.shell_id,
+            configuration = pool.shared.resource_uri,
+            "runspace pool opened"
+        );
+        Ok(pool)
+    }
+
+    async fn finish_open(&self) -> Result<()> {
+        self.shared.flush().await?;
+        loop {
+            let (events, _) = self.shared.receive(None).await?;
+            self.shared.dispatch(events).await?;
+            let state = lock(&self.shared.sm).state();
+            match state {
+                PoolState::Opened => return Ok(()),
+                PoolState::Broken | PoolState::Closed => {
+                    return Err(Error::protocol(format!("the server refused to open the runspace pool ({state:?})")));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The pool (shell) id the server uses.
+    pub fn id(&self) -> &str {
+        &self.shared.shell_id
+    }
+
+    /// The negotiated protocol version.
+    pub fn protocol_version(&self) -> Option<ProtocolVersion> {
+        lock(&self.shared.sm).protocol_version()
+    }
+
+    /// The server's application private data (e.g. `PSVersionTable`), if it sent any.
+    pub fn application_private_data(&self) -> Option<Value> {
+        lock(&self.shared.private_data).clone()
+    }
+
+    /// The pool state.
+    pub fn state(&self) -> PoolState {
+        lock(&self.shared.sm).state()
+    }
+
+    /// The MaxEnvelopeSize this pool's requests use now.
+    pub fn max_envelope_size(&self) -> u32 {
+        self.shared.envelope.load(Ordering::Relaxed)
+    }
+
+    /// Runs the session-key exchange (needed before sending or reading SecureStrings), or waits
+    /// for the one already under way (the server may have asked for it).
+    pub async fn exchange_key(&self) -> Result<()> {
+        self.shared.ensure_key().await
+    }
+
+    /// Encrypts a string for use as a SecureString argument (exchanges the key if needed).
+    pub async fn secure_string(&self, plaintext: &str) -> Result<Value> {
+        self.exchange_key().await?;
+        lock(&self.shared.sm).secure_string(plaintext)
+    }
+
+    /// Encrypts a string for a SecureString argument when the session key is already there
+    /// (no waiting); fails when it is not.
+    pub fn secure_string_now(&self, plaintext: &str) -> Result<Value> {
+        lock(&self.shared.sm).secure_string(plaintext)
+    }
+
+    /// Whether the session key has been exchanged.
+    pub fn has_session_key(&self) -> bool {
+        lock(&self.shared.sm).session_key().is_some()
+    }
+
+    /// Decrypts a SecureString received from the server.
+    pub fn decrypt_secure_string(&self, ciphertext: &[u8]) -> Result<zeroize::Zeroizing<String>> {
+        lock(&self.shared.sm).decrypt_secure_string(ciphertext)
+    }
+
+    async fn pool_call(&self, queue: impl FnOnce(&mut psrp::RunspacePool) -> Result<i64>) -> Result<Value> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut sm = lock(&self.shared.sm);
+            let ci = queue(&mut sm)?;
+            lock(&self.shared.waiters).insert(ci, tx);
+        }
+        self.shared.flush().await?;
+        rx.await.map_err(|_| Error::protocol("the runspace pool ended before answering"))
+    }
+
+    /// Sets the maximum runspaces; returns whether the server accepted.
+    pub async fn set_max_runspaces(&self, count: i32) -> Result<bool> {
+        Ok(self.pool_call(|sm| sm.set_max_runspaces(count)).await?.as_bool().unwrap_or(false))
+    }
+
+    /// Sets the minimum runspaces; returns whether the server accepted.
+    pub async fn set_min_runspaces(&self, count: i32) -> Result<bool> {
+        Ok(self.pool_call(|sm| sm.set_min_runspaces(count)).await?.as_bool().unwrap_or(false))
+    }
+
+    /// How many runspaces are free.
+    pub async fn available_runspaces(&self) -> Result<i64> {
+        self.pool_call(|sm| sm.get_available_runspaces())
+            .await?
+            .as_i64()
+            .ok_or_else(|| Error::protocol("available runspaces is not a number"))
+    }
+
+    /// Resets the runspace state (variables, modules) to the configuration's initial state.
+    pub async fn reset_runspace_state(&self) -> Result<bool> {
+        Ok(self.pool_call(|sm| sm.reset_runspace_state()).await?.as_bool().unwrap_or(false))
+    }
+
+    /// Starts a pipeline; read its events with [`Pipeline::next_event`].
+    pub async fn start(&self, spec: &PipelineSpec) -> Result<Pipeline> {
+        pipeline::start(self, spec).await
+    }
+
+    /// Runs a pipeline to completion and collects every stream.
+    pub async fn invoke(&self, spec: &PipelineSpec) -> Result<PipelineResult> {
+        self.start(spec).await?.wait().await
+    }
+
+    /// Runs a pipeline fed with `input` (then end of input) and collects every stream.
+    pub async fn invoke_with_input(&self, spec: &PipelineSpec, input: Vec<Value>) -> Result<PipelineResult> {
+        let mut spec = spec.clone();
+        spec.has_input = true;
+        let p = self.start(&spec).await?;
+        p.send_input(input).await?;
+        p.end_input().await?;
+        p.wait().await
+    }
+
+    /// Closes the pool: deletes the remote shell (stopping its pipelines).
+    pub async fn close(self) -> Result<()> {
+        if self.shared.closed.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        lock(&self.shared.sm).set_closed(false);
+        if let Some(t) = lock(&self.shared.pool_task).take() {
+            t.abort();
+        }
+        let r = self.shared.delete().await;
+        lock(&self.shared.sm).set_closed(true);
+        tracing::info!(
+            target: "psremote::audit",
+            event = "pool_close",
+            endpoint = self.shared.client.url(),
+            shell_id = self.shared.shell_id,
+            ok = r.is_ok(),
+            "runspace pool closed"
+        );
+        r
+    }
+}

@@ -1,0 +1,304 @@
+//! What the tasks of one runspace pool share: the WS-Man calls on its shell, the PSRP state
+//! machine, the routes of pipeline events, the session key and the pool's own Receive loop.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::host_calls::HostJob;
+use super::{Host, lock};
+use crate::client::{Call, Client};
+use crate::clixml::Value;
+use crate::error::{Error, Result};
+use crate::psrp::session_key::ClientKeyPair;
+use crate::psrp::{self, Event, PoolState, ProtocolVersion};
+use crate::wsman::{OptionEntry, action, code, winrs};
+
+/// Envelope size used once the server speaks protocol 2.2 or later, unless the user set one.
+const LARGE_ENVELOPE: u32 = 512_000;
+
+pub(super) type Route = mpsc::Sender<Result<Event>>;
+
+pub(super) struct Shared {
+    pub client: Client,
+    pub resource_uri: String,
+    /// The server's id for the shell (WS-Man selector). PowerShell 2.0 servers choose their own;
+    /// PSRP messages still name the pool by the client's RPID.
+    pub shell_id: String,
+    pub sm: Mutex<psrp::RunspacePool>,
+    /// One Send (or Command) at a time per shell, in order.
+    pub send_lock: tokio::sync::Mutex<()>,
+    pub routes: Mutex<HashMap<uuid::Uuid, Route>>,
+    /// The server's CommandId of each pipeline, where it differs from the pipeline id (servers
+    /// that ignore the CommandId the client asks for).
+    pub command_ids: Mutex<HashMap<uuid::Uuid, String>>,
+    pub waiters: Mutex<HashMap<i64, oneshot::Sender<Value>>>,
+    pub key_waiters: Mutex<Vec<oneshot::Sender<Result<()>>>>,
+    /// A key exchange was started (by us or at the server's request); later callers wait for it.
+    pub key_exchange_started: AtomicBool,
+    pub host: Option<Arc<dyn Host>>,
+    /// Host calls go to one worker per pool, so the host sees them in the order they came.
+    pub host_calls: mpsc::Sender<HostJob>,
+    /// Host calls of each pipeline that the host has not finished yet; its final state waits
+    /// for them, so a caller never sees a result before the host saw every call that led to it.
+    pub host_pending: Mutex<HashMap<uuid::Uuid, Vec<oneshot::Receiver<()>>>>,
+    pub key_pair: Mutex<Option<ClientKeyPair>>,
+    pub envelope: AtomicU32,
+    /// Whether the envelope may be raised for a protocol ≥ 2.2 server (no size set by the user).
+    pub raise_envelope: bool,
+    pub closed: AtomicBool,
+    pub private_data: Mutex<Option<Value>>,
+    pub pool_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// A pipeline id as WS-Man writes a CommandId.
+pub(super) fn command_id_text(pid: uuid::Uuid) -> String {
+    pid.as_hyphenated().to_string().to_uppercase()
+}
+
+impl Shared {
+    pub async fn call(&self, action: &str, options: &[OptionEntry], body: &str) -> Result<crate::wsman::Reply> {
+        self.client
+            .request(&Call {
+                action,
+                resource_uri: &self.resource_uri,
+                shell_id: Some(&self.shell_id),
+                options,
+                body,
+                operation_timeout: None,
+                max_envelope_size: Some(self.envelope.load(Ordering::Relaxed)),
+            })
+            .await
+    }
+
+    /// The WS-Man CommandId of a pipeline: the server's, when it chose its own.
+    pub fn command_id(&self, pid: uuid::Uuid) -> String {
+        lock(&self.command_ids).get(&pid).cloned().unwrap_or_else(|| command_id_text(pid))
+    }
+
+    /// Sends every queued chunk. The caller holds `send_lock`.
+    pub async fn flush_locked(&self) -> Result<()> {
+        loop {
+            let next = lock(&self.sm).next_outgoing();
+            let Some(o) = next else { return Ok(()) };
+            let cmd = o.pid.map(|p| self.command_id(p));
+            let body = winrs::send_body(o.stream.name(), cmd.as_deref(), &o.data, false);
+            self.call(action::SEND, &[], &body).await?;
+        }
+    }
+
+    pub async fn flush(&self) -> Result<()> {
+        let _g = self.send_lock.lock().await;
+        self.flush_locked().await
+    }
+
+    /// One Receive for the pool (`pid` None) or a pipeline; feeds the state machine. Returns
+    /// the events it produced, in order, and whether the command reported Done.
+    pub async fn receive(&self, pid: Option<uuid::Uuid>) -> Result<(Vec<Event>, bool)> {
+        let cmd = pid.map(|p| self.command_id(p));
+        let body = winrs::receive_body("stdout", cmd.as_deref());
+        let opts = [OptionEntry::new("WSMAN_CMDSHELL_OPTION_KEEPALIVE", "TRUE")];
+        let reply = match self.call(action::RECEIVE, &opts, &body).await {
+            Ok(r) => r,
+            Err(Error::Fault(f)) if f.is_operation_timeout() => return Ok((Vec::new(), false)),
+            Err(e) => return Err(e),
+        };
+        let out = winrs::parse_receive(&reply)?;
+        let mut events = Vec::new();
+        let mut sm = lock(&self.sm);
+        for s in out.streams {
+            if s.name != "stdout" || s.data.is_empty() {
+                continue;
+            }
+            events.extend(sm.receive(pid, &s.data)?);
+        }
+        Ok((events, out.state == Some(winrs::CommandState::Done)))
+    }
+
+    /// Delivers events in order: pipeline events to their reader, pool events here.
+    pub async fn dispatch(self: &Arc<Self>, events: Vec<Event>) -> Result<()> {
+        for ev in events {
+            match event_pid(&ev) {
+                Some(pid) => {
+                    if let Event::HostCall { pid, call } = &ev {
+                        let (done, finished) = oneshot::channel();
+                        let job = HostJob { pid: *pid, call: call.clone(), done: Some(done) };
+                        if self.host_calls.send(job).await.is_ok()
+                            && let Some(p) = pid
+                        {
+                            let mut pending = lock(&self.host_pending);
+                            let list = pending.entry(*p).or_default();
+                            // Only calls still in the host's hands are kept.
+                            list.retain_mut(|r| matches!(r.try_recv(), Err(oneshot::error::TryRecvError::Empty)));
+                            list.push(finished);
+                        }
+                        // Writes and progress also reach the reader below; calls that wait for an
+                        // answer only go to the host.
+                        if !call.method.is_void() {
+                            continue;
+                        }
+                    }
+                    if let Event::PipelineState { state, .. } = &ev
+                        && state.is_finished()
+                    {
+                        self.host_calls_finished(pid).await;
+                    }
+                    let route = lock(&self.routes).get(&pid).cloned();
+                    if let Some(route) = route {
+                        // A reader that went away is not an error; its pipeline is being torn down.
+                        let _ = route.send(Ok(ev)).await;
+                    }
+                }
+                None => self.pool_event(ev).await?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until the host has handled every call the pipeline made.
+    async fn host_calls_finished(&self, pid: uuid::Uuid) {
+        let pending = lock(&self.host_pending).remove(&pid).unwrap_or_default();
+        for done in pending {
+            // An error means the worker is gone (the pool is being dropped): nothing to wait for.
+            let _ = done.await;
+        }
+    }
+
+    async fn pool_event(self: &Arc<Self>, ev: Event) -> Result<()> {
+        match ev {
+            Event::SessionCapability(cap) => {
+                tracing::debug!(protocol = cap.protocol_version, "server capability");
+                let v2_2 = lock(&self.sm).protocol_version().is_some_and(|p| p >= ProtocolVersion::V2_2);
+                if v2_2 && self.raise_envelope && self.envelope.load(Ordering::Relaxed) < LARGE_ENVELOPE {
+                    self.envelope.store(LARGE_ENVELOPE, Ordering::Relaxed);
+                    lock(&self.sm).set_max_chunk(psrp::fragment::max_payload_for_envelope(LARGE_ENVELOPE as usize));
+                }
+            }
+            Event::ApplicationPrivateData(v) => *lock(&self.private_data) = Some(v),
+            Event::SessionKeyReady => {
+                let _sm = lock(&self.sm);
+                for w in lock(&self.key_waiters).drain(..) {
+                    let _ = w.send(Ok(()));
+                }
+            }
+            Event::PublicKeyRequested => {
+                if self.key_exchange_started.swap(true, Ordering::SeqCst) {
+                    return Ok(());
+                }
+                let this = self.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = this.start_key_exchange().await {
+                        tracing::warn!(error = %e, "answering the server's public key request failed");
+                    }
+                });
+            }
+            Event::RunspaceAvailability { ci, value } => {
+                if let Some(w) = lock(&self.waiters).remove(&ci) {
+                    let _ = w.send(value);
+                }
+            }
+            Event::HostCall { pid: None, call } => {
+                let _ = self.host_calls.send(HostJob { pid: None, call, done: None }).await;
+            }
+            Event::PoolState { state, error } => {
+                if matches!(state, PoolState::Broken | PoolState::Closed) {
+                    tracing::warn!(?state, error = error.as_ref().map(|e| e.to_string()), "runspace pool ended");
+                    let err = || Error::protocol(format!("the runspace pool is {state:?}"));
+                    for w in lock(&self.key_waiters).drain(..) {
+                        let _ = w.send(Err(err()));
+                    }
+                    lock(&self.waiters).clear();
+                }
+            }
+            Event::Warning { pid: None, record } => tracing::warn!(message = record.message, "pool warning"),
+            Event::UserEvent(_) => tracing::debug!("user event"),
+            other => tracing::debug!(event = ?other, "unhandled pool event"),
+        }
+        Ok(())
+    }
+
+    /// Runs the session-key exchange, or waits for the one already under way.
+    pub async fn ensure_key(&self) -> Result<()> {
+        let rx = {
+            // INVARIANT: the key check and the waiter registration happen under the state lock,
+            // which the SessionKeyReady dispatch also takes, so no notification is missed.
+            let sm = lock(&self.sm);
+            if sm.session_key().is_some() {
+                return Ok(());
+            }
+            let (tx, rx) = oneshot::channel();
+            lock(&self.key_waiters).push(tx);
+            rx
+        };
+        if !self.key_exchange_started.swap(true, Ordering::SeqCst) {
+            self.start_key_exchange().await?;
+        }
+        rx.await.map_err(|_| Error::protocol("the session key exchange was abandoned"))?
+    }
+
+    async fn start_key_exchange(&self) -> Result<()> {
+        let given = lock(&self.key_pair).take();
+        let pair = match given {
+            Some(p) => p,
+            None => tokio::task::spawn_blocking(ClientKeyPair::generate)
+                .await
+                .map_err(|_| Error::protocol("key generation was cancelled"))??,
+        };
+        lock(&self.sm).exchange_key(pair)?;
+        self.flush().await
+    }
+
+    pub async fn pool_receive_loop(self: Arc<Self>) {
+        while !self.closed.load(Ordering::Relaxed) {
+            let r = async {
+                let (events, _) = self.receive(None).await?;
+                self.dispatch(events).await
+            }
+            .await;
+            if let Err(e) = r {
+                if !self.closed.load(Ordering::Relaxed) {
+                    tracing::warn!(error = %e, "runspace pool receive failed; the pool is broken");
+                    lock(&self.sm).set_broken();
+                    for w in lock(&self.key_waiters).drain(..) {
+                        let _ = w.send(Err(Error::protocol(format!("runspace pool broken: {e}"))));
+                    }
+                    lock(&self.waiters).clear();
+                }
+                return;
+            }
+        }
+    }
+
+    pub async fn delete(&self) -> Result<()> {
+        match self.call(action::DELETE, &[], "").await {
+            Ok(_) => Ok(()),
+            Err(Error::Fault(f)) if f.code == Some(code::INVALID_SELECTORS) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn signal(&self, pid: uuid::Uuid, code_uri: &str) -> Result<()> {
+        let body = winrs::signal_body(&self.command_id(pid), code_uri);
+        match self.call(action::SIGNAL, &[], &body).await {
+            Ok(_) => Ok(()),
+            Err(Error::Fault(f)) if f.code == Some(code::INVALID_SELECTORS) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn event_pid(ev: &Event) -> Option<uuid::Uuid> {
+    match ev {
+        Event::HostCall { pid, .. } | Event::Warning { pid, .. } => *pid,
+        Event::Output { pid, .. }
+        | Event::Error { pid, .. }
+        | Event::Verbose { pid, .. }
+        | Event::Debug { pid, .. }
+        | Event::Information { pid, .. }
+        | Event::Progress { pid, .. }
+        | Event::PipelineState { pid, .. } => Some(*pid),
+        _ => None,
+    }
+}
