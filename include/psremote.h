@@ -45,6 +45,8 @@ enum psr_result
   PSR_RESULT_TLS = 13,
   // A security rule refused the operation (e.g. NTLM towards an unverified server).
   PSR_RESULT_POLICY = 14,
+  // A file copy or fetch failed on one side (the message names the side, the path and why).
+  PSR_RESULT_FILE = 15,
 };
 #ifndef __cplusplus
 typedef uint32_t psr_result;

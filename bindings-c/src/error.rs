@@ -38,6 +38,12 @@ pub enum PsrResult {
     Tls = 13,
     /// A security rule refused the operation (e.g. NTLM towards an unverified server).
     Policy = 14,
+    /// A file copy or fetch failed on one side (the message names the side, the path and why).
+    File = 15,
+    /// The runspace pool is disconnected: reconnect (or connect) first.
+    Disconnected = 16,
+    /// The server has no such runspace pool or pipeline (`psr_error_fault_code` has its fault).
+    NotFound = 17,
 }
 
 /// A failure on its way to C.
@@ -72,6 +78,9 @@ impl From<psremote::Error> for Failure {
             K::Closed => PsrResult::Closed,
             K::Tls => PsrResult::Tls,
             K::Policy => PsrResult::Policy,
+            K::File => PsrResult::File,
+            K::Disconnected => PsrResult::Disconnected,
+            K::NotFound => PsrResult::NotFound,
         };
         let fault_code = e.fault().and_then(|f| f.code).unwrap_or(0);
         Self { code, message: e.to_string(), fault_code }
@@ -137,6 +146,9 @@ pub extern "C" fn psr_result_name(r: u32) -> *const c_char {
         12 => b"PSR_RESULT_PANIC\0",
         13 => b"PSR_RESULT_TLS\0",
         14 => b"PSR_RESULT_POLICY\0",
+        15 => b"PSR_RESULT_FILE\0",
+        16 => b"PSR_RESULT_DISCONNECTED\0",
+        17 => b"PSR_RESULT_NOT_FOUND\0",
         _ => b"PSR_RESULT_UNKNOWN\0",
     };
     s.as_ptr().cast()

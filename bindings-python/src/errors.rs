@@ -1,6 +1,6 @@
 //! Core errors become the exception classes of `psremote.exceptions`, in one exhaustive match.
 
-use psremote::{Error, ErrorKind};
+use psremote::{Error, ErrorKind, FileErrorKind};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
@@ -17,6 +17,21 @@ pub fn class_name(kind: ErrorKind) -> &'static str {
         ErrorKind::Closed => "ClosedError",
         ErrorKind::Tls => "TLSError",
         ErrorKind::Policy => "SecurityPolicyError",
+        ErrorKind::File => "FileTransferError",
+    }
+}
+
+/// The `psremote.exceptions` class for each kind of file-transfer failure.
+pub fn file_class_name(kind: FileErrorKind) -> &'static str {
+    match kind {
+        FileErrorKind::NotFound | FileErrorKind::ParentNotFound => "TransferFileNotFoundError",
+        FileErrorKind::IsADirectory => "TransferIsADirectoryError",
+        FileErrorKind::AccessDenied => "TransferPermissionError",
+        FileErrorKind::DiskFull => "TransferDiskFullError",
+        FileErrorKind::HashMismatch => "HashMismatchError",
+        FileErrorKind::InUse | FileErrorKind::InvalidPath | FileErrorKind::Cancelled | FileErrorKind::Io => {
+            "FileTransferError"
+        }
     }
 }
 
@@ -32,13 +47,29 @@ pub fn to_py_err(py: Python<'_>, e: Error) -> PyErr {
 
 fn build(py: Python<'_>, e: &Error) -> PyResult<PyErr> {
     let module = py.import("psremote.exceptions")?;
-    let class = module.getattr(class_name(e.kind()))?;
+    let name = match e.file() {
+        Some(f) => file_class_name(f.kind),
+        None => class_name(e.kind()),
+    };
+    let class = module.getattr(name)?;
     let exc = class.call1((e.to_string(),))?;
     match e {
         Error::Authentication { mechanism, .. } => exc.setattr("mechanism", *mechanism)?,
         Error::Connect { address, .. } => exc.setattr("address", address)?,
         Error::Tls { endpoint, .. } => exc.setattr("address", endpoint)?,
         Error::Transport { status, .. } => exc.setattr("status", *status)?,
+        Error::File(f) => {
+            exc.setattr("kind", f.kind.as_str())?;
+            exc.setattr("side", f.side.as_str())?;
+            exc.setattr("path", f.path.clone())?;
+            exc.setattr("filename", f.path.clone())?;
+            exc.setattr("expected_sha1", f.expected_sha1.clone())?;
+            exc.setattr("actual_sha1", f.actual_sha1.clone())?;
+            exc.setattr(
+                "fully_qualified_error_id",
+                f.record.as_ref().and_then(|r| r.fully_qualified_error_id.clone()),
+            )?;
+        }
         Error::Fault(f) => {
             exc.setattr("code", f.code)?;
             exc.setattr("machine", f.machine.clone())?;

@@ -36,6 +36,8 @@ pub enum ErrorKind {
     /// A security rule refused the operation (e.g. NTLM towards a server whose identity
     /// nothing proves); the message names the ways out.
     Policy,
+    /// A file transfer failed on one side ([`Error::File`] says which and why).
+    File,
 }
 
 /// The error type of every fallible psremote operation.
@@ -93,6 +95,9 @@ pub enum Error {
     /// A security rule refused the operation.
     #[error("refused by security policy: {0}")]
     Policy(String),
+    /// A file copy or fetch failed; the data says on which side, the path and why.
+    #[error("{0}")]
+    File(Box<crate::file_error::FileError>),
 }
 
 impl Error {
@@ -109,6 +114,7 @@ impl Error {
             Error::Closed(_) => ErrorKind::Closed,
             Error::Tls { .. } => ErrorKind::Tls,
             Error::Policy(_) => ErrorKind::Policy,
+            Error::File(_) => ErrorKind::File,
         }
     }
 
@@ -116,6 +122,14 @@ impl Error {
     pub fn fault(&self) -> Option<&WsmanFault> {
         match self {
             Error::Fault(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    /// The file-transfer failure, when this error is one.
+    pub fn file(&self) -> Option<&crate::file_error::FileError> {
+        match self {
+            Error::File(f) => Some(f),
             _ => None,
         }
     }

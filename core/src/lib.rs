@@ -10,6 +10,7 @@
 pub mod clixml;
 pub mod encryption;
 mod error;
+mod file_error;
 pub mod psrp;
 pub mod wsman;
 
@@ -21,3 +22,4 @@ pub mod client;
 pub mod transport;
 
 pub use error::{Error, ErrorKind, Result};
+pub use file_error::{FileError, FileErrorKind, FileSide};

@@ -20,17 +20,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
 use common::block_on;
 use psremote::Error;
 use psremote::auth::Mechanism;
 use psremote::client::{
-    Client, ClientConfig, CmdShellOptions, CommandOptions, Host, PipelineResult, PoolConfig, RunspacePool,
+    Client, ClientConfig, CmdShellOptions, CommandOptions, CopyOptions, FetchOptions, Host, PipelineResult, PoolConfig,
+    RunspacePool,
 };
 use psremote::clixml::{Container, PsObject, Value};
 use psremote::psrp::session_key::ClientKeyPair;
 use psremote::psrp::{
     Command, Event, HostCall, HostMethod, HostResponse, PipelineSpec, PipelineState, PoolState, ProtocolVersion,
 };
+use psremote::{FileErrorKind, FileSide};
 use serde_json::Value as Json;
 
 const USER: &str = "replay";
@@ -119,12 +122,18 @@ impl Replay {
     /// Starts the server on `transcript`; `skip` lists recorded exchanges (by index) the
     /// psremote side deliberately does not make.
     fn start(transcript: &str, skip: &[usize]) -> Self {
+        Self::start_with(transcript, skip, &[])
+    }
+
+    /// [`Replay::start`] with more replay-server options (e.g. `--ignore-script-text`).
+    fn start_with(transcript: &str, skip: &[usize], extra: &[&str]) -> Self {
         let path = common::transcripts::dir().join(transcript);
         let skip: Vec<String> = skip.iter().map(usize::to_string).collect();
         let mut child = Process::new(python())
             .args(["-m", "psremote_testserver.replay", "--port", "0", "--transcript"])
             .arg(&path)
             .args(["--user", USER, "--password", PASSWORD, "--skip", &skip.join(",")])
+            .args(extra)
             .current_dir(common::workspace_root())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -905,4 +914,378 @@ fn psrp_with_jea_configuration() {
         pool.close().await.unwrap();
     });
     assert_exact(&r, &st, &["Signal shell1/cmd1", "Signal shell1/cmd2"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files: copy and fetch. The recorded client ran pypsrp's scripts and psremote runs its own, so
+// the replay server leaves script text out of the comparison (arguments, input, NoInput and the
+// other flags still must match); the answers are Windows' answers to pypsrp's scripts, which
+// keep to the contract of psremote's (data chunks, then the hash; the path as the last output).
+
+/// The copy/fetch recordings, each with a test here.
+const FILE_TRANSCRIPTS: &[&str] = &[
+    "test_client_copy_file.yml",
+    "test_client_copy_file_empty.yml",
+    "test_client_copy_file_failure.yml",
+    "test_client_copy_file_really_large.yml",
+    "test_client_fetch_file.yml",
+    "test_client_fetch_file_expand_vars.yml",
+    "test_client_fetch_file_fail_dir.yml",
+    "test_client_fetch_file_fail_missing.yml",
+];
+
+#[test]
+fn every_copy_and_fetch_transcript_is_replayed() {
+    let mut all: Vec<String> = common::transcripts::names()
+        .into_iter()
+        .filter(|n| n.starts_with("test_client_copy_") || n.starts_with("test_client_fetch_"))
+        .collect();
+    all.sort_unstable();
+    assert_eq!(all, FILE_TRANSCRIPTS);
+}
+
+const SCRIPTS_DIFFER: &[&str] = &["--ignore-script-text"];
+
+/// A local source file with `data`, in a fresh temporary folder.
+fn source_file(name: &str, data: &[u8]) -> (tempdir::Dir, PathBuf) {
+    let dir = tempdir::Dir::new(name);
+    let path = dir.path().join(name);
+    std::fs::write(&path, data).unwrap();
+    (dir, path)
+}
+
+/// Files left in `dir` (a failed fetch must leave neither the destination nor a `.part` file).
+fn files_in(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    names
+}
+
+mod tempdir {
+    use std::path::{Path, PathBuf};
+
+    /// A temporary folder removed on drop.
+    pub struct Dir(PathBuf);
+
+    impl Dir {
+        pub fn new(tag: &str) -> Self {
+            let p = std::env::temp_dir().join(format!("psremote-replay-{tag}-{}-{:x}", std::process::id(), rand_u64()));
+            std::fs::create_dir_all(&p).unwrap();
+            Dir(p)
+        }
+
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn rand_u64() -> u64 {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64);
+        h.finish()
+    }
+}
+
+fn as_recorded_copy() -> CopyOptions {
+    CopyOptions { expand_variables: false, ..CopyOptions::default() }
+}
+
+fn as_recorded_fetch() -> FetchOptions {
+    FetchOptions { expand_variables: false, ..FetchOptions::default() }
+}
+
+const AZ: &[u8] = b"abcdefghijklmnopqrstuvwxyz";
+const DOMAIN_DEST: &str = r"C:\Users\vagrant-domain\Documents\test_file";
+
+/// The recordings' checks that the copied file is there, through cmd shells as pypsrp's test did.
+async fn check_through_cmd(client: &Client, expected_stdout: &[u8]) {
+    let shell = client.open_cmd_shell(as_recorded()).await.unwrap();
+    let out = shell.run(&format!("powershell.exe Get-Content {DOMAIN_DEST}"), &[]).await.unwrap();
+    assert_eq!(out.stdout, expected_stdout);
+    shell.close().await.unwrap();
+    let shell = client.open_cmd_shell(as_recorded()).await.unwrap();
+    let out = shell.run(&format!("powershell Remove-Item -Path '{DOMAIN_DEST}'"), &[]).await.unwrap();
+    assert_eq!(out.exit_code, 0);
+    shell.close().await.unwrap();
+}
+
+#[test]
+fn client_copy_file() {
+    let r = Replay::start_with("test_client_copy_file.yml", &[], SCRIPTS_DIFFER);
+    let (_dir, src) = source_file("copy_file", AZ);
+    let st = r.run(|client| async move {
+        let first = client.copy(&src, "test_file", &as_recorded_copy()).await.unwrap();
+        assert_eq!(first.remote_path, DOMAIN_DEST);
+        assert_eq!(first.bytes, 26);
+        assert_eq!(first.sha1, "32d10c7b8cf96570ca04ce37f2a19d84240d3a89");
+        // pypsrp's test copied again to the path the first copy returned.
+        let second = client.copy(&src, &first.remote_path, &as_recorded_copy()).await.unwrap();
+        assert_eq!(second.remote_path, DOMAIN_DEST);
+        check_through_cmd(&client, b"abcdefghijklmnopqrstuvwxyz\r\n").await;
+    });
+    // psremote ends the input in a Send of its own and releases each pipeline with Signal
+    // Terminate; the recorded client did neither.
+    assert_exact(&r, &st, &["Send shell1/cmd1", "Signal shell1/cmd1", "Send shell2/cmd1", "Signal shell2/cmd1"]);
+}
+
+#[test]
+fn client_copy_file_empty() {
+    let r = Replay::start_with("test_client_copy_file_empty.yml", &[], SCRIPTS_DIFFER);
+    let (_dir, src) = source_file("copy_empty", b"");
+    let st = r.run(|client| async move {
+        let out = client.copy(&src, "test_file", &as_recorded_copy()).await.unwrap();
+        assert_eq!(out.remote_path, DOMAIN_DEST);
+        assert_eq!((out.bytes, out.sha1.as_str()), (0, "da39a3ee5e6b4b0d3255bfef95601890afd80709"));
+        check_through_cmd(&client, b"").await;
+    });
+    assert_exact(&r, &st, &["Send shell1/cmd1", "Signal shell1/cmd1"]);
+}
+
+#[test]
+fn client_copy_file_really_large() {
+    let r = Replay::start_with("test_client_copy_file_really_large.yml", &[], SCRIPTS_DIFFER);
+    let data = AZ.repeat(20_000);
+    let (_dir, src) = source_file("copy_large", &data);
+    let chunks = Arc::new(Mutex::new(Vec::new()));
+    let seen = chunks.clone();
+    let st = r.run(|client| async move {
+        // The recording's chunk size (pypsrp with its payload size mocked to 113955 bytes).
+        let options = CopyOptions {
+            chunk_size: Some(85_404),
+            progress: Some(Arc::new(move |done, total| seen.lock().unwrap().push((done, total)))),
+            ..as_recorded_copy()
+        };
+        let out = client.copy(&src, "test_file", &options).await.unwrap();
+        assert_eq!(out.remote_path, r"C:\Users\vagrant\Documents\test_file");
+        assert_eq!(out.bytes, 520_000);
+        assert_eq!(out.sha1, "9019309673c06b632baeb9c84c1cc64b8de74f70");
+    });
+    let progress = chunks.lock().unwrap().clone();
+    let expected: Vec<(u64, Option<u64>)> =
+        (1..=6).map(|i| (i * 85_404, Some(520_000))).chain([(520_000, Some(520_000))]).collect();
+    assert_eq!(progress, expected);
+    assert_exact(&r, &st, &["Send shell1/cmd1", "Signal shell1/cmd1"]);
+}
+
+/// Windows refused the copy: the recorded client had a mocked hash, so Windows' answer is a hash
+/// mismatch; psremote sends the true hash and still gets (and types) the recorded failure.
+#[test]
+fn client_copy_file_failure() {
+    let r = Replay::start_with("test_client_copy_file_failure.yml", &[], SCRIPTS_DIFFER);
+    let (_dir, src) = source_file("copy_failure", AZ);
+    let st = r.run(|client| async move {
+        let e = client.copy(&src, "test_file", &as_recorded_copy()).await.unwrap_err();
+        let f = e.file().unwrap_or_else(|| panic!("not a file error: {e:?}"));
+        assert_eq!((f.kind, f.side), (FileErrorKind::HashMismatch, FileSide::Remote), "{f:?}");
+        assert_eq!(f.actual_sha1.as_deref(), Some("32d10c7b8cf96570ca04ce37f2a19d84240d3a89"));
+        assert_eq!(f.expected_sha1.as_deref(), Some("c3499c2729730a7f807efb8676a92dcb6f8a3f8f"));
+        assert_eq!(f.path, "test_file");
+        let record = f.record.as_ref().unwrap();
+        assert_eq!(record.category, 14);
+        assert!(record.message.starts_with("Transport failure, hash mismatch\r\nActual: "), "{record:?}");
+    });
+    // The only difference from the recording: the hash input (the true one, where pypsrp's test
+    // had mocked a wrong one).
+    let true_hash = B64.encode("32d10c7b8cf96570ca04ce37f2a19d84240d3a89");
+    let mocked_hash = B64.encode("c3499c2729730a7f807efb8676a92dcb6f8a3f8f");
+    let mismatches = list(&st, "mismatches");
+    assert_eq!(mismatches.len(), 1, "{mismatches:?}");
+    let m = mismatches[0].as_str().unwrap();
+    assert!(m.contains("PIPELINE_INPUT") && m.contains(&true_hash) && m.contains(&mocked_hash), "{m}");
+    let mut st = st;
+    st["mismatches"] = Json::Array(Vec::new());
+    assert_exact(&r, &st, &["Send shell1/cmd1", "Signal shell1/cmd1"]);
+}
+
+#[test]
+fn client_fetch_file() {
+    let r = Replay::start_with("test_client_fetch_file.yml", &[], SCRIPTS_DIFFER);
+    let dir = tempdir::Dir::new("fetch_file");
+    let dest = dir.path().join("file.txt");
+    let local = dest.clone();
+    let st = r.run(|client| async move {
+        let out = client.fetch(r"C:\temp\file.txt", &local, &as_recorded_fetch()).await.unwrap();
+        assert_eq!(out.local_path, local);
+        assert_eq!(out.bytes, 250_002);
+        assert_eq!(out.sha1, "70e3bea8cdb0d0c883bccff5228933d933b88a80");
+    });
+    let mut expected = b"abc\r\n".repeat(50_000);
+    expected.extend_from_slice(b"\r\n");
+    assert_eq!(std::fs::read(&dest).unwrap(), expected);
+    assert_eq!(files_in(dir.path()), ["file.txt"]);
+    assert_exact(&r, &st, &["Signal shell1/cmd1"]);
+}
+
+#[test]
+fn client_fetch_file_expand_vars() {
+    let r = Replay::start_with("test_client_fetch_file_expand_vars.yml", &[], SCRIPTS_DIFFER);
+    let dir = tempdir::Dir::new("fetch_expand");
+    let dest = dir.path().join("file.txt");
+    let local = dest.clone();
+    let st = r.run(|client| async move {
+        // The path travels unexpanded; the server expands it.
+        let out = client.fetch(r"%TEMP%\file.txt", &local, &FetchOptions::default()).await.unwrap();
+        assert_eq!(out.sha1, "22c1a78ec5ada1cd2f3665b58b30499e51a3b029");
+    });
+    assert_eq!(std::fs::read(&dest).unwrap(), b"abc\r\n\r\n");
+    assert_exact(&r, &st, &["Signal shell1/cmd1"]);
+}
+
+fn fetch_failure(transcript: &str, src: &'static str, kind: FileErrorKind, message: &'static str) {
+    let r = Replay::start_with(transcript, &[], SCRIPTS_DIFFER);
+    let dir = tempdir::Dir::new("fetch_fail");
+    let local = dir.path().join("file.txt");
+    let st = r.run(|client| async move {
+        let e = client.fetch(src, &local, &as_recorded_fetch()).await.unwrap_err();
+        let f = e.file().unwrap_or_else(|| panic!("not a file error: {e:?}"));
+        assert_eq!((f.kind, f.side, f.path.as_str()), (kind, FileSide::Remote, src), "{f:?}");
+        assert_eq!(f.message, message);
+        assert_eq!(f.record.as_ref().unwrap().fully_qualified_error_id.as_deref(), Some(message));
+    });
+    assert_eq!(files_in(dir.path()), Vec::<String>::new(), "nothing written locally");
+    assert_exact(&r, &st, &["Signal shell1/cmd1"]);
+}
+
+#[test]
+fn client_fetch_file_fail_dir() {
+    fetch_failure(
+        "test_client_fetch_file_fail_dir.yml",
+        r"C:\Windows",
+        FileErrorKind::IsADirectory,
+        r"The path at 'C:\Windows' is a directory, src must be a file",
+    );
+}
+
+#[test]
+fn client_fetch_file_fail_missing() {
+    fetch_failure(
+        "test_client_fetch_file_fail_missing.yml",
+        r"C:\fakefile.txt",
+        FileErrorKind::NotFound,
+        r"The path at 'C:\fakefile.txt' does not exist",
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sessions that outlive the client: disconnect, reconnect, enumerate, connect, is_alive
+
+/// pypsrp's test: two pools opened and disconnected (the first reconnected and disconnected
+/// again); a second client (a new WS-Man session) lists them and connects to each, then closes
+/// them. The pool objects of the first client are dropped while disconnected: the pools stay.
+#[test]
+fn psrp_disconnect_runspaces() {
+    let r = Replay::start("test_psrp_disconnect_runspaces.yml", &[]);
+    let second = r.client();
+    let st = r.run(|client| async move {
+        let pool1 = open_pool(&client).await;
+        pool1.disconnect().await.unwrap();
+        assert_eq!(pool1.state(), PoolState::Disconnected);
+        let refused = pool1.invoke(&PipelineSpec::script("1")).await.unwrap_err();
+        assert_eq!(refused.kind(), psremote::ErrorKind::Disconnected, "{refused}");
+        assert_eq!(pool1.disconnect().await.unwrap_err().kind(), psremote::ErrorKind::Disconnected);
+        pool1.reconnect().await.unwrap();
+        assert_eq!(pool1.state(), PoolState::Opened);
+        pool1.disconnect().await.unwrap();
+        let pool2 = open_pool(&client).await;
+        pool2.disconnect().await.unwrap();
+        let ids = [pool1.id().to_owned(), pool2.id().to_owned()];
+        drop((pool1, pool2));
+
+        let client2 = Client::connect(second).await.expect("a second client");
+        let pools = client2.list_pools().await.unwrap();
+        assert_eq!(pools.iter().map(|p| p.id().to_owned()).collect::<Vec<_>>(), ids);
+        for p in &pools {
+            assert!(p.is_disconnected(), "{p:?}");
+            assert_eq!(p.configuration_name, "Microsoft.PowerShell");
+            assert_eq!(p.shell.owner, "WIN-NNMU24VVKJ0\\vagrant");
+            assert_eq!(p.shell.idle_timeout, Some(Duration::from_secs(7200)));
+            assert_eq!(p.shell.buffer_mode, Some(psremote::client::BufferMode::Block));
+            assert_eq!(p.pipelines, Vec::<String>::new(), "Windows listed no commands");
+        }
+        let mut connected = Vec::new();
+        for info in &pools {
+            let pool = RunspacePool::connect_to(&client2, info, PoolConfig::default()).await.unwrap();
+            assert_eq!(pool.state(), PoolState::Opened);
+            assert_eq!(pool.protocol_version(), Some(ProtocolVersion::V2_3));
+            assert_eq!(pool.id(), info.id());
+            connected.push(pool);
+        }
+        for pool in connected {
+            pool.close().await.unwrap();
+        }
+    });
+    assert_exact(&r, &st, &[]);
+}
+
+/// is_alive on a live pool, then on one deleted behind the client's back (InvalidSelectors):
+/// false, and the pool counts as closed (no Delete follows, as in the recording).
+#[test]
+fn psrp_is_alive_invalid_selectors() {
+    let r = Replay::start("test_psrp_is_alive_invalid_selectors.yml", &[]);
+    let st = r.run(|client| async move {
+        let pool = open_pool(&client).await;
+        assert!(pool.is_alive().await.unwrap());
+        assert!(!pool.is_alive().await.unwrap());
+        assert!(!pool.is_alive().await.unwrap(), "known gone: no further request");
+        assert_eq!(pool.invoke(&PipelineSpec::script("1")).await.unwrap_err().kind(), psremote::ErrorKind::Closed);
+        pool.close().await.unwrap();
+    });
+    assert_exact(&r, &st, &[]);
+}
+
+/// Any other fault of the Get (the recorded client provoked InvalidMessageInformationHeader)
+/// is an error, not a verdict; the pool is still closed normally.
+#[test]
+fn psrp_is_alive_other_wsman_error() {
+    let r = Replay::start("test_psrp_is_alive_other_wsman_error.yml", &[]);
+    let st = r.run(|client| async move {
+        let pool = open_pool(&client).await;
+        let err = pool.is_alive().await.unwrap_err();
+        assert_eq!(err.fault().and_then(|f| f.code), Some(2150858767), "{err}");
+        pool.close().await.unwrap();
+    });
+    assert_exact(&r, &st, &[]);
+}
+
+/// A Get whose connection drops (pypsrp injected a ConnectionError) is an error, not "gone".
+/// The recorded client stopped there; psremote's close still deletes the pool, a request the
+/// recording does not have.
+#[test]
+fn psrp_is_alive_http_error() {
+    let r = Replay::start("test_psrp_is_alive_http_error.yml", &[]);
+    let st = r.run(|client| async move {
+        let pool = open_pool(&client).await;
+        assert!(pool.is_alive().await.unwrap());
+        let err = pool.is_alive().await.unwrap_err();
+        assert_eq!(err.kind(), psremote::ErrorKind::Transport, "{err}");
+        let _ = pool.close().await;
+    });
+    assert_eq!(list(&st, "unexpected"), vec![Json::from("Delete")], "{st:#}");
+    assert_eq!(pairs(&st, "unused"), Vec::<String>::new(), "{st:#}");
+    assert_eq!(list(&st, "mismatches"), Vec::<Json>::new(), "{st:#}");
+}
+
+/// The recorded client received for a CommandId the server never had: psremote's way there is
+/// attaching to a pipeline by id, whose Receive gets Windows' InvalidSelectors fault, reported
+/// as NotFound (and no Signal follows for a command the server does not know).
+#[test]
+fn psrp_receive_failure() {
+    let r = Replay::start("test_psrp_receive_failure.yml", &[]);
+    let st = r.run(|client| async move {
+        let pool = open_pool(&client).await;
+        let pipeline = pool.attach_pipeline("D1BF48DA-B26C-4F4A-BE52-B382AC20DD1F").await.unwrap();
+        let err = pipeline.wait().await.unwrap_err();
+        assert_eq!(err.kind(), psremote::ErrorKind::NotFound, "{err}");
+        assert_eq!(err.fault().and_then(|f| f.code), Some(2150858843));
+        pool.close().await.unwrap();
+    });
+    assert_exact(&r, &st, &[]);
 }

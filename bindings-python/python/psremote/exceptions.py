@@ -11,6 +11,7 @@ Messages never contain secrets: no password, key or SecureString plaintext.
 
 from __future__ import annotations
 
+import errno as _errno
 from typing import TYPE_CHECKING, Optional
 
 if TYPE_CHECKING:
@@ -21,12 +22,18 @@ __all__ = [
     "ClosedError",
     "ConfigurationError",
     "ConnectError",
+    "FileTransferError",
+    "HashMismatchError",
     "OperationTimeoutError",
     "PSRemoteError",
     "PipelineError",
     "ProtocolError",
     "SecurityPolicyError",
     "TLSError",
+    "TransferDiskFullError",
+    "TransferFileNotFoundError",
+    "TransferIsADirectoryError",
+    "TransferPermissionError",
     "TransportError",
     "WSManFault",
 ]
@@ -156,3 +163,59 @@ def _rebuild_pipeline_error(
     message: str, error_record: Optional["ErrorRecord"], result: Optional["PSResult"]
 ) -> PipelineError:
     return PipelineError(message, error_record=error_record, result=result)
+
+
+class FileTransferError(PSRemoteError, OSError):
+    """A file copy or fetch failed (``Client.copy`` / ``Client.fetch``). Nothing half-written is
+    left: a partial destination is removed on whichever side it was written.
+
+    The subclasses also derive from the builtin that means the same, so ``except
+    FileNotFoundError`` catches a missing source on either side."""
+
+    #: What went wrong: ``"NotFound"``, ``"IsADirectory"``, ``"ParentNotFound"``,
+    #: ``"AccessDenied"``, ``"DiskFull"``, ``"InUse"``, ``"InvalidPath"``, ``"HashMismatch"``,
+    #: ``"Cancelled"`` or ``"Io"``.
+    kind: Optional[str] = None
+    #: ``"local"`` (this machine) or ``"remote"`` (the server).
+    side: Optional[str] = None
+    #: The path concerned, as the failing side names it.
+    path: Optional[str] = None
+    #: For a hash mismatch: the SHA-1 of what was sent (lowercase hex).
+    expected_sha1: Optional[str] = None
+    #: For a hash mismatch: the SHA-1 of what arrived (lowercase hex).
+    actual_sha1: Optional[str] = None
+    #: The server's ``FullyQualifiedErrorId`` when the server reported the failure.
+    fully_qualified_error_id: Optional[str] = None
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class TransferFileNotFoundError(FileTransferError, FileNotFoundError):
+    """The source file does not exist, or the destination's folder does not (``kind`` says
+    which: ``"NotFound"`` or ``"ParentNotFound"``)."""
+
+
+class TransferIsADirectoryError(FileTransferError, IsADirectoryError):
+    """A directory where a file is expected (the source, or the destination: copy and fetch
+    write one file and never copy into a folder)."""
+
+
+class TransferPermissionError(FileTransferError, PermissionError):
+    """The operating system of the failing side refused access."""
+
+
+class TransferDiskFullError(FileTransferError):
+    """No space left where the file was being written (``errno`` is ``ENOSPC``)."""
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message)
+        self.errno = _errno.ENOSPC
+
+
+class HashMismatchError(FileTransferError):
+    """The SHA-1 of what arrived differs from the SHA-1 of what was sent; the destination was
+    not written (``expected_sha1`` and ``actual_sha1`` say both)."""

@@ -11,6 +11,7 @@
 
 mod cmd;
 mod config;
+mod files;
 mod powershell;
 mod runtime;
 
@@ -22,6 +23,10 @@ pub use cmd::{
     CmdControl, CmdOutput, CmdProcess, CmdShell, CmdShellOptions, CommandOptions, OutputChunk, UTF8_CODEPAGE,
 };
 pub use config::{ClientConfig, DEFAULT_ENVELOPE_SIZE};
+pub use files::{
+    COPY_SCRIPT, CopyOptions, CopyOutcome, DEFAULT_ACK_WINDOW, FETCH_SCRIPT, FetchOptions, FetchOutcome, MAX_CHUNK_SIZE,
+    ProgressCallback, file_error_from_record,
+};
 pub use powershell::{Host, Pipeline, PipelineControl, PipelineResult, PoolConfig, RunspacePool};
 pub use runtime::{mask_process_signals, runtime};
 
