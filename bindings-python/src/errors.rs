@@ -18,6 +18,8 @@ pub fn class_name(kind: ErrorKind) -> &'static str {
         ErrorKind::Tls => "TLSError",
         ErrorKind::Policy => "SecurityPolicyError",
         ErrorKind::File => "FileTransferError",
+        ErrorKind::Disconnected => "DisconnectedError",
+        ErrorKind::NotFound => "NotFoundError",
     }
 }
 
@@ -70,7 +72,7 @@ fn build(py: Python<'_>, e: &Error) -> PyResult<PyErr> {
                 f.record.as_ref().and_then(|r| r.fully_qualified_error_id.clone()),
             )?;
         }
-        Error::Fault(f) => {
+        Error::Fault(f) | Error::NotFound { fault: f, .. } => {
             exc.setattr("code", f.code)?;
             exc.setattr("machine", f.machine.clone())?;
             exc.setattr("message", f.message.clone())?;

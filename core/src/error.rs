@@ -38,6 +38,10 @@ pub enum ErrorKind {
     Policy,
     /// A file transfer failed on one side ([`Error::File`] says which and why).
     File,
+    /// The runspace pool is disconnected: reconnect (or connect) before using it.
+    Disconnected,
+    /// The server has no such runspace pool or pipeline (deleted, expired, or never there).
+    NotFound,
 }
 
 /// The error type of every fallible psremote operation.
@@ -98,6 +102,17 @@ pub enum Error {
     /// A file copy or fetch failed; the data says on which side, the path and why.
     #[error("{0}")]
     File(Box<crate::file_error::FileError>),
+    /// The runspace pool is disconnected; the message names the refused action.
+    #[error("cannot {0}: the runspace pool is disconnected (reconnect first)")]
+    Disconnected(&'static str),
+    /// The server does not know the shell or command (its InvalidSelectors fault).
+    #[error("{what} not found on the server: {fault}")]
+    NotFound {
+        /// What was looked for (`runspace pool 1A2B...`, `pipeline 3C4D...`).
+        what: String,
+        /// The server's fault.
+        fault: WsmanFault,
+    },
 }
 
 impl Error {
@@ -115,13 +130,15 @@ impl Error {
             Error::Tls { .. } => ErrorKind::Tls,
             Error::Policy(_) => ErrorKind::Policy,
             Error::File(_) => ErrorKind::File,
+            Error::Disconnected(_) => ErrorKind::Disconnected,
+            Error::NotFound { .. } => ErrorKind::NotFound,
         }
     }
 
     /// The WS-Management fault, when this error is one.
     pub fn fault(&self) -> Option<&WsmanFault> {
         match self {
-            Error::Fault(f) => Some(f),
+            Error::Fault(f) | Error::NotFound { fault: f, .. } => Some(f),
             _ => None,
         }
     }

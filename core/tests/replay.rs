@@ -45,37 +45,22 @@ const SCENARIO_TIMEOUT: Duration = Duration::from_secs(60);
 /// Scenarios without a test, with the reason.
 const NOT_APPLICABLE: &[(&str, &str)] = &[
     (
-        "test_psrp_disconnect_runspaces.yml",
-        "Disconnect/Reconnect, Enumerate and Connect (reattaching a new client to a disconnected pool) are not implemented",
-    ),
-    (
-        "test_psrp_is_alive_http_error.yml",
-        "RunspacePool::is_alive (a Transfer Get on the shell) is not implemented; the recording injects a connection error into that Get",
-    ),
-    (
-        "test_psrp_is_alive_invalid_selectors.yml",
-        "RunspacePool::is_alive (a Transfer Get on the shell) is not implemented",
-    ),
-    (
-        "test_psrp_is_alive_other_wsman_error.yml",
-        "RunspacePool::is_alive (a Transfer Get with OperationTimeout PT-1S) is not implemented",
-    ),
-    (
-        "test_psrp_receive_failure.yml",
-        "the recording polls a CommandId that was never created; psremote only receives for pipelines it started",
-    ),
-    (
         "test_winrs_bad_cmd_id.yml",
-        "the recording sends Receive with a made-up CommandId; CmdProcess only exists for commands the server created",
+        "the recording sends Receive with a made-up CommandId on a cmd shell; psremote's cmd API has no way to attach to a command it did not start (attaching by id exists for PSRP pipelines: see psrp_receive_failure)",
     ),
     (
         "test_winrs_fail_poll_process.yml",
-        "the recording sends a shell-level Receive (no CommandId) on a cmd shell; psremote never does",
+        "the recording sends a shell-level Receive (no CommandId) on a cmd shell, which no user-level operation means (Windows answers InvalidParameter); psremote never does",
     ),
 ];
 
 /// Scenarios with a test here.
 const REPLAYED: &[&str] = &[
+    "test_psrp_disconnect_runspaces.yml",
+    "test_psrp_is_alive_http_error.yml",
+    "test_psrp_is_alive_invalid_selectors.yml",
+    "test_psrp_is_alive_other_wsman_error.yml",
+    "test_psrp_receive_failure.yml",
     "test_psrp_clear_commands.yml",
     "test_psrp_error_failed.yml",
     "test_psrp_multiple_commands.yml",

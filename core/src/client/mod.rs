@@ -27,7 +27,9 @@ pub use files::{
     COPY_SCRIPT, CopyOptions, CopyOutcome, DEFAULT_ACK_WINDOW, FETCH_SCRIPT, FetchOptions, FetchOutcome, MAX_CHUNK_SIZE,
     ProgressCallback, file_error_from_record,
 };
-pub use powershell::{Host, Pipeline, PipelineControl, PipelineResult, PoolConfig, RunspacePool};
+pub use powershell::{
+    BufferMode, Host, Pipeline, PipelineControl, PipelineResult, PoolConfig, PoolInfo, RunspacePool, ShellInfo,
+};
 pub use runtime::{mask_process_signals, runtime};
 
 use std::sync::Arc;

@@ -18,6 +18,8 @@ use super::messages::{
 };
 use super::session_key::{ClientKeyPair, SessionKey};
 
+mod connect;
+
 /// Runspace pool states (MS-PSRP 2.2.3.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -334,9 +336,11 @@ impl RunspacePool {
         }
     }
 
-    fn expect_state(&self, action: &str, allowed: &[PoolState]) -> Result<()> {
+    fn expect_state(&self, action: &'static str, allowed: &[PoolState]) -> Result<()> {
         if allowed.contains(&self.state) {
             Ok(())
+        } else if self.state == PoolState::Disconnected {
+            Err(Error::Disconnected(action))
         } else {
             Err(Error::protocol(format!(
                 "cannot {action} while the runspace pool is {:?} (it must be {allowed:?})",
@@ -597,7 +601,10 @@ impl RunspacePool {
             MessageType::RunspacePoolHostCall => {
                 Event::HostCall { pid: None, call: messages::parse_host_call(&value)? }
             }
-            MessageType::RunspacePoolInitData => return Ok(None),
+            MessageType::RunspacePoolInitData => match self.init_data(&value)? {
+                Some(state) => Event::PoolState { state, error: None },
+                None => return Ok(None),
+            },
             MessageType::PipelineHostCall => {
                 Event::HostCall { pid: Some(pipeline(msg.pid)?), call: messages::parse_host_call(&value)? }
             }

@@ -9,6 +9,10 @@ pub mod code {
     pub const OPERATION_TIMEOUT: u32 = 0x8033_8029;
     /// The shell or command id is unknown (for example the shell is already gone).
     pub const INVALID_SELECTORS: u32 = 0x8033_805B;
+    /// The shell is disconnected (ERROR_WINRS_SHELL_DISCONNECTED): what a waiting Receive gets
+    /// when its shell is disconnected, and any request but Disconnect, Reconnect, Connect,
+    /// Delete and Get on such a shell.
+    pub const SHELL_DISCONNECTED: u32 = 0x8033_81C4;
 }
 
 /// A WS-Management fault returned by the server.

@@ -7,6 +7,7 @@
 
 mod envelope;
 mod fault;
+pub mod shells;
 pub mod winrs;
 pub mod xml;
 
@@ -45,6 +46,18 @@ pub mod action {
     pub const RECEIVE: &str = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Receive";
     /// WinRS Signal.
     pub const SIGNAL: &str = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Signal";
+    /// WinRS Disconnect (MS-WSMV 3.1.4.16).
+    pub const DISCONNECT: &str = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Disconnect";
+    /// WinRS Reconnect (MS-WSMV 3.1.4.17).
+    pub const RECONNECT: &str = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Reconnect";
+    /// WinRS Connect (MS-WSMV 3.1.4.15).
+    pub const CONNECT: &str = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Connect";
+    /// WS-Transfer Get.
+    pub const GET: &str = "http://schemas.xmlsoap.org/ws/2004/09/transfer/Get";
+    /// WS-Enumeration Enumerate.
+    pub const ENUMERATE: &str = "http://schemas.xmlsoap.org/ws/2004/09/enumeration/Enumerate";
+    /// WS-Enumeration Pull.
+    pub const PULL: &str = "http://schemas.xmlsoap.org/ws/2004/09/enumeration/Pull";
 }
 
 /// Resource URI of the text cmd shell.

@@ -9,8 +9,11 @@
 //!   routing of events to pipelines, the session key, the pool's Receive loop;
 //! - [`host_calls`]: the worker that answers the server's host calls in order;
 //! - [`pool`]: [`RunspacePool`] (open, pool-level calls, close);
-//! - [`pipeline`]: [`Pipeline`], its Receive loop and [`PipelineResult`].
+//! - [`pipeline`]: [`Pipeline`], its Receive loop and [`PipelineResult`];
+//! - [`disconnect`]: sessions that outlive the client (disconnect, reconnect, enumerate,
+//!   connect from a new client, attaching to a pipeline, is-alive).
 
+mod disconnect;
 mod host_calls;
 mod pipeline;
 mod pool;
@@ -22,7 +25,9 @@ use std::time::Duration;
 use crate::clixml::Value;
 use crate::psrp::session_key::ClientKeyPair;
 use crate::psrp::{self, HostCall, HostDefaults, HostResponse};
+pub use crate::wsman::shells::{BufferMode, ShellInfo};
 
+pub use disconnect::PoolInfo;
 pub use pipeline::{Pipeline, PipelineControl, PipelineResult};
 pub use pool::RunspacePool;
 
@@ -52,8 +57,12 @@ pub struct PoolConfig {
     pub max_runspaces: i32,
     /// The host answering host calls; without one the server gets "not implemented" errors.
     pub host: Option<Arc<dyn Host>>,
-    /// Idle timeout of the remote shell.
+    /// Idle timeout of the remote shell; also sent with Disconnect, so it is how long a
+    /// disconnected pool waits for a client before the server deletes it.
     pub idle_timeout: Option<Duration>,
+    /// What the server does with output produced while the pool is disconnected (sent at
+    /// creation and with Disconnect); the server's default (`Block`) when None.
+    pub buffer_mode: Option<BufferMode>,
     /// `$PSSenderInfo.ApplicationArguments`.
     pub application_arguments: Option<Value>,
     /// Raise the envelope size to 512000 bytes once the server speaks protocol ≥ 2.2, unless
@@ -88,6 +97,7 @@ impl Default for PoolConfig {
             max_runspaces: 1,
             host: None,
             idle_timeout: None,
+            buffer_mode: None,
             application_arguments: None,
             raise_envelope_size: true,
             no_profile: false,

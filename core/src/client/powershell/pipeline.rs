@@ -15,7 +15,7 @@ use crate::clixml::Value;
 use crate::error::{Error, Result};
 use crate::psrp::messages::{InformationRecord, InformationalRecord, ProgressRecord};
 use crate::psrp::{ErrorRecord, Event, PipelineSpec, PipelineState};
-use crate::wsman::{action, winrs};
+use crate::wsman::{action, code, winrs};
 
 const STOP_SIGNAL: &str = winrs::signal::PS_STOP;
 const TERMINATE_SIGNAL: &str = winrs::signal::PS_TERMINATE;
@@ -107,17 +107,40 @@ fn audit_pipeline_start(shared: &Shared, pid: uuid::Uuid, spec: &PipelineSpec) {
 /// Receives a pipeline's messages until it finishes, then releases it with Signal Terminate
 /// (after the final state has been handed to the reader).
 async fn pipeline_loop(shared: Arc<Shared>, pid: uuid::Uuid, tx: Route) {
+    receive_loop(shared, pid, tx, false).await;
+}
+
+/// The Receive loop of a pipeline, started with it or (`attached`) for one that was already
+/// running on the server. A disconnect stops it after its current Receive, keeping the pipeline
+/// as it is (its reader waits); a reconnect starts it again.
+pub(super) async fn receive_loop(shared: Arc<Shared>, pid: uuid::Uuid, tx: Route, attached: bool) {
+    let Some(_running) = shared.loop_guard(Some(pid)) else { return };
     let result = async {
         loop {
-            let (events, done) = shared.receive(Some(pid)).await?;
+            if shared.disconnected.load(Ordering::SeqCst) {
+                return Ok::<_, Error>(false);
+            }
+            let (events, done) = match shared.receive(Some(pid)).await {
+                Ok(r) => r,
+                // The shell was disconnected under this Receive: nothing was lost.
+                Err(_) if shared.disconnected.load(Ordering::SeqCst) => return Ok(false),
+                Err(Error::Fault(fault)) if attached && fault.code == Some(code::INVALID_SELECTORS) => {
+                    return Err(Error::NotFound { what: format!("pipeline {}", command_id_text(pid)), fault });
+                }
+                Err(e) => return Err(e),
+            };
             shared.dispatch(events).await?;
             let state = lock(&shared.sm).pipeline_state(pid);
             if state.is_none_or(PipelineState::is_finished) || done {
-                return Ok::<_, Error>(());
+                return Ok(true);
             }
         }
     }
     .await;
+    if matches!(result, Ok(false)) {
+        tracing::debug!(pipeline = %pid, "pipeline receive stopped by the disconnect");
+        return;
+    }
     let state = lock(&shared.sm).pipeline_state(pid);
     tracing::info!(
         target: "psremote::audit",
@@ -129,10 +152,12 @@ async fn pipeline_loop(shared: Arc<Shared>, pid: uuid::Uuid, tx: Route) {
         error = result.as_ref().err().map(ToString::to_string),
         "pipeline ended"
     );
+    let unknown = matches!(result, Err(Error::NotFound { .. }));
     if let Err(e) = result {
         let _ = tx.send(Err(e)).await;
     }
-    if let Err(e) = shared.signal(pid, TERMINATE_SIGNAL).await {
+    // A command the server does not know has nothing to release.
+    if !unknown && let Err(e) = shared.signal(pid, TERMINATE_SIGNAL).await {
         tracing::debug!(pipeline = %pid, error = %e, "terminate signal failed");
     }
     lock(&shared.routes).remove(&pid);
@@ -157,6 +182,16 @@ impl std::fmt::Debug for Pipeline {
 }
 
 impl Pipeline {
+    /// A pipeline whose Receive loop runs already (an attached one).
+    pub(super) fn attached(
+        pool: RunspacePool,
+        pid: uuid::Uuid,
+        events: mpsc::Receiver<Result<Event>>,
+        task: tokio::task::JoinHandle<()>,
+    ) -> Self {
+        Pipeline { pool, pid, events, finished: None, task: Some(task) }
+    }
+
     /// The pipeline id (the WS-Man CommandId).
     pub fn id(&self) -> uuid::Uuid {
         self.pid

@@ -1,8 +1,7 @@
 //! [`RunspacePool`]: creating the remote shell, the pool-level calls and closing it.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -10,7 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::host_calls::host_worker;
 use super::pipeline::{self, Pipeline, PipelineResult};
-use super::session::{Shared, command_id_text};
+use super::session::{Shared, SharedParts, command_id_text};
 use super::{PoolConfig, lock};
 use crate::client::runtime::spawn_detached;
 use crate::client::{Call, Client};
@@ -43,7 +42,9 @@ struct PoolGuard(Arc<Shared>);
 
 impl Drop for PoolGuard {
     fn drop(&mut self) {
-        if !self.0.closed.swap(true, Ordering::SeqCst) {
+        // A disconnected pool outlives its client: that is what disconnecting is for.
+        let disconnected = self.0.disconnected.load(Ordering::SeqCst);
+        if !self.0.closed.swap(true, Ordering::SeqCst) && !disconnected {
             let shared = self.0.clone();
             if let Some(t) = lock(&shared.pool_task).take() {
                 t.abort();
@@ -74,6 +75,12 @@ pub(super) fn checked_id(what: &str, id: String) -> Result<String> {
 }
 
 impl RunspacePool {
+    /// Wraps shared state; from here on, dropping the last handle deletes the shell (unless
+    /// the pool is disconnected).
+    pub(super) fn from_shared(shared: Arc<Shared>) -> Self {
+        RunspacePool { _guard: Arc::new(PoolGuard(shared.clone())), shared }
+    }
+
     /// Creates the remote shell and opens the pool. When opening fails after the shell was
     /// created, the shell is deleted before the error is returned.
     pub async fn open(client: &Client, config: PoolConfig) -> Result<Self> {
@@ -120,6 +127,10 @@ impl RunspacePool {
         if let Some(t) = config.idle_timeout {
             body.push_str(&format!("<rsp:IdleTimeOut>PT{}.{:03}S</rsp:IdleTimeOut>", t.as_secs(), t.subsec_millis()));
         }
+        if let Some(mode) = config.buffer_mode {
+            // Open content after the streams, where Windows' Shell echo has it too.
+            body.push_str(&format!("<rsp:BufferMode>{}</rsp:BufferMode>", mode.as_str()));
+        }
         body.push_str(&format!(
             "<creationXml xmlns=\"{POWERSHELL_NS}\">{}</creationXml></rsp:Shell>",
             B64.encode(&first)
@@ -158,30 +169,10 @@ impl RunspacePool {
             tracing::debug!(requested = requested_id, created = shell_id, "the server chose its own shell id");
         }
         let (host_tx, host_rx) = mpsc::channel(HOST_CALL_BUFFER);
-        let shared = Arc::new(Shared {
-            client: client.clone(),
-            resource_uri,
-            shell_id,
-            sm: Mutex::new(sm),
-            send_lock: tokio::sync::Mutex::new(()),
-            routes: Mutex::new(HashMap::new()),
-            command_ids: Mutex::new(HashMap::new()),
-            waiters: Mutex::new(HashMap::new()),
-            key_waiters: Mutex::new(Vec::new()),
-            key_exchange_started: AtomicBool::new(false),
-            host: config.host.clone(),
-            host_calls: host_tx,
-            host_pending: Mutex::new(HashMap::new()),
-            key_pair: Mutex::new(config.key_pair.clone()),
-            envelope: AtomicU32::new(envelope),
-            raise_envelope: config.raise_envelope_size && client.config().max_envelope_size.is_none(),
-            closed: AtomicBool::new(false),
-            private_data: Mutex::new(None),
-            pool_task: Mutex::new(None),
-        });
+        let shared = Arc::new(Shared::new(SharedParts::new(client, &config, resource_uri, shell_id, host_tx), sm));
         tokio::spawn(host_worker(Arc::downgrade(&shared), host_rx));
         // From here on the guard deletes the shell if this future is dropped.
-        let pool = RunspacePool { _guard: Arc::new(PoolGuard(shared.clone())), shared };
+        let pool = RunspacePool::from_shared(shared);
         if let Err(e) = pool.finish_open().await {
             pool.shared.closed.store(true, Ordering::SeqCst);
             if let Err(d) = pool.shared.delete().await {

@@ -14,6 +14,7 @@ use crate::clixml::Value;
 use crate::error::{Error, Result};
 use crate::psrp::session_key::ClientKeyPair;
 use crate::psrp::{self, Event, PoolState, ProtocolVersion};
+use crate::wsman::shells::BufferMode;
 use crate::wsman::{OptionEntry, action, code, winrs};
 
 /// Envelope size used once the server speaks protocol 2.2 or later, unless the user set one.
@@ -51,6 +52,68 @@ pub(super) struct Shared {
     pub closed: AtomicBool,
     pub private_data: Mutex<Option<Value>>,
     pub pool_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// What a disconnect asks the server for (the pool's configuration).
+    pub idle_timeout: Option<std::time::Duration>,
+    pub buffer_mode: Option<BufferMode>,
+    /// Set from just before Disconnect until Reconnect: the Receive loops stop (keeping what
+    /// their last Receive brought) instead of posting another Receive.
+    pub disconnected: AtomicBool,
+    /// The pool was attached with Connect by this client: attaching to one of its pipelines
+    /// needs a command-level Connect first (MS-WSMV 3.1.4.15).
+    pub via_connect: AtomicBool,
+    /// The Receive loops running now: None for the pool's, Some(pid) for a pipeline's.
+    pub live_loops: Mutex<std::collections::HashSet<Option<uuid::Uuid>>>,
+    pub loops_changed: tokio::sync::Notify,
+}
+
+/// Marks one Receive loop as running while it lives.
+pub(super) struct LoopGuard {
+    shared: Arc<Shared>,
+    key: Option<uuid::Uuid>,
+}
+
+impl Drop for LoopGuard {
+    fn drop(&mut self) {
+        lock(&self.shared.live_loops).remove(&self.key);
+        self.shared.loops_changed.notify_waiters();
+    }
+}
+
+/// What [`Shared::new`] needs besides the state machine.
+pub(super) struct SharedParts {
+    pub client: Client,
+    pub resource_uri: String,
+    pub shell_id: String,
+    pub host: Option<Arc<dyn Host>>,
+    pub host_calls: mpsc::Sender<HostJob>,
+    pub key_pair: Option<ClientKeyPair>,
+    pub envelope: u32,
+    pub raise_envelope: bool,
+    pub idle_timeout: Option<std::time::Duration>,
+    pub buffer_mode: Option<BufferMode>,
+}
+
+impl SharedParts {
+    pub fn new(
+        client: &Client,
+        config: &super::PoolConfig,
+        resource_uri: String,
+        shell_id: String,
+        host_calls: mpsc::Sender<HostJob>,
+    ) -> Self {
+        Self {
+            client: client.clone(),
+            resource_uri,
+            shell_id,
+            host: config.host.clone(),
+            host_calls,
+            key_pair: config.key_pair.clone(),
+            envelope: client.config().envelope_size(),
+            raise_envelope: config.raise_envelope_size && client.config().max_envelope_size.is_none(),
+            idle_timeout: config.idle_timeout,
+            buffer_mode: config.buffer_mode,
+        }
+    }
 }
 
 /// A pipeline id as WS-Man writes a CommandId.
@@ -59,6 +122,55 @@ pub(super) fn command_id_text(pid: uuid::Uuid) -> String {
 }
 
 impl Shared {
+    pub fn new(parts: SharedParts, sm: psrp::RunspacePool) -> Self {
+        Self {
+            client: parts.client,
+            resource_uri: parts.resource_uri,
+            shell_id: parts.shell_id,
+            sm: Mutex::new(sm),
+            send_lock: tokio::sync::Mutex::new(()),
+            routes: Mutex::new(HashMap::new()),
+            command_ids: Mutex::new(HashMap::new()),
+            waiters: Mutex::new(HashMap::new()),
+            key_waiters: Mutex::new(Vec::new()),
+            key_exchange_started: AtomicBool::new(false),
+            host: parts.host,
+            host_calls: parts.host_calls,
+            host_pending: Mutex::new(HashMap::new()),
+            key_pair: Mutex::new(parts.key_pair),
+            envelope: AtomicU32::new(parts.envelope),
+            raise_envelope: parts.raise_envelope,
+            closed: AtomicBool::new(false),
+            private_data: Mutex::new(None),
+            pool_task: Mutex::new(None),
+            idle_timeout: parts.idle_timeout,
+            buffer_mode: parts.buffer_mode,
+            disconnected: AtomicBool::new(false),
+            via_connect: AtomicBool::new(false),
+            live_loops: Mutex::new(std::collections::HashSet::new()),
+            loops_changed: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Registers a Receive loop for the pool (`None`) or a pipeline; None when one is already
+    /// running for it (a loop respawned by a reconnect while the old one was still ending).
+    pub fn loop_guard(self: &Arc<Self>, key: Option<uuid::Uuid>) -> Option<LoopGuard> {
+        lock(&self.live_loops).insert(key).then(|| LoopGuard { shared: self.clone(), key })
+    }
+
+    /// Waits until every Receive loop has stopped (after a disconnect).
+    pub async fn loops_stopped(&self) {
+        loop {
+            let changed = self.loops_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if lock(&self.live_loops).is_empty() {
+                return;
+            }
+            changed.await;
+        }
+    }
+
     pub async fn call(&self, action: &str, options: &[OptionEntry], body: &str) -> Result<crate::wsman::Reply> {
         self.client
             .request(&Call {
@@ -251,14 +363,18 @@ impl Shared {
     }
 
     pub async fn pool_receive_loop(self: Arc<Self>) {
-        while !self.closed.load(Ordering::Relaxed) {
+        let Some(_running) = self.loop_guard(None) else { return };
+        while !self.closed.load(Ordering::Relaxed) && !self.disconnected.load(Ordering::SeqCst) {
             let r = async {
                 let (events, _) = self.receive(None).await?;
                 self.dispatch(events).await
             }
             .await;
             if let Err(e) = r {
-                if !self.closed.load(Ordering::Relaxed) {
+                if self.disconnected.load(Ordering::SeqCst) {
+                    // The shell was disconnected under this Receive (its fault says so).
+                    tracing::debug!(error = %e, "pool receive stopped by the disconnect");
+                } else if !self.closed.load(Ordering::Relaxed) {
                     tracing::warn!(error = %e, "runspace pool receive failed; the pool is broken");
                     lock(&self.sm).set_broken();
                     for w in lock(&self.key_waiters).drain(..) {
