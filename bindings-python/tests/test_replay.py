@@ -1,0 +1,758 @@
+"""psremote's Python API against recorded real-Windows conversations.
+
+The replay server (``python -m psremote_testserver.replay``) answers each request with the
+response a Windows server gave pypsrp for the equivalent request in
+``core/tests/data/windows-transcripts/*.yml``, translating ids. Each test makes the calls of the
+public Python API (``psremote.Client``, ``RunspacePool``, ``PowerShell``, ``CmdShell``, hosts,
+``psremote.aio``) that are equivalent to what pypsrp did in the recording, checks the recorded
+outcome (output, errors, streams, host calls, exit codes, states), and checks that the server
+saw the recorded conversation (:meth:`Replay.assert_exact`): no unexpected request, every
+recorded exchange made, every recorded PSRP message sent, and the client's commands,
+arguments, input, host responses, environment and stdin equal to the recorded client's.
+
+core/tests/replay.rs does the same through the Rust API. Every transcript is either replayed
+here or listed in :data:`NOT_REPLAYED` with the reason (checked by
+:func:`test_every_transcript_is_replayed_or_explained`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence
+
+import pytest
+
+import psremote
+from psremote import AsyncClient, PSCredential, PSHost, PSObject, SecureString, WSManFault
+from psremote_testserver.testing import read_url_line
+
+ROOT = Path(__file__).resolve().parents[2]
+TRANSCRIPTS = ROOT / "core" / "tests" / "data" / "windows-transcripts"
+USER = "replay"
+PASSWORD = "Replay-Passw0rd!"
+
+#: Recordings without a test here, with the reason. The goal is an empty dict.
+NOT_REPLAYED: Dict[str, str] = {
+    **{
+        name: "Client.copy/Client.fetch are not in the Python API yet"
+        for name in (
+            "test_client_copy_file.yml",
+            "test_client_copy_file_empty.yml",
+            "test_client_copy_file_failure.yml",
+            "test_client_copy_file_really_large.yml",
+            "test_client_fetch_file.yml",
+            "test_client_fetch_file_expand_vars.yml",
+            "test_client_fetch_file_fail_dir.yml",
+            "test_client_fetch_file_fail_missing.yml",
+        )
+    },
+    "test_psrp_multiple_commands.yml": "the recorded SecureStrings need pypsrp's test RSA key for the session key exchange",
+    "test_psrp_pshost_ui_mocked_methods.yml": "the recorded SecureStrings need pypsrp's test RSA key for the session key exchange",
+    "test_psrp_disconnect_runspaces.yml": "disconnect/reconnect, list_pools and connect_pool are not in the Python API yet",
+    "test_psrp_is_alive_http_error.yml": "RunspacePool.is_alive is not in the Python API yet",
+    "test_psrp_is_alive_invalid_selectors.yml": "RunspacePool.is_alive is not in the Python API yet",
+    "test_psrp_is_alive_other_wsman_error.yml": "RunspacePool.is_alive is not in the Python API yet",
+    "test_psrp_receive_failure.yml": "the recording polls a pipeline the server no longer knows (disconnected-session work)",
+    "test_winrs_bad_cmd_id.yml": "the recording receives for a command the server no longer knows (disconnected-session work)",
+    "test_winrs_fail_poll_process.yml": "the recording's poll of a command fails (disconnected-session work)",
+    "test_wsman_update_envelope_size_150.yml": "reading the server's MaxEnvelopeSizekb (a Get of winrm/config) is not in the API",
+    "test_wsman_update_envelope_size_500.yml": "reading the server's MaxEnvelopeSizekb (a Get of winrm/config) is not in the API",
+}
+
+#: Recordings with a test here (filled by :func:`replays`).
+REPLAYED: Dict[str, str] = {}
+
+
+def replays(*names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Registers the transcripts a test replays."""
+
+    def register(test: Callable[..., Any]) -> Callable[..., Any]:
+        for name in names:
+            REPLAYED.setdefault(name, test.__name__)
+        return test
+
+    return register
+
+
+# ---------------------------------------------------------------------------------------------
+# The replay server
+
+
+class Replay:
+    """One replay server on one transcript; stopped by the fixture."""
+
+    def __init__(self, transcript: str, log: Path, skip: Sequence[int] = (), extra: Sequence[str] = ()) -> None:
+        self.name = transcript
+        self.log = log
+        args = [
+            sys.executable, "-m", "psremote_testserver.replay", "--port", "0",
+            "--transcript", str(TRANSCRIPTS / transcript), "--user", USER, "--password", PASSWORD,
+            "--skip", ",".join(str(i) for i in skip), *extra,
+        ]  # fmt: skip
+        with open(log, "wb") as stderr:
+            self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL, cwd=ROOT)
+        try:
+            self.url = read_url_line(self.process, 30.0)
+        except (TimeoutError, RuntimeError):
+            self.stop()
+            raise RuntimeError(f"the replay server did not start: {log.read_text()}") from None
+        assert self.url.startswith("http://127.0.0.1:"), self.url
+        self.base = self.url.rsplit("/", 1)[0]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+    def state(self) -> Dict[str, Any]:
+        with urllib.request.urlopen(self.base + "/_control/state", timeout=10) as response:
+            return json.load(response)  # type: ignore[no-any-return]
+
+    def settled(self) -> Dict[str, Any]:
+        """The state once the client's background requests (Signal Terminate after a
+        pipeline, the last pool Receive) have reached the server: unchanged for half a second."""
+        deadline = time.monotonic() + 10.0
+        last = self.state()
+        while True:
+            time.sleep(0.5)
+            now = self.state()
+            if (now["trace"] == last["trace"] and now["unexpected"] == last["unexpected"]) or time.monotonic() > deadline:
+                return now
+            last = now
+
+    def kwargs(self, **extra: Any) -> Dict[str, Any]:
+        """Client options for this server: plaintext Basic, as the replay server speaks."""
+        return {"url": self.url, "username": USER, "password": PASSWORD, "auth": "basic", "allow_unencrypted": True, **extra}
+
+    def client(self, **extra: Any) -> psremote.Client:
+        return psremote.Client(**self.kwargs(**extra))
+
+    def async_client(self, **extra: Any) -> AsyncClient:
+        return AsyncClient(**self.kwargs(**extra))
+
+    def assert_exact(self, state: Dict[str, Any], synthesized: Iterable[str] = ()) -> None:
+        """The server saw the recorded conversation: nothing unexpected, nothing recorded left
+        unserved or incomplete, no content differing from the recording; ``synthesized`` lists
+        the answers the server made up for requests the recorded client did not make (e.g.
+        ``"Signal shell1/cmd1"``, psremote's Signal Terminate where a 2018 recording has none)."""
+        brief = {k: v for k, v in state.items() if k != "client_messages"}
+        context = f"{self.name}: {json.dumps(brief, indent=1)}"
+        assert state["unexpected"] == [], f"unexpected requests; {context}"
+        assert pairs(state, "unused") == [], f"recorded exchanges never made; {context}"
+        assert pairs(state, "incomplete") == [], f"recorded messages never sent; {context}"
+        assert state["mismatches"] == [], f"content differs from the recording; {context}"
+        assert pairs(state, "synthesized") == list(synthesized), context
+
+
+def pairs(state: Dict[str, Any], key: str) -> List[str]:
+    """``[action, target]`` pairs as strings."""
+    return [f"{p[0]} {p[1]}" for p in state.get(key) or []]
+
+
+def client_messages(state: Dict[str, Any], kind: str) -> List[str]:
+    """The client's PSRP messages of one type, as the server decoded them."""
+    return [m["data"] for m in state["client_messages"] if m["type"] == kind]
+
+
+@pytest.fixture
+def replay(tmp_path: Path) -> Iterator[Callable[..., Replay]]:
+    """Factory: ``replay("test_x.yml", skip=[3], extra=["--ignore-script-text"])`` starts a
+    replay server; every one started is stopped at teardown, and its state is printed (pytest
+    shows it when the test failed)."""
+    started: List[Replay] = []
+
+    def start(transcript: str, skip: Sequence[int] = (), extra: Sequence[str] = ()) -> Replay:
+        server = Replay(transcript, tmp_path / f"replay-{len(started)}.log", skip, extra)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        try:
+            brief = {k: v for k, v in server.state().items() if k != "client_messages"}
+            print(f"{server.name} state at teardown: {json.dumps(brief)}")
+        except OSError as e:
+            print(f"{server.name}: no state ({e})")
+        server.stop()
+        print(f"{server.name} log:\n{server.log.read_text()}")
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+# ---------------------------------------------------------------------------------------------
+# Coverage of the transcript directory
+
+
+def test_every_transcript_is_replayed_or_explained() -> None:
+    on_disk = sorted(p.name for p in TRANSCRIPTS.glob("*.yml") if p.name != "_template.yml")
+    assert on_disk, f"no transcripts in {TRANSCRIPTS}"
+    both = sorted(set(REPLAYED) & set(NOT_REPLAYED))
+    assert both == [], "listed as replayed and as not replayed"
+    assert sorted([*REPLAYED, *NOT_REPLAYED]) == on_disk
+
+
+# ---------------------------------------------------------------------------------------------
+# WinRS cmd shells. pypsrp sent no WINRS_CODEPAGE, where psremote asks for UTF-8 by default:
+# the recordings' shells are opened with codepage=None.
+
+
+@replays("test_winrs_standard.yml")
+def test_winrs_standard(replay) -> None:
+    r = replay("test_winrs_standard.yml")
+    with r.client() as client:
+        with client.cmd_shell(codepage=None) as shell:
+            process = shell.start("cmd.exe", ["/c", "echo", "hi"])
+            result = process.wait()
+    assert (result.stdout, result.stderr, result.exit_code) == (b"hi\r\n", b"", 0)
+    assert process.exit_code == 0
+    # pypsrp's Signal was ctrl_c after the command finished; psremote's Terminate takes its place.
+    r.assert_exact(r.settled())
+
+
+@replays("test_winrs_environment.yml")
+def test_winrs_environment(replay) -> None:
+    r = replay("test_winrs_environment.yml")
+    special = '_-(){}[]<>*+-/\\?"!@#$^&|;:i,.`~0'
+    environment = {"env1": "var1", "1234": "5678", special: special}
+    with r.client() as client:
+        with client.cmd_shell(environment=environment, codepage=None) as shell:
+            result = shell.start("cmd.exe", ["/c", "set"]).wait()
+    lines = result.stdout.decode().split("\r\n")
+    assert "env1=var1" in lines and "1234=5678" in lines and f"{special}={special}" in lines, lines
+    assert result.exit_code == 0
+    r.assert_exact(r.settled())
+
+
+@replays("test_winrs_noprofile.yml")
+def test_winrs_noprofile_async(replay) -> None:
+    r = replay("test_winrs_noprofile.yml")
+
+    async def scenario() -> psremote.CmdResult:
+        async with r.async_client() as client:
+            async with client.cmd_shell(no_profile=True, codepage=None) as shell:
+                process = await shell.start("cmd.exe", ["/c", "set"])
+                return await process.wait()
+
+    result = run(scenario())
+    assert "USERPROFILE=C:\\Users\\Default\r\n" in result.text, result.text
+    assert result.exit_code == 0
+    r.assert_exact(r.settled())
+
+
+@replays("test_winrs_send.yml")
+def test_winrs_send(replay) -> None:
+    r = replay("test_winrs_send.yml")
+    with r.client() as client:
+        with client.cmd_shell(codepage=None) as shell:
+            process = shell.start("powershell.exe", ["-"])
+            process.send('Write-Host "output 1";')
+            process.send(b'Write-Host "output 2";', end=True)
+            chunks = list(process)
+    assert b"".join(c.data for c in chunks if c.stream == "stdout") == b"output 1\noutput 2\n"
+    assert b"".join(c.data for c in chunks if c.stream == "stderr") == b""
+    assert process.exit_code == 0 and process.finished
+    r.assert_exact(r.settled())
+
+
+def test_winrs_send_async(replay) -> None:
+    r = replay("test_winrs_send.yml")
+
+    async def scenario() -> psremote.CmdResult:
+        async with r.async_client() as client:
+            async with client.cmd_shell(codepage=None) as shell:
+                async with await shell.start("powershell.exe", ["-"]) as process:
+                    await process.send('Write-Host "output 1";')
+                    await process.send('Write-Host "output 2";', end=True)
+                    return await process.wait()
+
+    result = run(scenario())
+    assert (result.stdout, result.stderr, result.exit_code) == (b"output 1\noutput 2\n", b"", 0)
+    r.assert_exact(r.settled())
+
+
+@replays("test_winrs_open_already_opened.yml")
+def test_winrs_open_already_opened(replay) -> None:
+    # pypsrp opened the same WinRS object twice; only the first open reaches the server.
+    r = replay("test_winrs_open_already_opened.yml")
+    with r.client() as client:
+        shell = client.cmd_shell(codepage=None)
+        assert shell.id == "ED7FD87E-E041-4BC2-A22F-B58FF7833094"
+        shell.close()
+        shell.close()
+        assert shell.closed
+        with pytest.raises(psremote.ClosedError):
+            shell.start("cmd.exe")
+    r.assert_exact(r.settled())
+
+
+@replays("test_winrs_no_cmd_shell.yml")
+def test_winrs_no_cmd_shell(replay) -> None:
+    """Commands started without cmd.exe (WINRS_SKIP_CMD_SHELL): the first names an executable
+    the server cannot find, and its fault reaches the caller with its code."""
+    r = replay("test_winrs_no_cmd_shell.yml")
+    with r.client() as client:
+        with client.cmd_shell(codepage=None) as shell:
+            with pytest.raises(WSManFault) as failure:
+                shell.start("powershell.exe", ["Write-Host", "hi"], skip_cmd_shell=True)
+            assert failure.value.code == 2147942402, failure.value
+            assert "The system cannot find the file specified" in str(failure.value)
+            exe = "C:\\Windows\\system32\\WindowsPowerShell\\v1.0\\powershell.exe"
+            result = shell.start(exe, ["Write-Host", "hi"], skip_cmd_shell=True).wait()
+    assert (result.stdout, result.exit_code) == (b"hi\n", 0)
+    r.assert_exact(r.settled())
+
+
+# ---------------------------------------------------------------------------------------------
+# pypsrp's Client.execute_cmd and execute_ps: one shell (or runspace pool) per call. pypsrp
+# sent no stdin to these commands; psremote's Client.run_cmd always closes stdin with an empty
+# Send (so a command reading stdin cannot wait forever), a request the recordings do not have,
+# so the equivalent here is a shell, a command without stdin, and its output.
+
+
+def execute_cmd(client: psremote.Client, command: str, **options: Any) -> psremote.CmdResult:
+    """pypsrp's execute_cmd: a cmd shell of its own, the command, its output, the shell deleted."""
+    with client.cmd_shell(codepage=None, **options) as shell:
+        return shell.start(command).wait()
+
+
+@replays("test_client_execute_cmd.yml")
+def test_client_execute_cmd(replay) -> None:
+    r = replay("test_client_execute_cmd.yml")
+    with r.client() as client:
+        listing = execute_cmd(client, "dir")
+        echo = execute_cmd(client, "echo abc")
+    assert listing.exit_code == 0 and listing.stderr == b""
+    assert " Directory of C:\\Users\\vagrant\r\n" in listing.text, listing.text
+    assert (echo.stdout, echo.stderr, echo.exit_code) == (b"abc\r\n", b"", 0)
+    r.assert_exact(r.settled())
+
+
+@replays("test_client_execute_cmd_environment.yml")
+def test_client_execute_cmd_environment_async(replay) -> None:
+    r = replay("test_client_execute_cmd_environment.yml")
+    environment = {
+        "string": "string value",
+        "int": "1234",
+        "bool": "True",
+        "double_quote": 'double " quote',
+        "single_quote": "single ' quote",
+        "hyphen - var": "abc @ 123",
+    }
+
+    async def scenario() -> psremote.CmdResult:
+        async with r.async_client() as client:
+            async with client.cmd_shell(environment=environment, codepage=None) as shell:
+                return await (await shell.start("set")).wait()
+
+    result = run(scenario())
+    lines = result.text.split("\r\n")
+    for name, value in environment.items():
+        assert f"{name}={value}" in lines, lines
+    assert result.exit_code == 0
+    r.assert_exact(r.settled())
+
+
+def execute_ps(pool: psremote.RunspacePool, script: str) -> psremote.PSResult:
+    """pypsrp's execute_ps: ``Invoke-Expression -Command script | Out-String -Stream``."""
+    ps = pool.powershell()
+    ps.add_command("Invoke-Expression").add_parameter("Command", script)
+    ps.add_command("Out-String").add_parameter("Stream")
+    return ps.invoke()
+
+
+@replays("test_client_execute_ps.yml")
+def test_client_execute_ps(replay) -> None:
+    r = replay("test_client_execute_ps.yml")
+    with r.client() as client:
+        with client.runspace_pool() as pool:
+            result = execute_ps(pool, "$serv = Get-Service -Name winrm; $serv.Name; $serv.Status; $serv")
+    assert result.state == "Completed" and not result.had_errors
+    assert result.output[:3] == ["winrm", "Running", ""]
+    assert "Running  winrm              Windows Remote Management (WS-Manag..." in result.output
+    assert [p.activity for p in result.progress] == ["Preparing modules for first use."]
+    # pypsrp deleted the pool without a Signal after the pipeline; psremote sends one.
+    r.assert_exact(r.settled(), ["Signal shell1/cmd1"])
+
+
+@replays("test_client_execute_ps_failure.yml")
+def test_client_execute_ps_failure_async(replay) -> None:
+    r = replay("test_client_execute_ps_failure.yml")
+
+    async def scenario() -> psremote.PSResult:
+        async with r.async_client() as client:
+            async with client.runspace_pool() as pool:
+                ps = pool.powershell()
+                ps.add_command("Invoke-Expression").add_parameter("Command", "Get-ServiceTypo -Name winrm")
+                ps.add_command("Out-String").add_parameter("Stream")
+                return await ps.invoke()
+
+    result = run(scenario())
+    assert result.output == []
+    assert result.state == "Failed" and result.had_errors
+    assert result.terminating_error is not None
+    assert result.terminating_error.message.startswith("The term 'Get-ServiceTypo' is not recognized"), result.terminating_error
+    with pytest.raises(psremote.PipelineError, match="Get-ServiceTypo"):
+        result.raise_for_errors()
+    r.assert_exact(r.settled(), ["Signal shell1/cmd1"])
+
+
+# ---------------------------------------------------------------------------------------------
+# PowerShell runspace pools. psremote sends Signal Terminate after each pipeline; the 2018
+# recordings have none, so the server makes those answers up (listed as synthesized).
+
+
+@replays("test_psrp_open_runspace.yml")
+def test_psrp_open_runspace(replay) -> None:
+    r = replay("test_psrp_open_runspace.yml")
+    with r.client() as client:
+        with client.runspace_pool() as pool:
+            assert pool.state == "Opened"
+            assert pool.protocol_version == "2.3"
+            data = pool.application_private_data
+            versions = data["PSVersionTable"]
+            assert str(versions["PSVersion"]).startswith("5.1."), versions
+        assert pool.closed
+    r.assert_exact(r.settled())
+
+
+@replays("test_psrp_no_profile.yml")
+def test_psrp_no_profile(replay) -> None:
+    r = replay("test_psrp_no_profile.yml")
+    with r.client() as client:
+        with client.runspace_pool(no_profile=True) as pool:
+            result = pool.run_ps("$env:USERPROFILE.ToUpperInvariant()")
+    assert result.output == ["C:\\WINDOWS\\SYSTEM32\\CONFIG\\SYSTEMPROFILE"]
+    r.assert_exact(r.settled(), ["Signal shell1/cmd1"])
+
+
+@replays("test_psrp_multiple_invocations.yml")
+def test_psrp_multiple_invocations(replay) -> None:
+    r = replay("test_psrp_multiple_invocations.yml")
+    with r.client() as client:
+        with client.runspace_pool() as pool:
+            ps = pool.powershell().add_script("1+1")
+            results = [ps.invoke(), ps.invoke()]
+    for result in results:
+        assert result.output == [2] and result.state == "Completed" and not result.had_errors
+    state = r.settled()
+    r.assert_exact(state)
+    assert len(client_messages(state, "CREATE_PIPELINE")) == 2
+
+
+@replays("test_psrp_clear_commands.yml")
+def test_psrp_clear_commands(replay) -> None:
+    # pypsrp added "echo hi", cleared the commands and added "echo new": one script is sent.
+    r = replay("test_psrp_clear_commands.yml")
+    with r.client() as client:
+        with client.runspace_pool() as pool:
+            ps = pool.powershell().add_script("echo hi")
+            ps.clear()
+            result = ps.add_script("echo new").invoke()
+    assert result.output == ["new"]
+    assert [(p.activity, p.completed) for p in result.progress] == [("Preparing modules for first use.", True)]
+    r.assert_exact(r.settled(), ["Signal shell1/cmd1"])
+
+
+@replays("test_psrp_error_failed.yml")
+def test_psrp_error_failed(replay) -> None:
+    r = replay("test_psrp_error_failed.yml")
+    with r.client() as client:
+        with client.runspace_pool() as pool:
+            script = "$ErrorActionPreference = 'Stop'; Write-Output before; Write-Error error; Write-Output after"
+            with pool.start(script) as pipeline:
+                events = list(pipeline)
+            assert pipeline.state == "Failed"
+    assert [e.value for e in events if e.kind == "output"] == ["before"]
+    kind, final = events[-1]
+    assert kind == "state" and final.state == "Failed"
+    assert final.error is not None and final.error.message == "error"
+    r.assert_exact(r.settled(), ["Signal shell1/cmd1"])
+
+
+def test_psrp_error_failed_raises(replay) -> None:
+    r = replay("test_psrp_error_failed.yml")
+    with r.client() as client:
+        with client.runspace_pool() as pool:
+            script = "$ErrorActionPreference = 'Stop'; Write-Output before; Write-Error error; Write-Output after"
+            with pytest.raises(psremote.PipelineError) as failure:
+                pool.run_ps(script, raise_on_error=True)
+    result = failure.value.result
+    assert result is not None and result.output == ["before"] and result.state == "Failed" and result.had_errors
+    assert failure.value.error_record is not None and failure.value.error_record.message == "error"
+    r.assert_exact(r.settled(), ["Signal shell1/cmd1"])
+
+
+@replays("test_psrp_set_runspaces.yml")
+def test_psrp_set_runspaces(replay) -> None:
+    r = replay("test_psrp_set_runspaces.yml")
+    with r.client() as client:
+        with client.runspace_pool() as pool:
+            assert pool.available_runspaces() == 1
+            assert pool.set_max_runspaces(5) is True
+            assert pool.available_runspaces() == 5
+            assert pool.set_min_runspaces(2) is True
+            assert pool.set_min_runspaces(-1) is False
+            assert pool.set_max_runspaces(-1) is False
+    r.assert_exact(r.settled())
+
+
+@replays("test_psrp_reset_runspace_state.yml")
+def test_psrp_reset_runspace_state(replay) -> None:
+    r = replay("test_psrp_reset_runspace_state.yml")
+    with r.client() as client:
+        with client.runspace_pool() as pool:
+            assert pool.run_ps("echo hi", add_to_history=True).output == ["hi"]
+            assert pool.reset_runspace_state() is True
+            result = pool.powershell().add_command("Get-History").invoke()
+    assert result.output == [], "the history is gone"
+    assert result.state == "Completed"
+    r.assert_exact(r.settled(), ["Signal shell1/cmd1", "Signal shell1/cmd2"])
+
+
+@replays("test_psrp_with_history.yml")
+def test_psrp_with_history(replay) -> None:
+    r = replay("test_psrp_with_history.yml")
+    with r.client() as client:
+        with client.runspace_pool() as pool:
+            assert pool.run_ps("Write-Output 1; Write-Output 2", add_to_history=True).output == [1, 2]
+            result = pool.run_ps("Get-History")
+    (entry,) = result.output
+    assert isinstance(entry, PSObject)
+    assert entry.type_names[0] == "Microsoft.PowerShell.Commands.HistoryInfo"
+    assert entry.CommandLine == "Write-Output 1; Write-Output 2"
+    assert str(entry.ExecutionStatus) == "Completed"
+    r.assert_exact(r.settled(), ["Signal shell1/cmd1", "Signal shell1/cmd2"])
+
+
+WITH_INPUT_SCRIPT = """begin {
+                $DebugPreference = 'Continue'
+                Write-Debug "Start Block"
+            }
+            process {
+                $input
+            }
+            end {
+                Write-Debug "End Block"
+            }"""
+
+
+@replays("test_psrp_with_input.yml")
+def test_psrp_with_input(replay) -> None:
+    r = replay("test_psrp_with_input.yml")
+    with r.client() as client:
+        with client.runspace_pool() as pool:
+            result = pool.run_ps(WITH_INPUT_SCRIPT, ["1", 2, {"a": "b"}, ["a", "b"]])
+    assert result.state == "Completed"
+    assert result.output == ["1", 2, {"a": "b"}, ["a", "b"]]
+    assert result.debug == ["Start Block", "End Block"]
+    # pypsrp sent the input and its end in one Send; psremote sends END_OF_PIPELINE_INPUT in a
+    # second one, which the server answers as a continuation.
+    state = r.settled()
+    r.assert_exact(state, ["Send shell1/cmd1", "Signal shell1/cmd1"])
+    assert len(client_messages(state, "PIPELINE_INPUT")) == 4
+
+
+def test_psrp_with_input_async(replay) -> None:
+    """The same conversation from asyncio, the input from a generator."""
+    r = replay("test_psrp_with_input.yml")
+
+    def values() -> Iterator[Any]:
+        yield "1"
+        yield 2
+        yield {"a": "b"}
+        yield ["a", "b"]
+
+    async def scenario() -> psremote.PSResult:
+        async with r.async_client() as client:
+            async with client.runspace_pool() as pool:
+                pipeline = await pool.start(WITH_INPUT_SCRIPT, values())
+                return await pipeline.result()
+
+    result = run(scenario())
+    assert result.state == "Completed"
+    assert result.output == ["1", 2, {"a": "b"}, ["a", "b"]]
+    assert result.debug == ["Start Block", "End Block"]
+    r.assert_exact(r.settled(), ["Send shell1/cmd1", "Signal shell1/cmd1"])
+
+
+MERGED_SCRIPT = """begin {
+    $DebugPreference = 'Continue'
+    Write-Debug "Start Block"
+    Write-Error "error"
+}
+process {
+    $input
+}
+end {
+    Write-Debug "End Block"
+}"""
+
+
+@replays("test_psrp_run_protocol_version_2.2.yml", "test_psrp_run_protocol_version_2.3.yml")
+@pytest.mark.parametrize("version", ["2.2", "2.3"])
+def test_psrp_run_protocol_version(replay, version: str) -> None:
+    # The server of one recording answered protocol 2.2: the pipeline's commands then carry no
+    # MergeInformation (a 2.3 property), as the recorded client's did.
+    r = replay(f"test_psrp_run_protocol_version_{version}.yml")
+    with r.client() as client:
+        with client.runspace_pool() as pool:
+            assert pool.protocol_version == version
+            ps = pool.powershell().add_script(MERGED_SCRIPT).merge_error()
+            result = ps.invoke(["message 1", 2, ["3", 3]])
+    assert result.state == "Completed"
+    assert len(result.output) == 4, result.output
+    error = result.output[0]
+    assert isinstance(error, PSObject)
+    assert error.type_names[0] == "System.Management.Automation.ErrorRecord"
+    assert error.to_string == "error"
+    assert result.output[1:] == ["message 1", 2, ["3", 3]]
+    assert result.errors == [], "the error was merged into output"
+    assert result.debug == ["Start Block", "End Block"]
+    state = r.settled()
+    r.assert_exact(state, ["Send shell1/cmd1", "Signal shell1/cmd1"])
+    assert len(client_messages(state, "PIPELINE_INPUT")) == 3
+    assert len(client_messages(state, "END_OF_PIPELINE_INPUT")) == 1
+    (pipeline,) = client_messages(state, "CREATE_PIPELINE")
+    assert 'N="MergeError"' in pipeline
+    assert ('N="MergeInformation"' in pipeline) == (version == "2.3")
+
+
+STREAMS_SCRIPT = """$DebugPreference = 'Continue'
+            $VerbosePreference = 'Continue'
+            Write-Debug 'debug stream'
+            Write-Verbose 'verbose stream'
+            Write-Error 'error stream'
+            Write-Output 'output stream'
+            Write-Warning 'warning stream'
+            Write-Information 'information stream'
+            """
+
+
+def check_streams(result: psremote.PSResult) -> None:
+    assert result.state == "Completed"
+    assert result.output == ["output stream"]
+    assert [e.message for e in result.errors] == ["error stream"]
+    assert result.debug == ["debug stream"]
+    assert result.verbose == ["verbose stream"]
+    assert result.warnings == ["warning stream"]
+    assert [(str(i), i.source) for i in result.information] == [("information stream", "Write-Information")]
+    assert len(result.progress) == 1
+    assert result.had_errors
+
+
+@replays("test_psrp_stream_output_invocation.yml")
+def test_psrp_stream_output_invocation(replay) -> None:
+    # invocation_info=True is the default, as pypsrp's recording asked (RemoteStreamOptions
+    # AddInvocationInfo; the server compares it).
+    r = replay("test_psrp_stream_output_invocation.yml")
+    with r.client() as client:
+        with client.runspace_pool() as pool:
+            result = pool.powershell().add_script(STREAMS_SCRIPT).invoke()
+    check_streams(result)
+    r.assert_exact(r.settled(), ["Signal shell1/cmd1"])
+
+
+@replays("test_psrp_stream_no_output_invocation.yml")
+def test_psrp_stream_no_output_invocation_async(replay) -> None:
+    r = replay("test_psrp_stream_no_output_invocation.yml")
+
+    async def scenario() -> psremote.PSResult:
+        async with r.async_client() as client:
+            async with client.runspace_pool() as pool:
+                return await pool.run_ps(STREAMS_SCRIPT, invocation_info=False)
+
+    check_streams(run(scenario()))
+    r.assert_exact(r.settled(), ["Signal shell1/cmd1"])
+
+
+@replays("test_psrp_with_jea_configuration.yml")
+def test_psrp_with_jea_configuration(replay) -> None:
+    r = replay("test_psrp_with_jea_configuration.yml")
+    with r.client() as client:
+        with client.runspace_pool("JEARole") as pool:
+            get = pool.powershell().add_command("Get-Item").add_parameter("Path", "WSMan:\\localhost\\Service\\AllowUnencrypted")
+            first = get.invoke()
+            # Two statements: the endpoint has no FileSystem provider, and its no-language mode
+            # refuses the script.
+            ps = pool.powershell().add_command("Get-Item").add_parameter("Path", "C:\\Windows").add_statement()
+            ps.add_script("Set-Item -Path WSMan:\\localhost\\Service\\AllowUnencrypted -Value $false")
+            second = ps.invoke()
+    assert first.state == "Completed"
+    (leaf,) = first.output
+    assert leaf.type_names[0] == "Microsoft.WSMan.Management.WSManConfigLeafElement"
+    assert second.state == "Failed"
+    assert [e.message for e in second.errors] == ["Cannot find a provider with the name 'FileSystem'."]
+    assert second.terminating_error is not None
+    assert second.terminating_error.message.startswith("The syntax is not supported by this runspace."), second.terminating_error
+    r.assert_exact(r.settled(), ["Signal shell1/cmd1", "Signal shell1/cmd2"])
+
+
+class RecordingHost(PSHost):
+    """Records every host call (method name and parameters) and answers from ``answers``;
+    methods without an answer behave as PSHost's (NotImplementedError for what needs a person)."""
+
+    def __init__(self, answers: Optional[Dict[str, Any]] = None) -> None:
+        super().__init__()
+        self.calls: List[Any] = []
+        self.answers = answers or {}
+
+    def call(self, method_name: str, method_id: int, parameters: List[Any]) -> Any:
+        self.calls.append((method_name, list(parameters)))
+        if method_name in self.answers:
+            return self.answers[method_name]
+        return super().call(method_name, method_id, parameters)
+
+
+@replays("test_psrp_pshost_methods.yml")
+def test_psrp_pshost_methods(replay) -> None:
+    r = replay("test_psrp_pshost_methods.yml")
+    host = RecordingHost()
+    with r.client() as client:
+        with client.runspace_pool(host=host) as pool:
+            result = pool.run_ps("$host.CurrentCulture; $host.SetShouldExit(1)")
+    assert result.state == "Completed"
+    (culture,) = result.output
+    assert culture.to_string == "en-US" and culture.LCID == 1033
+    assert host.calls == [("SetShouldExit", [1])]
+    assert [(c.method, c.parameters) for c in result.host_calls] == [("SetShouldExit", [1])]
+    state = r.settled()
+    r.assert_exact(state, ["Signal shell1/cmd1"])
+    assert client_messages(state, "PIPELINE_HOST_RESPONSE") == [], "SetShouldExit is void: nothing is answered"
+
+
+def test_psrp_key_exchange_with_another_key(replay) -> None:
+    """A session key encrypted for another key pair: with its own generated key, psremote sends
+    a well-formed PUBLIC_KEY and, given the recorded ENCRYPTED_SESSION_KEY (made for pypsrp's
+    test key), fails the exchange with a clear error instead of hanging."""
+    r = replay("test_psrp_multiple_commands.yml", skip=[5, 6])
+    with r.client() as client:
+        pool = client.runspace_pool()
+        with pytest.raises(psremote.PSRemoteError, match="cannot decrypt the session key"):
+            pool.exchange_key()
+        assert pool.state == "Broken"
+        try:
+            pool.close()
+        except psremote.PSRemoteError:
+            pass
+    state = r.settled()
+    (key,) = client_messages(state, "PUBLIC_KEY")
+    blob = base64.b64decode(key.split('<S N="PublicKey">')[1].split("</S>")[0])
+    assert len(blob) == 276
+    assert blob[:16] == bytes([6, 2, 0, 0, 0, 0xA4, 0, 0]) + b"RSA1" + bytes([0, 8, 0, 0])
+    assert blob[16:20] == (65537).to_bytes(4, "little")
+    assert state["unexpected"] == [] and state["mismatches"] == [], state
