@@ -24,6 +24,8 @@ __all__ = [
     "ConnectError",
     "FileTransferError",
     "HashMismatchError",
+    "DisconnectedError",
+    "NotFoundError",
     "OperationTimeoutError",
     "PSRemoteError",
     "PipelineError",
@@ -111,6 +113,16 @@ class OperationTimeoutError(PSRemoteError, TimeoutError):
 class ClosedError(PSRemoteError):
     """The client, runspace pool or pipeline was already closed, or was created in another
     process before a fork."""
+
+
+class DisconnectedError(PSRemoteError):
+    """The runspace pool is disconnected: :meth:`RunspacePool.reconnect` (or connect from
+    another client) before running anything on it."""
+
+
+class NotFoundError(WSManFault, LookupError):
+    """The server has no such runspace pool or pipeline (deleted, expired after its idle
+    timeout, or never there); ``code`` is the server's InvalidSelectors fault code."""
 
 
 class PipelineError(PSRemoteError):
