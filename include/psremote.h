@@ -47,6 +47,10 @@ enum psr_result
   PSR_RESULT_POLICY = 14,
   // A file copy or fetch failed on one side (the message names the side, the path and why).
   PSR_RESULT_FILE = 15,
+  // The runspace pool is disconnected: reconnect (or connect) first.
+  PSR_RESULT_DISCONNECTED = 16,
+  // The server has no such runspace pool or pipeline (`psr_error_fault_code` has its fault).
+  PSR_RESULT_NOT_FOUND = 17,
 };
 #ifndef __cplusplus
 typedef uint32_t psr_result;
@@ -724,6 +728,53 @@ psr_result psr_client_connection_info_json(const struct psr_client *c,
 // Frees a string this library returned through a `char **` out-parameter (such as
 // `psr_client_connection_info_json`'s). NULL is allowed. Threading: any thread.
 void psr_string_free(char *s);
+
+// The server's WinRM configuration (`winrm/config`) as one JSON object:
+// `max_envelope_size_kb`, `max_timeout_ms`, `max_batch_items`, `shell_idle_timeout_ms`,
+// `max_shells_per_user`, `max_memory_per_shell_mb`, `max_concurrent_operations_per_user`
+// (numbers, or null when the server did not say), and `entries`: every setting as
+// `{"Service/Auth/Basic": "true", ...}`. Windows lets only administrators read it.
+//
+// Ownership: `*out_json` (written only on success) is freed with `psr_string_free`. Errors:
+// NULL_ARGUMENT, FAULT (e.g. access denied), connection errors. Threading: blocks the calling
+// thread; any thread except a psremote callback.
+psr_result psr_client_server_config_json(const struct psr_client *c,
+                                         char **out_json,
+                                         struct psr_error **err);
+
+// Reads the server's MaxEnvelopeSizekb and sizes the client's later requests, pools and
+// shells to it; `*out_size` receives the size in bytes now in use. A size set with the client's
+// configuration is never changed (it is returned as it is).
+//
+// Ownership: `out_size` may be NULL. Errors: NULL_ARGUMENT, FAULT, PROTOCOL (no usable size in
+// the answer), connection errors. Threading: blocks; any thread except a psremote callback.
+psr_result psr_client_fit_envelope_to_server(const struct psr_client *c,
+                                             uint32_t *out_size,
+                                             struct psr_error **err);
+
+// What `Get-Command` knows about the server's commands, as a JSON array of CommandMetadata
+// objects (`Name`, `Namespace`, `CommandType`, `Parameters`, ...; values as
+// `psr_invocation_output_json` writes them). `names` (an array of `nnames` strings, wildcards
+// allowed; NULL or 0 for all), `command_types`: CommandTypes flags (Alias 1, Function 2,
+// Filter 4, Cmdlet 8, ExternalScript 16, Application 32, Script 64; 0 for 15, what Get-Command
+// lists by default).
+//
+// Ownership: strings are borrowed for the call; `*out_json` is freed with `psr_string_free`.
+// Errors: NULL_ARGUMENT, CLOSED, PROTOCOL, connection errors. Threading: blocks; any thread
+// except a psremote callback.
+psr_result psr_pool_command_metadata_json(struct psr_pool *p,
+                                          const char *const *names,
+                                          size_t nnames,
+                                          int32_t command_types,
+                                          char **out_json,
+                                          struct psr_error **err);
+
+// Runs the session-key exchange (needed before SecureStrings cross; it also happens by itself
+// when one does), giving up after `timeout_ms` milliseconds (0: 60 s) with TIMEOUT.
+//
+// Errors: NULL_ARGUMENT, CLOSED, TIMEOUT, connection errors. Threading: blocks; any thread
+// except a psremote callback.
+psr_result psr_pool_exchange_key(struct psr_pool *p, uint32_t timeout_ms, struct psr_error **err);
 
 #ifdef __cplusplus
 }  // extern "C"

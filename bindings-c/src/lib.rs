@@ -21,6 +21,7 @@ mod json;
 mod log;
 mod pipeline;
 mod security;
+mod server;
 
 use std::ffi::c_char;
 

@@ -2836,6 +2836,44 @@ static void test_final_state(void) {
     free(state);
 }
 
+static void test_server_and_metadata(psr_client *client, psr_pool *pool) {
+    psr_error *err = NULL;
+    char *json = (char *)SENTINEL;
+    uint32_t size = 0;
+    const char *names[] = {"Write-*"};
+    begin("server_and_metadata");
+    if (!CHECK(client != NULL && pool != NULL)) {
+        return;
+    }
+    /* winrm/config: the endpoint runs with its default limits (500 KB, 60 s) */
+    if (EXPECT_OK(psr_client_server_config_json(client, &json, &err))) {
+        CHECK(strstr(json, "\"max_envelope_size_kb\":500") != NULL);
+        CHECK(strstr(json, "\"max_timeout_ms\":60000") != NULL);
+        CHECK(strstr(json, "\"Service/AllowUnencrypted\"") != NULL);
+        psr_string_free(json);
+    }
+    if (EXPECT_OK(psr_client_fit_envelope_to_server(client, &size, &err))) {
+        CHECK(size == 500u * 1024u);
+    }
+    EXPECT_OK(psr_client_fit_envelope_to_server(client, NULL, &err));
+    /* command metadata without a pipeline */
+    json = (char *)SENTINEL;
+    if (EXPECT_OK(psr_pool_command_metadata_json(pool, names, 1, 8, &json, &err))) {
+        CHECK(json[0] == '[');
+        CHECK(strstr(json, "Write-Output") != NULL);
+        CHECK(strstr(json, "Get-Date") == NULL);
+        psr_string_free(json);
+    }
+    json = (char *)SENTINEL;
+    EXPECT_FAIL(psr_pool_command_metadata_json(pool, names, 1, 4096, &json, &err), PSR_RESULT_INVALID_ARGUMENT);
+    CHECK(json == (char *)SENTINEL);
+    EXPECT_FAIL(psr_pool_command_metadata_json(pool, NULL, 0, 0, NULL, &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_client_server_config_json(NULL, &json, &err), PSR_RESULT_NULL_ARGUMENT);
+    /* the key exchange with a deadline */
+    EXPECT_OK(psr_pool_exchange_key(pool, 30000, &err));
+    EXPECT_FAIL(psr_pool_exchange_key(NULL, 0, &err), PSR_RESULT_NULL_ARGUMENT);
+}
+
 int main(void) {
     psr_client *client;
     psr_pool *pool;
@@ -2893,6 +2931,7 @@ int main(void) {
     test_pool_fault(client);
     test_use_after_close(client);
     test_two_pools_one_client(client);
+    test_server_and_metadata(client, pool);
     test_security_policy();
     test_https();
     test_kerberos();

@@ -61,6 +61,14 @@ fn pool_config(
     }
 }
 
+/// `$PSSenderInfo.ApplicationArguments` from a Python mapping (None: none).
+fn application_arguments(value: Option<Bound<'_, PyAny>>) -> PyResult<Option<psremote::clixml::Value>> {
+    match value {
+        Some(v) if !v.is_none() => Ok(Some(convert::from_py(&v, &convert::NoKeys).map_err(ConvertError::into_py)?)),
+        _ => Ok(None),
+    }
+}
+
 async fn open_pool(
     cell: Arc<OnceCell<core::Client>>,
     config: ClientConfig,
@@ -188,6 +196,38 @@ impl Client {
         &self.url
     }
 
+    /// winrm/config as a dict: the limits by name, and `entries`, every setting by path.
+    fn server_config<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let (cell, config) = self.handle();
+        let found = wait(py, async move { get(cell, config).await?.server_config().await })?;
+        server_config_dict(py, &found)
+    }
+
+    fn server_config_async(&self, py: Python<'_>, future: Bound<'_, PyAny>) -> PyResult<()> {
+        let (cell, config) = self.handle();
+        spawn(py, future, async move { get(cell, config).await?.server_config().await }, |py, found| {
+            Ok(server_config_dict(py, &found)?.into_any().unbind())
+        })
+    }
+
+    fn fit_envelope_to_server(&self, py: Python<'_>) -> PyResult<u32> {
+        let (cell, config) = self.handle();
+        wait(py, async move { get(cell, config).await?.fit_envelope_to_server().await })
+    }
+
+    fn fit_envelope_to_server_async(&self, py: Python<'_>, future: Bound<'_, PyAny>) -> PyResult<()> {
+        let (cell, config) = self.handle();
+        spawn(py, future, async move { get(cell, config).await?.fit_envelope_to_server().await }, |py, size| {
+            Ok(size.into_pyobject(py)?.into_any().unbind())
+        })
+    }
+
+    /// The MaxEnvelopeSize new requests start with (None before the client connected).
+    #[getter]
+    fn envelope_size(&self) -> Option<u32> {
+        self.inner.get().map(core::Client::envelope_size)
+    }
+
     fn connect(&self, py: Python<'_>) -> PyResult<()> {
         let (cell, config) = self.handle();
         wait(py, async move { get(cell, config).await.map(|_| ()) })
@@ -280,7 +320,8 @@ impl Client {
         spawn(py, future, fut, |py, s| Ok(Py::new(py, s)?.into_any()))
     }
 
-    #[pyo3(signature = (configuration_name, min_runspaces, max_runspaces, host=None, no_profile=false))]
+    #[pyo3(signature = (configuration_name, min_runspaces, max_runspaces, host=None, no_profile=false, application_arguments=None))]
+    #[allow(clippy::too_many_arguments)]
     fn open_pool(
         &self,
         py: Python<'_>,
@@ -289,13 +330,15 @@ impl Client {
         max_runspaces: i32,
         host: Option<Py<PyAny>>,
         no_profile: bool,
+        application_arguments: Option<Bound<'_, PyAny>>,
     ) -> PyResult<RunspacePool> {
         let (cell, config) = self.handle();
-        let pool = pool_config(configuration_name, min_runspaces, max_runspaces, host, no_profile);
+        let mut pool = pool_config(configuration_name, min_runspaces, max_runspaces, host, no_profile);
+        pool.application_arguments = self::application_arguments(application_arguments)?;
         wait(py, open_pool(cell, config, pool))
     }
 
-    #[pyo3(signature = (future, configuration_name, min_runspaces, max_runspaces, host=None, no_profile=false))]
+    #[pyo3(signature = (future, configuration_name, min_runspaces, max_runspaces, host=None, no_profile=false, application_arguments=None))]
     #[allow(clippy::too_many_arguments)]
     fn open_pool_async(
         &self,
@@ -306,9 +349,11 @@ impl Client {
         max_runspaces: i32,
         host: Option<Py<PyAny>>,
         no_profile: bool,
+        application_arguments: Option<Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let (cell, config) = self.handle();
-        let pool = pool_config(configuration_name, min_runspaces, max_runspaces, host, no_profile);
+        let mut pool = pool_config(configuration_name, min_runspaces, max_runspaces, host, no_profile);
+        pool.application_arguments = self::application_arguments(application_arguments)?;
         spawn(py, future, open_pool(cell, config, pool), |py, p| Ok(Py::new(py, p)?.into_any()))
     }
 }
@@ -329,13 +374,22 @@ fn opt_bool(d: &Bound<'_, PyDict>, key: &str) -> PyResult<bool> {
 
 /// Reads the statements the Python builder produced. Values needing the session key report
 /// `NeedKey`.
-fn read_spec(
-    statements: &Bound<'_, PyList>,
+/// The pipeline-wide switches of a start.
+#[derive(Debug, Clone, Copy)]
+struct SpecFlags {
     has_input: bool,
     add_to_history: bool,
+    invocation_info: bool,
+    is_nested: bool,
+}
+
+fn read_spec(
+    statements: &Bound<'_, PyList>,
+    flags: SpecFlags,
     pool: &core::RunspacePool,
 ) -> Result<PipelineSpec, ConvertError> {
-    let mut spec = PipelineSpec { has_input, add_to_history, ..PipelineSpec::default() };
+    let SpecFlags { has_input, add_to_history, invocation_info, is_nested } = flags;
+    let mut spec = PipelineSpec { has_input, add_to_history, invocation_info, is_nested, ..PipelineSpec::default() };
     for stmt in statements.iter() {
         let mut commands = Vec::new();
         for cmd in stmt.try_iter()? {
@@ -418,19 +472,25 @@ impl RunspacePool {
         }
     }
 
+    #[pyo3(signature = (statements, has_input, add_to_history, invocation_info=true, is_nested=false))]
     fn start(
         &self,
         py: Python<'_>,
         statements: Bound<'_, PyList>,
         has_input: bool,
         add_to_history: bool,
+        invocation_info: bool,
+        is_nested: bool,
     ) -> PyResult<Pipeline> {
-        let spec = with_key(py, &self.inner, || read_spec(&statements, has_input, add_to_history, &self.inner))?;
+        let flags = SpecFlags { has_input, add_to_history, invocation_info, is_nested };
+        let spec = with_key(py, &self.inner, || read_spec(&statements, flags, &self.inner))?;
         let pool = self.inner.clone();
         let p = wait(py, async move { pool.start(&spec).await })?;
         Ok(Pipeline::new(p, self.inner.clone()))
     }
 
+    #[pyo3(signature = (future, statements, has_input, add_to_history, invocation_info=true, is_nested=false))]
+    #[allow(clippy::too_many_arguments)]
     fn start_async(
         &self,
         py: Python<'_>,
@@ -438,8 +498,11 @@ impl RunspacePool {
         statements: Bound<'_, PyList>,
         has_input: bool,
         add_to_history: bool,
+        invocation_info: bool,
+        is_nested: bool,
     ) -> PyResult<()> {
-        let spec = with_key(py, &self.inner, || read_spec(&statements, has_input, add_to_history, &self.inner))?;
+        let flags = SpecFlags { has_input, add_to_history, invocation_info, is_nested };
+        let spec = with_key(py, &self.inner, || read_spec(&statements, flags, &self.inner))?;
         let pool = self.inner.clone();
         let keep = self.inner.clone();
         spawn(py, future, async move { pool.start(&spec).await }, move |py, p| {
@@ -447,14 +510,47 @@ impl RunspacePool {
         })
     }
 
-    fn exchange_key(&self, py: Python<'_>) -> PyResult<()> {
+    #[pyo3(signature = (timeout=None))]
+    fn exchange_key(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
         let p = self.inner.clone();
-        wait(py, async move { p.exchange_key().await })
+        let timeout = key_timeout(timeout)?;
+        wait(py, async move { p.exchange_key_within(timeout).await })
     }
 
-    fn exchange_key_async(&self, py: Python<'_>, future: Bound<'_, PyAny>) -> PyResult<()> {
+    #[pyo3(signature = (future, timeout=None))]
+    fn exchange_key_async(&self, py: Python<'_>, future: Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<()> {
         let p = self.inner.clone();
-        spawn(py, future, async move { p.exchange_key().await }, none)
+        let timeout = key_timeout(timeout)?;
+        spawn(py, future, async move { p.exchange_key_within(timeout).await }, none)
+    }
+
+    fn command_metadata<'py>(
+        &self,
+        py: Python<'py>,
+        names: Vec<String>,
+        command_types: i32,
+        namespaces: Vec<String>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let p = self.inner.clone();
+        let query = psremote::psrp::CommandMetadataQuery { names, command_types, namespaces };
+        let found = wait(py, async move { p.command_metadata(&query).await })?;
+        metadata_list(py, &found, &self.inner)
+    }
+
+    fn command_metadata_async(
+        &self,
+        py: Python<'_>,
+        future: Bound<'_, PyAny>,
+        names: Vec<String>,
+        command_types: i32,
+        namespaces: Vec<String>,
+    ) -> PyResult<()> {
+        let p = self.inner.clone();
+        let keys = self.inner.clone();
+        let query = psremote::psrp::CommandMetadataQuery { names, command_types, namespaces };
+        spawn(py, future, async move { p.command_metadata(&query).await }, move |py, found| {
+            Ok(metadata_list(py, &found, &keys)?.into_any().unbind())
+        })
     }
 
     fn set_max_runspaces(&self, py: Python<'_>, n: i32) -> PyResult<bool> {
@@ -477,6 +573,15 @@ impl RunspacePool {
         wait(py, async move { p.reset_runspace_state().await })
     }
 
+    /// Testing only (replaying recorded conversations): the session key exchange, not started
+    /// yet, uses the RSA key of primes `p` and `q` (big-endian) and exponent `e` instead of a
+    /// generated one. Never for real sessions: whoever knows the key reads their SecureStrings.
+    fn _use_session_key_primes(&self, py: Python<'_>, p: &[u8], q: &[u8], e: u32) -> PyResult<()> {
+        let to_py = |err| crate::errors::to_py_err(py, err);
+        let pair = psremote::psrp::session_key::ClientKeyPair::from_primes(p, q, e).map_err(to_py)?;
+        self.inner.use_key_pair(pair).map_err(to_py)
+    }
+
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         let p = self.inner.clone();
         wait(py, async move { p.close().await })
@@ -486,6 +591,40 @@ impl RunspacePool {
         let p = self.inner.clone();
         spawn(py, future, async move { p.close().await }, none)
     }
+}
+
+/// How long a key exchange may take: `timeout` seconds, 60 by default.
+fn key_timeout(timeout: Option<f64>) -> PyResult<std::time::Duration> {
+    let secs = timeout.unwrap_or(60.0);
+    if !(secs.is_finite() && secs > 0.0) {
+        return Err(PyValueError::new_err(format!("timeout must be a positive number of seconds, not {secs}")));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+fn metadata_list<'py>(
+    py: Python<'py>,
+    found: &[psremote::clixml::Value],
+    pool: &core::RunspacePool,
+) -> PyResult<Bound<'py, PyList>> {
+    let items = found
+        .iter()
+        .map(|v| convert::to_py(py, v, pool).map_err(ConvertError::into_py))
+        .collect::<PyResult<Vec<_>>>()?;
+    PyList::new(py, items)
+}
+
+fn server_config_dict<'py>(py: Python<'py>, c: &psremote::wsman::config::ServerConfig) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("max_envelope_size_kb", c.max_envelope_size_kb)?;
+    d.set_item("max_timeout_ms", c.max_timeout_ms)?;
+    d.set_item("max_batch_items", c.max_batch_items)?;
+    d.set_item("shell_idle_timeout_ms", c.shell_idle_timeout_ms)?;
+    d.set_item("max_shells_per_user", c.max_shells_per_user)?;
+    d.set_item("max_memory_per_shell_mb", c.max_memory_per_shell_mb)?;
+    d.set_item("max_concurrent_operations_per_user", c.max_concurrent_operations_per_user)?;
+    d.set_item("entries", c.entries.clone())?;
+    Ok(d)
 }
 
 /// A running pipeline.

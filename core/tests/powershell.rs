@@ -447,3 +447,97 @@ async fn pool_default_envelope(ep: &Endpoint) -> u32 {
     pool.close().await.unwrap();
     size
 }
+
+// ---------------------------------------------------------------------------------------------
+// The rest of PSRP
+
+#[test]
+fn command_metadata_lists_the_servers_commands() {
+    let ep = Endpoint::start(&[]);
+    block_on(async {
+        let pool = pool(&ep).await;
+        let query = psremote::psrp::CommandMetadataQuery { names: vec!["Write-*".into()], ..Default::default() };
+        let found = pool.command_metadata(&query).await.unwrap();
+        let mut names: Vec<&str> = found
+            .iter()
+            .map(|m| {
+                m.as_object()
+                    .and_then(|o| o.property("Name"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_else(|| panic!("{m:?}"))
+            })
+            .collect();
+        names.sort_unstable();
+        assert!(names.contains(&"Write-Output") && names.contains(&"Write-Error"), "{names:?}");
+        assert!(names.iter().all(|n| n.starts_with("Write-")), "{names:?}");
+        let none = pool
+            .command_metadata(&psremote::psrp::CommandMetadataQuery {
+                names: vec!["No-SuchCommand".into()],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(none.is_empty());
+        pool.close().await.unwrap();
+    });
+    assert_eq!(ep.wait_counter("pipelines", 0), 0);
+}
+
+#[test]
+fn application_arguments_reach_the_server_as_a_primitive_dictionary() {
+    use psremote::clixml::{Container, PsObject};
+    let ep = Endpoint::start(&[]);
+    block_on(async {
+        let client = client(&ep).await;
+        let args = Value::Object(Arc::new(PsObject {
+            container: Some(Container::Dictionary(vec![
+                (Value::Str("tenant".into()), Value::Str("blue".into())),
+                (Value::Str("run".into()), Value::I32(7)),
+            ])),
+            ..PsObject::new()
+        }));
+        let config = PoolConfig { application_arguments: Some(args), ..PoolConfig::default() };
+        let pool = RunspacePool::open(&client, config).await.unwrap();
+        let r = pool.invoke(&PipelineSpec::script("Get-PSSenderInfo")).await.unwrap();
+        let got = r.output[0].as_object().unwrap().property("ApplicationArguments").cloned().unwrap();
+        let got = got.as_object().unwrap_or_else(|| panic!("{got:?}"));
+        assert_eq!(
+            got.type_names.as_deref().and_then(|t| t.first()).map(String::as_str),
+            Some("System.Management.Automation.PSPrimitiveDictionary")
+        );
+        let Some(Container::Dictionary(entries)) = &got.container else { panic!("{got:?}") };
+        assert!(entries.contains(&(Value::Str("tenant".into()), Value::Str("blue".into()))), "{entries:?}");
+        assert!(entries.contains(&(Value::Str("run".into()), Value::I32(7))), "{entries:?}");
+        pool.close().await.unwrap();
+    });
+}
+
+#[test]
+fn key_exchange_with_a_deadline() {
+    let ep = Endpoint::start(&[]);
+    block_on(async {
+        let pool = pool(&ep).await;
+        pool.exchange_key_within(Duration::from_secs(60)).await.unwrap();
+        assert!(pool.has_session_key());
+        pool.close().await.unwrap();
+    });
+}
+
+#[test]
+fn the_signal_after_a_pipeline_is_off_the_callers_path() {
+    // The endpoint holds every Signal for a minute: invocations that waited for the Signal
+    // Terminate psremote sends after each pipeline would take minutes, not moments.
+    let ep = Endpoint::start(&["--psrp-signal-delay-ms", "60000"]);
+    block_on(async {
+        let pool = pool(&ep).await;
+        let three = async {
+            for i in 0..3 {
+                let r = pool.invoke(&PipelineSpec::script(format!("Write-Output {i}"))).await.unwrap();
+                assert_eq!(r.state, PipelineState::Completed);
+            }
+        };
+        // A hang guard, far above what three invocations take and far below three Signals.
+        tokio::time::timeout(Duration::from_secs(30), three).await.expect("an invocation waited for its Signal");
+        pool.close().await.unwrap();
+    });
+}

@@ -75,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="PSRP output queued per pipeline before BufferMode applies: Block waits, Drop (while disconnected) discards the oldest (default 4096)",
     )
     parser.add_argument(
+        "--psrp-signal-delay-ms",
+        type=int,
+        default=0,
+        metavar="N",
+        help="answer each PSRP Signal only after N ms (shows whether a client waits for it)",
+    )
+    parser.add_argument(
         "--server-ids",
         action="store_true",
         help="choose PSRP ShellIds and CommandIds here, ignoring the client's (as PowerShell 2.0 servers do)",
@@ -168,7 +175,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         registry = EngineRegistry()
         registry.register(CMD_URI, CmdEngine())
-        registry.register_prefix(PS_PREFIX, PSRPEngine(args.psrp_fragment_size, server_ids=args.server_ids, buffer_limit=args.psrp_buffer_kb * 1024))
+        engine = PSRPEngine(args.psrp_fragment_size, server_ids=args.server_ids, buffer_limit=args.psrp_buffer_kb * 1024)
+        engine.signal_delay = args.psrp_signal_delay_ms / 1000.0
+        registry.register_prefix(PS_PREFIX, engine)
         dispatcher = Dispatcher(registry)
         try:
             server = WinRMServer(config, users, dispatcher)

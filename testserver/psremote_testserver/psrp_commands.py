@@ -679,6 +679,16 @@ def _new_test_object(inv: Invocation) -> Iterator[Any]:
         yield item
 
 
+@command("Get-PSSenderInfo", "PSRemote.TestServer.GetPSSenderInfoCommand")
+def _get_sender_info(inv: Invocation) -> Iterator[Any]:
+    """What a script reads as ``$PSSenderInfo`` (the endpoint's language has no variables):
+    the client's ApplicationArguments from INIT_RUNSPACEPOOL, as psrpcore read them."""
+    inv.drain()
+    core = inv.host.pool.core
+    arguments = getattr(core, "application_arguments", None)
+    yield PSCustomObject(ApplicationArguments=arguments)
+
+
 @command("Measure-Input", "PSRemote.TestServer.MeasureInputCommand", [Param("InputObject")], raw_input=True)
 def _measure_input(inv: Invocation) -> Iterator[Any]:
     count = 0

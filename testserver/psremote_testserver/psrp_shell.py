@@ -159,6 +159,8 @@ class PSRPEngine(ShellEngine):
         # Like PowerShell 2.0's WinRM plugin: ignore the ShellId and CommandId the client asks
         # for and answer with ids of our own (PSRP keeps the client's RPID and PID).
         self.server_ids = server_ids
+        # --psrp-signal-delay-ms: seconds each Signal is held before it is carried out and answered.
+        self.signal_delay = 0.0
 
     # -- Create ----------------------------------------------------------------------------------------
     def create(self, request: WSManRequest, ctx: RequestContext, taken: ShellTable) -> Tuple[Shell, Reply]:
@@ -468,6 +470,8 @@ class PSRPEngine(ShellEngine):
         command_id = (element.get("CommandId") or "").strip() if element is not None else ""
         if code_element is None or not command_id:
             raise faults.invalid_parameter()
+        if self.signal_delay > 0:
+            time.sleep(self.signal_delay)
         pipeline_id = shell.pipeline_of(command_id)
         code = (code_element.text or "").strip().lower()
         if code.endswith(STOP_CODES):

@@ -166,3 +166,54 @@ def script_or_builder(script: Any, builder_type: type) -> PipelineBuilder:
         builder.add_script(script)
         return builder
     raise TypeError(f"expected a script (str) or a PowerShell object, not {type(script).__name__}")
+
+
+# System.Management.Automation.CommandTypes flags, for command_metadata().
+COMMAND_TYPES = {
+    "alias": 1,
+    "function": 2,
+    "filter": 4,
+    "cmdlet": 8,
+    "externalscript": 16,
+    "application": 32,
+    "script": 64,
+    "workflow": 128,
+    "configuration": 256,
+    "all": 511,
+}
+
+
+def command_type_flags(value: Any) -> int:
+    """CommandTypes flags from an int, a name ("Cmdlet"), a comma list ("Alias, Cmdlet") or an
+    iterable of names; ``None`` means what Get-Command lists by default (Alias, Function,
+    Filter, Cmdlet)."""
+    if value is None:
+        return 15
+    if isinstance(value, bool):
+        raise ConfigurationError("command_type must be an int, a name or names of CommandTypes")
+    if isinstance(value, int):
+        if not 0 < value <= 511:
+            raise ConfigurationError(f"command_type {value} is not a CommandTypes value (1-511)")
+        return value
+    names = value.split(",") if isinstance(value, str) else list(value)
+    flags = 0
+    for name in names:
+        key = str(name).strip().lower()
+        if key not in COMMAND_TYPES:
+            raise ConfigurationError(f"unknown command type {name!r}; known: {', '.join(sorted(COMMAND_TYPES))}")
+        flags |= COMMAND_TYPES[key]
+    if flags == 0:
+        raise ConfigurationError("command_type names no command type")
+    return flags
+
+
+def string_list(name: str, value: Any) -> List[str]:
+    """A str or an iterable of str as a list (None: empty)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    items = list(value)
+    if not all(isinstance(i, str) for i in items):
+        raise ConfigurationError(f"{name} must be a str or an iterable of str")
+    return items

@@ -15,17 +15,17 @@ import weakref
 import collections
 import os
 import time
-from typing import Any, AsyncIterator, Awaitable, Callable, Deque, Generator, Iterable, List, Mapping, Optional, Tuple, Union
+from typing import Any, AsyncIterator, Awaitable, Callable, Deque, Dict, Generator, Iterable, List, Mapping, Optional, Tuple, Union
 
 from psremote import _fork, _logging
-from psremote._builder import PipelineBuilder, script_or_builder
+from psremote._builder import PipelineBuilder, command_type_flags, script_or_builder, string_list
 from psremote._options import normalize_configuration_name
-from psremote.client import COLLECT_BATCH, DEFAULT_POOL_MAX_RUNSPACES, INPUT_BATCH, _ClientBase, input_iterable
+from psremote.client import COLLECT_BATCH, DEFAULT_POOL_MAX_RUNSPACES, INPUT_BATCH, _application_arguments, _ClientBase, input_iterable
 from psremote.cmd import UTF8_CODEPAGE, StdinData, _check_timeout, _cmd_arguments, _result, _shell_options, _stdin_bytes
 from psremote.exceptions import ClosedError, ConfigurationError, OperationTimeoutError, PSRemoteError
 from psremote.host import PSHost
 from psremote.progress import ProgressDisplay
-from psremote.records import CmdChunk, CmdResult, PipelineState, ProgressRecord, PSEvent, PSResult, convert_event
+from psremote.records import CmdChunk, CmdResult, PipelineState, ProgressRecord, PSEvent, PSResult, ServerConfig, convert_event
 
 __all__ = ["AsyncClient", "AsyncCmdProcess", "AsyncCmdShell", "AsyncPipeline", "AsyncPowerShell", "AsyncRunspacePool"]
 
@@ -251,16 +251,26 @@ class AsyncPowerShell(PipelineBuilder):
             )
         return self.pool
 
-    async def start(self, input: Any = None, *, add_to_history: bool = False) -> AsyncPipeline:
-        """Starts the pipeline; ``input`` may be an iterable or an async iterable."""
-        handle = await self._pool()._start(self, input, add_to_history)
+    async def start(
+        self, input: Any = None, *, add_to_history: bool = False, invocation_info: bool = True, nested: bool = False
+    ) -> AsyncPipeline:
+        """Starts the pipeline; ``input`` may be an iterable or an async iterable;
+        ``invocation_info`` and ``nested`` as for :meth:`psremote.PowerShell.start`."""
+        handle = await self._pool()._start(self, input, add_to_history, invocation_info, nested)
         self._running = handle
         return handle
 
     async def invoke(
-        self, input: Any = None, *, raise_on_error: bool = False, show_progress: bool = False, add_to_history: bool = False
+        self,
+        input: Any = None,
+        *,
+        raise_on_error: bool = False,
+        show_progress: bool = False,
+        add_to_history: bool = False,
+        invocation_info: bool = True,
+        nested: bool = False,
     ) -> PSResult:
-        handle = await self.start(input, add_to_history=add_to_history)
+        handle = await self.start(input, add_to_history=add_to_history, invocation_info=invocation_info, nested=nested)
         return await handle.result(raise_on_error=raise_on_error, show_progress=show_progress)
 
     async def stop(self) -> None:
@@ -306,11 +316,15 @@ class AsyncRunspacePool:
     def powershell(self) -> AsyncPowerShell:
         return AsyncPowerShell(self)
 
-    async def _start(self, builder: PipelineBuilder, input: Any, add_to_history: bool) -> AsyncPipeline:
+    async def _start(
+        self, builder: PipelineBuilder, input: Any, add_to_history: bool, invocation_info: bool = True, nested: bool = False
+    ) -> AsyncPipeline:
         self._check()
         statements = builder._native_statements()
         _logging.sync_native_level()
-        native = await _call(self._native.start_async, statements, input is not None, add_to_history)
+        native = await _call(
+            self._native.start_async, statements, input is not None, add_to_history, bool(invocation_info), bool(nested)
+        )
         handle = AsyncPipeline(native, self, builder._describe())
         _logging.log(logging.DEBUG, "pipeline started", _log, pool=self.id, pipeline=handle.id, commands=handle._commands)
         if input is not None:
@@ -325,17 +339,39 @@ class AsyncRunspacePool:
         raise_on_error: bool = False,
         show_progress: bool = False,
         add_to_history: bool = False,
+        invocation_info: bool = True,
+        nested: bool = False,
     ) -> PSResult:
-        handle = await self._start(script_or_builder(script, AsyncPowerShell), input, add_to_history)
+        builder = script_or_builder(script, AsyncPowerShell)
+        handle = await self._start(builder, input, add_to_history, invocation_info, nested)
         return await handle.result(raise_on_error=raise_on_error, show_progress=show_progress)
 
-    async def start(self, script: Union[str, PipelineBuilder], input: Any = None, *, add_to_history: bool = False) -> AsyncPipeline:
-        return await self._start(script_or_builder(script, AsyncPowerShell), input, add_to_history)
+    async def start(
+        self,
+        script: Union[str, PipelineBuilder],
+        input: Any = None,
+        *,
+        add_to_history: bool = False,
+        invocation_info: bool = True,
+        nested: bool = False,
+    ) -> AsyncPipeline:
+        builder = script_or_builder(script, AsyncPowerShell)
+        return await self._start(builder, input, add_to_history, invocation_info, nested)
 
-    async def exchange_key(self) -> None:
-        """Exchanges the session key (optional: it happens by itself when needed)."""
+    async def command_metadata(self, name: Any = None, *, command_type: Any = None, namespace: Any = None) -> List[Any]:
+        """What ``Get-Command`` knows about the server's commands; see
+        :meth:`psremote.RunspacePool.command_metadata`."""
         self._check()
-        await _call(self._native.exchange_key_async)
+        names = string_list("name", name)
+        flags = command_type_flags(command_type)
+        found = await _call(self._native.command_metadata_async, names, flags, string_list("namespace", namespace))
+        return list(found)
+
+    async def exchange_key(self, timeout: Optional[float] = None) -> None:
+        """Exchanges the session key (optional: it happens by itself when needed); gives up
+        with :class:`OperationTimeoutError` after ``timeout`` seconds (60 by default)."""
+        self._check()
+        await _call(self._native.exchange_key_async, timeout)
 
     def set_max_runspaces(self, count: int) -> bool:
         """Blocking (a short round trip); the native API has no async variant."""
@@ -629,12 +665,31 @@ class AsyncClient(_ClientBase):
         self._connected = True
         return self
 
+    async def server_config(self) -> ServerConfig:
+        """The server's WinRM configuration; see :meth:`psremote.Client.server_config`."""
+        await self.connect()
+        return ServerConfig._from_native(await _call(self._check().server_config_async))
+
+    async def fit_envelope_to_server(self) -> int:
+        """Sizes later requests to the server's MaxEnvelopeSizekb; see
+        :meth:`psremote.Client.fit_envelope_to_server`."""
+        await self.connect()
+        return int(await _call(self._check().fit_envelope_to_server_async))
+
     async def _open_pool(
-        self, configuration_name: Optional[str], min_runspaces: int, max_runspaces: int, host: Optional[PSHost], no_profile: bool
+        self,
+        configuration_name: Optional[str],
+        min_runspaces: int,
+        max_runspaces: int,
+        host: Optional[PSHost],
+        no_profile: bool,
+        application_arguments: Optional[Dict[str, Any]] = None,
     ) -> AsyncRunspacePool:
         await self.connect()
         name = normalize_configuration_name(configuration_name or self.options.configuration_name)
-        native = await _call(self._check().open_pool_async, name, min_runspaces, max_runspaces, host, no_profile)
+        native = await _call(
+            self._check().open_pool_async, name, min_runspaces, max_runspaces, host, no_profile, application_arguments
+        )
         pool = AsyncRunspacePool(native, self, host)
         self._pools.add(pool)
         return pool
@@ -647,8 +702,10 @@ class AsyncClient(_ClientBase):
         max_runspaces: int = 1,
         host: Optional[PSHost] = None,
         no_profile: bool = False,
+        application_arguments: Optional[Mapping[str, Any]] = None,
     ) -> _PoolOpener:
-        """``pool = await client.runspace_pool()`` or ``async with client.runspace_pool() as pool``."""
+        """``pool = await client.runspace_pool()`` or ``async with client.runspace_pool() as pool``;
+        options as for :meth:`psremote.Client.runspace_pool`."""
         if configuration_name is not None:
             normalize_configuration_name(configuration_name)
         if isinstance(min_runspaces, bool) or not isinstance(min_runspaces, int) or min_runspaces < 1:
@@ -657,7 +714,8 @@ class AsyncClient(_ClientBase):
             raise ConfigurationError(f"max_runspaces must be an int of at least min_runspaces ({min_runspaces}), got {max_runspaces!r}")
         if host is not None and not callable(getattr(host, "call", None)):
             raise ConfigurationError("host must be a psremote.PSHost (an object with a call() method)")
-        return _PoolOpener(self._open_pool(configuration_name, min_runspaces, max_runspaces, host, no_profile))
+        arguments = _application_arguments(application_arguments)
+        return _PoolOpener(self._open_pool(configuration_name, min_runspaces, max_runspaces, host, no_profile, arguments))
 
     async def _default_pool(self) -> AsyncRunspacePool:
         pool = self._pool

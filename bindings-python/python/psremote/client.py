@@ -14,16 +14,16 @@ import logging
 import os
 import threading
 import weakref
-from typing import Any, Deque, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Deque, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from psremote import _fork, _logging, _native
-from psremote._builder import PipelineBuilder, script_or_builder
+from psremote._builder import PipelineBuilder, command_type_flags, script_or_builder, string_list
 from psremote._options import DEFAULT_CONFIGURATION, ClientOptions, PathArg, build_options, normalize_configuration_name
 from psremote.cmd import UTF8_CODEPAGE, CmdShell, StdinData, _cmd_arguments, _shell_options
 from psremote.exceptions import ClosedError, ConfigurationError, PSRemoteError
 from psremote.host import PSHost
 from psremote.progress import ProgressDisplay
-from psremote.records import CmdResult, ConnectionInfo, PipelineState, ProgressRecord, PSEvent, PSResult, convert_event
+from psremote.records import CmdResult, ConnectionInfo, PipelineState, ProgressRecord, PSEvent, PSResult, ServerConfig, convert_event
 from psremote.values import PSObject
 
 __all__ = ["Client", "Pipeline", "PowerShell", "RunspacePool"]
@@ -281,18 +281,30 @@ class PowerShell(PipelineBuilder):
             )
         return self.pool
 
-    def start(self, input: Any = None, *, add_to_history: bool = False) -> Pipeline:
+    def start(
+        self, input: Any = None, *, add_to_history: bool = False, invocation_info: bool = True, nested: bool = False
+    ) -> Pipeline:
         """Starts the pipeline and returns at once; iterate the result for its events.
-        ``input`` is any iterable of objects (sent in batches as it is consumed)."""
-        handle = self._pool()._start(self, input, add_to_history)
+        ``input`` is any iterable of objects (sent in batches as it is consumed);
+        ``invocation_info``: error, warning, verbose and debug records carry where they were
+        raised (as PowerShell's own client asks); ``nested``: run as a nested pipeline (from a
+        host call of a running pipeline)."""
+        handle = self._pool()._start(self, input, add_to_history, invocation_info, nested)
         self._running = handle
         return handle
 
     def invoke(
-        self, input: Any = None, *, raise_on_error: bool = False, show_progress: bool = False, add_to_history: bool = False
+        self,
+        input: Any = None,
+        *,
+        raise_on_error: bool = False,
+        show_progress: bool = False,
+        add_to_history: bool = False,
+        invocation_info: bool = True,
+        nested: bool = False,
     ) -> PSResult:
         """Runs the pipeline to the end and returns everything it produced."""
-        return self.start(input, add_to_history=add_to_history).result(
+        return self.start(input, add_to_history=add_to_history, invocation_info=invocation_info, nested=nested).result(
             raise_on_error=raise_on_error, show_progress=show_progress
         )
 
@@ -353,11 +365,13 @@ class RunspacePool:
         """A new, empty PowerShell bound to this pool."""
         return PowerShell(self)
 
-    def _start(self, builder: PipelineBuilder, input: Any, add_to_history: bool) -> Pipeline:
+    def _start(
+        self, builder: PipelineBuilder, input: Any, add_to_history: bool, invocation_info: bool = True, nested: bool = False
+    ) -> Pipeline:
         self._check()
         statements = builder._native_statements()
         _logging.sync_native_level()
-        native = self._native.start(statements, input is not None, add_to_history)
+        native = self._native.start(statements, input is not None, add_to_history, bool(invocation_info), bool(nested))
         handle = Pipeline(native, self, builder._describe())
         _logging.log(logging.DEBUG, "pipeline started", _log, pool=self.id, pipeline=handle.id, commands=handle._commands)
         if input is not None:
@@ -379,22 +393,47 @@ class RunspacePool:
         raise_on_error: bool = False,
         show_progress: bool = False,
         add_to_history: bool = False,
+        invocation_info: bool = True,
+        nested: bool = False,
     ) -> PSResult:
-        """Runs a script (or a PowerShell built elsewhere) to the end on this pool."""
+        """Runs a script (or a PowerShell built elsewhere) to the end on this pool.
+        ``invocation_info`` and ``nested`` as for :meth:`PowerShell.start`."""
         builder = script_or_builder(script, PowerShell)
-        return self._start(builder, input, add_to_history).result(raise_on_error=raise_on_error, show_progress=show_progress)
+        handle = self._start(builder, input, add_to_history, invocation_info, nested)
+        return handle.result(raise_on_error=raise_on_error, show_progress=show_progress)
 
-    def start(self, script: Union[str, PipelineBuilder], input: Any = None, *, add_to_history: bool = False) -> Pipeline:
+    def start(
+        self,
+        script: Union[str, PipelineBuilder],
+        input: Any = None,
+        *,
+        add_to_history: bool = False,
+        invocation_info: bool = True,
+        nested: bool = False,
+    ) -> Pipeline:
         """Starts a script (or PowerShell) and returns the running :class:`Pipeline`."""
-        return self._start(script_or_builder(script, PowerShell), input, add_to_history)
+        return self._start(script_or_builder(script, PowerShell), input, add_to_history, invocation_info, nested)
+
+    def command_metadata(self, name: Any = None, *, command_type: Any = None, namespace: Any = None) -> List[Any]:
+        """What ``Get-Command`` knows about the commands on the server (GET_COMMAND_METADATA),
+        without running a pipeline: one CommandMetadata object (``Name``, ``Namespace``,
+        ``CommandType``, ``Parameters``, ...) per command. ``name``: a name or names,
+        wildcards allowed (all by default); ``command_type``: CommandTypes names or flags
+        ("Cmdlet", "Alias, Function", 8; Alias, Function, Filter and Cmdlet by default);
+        ``namespace``: module names to search."""
+        self._check()
+        names = string_list("name", name)
+        flags = command_type_flags(command_type)
+        return list(self._native.command_metadata(names, flags, string_list("namespace", namespace)))
 
     # --- pool operations ------------------------------------------------------------------
 
-    def exchange_key(self) -> None:
+    def exchange_key(self, timeout: Optional[float] = None) -> None:
         """Exchanges the session key that protects SecureStrings. Optional: it happens by
-        itself before the first SecureString or PSCredential crosses in either direction."""
+        itself before the first SecureString or PSCredential crosses in either direction.
+        Gives up with :class:`OperationTimeoutError` after ``timeout`` seconds (60 by default)."""
         self._check()
-        self._native.exchange_key()
+        self._native.exchange_key(timeout)
 
     def set_max_runspaces(self, count: int) -> bool:
         self._check()
@@ -439,6 +478,15 @@ class RunspacePool:
     def __repr__(self) -> str:
         state = "Closed" if self._closed else self.state
         return f"<RunspacePool {self.id} state={state}>"
+
+
+def _application_arguments(value: Optional[Mapping[str, Any]]) -> Optional[Dict[str, Any]]:
+    """ApplicationArguments are a dictionary with string keys (a PSPrimitiveDictionary)."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise ConfigurationError("application_arguments must be a mapping with str keys")
+    return dict(value)
 
 
 class _ClientBase:
@@ -608,6 +656,20 @@ class Client(_ClientBase):
                     self._connected = True
         return self
 
+    def server_config(self) -> ServerConfig:
+        """The server's WinRM configuration (``winrm/config``): MaxEnvelopeSizekb,
+        MaxTimeoutms, shell limits, and every setting in ``entries``. Windows lets only
+        administrators read it (others get a :class:`WSManFault`)."""
+        self.connect()
+        return ServerConfig._from_native(self._check().server_config())
+
+    def fit_envelope_to_server(self) -> int:
+        """Reads the server's MaxEnvelopeSizekb and sizes this client's later requests, pools
+        and shells to it (pypsrp's ``update_max_payload_size``); returns the size in bytes now
+        in use. A ``max_envelope_size`` given to the client is never changed: it is returned."""
+        self.connect()
+        return int(self._check().fit_envelope_to_server())
+
     def runspace_pool(
         self,
         configuration_name: Optional[str] = None,
@@ -616,9 +678,11 @@ class Client(_ClientBase):
         max_runspaces: int = 1,
         host: Optional[PSHost] = None,
         no_profile: bool = False,
+        application_arguments: Optional[Mapping[str, Any]] = None,
     ) -> RunspacePool:
         """Opens a runspace pool on the session configuration (JEA endpoint) given, or the
-        client's; use it as a context manager to close it."""
+        client's; use it as a context manager to close it. ``application_arguments``: a mapping
+        the server's scripts read as ``$PSSenderInfo.ApplicationArguments``."""
         name = normalize_configuration_name(configuration_name or self.options.configuration_name)
         if isinstance(min_runspaces, bool) or not isinstance(min_runspaces, int) or min_runspaces < 1:
             raise ConfigurationError(f"min_runspaces must be an int of at least 1, got {min_runspaces!r}")
@@ -626,8 +690,9 @@ class Client(_ClientBase):
             raise ConfigurationError(f"max_runspaces must be an int of at least min_runspaces ({min_runspaces}), got {max_runspaces!r}")
         if host is not None and not callable(getattr(host, "call", None)):
             raise ConfigurationError("host must be a psremote.PSHost (an object with a call() method)")
+        arguments = _application_arguments(application_arguments)
         self.connect()
-        native = self._check().open_pool(name, min_runspaces, max_runspaces, host, no_profile)
+        native = self._check().open_pool(name, min_runspaces, max_runspaces, host, no_profile, arguments)
         pool = RunspacePool(native, self, host)
         self._pools.add(pool)
         return pool

@@ -15,6 +15,7 @@ __all__ = [
     "CmdChunk",
     "CmdResult",
     "ConnectionInfo",
+    "ServerConfig",
     "ErrorRecord",
     "HostCall",
     "InformationRecord",
@@ -398,3 +399,37 @@ class ConnectionInfo:
     def tls(self) -> bool:
         """Whether the connection runs over TLS."""
         return self.tls_version is not None
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """The server's WinRM configuration (``winrm/config``, :meth:`Client.server_config`): the
+    limits requests are sized by, and every setting by its path (``entries``). Reading it
+    needs administrator rights on Windows."""
+
+    max_envelope_size_kb: Optional[int] = None
+    """``MaxEnvelopeSizekb``: the largest request the server accepts, in KiB."""
+    max_timeout_ms: Optional[int] = None
+    """``MaxTimeoutms``: the longest OperationTimeout the server accepts."""
+    max_batch_items: Optional[int] = None
+    """``MaxBatchItems``."""
+    shell_idle_timeout_ms: Optional[int] = None
+    """``Winrs/IdleTimeout``."""
+    max_shells_per_user: Optional[int] = None
+    """``Winrs/MaxShellsPerUser``."""
+    max_memory_per_shell_mb: Optional[int] = None
+    """``Winrs/MaxMemoryPerShellMB``."""
+    max_concurrent_operations_per_user: Optional[int] = None
+    """``Service/MaxConcurrentOperationsPerUser``."""
+    entries: Dict[str, str] = field(default_factory=dict)
+    """Every setting, keyed by its path below ``Config`` (``Service/Auth/Basic``)."""
+
+    @property
+    def max_envelope_size(self) -> Optional[int]:
+        """``MaxEnvelopeSizekb`` in bytes."""
+        return None if self.max_envelope_size_kb is None else self.max_envelope_size_kb * 1024
+
+    @classmethod
+    def _from_native(cls, d: Dict[str, Any]) -> "ServerConfig":
+        fields = {k: v for k, v in d.items() if k != "entries"}
+        return cls(**fields, entries=dict(d.get("entries", [])))

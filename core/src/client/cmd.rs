@@ -246,7 +246,7 @@ impl CmdControl {
         if self.is_released() {
             return Err(Error::Closed("command"));
         }
-        let budget = (self.client.config().envelope_size() as usize).saturating_sub(4096) / 4 * 3;
+        let budget = (self.client.envelope_size() as usize).saturating_sub(4096) / 4 * 3;
         let chunk = STDIN_CHUNK.min(budget.max(1024));
         let mut pieces: Vec<&[u8]> = data.chunks(chunk).collect();
         if pieces.is_empty() {

@@ -24,8 +24,8 @@ pub use cmd::{
 };
 pub use config::{ClientConfig, DEFAULT_ENVELOPE_SIZE};
 pub use files::{
-    COPY_SCRIPT, CopyOptions, CopyOutcome, DEFAULT_ACK_WINDOW, FETCH_SCRIPT, FetchOptions, FetchOutcome, MAX_CHUNK_SIZE,
-    ProgressCallback, file_error_from_record,
+    COPY_SCRIPT, CopyOptions, CopyOutcome, DEFAULT_ACK_WINDOW, FETCH_SCRIPT, FetchOptions, FetchOutcome,
+    MAX_CHUNK_SIZE, ProgressCallback, file_error_from_record,
 };
 pub use powershell::{
     BufferMode, Host, Pipeline, PipelineControl, PipelineResult, PoolConfig, PoolInfo, RunspacePool, ShellInfo,
@@ -51,6 +51,8 @@ struct Inner {
     config: ClientConfig,
     session_id: uuid::Uuid,
     url: String,
+    /// The server's MaxEnvelopeSize once [`Client::fit_envelope_to_server`] read it (0: not read).
+    server_envelope: std::sync::atomic::AtomicU32,
 }
 
 /// One WS-Man request.
@@ -74,7 +76,14 @@ impl Client {
     pub async fn connect(config: ClientConfig) -> Result<Self> {
         let transport = Transport::new(config.transport_config()?)?;
         let url = transport.config().url();
-        let client = Self { inner: Arc::new(Inner { transport, config, session_id: uuid::Uuid::new_v4(), url }) };
+        let inner = Inner {
+            transport,
+            config,
+            session_id: uuid::Uuid::new_v4(),
+            url,
+            server_envelope: std::sync::atomic::AtomicU32::new(0),
+        };
+        let client = Self { inner: Arc::new(inner) };
         client.inner.transport.warm_up().await?;
         Ok(client)
     }
@@ -93,6 +102,50 @@ impl Client {
     /// The configuration this client was made with.
     pub fn config(&self) -> &ClientConfig {
         &self.inner.config
+    }
+
+    /// The MaxEnvelopeSize new requests, pools and shells start with: the size the
+    /// configuration sets; else the server's, once [`Client::fit_envelope_to_server`] read it;
+    /// else [`DEFAULT_ENVELOPE_SIZE`].
+    pub fn envelope_size(&self) -> u32 {
+        if let Some(size) = self.inner.config.max_envelope_size {
+            return size;
+        }
+        match self.inner.server_envelope.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => DEFAULT_ENVELOPE_SIZE,
+            server => server,
+        }
+    }
+
+    /// Whether the envelope size is settled (set by the user, or read from the server), so that
+    /// a pool must not raise it on its own.
+    pub(crate) fn envelope_size_is_settled(&self) -> bool {
+        self.inner.config.max_envelope_size.is_some()
+            || self.inner.server_envelope.load(std::sync::atomic::Ordering::Relaxed) != 0
+    }
+
+    /// Reads the server's WinRM configuration (`winrm/config`: MaxEnvelopeSizekb,
+    /// MaxTimeoutms, shell limits, ...). Reading it needs the rights of an administrator on
+    /// Windows; other users get an access-denied fault.
+    pub async fn server_config(&self) -> Result<wsman::config::ServerConfig> {
+        let reply = self.call(wsman::action::GET, wsman::config::CONFIG_URI, None, &[], "", None).await?;
+        wsman::config::parse_config(&reply)
+    }
+
+    /// Reads the server's MaxEnvelopeSizekb and sizes this client's later requests, pools and
+    /// shells to it, as pypsrp's `update_max_payload_size` does; returns the size now in use.
+    /// A size set in the configuration is never changed: it is returned as it is.
+    pub async fn fit_envelope_to_server(&self) -> Result<u32> {
+        if let Some(size) = self.inner.config.max_envelope_size {
+            return Ok(size);
+        }
+        let config = self.server_config().await?;
+        let size = config
+            .max_envelope_size()
+            .filter(|s| *s >= 8192)
+            .ok_or_else(|| Error::protocol("the server's configuration names no usable MaxEnvelopeSizekb"))?;
+        self.inner.server_envelope.store(size, std::sync::atomic::Ordering::Relaxed);
+        Ok(size)
     }
 
     /// Opens a cmd shell.
@@ -145,7 +198,7 @@ impl Client {
             to: &self.inner.url,
             message_id,
             session_id: self.inner.session_id,
-            max_envelope_size: call.max_envelope_size.unwrap_or(cfg.envelope_size()),
+            max_envelope_size: call.max_envelope_size.unwrap_or(self.envelope_size()),
             operation_timeout,
             locale: &cfg.locale,
             data_locale: &cfg.data_locale,

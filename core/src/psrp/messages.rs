@@ -128,6 +128,78 @@ pub fn init_runspace_pool(min: i32, max: i32, host: &HostInfo, application_argum
     ])
 }
 
+/// `$PSSenderInfo.ApplicationArguments` as INIT_RUNSPACEPOOL carries it: a PSPrimitiveDictionary.
+/// A dictionary object given by the caller (a Hashtable, say) keeps its entries and is typed as
+/// one; anything else is sent as it is.
+pub fn application_arguments(value: Value) -> Value {
+    match value {
+        Value::Object(o) if matches!(o.container, Some(Container::Dictionary(_))) => {
+            let mut o = (*o).clone();
+            o.type_names = type_names(&[
+                "System.Management.Automation.PSPrimitiveDictionary",
+                "System.Collections.Hashtable",
+                "System.Object",
+            ]);
+            obj(o)
+        }
+        other => other,
+    }
+}
+
+/// Which commands GET_COMMAND_METADATA asks for (MS-PSRP 2.2.2.14).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandMetadataQuery {
+    /// Command names, wildcards allowed; empty means `*`.
+    pub names: Vec<String>,
+    /// `System.Management.Automation.CommandTypes` flags (Alias 1, Function 2, Filter 4,
+    /// Cmdlet 8, ExternalScript 16, Application 32, Script 64, Workflow 128,
+    /// Configuration 256).
+    pub command_types: i32,
+    /// Module names to search; empty means every module.
+    pub namespaces: Vec<String>,
+}
+
+impl Default for CommandMetadataQuery {
+    /// Every alias, function, filter and cmdlet, as `Get-Command` lists them.
+    fn default() -> Self {
+        Self { names: Vec::new(), command_types: 15, namespaces: Vec::new() }
+    }
+}
+
+const COMMAND_TYPE_NAMES: [(i32, &str); 9] = [
+    (1, "Alias"),
+    (2, "Function"),
+    (4, "Filter"),
+    (8, "Cmdlet"),
+    (16, "ExternalScript"),
+    (32, "Application"),
+    (64, "Script"),
+    (128, "Workflow"),
+    (256, "Configuration"),
+];
+
+fn string_array(items: &[String]) -> Value {
+    obj(PsObject {
+        type_names: type_names(&["System.String[]", "System.Array", "System.Object"]),
+        container: Some(Container::List(items.iter().map(|s| Value::Str(s.clone())).collect())),
+        ..PsObject::new()
+    })
+}
+
+/// GET_COMMAND_METADATA.
+pub fn get_command_metadata(query: &CommandMetadataQuery) -> Value {
+    let names: Vec<&str> =
+        COMMAND_TYPE_NAMES.iter().filter(|(bit, _)| query.command_types & bit != 0).map(|(_, name)| *name).collect();
+    let command_type = if query.command_types == 511 { "All".to_owned() } else { names.join(", ") };
+    let wildcard = ["*".to_owned()];
+    ms(vec![
+        ("Name", string_array(if query.names.is_empty() { &wildcard } else { &query.names })),
+        ("CommandType", enum_value("System.Management.Automation.CommandTypes", &command_type, query.command_types)),
+        ("Namespace", if query.namespaces.is_empty() { Value::Nil } else { string_array(&query.namespaces) }),
+        ("ArgumentList", Value::Nil),
+    ])
+}
+
 /// PUBLIC_KEY.
 pub fn public_key(blob: &[u8]) -> Value {
     use base64::Engine as _;

@@ -10,5 +10,5 @@ pub mod pool;
 pub mod session_key;
 
 pub use host::{HostCall, HostDefaults, HostMethod, HostResponse};
-pub use messages::{Command, ErrorRecord, HostInfo, Merge, PipelineSpec, ProtocolVersion};
+pub use messages::{Command, CommandMetadataQuery, ErrorRecord, HostInfo, Merge, PipelineSpec, ProtocolVersion};
 pub use pool::{Event, InputStream, Outgoing, PipelineState, PoolOptions, PoolState, RunspacePool};

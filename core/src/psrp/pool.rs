@@ -358,7 +358,7 @@ impl RunspacePool {
             self.options.min_runspaces,
             self.options.max_runspaces,
             &self.options.host,
-            self.options.application_arguments.clone(),
+            self.options.application_arguments.clone().map(messages::application_arguments),
         );
         let init = self.message(MessageType::InitRunspacePool, None, &init);
         let mut chunks = self.fragmenter.fragment([cap.as_slice(), init.as_slice()]).into_iter();
@@ -378,6 +378,22 @@ impl RunspacePool {
         let protocol = self.protocol.unwrap_or(ProtocolVersion::V2_1);
         let value = messages::create_pipeline(spec, &self.options.host, protocol)?;
         let msg = self.message(MessageType::CreatePipeline, Some(pid), &value);
+        let mut chunks = self.fragmenter.fragment([msg.as_slice()]).into_iter();
+        let first = chunks.next().unwrap_or_default();
+        self.outgoing.extend(chunks.map(|data| Outgoing { pid: Some(pid), stream: InputStream::Stdin, data }));
+        self.pipelines.insert(pid, PipelineState::Running);
+        Ok(first)
+    }
+
+    /// Asks for command metadata (what `Get-Command` knows) with id `pid`: like a pipeline,
+    /// the first chunk goes into the Command's `rsp:Arguments` and the answer arrives as that
+    /// pipeline's output (a CommandMetadataCount, then one object per command) and state.
+    pub fn get_command_metadata(&mut self, pid: uuid::Uuid, query: &messages::CommandMetadataQuery) -> Result<Vec<u8>> {
+        self.expect_state("ask for command metadata", &[PoolState::Opened])?;
+        if self.pipelines.contains_key(&pid) {
+            return Err(Error::protocol(format!("pipeline {pid} already exists")));
+        }
+        let msg = self.message(MessageType::GetCommandMetadata, Some(pid), &messages::get_command_metadata(query));
         let mut chunks = self.fragmenter.fragment([msg.as_slice()]).into_iter();
         let first = chunks.next().unwrap_or_default();
         self.outgoing.extend(chunks.map(|data| Outgoing { pid: Some(pid), stream: InputStream::Stdin, data }));

@@ -284,6 +284,7 @@ impl Connection {
         mut body: Vec<u8>,
         timeout: Duration,
     ) -> Result<HttpReply> {
+        let envelope_bytes = body.len();
         let req = match self.context.as_mut() {
             Some(Sealer::Sspi(ctx)) => {
                 let len = body.len();
@@ -323,7 +324,14 @@ impl Connection {
                 });
             }
             StatusCode::PAYLOAD_TOO_LARGE => {
-                return Err(transport_err("the request exceeds the server's MaxEnvelopeSize (HTTP 413)", Some(status)));
+                return Err(transport_err(
+                    format!(
+                        "the server refused a {envelope_bytes}-byte request for its size (HTTP 413): its \
+                         MaxEnvelopeSizekb is smaller; set max_envelope_size to at most that, or let the \
+                         client read the server's limit first (fit_envelope_to_server)"
+                    ),
+                    Some(status),
+                ));
             }
             StatusCode::OK | StatusCode::INTERNAL_SERVER_ERROR => {}
             other => {

@@ -5,6 +5,7 @@
 //!
 //! Reference: [MS-WSMV](https://learn.microsoft.com/en-us/openspecs/windows_protocols/ms-wsmv/).
 
+pub mod config;
 mod envelope;
 mod fault;
 pub mod shells;

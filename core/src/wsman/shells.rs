@@ -278,7 +278,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     };
     take(days, &[('D', 86400.0)])?;
     take(time, &[('H', 3600.0), ('M', 60.0), ('S', 1.0)])?;
-    (secs.is_finite() && secs >= 0.0 && secs < 1e12).then(|| Duration::from_secs_f64(secs))
+    (secs.is_finite() && (0.0..1e12).contains(&secs)).then(|| Duration::from_secs_f64(secs))
 }
 
 #[cfg(test)]

@@ -256,7 +256,7 @@ impl RunspacePool {
                 config.configuration_name
             )));
         }
-        let envelope = client.config().envelope_size();
+        let envelope = client.envelope_size();
         let options = PoolOptions {
             min_runspaces: config.min_runspaces,
             max_runspaces: config.max_runspaces,

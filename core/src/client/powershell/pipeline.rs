@@ -14,7 +14,7 @@ use crate::client::runtime::spawn_detached;
 use crate::clixml::Value;
 use crate::error::{Error, Result};
 use crate::psrp::messages::{InformationRecord, InformationalRecord, ProgressRecord};
-use crate::psrp::{ErrorRecord, Event, PipelineSpec, PipelineState};
+use crate::psrp::{CommandMetadataQuery, ErrorRecord, Event, PipelineSpec, PipelineState};
 use crate::wsman::{action, code, winrs};
 
 const STOP_SIGNAL: &str = winrs::signal::PS_STOP;
@@ -25,6 +25,22 @@ const EVENT_BUFFER: usize = 256;
 /// Starts a pipeline on `pool`: the Command carries the first fragment of CREATE_PIPELINE,
 /// Sends carry the rest.
 pub(super) async fn start(pool: &RunspacePool, spec: &PipelineSpec) -> Result<Pipeline> {
+    let pipeline = launch(pool, |sm, pid| sm.create_pipeline(pid, spec)).await?;
+    audit_pipeline_start(&pool.shared, pipeline.pid, spec);
+    Ok(pipeline)
+}
+
+/// Asks for command metadata; the answer arrives as the returned pipeline's output.
+pub(super) async fn start_metadata(pool: &RunspacePool, query: &CommandMetadataQuery) -> Result<Pipeline> {
+    launch(pool, |sm, pid| sm.get_command_metadata(pid, query)).await
+}
+
+/// Sends the Command whose first fragment `first_message` makes (and the Sends of the rest),
+/// then starts the pipeline's Receive loop.
+async fn launch(
+    pool: &RunspacePool,
+    first_message: impl FnOnce(&mut crate::psrp::RunspacePool, uuid::Uuid) -> Result<Vec<u8>>,
+) -> Result<Pipeline> {
     let shared = &pool.shared;
     if shared.closed.load(Ordering::Relaxed) {
         return Err(Error::Closed("runspace pool"));
@@ -32,7 +48,7 @@ pub(super) async fn start(pool: &RunspacePool, spec: &PipelineSpec) -> Result<Pi
     let pid = uuid::Uuid::new_v4();
     let (tx, rx) = mpsc::channel(EVENT_BUFFER);
     let guard = shared.send_lock.lock().await;
-    let first = lock(&shared.sm).create_pipeline(pid, spec)?;
+    let first = first_message(&mut lock(&shared.sm), pid)?;
     lock(&shared.routes).insert(pid, tx.clone());
     let cmd_id = command_id_text(pid);
     let body = format!(
@@ -59,7 +75,6 @@ pub(super) async fn start(pool: &RunspacePool, spec: &PipelineSpec) -> Result<Pi
         lock(&shared.command_ids).remove(&pid);
         return Err(e);
     }
-    audit_pipeline_start(shared, pid, spec);
     let task = tokio::spawn(pipeline_loop(shared.clone(), pid, tx));
     Ok(Pipeline { pool: pool.clone(), pid, events: rx, finished: None, task: Some(task) })
 }

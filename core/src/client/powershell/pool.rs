@@ -94,7 +94,7 @@ impl RunspacePool {
             return Err(Error::InvalidConfig("runspaces: need 1 <= min_runspaces <= max_runspaces".into()));
         }
         let id = uuid::Uuid::new_v4();
-        let envelope = client.config().envelope_size();
+        let envelope = client.envelope_size();
         let host = match &config.host {
             None => HostInfo::null(),
             Some(h) => {
@@ -240,6 +240,24 @@ impl RunspacePool {
         self.shared.ensure_key().await
     }
 
+    /// Testing only: the key exchange (not started yet) uses `pair` instead of a key generated
+    /// for it, as [`PoolConfig::key_pair`](super::PoolConfig) does at open. Replaying a recorded
+    /// conversation needs the recorded client's key; anything else should let the pool generate
+    /// one, since whoever knows the private key can read every SecureString of the session.
+    /// Fails with [`Error::InvalidConfig`] once the exchange has started.
+    #[doc(hidden)]
+    pub fn use_key_pair(&self, pair: crate::psrp::session_key::ClientKeyPair) -> Result<()> {
+        // Holding the slot while checking: an exchange starting meanwhile takes this pair.
+        let mut slot = lock(&self.shared.key_pair);
+        if self.shared.key_exchange_started.load(Ordering::SeqCst) {
+            return Err(Error::InvalidConfig(
+                "the session key exchange has already started: a key pair can no longer be set".into(),
+            ));
+        }
+        *slot = Some(pair);
+        Ok(())
+    }
+
     /// Encrypts a string for use as a SecureString argument (exchanges the key if needed).
     pub async fn secure_string(&self, plaintext: &str) -> Result<Value> {
         self.exchange_key().await?;
@@ -299,6 +317,40 @@ impl RunspacePool {
     /// Starts a pipeline; read its events with [`Pipeline::next_event`].
     pub async fn start(&self, spec: &PipelineSpec) -> Result<Pipeline> {
         pipeline::start(self, spec).await
+    }
+
+    /// What `Get-Command` knows about the commands `query` names (GET_COMMAND_METADATA): one
+    /// `CommandMetadata` object per command (Name, Namespace, CommandType, Parameters, ...), as
+    /// the server sent them; the leading count object is checked and removed.
+    pub async fn command_metadata(&self, query: &crate::psrp::CommandMetadataQuery) -> Result<Vec<Value>> {
+        let result = pipeline::start_metadata(self, query).await?.wait().await?;
+        if let Some(e) = &result.terminating_error {
+            return Err(Error::protocol(format!("the server could not list command metadata: {}", e.message)));
+        }
+        let mut output = result.output.into_iter();
+        // The count's first integer `Count` (psrpcore writes a Nil one before it).
+        let count = output.next().and_then(|c| {
+            let o = c.as_object()?;
+            o.extended.iter().chain(o.adapted.iter()).filter(|(n, _)| n == "Count").find_map(|(_, v)| v.as_i64())
+        });
+        let items: Vec<Value> = output.collect();
+        match count {
+            Some(n) if usize::try_from(n).is_ok_and(|n| n == items.len()) => Ok(items),
+            Some(n) => Err(Error::protocol(format!(
+                "the server announced {n} command metadata objects and sent {}",
+                items.len()
+            ))),
+            None => Err(Error::protocol("command metadata without its leading count")),
+        }
+    }
+
+    /// Runs the session-key exchange like [`RunspacePool::exchange_key`], giving up after
+    /// `timeout` with [`Error::Timeout`].
+    pub async fn exchange_key_within(&self, timeout: std::time::Duration) -> Result<()> {
+        match tokio::time::timeout(timeout, self.exchange_key()).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Timeout(format!("the session key exchange took longer than {timeout:?}"))),
+        }
     }
 
     /// Runs a pipeline to completion and collects every stream.

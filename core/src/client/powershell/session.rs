@@ -108,8 +108,8 @@ impl SharedParts {
             host: config.host.clone(),
             host_calls,
             key_pair: config.key_pair.clone(),
-            envelope: client.config().envelope_size(),
-            raise_envelope: config.raise_envelope_size && client.config().max_envelope_size.is_none(),
+            envelope: client.envelope_size(),
+            raise_envelope: config.raise_envelope_size && !client.envelope_size_is_settled(),
             idle_timeout: config.idle_timeout,
             buffer_mode: config.buffer_mode,
         }

@@ -20,7 +20,7 @@ impl RunspacePool {
         let cap = self.message(MessageType::SessionCapability, None, &messages::session_capability());
         // An empty string keeps the server's runspace limits (what pypsrp sends); the server
         // reports them in RUNSPACEPOOL_INIT_DATA.
-        let connect = self.message(MessageType::ConnectRunspacePool, None, &Value::Str(String::new().into()));
+        let connect = self.message(MessageType::ConnectRunspacePool, None, &Value::Str(String::new()));
         let data: Vec<u8> = self.fragmenter.fragment([cap.as_slice(), connect.as_slice()]).concat();
         self.state = PoolState::Connecting;
         Ok(data)
@@ -113,7 +113,7 @@ mod tests {
         let frags = parse_fragments(&data).unwrap();
         assert_eq!(frags.len(), 2);
         assert!(frags.iter().all(|f| f.start && f.end), "whole fragments only");
-        let connect = Message::decode(&frags[1].blob).unwrap();
+        let connect = Message::decode(frags[1].blob).unwrap();
         assert_eq!(connect.message_type, MessageType::ConnectRunspacePool);
         assert_eq!(pool.state(), PoolState::Connecting);
         assert!(pool.connect().is_err(), "one handshake");
