@@ -53,8 +53,6 @@ NOT_REPLAYED: Dict[str, str] = {
             "test_client_fetch_file_fail_missing.yml",
         )
     },
-    "test_psrp_multiple_commands.yml": "the recorded SecureStrings need pypsrp's test RSA key for the session key exchange",
-    "test_psrp_pshost_ui_mocked_methods.yml": "the recorded SecureStrings need pypsrp's test RSA key for the session key exchange",
     "test_psrp_disconnect_runspaces.yml": "disconnect/reconnect, list_pools and connect_pool are not in the Python API yet",
     "test_psrp_is_alive_http_error.yml": "RunspacePool.is_alive is not in the Python API yet",
     "test_psrp_is_alive_invalid_selectors.yml": "RunspacePool.is_alive is not in the Python API yet",
@@ -62,8 +60,6 @@ NOT_REPLAYED: Dict[str, str] = {
     "test_psrp_receive_failure.yml": "the recording polls a pipeline the server no longer knows (disconnected-session work)",
     "test_winrs_bad_cmd_id.yml": "the recording receives for a command the server no longer knows (disconnected-session work)",
     "test_winrs_fail_poll_process.yml": "the recording's poll of a command fails (disconnected-session work)",
-    "test_wsman_update_envelope_size_150.yml": "reading the server's MaxEnvelopeSizekb (a Get of winrm/config) is not in the API",
-    "test_wsman_update_envelope_size_500.yml": "reading the server's MaxEnvelopeSizekb (a Get of winrm/config) is not in the API",
 }
 
 #: Recordings with a test here (filled by :func:`replays`).
@@ -756,3 +752,266 @@ def test_psrp_key_exchange_with_another_key(replay) -> None:
     assert blob[:16] == bytes([6, 2, 0, 0, 0, 0xA4, 0, 0]) + b"RSA1" + bytes([0, 8, 0, 0])
     assert blob[16:20] == (65537).to_bytes(4, "little")
     assert state["unexpected"] == [] and state["mismatches"] == [], state
+
+
+
+# ---------------------------------------------------------------------------------------------
+# SecureStrings: the recordings exchanged the session key with pypsrp's published test RSA key
+# (vector psrp-key-exchange-real). Given that key (a private, testing-only hook of the native
+# pool), the recorded session key decrypts, and psremote encrypts every secret into exactly the
+# ciphertext pypsrp sent (the server compares them).
+
+PYPSRP_KEY_P = bytes.fromhex(
+    "f8417a30800b68c766c29f80991870f0912052a967755c307c2f99300c65e9c1493f8f49c4706ebe26bd82c4435de417"
+    "f12ca13402a3419edc1b444e30cffb205dba8d828574022d13974b7d217a20107b6cbecaa529c13868f429d56d10973d"
+    "a7e773c4a056fa3d5b4cf96ba92c3b9c378bb9c3a9f2214ced38711025f39355"
+)
+PYPSRP_KEY_Q = bytes.fromhex(
+    "c9b3671a98095c024dbd29894c559301868edf49a1e87b3d8d37ee5d186319ddde827811c5e54a07e739644cec83b36e"
+    "8972b4b50ac00577d80987a67cbf8967aa4c12fce69b9b2120f9ddaf2e90acc7399380e849f2f7def18dc7f81b012249"
+    "337a4b1964c24d625260b8764014f29eb76e8fc5d57e6e4d5472fcd30e0eafb3"
+)
+
+
+def use_pypsrp_key(pool: Any) -> None:
+    """Makes the pool's key exchange (not started yet) use pypsrp's test key."""
+    pool._native._use_session_key_primes(PYPSRP_KEY_P, PYPSRP_KEY_Q, 65537)
+
+
+UNICODE = "こんにちは - actual_x000A_string\nnewline: \U00010437"
+
+
+@replays("test_psrp_multiple_commands.yml")
+def test_psrp_multiple_commands(replay) -> None:
+    # The whole conversation, key exchange included.
+    r = replay("test_psrp_multiple_commands.yml")
+    with r.client() as client:
+        with client.runspace_pool() as pool:
+            use_pypsrp_key(pool)
+            pool.exchange_key()
+            with pytest.raises(psremote.ConfigurationError, match="already started"):
+                use_pypsrp_key(pool)
+            ps = pool.powershell()
+            ps.add_command("Set-Variable").add_parameter("Name", "sec_string").add_parameter("Value", SecureString("Hello World"))
+            ps.add_statement().add_script(
+                "[System.Runtime.InteropServices.marshal]::PtrToStringAuto([System.Runtime.InteropServices.marshal]::SecureStringToBSTR($sec_string))"
+            )
+            ps.add_statement().add_command("ConvertTo-SecureString").add_parameter("String", "abc")
+            ps.add_parameter("AsPlainText").add_parameter("Force")
+            ps.add_statement().add_command("Set-Variable").add_parameters({"Name": "unicode_string", "Value": UNICODE})
+            ps.add_statement().add_script("$unicode_string")
+            ps.add_statement().add_command("cmd.exe").add_argument("/c echo hi")
+            ps.add_statement().add_command("whoami.exe")
+            ps.add_statement().add_command("Set-Variable").add_parameters({"Name": "integer", "Value": 123})
+            ps.add_statement().add_script("$integer")
+            ps.add_statement().add_command("Get-Service").add_parameter("Name", "winrm")
+            result = ps.invoke()
+    assert result.state == "Completed", result.errors
+    assert len(result.output) == 7, result.output
+    hello, abc, unicode, echo, whoami, integer, service = result.output
+    assert hello == "Hello World"
+    assert isinstance(abc, SecureString) and abc.get_value() == "abc"
+    assert unicode == UNICODE
+    assert echo == 'hi"'
+    assert whoami == "win-nnmu24vvkj0\\vagrant"
+    assert integer == 123
+    assert isinstance(service, PSObject)
+    assert service.type_names[0] == "System.ServiceProcess.ServiceController"
+    assert service.to_string == "winrm"
+    assert service.DisplayName == "Windows Remote Management (WS-Management)"
+    r.assert_exact(r.settled(), ["Signal shell1/cmd1"])
+
+
+class MockedUIHost(RecordingHost):
+    """pypsrp's mocked host UI: answers the calls that need a person, records the writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: List[Any] = []
+        self.prompts: List[Any] = []
+
+    def read_line(self) -> str:
+        return "ReadLine response"
+
+    def read_line_as_secure_string(self) -> str:
+        return "ReadLineAsSecureString response"
+
+    def write(self, text: str, foreground_color: Optional[int] = None, background_color: Optional[int] = None) -> None:
+        self.writes.append(("write", text, foreground_color, background_color))
+
+    def write_line(self, text: str = "", foreground_color: Optional[int] = None, background_color: Optional[int] = None) -> None:
+        self.writes.append(("write_line", text, foreground_color, background_color))
+
+    def write_error_line(self, text: str) -> None:
+        self.writes.append(("error", text))
+
+    def write_debug_line(self, text: str) -> None:
+        self.writes.append(("debug", text))
+
+    def write_verbose_line(self, text: str) -> None:
+        self.writes.append(("verbose", text))
+
+    def write_warning_line(self, text: str) -> None:
+        self.writes.append(("warning", text))
+
+    def write_progress(self, source_id: int, record: psremote.ProgressRecord) -> None:
+        self.writes.append(("progress", source_id, record.activity))
+
+    def prompt(self, caption: str, message: str, descriptions: List[Any]) -> Dict[str, Any]:
+        self.prompts.append(("prompt", caption, message, [(d.Name, d.Label) for d in descriptions]))
+        return {"prompt field": "prompt response"}
+
+    def prompt_for_credential(self, caption: str, message: str, user_name: str, target_name: str) -> PSCredential:
+        self.prompts.append(("credential", caption, message, user_name, target_name))
+        return PSCredential("username", SecureString("password"))
+
+    def prompt_for_choice(self, caption: str, message: str, choices: List[Any], default_choice: int) -> int:
+        self.prompts.append(("choice", caption, message, [c.Label for c in choices], default_choice))
+        return 1
+
+
+MOCKED_UI_SCRIPT = """$host.UI.ReadLine()
+$host.UI.ReadLineAsSecureString()
+$host.UI.Write("Write1")
+$host.UI.Write([System.ConsoleColor]::Blue, [System.ConsoleColor]::White, "Write2")
+$host.UI.WriteLine()
+$host.UI.WriteLine("WriteLine2")
+$host.UI.WriteLine([System.ConsoleColor]::Gray, [System.ConsoleColor]::Green, "WriteLine3")
+$host.UI.WriteErrorLine("WriteErrorLine")
+$host.UI.WriteDebugLine("WriteDebugLine")
+$host.UI.WriteProgress(1, (New-Object -TypeName System.Management.Automation.ProgressRecord -ArgumentList 2, "activity", "description"))
+$host.UI.WriteVerboseLine("WriteVerboseLine")
+$host.UI.WriteWarningLine("WriteWarningLine")
+
+$prompt_field = New-Object -TypeName System.Management.Automation.Host.FieldDescription -ArgumentList @("prompt field")
+$prompt_field.Label = "PromptLabel"
+$host.UI.Prompt("Prompt caption", "Prompt message", $prompt_field)
+
+$host.UI.PromptForCredential("PromptForCredential caption", "PromptForCredential message", "PromptForCredential user", "PromptForCredential target")
+
+$choice_field1 = New-Object -TypeName System.Management.Automation.Host.ChoiceDescription -ArgumentList "Prompt1 label", "Prompt1 help"
+$choice_field2 = New-Object -TypeName System.Management.Automation.Host.ChoiceDescription -ArgumentList "Prompt2 label", "Prompt2 help"
+$host.UI.PromptForChoice("PromptForChoice caption", "PromptForChoice message", @($choice_field1, $choice_field2), 0)"""
+
+MOCKED_UI_CALLS = [
+    "ReadLine", "ReadLineAsSecureString", "Write1", "Write2", "WriteLine1", "WriteLine2", "WriteLine3",
+    "WriteErrorLine", "WriteDebugLine", "WriteProgress", "WriteProgress", "WriteVerboseLine",
+    "WriteWarningLine", "Prompt", "PromptForCredential2", "PromptForChoice",
+]  # fmt: skip
+#: The calls that return nothing, which also come as "host" events of the pipeline.
+VOID_CALLS = [m for m in MOCKED_UI_CALLS if m.startswith("Write")]
+
+
+@replays("test_psrp_pshost_ui_mocked_methods.yml")
+def test_psrp_pshost_ui_mocked_methods(replay) -> None:
+    # The whole conversation with pypsrp's test key: the host answers secrets in plain text and
+    # psremote encrypts them into exactly the ciphertexts pypsrp sent.
+    r = replay("test_psrp_pshost_ui_mocked_methods.yml")
+    host = MockedUIHost()
+    with r.client() as client:
+        with client.runspace_pool(host=host) as pool:
+            use_pypsrp_key(pool)
+            pool.exchange_key()
+            result = psremote.PSResult()
+            events = []
+            with pool.start(MOCKED_UI_SCRIPT) as pipeline:
+                for event in pipeline:
+                    events.append(event)
+            for kind, value in events:
+                if kind == "output":
+                    result.output.append(value)
+                elif kind == "host":
+                    result.host_calls.append(value)
+                elif kind == "state":
+                    result.state = value.state
+                elif kind in ("debug", "verbose"):
+                    getattr(result, kind).append(value)
+                elif kind == "warning":
+                    result.warnings.append(value)
+                elif kind == "progress":
+                    result.progress.append(value)
+                elif kind == "error":
+                    result.errors.append(value)
+    assert result.state == "Completed", result.errors
+    assert len(result.output) == 5, result.output
+    line, secret, answers, credential, choice = result.output
+    assert line == "ReadLine response"
+    assert isinstance(secret, SecureString) and secret.get_value() == "ReadLineAsSecureString response"
+    assert answers == {"prompt field": "prompt response"}
+    assert isinstance(credential, PSCredential)
+    assert credential.username == "username" and credential.password.get_value() == "password"
+    assert choice == 1
+    assert result.debug == ["WriteDebugLine"]
+    assert result.verbose == ["WriteVerboseLine"]
+    assert result.warnings == ["WriteWarningLine"]
+    assert [p.activity for p in result.progress] == ["Preparing modules for first use.", "activity"]
+    # The host saw every call in the order the server made them; the pipeline's event stream
+    # carries the void ones in that order too.
+    assert [name for name, _ in host.calls] == MOCKED_UI_CALLS
+    assert [c.method for c in result.host_calls] == VOID_CALLS
+    assert dict(host.calls)["Write2"] == [9, 15, "Write2"]
+    assert host.writes[:7] == [
+        ("write", "Write1", None, None),
+        ("write", "Write2", 9, 15),
+        ("write_line", "", None, None),
+        ("write_line", "WriteLine2", None, None),
+        ("write_line", "WriteLine3", 7, 10),
+        ("error", "WriteErrorLine"),
+        ("debug", "WriteDebugLine"),
+    ]
+    assert host.prompts == [
+        ("prompt", "Prompt caption", "Prompt message", [("prompt field", "PromptLabel")]),
+        ("credential", "PromptForCredential caption", "PromptForCredential message", "PromptForCredential user", "PromptForCredential target"),
+        ("choice", "PromptForChoice caption", "PromptForChoice message", ["Prompt1 label", "Prompt2 label"], 0),
+    ]
+    state = r.settled()
+    r.assert_exact(state, ["Signal shell1/cmd1"])
+    assert len(client_messages(state, "PIPELINE_HOST_RESPONSE")) == 5
+
+
+
+# ---------------------------------------------------------------------------------------------
+# pypsrp's WSMan.update_max_envelope_size: one Get of winrm/config, whose MaxEnvelopeSizekb
+# sizes the client's later requests.
+
+
+@replays("test_wsman_update_envelope_size_150.yml", "test_wsman_update_envelope_size_500.yml")
+@pytest.mark.parametrize("kb", [150, 500])
+def test_wsman_update_envelope_size(replay, kb: int) -> None:
+    r = replay(f"test_wsman_update_envelope_size_{kb}.yml")
+    with r.client() as client:
+        assert client.fit_envelope_to_server() == kb * 1024
+    r.assert_exact(r.settled())
+
+
+@pytest.mark.parametrize("kb", [150, 500])
+def test_wsman_server_config_async(replay, kb: int) -> None:
+    r = replay(f"test_wsman_update_envelope_size_{kb}.yml")
+
+    async def scenario() -> Any:
+        async with r.async_client() as client:
+            return await client.server_config()
+
+    config = run(scenario())
+    assert config.max_envelope_size_kb == kb and config.max_envelope_size == kb * 1024
+    assert config.max_timeout_ms == 60000
+    assert config.max_batch_items == 32000
+    assert config.shell_idle_timeout_ms == 7200000
+    assert config.max_shells_per_user == 2147483647
+    assert config.max_memory_per_shell_mb == 2147483647
+    assert config.max_concurrent_operations_per_user == 1500
+    assert config.entries["MaxEnvelopeSizekb"] == str(kb)
+    assert config.entries["Service/AllowUnencrypted"] == "false"
+    assert config.entries["Client/DefaultPorts/HTTPS"] == "5986"
+    r.assert_exact(r.settled())
+
+
+def test_wsman_update_envelope_size_keeps_the_users_size(replay) -> None:
+    """A max_envelope_size the user gave is never changed by the server's: it is returned,
+    without asking the server."""
+    r = replay("test_wsman_update_envelope_size_500.yml")
+    with r.client(max_envelope_size=200 * 1024) as client:
+        assert client.fit_envelope_to_server() == 200 * 1024
+    state = r.settled()
+    assert state["served"] == 0 and state["unexpected"] == [], state
+    assert pairs(state, "unused") == ["Get -"]
