@@ -142,6 +142,17 @@ impl CmdShell {
         spawn(py, future, fut, |py, p| Ok(Py::new(py, p)?.into_any()))
     }
 
+    /// A process for a command the shell already runs (`None`: the shell's own streams).
+    #[pyo3(signature = (command_id=None))]
+    fn attach(&self, py: Python<'_>, command_id: Option<String>) -> PyResult<CmdProcess> {
+        let shell = self.shell.clone();
+        wait(py, async move {
+            let guard = shell.read().await;
+            let shell = guard.as_ref().ok_or(psremote::Error::Closed("cmd shell"))?;
+            Ok(CmdProcess::new(shell.attach(command_id.as_deref())?))
+        })
+    }
+
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         wait(py, close(self.shell.clone()))
     }

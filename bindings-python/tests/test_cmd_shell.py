@@ -348,6 +348,20 @@ def test_an_unknown_command_id_gives_the_servers_fault(client, cmd_endpoint):
         assert isinstance(info.value, psremote.PSRemoteError)
 
 
+def test_attach_reads_a_command_by_its_id(client):
+    with client.cmd_shell() as shell:
+        started = shell.start("echo one; read line; echo $line")
+        again = shell.attach(started.id)  # as if the first process object were gone
+        again.send(b"two\n", end=True)
+        result = again.wait(timeout=30)
+        assert result.stdout == b"one\ntwo\n" and result.exit_code == 0
+        with pytest.raises(psremote.NotFoundError) as info:
+            shell.attach("0B5A4A1E-0000-4000-8000-000000000000").read()
+        assert info.value.code == INVALID_SELECTORS
+        with pytest.raises(psremote.ConfigurationError):
+            shell.attach("not an id")
+
+
 def test_client_close_closes_its_shells(kwargs, cmd_endpoint):
     client = psremote.Client(**kwargs)
     shell = client.cmd_shell()

@@ -43,19 +43,12 @@ const PASSWORD: &str = "Replay-Passw0rd!";
 const SCENARIO_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Scenarios without a test, with the reason.
-const NOT_APPLICABLE: &[(&str, &str)] = &[
-    (
-        "test_winrs_bad_cmd_id.yml",
-        "the recording sends Receive with a made-up CommandId on a cmd shell; psremote's cmd API has no way to attach to a command it did not start (attaching by id exists for PSRP pipelines: see psrp_receive_failure)",
-    ),
-    (
-        "test_winrs_fail_poll_process.yml",
-        "the recording sends a shell-level Receive (no CommandId) on a cmd shell, which no user-level operation means (Windows answers InvalidParameter); psremote never does",
-    ),
-];
+const NOT_APPLICABLE: &[(&str, &str)] = &[];
 
 /// Scenarios with a test here.
 const REPLAYED: &[&str] = &[
+    "test_winrs_bad_cmd_id.yml",
+    "test_winrs_fail_poll_process.yml",
     "test_psrp_disconnect_runspaces.yml",
     "test_psrp_is_alive_http_error.yml",
     "test_psrp_is_alive_invalid_selectors.yml",
@@ -336,6 +329,44 @@ fn winrs_standard() {
         shell.close().await.unwrap();
     });
     // pypsrp's Signal was ctrl_c after the command finished; psremote's Terminate takes its place.
+    assert_exact(&r, &st, &[]);
+}
+
+#[test]
+fn winrs_bad_cmd_id() {
+    // pypsrp polled a CommandId the server never created (its test injected one): through
+    // psremote, attaching to a command by an id the shell does not know.
+    let r = Replay::start("test_winrs_bad_cmd_id.yml", &[]);
+    let st = r.run(|client| async move {
+        let shell = client.open_cmd_shell(as_recorded()).await.unwrap();
+        let real = shell.start("cmd.exe", &["/c", "echo", "hi"]).await.unwrap();
+        let mut unknown = shell.attach(Some("87E77BEB-6761-4C48-9D70-A00266B8459A")).unwrap();
+        let err = unknown.next_output().await.unwrap_err();
+        assert_eq!(err.kind(), psremote::ErrorKind::NotFound, "{err}");
+        assert_eq!(err.fault().and_then(|f| f.code), Some(2_150_858_843));
+        drop(unknown);
+        // pypsrp interrupted the real command (ctrl_c); psremote releases it with Terminate.
+        real.terminate().await.unwrap();
+        shell.close().await.unwrap();
+    });
+    assert_exact(&r, &st, &[]);
+}
+
+#[test]
+fn winrs_fail_poll_process() {
+    // pypsrp polled a process it never started: a Receive without a CommandId, which is how
+    // psremote reads a shell's own streams; a cmd shell refuses it with InvalidParameter.
+    let r = Replay::start("test_winrs_fail_poll_process.yml", &[]);
+    let st = r.run(|client| async move {
+        let shell = client.open_cmd_shell(as_recorded()).await.unwrap();
+        let mut own = shell.attach(None).unwrap();
+        let err = own.next_output().await.unwrap_err();
+        let fault = err.fault().unwrap_or_else(|| panic!("{err:?}"));
+        assert_eq!(fault.code, Some(87));
+        assert!(own.ctrl_c().await.is_err(), "the shell's own streams take no signal");
+        drop(own);
+        shell.close().await.unwrap();
+    });
     assert_exact(&r, &st, &[]);
 }
 

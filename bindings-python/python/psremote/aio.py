@@ -587,6 +587,12 @@ class AsyncCmdShell:
         native = await _call(self._native.start_async, executable, arguments, bool(skip_cmd_shell))
         return AsyncCmdProcess(native, self, executable)
 
+    def attach(self, command_id: Optional[str] = None) -> AsyncCmdProcess:
+        """A process for a command this shell already runs (see
+        :meth:`psremote.cmd.CmdShell.attach`); nothing is sent until it is read."""
+        self._check()
+        return AsyncCmdProcess(self._native.attach(command_id), self, command_id or "")
+
     async def run(
         self, executable: str, args: Iterable[Any] = (), stdin: Optional[StdinData] = None, *, skip_cmd_shell: bool = False
     ) -> CmdResult:

@@ -277,6 +277,16 @@ class CmdShell:
         native = self._native.start(executable, arguments, bool(skip_cmd_shell))
         return CmdProcess(native, self, executable)
 
+    def attach(self, command_id: Optional[str] = None) -> CmdProcess:
+        """A :class:`CmdProcess` for a command this shell already runs, by the id the server
+        gave it (``proc.id`` of a process whose object is gone): reading it receives the output
+        the server still holds. An id the server does not know raises :class:`NotFoundError` on
+        the first read. ``None`` reads the shell's own output streams (shell plugins that write
+        at shell level; a cmd shell refuses it with a :class:`WSManFault`)."""
+        self._check()
+        native = self._native.attach(command_id)
+        return CmdProcess(native, self, command_id or "")
+
     def run(
         self, executable: str, args: Iterable[Any] = (), stdin: Optional[StdinData] = None, *, skip_cmd_shell: bool = False
     ) -> CmdResult:

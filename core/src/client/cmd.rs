@@ -165,6 +165,41 @@ impl CmdShell {
         })
     }
 
+    /// A process for a command this shell already runs, by the id the server gave it (a command
+    /// whose [`CmdProcess`] is gone, or whose id was kept): reading it receives the output the
+    /// server still holds, and signals and stdin reach it. An id the server does not know fails
+    /// on the first read with [`Error::NotFound`]. `None` reads the shell's own output streams
+    /// (a Receive without a CommandId, for shell plugins that write at shell level; a cmd shell
+    /// refuses it with an InvalidParameter fault); that process takes no stdin or signals.
+    pub fn attach(&self, command_id: Option<&str>) -> Result<CmdProcess> {
+        if !self.open {
+            return Err(Error::Closed("cmd shell"));
+        }
+        let command_id = match command_id {
+            Some(id) => {
+                let ok = !id.is_empty()
+                    && id.len() <= 256
+                    && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'{' | b'}' | b'.'));
+                if !ok {
+                    return Err(Error::InvalidConfig(format!("{id:?} is not a WS-Man command id")));
+                }
+                id.to_owned()
+            }
+            None => String::new(),
+        };
+        Ok(CmdProcess {
+            control: CmdControl {
+                client: self.client.clone(),
+                shell_id: self.shell_id.clone(),
+                command_id,
+                released: Arc::new(AtomicBool::new(false)),
+            },
+            pending: VecDeque::new(),
+            exit_code: None,
+            receiving: None,
+        })
+    }
+
     /// Runs a command to completion and collects its output.
     pub async fn run(&self, command: &str, arguments: &[&str]) -> Result<CmdOutput> {
         self.start(command, arguments).await?.wait().await
@@ -236,6 +271,19 @@ impl CmdControl {
         &self.command_id
     }
 
+    /// Whether this reads the shell's own streams rather than a command's.
+    fn is_shell_level(&self) -> bool {
+        self.command_id.is_empty()
+    }
+
+    fn no_command(&self) -> Result<()> {
+        if self.is_shell_level() {
+            Err(Error::InvalidConfig("the shell's own output streams have no command to signal or feed".into()))
+        } else {
+            Ok(())
+        }
+    }
+
     fn is_released(&self) -> bool {
         self.released.load(Ordering::SeqCst)
     }
@@ -243,6 +291,7 @@ impl CmdControl {
     /// Writes to the command's stdin; `end` closes it afterwards. Fails with [`Error::Closed`]
     /// once the command has finished or was terminated.
     pub async fn send_stdin(&self, data: &[u8], end: bool) -> Result<()> {
+        self.no_command()?;
         if self.is_released() {
             return Err(Error::Closed("command"));
         }
@@ -263,6 +312,7 @@ impl CmdControl {
     /// Sends Ctrl-C to the command (MS-WSMV 3.1.4.14). Nothing is sent once the command has
     /// finished or was terminated: there is nothing left to interrupt.
     pub async fn ctrl_c(&self) -> Result<()> {
+        self.no_command()?;
         if self.is_released() {
             return Ok(());
         }
@@ -275,16 +325,23 @@ impl CmdControl {
     /// [`CmdProcess::next_output`] gets the output already received, then `None`; the exit code
     /// stays unknown unless the server reported one first. Calling it again does nothing.
     pub async fn terminate(&self) -> Result<()> {
-        if self.released.swap(true, Ordering::SeqCst) {
+        if self.released.swap(true, Ordering::SeqCst) || self.is_shell_level() {
             return Ok(());
         }
         signal_terminate(&self.client, &self.shell_id, &self.command_id).await
     }
 
     async fn receive(self) -> Result<Reply> {
-        let body = winrs::receive_body("stdout stderr", Some(&self.command_id));
+        let command = (!self.is_shell_level()).then_some(self.command_id.as_str());
+        let body = winrs::receive_body("stdout stderr", command);
         let opts = [OptionEntry::new("WSMAN_CMDSHELL_OPTION_KEEPALIVE", "TRUE")];
-        self.client.call(action::RECEIVE, CMD_SHELL_URI, Some(&self.shell_id), &opts, &body, None).await
+        match self.client.call(action::RECEIVE, CMD_SHELL_URI, Some(&self.shell_id), &opts, &body, None).await {
+            // The server does not know the command (never started here, released, or timed out).
+            Err(Error::Fault(fault)) if fault.code == Some(code::INVALID_SELECTORS) && command.is_some() => {
+                Err(Error::NotFound { what: format!("command {}", self.command_id), fault })
+            }
+            other => other,
+        }
     }
 }
 
@@ -325,6 +382,10 @@ impl CmdProcess {
             if let Err(e) = self.receive_once().await {
                 // After a terminate the Receive may fail (the command is gone): the output ends.
                 let terminated = self.control.is_released();
+                if matches!(e, Error::NotFound { .. }) {
+                    // Nothing on the server to release.
+                    self.control.released.store(true, Ordering::SeqCst);
+                }
                 self.release().await;
                 return if terminated { Ok(None) } else { Err(e) };
             }
@@ -402,7 +463,7 @@ impl CmdProcess {
     /// Sends Signal Terminate once. It runs as a task of its own, so a caller that stops waiting
     /// does not leave the command behind on the server.
     async fn release(&mut self) {
-        if self.control.released.swap(true, Ordering::SeqCst) {
+        if self.control.released.swap(true, Ordering::SeqCst) || self.control.is_shell_level() {
             return;
         }
         let c = self.control.clone();
@@ -429,7 +490,7 @@ impl Drop for CmdProcess {
         if let Some(receiving) = self.receiving.take() {
             receiving.abort();
         }
-        if !self.control.released.swap(true, Ordering::SeqCst) {
+        if !self.control.released.swap(true, Ordering::SeqCst) && !self.control.is_shell_level() {
             let c = self.control.clone();
             spawn_detached(async move {
                 let _ = signal_terminate(&c.client, &c.shell_id, &c.command_id).await;
