@@ -371,6 +371,21 @@ fn winrs_fail_poll_process() {
 }
 
 #[test]
+fn wsman_update_envelope_size() {
+    // pypsrp's update_max_payload_size: a Get of winrm/config, then requests sized to it.
+    for (transcript, size) in
+        [("test_wsman_update_envelope_size_150.yml", 153_600), ("test_wsman_update_envelope_size_500.yml", 512_000)]
+    {
+        let r = Replay::start(transcript, &[]);
+        let st = r.run(|client| async move {
+            assert_eq!(client.fit_envelope_to_server().await.unwrap(), size);
+            assert_eq!(client.envelope_size(), size);
+        });
+        assert_exact(&r, &st, &[]);
+    }
+}
+
+#[test]
 fn winrs_environment() {
     let r = Replay::start("test_winrs_environment.yml", &[]);
     let special = r#"_-(){}[]<>*+-/\?"!@#$^&|;:i,.`~0"#;
