@@ -541,3 +541,21 @@ fn the_signal_after_a_pipeline_is_off_the_callers_path() {
         pool.close().await.unwrap();
     });
 }
+
+#[test]
+fn a_pool_that_fails_to_open_leaves_no_shell_behind() {
+    // The first Receive of the pool's opening handshake comes back broken in each way; the
+    // shell the Create made is deleted before the error is returned.
+    for mode in ["truncated-xml", "bad-base64", "bad-seal", "unsealed", "wrong-relates-to"] {
+        let ep = Endpoint::start(&["--misbehave", mode]);
+        block_on(async {
+            let client = client(&ep).await;
+            let err = RunspacePool::open(&client, PoolConfig::default()).await.unwrap_err();
+            assert!(
+                matches!(err.kind(), psremote::ErrorKind::Protocol | psremote::ErrorKind::Transport),
+                "{mode}: {err:?}"
+            );
+        });
+        assert_eq!(ep.wait_counter("shells", 0), 0, "{mode}: a shell was left on the server");
+    }
+}
