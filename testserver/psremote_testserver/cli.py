@@ -62,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--capture", metavar="DIR", help="write every received HTTP request to DIR/NNNNNN.http")
     parser.add_argument("--misbehave", choices=MODES, help="break the reply to the first Receive")
     parser.add_argument(
+        "--corrupt-file-chunk",
+        action="store_true",
+        help="file transfers flip one byte of the first chunk written (copy) or sent (fetch): a hash mismatch",
+    )
+    parser.add_argument(
         "--psrp-fragment-size",
         type=_positive,
         metavar="N",
@@ -142,6 +147,8 @@ def tls_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> O
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.corrupt_file_chunk:
+        os.environ["PSREMOTE_TESTSERVER_CORRUPT_FILE"] = "1"
     tls = tls_settings(parser, args)
     # Before any GSSAPI call: the acceptor credential is read from the keytab named here.
     os.environ["KRB5_KTNAME"] = keytab_name(parser, args)

@@ -64,6 +64,7 @@ from psrpcore.types import (
 from . import psrp_records as records
 from . import psrp_wire as wire
 from . import psrp_commands  # noqa: F401 - registers the command set
+from . import psrp_files  # noqa: F401 - registers the file-transfer scripts
 from .psrp_runtime import (
     Configuration,
     HostCallFailed,

@@ -535,8 +535,14 @@ class Runner:
             if command.is_script:
                 if self.configuration.restricted:
                     raise ScriptTerminatingError(records.scripts_not_allowed(command.command_text))
-                statements = self.parse(command.command_text)
-                stage = self._script_stage(statements, streams)
+                native = FILE_SCRIPTS(command.command_text) if FILE_SCRIPTS else None
+                if native is not None:
+                    # A known file-transfer script (psrp_files): run natively with its arguments.
+                    spec = self._lookup(native)
+                    stage = self._command_stage(spec, bind(spec, cmds_pairs(spec, command)), streams)
+                else:
+                    statements = self.parse(command.command_text)
+                    stage = self._script_stage(statements, streams)
             else:
                 spec = self._lookup(command.command_text)
                 params = bind(spec, cmds_pairs(spec, command))
@@ -630,6 +636,8 @@ def split_statements(commands: Sequence[Any]) -> List[List[Any]]:
 
 # -- the command registry --------------------------------------------------------------------------------
 COMMANDS: Dict[str, CommandSpec] = {}
+# Recognises file-transfer scripts by their text (set by psrp_files): script text -> command name.
+FILE_SCRIPTS: Optional[Callable[[str], Optional[str]]] = None
 
 
 def command(name: str, cmdlet_class: str, params: Sequence[Param] = (), raw_input: bool = False):

@@ -108,7 +108,11 @@ pub(super) async fn run(
             })
             .await;
         }
-        if let Ok(Some((PipelineState::Failed, Some(record)))) = wait_final(&mut pipeline).await
+        let finished = match final_state {
+            Some(state) => Some(state),
+            None => wait_final(&mut pipeline).await.ok().flatten(),
+        };
+        if let Some((PipelineState::Failed, Some(record))) = finished
             && local.file().is_none()
         {
             return Err(remote_errors::from_record(&record, dest));
