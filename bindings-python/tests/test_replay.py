@@ -57,9 +57,7 @@ NOT_REPLAYED: Dict[str, str] = {
     "test_psrp_is_alive_http_error.yml": "RunspacePool.is_alive is not in the Python API yet",
     "test_psrp_is_alive_invalid_selectors.yml": "RunspacePool.is_alive is not in the Python API yet",
     "test_psrp_is_alive_other_wsman_error.yml": "RunspacePool.is_alive is not in the Python API yet",
-    "test_psrp_receive_failure.yml": "the recording polls a pipeline the server no longer knows (disconnected-session work)",
-    "test_winrs_bad_cmd_id.yml": "the recording receives for a command the server no longer knows (disconnected-session work)",
-    "test_winrs_fail_poll_process.yml": "the recording's poll of a command fails (disconnected-session work)",
+    "test_psrp_receive_failure.yml": "RunspacePool.attach_pipeline is not in the Python API yet",
 }
 
 #: Recordings with a test here (filled by :func:`replays`).
@@ -1015,3 +1013,45 @@ def test_wsman_update_envelope_size_keeps_the_users_size(replay) -> None:
     state = r.settled()
     assert state["served"] == 0 and state["unexpected"] == [], state
     assert pairs(state, "unused") == ["Get -"]
+
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands attached by id.
+
+
+@replays("test_winrs_bad_cmd_id.yml")
+def test_winrs_bad_cmd_id(replay) -> None:
+    """pypsrp polled a CommandId the server never created: attaching to a command by an id the
+    shell does not know, whose first read raises NotFoundError."""
+    r = replay("test_winrs_bad_cmd_id.yml")
+    with r.client() as client:
+        with client.cmd_shell(codepage=None) as shell:
+            real = shell.start("cmd.exe", ["/c", "echo", "hi"])
+            unknown = shell.attach("87E77BEB-6761-4C48-9D70-A00266B8459A")
+            with pytest.raises(psremote.NotFoundError) as failure:
+                unknown.read()
+            assert failure.value.code == 2150858843
+            # pypsrp interrupted the real command (ctrl_c); psremote releases it with Terminate.
+            real.terminate()
+    r.assert_exact(r.settled())
+
+
+@replays("test_winrs_fail_poll_process.yml")
+def test_winrs_fail_poll_process_async(replay) -> None:
+    """pypsrp polled a process it never started: a Receive without a CommandId, how psremote
+    reads a shell's own streams; a cmd shell refuses it with InvalidParameter (87)."""
+    r = replay("test_winrs_fail_poll_process.yml")
+
+    async def scenario() -> None:
+        async with r.async_client() as client:
+            async with client.cmd_shell(codepage=None) as shell:
+                own = shell.attach(None)
+                with pytest.raises(WSManFault) as failure:
+                    await own.read()
+                assert failure.value.code == 87, failure.value
+                with pytest.raises(psremote.PSRemoteError):
+                    await own.ctrl_c()
+
+    run(scenario())
+    r.assert_exact(r.settled())
