@@ -15,6 +15,10 @@
 # psr_config_set_kerberos) accepting the tickets of a throwaway MIT realm started once for all runs
 # with `python -m psremote_testserver.kdc DIR` (PSREMOTE_KRB_KDC, PSREMOTE_KRB_REALM) and
 # stopped at exit.
+# Then the real-Windows recordings through the C API: bindings-c/tests/test_replay.c, built as C99
+# and as C++17 against libpsremote.so, is run by bindings-c/tests/replay.py once per scenario
+# against the replay server (python -m psremote_testserver.replay) on its recording, whose state
+# afterwards must show exactly the recorded conversation (runs replay and replay-c++).
 # The last line is "N passed, M failed", summed over all runs; a run that crashes, times out or
 # reports a valgrind error counts as one more failure. Exit status 0 only when nothing failed.
 #
@@ -24,7 +28,8 @@
 #   PSREMOTE_PYTHON   python with psremote_testserver installed (default .venv/bin/python)
 #   CC, CXX           compilers (default cc, c++)
 #   C_TEST_OUT        directory for binaries and logs (default target/c-tests)
-#   C_TEST_ONLY       space-separated subset of: c-shared c-static c++ sanitizers valgrind
+#   C_TEST_ONLY       space-separated subset of: c-shared c-static c++ sanitizers valgrind replay
+#                     replay-c++
 #   PSR_TEST_VERBOSE  1: print every check and the library's log messages
 set -uo pipefail
 
@@ -76,6 +81,12 @@ compile c++ "$cxx" -x c++ -std=c++17 $warn -g -Iinclude "$src" -x none -o "$out/
 compile sanitizers "$cc" -std=c99 $warn -g -O1 -fno-omit-frame-pointer \
   -fsanitize=address,undefined -fno-sanitize-recover=all -Iinclude "$src" -o "$out/test_api_sanitizers" \
   "$libdir/libpsremote.a" $native_libs -pthread
+
+replay_src=$here/test_replay.c
+compile replay "$cc" -std=c99 $warn -g -Iinclude "$replay_src" -o "$out/test_replay" \
+  -L"$libdir" -lpsremote "$rpath" -pthread
+compile replay-c++ "$cxx" -x c++ -std=c++17 $warn -g -Iinclude "$replay_src" -x none -o "$out/test_replay_cxx" \
+  -L"$libdir" -lpsremote "$rpath" -pthread
 
 # The linkage is what each variant claims to be.
 if [ "${build_ok[c-shared]}" = 1 ] && ! readelf -d "$out/test_api_shared" | grep -q 'NEEDED.*libpsremote'; then
@@ -207,7 +218,8 @@ run() { # name, build, limit_s, command...
   if [ "${build_ok[$build]}" != 1 ]; then
     total_fail=$((total_fail + 1)); summary+=("$name: not built"); return
   fi
-  if ! start_endpoint; then
+  # The replay runs start replay servers of their own.
+  if [[ $name != replay* ]] && ! start_endpoint; then
     total_fail=$((total_fail + 1)); summary+=("$name: no endpoint"); return
   fi
   echo "=== $name"
@@ -251,6 +263,10 @@ if command -v valgrind >/dev/null; then
 else
   want valgrind && { total_fail=$((total_fail + 1)); summary+=("valgrind: not installed"); }
 fi
+
+# The recorded real-Windows conversations, a replay server per scenario (seconds each).
+run replay replay 300 "$py" "$here/replay.py" "$out/test_replay" --workdir "$out/replay"
+run replay-c++ replay-c++ 300 "$py" "$here/replay.py" "$out/test_replay_cxx" --workdir "$out/replay-cxx"
 
 echo "=== summary"
 for s in "${summary[@]}"; do echo "$s"; done

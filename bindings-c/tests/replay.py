@@ -1,0 +1,236 @@
+"""Replays recorded real-Windows conversations through psremote's C API.
+
+``python bindings-c/tests/replay.py BINARY [BINARY...] [--only NAME ...]``
+
+For each scenario and each BINARY (bindings-c/tests/test_replay.c built as C, and as C++), starts
+the replay server (``python -m psremote_testserver.replay``) on the scenario's recording in
+core/tests/data/windows-transcripts/, runs ``BINARY SCENARIO URL`` (which makes the C calls
+equivalent to what pypsrp did and checks the recorded outcome), then checks the server's
+GET /_control/state as core/tests/replay.rs's ``assert_exact`` does: no unexpected request,
+every recorded exchange served, every recorded PSRP message sent, no content differing from
+the recording, and exactly the expected synthesized answers (psremote's Signal Terminate after a
+pipeline and its separate END_OF_PIPELINE_INPUT Send, which the recorded client did not make),
+plus per-scenario counts of the client's PSRP messages. Then stops the server.
+
+Prints the binary's lines, one ``  FAIL [scenario] ...`` line per failed server check, and last
+``N passed, M failed`` summed over the binaries' checks and the server checks; a binary that
+crashes or hangs (killed after LIMIT seconds) counts as one more failure. Exit status 0 only
+when nothing failed. Runs with the virtualenv's python (psremote_testserver installed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Sequence, Tuple
+
+from psremote_testserver.testing import read_url_line
+
+ROOT = Path(__file__).resolve().parents[2]
+TRANSCRIPTS = ROOT / "core" / "tests" / "data" / "windows-transcripts"
+USER = "replay"
+PASSWORD = "Replay-Passw0rd!"
+#: Longest one scenario's binary may run (the replay server holds a pool Receive 2 s at most).
+LIMIT = 90.0
+
+
+@dataclass
+class Scenario:
+    name: str  # the C program's scenario
+    transcript: str
+    synthesized: Sequence[str] = ()
+    #: PSRP message type -> how many the client sent.
+    messages: Dict[str, int] = field(default_factory=dict)
+    server_args: Sequence[str] = ()
+
+
+SIGNAL = "Signal shell1/cmd1"
+SCENARIOS: List[Scenario] = [
+    Scenario("psrp_open_runspace", "test_psrp_open_runspace.yml", messages={"CREATE_PIPELINE": 0}),
+    # The 2019 recording has pypsrp's Signal after each pipeline, so nothing is synthesized.
+    Scenario("psrp_multiple_invocations", "test_psrp_multiple_invocations.yml", messages={"CREATE_PIPELINE": 2}),
+    # The 2018 recordings have no Signal Terminate after the pipeline; psremote sends one.
+    Scenario("psrp_clear_commands", "test_psrp_clear_commands.yml", [SIGNAL], {"CREATE_PIPELINE": 1}),
+    Scenario("psrp_error_failed", "test_psrp_error_failed.yml", [SIGNAL], {"CREATE_PIPELINE": 1}),
+    Scenario("psrp_stream_output_invocation", "test_psrp_stream_output_invocation.yml", [SIGNAL], {"CREATE_PIPELINE": 1}),
+    # pypsrp sent the four inputs and their end in one Send; the C API sends each input as it is
+    # given (psr_pipeline_send_input_json), and the end in a Send of its own: the first Send gets
+    # the recorded answer, the other four are answered as its continuations.
+    Scenario(
+        "psrp_with_input",
+        "test_psrp_with_input.yml",
+        ["Send shell1/cmd1"] * 4 + [SIGNAL],
+        {"PIPELINE_INPUT": 4, "END_OF_PIPELINE_INPUT": 1},
+    ),
+    # SetShouldExit is a void host call: nothing is answered.
+    Scenario("psrp_pshost_methods", "test_psrp_pshost_methods.yml", [SIGNAL], {"PIPELINE_HOST_RESPONSE": 0}),
+    Scenario("client_execute_cmd", "test_client_execute_cmd.yml"),
+    Scenario("winrs_standard", "test_winrs_standard.yml"),
+    Scenario("winrs_environment", "test_winrs_environment.yml"),
+    Scenario("winrs_noprofile", "test_winrs_noprofile.yml"),
+    Scenario("winrs_send", "test_winrs_send.yml"),
+    Scenario("winrs_no_cmd_shell", "test_winrs_no_cmd_shell.yml"),
+]
+
+
+class Replay:
+    def __init__(self, scenario: Scenario, log: Path) -> None:
+        args = [
+            sys.executable, "-m", "psremote_testserver.replay", "--port", "0",
+            "--transcript", str(TRANSCRIPTS / scenario.transcript),
+            "--user", USER, "--password", PASSWORD, *scenario.server_args,
+        ]  # fmt: skip
+        self.log = log
+        with open(log, "wb") as stderr:
+            self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL, cwd=ROOT)
+        try:
+            self.url = read_url_line(self.process, 30.0)
+        except (TimeoutError, RuntimeError):
+            self.stop()
+            raise RuntimeError(f"the replay server did not start: {log.read_text()}") from None
+        self.base = self.url.rsplit("/", 1)[0]
+
+    def state(self) -> Dict[str, Any]:
+        with urllib.request.urlopen(self.base + "/_control/state", timeout=10) as response:
+            return json.load(response)  # type: ignore[no-any-return]
+
+    def settled(self) -> Dict[str, Any]:
+        """The state once nothing more arrives: unchanged for half a second (10 s at most)."""
+        deadline = time.monotonic() + 10.0
+        last = self.state()
+        while True:
+            time.sleep(0.5)
+            now = self.state()
+            if (now["trace"] == last["trace"] and now["unexpected"] == last["unexpected"]) or time.monotonic() > deadline:
+                return now
+            last = now
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+def pairs(state: Dict[str, Any], key: str) -> List[str]:
+    return [f"{p[0]} {p[1]}" for p in state.get(key) or []]
+
+
+def server_checks(scenario: Scenario, state: Dict[str, Any]) -> List[Tuple[bool, str]]:
+    """assert_exact, and the counts of the client's PSRP messages."""
+    checks = [
+        (state["unexpected"] == [], f"no unexpected request (got {state['unexpected']})"),
+        (pairs(state, "unused") == [], f"every recorded exchange made (never made: {pairs(state, 'unused')})"),
+        (pairs(state, "incomplete") == [], f"every recorded message sent (missing in: {pairs(state, 'incomplete')})"),
+        (state["mismatches"] == [], f"nothing differs from the recording (got {state['mismatches']})"),
+        (
+            pairs(state, "synthesized") == list(scenario.synthesized),
+            f"synthesized == {list(scenario.synthesized)} (got {pairs(state, 'synthesized')})",
+        ),
+    ]
+    for kind, count in scenario.messages.items():
+        sent = sum(1 for m in state.get("client_messages") or [] if m.get("type") == kind)
+        checks.append((sent == count, f"{count} {kind} sent (got {sent})"))
+    return checks
+
+
+SUMMARY = re.compile(r"^(\d+) passed, (\d+) failed$")
+
+
+def run_one(binary: Path, scenario: Scenario, workdir: Path, verbose: bool) -> Tuple[int, int]:
+    tag = f"{binary.name}:{scenario.name}"
+    print(f"=== {tag} ({scenario.transcript})", flush=True)
+    replay = Replay(scenario, workdir / f"{binary.name}-{scenario.name}.server.log")
+    passed = failed = 0
+    try:
+        try:
+            proc = subprocess.run(
+                [str(binary), scenario.name, replay.url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=LIMIT, cwd=ROOT
+            )
+            out = proc.stdout.decode("utf-8", "replace")
+            rc = proc.returncode
+        except subprocess.TimeoutExpired as e:
+            out = (e.stdout or b"").decode("utf-8", "replace") + f"\n(killed after {LIMIT:.0f} s)\n"
+            rc = -1
+        summary = None
+        for line in out.splitlines():
+            m = SUMMARY.match(line)
+            if m:
+                summary = (int(m.group(1)), int(m.group(2)))
+            elif verbose or line.startswith("  FAIL") or line.startswith("       "):
+                print(line)
+        if summary is None:
+            print(out[-3000:])
+            failed += 1
+        else:
+            passed += summary[0]
+            failed += summary[1]
+            if rc != 0 and summary[1] == 0:
+                print(f"  FAIL [{tag}] exit status {rc} without a failed check")
+                failed += 1
+        state = replay.settled()
+        brief = {k: v for k, v in state.items() if k not in ("client_messages", "trace")}
+        for ok, what in server_checks(scenario, state):
+            if ok:
+                passed += 1
+                if verbose:
+                    print(f"  ok   [{tag}] server: {what}")
+            else:
+                failed += 1
+                print(f"  FAIL [{tag}] server: {what}")
+        if failed and not verbose:
+            print(f"       server state: {json.dumps(brief)}")
+    finally:
+        replay.stop()
+    if failed:
+        print(f"       replay server log: {replay.log}")
+    print(f"{tag}: {passed} passed, {failed} failed", flush=True)
+    return passed, failed
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("binaries", nargs="+", type=Path)
+    parser.add_argument("--only", action="append", default=[], help="a scenario name (repeatable)")
+    parser.add_argument("--workdir", type=Path, help="where the replay servers' logs go (default: a temporary folder)")
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    chosen = [s for s in SCENARIOS if not args.only or s.name in args.only]
+    unknown = set(args.only) - {s.name for s in SCENARIOS}
+    if unknown:
+        parser.error(f"unknown scenarios: {sorted(unknown)}")
+    total_pass = total_fail = 0
+    with tempfile.TemporaryDirectory(prefix="psremote-c-replay-") as tmp:
+        workdir = args.workdir or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        for binary in (b.resolve() for b in args.binaries):
+            # The binary and this table know the same scenarios.
+            listed = subprocess.run([str(binary), "--list"], stdout=subprocess.PIPE, check=False).stdout.decode().split()
+            if listed != [s.name for s in SCENARIOS]:
+                print(f"  FAIL [{binary.name}] --list gives {listed}, the driver has {[s.name for s in SCENARIOS]}")
+                total_fail += 1
+            else:
+                total_pass += 1
+            for scenario in chosen:
+                p, f = run_one(binary, scenario, workdir, args.verbose)
+                total_pass += p
+                total_fail += f
+    print(f"{total_pass} passed, {total_fail} failed")
+    return 0 if total_fail == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

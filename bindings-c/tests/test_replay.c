@@ -1,0 +1,868 @@
+/*
+ * psremote's C API against recorded real-Windows conversations.
+ *
+ *   test_replay SCENARIO URL
+ *
+ * URL is a replay server (`python -m psremote_testserver.replay --transcript FILE --user replay
+ * --password Replay-Passw0rd!`) answering with the responses Windows gave pypsrp in
+ * core/tests/data/windows-transcripts/FILE. The scenario makes the calls of the public C API
+ * (include/psremote.h) equivalent to what pypsrp did in the recording, over http with Basic
+ * (psr_config_set_auth, psr_config_set_allow_unencrypted), and checks the recorded outcome:
+ * output as JSON and CLIXML, error records, streams through psr_callbacks, host callbacks,
+ * exit codes and states. Whether the server saw exactly the recorded conversation is checked by
+ * the driver, bindings-c/tests/replay.py, which starts the server per scenario and reads its
+ * GET /_control/state afterwards (as core/tests/replay.rs's assert_exact does).
+ *
+ * Plain C99 that also compiles as C++17. The last line printed is "N passed, M failed"; the exit
+ * status is nonzero when a check failed or the scenario is unknown. `test_replay --list` prints
+ * the scenario names. PSR_TEST_VERBOSE=1 prints every check.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "psremote.h"
+
+/* ------------------------------------------------------------------------------------------ */
+/* Checks                                                                                      */
+/* ------------------------------------------------------------------------------------------ */
+
+static int g_passed;
+static int g_failed;
+static int g_verbose;
+static const char *g_scenario = "";
+
+static int check_at(int ok, const char *what, const char *file, int line) {
+    if (ok) {
+        g_passed++;
+        if (g_verbose) {
+            printf("  ok   [%s] %s\n", g_scenario, what);
+        }
+    } else {
+        g_failed++;
+        printf("  FAIL [%s] %s:%d: %s\n", g_scenario, file, line, what);
+    }
+    fflush(stdout);
+    return ok;
+}
+
+#define CHECK(cond) check_at((cond) ? 1 : 0, #cond, __FILE__, __LINE__)
+
+static void note_error(const char *context, psr_error *err) {
+    if (err != NULL) {
+        const char *msg = psr_error_message(err);
+        printf("       %s: %s (%s)\n", context, msg != NULL ? msg : "(no message)",
+               psr_result_name(psr_error_code(err)));
+    }
+}
+
+/* The call succeeded: OK and no error object. Frees a stray error object. */
+static int expect_ok_at(psr_result rc, psr_error **err, const char *what, const char *file, int line) {
+    char buf[512];
+    int ok = rc == PSR_RESULT_OK && *err == NULL;
+    snprintf(buf, sizeof buf, "%s == OK (got %s)", what, psr_result_name(rc));
+    check_at(ok, buf, file, line);
+    if (!ok) {
+        note_error(what, *err);
+    }
+    psr_error_free(*err);
+    *err = NULL;
+    return ok;
+}
+
+/* The call failed with `expected`, and the error object says the same with a message; the
+ * error object is left in *err for further checks (the caller frees it). */
+static int expect_fail_at(psr_result rc, psr_error **err, psr_result expected, const char *what, const char *file,
+                          int line) {
+    char buf[512];
+    int ok;
+    const char *msg;
+    snprintf(buf, sizeof buf, "%s == %s (got %s)", what, psr_result_name(expected), psr_result_name(rc));
+    ok = check_at(rc == expected, buf, file, line);
+    snprintf(buf, sizeof buf, "%s sets an error object with code %s and a message", what, psr_result_name(expected));
+    msg = psr_error_message(*err);
+    ok &= check_at(*err != NULL && psr_error_code(*err) == expected && msg != NULL && msg[0] != '\0', buf, file,
+                   line);
+    if (!ok) {
+        note_error(what, *err);
+    }
+    return ok;
+}
+
+#define EXPECT_OK(call) expect_ok_at((call), &err, #call, __FILE__, __LINE__)
+#define EXPECT_FAIL(call, code) expect_fail_at((call), &err, (code), #call, __FILE__, __LINE__)
+
+static int contains(const char *haystack, const char *needle) {
+    return haystack != NULL && strstr(haystack, needle) != NULL;
+}
+
+static int str_eq(const char *a, const char *b) {
+    return a != NULL && b != NULL && strcmp(a, b) == 0;
+}
+
+/* A check that prints both sides when two strings differ. */
+static int expect_str_at(const char *got, const char *want, const char *what, const char *file, int line) {
+    char buf[512];
+    int ok = str_eq(got, want);
+    snprintf(buf, sizeof buf, "%s == \"%s\"", what, want);
+    check_at(ok, buf, file, line);
+    if (!ok) {
+        printf("       got: %s\n", got != NULL ? got : "(NULL)");
+    }
+    return ok;
+}
+
+#define EXPECT_STR(got, want) expect_str_at((got), (want), #got, __FILE__, __LINE__)
+
+/* Bytes equal to a NUL-terminated string. */
+static int bytes_are(const uint8_t *data, size_t len, const char *want) {
+    size_t n = strlen(want);
+    return len == n && (n == 0 || (data != NULL && memcmp(data, want, n) == 0));
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The connection                                                                              */
+/* ------------------------------------------------------------------------------------------ */
+
+static const char *g_url;
+static const char *const USERNAME = "replay";
+static const char *const PASSWORD = "Replay-Passw0rd!";
+/* Hang guards: generous limits so that a stuck scenario fails instead of blocking make test. */
+static const uint32_t WAIT_MS = 60000;
+
+/* Connects with Basic over http, as the replay server speaks. NULL (and a failed check) if not. */
+static psr_client *connect_client(void) {
+    psr_error *err = NULL;
+    psr_client *client = NULL;
+    psr_config *cfg = psr_config_new(g_url, USERNAME, PASSWORD);
+    if (!CHECK(cfg != NULL)) {
+        return NULL;
+    }
+    EXPECT_OK(psr_config_set_auth(cfg, "basic", &err));
+    EXPECT_OK(psr_config_set_allow_unencrypted(cfg, true, &err));
+    if (!EXPECT_OK(psr_client_connect(cfg, &client, &err))) {
+        client = NULL;
+    }
+    psr_config_free(cfg);
+    return client;
+}
+
+static psr_pool *open_pool(psr_client *client, const psr_host *host) {
+    psr_error *err = NULL;
+    psr_pool *pool = NULL;
+    if (!EXPECT_OK(psr_pool_open(client, NULL, host, &pool, &err))) {
+        return NULL;
+    }
+    return pool;
+}
+
+static void close_pool(psr_pool *pool) {
+    psr_error *err = NULL;
+    EXPECT_OK(psr_pool_close(pool, &err));
+    psr_pool_free(pool);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Pipelines: what the callbacks saw                                                           */
+/* ------------------------------------------------------------------------------------------ */
+
+#define MAX_SEEN 16
+
+typedef struct {
+    int outputs;
+    char *output_json[MAX_SEEN];
+    char *output_clixml[MAX_SEEN];
+    int records[6]; /* by psr_stream */
+    char *record_text[6];  /* the first message of each stream */
+    int progress;
+    char *progress_activity[MAX_SEEN];
+    int32_t progress_percent[MAX_SEEN];
+} seen;
+
+static char *dup_str(const char *s) {
+    size_t n;
+    char *copy;
+    if (s == NULL) {
+        return NULL;
+    }
+    n = strlen(s) + 1;
+    copy = (char *)malloc(n);
+    if (copy != NULL) {
+        memcpy(copy, s, n);
+    }
+    return copy;
+}
+
+static int32_t on_output(void *userdata, const char *json, const char *clixml) {
+    seen *s = (seen *)userdata;
+    if (s->outputs < MAX_SEEN) {
+        s->output_json[s->outputs] = dup_str(json);
+        s->output_clixml[s->outputs] = dup_str(clixml);
+    }
+    s->outputs++;
+    return 0;
+}
+
+static int32_t on_record(void *userdata, psr_stream stream, const char *message) {
+    seen *s = (seen *)userdata;
+    if (stream < 6) {
+        if (s->records[stream] == 0) {
+            s->record_text[stream] = dup_str(message);
+        }
+        s->records[stream]++;
+    }
+    return 0;
+}
+
+static int32_t on_progress(void *userdata, const char *activity, const char *status, int32_t percent) {
+    seen *s = (seen *)userdata;
+    (void)status;
+    if (s->progress < MAX_SEEN) {
+        s->progress_activity[s->progress] = dup_str(activity);
+        s->progress_percent[s->progress] = percent;
+    }
+    s->progress++;
+    return 0;
+}
+
+static void seen_free(seen *s) {
+    int i;
+    for (i = 0; i < MAX_SEEN; i++) {
+        free(s->output_json[i]);
+        free(s->output_clixml[i]);
+        free(s->progress_activity[i]);
+    }
+    for (i = 0; i < 6; i++) {
+        free(s->record_text[i]);
+    }
+    memset(s, 0, sizeof *s);
+}
+
+/* Runs `script` (with `ninputs` JSON input values when `inputs` is not NULL) to its end, the
+ * callbacks filling `s`. NULL (and a failed check) when it could not. */
+static psr_invocation *run_script(psr_pool *pool, const char *script, const char *const *inputs, size_t ninputs,
+                                  seen *s) {
+    psr_error *err = NULL;
+    psr_pipeline *pl = NULL;
+    psr_invocation *inv = NULL;
+    psr_callbacks cb;
+    size_t i;
+    memset(&cb, 0, sizeof cb);
+    cb.userdata = s;
+    cb.on_output = on_output;
+    cb.on_record = on_record;
+    cb.on_progress = on_progress;
+    if (!EXPECT_OK(psr_pool_start_script(pool, script, inputs != NULL, &pl, &err))) {
+        return NULL;
+    }
+    if (inputs != NULL) {
+        for (i = 0; i < ninputs; i++) {
+            EXPECT_OK(psr_pipeline_send_input_json(pl, inputs[i], &err));
+        }
+        EXPECT_OK(psr_pipeline_end_input(pl, &err));
+    }
+    if (!EXPECT_OK(psr_pipeline_wait(pl, &cb, WAIT_MS, &inv, &err))) {
+        inv = NULL;
+    }
+    psr_pipeline_free(pl);
+    return inv;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Runspace pools                                                                              */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Open and close a pool: the recorded Create with its SESSION_CAPABILITY and INIT_RUNSPACEPOOL,
+ * the pool's Receive, the Delete. */
+static void psrp_open_runspace(psr_client *client) {
+    psr_error *err = NULL;
+    psr_pipeline *pl = (psr_pipeline *)NULL;
+    psr_pool *pool = open_pool(client, NULL);
+    if (pool == NULL) {
+        return;
+    }
+    EXPECT_OK(psr_pool_close(pool, &err));
+    /* Closed means closed: nothing more reaches the server. */
+    if (EXPECT_FAIL(psr_pool_close(pool, &err), PSR_RESULT_CLOSED)) {
+        psr_error_free(err);
+        err = NULL;
+    }
+    if (EXPECT_FAIL(psr_pool_start_script(pool, "1+1", false, &pl, &err), PSR_RESULT_CLOSED)) {
+        CHECK(pl == NULL);
+    }
+    psr_error_free(err);
+    psr_pool_free(pool);
+}
+
+/* Two invocations of "1+1" on one pool, each 2. */
+static void psrp_multiple_invocations(psr_client *client) {
+    int round;
+    psr_pool *pool = open_pool(client, NULL);
+    if (pool == NULL) {
+        return;
+    }
+    for (round = 0; round < 2; round++) {
+        seen s;
+        psr_invocation *inv;
+        memset(&s, 0, sizeof s);
+        inv = run_script(pool, "1+1", NULL, 0, &s);
+        if (inv != NULL) {
+            CHECK(psr_invocation_state(inv) == PSR_STATE_COMPLETED);
+            CHECK(!psr_invocation_had_errors(inv));
+            CHECK(psr_invocation_output_count(inv) == 1);
+            EXPECT_STR(psr_invocation_output_json(inv, 0), "2");
+            CHECK(contains(psr_invocation_output_clixml(inv, 0), "<I32>2</I32>"));
+            CHECK(psr_invocation_error_count(inv) == 0);
+            CHECK(s.outputs == 1);
+            EXPECT_STR(s.output_json[0], "2");
+        }
+        psr_invocation_free(inv);
+        seen_free(&s);
+    }
+    close_pool(pool);
+}
+
+/* "echo new" (pypsrp added "echo hi", cleared the commands and added "echo new"): its output and
+ * the module-loading progress record. */
+static void psrp_clear_commands(psr_client *client) {
+    seen s;
+    psr_invocation *inv;
+    psr_pool *pool = open_pool(client, NULL);
+    if (pool == NULL) {
+        return;
+    }
+    memset(&s, 0, sizeof s);
+    inv = run_script(pool, "echo new", NULL, 0, &s);
+    if (inv != NULL) {
+        CHECK(psr_invocation_state(inv) == PSR_STATE_COMPLETED);
+        CHECK(psr_invocation_output_count(inv) == 1);
+        EXPECT_STR(psr_invocation_output_json(inv, 0), "\"new\"");
+        CHECK(contains(psr_invocation_output_clixml(inv, 0), "<S>new</S>"));
+        CHECK(s.progress == 1);
+        EXPECT_STR(s.progress_activity[0], "Preparing modules for first use.");
+    }
+    psr_invocation_free(inv);
+    seen_free(&s);
+    close_pool(pool);
+}
+
+static const char *const ERROR_FAILED_SCRIPT =
+    "$ErrorActionPreference = 'Stop'; Write-Output before; Write-Error error; Write-Output after";
+
+/* Write-Error under ErrorActionPreference Stop: "before", then the pipeline Failed with the
+ * error record as its terminating error. */
+static void psrp_error_failed(psr_client *client) {
+    seen s;
+    psr_invocation *inv;
+    psr_pool *pool = open_pool(client, NULL);
+    if (pool == NULL) {
+        return;
+    }
+    memset(&s, 0, sizeof s);
+    inv = run_script(pool, ERROR_FAILED_SCRIPT, NULL, 0, &s);
+    if (inv != NULL) {
+        size_t n = psr_invocation_error_count(inv);
+        const char *json = psr_invocation_json(inv);
+        CHECK(psr_invocation_state(inv) == PSR_STATE_FAILED);
+        CHECK(psr_invocation_had_errors(inv));
+        CHECK(psr_invocation_output_count(inv) == 1);
+        EXPECT_STR(psr_invocation_output_json(inv, 0), "\"before\"");
+        CHECK(s.outputs == 1);
+        /* The terminating error is the last error; under Stop there is no separate error record. */
+        if (CHECK(n >= 1)) {
+            CHECK(contains(psr_invocation_error_message(inv, n - 1), "error"));
+            EXPECT_STR(psr_invocation_error_id(inv, n - 1), "Microsoft.PowerShell.Commands.WriteErrorException");
+        }
+        CHECK(contains(json, "\"state\":\"Failed\""));
+        CHECK(contains(json, "\"error\":{"));
+        CHECK(contains(json, "\"message\":\"error\""));
+    }
+    psr_invocation_free(inv);
+    seen_free(&s);
+    close_pool(pool);
+}
+
+static const char *const STREAMS_SCRIPT = "$DebugPreference = 'Continue'\n"
+                                          "            $VerbosePreference = 'Continue'\n"
+                                          "            Write-Debug 'debug stream'\n"
+                                          "            Write-Verbose 'verbose stream'\n"
+                                          "            Write-Error 'error stream'\n"
+                                          "            Write-Output 'output stream'\n"
+                                          "            Write-Warning 'warning stream'\n"
+                                          "            Write-Information 'information stream'\n"
+                                          "            ";
+
+/* Every stream once, through the callbacks and in the result. */
+static void psrp_stream_output_invocation(psr_client *client) {
+    seen s;
+    psr_invocation *inv;
+    psr_pool *pool = open_pool(client, NULL);
+    if (pool == NULL) {
+        return;
+    }
+    memset(&s, 0, sizeof s);
+    inv = run_script(pool, STREAMS_SCRIPT, NULL, 0, &s);
+    if (inv != NULL) {
+        const char *json = psr_invocation_json(inv);
+        CHECK(psr_invocation_state(inv) == PSR_STATE_COMPLETED);
+        CHECK(psr_invocation_had_errors(inv));
+        CHECK(psr_invocation_output_count(inv) == 1);
+        EXPECT_STR(psr_invocation_output_json(inv, 0), "\"output stream\"");
+        CHECK(psr_invocation_error_count(inv) == 1);
+        CHECK(contains(psr_invocation_error_message(inv, 0), "error stream"));
+        EXPECT_STR(psr_invocation_error_id(inv, 0), "Microsoft.PowerShell.Commands.WriteErrorException");
+        CHECK(s.outputs == 1);
+        EXPECT_STR(s.output_json[0], "\"output stream\"");
+        CHECK(s.records[PSR_STREAM_ERROR] == 1);
+        CHECK(contains(s.record_text[PSR_STREAM_ERROR], "error stream"));
+        CHECK(s.records[PSR_STREAM_WARNING] == 1);
+        EXPECT_STR(s.record_text[PSR_STREAM_WARNING], "warning stream");
+        CHECK(s.records[PSR_STREAM_VERBOSE] == 1);
+        EXPECT_STR(s.record_text[PSR_STREAM_VERBOSE], "verbose stream");
+        CHECK(s.records[PSR_STREAM_DEBUG] == 1);
+        EXPECT_STR(s.record_text[PSR_STREAM_DEBUG], "debug stream");
+        CHECK(s.records[PSR_STREAM_INFORMATION] == 1);
+        EXPECT_STR(s.record_text[PSR_STREAM_INFORMATION], "information stream");
+        CHECK(s.progress == 1);
+        CHECK(contains(json, "\"warnings\":[\"warning stream\"]"));
+        CHECK(contains(json, "\"verbose\":[\"verbose stream\"]"));
+        CHECK(contains(json, "\"debug\":[\"debug stream\"]"));
+        CHECK(contains(json, "\"information\":[\"information stream\"]"));
+    }
+    psr_invocation_free(inv);
+    seen_free(&s);
+    close_pool(pool);
+}
+
+static const char *const WITH_INPUT_SCRIPT = "begin {\n"
+                                             "                $DebugPreference = 'Continue'\n"
+                                             "                Write-Debug \"Start Block\"\n"
+                                             "            }\n"
+                                             "            process {\n"
+                                             "                $input\n"
+                                             "            }\n"
+                                             "            end {\n"
+                                             "                Write-Debug \"End Block\"\n"
+                                             "            }";
+
+/* Input given as JSON: a string, an integer, an object (a hashtable) and an array, echoed back. */
+static void psrp_with_input(psr_client *client) {
+    static const char *const inputs[] = {"\"1\"", "2", "{\"a\": \"b\"}", "[\"a\", \"b\"]"};
+    seen s;
+    psr_invocation *inv;
+    psr_pool *pool = open_pool(client, NULL);
+    if (pool == NULL) {
+        return;
+    }
+    memset(&s, 0, sizeof s);
+    inv = run_script(pool, WITH_INPUT_SCRIPT, inputs, sizeof inputs / sizeof inputs[0], &s);
+    if (inv != NULL) {
+        CHECK(psr_invocation_state(inv) == PSR_STATE_COMPLETED);
+        if (CHECK(psr_invocation_output_count(inv) == 4)) {
+            EXPECT_STR(psr_invocation_output_json(inv, 0), "\"1\"");
+            EXPECT_STR(psr_invocation_output_json(inv, 1), "2");
+            /* A deserialized hashtable keeps its dictionary, with its type name. */
+            CHECK(contains(psr_invocation_output_clixml(inv, 2), "Deserialized.System.Collections.Hashtable"));
+            CHECK(contains(psr_invocation_output_clixml(inv, 2), "<DCT>"));
+            CHECK(contains(psr_invocation_output_json(inv, 2), "\"a\":\"b\""));
+            CHECK(contains(psr_invocation_output_clixml(inv, 3), "<LST>"));
+            CHECK(contains(psr_invocation_output_json(inv, 3), "[\"a\",\"b\"]"));
+        }
+        CHECK(s.records[PSR_STREAM_DEBUG] == 2);
+        EXPECT_STR(s.record_text[PSR_STREAM_DEBUG], "Start Block");
+        CHECK(contains(psr_invocation_json(inv), "\"debug\":[\"Start Block\",\"End Block\"]"));
+    }
+    psr_invocation_free(inv);
+    seen_free(&s);
+    close_pool(pool);
+}
+
+/* Host callbacks: counted; they fail the call, which the scenarios below must never make. */
+typedef struct {
+    int read_line;
+    int prompt_for_credential;
+} host_calls;
+
+static int32_t host_read_line(void *userdata, const char *prompt, char *buf, size_t buf_len) {
+    host_calls *h = (host_calls *)userdata;
+    (void)prompt;
+    h->read_line++;
+    if (buf_len > 0) {
+        buf[0] = '\0';
+    }
+    return 1;
+}
+
+static int32_t host_prompt_for_credential(void *userdata, const char *caption, const char *message, char *user,
+                                          size_t user_len, char *password, size_t password_len) {
+    host_calls *h = (host_calls *)userdata;
+    (void)caption;
+    (void)message;
+    (void)user_len;
+    (void)password_len;
+    h->prompt_for_credential++;
+    user[0] = '\0';
+    password[0] = '\0';
+    return 1;
+}
+
+/* A pool with a host: $host.CurrentCulture is answered by the server (en-US), SetShouldExit(1) is
+ * a void host call (no answer goes back; the driver checks no PIPELINE_HOST_RESPONSE was sent),
+ * and neither reaches the C host's callbacks. */
+static void psrp_pshost_methods(psr_client *client) {
+    host_calls calls;
+    psr_host host;
+    seen s;
+    psr_invocation *inv;
+    psr_pool *pool;
+    memset(&calls, 0, sizeof calls);
+    memset(&host, 0, sizeof host);
+    host.userdata = &calls;
+    host.read_line = host_read_line;
+    host.prompt_for_credential = host_prompt_for_credential;
+    pool = open_pool(client, &host);
+    if (pool == NULL) {
+        return;
+    }
+    memset(&s, 0, sizeof s);
+    inv = run_script(pool, "$host.CurrentCulture; $host.SetShouldExit(1)", NULL, 0, &s);
+    if (inv != NULL) {
+        const char *json = psr_invocation_output_json(inv, 0);
+        const char *xml = psr_invocation_output_clixml(inv, 0);
+        CHECK(psr_invocation_state(inv) == PSR_STATE_COMPLETED);
+        CHECK(!psr_invocation_had_errors(inv));
+        CHECK(psr_invocation_output_count(inv) == 1);
+        CHECK(contains(json, "\"$toString\":\"en-US\""));
+        CHECK(contains(json, "\"LCID\":1033"));
+        CHECK(contains(json, "System.Globalization.CultureInfo"));
+        CHECK(contains(xml, "<ToString>en-US</ToString>"));
+        CHECK(contains(xml, "<I32 N=\"LCID\">1033</I32>"));
+    }
+    CHECK(calls.read_line == 0);
+    CHECK(calls.prompt_for_credential == 0);
+    psr_invocation_free(inv);
+    seen_free(&s);
+    close_pool(pool);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* cmd shells (WinRS)                                                                          */
+/* ------------------------------------------------------------------------------------------ */
+
+/* The recordings' shells: pypsrp sent no WINRS_CODEPAGE, where psremote asks for UTF-8 by default. */
+static psr_cmd_shell_options *as_recorded(void) {
+    psr_error *err = NULL;
+    psr_cmd_shell_options *o = psr_cmd_shell_options_new();
+    if (CHECK(o != NULL)) {
+        EXPECT_OK(psr_cmd_shell_options_set_codepage(o, 0, &err));
+    }
+    return o;
+}
+
+static psr_cmd_shell *open_shell(psr_client *client, const psr_cmd_shell_options *o) {
+    psr_error *err = NULL;
+    psr_cmd_shell *shell = NULL;
+    if (!EXPECT_OK(psr_client_cmd_shell_open(client, o, &shell, &err))) {
+        return NULL;
+    }
+    return shell;
+}
+
+static void close_shell(psr_cmd_shell *shell) {
+    psr_error *err = NULL;
+    EXPECT_OK(psr_cmd_shell_close(shell, &err));
+    psr_cmd_shell_free(shell);
+}
+
+/* Starts `exe args...` in `shell` and waits for it; NULL (and a failed check) when it could not. */
+static psr_cmd_result *run_in(psr_cmd_shell *shell, const char *exe, const char *const *args, size_t nargs,
+                              bool skip_cmd_shell) {
+    psr_error *err = NULL;
+    psr_cmd_process *p = NULL;
+    psr_cmd_result *r = NULL;
+    if (!EXPECT_OK(psr_cmd_shell_start(shell, exe, args, nargs, skip_cmd_shell, &p, &err))) {
+        return NULL;
+    }
+    if (!EXPECT_OK(psr_cmd_process_wait(p, WAIT_MS, &r, &err))) {
+        r = NULL;
+    }
+    psr_cmd_process_free(p);
+    return r;
+}
+
+/* pypsrp's Client.execute_cmd twice: a shell of its own for "dir", then for "echo abc". */
+static void client_execute_cmd(psr_client *client) {
+    psr_cmd_shell_options *o = as_recorded();
+    psr_cmd_shell *shell;
+    psr_cmd_result *r;
+    size_t len;
+    const uint8_t *data;
+
+    shell = open_shell(client, o);
+    if (shell != NULL) {
+        r = run_in(shell, "dir", NULL, 0, false);
+        if (r != NULL) {
+            char *text;
+            data = psr_cmd_result_stdout(r, &len);
+            text = (char *)malloc(len + 1);
+            if (CHECK(text != NULL)) {
+                memcpy(text, data, len);
+                text[len] = '\0';
+                CHECK(contains(text, " Directory of C:\\Users\\vagrant\r\n"));
+                free(text);
+            }
+            data = psr_cmd_result_stderr(r, &len);
+            CHECK(bytes_are(data, len, ""));
+            CHECK(psr_cmd_result_exit_code(r) == 0);
+        }
+        psr_cmd_result_free(r);
+        close_shell(shell);
+    }
+    shell = open_shell(client, o);
+    if (shell != NULL) {
+        r = run_in(shell, "echo abc", NULL, 0, false);
+        if (r != NULL) {
+            data = psr_cmd_result_stdout(r, &len);
+            CHECK(bytes_are(data, len, "abc\r\n"));
+            data = psr_cmd_result_stderr(r, &len);
+            CHECK(bytes_are(data, len, ""));
+            CHECK(psr_cmd_result_exit_code(r) == 0);
+        }
+        psr_cmd_result_free(r);
+        close_shell(shell);
+    }
+    psr_cmd_shell_options_free(o);
+}
+
+/* cmd.exe /c echo hi, read chunk by chunk. */
+static void winrs_standard(psr_client *client) {
+    static const char *const args[] = {"/c", "echo", "hi"};
+    psr_error *err = NULL;
+    psr_cmd_shell_options *o = as_recorded();
+    psr_cmd_shell *shell = open_shell(client, o);
+    psr_cmd_process *p = NULL;
+    char out[64];
+    size_t used = 0;
+    int chunks = 0;
+    psr_cmd_shell_options_free(o);
+    if (shell == NULL) {
+        return;
+    }
+    if (EXPECT_OK(psr_cmd_shell_start(shell, "cmd.exe", args, 3, false, &p, &err))) {
+        for (;;) {
+            psr_cmd_chunk *c = NULL;
+            size_t len = 0;
+            const uint8_t *data;
+            if (!EXPECT_OK(psr_cmd_process_read(p, WAIT_MS, &c, &err)) || c == NULL) {
+                break;
+            }
+            chunks++;
+            data = psr_cmd_chunk_data(c, &len);
+            CHECK(psr_cmd_chunk_stream(c) == PSR_CMD_STREAM_STDOUT);
+            if (used + len < sizeof out) {
+                memcpy(out + used, data, len);
+                used += len;
+            }
+            psr_cmd_chunk_free(c);
+        }
+        CHECK(chunks >= 1);
+        CHECK(bytes_are((const uint8_t *)out, used, "hi\r\n"));
+        {
+            int64_t code = -1;
+            CHECK(psr_cmd_process_exit_code(p, &code));
+            CHECK(code == 0);
+        }
+        psr_cmd_process_free(p);
+    }
+    close_shell(shell);
+}
+
+/* Environment variables, special characters included, seen by `set`. */
+static void winrs_environment(psr_client *client) {
+    static const char *const args[] = {"/c", "set"};
+    static const char special[] = "_-(){}[]<>*+-/\\?\"!@#$^&|;:i,.`~0";
+    psr_error *err = NULL;
+    psr_cmd_shell_options *o = as_recorded();
+    psr_cmd_shell *shell;
+    psr_cmd_result *r;
+    EXPECT_OK(psr_cmd_shell_options_add_environment(o, "env1", "var1", &err));
+    EXPECT_OK(psr_cmd_shell_options_add_environment(o, "1234", "5678", &err));
+    EXPECT_OK(psr_cmd_shell_options_add_environment(o, special, special, &err));
+    shell = open_shell(client, o);
+    psr_cmd_shell_options_free(o);
+    if (shell == NULL) {
+        return;
+    }
+    r = run_in(shell, "cmd.exe", args, 2, false);
+    if (r != NULL) {
+        size_t len;
+        const uint8_t *data = psr_cmd_result_stdout(r, &len);
+        char *text = (char *)malloc(len + 3);
+        char line[128];
+        if (CHECK(text != NULL)) {
+            /* Each line whole: "\r\n" before and after. */
+            text[0] = '\n';
+            memcpy(text + 1, data, len);
+            text[len + 1] = '\0';
+            CHECK(contains(text, "\nenv1=var1\r\n"));
+            CHECK(contains(text, "\n1234=5678\r\n"));
+            snprintf(line, sizeof line, "\n%s=%s\r\n", special, special);
+            CHECK(contains(text, line));
+            free(text);
+        }
+        CHECK(psr_cmd_result_exit_code(r) == 0);
+    }
+    psr_cmd_result_free(r);
+    close_shell(shell);
+}
+
+/* A shell without the user profile (WINRS_NOPROFILE): the default profile's directory. */
+static void winrs_noprofile(psr_client *client) {
+    static const char *const args[] = {"/c", "set"};
+    psr_error *err = NULL;
+    psr_cmd_shell_options *o = as_recorded();
+    psr_cmd_shell *shell;
+    psr_cmd_result *r;
+    EXPECT_OK(psr_cmd_shell_options_set_no_profile(o, true, &err));
+    shell = open_shell(client, o);
+    psr_cmd_shell_options_free(o);
+    if (shell == NULL) {
+        return;
+    }
+    r = run_in(shell, "cmd.exe", args, 2, false);
+    if (r != NULL) {
+        size_t len;
+        const uint8_t *data = psr_cmd_result_stdout(r, &len);
+        char *text = (char *)malloc(len + 1);
+        if (CHECK(text != NULL)) {
+            memcpy(text, data, len);
+            text[len] = '\0';
+            CHECK(contains(text, "USERPROFILE=C:\\Users\\Default\r\n"));
+            free(text);
+        }
+        CHECK(psr_cmd_result_exit_code(r) == 0);
+    }
+    psr_cmd_result_free(r);
+    close_shell(shell);
+}
+
+/* stdin in two Sends, the second closing it: powershell.exe - reads both lines. */
+static void winrs_send(psr_client *client) {
+    static const char *const args[] = {"-"};
+    static const char first[] = "Write-Host \"output 1\";";
+    static const char second[] = "Write-Host \"output 2\";";
+    psr_error *err = NULL;
+    psr_cmd_shell_options *o = as_recorded();
+    psr_cmd_shell *shell = open_shell(client, o);
+    psr_cmd_process *p = NULL;
+    psr_cmd_shell_options_free(o);
+    if (shell == NULL) {
+        return;
+    }
+    if (EXPECT_OK(psr_cmd_shell_start(shell, "powershell.exe", args, 1, false, &p, &err))) {
+        psr_cmd_result *r = NULL;
+        EXPECT_OK(psr_cmd_process_send_stdin(p, (const uint8_t *)first, strlen(first), false, &err));
+        EXPECT_OK(psr_cmd_process_send_stdin(p, (const uint8_t *)second, strlen(second), true, &err));
+        if (EXPECT_OK(psr_cmd_process_wait(p, WAIT_MS, &r, &err))) {
+            size_t len;
+            const uint8_t *data = psr_cmd_result_stdout(r, &len);
+            CHECK(bytes_are(data, len, "output 1\noutput 2\n"));
+            CHECK(psr_cmd_result_exit_code(r) == 0);
+            psr_cmd_result_free(r);
+        }
+        psr_cmd_process_free(p);
+    }
+    close_shell(shell);
+}
+
+/* Programs started without cmd.exe (WINRS_SKIP_CMD_SHELL): one the server cannot find fails with
+ * its fault code, the full path runs. */
+static void winrs_no_cmd_shell(psr_client *client) {
+    static const char *const args[] = {"Write-Host", "hi"};
+    psr_error *err = NULL;
+    psr_cmd_shell_options *o = as_recorded();
+    psr_cmd_shell *shell = open_shell(client, o);
+    psr_cmd_process *p = NULL;
+    psr_cmd_result *r;
+    psr_cmd_shell_options_free(o);
+    if (shell == NULL) {
+        return;
+    }
+    if (EXPECT_FAIL(psr_cmd_shell_start(shell, "powershell.exe", args, 2, true, &p, &err), PSR_RESULT_FAULT)) {
+        CHECK(psr_error_fault_code(err) == 2147942402u);
+        CHECK(contains(psr_error_message(err), "The system cannot find the file specified"));
+        CHECK(p == NULL);
+    }
+    psr_error_free(err);
+    err = NULL;
+    r = run_in(shell, "C:\\Windows\\system32\\WindowsPowerShell\\v1.0\\powershell.exe", args, 2, true);
+    if (r != NULL) {
+        size_t len;
+        const uint8_t *data = psr_cmd_result_stdout(r, &len);
+        CHECK(bytes_are(data, len, "hi\n"));
+    }
+    psr_cmd_result_free(r);
+    close_shell(shell);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Main                                                                                        */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef struct {
+    const char *name;
+    void (*run)(psr_client *client);
+} scenario;
+
+static const scenario SCENARIOS[] = {
+    {"psrp_open_runspace", psrp_open_runspace},
+    {"psrp_multiple_invocations", psrp_multiple_invocations},
+    {"psrp_clear_commands", psrp_clear_commands},
+    {"psrp_error_failed", psrp_error_failed},
+    {"psrp_stream_output_invocation", psrp_stream_output_invocation},
+    {"psrp_with_input", psrp_with_input},
+    {"psrp_pshost_methods", psrp_pshost_methods},
+    {"client_execute_cmd", client_execute_cmd},
+    {"winrs_standard", winrs_standard},
+    {"winrs_environment", winrs_environment},
+    {"winrs_noprofile", winrs_noprofile},
+    {"winrs_send", winrs_send},
+    {"winrs_no_cmd_shell", winrs_no_cmd_shell},
+};
+
+int main(int argc, char **argv) {
+    size_t i;
+    const scenario *chosen = NULL;
+    const char *v = getenv("PSR_TEST_VERBOSE");
+    g_verbose = v != NULL && v[0] == '1';
+    if (argc == 2 && strcmp(argv[1], "--list") == 0) {
+        for (i = 0; i < sizeof SCENARIOS / sizeof SCENARIOS[0]; i++) {
+            printf("%s\n", SCENARIOS[i].name);
+        }
+        return 0;
+    }
+    if (argc != 3) {
+        fprintf(stderr, "usage: %s SCENARIO URL | --list\n", argv[0]);
+        return 2;
+    }
+    g_scenario = argv[1];
+    g_url = argv[2];
+    for (i = 0; i < sizeof SCENARIOS / sizeof SCENARIOS[0]; i++) {
+        if (strcmp(SCENARIOS[i].name, argv[1]) == 0) {
+            chosen = &SCENARIOS[i];
+        }
+    }
+    printf("scenario %s\n", g_scenario);
+    if (CHECK(chosen != NULL)) {
+        psr_client *client = connect_client();
+        if (client != NULL) {
+            chosen->run(client);
+            psr_client_free(client);
+        }
+    }
+    printf("%d passed, %d failed\n", g_passed, g_failed);
+    return g_failed == 0 ? 0 : 1;
+}
