@@ -35,12 +35,12 @@ pub struct Client {
 }
 
 impl Client {
-    fn handle(&self) -> (Arc<OnceCell<core::Client>>, ClientConfig) {
+    pub(crate) fn handle(&self) -> (Arc<OnceCell<core::Client>>, ClientConfig) {
         (self.inner.clone(), self.config.clone())
     }
 }
 
-async fn get(cell: Arc<OnceCell<core::Client>>, config: ClientConfig) -> psremote::Result<core::Client> {
+pub(crate) async fn get(cell: Arc<OnceCell<core::Client>>, config: ClientConfig) -> psremote::Result<core::Client> {
     cell.get_or_try_init(|| core::Client::connect(config)).await.cloned()
 }
 
@@ -320,7 +320,7 @@ impl Client {
         spawn(py, future, fut, |py, s| Ok(Py::new(py, s)?.into_any()))
     }
 
-    #[pyo3(signature = (configuration_name, min_runspaces, max_runspaces, host=None, no_profile=false, application_arguments=None))]
+    #[pyo3(signature = (configuration_name, min_runspaces, max_runspaces, host=None, no_profile=false, application_arguments=None, idle_timeout=None, buffer_mode=None))]
     #[allow(clippy::too_many_arguments)]
     fn open_pool(
         &self,
@@ -331,14 +331,18 @@ impl Client {
         host: Option<Py<PyAny>>,
         no_profile: bool,
         application_arguments: Option<Bound<'_, PyAny>>,
+        idle_timeout: Option<f64>,
+        buffer_mode: Option<&str>,
     ) -> PyResult<RunspacePool> {
         let (cell, config) = self.handle();
         let mut pool = pool_config(configuration_name, min_runspaces, max_runspaces, host, no_profile);
         pool.application_arguments = self::application_arguments(application_arguments)?;
+        pool.idle_timeout = crate::sessions::idle_timeout(idle_timeout)?;
+        pool.buffer_mode = crate::sessions::buffer_mode(buffer_mode)?;
         wait(py, open_pool(cell, config, pool))
     }
 
-    #[pyo3(signature = (future, configuration_name, min_runspaces, max_runspaces, host=None, no_profile=false, application_arguments=None))]
+    #[pyo3(signature = (future, configuration_name, min_runspaces, max_runspaces, host=None, no_profile=false, application_arguments=None, idle_timeout=None, buffer_mode=None))]
     #[allow(clippy::too_many_arguments)]
     fn open_pool_async(
         &self,
@@ -350,10 +354,14 @@ impl Client {
         host: Option<Py<PyAny>>,
         no_profile: bool,
         application_arguments: Option<Bound<'_, PyAny>>,
+        idle_timeout: Option<f64>,
+        buffer_mode: Option<&str>,
     ) -> PyResult<()> {
         let (cell, config) = self.handle();
         let mut pool = pool_config(configuration_name, min_runspaces, max_runspaces, host, no_profile);
         pool.application_arguments = self::application_arguments(application_arguments)?;
+        pool.idle_timeout = crate::sessions::idle_timeout(idle_timeout)?;
+        pool.buffer_mode = crate::sessions::buffer_mode(buffer_mode)?;
         spawn(py, future, open_pool(cell, config, pool), |py, p| Ok(Py::new(py, p)?.into_any()))
     }
 }
@@ -362,7 +370,7 @@ impl Client {
 #[derive(Debug)]
 #[pyclass(frozen, module = "psremote._native")]
 pub struct RunspacePool {
-    inner: core::RunspacePool,
+    pub(crate) inner: core::RunspacePool,
 }
 
 fn opt_bool(d: &Bound<'_, PyDict>, key: &str) -> PyResult<bool> {
@@ -638,7 +646,7 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    fn new(p: core::Pipeline, pool: core::RunspacePool) -> Self {
+    pub(crate) fn new(p: core::Pipeline, pool: core::RunspacePool) -> Self {
         let (id, control) = (p.id().to_string(), p.control());
         Self { id, control, events: Arc::new(AsyncMutex::new(EventSource { pipeline: p, deferred: None })), pool }
     }

@@ -8,6 +8,7 @@ mod errors;
 mod host;
 mod logging;
 mod runtime;
+mod sessions;
 
 use pyo3::prelude::*;
 
@@ -23,5 +24,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(runtime::_complete, m)?)?;
     m.add_function(wrap_pyfunction!(logging::set_log_level, m)?)?;
     m.add_function(wrap_pyfunction!(convert::clixml_loads, m)?)?;
+    sessions::register(m)?;
     Ok(())
 }

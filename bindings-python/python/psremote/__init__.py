@@ -31,6 +31,8 @@ from psremote.exceptions import (
     ClosedError,
     ConfigurationError,
     ConnectError,
+    DisconnectedError,
+    NotFoundError,
     OperationTimeoutError,
     PipelineError,
     ProtocolError,
@@ -55,6 +57,7 @@ from psremote.records import (
     PSEvent,
     PSResult,
 )
+from psremote.sessions import PoolInfo
 from psremote.values import PSCredential, PSCustomObject, PSEnum, PSObject, SecureString, to_pscustomobject
 
 __all__ = [
@@ -77,9 +80,11 @@ __all__ = [
     "ConnectionInfo",
     "ServerConfig",
     "ConsoleHost",
+    "DisconnectedError",
     "ErrorRecord",
     "HostCall",
     "InformationRecord",
+    "NotFoundError",
     "OperationTimeoutError",
     "PSCredential",
     "PSCustomObject",
@@ -92,6 +97,7 @@ __all__ = [
     "Pipeline",
     "PipelineError",
     "PipelineState",
+    "PoolInfo",
     "PowerShell",
     "ProgressDisplay",
     "ProgressRecord",

@@ -7,7 +7,10 @@ import asyncio
 from typing import Any, Optional, final
 
 __all__ = [
-    "__version__", "Client", "RunspacePool", "Pipeline", "CmdShell", "CmdProcess", "_complete", "clixml_loads", "set_log_level"
+    "__version__", "Client", "RunspacePool", "Pipeline", "CmdShell", "CmdProcess", "_complete", "clixml_loads", "set_log_level",
+    "pool_disconnect", "pool_disconnect_async", "pool_reconnect", "pool_reconnect_async", "pool_is_alive",
+    "pool_is_alive_async", "pool_attach_pipeline", "pool_attach_pipeline_async", "client_list_pools",
+    "client_list_pools_async", "client_connect_pool", "client_connect_pool_async",
 ]
 
 __version__: str
@@ -21,6 +24,41 @@ def clixml_loads(data: bytes) -> object:
     pool's session key) raises ValueError."""
 
 def _complete(future: asyncio.Future[Any], ok: bool, value: object) -> None: ...
+
+# Sessions that outlive the client (module functions over the pool and client objects).
+def pool_disconnect(pool: RunspacePool) -> None:
+    """rsp:Disconnect with the pool's idle timeout and buffer mode; returns once its Receives stopped."""
+def pool_disconnect_async(pool: RunspacePool, future: asyncio.Future[None]) -> None: ...
+def pool_reconnect(pool: RunspacePool) -> None:
+    """rsp:Reconnect of a pool this client disconnected; NotFoundError when the server no longer has it."""
+def pool_reconnect_async(pool: RunspacePool, future: asyncio.Future[None]) -> None: ...
+def pool_is_alive(pool: RunspacePool) -> bool:
+    """Transfer Get of the pool's shell: False when the server does not know it (the pool is then closed)."""
+def pool_is_alive_async(pool: RunspacePool, future: asyncio.Future[bool]) -> None: ...
+def pool_attach_pipeline(pool: RunspacePool, command_id: str) -> Pipeline:
+    """A pipeline started before a disconnect, by its CommandId."""
+def pool_attach_pipeline_async(pool: RunspacePool, future: asyncio.Future[Pipeline], command_id: str) -> None: ...
+def client_list_pools(client: Client) -> list[dict[str, Any]]:
+    """The account's PowerShell pools: dicts of the PoolInfo fields, `pipelines` a list of CommandIds."""
+def client_list_pools_async(client: Client, future: asyncio.Future[list[dict[str, Any]]]) -> None: ...
+def client_connect_pool(
+    client: Client,
+    shell_id: str,
+    configuration_name: str,
+    host: Optional[object] = None,
+    idle_timeout: Optional[float] = None,
+    buffer_mode: Optional[str] = None,
+) -> RunspacePool:
+    """rsp:Connect to a disconnected pool; NotFoundError when the server does not have it."""
+def client_connect_pool_async(
+    client: Client,
+    future: asyncio.Future[RunspacePool],
+    shell_id: str,
+    configuration_name: str,
+    host: Optional[object] = None,
+    idle_timeout: Optional[float] = None,
+    buffer_mode: Optional[str] = None,
+) -> None: ...
 
 @final
 class Client:
@@ -121,6 +159,8 @@ class Client:
         host: Optional[object] = None,
         no_profile: bool = False,
         application_arguments: Optional[object] = None,
+        idle_timeout: Optional[float] = None,
+        buffer_mode: Optional[str] = None,
     ) -> RunspacePool: ...
     def open_pool_async(
         self,
@@ -131,6 +171,8 @@ class Client:
         host: Optional[object] = None,
         no_profile: bool = False,
         application_arguments: Optional[object] = None,
+        idle_timeout: Optional[float] = None,
+        buffer_mode: Optional[str] = None,
     ) -> None: ...
 
 @final

@@ -10,6 +10,7 @@ running loop. Cancelling a task that waits for a pipeline stops the remote pipel
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import weakref
 import collections
@@ -17,14 +18,15 @@ import os
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable, Deque, Dict, Generator, Iterable, List, Mapping, Optional, Tuple, Union
 
-from psremote import _fork, _logging
+from psremote import _fork, _logging, _native
 from psremote._builder import PipelineBuilder, command_type_flags, script_or_builder, string_list
 from psremote._options import normalize_configuration_name
 from psremote.client import COLLECT_BATCH, DEFAULT_POOL_MAX_RUNSPACES, INPUT_BATCH, _application_arguments, _ClientBase, input_iterable
 from psremote.cmd import UTF8_CODEPAGE, StdinData, _check_timeout, _cmd_arguments, _result, _shell_options, _stdin_bytes
-from psremote.exceptions import ClosedError, ConfigurationError, OperationTimeoutError, PSRemoteError
+from psremote.exceptions import ClosedError, ConfigurationError, NotFoundError, OperationTimeoutError, PSRemoteError
 from psremote.host import PSHost
 from psremote.progress import ProgressDisplay
+from psremote.sessions import PoolInfo, outlive_options, pool_target
 from psremote.records import CmdChunk, CmdResult, PipelineState, ProgressRecord, PSEvent, PSResult, ServerConfig, convert_event
 
 __all__ = ["AsyncClient", "AsyncCmdProcess", "AsyncCmdShell", "AsyncPipeline", "AsyncPowerShell", "AsyncRunspacePool"]
@@ -390,6 +392,45 @@ class AsyncRunspacePool:
         self._check()
         return bool(self._native.reset_runspace_state())
 
+    # --- sessions that outlive the client -------------------------------------------------
+
+    async def disconnect(self) -> None:
+        """As :meth:`psremote.RunspacePool.disconnect`."""
+        self._check()
+        await _call(functools.partial(_native.pool_disconnect_async, self._native))
+
+    async def reconnect(self) -> None:
+        """As :meth:`psremote.RunspacePool.reconnect`."""
+        self._check()
+        try:
+            await _call(functools.partial(_native.pool_reconnect_async, self._native))
+        except NotFoundError:
+            self._closed = True
+            raise
+
+    async def is_alive(self) -> bool:
+        """As :meth:`psremote.RunspacePool.is_alive`."""
+        if self._closed:
+            return False
+        _fork.check(self._generation, "runspace pool")
+        alive = bool(await _call(functools.partial(_native.pool_is_alive_async, self._native)))
+        if not alive:
+            self._closed = True
+        return alive
+
+    @property
+    def disconnected(self) -> bool:
+        """Whether the pool is disconnected."""
+        return not self._closed and self._native.state == "Disconnected"
+
+    async def attach_pipeline(self, pipeline_id: str) -> AsyncPipeline:
+        """As :meth:`psremote.RunspacePool.attach_pipeline`."""
+        self._check()
+        if not isinstance(pipeline_id, str):
+            raise ConfigurationError(f"pipeline_id must be a str, got {pipeline_id!r}")
+        native = await _call(functools.partial(_native.pool_attach_pipeline_async, self._native), pipeline_id)
+        return AsyncPipeline(native, self, [])
+
     async def close(self) -> None:
         if self._closed:
             return
@@ -690,11 +731,21 @@ class AsyncClient(_ClientBase):
         host: Optional[PSHost],
         no_profile: bool,
         application_arguments: Optional[Dict[str, Any]] = None,
+        idle_timeout: Optional[float] = None,
+        buffer_mode: Optional[str] = None,
     ) -> AsyncRunspacePool:
         await self.connect()
         name = normalize_configuration_name(configuration_name or self.options.configuration_name)
         native = await _call(
-            self._check().open_pool_async, name, min_runspaces, max_runspaces, host, no_profile, application_arguments
+            self._check().open_pool_async,
+            name,
+            min_runspaces,
+            max_runspaces,
+            host,
+            no_profile,
+            application_arguments,
+            idle_timeout,
+            buffer_mode,
         )
         pool = AsyncRunspacePool(native, self, host)
         self._pools.add(pool)
@@ -709,6 +760,8 @@ class AsyncClient(_ClientBase):
         host: Optional[PSHost] = None,
         no_profile: bool = False,
         application_arguments: Optional[Mapping[str, Any]] = None,
+        idle_timeout: Optional[float] = None,
+        buffer_mode: Optional[str] = None,
     ) -> _PoolOpener:
         """``pool = await client.runspace_pool()`` or ``async with client.runspace_pool() as pool``;
         options as for :meth:`psremote.Client.runspace_pool`."""
@@ -721,7 +774,40 @@ class AsyncClient(_ClientBase):
         if host is not None and not callable(getattr(host, "call", None)):
             raise ConfigurationError("host must be a psremote.PSHost (an object with a call() method)")
         arguments = _application_arguments(application_arguments)
-        return _PoolOpener(self._open_pool(configuration_name, min_runspaces, max_runspaces, host, no_profile, arguments))
+        idle_timeout, buffer_mode = outlive_options(idle_timeout, buffer_mode)
+        return _PoolOpener(
+            self._open_pool(
+                configuration_name, min_runspaces, max_runspaces, host, no_profile, arguments, idle_timeout, buffer_mode
+            )
+        )
+
+    async def list_pools(self) -> List[PoolInfo]:
+        """As :meth:`psremote.Client.list_pools`."""
+        await self.connect()
+        found = await _call(functools.partial(_native.client_list_pools_async, self._check()))
+        return [PoolInfo._from_native(d) for d in found]
+
+    async def connect_pool(
+        self,
+        pool: Union[str, PoolInfo],
+        *,
+        configuration_name: Optional[str] = None,
+        host: Optional[PSHost] = None,
+        idle_timeout: Optional[float] = None,
+        buffer_mode: Optional[str] = None,
+    ) -> AsyncRunspacePool:
+        """As :meth:`psremote.Client.connect_pool`."""
+        shell_id, name = pool_target(pool, configuration_name)
+        name = normalize_configuration_name(name or self.options.configuration_name)
+        idle_timeout, buffer_mode = outlive_options(idle_timeout, buffer_mode)
+        if host is not None and not callable(getattr(host, "call", None)):
+            raise ConfigurationError("host must be a psremote.PSHost (an object with a call() method)")
+        await self.connect()
+        connect = functools.partial(_native.client_connect_pool_async, self._check())
+        native = await _call(connect, shell_id, name, host, idle_timeout, buffer_mode)
+        opened = AsyncRunspacePool(native, self, host)
+        self._pools.add(opened)
+        return opened
 
     async def _default_pool(self) -> AsyncRunspacePool:
         pool = self._pool
@@ -796,7 +882,8 @@ class AsyncClient(_ClientBase):
         if self._closed:
             return
         self._closed = True
-        pools = list(self._pools)
+        # A disconnected pool outlives its client: that is what disconnecting is for.
+        pools = [p for p in self._pools if not p.disconnected]
         self._pool = None
         for pool in pools:
             try:

@@ -20,9 +20,10 @@ from psremote import _fork, _logging, _native
 from psremote._builder import PipelineBuilder, command_type_flags, script_or_builder, string_list
 from psremote._options import DEFAULT_CONFIGURATION, ClientOptions, PathArg, build_options, normalize_configuration_name
 from psremote.cmd import UTF8_CODEPAGE, CmdShell, StdinData, _cmd_arguments, _shell_options
-from psremote.exceptions import ClosedError, ConfigurationError, PSRemoteError
+from psremote.exceptions import ClosedError, ConfigurationError, NotFoundError, PSRemoteError
 from psremote.host import PSHost
 from psremote.progress import ProgressDisplay
+from psremote.sessions import PoolInfo, outlive_options, pool_target
 from psremote.records import CmdResult, ConnectionInfo, PipelineState, ProgressRecord, PSEvent, PSResult, ServerConfig, convert_event
 from psremote.values import PSObject
 
@@ -451,6 +452,55 @@ class RunspacePool:
         self._check()
         return bool(self._native.reset_runspace_state())
 
+    # --- sessions that outlive the client -------------------------------------------------
+
+    def disconnect(self) -> None:
+        """Disconnects the pool: it and its pipelines keep running on the server, which keeps
+        their output (``buffer_mode``) until :meth:`reconnect`, a :meth:`Client.connect_pool`
+        from another client, or the idle timeout. Meanwhile running anything on it raises
+        :class:`DisconnectedError`. :meth:`close` deletes it; :meth:`Client.close` leaves it
+        on the server."""
+        self._check()
+        _native.pool_disconnect(self._native)
+
+    def reconnect(self) -> None:
+        """Reconnects to this disconnected pool; the output kept meanwhile arrives on the
+        pipelines started before. A pool the server no longer has raises
+        :class:`NotFoundError` (and this pool is closed)."""
+        self._check()
+        try:
+            _native.pool_reconnect(self._native)
+        except NotFoundError:
+            self._closed = True
+            raise
+
+    def is_alive(self) -> bool:
+        """Whether the server still has this pool (connected or disconnected). ``False`` marks
+        the pool closed; other failures raise."""
+        if self._closed:
+            return False
+        _fork.check(self._generation, "runspace pool")
+        alive = bool(_native.pool_is_alive(self._native))
+        if not alive:
+            self._closed = True
+        return alive
+
+    @property
+    def disconnected(self) -> bool:
+        """Whether the pool is disconnected (see :meth:`disconnect`)."""
+        return not self._closed and self._native.state == "Disconnected"
+
+    def attach_pipeline(self, pipeline_id: str) -> Pipeline:
+        """A :class:`Pipeline` for one started before a disconnect (by this client or the one
+        that created the pool; ids in :attr:`PoolInfo.pipelines`): its events and result
+        arrive as for one started here, beginning with the output the server kept. An id the
+        server does not know raises :class:`NotFoundError` (here or from the first event)."""
+        self._check()
+        if not isinstance(pipeline_id, str):
+            raise ConfigurationError(f"pipeline_id must be a str, got {pipeline_id!r}")
+        native = _native.pool_attach_pipeline(self._native, pipeline_id)
+        return Pipeline(native, self, [])
+
     def close(self) -> None:
         """Closes the pool (stopping its pipelines). Safe to call twice."""
         if self._closed:
@@ -679,10 +729,16 @@ class Client(_ClientBase):
         host: Optional[PSHost] = None,
         no_profile: bool = False,
         application_arguments: Optional[Mapping[str, Any]] = None,
+        idle_timeout: Optional[float] = None,
+        buffer_mode: Optional[str] = None,
     ) -> RunspacePool:
         """Opens a runspace pool on the session configuration (JEA endpoint) given, or the
         client's; use it as a context manager to close it. ``application_arguments``: a mapping
-        the server's scripts read as ``$PSSenderInfo.ApplicationArguments``."""
+        the server's scripts read as ``$PSSenderInfo.ApplicationArguments``. ``idle_timeout``
+        (seconds) and ``buffer_mode`` (``"block"``/``"drop"``) decide how long the pool waits
+        on the server once disconnected and what happens to output produced meanwhile (the
+        server's defaults when None)."""
+        idle_timeout, buffer_mode = outlive_options(idle_timeout, buffer_mode)
         name = normalize_configuration_name(configuration_name or self.options.configuration_name)
         if isinstance(min_runspaces, bool) or not isinstance(min_runspaces, int) or min_runspaces < 1:
             raise ConfigurationError(f"min_runspaces must be an int of at least 1, got {min_runspaces!r}")
@@ -692,10 +748,45 @@ class Client(_ClientBase):
             raise ConfigurationError("host must be a psremote.PSHost (an object with a call() method)")
         arguments = _application_arguments(application_arguments)
         self.connect()
-        native = self._check().open_pool(name, min_runspaces, max_runspaces, host, no_profile, arguments)
+        native = self._check().open_pool(
+            name, min_runspaces, max_runspaces, host, no_profile, arguments, idle_timeout, buffer_mode
+        )
         pool = RunspacePool(native, self, host)
         self._pools.add(pool)
         return pool
+
+    def list_pools(self) -> List[PoolInfo]:
+        """The PowerShell runspace pools this account has on the server, connected or
+        disconnected, each with the ids of its pipelines."""
+        self.connect()
+        return [PoolInfo._from_native(d) for d in _native.client_list_pools(self._check())]
+
+    def connect_pool(
+        self,
+        pool: Union[str, PoolInfo],
+        *,
+        configuration_name: Optional[str] = None,
+        host: Optional[PSHost] = None,
+        idle_timeout: Optional[float] = None,
+        buffer_mode: Optional[str] = None,
+    ) -> RunspacePool:
+        """Attaches this client to a disconnected pool (another client's, or one a program
+        disconnected before it ended), given its id or its :class:`PoolInfo`; then
+        :meth:`RunspacePool.attach_pipeline` reads the pipelines it was running. The
+        configuration is the PoolInfo's, else ``configuration_name``, else the client's. A
+        pool the server does not have raises :class:`NotFoundError`. ``host`` answers host
+        calls from now on; ``idle_timeout`` and ``buffer_mode`` apply to a later
+        :meth:`RunspacePool.disconnect`."""
+        shell_id, name = pool_target(pool, configuration_name)
+        name = normalize_configuration_name(name or self.options.configuration_name)
+        idle_timeout, buffer_mode = outlive_options(idle_timeout, buffer_mode)
+        if host is not None and not callable(getattr(host, "call", None)):
+            raise ConfigurationError("host must be a psremote.PSHost (an object with a call() method)")
+        self.connect()
+        native = _native.client_connect_pool(self._check(), shell_id, name, host, idle_timeout, buffer_mode)
+        opened = RunspacePool(native, self, host)
+        self._pools.add(opened)
+        return opened
 
     def _default_pool(self) -> RunspacePool:
         pool = self._pool
@@ -779,7 +870,8 @@ class Client(_ClientBase):
             if self._closed:
                 return
             self._closed = True
-            pools = list(self._pools)
+            # A disconnected pool outlives its client: that is what disconnecting is for.
+            pools = [p for p in self._pools if not p.disconnected]
             shells = list(self._shells)
             self._pool = None
         errors = []
