@@ -637,6 +637,63 @@ static void client_execute_cmd(psr_client *client) {
     psr_cmd_shell_options_free(o);
 }
 
+/* pypsrp's Client.execute_cmd with environment variables, names with spaces and quotes among them. */
+static void client_execute_cmd_environment(psr_client *client) {
+    static const char *const env[][2] = {
+        {"string", "string value"},     {"int", "1234"},
+        {"bool", "True"},               {"double_quote", "double \" quote"},
+        {"single_quote", "single ' quote"}, {"hyphen - var", "abc @ 123"},
+    };
+    psr_error *err = NULL;
+    psr_cmd_shell_options *o = as_recorded();
+    psr_cmd_shell *shell;
+    psr_cmd_result *r;
+    size_t i;
+    for (i = 0; i < sizeof env / sizeof env[0]; i++) {
+        EXPECT_OK(psr_cmd_shell_options_add_environment(o, env[i][0], env[i][1], &err));
+    }
+    shell = open_shell(client, o);
+    psr_cmd_shell_options_free(o);
+    if (shell == NULL) {
+        return;
+    }
+    r = run_in(shell, "set", NULL, 0, false);
+    if (r != NULL) {
+        size_t len;
+        const uint8_t *data = psr_cmd_result_stdout(r, &len);
+        char *text = (char *)malloc(len + 2);
+        char line[128];
+        if (CHECK(text != NULL)) {
+            text[0] = '\n';
+            memcpy(text + 1, data, len);
+            text[len + 1] = '\0';
+            for (i = 0; i < sizeof env / sizeof env[0]; i++) {
+                snprintf(line, sizeof line, "\n%s=%s\r\n", env[i][0], env[i][1]);
+                if (!CHECK(contains(text, line))) {
+                    printf("       no line %s=%s\n", env[i][0], env[i][1]);
+                }
+            }
+            free(text);
+        }
+        CHECK(psr_cmd_result_exit_code(r) == 0);
+    }
+    psr_cmd_result_free(r);
+    close_shell(shell);
+}
+
+/* pypsrp opened the same WinRS object twice; only the first open reaches the server, whose id
+ * (the recorded one, as cmd shells take the server's) the shell reports. */
+static void winrs_open_already_opened(psr_client *client) {
+    psr_cmd_shell_options *o = as_recorded();
+    psr_cmd_shell *shell = open_shell(client, o);
+    psr_cmd_shell_options_free(o);
+    if (shell == NULL) {
+        return;
+    }
+    EXPECT_STR(psr_cmd_shell_id(shell), "ED7FD87E-E041-4BC2-A22F-B58FF7833094");
+    close_shell(shell);
+}
+
 /* cmd.exe /c echo hi, read chunk by chunk. */
 static void winrs_standard(psr_client *client) {
     static const char *const args[] = {"/c", "echo", "hi"};
@@ -809,6 +866,42 @@ static void winrs_no_cmd_shell(psr_client *client) {
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* The server's configuration (WS-Man transfer Get of winrm/config)                            */
+/* ------------------------------------------------------------------------------------------ */
+
+/* pypsrp's update_max_envelope_size: one Get of winrm/config; its MaxEnvelopeSizekb (150) sizes
+ * the client's later requests. */
+static void wsman_update_envelope_size_150(psr_client *client) {
+    psr_error *err = NULL;
+    uint32_t size = 0;
+    if (EXPECT_OK(psr_client_fit_envelope_to_server(client, &size, &err))) {
+        CHECK(size == 150u * 1024u);
+    }
+}
+
+/* The same Get (MaxEnvelopeSizekb 500) read as JSON: the limits and every entry. */
+static void wsman_server_config_500(psr_client *client) {
+    psr_error *err = NULL;
+    char *json = NULL;
+    if (EXPECT_OK(psr_client_server_config_json(client, &json, &err))) {
+        CHECK(contains(json, "\"max_envelope_size_kb\":500"));
+        CHECK(contains(json, "\"max_timeout_ms\":60000"));
+        CHECK(contains(json, "\"max_batch_items\":32000"));
+        CHECK(contains(json, "\"shell_idle_timeout_ms\":7200000"));
+        CHECK(contains(json, "\"max_shells_per_user\":2147483647"));
+        CHECK(contains(json, "\"max_memory_per_shell_mb\":2147483647"));
+        CHECK(contains(json, "\"max_concurrent_operations_per_user\":1500"));
+        CHECK(contains(json, "\"MaxEnvelopeSizekb\":\"500\""));
+        CHECK(contains(json, "\"Service/AllowUnencrypted\":\"false\""));
+        CHECK(contains(json, "\"Client/DefaultPorts/HTTPS\":\"5986\""));
+        if (g_failed) {
+            printf("       %s\n", json);
+        }
+        psr_string_free(json);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* Main                                                                                        */
 /* ------------------------------------------------------------------------------------------ */
 
@@ -826,11 +919,15 @@ static const scenario SCENARIOS[] = {
     {"psrp_with_input", psrp_with_input},
     {"psrp_pshost_methods", psrp_pshost_methods},
     {"client_execute_cmd", client_execute_cmd},
+    {"client_execute_cmd_environment", client_execute_cmd_environment},
+    {"winrs_open_already_opened", winrs_open_already_opened},
     {"winrs_standard", winrs_standard},
     {"winrs_environment", winrs_environment},
     {"winrs_noprofile", winrs_noprofile},
     {"winrs_send", winrs_send},
     {"winrs_no_cmd_shell", winrs_no_cmd_shell},
+    {"wsman_update_envelope_size_150", wsman_update_envelope_size_150},
+    {"wsman_server_config_500", wsman_server_config_500},
 };
 
 int main(int argc, char **argv) {
