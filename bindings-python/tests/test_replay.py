@@ -53,11 +53,6 @@ NOT_REPLAYED: Dict[str, str] = {
             "test_client_fetch_file_fail_missing.yml",
         )
     },
-    "test_psrp_disconnect_runspaces.yml": "disconnect/reconnect, list_pools and connect_pool are not in the Python API yet",
-    "test_psrp_is_alive_http_error.yml": "RunspacePool.is_alive is not in the Python API yet",
-    "test_psrp_is_alive_invalid_selectors.yml": "RunspacePool.is_alive is not in the Python API yet",
-    "test_psrp_is_alive_other_wsman_error.yml": "RunspacePool.is_alive is not in the Python API yet",
-    "test_psrp_receive_failure.yml": "RunspacePool.attach_pipeline is not in the Python API yet",
 }
 
 #: Recordings with a test here (filled by :func:`replays`).
@@ -1017,7 +1012,117 @@ def test_wsman_update_envelope_size_keeps_the_users_size(replay) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Commands attached by id.
+# Sessions that outlive the client: disconnect, reconnect, list, connect, is_alive; commands and
+# pipelines attached by id.
+
+
+@replays("test_psrp_disconnect_runspaces.yml")
+def test_psrp_disconnect_runspaces(replay) -> None:
+    """pypsrp's test: two pools opened and disconnected (the first reconnected and disconnected
+    again); a second client (a new WS-Man session) lists them, connects to each and closes them.
+    Closing the first client leaves its disconnected pools on the server."""
+    r = replay("test_psrp_disconnect_runspaces.yml")
+    with r.client() as client:
+        pool1 = client.runspace_pool()
+        pool1.disconnect()
+        assert pool1.state == "Disconnected" and pool1.disconnected
+        with pytest.raises(psremote.DisconnectedError):
+            pool1.run_ps("1")
+        with pytest.raises(psremote.DisconnectedError):
+            pool1.disconnect()
+        pool1.reconnect()
+        assert pool1.state == "Opened" and not pool1.disconnected
+        pool1.disconnect()
+        pool2 = client.runspace_pool()
+        pool2.disconnect()
+        ids = [pool1.id, pool2.id]
+    with r.client() as client2:
+        pools = client2.list_pools()
+        assert [p.id for p in pools] == ids
+        for info in pools:
+            assert info.state == "Disconnected", info
+            assert info.configuration_name == "Microsoft.PowerShell"
+            assert info.owner == "WIN-NNMU24VVKJ0\\vagrant"
+            assert info.idle_timeout == 7200
+            assert info.buffer_mode == "block"
+            assert info.pipelines == (), "Windows listed no commands"
+        connected = [client2.connect_pool(info) for info in pools]
+        for pool, info in zip(connected, pools):
+            assert pool.state == "Opened" and pool.protocol_version == "2.3" and pool.id == info.id
+        for pool in connected:
+            pool.close()
+    r.assert_exact(r.settled())
+
+
+@replays("test_psrp_is_alive_invalid_selectors.yml")
+def test_psrp_is_alive_invalid_selectors(replay) -> None:
+    """is_alive on a live pool, then on one deleted behind the client's back (InvalidSelectors):
+    False, and the pool counts as closed (no Delete follows, as in the recording)."""
+    r = replay("test_psrp_is_alive_invalid_selectors.yml")
+    with r.client() as client:
+        pool = client.runspace_pool()
+        assert pool.is_alive() is True
+        assert pool.is_alive() is False
+        assert pool.is_alive() is False, "known gone: no further request"
+        assert pool.closed
+        with pytest.raises(psremote.ClosedError):
+            pool.run_ps("1")
+        pool.close()
+    r.assert_exact(r.settled())
+
+
+@replays("test_psrp_is_alive_other_wsman_error.yml")
+def test_psrp_is_alive_other_wsman_error_async(replay) -> None:
+    """Any other fault of the Get (the recorded client provoked InvalidMessageInformationHeader)
+    is an error, not a verdict; the pool is still closed normally."""
+    r = replay("test_psrp_is_alive_other_wsman_error.yml")
+
+    async def scenario() -> None:
+        async with r.async_client() as client:
+            async with client.runspace_pool() as pool:
+                with pytest.raises(WSManFault) as failure:
+                    await pool.is_alive()
+                assert failure.value.code == 2150858767, failure.value
+                assert not isinstance(failure.value, psremote.NotFoundError)
+
+    run(scenario())
+    r.assert_exact(r.settled())
+
+
+@replays("test_psrp_is_alive_http_error.yml")
+def test_psrp_is_alive_http_error(replay) -> None:
+    """A Get whose connection drops (pypsrp injected a ConnectionError) is an error, not "gone".
+    The recorded client stopped there; psremote's close still deletes the pool, a request the
+    recording does not have."""
+    r = replay("test_psrp_is_alive_http_error.yml")
+    with r.client() as client:
+        pool = client.runspace_pool()
+        assert pool.is_alive() is True
+        with pytest.raises(psremote.TransportError):
+            pool.is_alive()
+        assert not pool.closed
+        try:
+            pool.close()
+        except psremote.PSRemoteError:
+            pass
+    state = r.settled()
+    assert state["unexpected"] == ["Delete"], state
+    assert pairs(state, "unused") == [] and state["mismatches"] == [], state
+
+
+@replays("test_psrp_receive_failure.yml")
+def test_psrp_receive_failure(replay) -> None:
+    """The recorded client received for a CommandId the server never had: attaching to a
+    pipeline by id, whose Receive gets Windows' InvalidSelectors fault (NotFoundError), and no
+    Signal follows for a command the server does not know."""
+    r = replay("test_psrp_receive_failure.yml")
+    with r.client() as client:
+        with client.runspace_pool() as pool:
+            with pytest.raises(psremote.NotFoundError) as failure:
+                pool.attach_pipeline("D1BF48DA-B26C-4F4A-BE52-B382AC20DD1F").result()
+            assert failure.value.code == 2150858843
+            assert isinstance(failure.value, LookupError)
+    r.assert_exact(r.settled())
 
 
 @replays("test_winrs_bad_cmd_id.yml")
