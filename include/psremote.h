@@ -109,6 +109,23 @@ enum psr_state
 typedef uint32_t psr_state;
 #endif // __cplusplus
 
+// What the server does with output produced while a pool is disconnected.
+enum psr_buffer_mode
+#ifdef __cplusplus
+  : uint32_t
+#endif // __cplusplus
+ {
+  // The server's default (Windows: block).
+  PSR_BUFFER_MODE_SERVER_DEFAULT = 0,
+  // Pause the pipelines once the server's buffer is full, until a client receives again.
+  PSR_BUFFER_MODE_BLOCK = 1,
+  // Keep the pipelines running and discard the oldest output that does not fit.
+  PSR_BUFFER_MODE_DROP = 2,
+};
+#ifndef __cplusplus
+typedef uint32_t psr_buffer_mode;
+#endif // __cplusplus
+
 // A connected client. Free with `psr_client_free`.
 typedef struct psr_client psr_client;
 
@@ -142,7 +159,12 @@ typedef struct psr_pipeline psr_pipeline;
 // An open runspace pool. Free with `psr_pool_free`.
 typedef struct psr_pool psr_pool;
 
-// Host callbacks for Read-Host and Get-Credential. Copied by `psr_pool_open`.
+// Options of a runspace pool beyond `psr_pool_open`'s: how it lives on the server once
+// disconnected. Free with `psr_pool_options_free`.
+typedef struct psr_pool_options psr_pool_options;
+
+// Host callbacks for Read-Host and Get-Credential. Copied by `psr_pool_open` (and
+// `psr_pool_open_with_options`, `psr_client_pool_connect`).
 typedef struct psr_host {
   // Passed first to every callback.
   void *userdata;
@@ -498,6 +520,11 @@ void psr_set_log_callback(void (*cb)(void *userdata,
                                      const char *target,
                                      const char *message), void *userdata, int32_t max_level);
 
+// The pipeline's id, its WS-Man CommandId (owned by `pl`, valid until `psr_pipeline_free`):
+// what `psr_pool_attach_pipeline` takes after a disconnect. NULL if `pl` is NULL. Threading:
+// any thread, also while another waits for the pipeline.
+const char *psr_pipeline_id(const struct psr_pipeline *pl);
+
 // Starts a script on the pool. `has_input`: the pipeline takes input (then end it with
 // `psr_pipeline_end_input`).
 //
@@ -775,6 +802,128 @@ psr_result psr_pool_command_metadata_json(struct psr_pool *p,
 // Errors: NULL_ARGUMENT, CLOSED, TIMEOUT, connection errors. Threading: blocks; any thread
 // except a psremote callback.
 psr_result psr_pool_exchange_key(struct psr_pool *p, uint32_t timeout_ms, struct psr_error **err);
+
+// New pool options: the server's idle timeout and buffer mode.
+//
+// Ownership: the caller frees the result with `psr_pool_options_free`. NULL only if psremote
+// panicked. Threading: any thread.
+struct psr_pool_options *psr_pool_options_new(void);
+
+// Sets how long the pool waits on the server, once disconnected, for a client to reconnect or
+// connect before the server deletes it, in milliseconds (sent when the pool is created and with
+// every disconnect); 0 leaves it to the server (Windows: 2 hours).
+//
+// Ownership: `o` is borrowed. Errors: NULL_ARGUMENT. Threading: not concurrently with other
+// calls on the same options.
+psr_result psr_pool_options_set_idle_timeout_ms(struct psr_pool_options *o,
+                                                uint64_t ms,
+                                                struct psr_error **err);
+
+// Sets what the server does with output produced while the pool is disconnected: `mode` is a
+// `psr_buffer_mode` value (sent when the pool is created and with every disconnect).
+//
+// Ownership: `o` is borrowed. Errors: NULL_ARGUMENT, INVALID_ARGUMENT (not a
+// `psr_buffer_mode`). Threading: not concurrently with other calls on the same options.
+psr_result psr_pool_options_set_buffer_mode(struct psr_pool_options *o,
+                                            uint32_t mode,
+                                            struct psr_error **err);
+
+// Frees pool options. NULL is allowed. Threading: any thread, once no other call uses them.
+void psr_pool_options_free(struct psr_pool_options *o);
+
+// `psr_pool_open` with `options` (NULL: the defaults of `psr_pool_options_new`), which are
+// copied.
+//
+// Ownership: `*out_pool` (written only on success) is freed with `psr_pool_free`. Errors:
+// NULL_ARGUMENT, FAULT, connection errors. Threading: blocks the calling thread; any thread
+// except a psremote callback.
+psr_result psr_pool_open_with_options(struct psr_client *c,
+                                      const char *configuration_name,
+                                      const struct psr_host *host,
+                                      const struct psr_pool_options *options,
+                                      struct psr_pool **out_pool,
+                                      struct psr_error **err);
+
+// The pool's id, its ShellId (owned by `p`, valid until `psr_pool_free`): what
+// `psr_client_pool_connect` takes. NULL if `p` is NULL. Threading: any thread.
+const char *psr_pool_id(const struct psr_pool *p);
+
+// Disconnects the pool: it and its pipelines keep running on the server, which keeps their
+// output (per the buffer mode) until `psr_pool_reconnect`, a `psr_client_pool_connect` from
+// another client, or the idle timeout. Returns once the pool's receiving stopped (what it
+// brought is delivered to the pipelines' handles). Until a reconnect, starting pipelines and
+// pool calls give DISCONNECTED. `psr_pool_free` of a disconnected pool leaves it on the server;
+// `psr_pool_close` deletes it.
+//
+// Ownership: `p` is borrowed. Errors: NULL_ARGUMENT, CLOSED, DISCONNECTED (already), NOT_FOUND
+// (the server no longer has it), PROTOCOL (the pool is not open), connection errors. Threading:
+// blocks; any thread except a psremote callback.
+psr_result psr_pool_disconnect(struct psr_pool *p, struct psr_error **err);
+
+// Reconnects this client to its disconnected pool; the output the server kept arrives on the
+// pipelines' handles (`psr_pipeline_wait` goes on where it stopped).
+//
+// Ownership: `p` is borrowed. Errors: NULL_ARGUMENT, CLOSED, NOT_FOUND (deleted or expired; the
+// pool is then closed), PROTOCOL (the pool is not disconnected), connection errors. Threading:
+// blocks; any thread except a psremote callback.
+psr_result psr_pool_reconnect(struct psr_pool *p, struct psr_error **err);
+
+// Whether the server still has the pool, connected or disconnected (a Transfer Get of its
+// shell): `*out_alive` is written on success. A pool the server does not know is `false` and
+// closed; a closed pool is `false` without a request.
+//
+// Ownership: `p` is borrowed. Errors: NULL_ARGUMENT, FAULT (another fault than "no such
+// shell"), connection errors. Threading: blocks; any thread except a psremote callback.
+psr_result psr_pool_is_alive(struct psr_pool *p, bool *out_alive, struct psr_error **err);
+
+// The PowerShell runspace pools this account has on the server, connected or disconnected, as
+// a JSON array of objects: `id`, `configuration_name`, `state` (`"Connected"` or
+// `"Disconnected"`), `pipelines` (the CommandIds the server still holds), and the server's
+// other shell fields (`owner`, `client_ip`, `process_id`, `idle_timeout_ms`,
+// `max_idle_timeout_ms`, `buffer_mode` `"block"`/`"drop"`, `locale`, `data_locale`,
+// `shell_run_time`, `shell_inactivity`, `memory_used`, `child_processes`, `name`,
+// `resource_uri`; null or empty when the server left them out).
+//
+// Ownership: `*out_json` (written only on success) is freed with `psr_string_free`. Errors:
+// NULL_ARGUMENT, FAULT, PROTOCOL, connection errors. Threading: blocks; any thread except a
+// psremote callback.
+psr_result psr_client_list_pools_json(const struct psr_client *c,
+                                      char **out_json,
+                                      struct psr_error **err);
+
+// Connects this client to a disconnected pool, another client's or one a program disconnected
+// before it ended, by its id (`shell_id`, from `psr_pool_id` or `psr_client_list_pools_json`),
+// on `configuration_name` (NULL for Microsoft.PowerShell; the pool's own, as listed). `host`
+// (may be NULL) is copied and answers host calls as with `psr_pool_open`; `options` (may be
+// NULL) are copied and apply to a later `psr_pool_disconnect`. Then `psr_pool_attach_pipeline`
+// reads the pipelines the pool was running.
+//
+// Ownership: strings are borrowed for the call; `*out_pool` (written only on success) is freed
+// with `psr_pool_free`. Errors: NULL_ARGUMENT, INVALID_CONFIG (not a pool id), NOT_FOUND (the
+// server has no such pool), FAULT (e.g. the pool is connected to another client), connection
+// errors. Threading: blocks; any thread except a psremote callback.
+psr_result psr_client_pool_connect(struct psr_client *c,
+                                   const char *shell_id,
+                                   const char *configuration_name,
+                                   const struct psr_host *host,
+                                   const struct psr_pool_options *options,
+                                   struct psr_pool **out_pool,
+                                   struct psr_error **err);
+
+// A handle on a pipeline started before a disconnect (by this client, or by the one that
+// created the pool), by its CommandId (`psr_pipeline_id`, or `pipelines` in
+// `psr_client_list_pools_json`): `psr_pipeline_wait` gives what it wrote, beginning with what
+// the server kept, and its final state.
+//
+// Ownership: `command_id` is borrowed; `*out_pipeline` (written only on success) is freed with
+// `psr_pipeline_free`. Errors: NULL_ARGUMENT, CLOSED, INVALID_CONFIG (not a pipeline id, or
+// already attached), NOT_FOUND (the server has no such pipeline in this pool; it may also come
+// from the first `psr_pipeline_wait`), connection errors. Threading: blocks; any thread except a
+// psremote callback.
+psr_result psr_pool_attach_pipeline(struct psr_pool *p,
+                                    const char *command_id,
+                                    struct psr_pipeline **out_pipeline,
+                                    struct psr_error **err);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -33,11 +33,19 @@ pub struct psr_cmd_result {
 /// An open runspace pool. Free with `psr_pool_free`.
 #[allow(non_camel_case_types)]
 pub struct psr_pool {
+    pub(crate) id: std::ffi::CString,
     pub(crate) pool: core::RunspacePool,
     pub(crate) closed: Arc<AtomicBool>,
 }
 
-/// Host callbacks for Read-Host and Get-Credential. Copied by `psr_pool_open`.
+impl psr_pool {
+    pub(crate) fn new(pool: core::RunspacePool) -> Self {
+        psr_pool { id: crate::ffi::cstring(pool.id()), pool, closed: Arc::new(AtomicBool::new(false)) }
+    }
+}
+
+/// Host callbacks for Read-Host and Get-Credential. Copied by `psr_pool_open` (and
+/// `psr_pool_open_with_options`, `psr_client_pool_connect`).
 #[repr(C)]
 #[allow(non_camel_case_types)]
 #[derive(Clone, Copy)]
@@ -64,7 +72,7 @@ pub struct psr_host {
 }
 
 /// The C host as a core host.
-struct CHost(psr_host);
+pub(crate) struct CHost(pub(crate) psr_host);
 
 // SAFETY: the caller of psr_pool_open promises that `userdata` and the callbacks may be used from
 // psremote's worker threads (documented in the header); psremote calls them one at a time.
@@ -380,7 +388,7 @@ pub extern "C" fn psr_pool_open(
             config.host = Some(Arc::new(CHost(*h)));
         }
         let pool = block(async move { core::RunspacePool::open(&client, config).await })?;
-        out(out_pool, psr_pool { pool, closed: Arc::new(AtomicBool::new(false)) });
+        out(out_pool, psr_pool::new(pool));
         Ok(())
     })
 }

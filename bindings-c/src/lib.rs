@@ -22,6 +22,7 @@ mod log;
 mod pipeline;
 mod security;
 mod server;
+mod sessions;
 
 use std::ffi::c_char;
 
@@ -29,6 +30,7 @@ pub use client::{psr_client, psr_cmd_result, psr_config, psr_host, psr_pool};
 pub use cmd::{psr_cmd_chunk, psr_cmd_process, psr_cmd_shell, psr_cmd_shell_options, psr_cmd_stream};
 pub use error::{PsrResult, psr_error};
 pub use pipeline::{psr_callbacks, psr_invocation, psr_pipeline, psr_state, psr_stream};
+pub use sessions::{psr_buffer_mode, psr_pool_options};
 
 /// The library version as a NUL-terminated UTF-8 string, e.g. `"0.1.0"`.
 ///

@@ -18,6 +18,7 @@ use crate::json::{from_json, to_json};
 /// A running pipeline. Free with `psr_pipeline_free`.
 #[allow(non_camel_case_types)]
 pub struct psr_pipeline {
+    id: CString,
     events: Mutex<core::Pipeline>,
     control: core::PipelineControl,
     closed: Arc<AtomicBool>,
@@ -111,16 +112,29 @@ fn start(p: &psr_pool, spec: PipelineSpec, out_pl: *mut *mut psr_pipeline) -> Re
     check_out(out_pl, "out")?;
     let pool = p.pool.clone();
     let pl = block(async move { pool.start(&spec).await })?;
-    out(
-        out_pl,
+    out(out_pl, psr_pipeline::new(pl, p.closed.clone()));
+    Ok(())
+}
+
+impl psr_pipeline {
+    /// Wraps a core pipeline of the pool whose closed flag is `closed`.
+    pub(crate) fn new(pl: core::Pipeline, closed: Arc<AtomicBool>) -> Self {
         psr_pipeline {
+            id: cstring(&pl.id().to_string()),
             control: pl.control(),
             events: Mutex::new(pl),
-            closed: p.closed.clone(),
+            closed,
             collected: Mutex::new(Collected::default()),
-        },
-    );
-    Ok(())
+        }
+    }
+}
+
+/// The pipeline's id, its WS-Man CommandId (owned by `pl`, valid until `psr_pipeline_free`):
+/// what `psr_pool_attach_pipeline` takes after a disconnect. NULL if `pl` is NULL. Threading:
+/// any thread, also while another waits for the pipeline.
+#[unsafe(no_mangle)]
+pub extern "C" fn psr_pipeline_id(pl: *const psr_pipeline) -> *const c_char {
+    handle(pl, "pl").map(|pl| pl.id.as_ptr()).unwrap_or(std::ptr::null())
 }
 
 /// Starts a script on the pool. `has_input`: the pipeline takes input (then end it with

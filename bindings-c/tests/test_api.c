@@ -2222,6 +2222,209 @@ static void test_two_pools_one_client(psr_client *client) {
     psr_pool_free(b);
 }
 
+/* Sessions that outlive the client: a pool disconnected with a pipeline running, reconnected by
+ * the same client or connected by another, the pipeline's output written meanwhile received;
+ * pool options; is_alive; a pool or pipeline the server does not have; nothing left behind. */
+#define LATE_SCRIPT "Start-Sleep -Seconds 2; Write-Output late1; Write-Output late2"
+
+static char *upper_copy(const char *s) {
+    char *u = dup_str(s != NULL ? s : "");
+    char *p;
+    for (p = u; p != NULL && *p != '\0'; p++) {
+        if (*p >= 'a' && *p <= 'z') {
+            *p = (char)(*p - 'a' + 'A');
+        }
+    }
+    return u;
+}
+
+/* Whether the pool list names `pool_id` in `state` with `pipeline_id` among its pipelines
+ * (ids compared without regard to case: the server writes its own spelling). */
+static int listed_with(psr_client *client, const char *pool_id, const char *state, const char *pipeline_id) {
+    psr_error *err = NULL;
+    char *json = NULL;
+    char *upper_json, *upper_pool, *upper_pipeline, *upper_state, *at;
+    int found = 0;
+    if (!EXPECT_OK(psr_client_list_pools_json(client, &json, &err))) {
+        return 0;
+    }
+    CHECK(json_valid(json));
+    upper_json = upper_copy(json);
+    upper_pool = upper_copy(pool_id);
+    upper_pipeline = upper_copy(pipeline_id);
+    upper_state = upper_copy(state);
+    at = strstr(upper_json, upper_pool);
+    if (at != NULL) {
+        /* The pool's own object (flat: its one array holds strings), from its '{' to its '}'. */
+        char *start = at, *end = strchr(at, '}');
+        while (start > upper_json && *start != '{') {
+            start--;
+        }
+        if (end != NULL) {
+            *end = '\0';
+        }
+        found = strstr(start, upper_state) != NULL && (pipeline_id == NULL || strstr(start, upper_pipeline) != NULL);
+    }
+    if (g_verbose || !found) {
+        printf("    pools: %s\n", json);
+    }
+    free(upper_json);
+    free(upper_pool);
+    free(upper_pipeline);
+    free(upper_state);
+    psr_string_free(json);
+    return found;
+}
+
+static void wait_outputs(psr_pipeline *pl, const char *first, const char *second) {
+    psr_error *err = NULL;
+    psr_invocation *inv = NULL;
+    if (EXPECT_OK(psr_pipeline_wait(pl, NULL, 60000, &inv, &err))) {
+        CHECK(psr_invocation_state(inv) == PSR_STATE_COMPLETED);
+        CHECK(psr_invocation_output_count(inv) == 2);
+        CHECK(json_equals(psr_invocation_output_json(inv, 0), first));
+        CHECK(json_equals(psr_invocation_output_json(inv, 1), second));
+        psr_invocation_free(inv);
+    }
+}
+
+static void test_sessions(psr_client *client) {
+    psr_error *err = NULL;
+    psr_pool_options *options = psr_pool_options_new();
+    psr_pool *pool = NULL, *other = (psr_pool *)SENTINEL;
+    psr_pipeline *pl = NULL, *attached = (psr_pipeline *)SENTINEL;
+    psr_client *second;
+    char *pool_id = NULL, *pipeline_id = NULL;
+    bool alive = false;
+    long shells_before;
+    begin("sessions");
+    if (!CHECK(client != NULL && options != NULL)) {
+        psr_pool_options_free(options);
+        return;
+    }
+    shells_before = settled_state("shells");
+
+    /* Options and their misuse. */
+    EXPECT_OK(psr_pool_options_set_idle_timeout_ms(options, 600000, &err));
+    EXPECT_OK(psr_pool_options_set_buffer_mode(options, PSR_BUFFER_MODE_BLOCK, &err));
+    EXPECT_FAIL(psr_pool_options_set_buffer_mode(options, 7, &err), PSR_RESULT_INVALID_ARGUMENT);
+    EXPECT_FAIL(psr_pool_options_set_buffer_mode(NULL, 1, &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_pool_options_set_idle_timeout_ms(NULL, 1, &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_pool_disconnect(NULL, &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_pool_reconnect(NULL, &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_pool_is_alive(NULL, &alive, &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_client_list_pools_json(NULL, &pool_id, &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_client_pool_connect(client, NULL, NULL, NULL, NULL, &other, &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_pool_attach_pipeline(NULL, "x", &attached, &err), PSR_RESULT_NULL_ARGUMENT);
+    CHECK(psr_pool_id(NULL) == NULL && psr_pipeline_id(NULL) == NULL);
+
+    /* The same client: disconnect with a pipeline running, reconnect, receive what it wrote. */
+    if (!EXPECT_OK(psr_pool_open_with_options(client, NULL, NULL, options, &pool, &err))) {
+        psr_pool_options_free(options);
+        return;
+    }
+    EXPECT_FAIL(psr_pool_is_alive(pool, NULL, &err), PSR_RESULT_NULL_ARGUMENT);
+    CHECK(EXPECT_OK(psr_pool_is_alive(pool, &alive, &err)) && alive);
+    if (EXPECT_OK(psr_pool_start_script(pool, LATE_SCRIPT, false, &pl, &err))) {
+        CHECK(psr_pipeline_id(pl) != NULL && strlen(psr_pipeline_id(pl)) == 36);
+        EXPECT_OK(psr_pool_disconnect(pool, &err));
+        CHECK(wait_state("disconnected", 1, 10000) == 1);
+        CHECK(listed_with(client, psr_pool_id(pool), "\"DISCONNECTED\"", psr_pipeline_id(pl)));
+        CHECK(listed_with(client, psr_pool_id(pool), "\"IDLE_TIMEOUT_MS\":600000", NULL));
+        EXPECT_FAIL(psr_pool_disconnect(pool, &err), PSR_RESULT_DISCONNECTED);
+        EXPECT_FAIL(psr_pool_start_script(pool, "1", false, &attached, &err), PSR_RESULT_DISCONNECTED);
+        CHECK_UNTOUCHED(attached, psr_pipeline, psr_pipeline_free);
+        CHECK(EXPECT_OK(psr_pool_is_alive(pool, &alive, &err)) && alive);
+        /* The pipeline finishes on the server while nobody receives. */
+        CHECK(wait_state("pipelines_running", 0, 30000) == 0);
+        EXPECT_OK(psr_pool_reconnect(pool, &err));
+        CHECK(wait_state("disconnected", 0, 10000) == 0);
+        wait_outputs(pl, "\"late1\"", "\"late2\"");
+        psr_pipeline_free(pl);
+    }
+    EXPECT_FAIL(psr_pool_reconnect(pool, &err), PSR_RESULT_PROTOCOL); /* not disconnected */
+
+    /* Another client: the first one ends (freeing a disconnected pool leaves it on the server),
+     * the second connects by the pool's id and attaches by the pipeline's. */
+    pl = NULL;
+    if (EXPECT_OK(psr_pool_start_script(pool, LATE_SCRIPT, false, &pl, &err))) {
+        pool_id = dup_str(psr_pool_id(pool));
+        pipeline_id = dup_str(psr_pipeline_id(pl));
+        EXPECT_OK(psr_pool_disconnect(pool, &err));
+        psr_pipeline_free(pl);
+        psr_pool_free(pool);
+        pool = NULL;
+        CHECK(wait_state("disconnected", 1, 5000) == 1);
+        second = connect_client();
+        if (second != NULL) {
+            other = NULL;
+            if (EXPECT_OK(psr_client_pool_connect(second, pool_id, NULL, NULL, options, &other, &err))) {
+                CHECK(strcmp(psr_pool_id(other), pool_id) == 0);
+                CHECK(wait_state("disconnected", 0, 10000) == 0);
+                attached = NULL;
+                if (EXPECT_OK(psr_pool_attach_pipeline(other, pipeline_id, &attached, &err))) {
+                    wait_outputs(attached, "\"late1\"", "\"late2\"");
+                    psr_pipeline_free(attached);
+                }
+                attached = (psr_pipeline *)SENTINEL;
+                EXPECT_FAIL(psr_pool_attach_pipeline(other, "not-a-pipeline", &attached, &err),
+                            PSR_RESULT_INVALID_CONFIG);
+                EXPECT_FAIL(psr_pool_attach_pipeline(other, "8a5d0c2e-0000-4000-8000-000000000001", &attached, &err),
+                            PSR_RESULT_NOT_FOUND);
+                CHECK_UNTOUCHED(attached, psr_pipeline, psr_pipeline_free);
+                /* The connected pool runs new pipelines too. */
+                {
+                    psr_invocation *inv = run_script(other, "'after connect'", NULL);
+                    CHECK(inv != NULL && json_equals(psr_invocation_output_json(inv, 0), "\"after connect\""));
+                    psr_invocation_free(inv);
+                }
+                EXPECT_OK(psr_pool_close(other, &err));
+                psr_pool_free(other);
+            }
+            /* A pool the server does not have: NOT_FOUND with its InvalidSelectors fault. */
+            other = (psr_pool *)SENTINEL;
+            CHECK(psr_client_pool_connect(second, pool_id, NULL, NULL, NULL, &other, &err) == PSR_RESULT_NOT_FOUND);
+            CHECK(err != NULL && psr_error_fault_code(err) == 2150858843u);
+            psr_error_free(err);
+            err = NULL;
+            EXPECT_FAIL(psr_client_pool_connect(second, "not a pool", NULL, NULL, NULL, &other, &err),
+                        PSR_RESULT_INVALID_CONFIG);
+            CHECK_UNTOUCHED(other, psr_pool, psr_pool_free);
+            psr_client_free(second);
+        }
+    }
+    free(pool_id);
+    free(pipeline_id);
+
+    /* The idle timeout: a disconnected pool nobody comes back to is deleted by the server;
+     * reconnecting then is NOT_FOUND (and closes the handle), is_alive false. */
+    EXPECT_OK(psr_pool_options_set_idle_timeout_ms(options, 1000, &err));
+    EXPECT_OK(psr_pool_options_set_buffer_mode(options, PSR_BUFFER_MODE_DROP, &err));
+    pool = NULL;
+    if (EXPECT_OK(psr_pool_open_with_options(client, NULL, NULL, options, &pool, &err))) {
+        CHECK(listed_with(client, psr_pool_id(pool), "\"BUFFER_MODE\":\"DROP\"", NULL));
+        EXPECT_OK(psr_pool_disconnect(pool, &err));
+        CHECK(wait_state("shells", shells_before, 30000) == shells_before);
+        EXPECT_FAIL(psr_pool_reconnect(pool, &err), PSR_RESULT_NOT_FOUND);
+        CHECK(EXPECT_OK(psr_pool_is_alive(pool, &alive, &err)) && !alive);
+        EXPECT_FAIL(psr_pool_disconnect(pool, &err), PSR_RESULT_CLOSED);
+        psr_pool_free(pool);
+    }
+
+    /* is_alive of a pool this client closed: false without asking. */
+    pool = open_pool(client, NULL);
+    if (pool != NULL) {
+        EXPECT_OK(psr_pool_close(pool, &err));
+        alive = true;
+        CHECK(EXPECT_OK(psr_pool_is_alive(pool, &alive, &err)) && !alive);
+        EXPECT_FAIL(psr_pool_disconnect(pool, &err), PSR_RESULT_CLOSED);
+        psr_pool_free(pool);
+    }
+    psr_pool_options_free(options);
+    CHECK(wait_state("disconnected", 0, 10000) == 0);
+    CHECK(wait_state("shells", shells_before, 10000) == shells_before);
+}
+
 /* NTLM proves the user but not the server: towards a host nothing vouches for it is refused
  * before any request, with a message that names the ways out; Basic over http likewise. */
 static void test_security_policy(void) {
@@ -2931,6 +3134,7 @@ int main(void) {
     test_pool_fault(client);
     test_use_after_close(client);
     test_two_pools_one_client(client);
+    test_sessions(client);
     test_server_and_metadata(client, pool);
     test_security_policy();
     test_https();
