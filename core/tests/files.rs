@@ -282,3 +282,54 @@ fn environment_variables_in_remote_paths() {
     assert_eq!(std::fs::read(there.0.join("one.txt")).unwrap(), b"hello");
     assert_clean(&ep);
 }
+
+/// The endpoint closes the connection, unanswered, on the third Send of pipeline input (a
+/// copy) and on the third command-level Receive (a fetch): a network failure in the middle of
+/// the transfer. Each is a typed error, the pool is deleted (the endpoint back to zero), the
+/// server's temporary file is gone and nothing half-written is left here.
+#[test]
+fn a_connection_dropped_mid_transfer_is_an_error_and_nothing_is_kept() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    let len = 3_000_000;
+    let here = TempDir::new("files-drop-here");
+    let there = TempDir::new("files-drop-there");
+    let src = here.0.join("a.bin");
+    std::fs::write(&src, data(len)).unwrap();
+    let remote_src = there.0.join("source.bin");
+    std::fs::write(&remote_src, data(len)).unwrap();
+
+    let done = Arc::new(AtomicU64::new(0));
+    let seen = done.clone();
+    let progress: psremote::client::ProgressCallback = Arc::new(move |n, _| seen.store(n, Ordering::SeqCst));
+
+    let ep = Endpoint::start(&["--drop-connection", "send:3"]);
+    block_on(async {
+        let client = client(&ep).await;
+        let options =
+            CopyOptions { chunk_size: Some(64 * 1024), progress: Some(progress.clone()), ..CopyOptions::default() };
+        let e = client.copy(&src, path_str(&there.0.join("a.bin")), &options).await.unwrap_err();
+        assert_eq!(e.kind(), psremote::ErrorKind::Transport, "{e:?}");
+    });
+    let sent = done.load(Ordering::SeqCst);
+    assert!(sent > 0 && sent < len as u64, "the drop came mid-copy ({sent} bytes sent)");
+    assert_eq!(ep.counter("connections_dropped"), 1, "{}", ep.state());
+    assert_clean(&ep);
+    assert_eq!(files_in(&there.0), ["source.bin"], "no temporary file left on the server");
+    drop(ep);
+
+    done.store(0, Ordering::SeqCst);
+    let ep = Endpoint::start(&["--drop-connection", "receive:3"]);
+    block_on(async {
+        let client = client(&ep).await;
+        let options = FetchOptions { progress: Some(progress.clone()), ..FetchOptions::default() };
+        let e = client.fetch(path_str(&remote_src), &here.0.join("b.bin"), &options).await.unwrap_err();
+        assert_eq!(e.kind(), psremote::ErrorKind::Transport, "{e:?}");
+    });
+    let got = done.load(Ordering::SeqCst);
+    assert!(got > 0 && got < len as u64, "the drop came mid-fetch ({got} bytes written)");
+    assert_eq!(ep.counter("connections_dropped"), 1, "{}", ep.state());
+    assert_clean(&ep);
+    assert_eq!(files_in(&here.0), ["a.bin"], "no partial file left here");
+}

@@ -20,6 +20,7 @@ from .cmd_shell import CMD_URI, CmdEngine
 from .dispatch import Dispatcher
 from .engines import EngineRegistry
 from .httpserver import ServerConfig, WinRMServer
+from .drop import parse as parse_drop
 from .misbehave import MODES
 from .psrp_shell import PS_PREFIX, PSRPEngine
 from .tls import VERSIONS as TLS_VERSIONS
@@ -61,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--control", action="store_true", help="serve GET /_control/state")
     parser.add_argument("--capture", metavar="DIR", help="write every received HTTP request to DIR/NNNNNN.http")
     parser.add_argument("--misbehave", choices=MODES, help="break the reply to the first Receive")
+    parser.add_argument(
+        "--drop-connection",
+        metavar="send:N|receive:N",
+        help="close the connection, unanswered, on the Nth command-level Send (pipeline input) or Receive (pipeline output)",
+    )
     parser.add_argument(
         "--corrupt-file-chunk",
         action="store_true",
@@ -147,6 +153,11 @@ def tls_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> O
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.drop_connection:
+        try:
+            parse_drop(args.drop_connection)
+        except ValueError as e:
+            parser.error(str(e))
     if args.corrupt_file_chunk:
         os.environ["PSREMOTE_TESTSERVER_CORRUPT_FILE"] = "1"
     tls = tls_settings(parser, args)
@@ -174,6 +185,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         control=args.control,
         capture_dir=args.capture,
         misbehave=args.misbehave,
+        drop_connection=args.drop_connection,
         tls=tls,
         cbt=args.cbt,
     )

@@ -24,6 +24,7 @@ from . import encryption, psrp_pool
 from .auth import DEFAULT_SCHEMES, TOKEN_SCHEMES, ConnectionAuth
 from .dispatch import Dispatcher
 from .engines import RequestContext
+from .drop import ConnectionDrop
 from .misbehave import Misbehaviour
 from .stats import Stats
 from .tls import ConnectionTls, ServerTls, TlsSettings
@@ -45,6 +46,7 @@ class ServerConfig:
     control: bool = False
     capture_dir: Optional[str] = None
     misbehave: Optional[str] = None
+    drop_connection: Optional[str] = None
     tls: Optional[TlsSettings] = None
     cbt: str = "relaxed"
 
@@ -83,6 +85,7 @@ class WinRMServer(ThreadingHTTPServer):
         self.dispatcher = dispatcher
         self.stats = Stats()
         self.misbehaviour = Misbehaviour(config.misbehave)
+        self.connection_drop = ConnectionDrop(config.drop_connection)
         self.capture = Capture(config.capture_dir) if config.capture_dir else None
         self.tls = ServerTls(config.tls) if config.tls else None
         super().__init__(("127.0.0.1", config.port), WinRMHandler)
@@ -287,6 +290,11 @@ class WinRMHandler(BaseHTTPRequestHandler):
             self._respond(413, final_token)
             return
 
+        if self.server.connection_drop.should_drop(plaintext):
+            stats.bump("connections_dropped")
+            self._note["action"] = "dropped"
+            self.close_connection = True
+            return
         ctx = RequestContext(
             principal=result.principal or "",
             client_ip=self.client_address[0],

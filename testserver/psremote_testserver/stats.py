@@ -15,6 +15,7 @@ COUNTERS = (
     "sealed_requests",
     "plain_requests",
     "tls_handshake_failures",
+    "connections_dropped",
 )
 
 
