@@ -5,6 +5,7 @@ mod client;
 mod cmd;
 mod convert;
 mod errors;
+mod files;
 mod host;
 mod logging;
 mod runtime;
@@ -25,5 +26,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(logging::set_log_level, m)?)?;
     m.add_function(wrap_pyfunction!(convert::clixml_loads, m)?)?;
     sessions::register(m)?;
+    files::register(m)?;
     Ok(())
 }

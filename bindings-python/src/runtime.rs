@@ -13,6 +13,8 @@ use crate::errors::to_py_err;
 
 /// How often a blocking wait wakes up to let Python handle signals (Ctrl-C).
 const SIGNAL_POLL: Duration = Duration::from_millis(100);
+/// How long an interrupted wait waits for its aborted task to be dropped.
+const ABORT_GRACE: Duration = Duration::from_secs(5);
 
 static PID: OnceLock<u32> = OnceLock::new();
 
@@ -51,8 +53,10 @@ where
             Ok(Err(join)) => return Err(PyRuntimeError::new_err(format!("psremote task failed: {join}"))),
             Err(_) => {
                 if let Err(e) = py.check_signals() {
-                    // Dropping the future runs its cleanup (a pipeline sends its stop signal).
+                    // Dropping the future runs its cleanup (a pipeline sends its stop signal, a
+                    // fetch removes its partial file); wait (briefly) until it has been dropped.
                     handle.abort();
+                    let _ = py.detach(|| runtime().block_on(async { tokio::time::timeout(ABORT_GRACE, handle).await }));
                     return Err(e);
                 }
             }

@@ -42,6 +42,14 @@ from psremote.exceptions import (
     TransportError,
     WSManFault,
 )
+from psremote.exceptions import (
+    FileTransferError,
+    HashMismatchError,
+    TransferDiskFullError,
+    TransferFileNotFoundError,
+    TransferIsADirectoryError,
+    TransferPermissionError,
+)
 from psremote.host import ConsoleHost, PSHost
 from psremote.progress import ProgressDisplay
 from psremote.records import (
@@ -108,6 +116,12 @@ __all__ = [
     "SecureString",
     "TransportError",
     "WSManFault",
+    "FileTransferError",
+    "HashMismatchError",
+    "TransferDiskFullError",
+    "TransferFileNotFoundError",
+    "TransferIsADirectoryError",
+    "TransferPermissionError",
     "__version__",
     "disable_trace",
     "enable_trace",

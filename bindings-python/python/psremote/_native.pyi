@@ -4,13 +4,14 @@
 # *_async method returns at once and later completes the given future on its own loop.
 
 import asyncio
-from typing import Any, Optional, final
+from typing import Any, Callable, Optional, final
 
 __all__ = [
     "__version__", "Client", "RunspacePool", "Pipeline", "CmdShell", "CmdProcess", "_complete", "clixml_loads", "set_log_level",
     "pool_disconnect", "pool_disconnect_async", "pool_reconnect", "pool_reconnect_async", "pool_is_alive",
     "pool_is_alive_async", "pool_attach_pipeline", "pool_attach_pipeline_async", "client_list_pools",
     "client_list_pools_async", "client_connect_pool", "client_connect_pool_async",
+    "TransferCancel", "client_copy", "client_copy_async", "client_fetch", "client_fetch_async",
 ]
 
 __version__: str
@@ -58,6 +59,39 @@ def client_connect_pool_async(
     host: Optional[object] = None,
     idle_timeout: Optional[float] = None,
     buffer_mode: Optional[str] = None,
+) -> None: ...
+
+# Files (module functions over the client). A transfer returns (path, bytes, sha1, warnings).
+# `progress(done, total)` runs on an I/O thread with the GIL; raising or returning False cancels.
+_Outcome = tuple[str, int, str, list[str]]
+
+@final
+class TransferCancel:
+    """Stops the copy or fetch it was given to: it then fails with a Cancelled FileTransferError."""
+    def __new__(cls) -> TransferCancel: ...
+    def cancel(self) -> None: ...
+    @property
+    def cancelled(self) -> bool: ...
+
+def client_copy(
+    client: Client, src: str, dest: str, expand_variables: bool, timeout: Optional[float],
+    configuration_name: str, progress: Optional[Callable[[int, Optional[int]], object]], cancel: TransferCancel,
+) -> _Outcome:
+    """Copies the local file src to dest on the server (Client::copy)."""
+def client_copy_async(
+    client: Client, future: asyncio.Future[_Outcome], src: str, dest: str, expand_variables: bool,
+    timeout: Optional[float], configuration_name: str, progress: Optional[Callable[[int, Optional[int]], object]],
+    cancel: TransferCancel,
+) -> None: ...
+def client_fetch(
+    client: Client, src: str, dest: str, expand_variables: bool, timeout: Optional[float],
+    configuration_name: str, progress: Optional[Callable[[int, Optional[int]], object]], cancel: TransferCancel,
+) -> _Outcome:
+    """Fetches the remote file src into the local file dest (Client::fetch)."""
+def client_fetch_async(
+    client: Client, future: asyncio.Future[_Outcome], src: str, dest: str, expand_variables: bool,
+    timeout: Optional[float], configuration_name: str, progress: Optional[Callable[[int, Optional[int]], object]],
+    cancel: TransferCancel,
 ) -> None: ...
 
 @final

@@ -24,6 +24,7 @@ from psremote._options import normalize_configuration_name
 from psremote.client import COLLECT_BATCH, DEFAULT_POOL_MAX_RUNSPACES, INPUT_BATCH, _application_arguments, _ClientBase, input_iterable
 from psremote.cmd import UTF8_CODEPAGE, StdinData, _check_timeout, _cmd_arguments, _result, _shell_options, _stdin_bytes
 from psremote.exceptions import ClosedError, ConfigurationError, NotFoundError, OperationTimeoutError, PSRemoteError
+from psremote.files import ProgressCallback, TransferPath, transfer_arguments
 from psremote.host import PSHost
 from psremote.progress import ProgressDisplay
 from psremote.sessions import PoolInfo, outlive_options, pool_target
@@ -32,6 +33,8 @@ from psremote.records import CmdChunk, CmdResult, PipelineState, ProgressRecord,
 __all__ = ["AsyncClient", "AsyncCmdProcess", "AsyncCmdShell", "AsyncPipeline", "AsyncPowerShell", "AsyncRunspacePool"]
 
 _log = logging.getLogger("psremote.client")
+# How long a cancelled copy or fetch waits for the transfer to stop and clean up.
+_CANCEL_GRACE = 10.0
 
 
 def _retrieve(future: "asyncio.Future[Any]") -> None:
@@ -877,6 +880,60 @@ class AsyncClient(_ClientBase):
         shell``; the options are those of :meth:`psremote.Client.cmd_shell`."""
         options = _shell_options(environment, working_directory, codepage, no_profile, idle_timeout)
         return _ShellOpener(self._open_shell(options))
+
+    async def copy(
+        self,
+        src: TransferPath,
+        dest: TransferPath,
+        *,
+        expand_variables: bool = True,
+        show_progress: bool = False,
+        progress: Optional[ProgressCallback] = None,
+        timeout: Optional[float] = None,
+        configuration_name: Optional[str] = None,
+    ) -> str:
+        """As :meth:`psremote.Client.copy`; cancelling the awaiting task stops the transfer
+        (the cancellation returns once the transfer has stopped)."""
+        args = transfer_arguments(
+            "copy", src, dest, expand_variables=expand_variables, show_progress=show_progress, progress=progress,
+            timeout=timeout, configuration_name=configuration_name, default_configuration=self.options.configuration_name,
+        )
+        return await self._transfer(_native.client_copy_async, *args)
+
+    async def fetch(
+        self,
+        src: TransferPath,
+        dest: TransferPath,
+        *,
+        expand_variables: bool = True,
+        show_progress: bool = False,
+        progress: Optional[ProgressCallback] = None,
+        timeout: Optional[float] = None,
+        configuration_name: Optional[str] = None,
+    ) -> str:
+        """As :meth:`psremote.Client.fetch`; cancelling the awaiting task stops the transfer
+        and removes the partial file before the cancellation returns."""
+        args = transfer_arguments(
+            "fetch", src, dest, expand_variables=expand_variables, show_progress=show_progress, progress=progress,
+            timeout=timeout, configuration_name=configuration_name, default_configuration=self.options.configuration_name,
+        )
+        return await self._transfer(_native.client_fetch_async, *args)
+
+    async def _transfer(self, start: Any, src: str, dest: str, expand: bool, timeout: Optional[float], name: str, relay: Any) -> str:
+        cancel = _native.TransferCancel()
+        future = _native_future(functools.partial(start, self._check()), src, dest, expand, timeout, name, relay.native(), cancel)
+        try:
+            outcome = await asyncio.shield(future)
+        except asyncio.CancelledError:
+            # Stop the transfer and wait (bounded) until it has cleaned up after itself.
+            cancel.cancel()
+            relay.close()
+            await asyncio.wait([future], timeout=_CANCEL_GRACE)
+            raise
+        except BaseException as e:
+            relay.reraise(e)
+            raise
+        return str(relay.finish(outcome))
 
     async def close(self) -> None:
         if self._closed:

@@ -21,6 +21,7 @@ from psremote._builder import PipelineBuilder, command_type_flags, script_or_bui
 from psremote._options import DEFAULT_CONFIGURATION, ClientOptions, PathArg, build_options, normalize_configuration_name
 from psremote.cmd import UTF8_CODEPAGE, CmdShell, StdinData, _cmd_arguments, _shell_options
 from psremote.exceptions import ClosedError, ConfigurationError, NotFoundError, PSRemoteError
+from psremote.files import ProgressCallback, TransferPath, transfer_arguments
 from psremote.host import PSHost
 from psremote.progress import ProgressDisplay
 from psremote.sessions import PoolInfo, outlive_options, pool_target
@@ -861,6 +862,64 @@ class Client(_ClientBase):
         shell = CmdShell(self._check().open_cmd_shell(*options), self)
         self._shells.add(shell)
         return shell
+
+    def copy(
+        self,
+        src: TransferPath,
+        dest: TransferPath,
+        *,
+        expand_variables: bool = True,
+        show_progress: bool = False,
+        progress: Optional[ProgressCallback] = None,
+        timeout: Optional[float] = None,
+        configuration_name: Optional[str] = None,
+    ) -> str:
+        """Copies the local file ``src`` to ``dest`` on the server and returns the absolute path
+        the server wrote. Streamed in chunks over a runspace pool of its own and checked by
+        SHA-1 on the server; an existing ``dest`` file is replaced, a ``dest`` that is a
+        directory is refused. ``%VAR%``, ``$env:VAR`` and ``${env:VAR}`` in ``dest`` expand
+        on the server unless ``expand_variables=False``.
+
+        ``show_progress=True`` draws a tqdm bar on stderr (plain lines without tqdm);
+        ``progress(done, total)`` is called after each chunk (see :mod:`psremote.files`).
+        ``timeout`` (seconds) bounds the whole call. Failures raise
+        :class:`~psremote.FileTransferError` subclasses; Ctrl-C stops the transfer, and
+        neither leaves a partial file nor anything else on the server."""
+        args = transfer_arguments(
+            "copy", src, dest, expand_variables=expand_variables, show_progress=show_progress, progress=progress,
+            timeout=timeout, configuration_name=configuration_name, default_configuration=self.options.configuration_name,
+        )
+        return self._transfer(_native.client_copy, *args)
+
+    def fetch(
+        self,
+        src: TransferPath,
+        dest: TransferPath,
+        *,
+        expand_variables: bool = True,
+        show_progress: bool = False,
+        progress: Optional[ProgressCallback] = None,
+        timeout: Optional[float] = None,
+        configuration_name: Optional[str] = None,
+    ) -> str:
+        """Fetches the remote file ``src`` into the local file ``dest`` and returns its path.
+        The data goes to a hidden ``.part`` file beside ``dest`` that replaces ``dest`` only
+        once the SHA-1 matches the server's; on any failure (or Ctrl-C) it is removed. The
+        options are those of :meth:`copy`."""
+        args = transfer_arguments(
+            "fetch", src, dest, expand_variables=expand_variables, show_progress=show_progress, progress=progress,
+            timeout=timeout, configuration_name=configuration_name, default_configuration=self.options.configuration_name,
+        )
+        return self._transfer(_native.client_fetch, *args)
+
+    def _transfer(self, call: Any, src: str, dest: str, expand: bool, timeout: Optional[float], name: str, relay: Any) -> str:
+        native = self._check()
+        try:
+            outcome = call(native, src, dest, expand, timeout, name, relay.native(), _native.TransferCancel())
+        except BaseException as e:
+            relay.reraise(e)
+            raise
+        return str(relay.finish(outcome))
 
     def close(self) -> None:
         """Closes the runspace pools and cmd shells this client opened and drops its connections."""
