@@ -112,6 +112,12 @@ impl CmdShell {
         }
         let reply = client.call(action::CREATE, CMD_SHELL_URI, None, &opts, &spec.body(), None).await?;
         let shell_id = winrs::shell_id_from_create(&reply)?;
+        if !winrs::is_wsman_id(&shell_id) {
+            return Err(Error::protocol(format!(
+                "the server named the shell with an id that is not a WS-Man id ({} bytes)",
+                shell_id.len()
+            )));
+        }
         tracing::info!(target: "psremote::audit", event = "shell_open", endpoint = client.url(), shell_id, "cmd shell opened");
         Ok(Self { client, shell_id, open: true })
     }
@@ -141,6 +147,12 @@ impl CmdShell {
         let body = winrs::command_body(command, &args, None);
         let reply = self.client.call(action::COMMAND, CMD_SHELL_URI, Some(&self.shell_id), &opts, &body, None).await?;
         let command_id = winrs::command_id_from_reply(&reply)?;
+        if !winrs::is_wsman_id(&command_id) {
+            return Err(Error::protocol(format!(
+                "the server named the command with an id that is not a WS-Man id ({} bytes)",
+                command_id.len()
+            )));
+        }
         let audit_args = self.client.config().audit_arguments.then(|| args.join(" "));
         tracing::info!(
             target: "psremote::audit",
@@ -152,17 +164,7 @@ impl CmdShell {
             arguments = audit_args,
             "command started"
         );
-        Ok(CmdProcess {
-            control: CmdControl {
-                client: self.client.clone(),
-                shell_id: self.shell_id.clone(),
-                command_id,
-                released: Arc::new(AtomicBool::new(false)),
-            },
-            pending: VecDeque::new(),
-            exit_code: None,
-            receiving: None,
-        })
+        Ok(self.process(command_id))
     }
 
     /// A process for a command this shell already runs, by the id the server gave it (a command
@@ -176,18 +178,15 @@ impl CmdShell {
             return Err(Error::Closed("cmd shell"));
         }
         let command_id = match command_id {
-            Some(id) => {
-                let ok = !id.is_empty()
-                    && id.len() <= 256
-                    && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'{' | b'}' | b'.'));
-                if !ok {
-                    return Err(Error::InvalidConfig(format!("{id:?} is not a WS-Man command id")));
-                }
-                id.to_owned()
-            }
+            Some(id) if winrs::is_wsman_id(id) => id.to_owned(),
+            Some(id) => return Err(Error::InvalidConfig(format!("{id:?} is not a WS-Man command id"))),
             None => String::new(),
         };
-        Ok(CmdProcess {
+        Ok(self.process(command_id))
+    }
+
+    fn process(&self, command_id: String) -> CmdProcess {
+        CmdProcess {
             control: CmdControl {
                 client: self.client.clone(),
                 shell_id: self.shell_id.clone(),
@@ -197,7 +196,7 @@ impl CmdShell {
             pending: VecDeque::new(),
             exit_code: None,
             receiving: None,
-        })
+        }
     }
 
     /// Runs a command to completion and collects its output.

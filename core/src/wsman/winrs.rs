@@ -86,6 +86,14 @@ pub fn shell_id_from_create(reply: &Reply) -> Result<String> {
         .ok_or_else(|| Error::protocol("CreateResponse carries no ShellId"))
 }
 
+/// Whether `id` looks like a WS-Man ShellId or CommandId: a server's ids go into later
+/// requests' selectors and bodies, so only the characters such ids are made of are accepted.
+pub fn is_wsman_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 256
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'{' | b'}' | b'.'))
+}
+
 /// `rsp:CommandLine` for Command.
 pub fn command_body(command: &str, arguments: &[String], command_id: Option<&str>) -> String {
     let mut s = match command_id {

@@ -61,10 +61,7 @@ impl Drop for PoolGuard {
 /// Ids a server hands back are put into later requests' selectors: only the characters a
 /// WS-Man id is made of are accepted.
 pub(super) fn checked_id(what: &str, id: String) -> Result<String> {
-    let ok = !id.is_empty()
-        && id.len() <= 256
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'{' | b'}' | b'.'));
-    if ok {
+    if winrs::is_wsman_id(&id) {
         Ok(id)
     } else {
         Err(Error::protocol(format!(
