@@ -8,15 +8,13 @@
 //! on what it brought and does not post another. Output produced meanwhile stays on the server
 //! (BufferMode) and arrives after the reconnect.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use tokio::sync::mpsc;
 
-use super::host_calls::host_worker;
 use super::pipeline::{self, Pipeline};
 use super::pool::{RunspacePool, checked_id};
-use super::session::{Shared, SharedParts, command_id_text};
+use super::session::command_id_text;
 use super::{PoolConfig, lock};
 use crate::client::{Call, Client};
 use crate::error::{Error, Result};
@@ -25,8 +23,6 @@ use crate::wsman::shells::{self, ShellInfo};
 use crate::wsman::{OptionEntry, action, code};
 
 const POWERSHELL_PREFIX: &str = "http://schemas.microsoft.com/powershell/";
-/// Host calls queued for the host worker before the Receive loops wait for it.
-const HOST_CALL_BUFFER: usize = 256;
 /// Events buffered per pipeline before its Receive loop waits for the reader.
 const EVENT_BUFFER: usize = 256;
 /// Most Pull requests one listing makes; a server that never ends an enumeration is an error.
@@ -284,12 +280,8 @@ impl RunspacePool {
             max_envelope_size: Some(envelope),
         };
         let reply = client.request(&call).await.map_err(gone(|| format!("runspace pool {shell_id}")))?;
-        let (host_tx, host_rx) = mpsc::channel(HOST_CALL_BUFFER);
-        let parts = SharedParts::new(client, &config, resource_uri, shell_id, host_tx);
-        let shared = Arc::new(Shared::new(parts, sm));
-        shared.via_connect.store(true, Ordering::SeqCst);
-        tokio::spawn(host_worker(Arc::downgrade(&shared), host_rx));
-        let pool = RunspacePool::from_shared(shared);
+        let pool = RunspacePool::assemble(client, &config, resource_uri, shell_id, sm);
+        pool.shared.via_connect.store(true, Ordering::SeqCst);
         if let Err(e) = pool.finish_connect(&reply).await {
             // Leave the pool as it was found: disconnected, for another attempt.
             pool.shared.disconnected.store(true, Ordering::SeqCst);
@@ -299,16 +291,7 @@ impl RunspacePool {
             }
             return Err(e);
         }
-        let task = tokio::spawn(pool.shared.clone().pool_receive_loop());
-        *lock(&pool.shared.pool_task) = Some(task);
-        tracing::info!(
-            target: "psremote::audit",
-            event = "pool_connect",
-            endpoint = client.url(),
-            shell_id = pool.shared.shell_id,
-            configuration = pool.shared.resource_uri,
-            "connected to a disconnected runspace pool"
-        );
+        pool.go_live("pool_connect");
         Ok(pool)
     }
 

@@ -165,11 +165,8 @@ impl RunspacePool {
         if !shell_id.eq_ignore_ascii_case(&requested_id) {
             tracing::debug!(requested = requested_id, created = shell_id, "the server chose its own shell id");
         }
-        let (host_tx, host_rx) = mpsc::channel(HOST_CALL_BUFFER);
-        let shared = Arc::new(Shared::new(SharedParts::new(client, &config, resource_uri, shell_id, host_tx), sm));
-        tokio::spawn(host_worker(Arc::downgrade(&shared), host_rx));
         // From here on the guard deletes the shell if this future is dropped.
-        let pool = RunspacePool::from_shared(shared);
+        let pool = Self::assemble(client, &config, resource_uri, shell_id, sm);
         if let Err(e) = pool.finish_open().await {
             pool.shared.closed.store(true, Ordering::SeqCst);
             if let Err(d) = pool.shared.delete().await {
@@ -177,17 +174,37 @@ impl RunspacePool {
             }
             return Err(e);
         }
-        let task = tokio::spawn(pool.shared.clone().pool_receive_loop());
-        *lock(&pool.shared.pool_task) = Some(task);
+        pool.go_live("pool_open");
+        Ok(pool)
+    }
+
+    /// A pool over `sm` for the shell the server named, with its host worker running.
+    pub(super) fn assemble(
+        client: &Client,
+        config: &PoolConfig,
+        resource_uri: String,
+        shell_id: String,
+        sm: psrp::RunspacePool,
+    ) -> Self {
+        let (host_tx, host_rx) = mpsc::channel(HOST_CALL_BUFFER);
+        let shared = Arc::new(Shared::new(SharedParts::new(client, config, resource_uri, shell_id, host_tx), sm));
+        tokio::spawn(host_worker(Arc::downgrade(&shared), host_rx));
+        RunspacePool::from_shared(shared)
+    }
+
+    /// Starts the pool's own Receive loop once it is open, and writes the audit event
+    /// (`pool_open` or `pool_connect`).
+    pub(super) fn go_live(&self, event: &'static str) {
+        let task = tokio::spawn(self.shared.clone().pool_receive_loop());
+        *lock(&self.shared.pool_task) = Some(task);
         tracing::info!(
             target: "psremote::audit",
-            event = "pool_open",
-            endpoint = client.url(),
-            shell_id = pool.shared.shell_id,
-            configuration = pool.shared.resource_uri,
-            "runspace pool opened"
+            event,
+            endpoint = self.shared.client.url(),
+            shell_id = self.shared.shell_id,
+            configuration = self.shared.resource_uri,
+            "runspace pool ready"
         );
-        Ok(pool)
     }
 
     async fn finish_open(&self) -> Result<()> {
