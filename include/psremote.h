@@ -49,7 +49,7 @@ enum psr_result
   PSR_RESULT_FILE = 15,
   // The runspace pool is disconnected: reconnect (or connect) first.
   PSR_RESULT_DISCONNECTED = 16,
-  // The server has no such runspace pool or pipeline (`psr_error_fault_code` has its fault).
+  // The server has no such runspace pool, pipeline or command (`psr_error_fault_code` has its fault).
   PSR_RESULT_NOT_FOUND = 17,
 };
 #ifndef __cplusplus

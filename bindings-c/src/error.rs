@@ -42,7 +42,7 @@ pub enum PsrResult {
     File = 15,
     /// The runspace pool is disconnected: reconnect (or connect) first.
     Disconnected = 16,
-    /// The server has no such runspace pool or pipeline (`psr_error_fault_code` has its fault).
+    /// The server has no such runspace pool, pipeline or command (`psr_error_fault_code` has its fault).
     NotFound = 17,
 }
 

@@ -40,7 +40,7 @@ pub enum ErrorKind {
     File,
     /// The runspace pool is disconnected: reconnect (or connect) before using it.
     Disconnected,
-    /// The server has no such runspace pool or pipeline (deleted, expired, or never there).
+    /// The server has no such runspace pool, pipeline or command (deleted, expired, or never there).
     NotFound,
 }
 
