@@ -103,6 +103,27 @@ static int str_eq(const char *a, const char *b) {
     return a != NULL && b != NULL && strcmp(a, b) == 0;
 }
 
+/* GUIDs equal whatever their letters' case. */
+static int same_id(const char *a, const char *b) {
+    size_t i;
+    if (a == NULL || b == NULL || strlen(a) != strlen(b)) {
+        return 0;
+    }
+    for (i = 0; a[i] != '\0'; i++) {
+        char x = a[i], y = b[i];
+        if (x >= 'a' && x <= 'z') {
+            x = (char)(x - 'a' + 'A');
+        }
+        if (y >= 'a' && y <= 'z') {
+            y = (char)(y - 'a' + 'A');
+        }
+        if (x != y) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 /* A check that prints both sides when two strings differ. */
 static int expect_str_at(const char *got, const char *want, const char *what, const char *file, int line) {
     char buf[512];
@@ -549,6 +570,180 @@ static void psrp_pshost_methods(psr_client *client) {
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* Sessions that outlive the client: disconnect, reconnect, list, connect, is_alive            */
+/* ------------------------------------------------------------------------------------------ */
+
+/* pypsrp's test: two pools opened and disconnected (the first reconnected and disconnected
+ * again) and freed while disconnected, which leaves them on the server; a second client (a new
+ * WS-Man session) lists them, connects to each and closes them. */
+static void psrp_disconnect_runspaces(psr_client *client) {
+    psr_error *err = NULL;
+    psr_pipeline *pl = NULL;
+    psr_pool *pool1;
+    psr_pool *pool2;
+    psr_client *client2;
+    char ids[2][64];
+    psr_pool *connected[2];
+    char *json = NULL;
+    int i;
+
+    pool1 = open_pool(client, NULL);
+    if (pool1 == NULL) {
+        return;
+    }
+    EXPECT_OK(psr_pool_disconnect(pool1, &err));
+    EXPECT_FAIL(psr_pool_start_script(pool1, "1", false, &pl, &err), PSR_RESULT_DISCONNECTED);
+    CHECK(pl == NULL);
+    psr_error_free(err);
+    err = NULL;
+    EXPECT_FAIL(psr_pool_disconnect(pool1, &err), PSR_RESULT_DISCONNECTED);
+    psr_error_free(err);
+    err = NULL;
+    EXPECT_OK(psr_pool_reconnect(pool1, &err));
+    EXPECT_OK(psr_pool_disconnect(pool1, &err));
+    pool2 = open_pool(client, NULL);
+    if (pool2 == NULL) {
+        psr_pool_free(pool1);
+        return;
+    }
+    EXPECT_OK(psr_pool_disconnect(pool2, &err));
+    CHECK(psr_pool_id(pool1) != NULL && strlen(psr_pool_id(pool1)) == 36);
+    CHECK(psr_pool_id(pool2) != NULL && strlen(psr_pool_id(pool2)) == 36);
+    snprintf(ids[0], sizeof ids[0], "%s", psr_pool_id(pool1) != NULL ? psr_pool_id(pool1) : "");
+    snprintf(ids[1], sizeof ids[1], "%s", psr_pool_id(pool2) != NULL ? psr_pool_id(pool2) : "");
+    psr_pool_free(pool1);
+    psr_pool_free(pool2);
+
+    client2 = connect_client();
+    if (client2 == NULL) {
+        return;
+    }
+    if (EXPECT_OK(psr_client_list_pools_json(client2, &json, &err))) {
+        const char *first = strstr(json, ids[0]);
+        const char *second = strstr(json, ids[1]);
+        CHECK(first != NULL && second != NULL && first < second);
+        CHECK(contains(json, "\"state\":\"Disconnected\""));
+        CHECK(!contains(json, "\"state\":\"Connected\""));
+        CHECK(contains(json, "\"configuration_name\":\"Microsoft.PowerShell\""));
+        CHECK(contains(json, "\"owner\":\"WIN-NNMU24VVKJ0\\\\vagrant\""));
+        CHECK(contains(json, "\"idle_timeout_ms\":7200000"));
+        CHECK(contains(json, "\"buffer_mode\":\"block\""));
+        CHECK(contains(json, "\"pipelines\":[]"));
+        if (g_failed) {
+            printf("       %s\n", json);
+        }
+        psr_string_free(json);
+    }
+    /* As the recorded client: connect to both, then close both (each connected pool's Receive
+     * loop posts its first Receive meanwhile, as the recorded client's Receive after Connect). */
+    for (i = 0; i < 2; i++) {
+        connected[i] = NULL;
+        if (EXPECT_OK(psr_client_pool_connect(client2, ids[i], NULL, NULL, NULL, &connected[i], &err))) {
+            EXPECT_STR(psr_pool_id(connected[i]), ids[i]);
+        } else {
+            connected[i] = NULL;
+        }
+    }
+    for (i = 0; i < 2; i++) {
+        if (connected[i] != NULL) {
+            close_pool(connected[i]);
+        }
+    }
+    psr_client_free(client2);
+}
+
+/* is_alive on a live pool, then on one deleted behind the client's back (InvalidSelectors):
+ * false, and the pool counts as closed (no Delete follows, as in the recording). */
+static void psrp_is_alive_invalid_selectors(psr_client *client) {
+    psr_error *err = NULL;
+    psr_pipeline *pl = NULL;
+    bool alive = false;
+    psr_pool *pool = open_pool(client, NULL);
+    if (pool == NULL) {
+        return;
+    }
+    if (EXPECT_OK(psr_pool_is_alive(pool, &alive, &err))) {
+        CHECK(alive);
+    }
+    alive = true;
+    if (EXPECT_OK(psr_pool_is_alive(pool, &alive, &err))) {
+        CHECK(!alive);
+    }
+    alive = true;
+    if (EXPECT_OK(psr_pool_is_alive(pool, &alive, &err))) {
+        CHECK(!alive); /* known gone: no further request */
+    }
+    EXPECT_FAIL(psr_pool_start_script(pool, "1", false, &pl, &err), PSR_RESULT_CLOSED);
+    CHECK(pl == NULL);
+    psr_error_free(err);
+    err = NULL;
+    /* The pool is closed already: closing it says so, without a request. */
+    EXPECT_FAIL(psr_pool_close(pool, &err), PSR_RESULT_CLOSED);
+    psr_error_free(err);
+    psr_pool_free(pool);
+}
+
+/* Any other fault of the Get (the recorded client provoked InvalidMessageInformationHeader) is
+ * an error, not a verdict; the pool is still closed normally. */
+static void psrp_is_alive_other_wsman_error(psr_client *client) {
+    psr_error *err = NULL;
+    bool alive = false;
+    psr_pool *pool = open_pool(client, NULL);
+    if (pool == NULL) {
+        return;
+    }
+    if (EXPECT_FAIL(psr_pool_is_alive(pool, &alive, &err), PSR_RESULT_FAULT)) {
+        CHECK(psr_error_fault_code(err) == 2150858767u);
+    }
+    psr_error_free(err);
+    close_pool(pool);
+}
+
+/* A Get whose connection drops (pypsrp injected a ConnectionError) is an error, not "gone". The
+ * recorded client stopped there; closing still deletes the pool, a request the recording does
+ * not have (the driver expects it as the one unexpected request). */
+static void psrp_is_alive_http_error(psr_client *client) {
+    psr_error *err = NULL;
+    bool alive = false;
+    psr_pool *pool = open_pool(client, NULL);
+    if (pool == NULL) {
+        return;
+    }
+    if (EXPECT_OK(psr_pool_is_alive(pool, &alive, &err))) {
+        CHECK(alive);
+    }
+    EXPECT_FAIL(psr_pool_is_alive(pool, &alive, &err), PSR_RESULT_TRANSPORT);
+    psr_error_free(err);
+    err = NULL;
+    (void)psr_pool_close(pool, &err); /* the replay server has no answer for it */
+    psr_error_free(err);
+    psr_pool_free(pool);
+}
+
+/* The recorded client received for a CommandId the server never had: attaching to a pipeline by
+ * that id, whose Receive gets Windows' InvalidSelectors fault, reported as NOT_FOUND (and no
+ * Signal follows for a command the server does not know). */
+static void psrp_receive_failure(psr_client *client) {
+    psr_error *err = NULL;
+    psr_pipeline *pl = NULL;
+    psr_pool *pool = open_pool(client, NULL);
+    if (pool == NULL) {
+        return;
+    }
+    if (EXPECT_OK(psr_pool_attach_pipeline(pool, "D1BF48DA-B26C-4F4A-BE52-B382AC20DD1F", &pl, &err))) {
+        psr_invocation *inv = NULL;
+        CHECK(same_id(psr_pipeline_id(pl), "D1BF48DA-B26C-4F4A-BE52-B382AC20DD1F"));
+        if (EXPECT_FAIL(psr_pipeline_wait(pl, NULL, WAIT_MS, &inv, &err), PSR_RESULT_NOT_FOUND)) {
+            CHECK(psr_error_fault_code(err) == 2150858843u);
+        }
+        CHECK(inv == NULL);
+        psr_error_free(err);
+        psr_pipeline_free(pl);
+    }
+    close_pool(pool);
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* cmd shells (WinRS)                                                                          */
 /* ------------------------------------------------------------------------------------------ */
 
@@ -918,6 +1113,11 @@ static const scenario SCENARIOS[] = {
     {"psrp_stream_output_invocation", psrp_stream_output_invocation},
     {"psrp_with_input", psrp_with_input},
     {"psrp_pshost_methods", psrp_pshost_methods},
+    {"psrp_disconnect_runspaces", psrp_disconnect_runspaces},
+    {"psrp_is_alive_invalid_selectors", psrp_is_alive_invalid_selectors},
+    {"psrp_is_alive_other_wsman_error", psrp_is_alive_other_wsman_error},
+    {"psrp_is_alive_http_error", psrp_is_alive_http_error},
+    {"psrp_receive_failure", psrp_receive_failure},
     {"client_execute_cmd", client_execute_cmd},
     {"client_execute_cmd_environment", client_execute_cmd_environment},
     {"winrs_open_already_opened", winrs_open_already_opened},
