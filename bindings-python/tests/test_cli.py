@@ -82,6 +82,18 @@ def test_cmd_json_and_stdin(child_env):
     assert json.loads(done.stdout) == {"stdout": "piped in", "stderr": "", "exit_code": 0}
 
 
+def test_cmd_shell_options(child_env, tmp_path):
+    done = run_cli(
+        ["cmd", "--url", child_env["PSREMOTE_URL"], "--auth", "ntlm", "-e", "GREETING=hi there", "--env", "N=2",
+         "--cwd", str(tmp_path), "--no-profile", "--skip-cmd-shell", "sh", "-c", "echo $GREETING $N; pwd"],
+        child_env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["hi there 2", str(tmp_path)]
+    bad = run_cli(["cmd", "--url", child_env["PSREMOTE_URL"], "--auth", "ntlm", "--env", "novalue", "true"], child_env)
+    assert bad.returncode == cli.EXIT_USAGE and "NAME=VALUE" in bad.stderr
+
+
 def test_wrong_password_and_missing_password(child_env):
     env = dict(child_env, PSREMOTE_PASSWORD="wrong")
     done = run_cli(["run", "--url", child_env["PSREMOTE_URL"], "--auth", "ntlm", "-c", "1"], env)

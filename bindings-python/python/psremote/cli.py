@@ -331,6 +331,13 @@ def build_parser() -> argparse.ArgumentParser:
     cmd = sub.add_parser("cmd", parents=[common], help="run a command in a cmd shell (WinRS)")
     cmd.add_argument("--json", action="store_true", help="print stdout, stderr and the exit code as JSON")
     cmd.add_argument("--stdin", action="store_true", help="send this process's stdin to the command")
+    cmd.add_argument(
+        "-e", "--env", action="append", default=[], metavar="NAME=VALUE", help="an environment variable (repeatable)"
+    )
+    cmd.add_argument("--cwd", metavar="DIR", help="the shell's working directory")
+    cmd.add_argument("--codepage", type=int, default=65001, metavar="N", help="console code page (default 65001, UTF-8)")
+    cmd.add_argument("--no-profile", action="store_true", help="do not load the user's profile")
+    cmd.add_argument("--skip-cmd-shell", action="store_true", help="start the program directly, not through cmd.exe")
     cmd.add_argument("executable", help="the program to run")
     cmd.add_argument("arguments", nargs=argparse.REMAINDER, help="its arguments")
 
@@ -407,9 +414,24 @@ def _run(args: argparse.Namespace, out: Output) -> int:
 
 
 def _cmd(args: argparse.Namespace, out: Output) -> int:
+    environment: Dict[str, str] = {}
+    for item in args.env:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ConfigurationError(f"--env wants NAME=VALUE, not {item!r}")
+        environment[name] = value
     stdin = sys.stdin.buffer.read() if args.stdin else None
     with _client(args, out) as client:
-        result = client.run_cmd(args.executable, args.arguments, stdin)
+        result = client.run_cmd(
+            args.executable,
+            args.arguments,
+            stdin,
+            environment=environment or None,
+            working_directory=args.cwd,
+            codepage=args.codepage,
+            no_profile=args.no_profile,
+            skip_cmd_shell=args.skip_cmd_shell,
+        )
     if args.json:
         out.out(
             json.dumps(
