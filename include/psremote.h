@@ -163,6 +163,9 @@ typedef struct psr_pool psr_pool;
 // disconnected. Free with `psr_pool_options_free`.
 typedef struct psr_pool_options psr_pool_options;
 
+// Options of a copy or fetch. Free with `psr_transfer_options_free`.
+typedef struct psr_transfer_options psr_transfer_options;
+
 // Host callbacks for Read-Host and Get-Credential. Copied by `psr_pool_open` (and
 // `psr_pool_open_with_options`, `psr_client_pool_connect`).
 typedef struct psr_host {
@@ -180,6 +183,12 @@ typedef struct psr_host {
                                    char *password,
                                    size_t password_len);
 } psr_host;
+
+// Progress of a copy or fetch: `done` bytes so far, `total` the file's size or -1 while
+// unknown. Called on a psremote worker thread after each chunk (never concurrently for one
+// transfer); return 0 to go on, nonzero to stop the transfer (it then fails with
+// `PSR_RESULT_CALLBACK`). It must not call psremote's blocking functions.
+typedef int32_t (*psr_progress_fn)(void *userdata, uint64_t done, int64_t total);
 
 // Streaming callbacks. They run on the thread that calls `psr_pipeline_wait`; strings are
 // borrowed for the call only. Any member may be NULL. A nonzero return stops the pipeline and
@@ -505,12 +514,99 @@ const char *psr_error_message(const struct psr_error *e);
 // The WS-Management fault code of a `PSR_RESULT_FAULT` error; 0 when there is none or `e` is NULL.
 uint32_t psr_error_fault_code(const struct psr_error *e);
 
+// What went wrong in a failed file transfer (`psr_client_copy`, `psr_client_fetch`):
+// "NotFound", "IsADirectory", "ParentNotFound", "AccessDenied", "DiskFull", "InUse",
+// "InvalidPath", "HashMismatch", "Cancelled" or "Io" (owned by `e`). NULL when the error is not
+// a file error (or `e` is NULL); a transfer's connection failures are not file errors.
+const char *psr_error_file_kind(const struct psr_error *e);
+
+// Which side of a failed file transfer failed: "local" or "remote" (owned by `e`); NULL when
+// the error is not a file error.
+const char *psr_error_file_side(const struct psr_error *e);
+
+// The path concerned by a failed file transfer, as the failing side names it (owned by `e`);
+// NULL when the error is not a file error.
+const char *psr_error_file_path(const struct psr_error *e);
+
 // Frees an error (its strings go with it). NULL is allowed. Threading: any thread.
 void psr_error_free(struct psr_error *e);
 
 // The name of a result code (a static string, never NULL; "PSR_RESULT_UNKNOWN" for other values).
 // Takes the code as an integer so that any value a C caller passes is defined.
 const char *psr_result_name(uint32_t r);
+
+// New transfer options with the defaults: the `Microsoft.PowerShell` configuration, variables
+// (`%VAR%`, `$env:VAR`, `${env:VAR}`) in the remote path expanded on the server, no deadline.
+//
+// Ownership: the caller frees the result with `psr_transfer_options_free`. NULL only if
+// psremote panicked. Threading: any thread.
+struct psr_transfer_options *psr_transfer_options_new(void);
+
+// Sets the session configuration the transfer's runspace pool opens.
+//
+// Ownership: `o` and `name` are borrowed. Errors: NULL_ARGUMENT, INVALID_ARGUMENT (not UTF-8 or
+// empty). Threading: not concurrently with other calls on the same options.
+psr_result psr_transfer_options_set_configuration_name(struct psr_transfer_options *o,
+                                                       const char *name,
+                                                       struct psr_error **err);
+
+// Whether variables in the remote path expand on the server (nonzero, the default) or the
+// path travels verbatim (0).
+//
+// Ownership: `o` is borrowed. Errors: NULL_ARGUMENT. Threading: not concurrently with other
+// calls on the same options.
+psr_result psr_transfer_options_set_expand_variables(struct psr_transfer_options *o,
+                                                     int32_t expand,
+                                                     struct psr_error **err);
+
+// Bounds the whole transfer (opening its pool included) to `ms` milliseconds; 0 removes the
+// bound. When it passes the transfer fails with `PSR_RESULT_TIMEOUT`, its pool deleted.
+//
+// Ownership: `o` is borrowed. Errors: NULL_ARGUMENT. Threading: not concurrently with other
+// calls on the same options.
+psr_result psr_transfer_options_set_timeout_ms(struct psr_transfer_options *o,
+                                               uint64_t ms,
+                                               struct psr_error **err);
+
+// Frees transfer options. NULL is allowed. Threading: any thread, once no other call uses them.
+void psr_transfer_options_free(struct psr_transfer_options *o);
+
+// Copies the local file `src` to `dest` on the server, streamed in chunks and checked by SHA-1
+// on the server. An existing `dest` file is replaced; a `dest` that is a directory is refused.
+// `*out_remote_path` (written only on success) is the absolute path the server wrote.
+//
+// `options` NULL: the defaults of `psr_transfer_options_new`. `progress` may be NULL; see
+// `psr_progress_fn` (it runs on a psremote worker thread; `userdata` is passed back as given).
+//
+// Ownership: `c`, `src`, `dest` and `options` are borrowed; free `*out_remote_path` with
+// `psr_string_free`. Errors: NULL_ARGUMENT, INVALID_ARGUMENT (not UTF-8), FILE (the side, kind
+// and path are in the error: `psr_error_file_kind`, `_side`, `_path`), CALLBACK (the progress
+// callback stopped it), TIMEOUT, connection errors. Whatever the failure, no partial file is
+// left on the server and the transfer's pool is deleted. Threading: blocks the calling
+// thread; any thread except a psremote callback.
+psr_result psr_client_copy(struct psr_client *c,
+                           const char *src,
+                           const char *dest,
+                           const struct psr_transfer_options *options,
+                           psr_progress_fn progress_cb,
+                           void *userdata,
+                           char **out_remote_path,
+                           struct psr_error **err);
+
+// Fetches the remote file `src` into the local file `dest`, streamed in chunks and checked by
+// SHA-1. The data goes to a hidden `.part` file beside `dest` that replaces `dest` only once
+// the hashes match; on any failure it is removed. `*out_local_path` (written only on success)
+// is the path written (`dest`).
+//
+// Options, progress, ownership, errors and threading as for `psr_client_copy`.
+psr_result psr_client_fetch(struct psr_client *c,
+                            const char *src,
+                            const char *dest,
+                            const struct psr_transfer_options *options,
+                            psr_progress_fn progress_cb,
+                            void *userdata,
+                            char **out_local_path,
+                            struct psr_error **err);
 
 // Sends psremote's log events (level 1 error … 5 trace, up to `max_level`) to `cb`, which runs
 // on psremote's threads, must return quickly and must not call psremote. `cb` NULL or

@@ -52,11 +52,13 @@ pub struct Failure {
     pub code: PsrResult,
     pub message: String,
     pub fault_code: u32,
+    /// A file transfer's failure: (kind, side, path).
+    pub file: Option<(&'static str, &'static str, String)>,
 }
 
 impl Failure {
     pub fn new(code: PsrResult, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), fault_code: 0 }
+        Self { code, message: message.into(), fault_code: 0, file: None }
     }
 
     pub fn null(name: &str) -> Self {
@@ -83,7 +85,8 @@ impl From<psremote::Error> for Failure {
             K::NotFound => PsrResult::NotFound,
         };
         let fault_code = e.fault().and_then(|f| f.code).unwrap_or(0);
-        Self { code, message: e.to_string(), fault_code }
+        let file = e.file().map(|f| (f.kind.as_str(), f.side.as_str(), f.path.clone()));
+        Self { code, message: e.to_string(), fault_code, file }
     }
 }
 
@@ -93,11 +96,13 @@ pub struct psr_error {
     code: PsrResult,
     message: CString,
     fault_code: u32,
+    file: Option<(CString, CString, CString)>,
 }
 
 impl From<Failure> for psr_error {
     fn from(f: Failure) -> Self {
-        Self { code: f.code, message: cstring(&f.message), fault_code: f.fault_code }
+        let file = f.file.map(|(kind, side, path)| (cstring(kind), cstring(side), cstring(&path)));
+        Self { code: f.code, message: cstring(&f.message), fault_code: f.fault_code, file }
     }
 }
 
@@ -118,6 +123,33 @@ pub extern "C" fn psr_error_message(e: *const psr_error) -> *const c_char {
 #[unsafe(no_mangle)]
 pub extern "C" fn psr_error_fault_code(e: *const psr_error) -> u32 {
     handle(e, "e").map(|e| e.fault_code).unwrap_or(0)
+}
+
+/// What went wrong in a failed file transfer (`psr_client_copy`, `psr_client_fetch`):
+/// "NotFound", "IsADirectory", "ParentNotFound", "AccessDenied", "DiskFull", "InUse",
+/// "InvalidPath", "HashMismatch", "Cancelled" or "Io" (owned by `e`). NULL when the error is not
+/// a file error (or `e` is NULL); a transfer's connection failures are not file errors.
+#[unsafe(no_mangle)]
+pub extern "C" fn psr_error_file_kind(e: *const psr_error) -> *const c_char {
+    file_part(e, |f| &f.0)
+}
+
+/// Which side of a failed file transfer failed: "local" or "remote" (owned by `e`); NULL when
+/// the error is not a file error.
+#[unsafe(no_mangle)]
+pub extern "C" fn psr_error_file_side(e: *const psr_error) -> *const c_char {
+    file_part(e, |f| &f.1)
+}
+
+/// The path concerned by a failed file transfer, as the failing side names it (owned by `e`);
+/// NULL when the error is not a file error.
+#[unsafe(no_mangle)]
+pub extern "C" fn psr_error_file_path(e: *const psr_error) -> *const c_char {
+    file_part(e, |f| &f.2)
+}
+
+fn file_part(e: *const psr_error, part: impl Fn(&(CString, CString, CString)) -> &CString) -> *const c_char {
+    handle(e, "e").ok().and_then(|e| e.file.as_ref()).map(|f| part(f).as_ptr()).unwrap_or(std::ptr::null())
 }
 
 /// Frees an error (its strings go with it). NULL is allowed. Threading: any thread.

@@ -17,6 +17,7 @@ mod client;
 mod cmd;
 mod error;
 mod ffi;
+mod files;
 mod json;
 mod log;
 mod pipeline;
@@ -29,6 +30,7 @@ use std::ffi::c_char;
 pub use client::{psr_client, psr_cmd_result, psr_config, psr_host, psr_pool};
 pub use cmd::{psr_cmd_chunk, psr_cmd_process, psr_cmd_shell, psr_cmd_shell_options, psr_cmd_stream};
 pub use error::{PsrResult, psr_error};
+pub use files::psr_transfer_options;
 pub use pipeline::{psr_callbacks, psr_invocation, psr_pipeline, psr_state, psr_stream};
 pub use sessions::{psr_buffer_mode, psr_pool_options};
 

@@ -3078,6 +3078,183 @@ static void test_server_and_metadata(psr_client *client, psr_pool *pool) {
     EXPECT_FAIL(psr_pool_exchange_key(NULL, 0, &err), PSR_RESULT_NULL_ARGUMENT);
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* Files: psr_client_copy / psr_client_fetch (the endpoint's file system is this host's)       */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef struct {
+    int calls;
+    uint64_t last_done;
+    int64_t last_total;
+    int stop_after; /* 0: never stop */
+} transfer_progress;
+
+static int32_t on_transfer_progress(void *userdata, uint64_t done, int64_t total) {
+    transfer_progress *p = (transfer_progress *)userdata;
+    p->calls++;
+    p->last_done = done;
+    p->last_total = total;
+    return p->stop_after != 0 && p->calls >= p->stop_after ? 1 : 0;
+}
+
+static int write_file(const char *path, size_t len) {
+    FILE *f = fopen(path, "wb");
+    size_t i;
+    if (f == NULL) {
+        return 0;
+    }
+    for (i = 0; i < len; i++) {
+        fputc((int)((i * 2654435761u) >> 13) & 0xff, f);
+    }
+    return fclose(f) == 0;
+}
+
+/* 1 when both files hold the same bytes. */
+static int same_file(const char *a, const char *b) {
+    FILE *fa = fopen(a, "rb");
+    FILE *fb = fopen(b, "rb");
+    int same = fa != NULL && fb != NULL;
+    while (same) {
+        int ca = fgetc(fa);
+        int cb = fgetc(fb);
+        if (ca != cb) {
+            same = 0;
+        } else if (ca == EOF) {
+            break;
+        }
+    }
+    if (fa != NULL) {
+        fclose(fa);
+    }
+    if (fb != NULL) {
+        fclose(fb);
+    }
+    return same;
+}
+
+/* The number of entries (besides . and ..) in a directory. */
+static int count_entries(const char *dir) {
+    char cmd[600];
+    FILE *p;
+    int n = -1;
+    snprintf(cmd, sizeof cmd, "ls -A '%s' | wc -l", dir);
+    p = popen(cmd, "r");
+    if (p != NULL) {
+        if (fscanf(p, "%d", &n) != 1) {
+            n = -1;
+        }
+        pclose(p);
+    }
+    return n;
+}
+
+/* A failed transfer: its code, and the file kind and side its error carries. */
+static void expect_file_error(psr_result rc, psr_error **err, psr_result code, const char *kind, const char *side,
+                              const char *what) {
+    CHECK(rc == code);
+    CHECK(*err != NULL);
+    if (*err != NULL) {
+        const char *k = psr_error_file_kind(*err);
+        const char *s = psr_error_file_side(*err);
+        if (!CHECK(k != NULL && strcmp(k, kind) == 0) || !CHECK(s != NULL && strcmp(s, side) == 0) ||
+            !CHECK(psr_error_file_path(*err) != NULL)) {
+            printf("  %s: %s (kind %s, side %s)\n", what, psr_error_message(*err), k ? k : "NULL", s ? s : "NULL");
+        }
+        psr_error_free(*err);
+        *err = NULL;
+    }
+}
+
+static void test_files(psr_client *client) {
+    psr_error *err = NULL;
+    char dir[] = "/tmp/psr-c-files-XXXXXX";
+    char src[300], remote[300], back[300], nope[300], sub[300];
+    char *path = (char *)SENTINEL;
+    transfer_progress progress;
+    psr_transfer_options *options;
+    const size_t size = 700000;
+    psr_result rc;
+
+    begin("files");
+    if (!CHECK(mkdtemp(dir) != NULL)) {
+        return;
+    }
+    snprintf(src, sizeof src, "%s/src.bin", dir);
+    snprintf(remote, sizeof remote, "%s/remote.bin", dir);
+    snprintf(back, sizeof back, "%s/back.bin", dir);
+    snprintf(nope, sizeof nope, "%s/nope.bin", dir);
+    snprintf(sub, sizeof sub, "%s/no-folder/x.bin", dir);
+    CHECK(write_file(src, size));
+
+    /* a round trip with progress */
+    memset(&progress, 0, sizeof progress);
+    if (EXPECT_OK(psr_client_copy(client, src, remote, NULL, on_transfer_progress, &progress, &path, &err))) {
+        CHECK(strcmp(path, remote) == 0);
+        psr_string_free(path);
+    }
+    CHECK(progress.calls >= 2 && progress.last_done == size && progress.last_total == (int64_t)size);
+    memset(&progress, 0, sizeof progress);
+    path = (char *)SENTINEL;
+    if (EXPECT_OK(psr_client_fetch(client, remote, back, NULL, on_transfer_progress, &progress, &path, &err))) {
+        CHECK(strcmp(path, back) == 0);
+        psr_string_free(path);
+    }
+    CHECK(progress.calls >= 2 && progress.last_done == size);
+    CHECK(same_file(src, remote) && same_file(src, back));
+
+    /* options: a deadline, the configuration, variables left verbatim */
+    options = psr_transfer_options_new();
+    CHECK(options != NULL);
+    EXPECT_OK(psr_transfer_options_set_timeout_ms(options, 60000, &err));
+    EXPECT_OK(psr_transfer_options_set_configuration_name(options, "Microsoft.PowerShell", &err));
+    EXPECT_FAIL(psr_transfer_options_set_configuration_name(options, "", &err), PSR_RESULT_INVALID_ARGUMENT);
+    EXPECT_OK(psr_transfer_options_set_expand_variables(options, 0, &err));
+    path = (char *)SENTINEL;
+    rc = psr_client_copy(client, src, "%PSR_C_NO_SUCH_VAR%/x.bin", options, NULL, NULL, &path, &err);
+    expect_file_error(rc, &err, PSR_RESULT_FILE, "ParentNotFound", "remote", "verbatim variable");
+    CHECK(path == (char *)SENTINEL);
+    psr_transfer_options_free(options);
+    psr_transfer_options_free(NULL);
+
+    /* bad input on either side: typed errors, nothing written */
+    rc = psr_client_copy(client, nope, remote, NULL, NULL, NULL, &path, &err);
+    expect_file_error(rc, &err, PSR_RESULT_FILE, "NotFound", "local", "copy of a missing file");
+    rc = psr_client_fetch(client, nope, back, NULL, NULL, NULL, &path, &err);
+    expect_file_error(rc, &err, PSR_RESULT_FILE, "NotFound", "remote", "fetch of a missing file");
+    rc = psr_client_copy(client, src, dir, NULL, NULL, NULL, &path, &err);
+    expect_file_error(rc, &err, PSR_RESULT_FILE, "IsADirectory", "remote", "copy onto a directory");
+    rc = psr_client_fetch(client, remote, sub, NULL, NULL, NULL, &path, &err);
+    expect_file_error(rc, &err, PSR_RESULT_FILE, "ParentNotFound", "local", "fetch into a missing folder");
+    CHECK(path == (char *)SENTINEL);
+
+    /* a progress callback that stops: CALLBACK, no partial file */
+    memset(&progress, 0, sizeof progress);
+    progress.stop_after = 1;
+    CHECK(remove(back) == 0);
+    EXPECT_FAIL(psr_client_fetch(client, remote, back, NULL, on_transfer_progress, &progress, &path, &err),
+                PSR_RESULT_CALLBACK);
+    CHECK(progress.calls == 1);
+    CHECK(count_entries(dir) == 2); /* src.bin and remote.bin */
+
+    /* NULL arguments; a non-file error has no file details */
+    rc = psr_client_copy(NULL, src, remote, NULL, NULL, NULL, &path, &err);
+    CHECK(rc == PSR_RESULT_NULL_ARGUMENT && err != NULL && psr_error_file_kind(err) == NULL &&
+          psr_error_file_side(err) == NULL && psr_error_file_path(err) == NULL);
+    psr_error_free(err);
+    err = NULL;
+    EXPECT_FAIL(psr_client_fetch(client, NULL, back, NULL, NULL, NULL, &path, &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_client_fetch(client, remote, back, NULL, NULL, NULL, NULL, &err), PSR_RESULT_NULL_ARGUMENT);
+    CHECK(psr_error_file_kind(NULL) == NULL);
+    CHECK(path == (char *)SENTINEL);
+
+    /* nothing left on the server: only main's pool */
+    CHECK(wait_state("pipelines", 0, 10000) == 0);
+    CHECK(wait_state("pools", 1, 10000) == 1);
+    remove(src);
+    remove(remote);
+    CHECK(rmdir(dir) == 0);
+}
+
 int main(void) {
     psr_client *client;
     psr_pool *pool;
@@ -3137,6 +3314,7 @@ int main(void) {
     test_two_pools_one_client(client);
     test_sessions(client);
     test_server_and_metadata(client, pool);
+    test_files(client);
     test_security_policy();
     test_https();
     test_kerberos();
