@@ -42,6 +42,15 @@ impl psr_pool {
     pub(crate) fn new(pool: core::RunspacePool) -> Self {
         psr_pool { id: crate::ffi::cstring(pool.id()), pool, closed: Arc::new(AtomicBool::new(false)) }
     }
+
+    /// CLOSED once `psr_pool_close` ran (or the server was found to have deleted the pool).
+    pub(crate) fn live(&self) -> Result<(), Failure> {
+        if self.closed.load(Ordering::SeqCst) {
+            Err(Failure::new(PsrResult::Closed, "the runspace pool is closed"))
+        } else {
+            Ok(())
+        }
+    }
 }
 
 /// Host callbacks for Read-Host and Get-Credential. Copied by `psr_pool_open` (and

@@ -99,16 +99,8 @@ pub struct psr_invocation {
     json: CString,
 }
 
-fn pool_open(p: &psr_pool) -> Result<(), Failure> {
-    if p.closed.load(Ordering::SeqCst) {
-        Err(Failure::new(PsrResult::Closed, "the runspace pool is closed"))
-    } else {
-        Ok(())
-    }
-}
-
 fn start(p: &psr_pool, spec: PipelineSpec, out_pl: *mut *mut psr_pipeline) -> Result<(), Failure> {
-    pool_open(p)?;
+    p.live()?;
     check_out(out_pl, "out")?;
     let pool = p.pool.clone();
     let pl = block(async move { pool.start(&spec).await })?;

@@ -2,7 +2,6 @@
 //! (`Get-Command` without a pipeline) and a bounded session-key exchange.
 
 use std::ffi::c_char;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use psremote::psrp::CommandMetadataQuery;
@@ -11,14 +10,6 @@ use crate::client::{block, psr_client, psr_pool};
 use crate::error::{Failure, PsrResult, psr_error};
 use crate::ffi::{check_out, guard, handle, out_string, out_value, str_array};
 use crate::json::to_json;
-
-fn live(p: &psr_pool) -> Result<(), Failure> {
-    if p.closed.load(Ordering::SeqCst) {
-        Err(Failure::new(PsrResult::Closed, "the runspace pool is closed"))
-    } else {
-        Ok(())
-    }
-}
 
 /// The server's WinRM configuration (`winrm/config`) as one JSON object:
 /// `max_envelope_size_kb`, `max_timeout_ms`, `max_batch_items`, `shell_idle_timeout_ms`,
@@ -99,7 +90,7 @@ pub extern "C" fn psr_pool_command_metadata_json(
 ) -> PsrResult {
     guard(err, || {
         let p = handle(p, "p")?;
-        live(p)?;
+        p.live()?;
         check_out(out_json, "out_json")?;
         let names = if names.is_null() || nnames == 0 { Vec::new() } else { str_array(names, nnames, "names")? };
         let command_types = if command_types == 0 { 15 } else { command_types };
@@ -124,7 +115,7 @@ pub extern "C" fn psr_pool_command_metadata_json(
 pub extern "C" fn psr_pool_exchange_key(p: *mut psr_pool, timeout_ms: u32, err: *mut *mut psr_error) -> PsrResult {
     guard(err, || {
         let p = handle(p, "p")?;
-        live(p)?;
+        p.live()?;
         let timeout = Duration::from_millis(if timeout_ms == 0 { 60_000 } else { u64::from(timeout_ms) });
         let pool = p.pool.clone();
         block(async move { pool.exchange_key_within(timeout).await })

@@ -149,14 +149,6 @@ pub extern "C" fn psr_pool_id(p: *const psr_pool) -> *const c_char {
     handle(p, "p").map(|p| p.id.as_ptr()).unwrap_or(std::ptr::null())
 }
 
-fn live(p: &psr_pool) -> Result<(), Failure> {
-    if p.closed.load(Ordering::SeqCst) {
-        Err(Failure::new(PsrResult::Closed, "the runspace pool is closed"))
-    } else {
-        Ok(())
-    }
-}
-
 /// Disconnects the pool: it and its pipelines keep running on the server, which keeps their
 /// output (per the buffer mode) until `psr_pool_reconnect`, a `psr_client_pool_connect` from
 /// another client, or the idle timeout. Returns once the pool's receiving stopped (what it
@@ -171,7 +163,7 @@ fn live(p: &psr_pool) -> Result<(), Failure> {
 pub extern "C" fn psr_pool_disconnect(p: *mut psr_pool, err: *mut *mut psr_error) -> PsrResult {
     guard(err, || {
         let p = handle(p, "p")?;
-        live(p)?;
+        p.live()?;
         let pool = p.pool.clone();
         block(async move { pool.disconnect().await })
     })
@@ -187,7 +179,7 @@ pub extern "C" fn psr_pool_disconnect(p: *mut psr_pool, err: *mut *mut psr_error
 pub extern "C" fn psr_pool_reconnect(p: *mut psr_pool, err: *mut *mut psr_error) -> PsrResult {
     guard(err, || {
         let p = handle(p, "p")?;
-        live(p)?;
+        p.live()?;
         let pool = p.pool.clone();
         let r = block(async move { pool.reconnect().await });
         if let Err(f) = &r
@@ -328,7 +320,7 @@ pub extern "C" fn psr_pool_attach_pipeline(
 ) -> PsrResult {
     guard(err, || {
         let p = handle(p, "p")?;
-        live(p)?;
+        p.live()?;
         let command_id = str_arg(command_id, "command_id")?.to_owned();
         check_out(out_pipeline, "out_pipeline")?;
         let pool = p.pool.clone();
