@@ -31,7 +31,7 @@ from typing import Any, Dict, Optional, Sequence, TextIO
 from psremote import __version__
 from psremote._options import AUTH_MECHANISMS, ENCRYPTION_POLICIES, PASSWORD_ENV
 from psremote.client import Client, RunspacePool
-from psremote.exceptions import ConfigurationError, PSRemoteError
+from psremote.exceptions import ConfigurationError, FileTransferError, PSRemoteError
 from psremote.host import ConsoleHost
 from psremote.progress import ProgressDisplay
 from psremote.records import ErrorRecord, HostCall, InformationRecord, ProgressRecord, PSEvent, PSResult
@@ -321,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"${PASSWORD_ENV} or a prompt, never from the command line.",
     )
     parser.add_argument("--version", action="version", version=f"psremote {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{run,cmd,shell}")
+    sub = parser.add_subparsers(dest="command", metavar="{run,cmd,shell,copy,fetch}")
     sub.required = True
 
     run = sub.add_parser("run", parents=[common], help="run a PowerShell script")
@@ -342,6 +342,19 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("arguments", nargs=argparse.REMAINDER, help="its arguments")
 
     sub.add_parser("shell", parents=[common], help="an interactive remote PowerShell prompt")
+
+    for name, help_text, src_help, dest_help in (
+        ("copy", "copy a local file to the server", "the local file", "the remote file (its full path; replaced if it exists)"),
+        ("fetch", "fetch a file of the server", "the remote file", "the local file (replaced if it exists)"),
+    ):
+        transfer = sub.add_parser(name, parents=[common], help=help_text)
+        transfer.add_argument("src", metavar="SRC", help=src_help)
+        transfer.add_argument("dest", metavar="DEST", nargs="?", help=dest_help)
+        transfer.add_argument(
+            "--no-expand", action="store_true", help="take the remote path verbatim (no %%VAR%% or $env:VAR expansion)"
+        )
+        transfer.add_argument("--timeout", type=float, metavar="SECONDS", help="give up after this long (default: never)")
+        transfer.add_argument("--no-progress", action="store_true", help="no progress bar (there is none unless stderr is a terminal)")
     return parser
 
 
@@ -537,6 +550,26 @@ def _shell(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
+def _transfer(args: argparse.Namespace, out: Output) -> int:
+    """``copy``/``fetch``: prints the path written; a failed transfer is exit 1 with why."""
+    with _client(args, out) as client:
+        call = client.copy if args.command == "copy" else client.fetch
+        try:
+            path = call(
+                args.src,
+                args.dest,
+                expand_variables=not args.no_expand,
+                show_progress=not args.no_progress and out.stderr.isatty(),
+                timeout=args.timeout,
+            )
+        except FileTransferError as e:
+            side = {"local": "here", "remote": "on the server"}.get(e.side or "", "")
+            out.err(f"psremote: {args.command} failed {side}: {e}".replace("  ", " "), "red")
+            return EXIT_ERRORS
+    out.out(path)
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -547,6 +580,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
             stream=sys.stderr,
         )
+    if args.command in ("copy", "fetch"):
+        if args.url is not None and args.host is not None and args.dest is None:
+            # With --url there is no HOST: the two positionals are SRC and DEST.
+            args.host, args.src, args.dest = None, args.host, args.src
+        if args.dest is None:
+            parser.error(f"{args.command} needs SRC and DEST")
     if args.url is not None and args.host is not None:
         if args.command == "cmd":
             # With --url there is no HOST: the first positional is the executable.
@@ -554,7 +593,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             args.executable, args.host = args.host, None
         else:
             parser.error("give HOST or --url, not both")
-    commands = {"run": _run, "cmd": _cmd, "shell": _shell}
+    commands = {"run": _run, "cmd": _cmd, "shell": _shell, "copy": _transfer, "fetch": _transfer}
     try:
         return commands[args.command](args, out)
     except ConfigurationError as e:
