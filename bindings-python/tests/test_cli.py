@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import psremote
 from psremote import cli
 
 PSREMOTE = [sys.executable, "-m", "psremote"]
@@ -253,3 +254,28 @@ def test_interactive_shell_in_a_pty(child_env, start_endpoint, tmp_path):
     history = (tmp_path / "history").read_text()
     assert "Write-Output 'hello pty'" in history and "1+1" in history
     assert endpoint.wait_state("pools", 0)["pools"] == 0
+
+
+def test_pools_lists_and_removes_disconnected_pools(child_env, credentials):
+    with psremote.Client(**credentials) as client:
+        pool = client.runspace_pool(idle_timeout=600)
+        pool.start("Invoke-Stall")
+        pool.disconnect()
+        pool_id = pool.id
+    url = ["--url", child_env["PSREMOTE_URL"], "--auth", "ntlm"]
+    listed = run_cli(["pools", *url], child_env)
+    assert listed.returncode == 0, listed.stderr
+    (line,) = [line for line in listed.stdout.splitlines() if line.startswith(pool_id)]
+    assert "Disconnected" in line and "Microsoft.PowerShell" in line and "1 pipeline(s)" in line
+    as_json = run_cli(["pools", "--json", *url], child_env)
+    (record,) = [r for r in map(json.loads, as_json.stdout.splitlines()) if r["id"] == pool_id]
+    assert record["state"] == "Disconnected" and len(record["pipelines"]) == 1
+    closed = run_cli(["pools", "--close", pool_id, *url], child_env)
+    assert closed.returncode == 0, closed.stderr
+    assert pool_id not in closed.stdout and "deleted" in closed.stderr
+    gone = run_cli(["pools", "--close", pool_id, *url], child_env)
+    assert gone.returncode == cli.EXIT_CONNECTION and "NotFoundError" in gone.stderr
+
+
+def test_server_text_is_shown_not_obeyed():
+    assert cli.printable("red\x1b[31m bell\x07 \u202eevil\ttab") == "red\\u001b[31m bell\\u0007 \\u202eevil\ttab"

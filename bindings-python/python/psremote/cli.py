@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import sys
+import unicodedata
 import uuid
 from typing import Any, Dict, Optional, Sequence, TextIO
 
@@ -321,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"${PASSWORD_ENV} or a prompt, never from the command line.",
     )
     parser.add_argument("--version", action="version", version=f"psremote {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{run,cmd,shell,copy,fetch}")
+    sub = parser.add_subparsers(dest="command", metavar="{run,cmd,shell,copy,fetch,pools}")
     sub.required = True
 
     run = sub.add_parser("run", parents=[common], help="run a PowerShell script")
@@ -342,6 +343,12 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("arguments", nargs=argparse.REMAINDER, help="its arguments")
 
     sub.add_parser("shell", parents=[common], help="an interactive remote PowerShell prompt")
+
+    pools = sub.add_parser("pools", parents=[common], help="list your runspace pools on the server; remove disconnected ones")
+    pools.add_argument("--json", action="store_true", help="one JSON object per pool, one per line")
+    pools.add_argument(
+        "--close", action="append", default=[], metavar="ID", help="connect to this disconnected pool and delete it (repeatable)"
+    )
 
     for name, help_text, src_help, dest_help in (
         ("copy", "copy a local file to the server", "the local file", "the remote file (its full path; replaced if it exists)"),
@@ -570,6 +577,34 @@ def _transfer(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
+def printable(text: Any) -> str:
+    """Server text for a terminal: control and format characters (escapes, BEL, bidi
+    overrides) are shown as ``\\uXXXX`` instead of acting on the terminal."""
+    return "".join(
+        c if c == "\t" or unicodedata.category(c) not in ("Cc", "Cf", "Zl", "Zp") else f"\\u{ord(c):04x}"
+        for c in str(text)
+    )
+
+
+def _pools(args: argparse.Namespace, out: Output) -> int:
+    """``pools``: the account's runspace pools on the server, connected or disconnected; with
+    ``--close``, connects to each named disconnected pool and deletes it."""
+    with _client(args, out) as client:
+        for pool_id in args.close:
+            client.connect_pool(pool_id).close()
+            out.err(f"psremote: pool {printable(pool_id)} deleted")
+        for info in client.list_pools():
+            if args.json:
+                record = dataclasses.asdict(info)
+                record["pipelines"] = list(info.pipelines)
+                out.out(json.dumps(record, ensure_ascii=False))
+                continue
+            idle = "" if info.idle_timeout is None else f"idle {info.idle_timeout:g}s"
+            fields = [info.id, info.state, info.configuration_name, f"{len(info.pipelines)} pipeline(s)", idle]
+            out.out("  ".join(printable(f) for f in fields if f))
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -593,7 +628,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             args.executable, args.host = args.host, None
         else:
             parser.error("give HOST or --url, not both")
-    commands = {"run": _run, "cmd": _cmd, "shell": _shell, "copy": _transfer, "fetch": _transfer}
+    commands = {"run": _run, "cmd": _cmd, "shell": _shell, "copy": _transfer, "fetch": _transfer, "pools": _pools}
     try:
         return commands[args.command](args, out)
     except ConfigurationError as e:
