@@ -31,6 +31,7 @@ import pytest
 
 import psremote
 from psremote import AsyncClient, PSCredential, PSHost, PSObject, SecureString, WSManFault
+from psremote.exceptions import HashMismatchError, TransferFileNotFoundError, TransferIsADirectoryError
 from psremote_testserver.testing import read_url_line
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,21 +40,7 @@ USER = "replay"
 PASSWORD = "Replay-Passw0rd!"
 
 #: Recordings without a test here, with the reason. The goal is an empty dict.
-NOT_REPLAYED: Dict[str, str] = {
-    **{
-        name: "Client.copy/Client.fetch are not in the Python API yet"
-        for name in (
-            "test_client_copy_file.yml",
-            "test_client_copy_file_empty.yml",
-            "test_client_copy_file_failure.yml",
-            "test_client_copy_file_really_large.yml",
-            "test_client_fetch_file.yml",
-            "test_client_fetch_file_expand_vars.yml",
-            "test_client_fetch_file_fail_dir.yml",
-            "test_client_fetch_file_fail_missing.yml",
-        )
-    },
-}
+NOT_REPLAYED: Dict[str, str] = {}
 
 #: Recordings with a test here (filled by :func:`replays`).
 REPLAYED: Dict[str, str] = {}
@@ -1160,3 +1147,152 @@ def test_winrs_fail_poll_process_async(replay) -> None:
 
     run(scenario())
     r.assert_exact(r.settled())
+
+
+
+# ---------------------------------------------------------------------------------------------
+# Files: copy and fetch. The recorded client ran pypsrp's scripts and psremote runs its own, so
+# the replay server leaves script text out of the comparison (arguments, input, NoInput and the
+# other flags still must match); the answers are Windows' answers to pypsrp's scripts. pypsrp
+# did not expand variables in the paths (expand_variables=False); psremote ends the input in a
+# Send of its own and releases each pipeline with Signal Terminate, which the recordings lack.
+
+SCRIPTS_DIFFER = ["--ignore-script-text"]
+AZ = b"abcdefghijklmnopqrstuvwxyz"
+DOMAIN_DEST = "C:\\Users\\vagrant-domain\\Documents\\test_file"
+
+
+def source_file(tmp_path: Path, data: bytes) -> Path:
+    path = tmp_path / "source"
+    path.write_bytes(data)
+    return path
+
+
+def check_through_cmd(client: psremote.Client, expected_stdout: bytes) -> None:
+    """The recordings' checks that the copied file is there, through cmd shells as pypsrp's
+    test did."""
+    with client.cmd_shell(codepage=None) as shell:
+        assert shell.start(f"powershell.exe Get-Content {DOMAIN_DEST}").wait().stdout == expected_stdout
+    with client.cmd_shell(codepage=None) as shell:
+        assert shell.start(f"powershell Remove-Item -Path '{DOMAIN_DEST}'").wait().exit_code == 0
+
+
+@replays("test_client_copy_file.yml")
+def test_client_copy_file(replay, tmp_path: Path) -> None:
+    r = replay("test_client_copy_file.yml", extra=SCRIPTS_DIFFER)
+    src = source_file(tmp_path, AZ)
+    with r.client() as client:
+        first = client.copy(src, "test_file", expand_variables=False)
+        assert first == DOMAIN_DEST
+        # pypsrp's test copied again to the path the first copy returned.
+        assert client.copy(str(src), first, expand_variables=False) == DOMAIN_DEST
+        check_through_cmd(client, AZ + b"\r\n")
+    r.assert_exact(r.settled(), ["Send shell1/cmd1", "Signal shell1/cmd1", "Send shell2/cmd1", "Signal shell2/cmd1"])
+
+
+@replays("test_client_copy_file_empty.yml")
+def test_client_copy_file_empty_async(replay, tmp_path: Path) -> None:
+    r = replay("test_client_copy_file_empty.yml", extra=SCRIPTS_DIFFER)
+    src = source_file(tmp_path, b"")
+
+    async def scenario() -> str:
+        async with r.async_client() as client:
+            return await client.copy(src, "test_file", expand_variables=False)
+
+    assert run(scenario()) == DOMAIN_DEST
+    with r.client() as client:
+        check_through_cmd(client, b"")
+    r.assert_exact(r.settled(), ["Send shell1/cmd1", "Signal shell1/cmd1"])
+
+
+@replays("test_client_copy_file_really_large.yml")
+def test_client_copy_file_really_large(replay, tmp_path: Path) -> None:
+    r = replay("test_client_copy_file_really_large.yml", extra=SCRIPTS_DIFFER)
+    src = source_file(tmp_path, AZ * 20_000)
+    progress: List[Any] = []
+    # The recording's chunks are 85404 bytes (pypsrp with its payload size mocked to 113955
+    # bytes); a client whose envelopes are 153968 bytes cuts the same chunks.
+    with r.client(max_envelope_size=153_968) as client:
+        dest = client.copy(src, "test_file", expand_variables=False, progress=lambda done, total: progress.append((done, total)))
+    assert dest == "C:\\Users\\vagrant\\Documents\\test_file"
+    assert progress == [(i * 85_404, 520_000) for i in range(1, 7)] + [(520_000, 520_000)]
+    r.assert_exact(r.settled(), ["Send shell1/cmd1", "Signal shell1/cmd1"])
+
+
+@replays("test_client_copy_file_failure.yml")
+def test_client_copy_file_failure(replay, tmp_path: Path) -> None:
+    """Windows refused the copy: the recorded client had a mocked hash, so Windows' answer is a
+    hash mismatch; psremote sends the true hash and still gets (and types) the recorded failure."""
+    r = replay("test_client_copy_file_failure.yml", extra=SCRIPTS_DIFFER)
+    src = source_file(tmp_path, AZ)
+    with r.client() as client:
+        with pytest.raises(HashMismatchError) as failure:
+            client.copy(src, "test_file", expand_variables=False)
+    e = failure.value
+    assert (e.kind, e.side, e.path) == ("HashMismatch", "remote", "test_file")
+    assert e.actual_sha1 == "32d10c7b8cf96570ca04ce37f2a19d84240d3a89"
+    assert e.expected_sha1 == "c3499c2729730a7f807efb8676a92dcb6f8a3f8f"
+    assert "hash mismatch" in str(e)
+    state = r.settled()
+    # The only difference from the recording: the hash input (the true one, where pypsrp's test
+    # had mocked a wrong one).
+    true_hash = base64.b64encode(b"32d10c7b8cf96570ca04ce37f2a19d84240d3a89").decode()
+    mocked_hash = base64.b64encode(b"c3499c2729730a7f807efb8676a92dcb6f8a3f8f").decode()
+    (mismatch,) = state["mismatches"]
+    assert "PIPELINE_INPUT" in mismatch and true_hash in mismatch and mocked_hash in mismatch, mismatch
+    r.assert_exact({**state, "mismatches": []}, ["Send shell1/cmd1", "Signal shell1/cmd1"])
+
+
+@replays("test_client_fetch_file.yml")
+def test_client_fetch_file(replay, tmp_path: Path) -> None:
+    r = replay("test_client_fetch_file.yml", extra=SCRIPTS_DIFFER)
+    dest = tmp_path / "file.txt"
+    with r.client() as client:
+        assert client.fetch("C:\\temp\\file.txt", dest, expand_variables=False) == str(dest)
+    assert dest.read_bytes() == b"abc\r\n" * 50_000 + b"\r\n"
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("replay-")) == ["file.txt"]
+    r.assert_exact(r.settled(), ["Signal shell1/cmd1"])
+
+
+@replays("test_client_fetch_file_expand_vars.yml")
+def test_client_fetch_file_expand_vars_async(replay, tmp_path: Path) -> None:
+    r = replay("test_client_fetch_file_expand_vars.yml", extra=SCRIPTS_DIFFER)
+    dest = tmp_path / "file.txt"
+
+    async def scenario() -> str:
+        async with r.async_client() as client:
+            # The path travels unexpanded; the server expands it.
+            return await client.fetch("%TEMP%\\file.txt", dest)
+
+    assert run(scenario()) == str(dest)
+    assert dest.read_bytes() == b"abc\r\n\r\n"
+    r.assert_exact(r.settled(), ["Signal shell1/cmd1"])
+
+
+@replays("test_client_fetch_file_fail_dir.yml", "test_client_fetch_file_fail_missing.yml")
+@pytest.mark.parametrize(
+    "transcript, src, error, kind, builtin, message",
+    [
+        (
+            "test_client_fetch_file_fail_dir.yml", "C:\\Windows", TransferIsADirectoryError, "IsADirectory",
+            IsADirectoryError, "The path at 'C:\\Windows' is a directory, src must be a file",
+        ),
+        (
+            "test_client_fetch_file_fail_missing.yml", "C:\\fakefile.txt", TransferFileNotFoundError, "NotFound",
+            FileNotFoundError, "The path at 'C:\\fakefile.txt' does not exist",
+        ),
+    ],
+)  # fmt: skip
+def test_client_fetch_file_failure(replay, tmp_path: Path, transcript: str, src: str, error: type, kind: str, builtin: type, message: str) -> None:
+    r = replay(transcript, extra=SCRIPTS_DIFFER)
+    local = tmp_path / "fetched"
+    local.mkdir()
+    with r.client() as client:
+        with pytest.raises(error) as failure:
+            client.fetch(src, local / "file.txt", expand_variables=False)
+    e = failure.value
+    assert isinstance(e, builtin)
+    assert (e.kind, e.side, e.path) == (kind, "remote", src)
+    assert e.fully_qualified_error_id == message
+    assert list(local.iterdir()) == [], "nothing written locally"
+    r.assert_exact(r.settled(), ["Signal shell1/cmd1"])
