@@ -568,6 +568,16 @@ psr_result psr_transfer_options_set_timeout_ms(struct psr_transfer_options *o,
                                                uint64_t ms,
                                                struct psr_error **err);
 
+// The raw bytes a copy sends per chunk (one PIPELINE_INPUT each), 1 to 4 MiB (4194304); 0
+// restores the default, as many as fill one fragment of the pool's negotiated envelope. A
+// fetch ignores it: the server's script sizes the chunks it sends.
+//
+// Ownership: `o` is borrowed. Errors: NULL_ARGUMENT, INVALID_ARGUMENT (above 4 MiB; the
+// options are unchanged). Threading: not concurrently with other calls on the same options.
+psr_result psr_transfer_options_set_chunk_size(struct psr_transfer_options *o,
+                                               size_t bytes,
+                                               struct psr_error **err);
+
 // Frees transfer options. NULL is allowed. Threading: any thread, once no other call uses them.
 void psr_transfer_options_free(struct psr_transfer_options *o);
 

@@ -5,7 +5,7 @@ use std::ffi::{c_char, c_void};
 use std::sync::Arc;
 use std::time::Duration;
 
-use psremote::client::{CopyOptions, FetchOptions, ProgressCallback};
+use psremote::client::{CopyOptions, FetchOptions, MAX_CHUNK_SIZE, ProgressCallback};
 use psremote::{Error, FileError, FileErrorKind, FileSide};
 use tokio::sync::watch;
 
@@ -19,11 +19,17 @@ pub struct psr_transfer_options {
     configuration_name: String,
     expand_variables: bool,
     timeout: Option<Duration>,
+    chunk_size: Option<usize>,
 }
 
 impl Default for psr_transfer_options {
     fn default() -> Self {
-        Self { configuration_name: "Microsoft.PowerShell".into(), expand_variables: true, timeout: None }
+        Self {
+            configuration_name: "Microsoft.PowerShell".into(),
+            expand_variables: true,
+            timeout: None,
+            chunk_size: None,
+        }
     }
 }
 
@@ -95,6 +101,31 @@ pub extern "C" fn psr_transfer_options_set_timeout_ms(
 ) -> PsrResult {
     guard(err, || {
         handle_mut(o, "o")?.timeout = (ms != 0).then(|| Duration::from_millis(ms));
+        Ok(())
+    })
+}
+
+/// The raw bytes a copy sends per chunk (one PIPELINE_INPUT each), 1 to 4 MiB (4194304); 0
+/// restores the default, as many as fill one fragment of the pool's negotiated envelope. A
+/// fetch ignores it: the server's script sizes the chunks it sends.
+///
+/// Ownership: `o` is borrowed. Errors: NULL_ARGUMENT, INVALID_ARGUMENT (above 4 MiB; the
+/// options are unchanged). Threading: not concurrently with other calls on the same options.
+#[unsafe(no_mangle)]
+pub extern "C" fn psr_transfer_options_set_chunk_size(
+    o: *mut psr_transfer_options,
+    bytes: usize,
+    err: *mut *mut psr_error,
+) -> PsrResult {
+    guard(err, || {
+        let o = handle_mut(o, "o")?;
+        if bytes > MAX_CHUNK_SIZE {
+            return Err(Failure::new(
+                PsrResult::InvalidArgument,
+                format!("chunk size {bytes} is above the largest, {MAX_CHUNK_SIZE}"),
+            ));
+        }
+        o.chunk_size = (bytes != 0).then_some(bytes);
         Ok(())
     })
 }
@@ -199,6 +230,7 @@ pub extern "C" fn psr_client_copy(
             configuration_name: o.configuration_name.clone(),
             expand_variables: o.expand_variables,
             timeout: o.timeout,
+            chunk_size: o.chunk_size,
             progress: progress(progress_cb, userdata, stop.clone()),
             ..CopyOptions::default()
         };

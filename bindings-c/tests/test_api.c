@@ -3216,6 +3216,24 @@ static void test_files(psr_client *client) {
     psr_transfer_options_free(options);
     psr_transfer_options_free(NULL);
 
+    /* a chunk size of the caller's: one progress call per chunk, the last one short */
+    options = psr_transfer_options_new();
+    CHECK(options != NULL);
+    EXPECT_FAIL(psr_transfer_options_set_chunk_size(options, 4194305, &err), PSR_RESULT_INVALID_ARGUMENT);
+    EXPECT_FAIL(psr_transfer_options_set_chunk_size(NULL, 100000, &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_OK(psr_transfer_options_set_chunk_size(options, 4194304, &err));
+    EXPECT_OK(psr_transfer_options_set_chunk_size(options, 0, &err));
+    EXPECT_OK(psr_transfer_options_set_chunk_size(options, 100000, &err));
+    memset(&progress, 0, sizeof progress);
+    path = (char *)SENTINEL;
+    if (EXPECT_OK(psr_client_copy(client, src, remote, options, on_transfer_progress, &progress, &path, &err))) {
+        psr_string_free(path);
+    }
+    CHECK(progress.calls == 7 && progress.last_done == size);
+    CHECK(same_file(src, remote));
+    path = (char *)SENTINEL;
+    psr_transfer_options_free(options);
+
     /* bad input on either side: typed errors, nothing written */
     rc = psr_client_copy(client, nope, remote, NULL, NULL, NULL, &path, &err);
     expect_file_error(rc, &err, PSR_RESULT_FILE, "NotFound", "local", "copy of a missing file");
