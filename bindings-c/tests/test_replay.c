@@ -9,7 +9,7 @@
  * (include/psremote.h) equivalent to what pypsrp did in the recording, over http with Basic
  * (psr_config_set_auth, psr_config_set_allow_unencrypted), and checks the recorded outcome:
  * output as JSON and CLIXML, error records, streams through psr_callbacks, host callbacks,
- * exit codes and states. Whether the server saw exactly the recorded conversation is checked by
+ * exit codes and states, files copied and fetched (bytes, SHA-1, typed file errors). Whether the server saw exactly the recorded conversation is checked by
  * the driver, bindings-c/tests/replay.py, which starts the server per scenario and reads its
  * GET /_control/state afterwards (as core/tests/replay.rs's assert_exact does).
  *
@@ -19,10 +19,12 @@
  */
 #define _POSIX_C_SOURCE 200809L
 
+#include <dirent.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "psremote.h"
 
@@ -1061,6 +1063,468 @@ static void winrs_no_cmd_shell(psr_client *client) {
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* Files: copy and fetch                                                                       */
+/* ------------------------------------------------------------------------------------------ */
+/* The recorded client ran pypsrp's scripts, psremote runs its own: the driver starts the
+ * replay server with --ignore-script-text (arguments, input and the other flags still must
+ * match). Windows' answers keep to the contract of psremote's scripts: data chunks, then the
+ * hash; the path as the last output. */
+
+/* SHA-1 (FIPS 180-4), the hash both ends of a transfer compare: here it checks that the bytes
+ * on this side are the recorded file. */
+typedef struct {
+    uint32_t h[5];
+    uint64_t length;
+    uint8_t block[64];
+    size_t used;
+} sha1_ctx;
+
+static uint32_t rotl32(uint32_t x, int n) {
+    return (x << n) | (x >> (32 - n));
+}
+
+static void sha1_compress(sha1_ctx *c) {
+    uint32_t w[80], a, b, x, d, e, f, k, t;
+    int i;
+    for (i = 0; i < 16; i++) {
+        const uint8_t *p = c->block + 4 * i;
+        w[i] = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3];
+    }
+    for (i = 16; i < 80; i++) {
+        w[i] = rotl32(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
+    }
+    a = c->h[0];
+    b = c->h[1];
+    x = c->h[2];
+    d = c->h[3];
+    e = c->h[4];
+    for (i = 0; i < 80; i++) {
+        if (i < 20) {
+            f = (b & x) | (~b & d);
+            k = 0x5A827999u;
+        } else if (i < 40) {
+            f = b ^ x ^ d;
+            k = 0x6ED9EBA1u;
+        } else if (i < 60) {
+            f = (b & x) | (b & d) | (x & d);
+            k = 0x8F1BBCDCu;
+        } else {
+            f = b ^ x ^ d;
+            k = 0xCA62C1D6u;
+        }
+        t = rotl32(a, 5) + f + e + k + w[i];
+        e = d;
+        d = x;
+        x = rotl32(b, 30);
+        b = a;
+        a = t;
+    }
+    c->h[0] += a;
+    c->h[1] += b;
+    c->h[2] += x;
+    c->h[3] += d;
+    c->h[4] += e;
+}
+
+static void sha1_update(sha1_ctx *c, const uint8_t *data, size_t n) {
+    while (n > 0) {
+        size_t take = sizeof c->block - c->used;
+        if (take > n) {
+            take = n;
+        }
+        memcpy(c->block + c->used, data, take);
+        c->used += take;
+        c->length += take;
+        data += take;
+        n -= take;
+        if (c->used == sizeof c->block) {
+            sha1_compress(c);
+            c->used = 0;
+        }
+    }
+}
+
+/* The SHA-1 of `len` bytes as 40 lowercase hex digits (and a NUL) in `out`. */
+static void sha1_hex(const uint8_t *data, size_t len, char out[41]) {
+    static const uint8_t pad = 0x80, zero = 0;
+    sha1_ctx c;
+    uint8_t bits[8];
+    uint64_t nbits;
+    int i;
+    memset(&c, 0, sizeof c);
+    c.h[0] = 0x67452301u;
+    c.h[1] = 0xEFCDAB89u;
+    c.h[2] = 0x98BADCFEu;
+    c.h[3] = 0x10325476u;
+    c.h[4] = 0xC3D2E1F0u;
+    sha1_update(&c, data, len);
+    nbits = c.length * 8u;
+    sha1_update(&c, &pad, 1);
+    while (c.used != 56) {
+        sha1_update(&c, &zero, 1);
+    }
+    for (i = 0; i < 8; i++) {
+        bits[i] = (uint8_t)(nbits >> (56 - 8 * i));
+    }
+    sha1_update(&c, bits, 8);
+    for (i = 0; i < 5; i++) {
+        snprintf(out + 8 * i, 9, "%08lx", (unsigned long)c.h[i]);
+    }
+}
+
+/* A fresh folder under /tmp for one scenario's local files, and a path in it. */
+typedef struct {
+    char dir[64];
+    char file[128];
+} scratch;
+
+static int scratch_new(scratch *s, const char *name) {
+    snprintf(s->dir, sizeof s->dir, "/tmp/psr-c-replay-XXXXXX");
+    if (!CHECK(mkdtemp(s->dir) != NULL)) {
+        return 0;
+    }
+    snprintf(s->file, sizeof s->file, "%s/%s", s->dir, name);
+    return 1;
+}
+
+/* The names in the scratch folder (besides . and ..), space-separated, in `out`; their count. */
+static int scratch_entries(const scratch *s, char *out, size_t size) {
+    DIR *d = opendir(s->dir);
+    struct dirent *e;
+    int n = 0;
+    out[0] = '\0';
+    if (d == NULL) {
+        return -1;
+    }
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
+            size_t used = strlen(out);
+            snprintf(out + used, size - used, "%s%s", n > 0 ? " " : "", e->d_name);
+            n++;
+        }
+    }
+    closedir(d);
+    return n;
+}
+
+/* Removes the scratch folder and whatever is in it. */
+static void scratch_free(scratch *s) {
+    DIR *d = opendir(s->dir);
+    struct dirent *e;
+    char path[sizeof s->dir + sizeof e->d_name + 1];
+    if (d != NULL) {
+        while ((e = readdir(d)) != NULL) {
+            if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
+                snprintf(path, sizeof path, "%s/%s", s->dir, e->d_name);
+                remove(path);
+            }
+        }
+        closedir(d);
+    }
+    CHECK(rmdir(s->dir) == 0);
+}
+
+static int write_bytes(const char *path, const uint8_t *data, size_t len) {
+    FILE *f = fopen(path, "wb");
+    int ok;
+    if (f == NULL) {
+        return 0;
+    }
+    ok = len == 0 || fwrite(data, 1, len, f) == len;
+    return fclose(f) == 0 && ok;
+}
+
+/* The local file holds exactly `want` (`len` bytes), whose SHA-1 is `sha1`. */
+static void expect_file_at(const char *path, const uint8_t *want, size_t len, const char *sha1, const char *file,
+                           int line) {
+    FILE *f = fopen(path, "rb");
+    uint8_t *got = (uint8_t *)malloc(len + 1);
+    size_t n = 0;
+    char hex[41];
+    char what[256];
+    if (f != NULL && got != NULL) {
+        n = fread(got, 1, len + 1, f);
+    }
+    snprintf(what, sizeof what, "%s holds the %lu recorded bytes", path, (unsigned long)len);
+    check_at(f != NULL && got != NULL && n == len && (len == 0 || memcmp(got, want, len) == 0), what, file, line);
+    if (f != NULL && got != NULL) {
+        sha1_hex(got, n, hex);
+        snprintf(what, sizeof what, "sha1(%s) == %s (got %s)", path, sha1, hex);
+        check_at(strcmp(hex, sha1) == 0, what, file, line);
+    }
+    if (f != NULL) {
+        fclose(f);
+    }
+    free(got);
+}
+
+#define EXPECT_FILE(path, want, len, sha1) expect_file_at((path), (want), (len), (sha1), __FILE__, __LINE__)
+
+static const uint8_t AZ[] = "abcdefghijklmnopqrstuvwxyz";
+static const size_t AZ_LEN = 26;
+static const char *const AZ_SHA1 = "32d10c7b8cf96570ca04ce37f2a19d84240d3a89";
+static const char *const DOMAIN_DEST = "C:\\Users\\vagrant-domain\\Documents\\test_file";
+
+/* The recorded client's options: the remote path verbatim (pypsrp's tests did not expand it). */
+static psr_transfer_options *as_recorded_transfer(void) {
+    psr_error *err = NULL;
+    psr_transfer_options *o = psr_transfer_options_new();
+    if (CHECK(o != NULL)) {
+        EXPECT_OK(psr_transfer_options_set_expand_variables(o, 0, &err));
+    }
+    return o;
+}
+
+/* Progress calls of one transfer (psremote's worker thread, one call at a time). */
+#define MAX_PROGRESS 16
+
+typedef struct {
+    int calls;
+    uint64_t done[MAX_PROGRESS];
+    int64_t total[MAX_PROGRESS];
+    uint64_t last_done;
+} transfer_seen;
+
+static int32_t on_transfer(void *userdata, uint64_t done, int64_t total) {
+    transfer_seen *t = (transfer_seen *)userdata;
+    if (t->calls < MAX_PROGRESS) {
+        t->done[t->calls] = done;
+        t->total[t->calls] = total;
+    }
+    t->last_done = done;
+    t->calls++;
+    return 0;
+}
+
+/* pypsrp's tests checked the copied file through cmd shells: Get-Content shows it, Remove-Item
+ * removes it. */
+static void check_through_cmd(psr_client *client, const char *expected_stdout) {
+    char line[160];
+    psr_cmd_shell_options *o = as_recorded();
+    psr_cmd_shell *shell = open_shell(client, o);
+    psr_cmd_result *r;
+    size_t len;
+    const uint8_t *data;
+    if (shell != NULL) {
+        snprintf(line, sizeof line, "powershell.exe Get-Content %s", DOMAIN_DEST);
+        r = run_in(shell, line, NULL, 0, false);
+        if (r != NULL) {
+            data = psr_cmd_result_stdout(r, &len);
+            CHECK(bytes_are(data, len, expected_stdout));
+            CHECK(psr_cmd_result_exit_code(r) == 0);
+        }
+        psr_cmd_result_free(r);
+        close_shell(shell);
+    }
+    shell = open_shell(client, o);
+    if (shell != NULL) {
+        snprintf(line, sizeof line, "powershell Remove-Item -Path '%s'", DOMAIN_DEST);
+        r = run_in(shell, line, NULL, 0, false);
+        if (r != NULL) {
+            CHECK(psr_cmd_result_exit_code(r) == 0);
+        }
+        psr_cmd_result_free(r);
+        close_shell(shell);
+    }
+    psr_cmd_shell_options_free(o);
+}
+
+/* A 26-byte file copied to a relative path (the server puts it in the user's Documents), then
+ * again to the absolute path the first copy reported; the cmd shells' checks. */
+static void client_copy_file(psr_client *client) {
+    psr_error *err = NULL;
+    psr_transfer_options *o = as_recorded_transfer();
+    char *remote = NULL;
+    scratch s;
+    if (scratch_new(&s, "copy_file")) {
+        if (CHECK(write_bytes(s.file, AZ, AZ_LEN)) &&
+            EXPECT_OK(psr_client_copy(client, s.file, "test_file", o, NULL, NULL, &remote, &err))) {
+            char *second = NULL;
+            EXPECT_STR(remote, DOMAIN_DEST);
+            if (EXPECT_OK(psr_client_copy(client, s.file, remote, o, NULL, NULL, &second, &err))) {
+                EXPECT_STR(second, DOMAIN_DEST);
+                psr_string_free(second);
+            }
+            psr_string_free(remote);
+            /* What the server checked against the recorded hash is the file, unchanged. */
+            EXPECT_FILE(s.file, AZ, AZ_LEN, AZ_SHA1);
+            check_through_cmd(client, "abcdefghijklmnopqrstuvwxyz\r\n");
+        }
+        scratch_free(&s);
+    }
+    psr_transfer_options_free(o);
+}
+
+/* An empty file: no data, the empty file's hash; Get-Content shows nothing. */
+static void client_copy_file_empty(psr_client *client) {
+    psr_error *err = NULL;
+    psr_transfer_options *o = as_recorded_transfer();
+    char *remote = NULL;
+    scratch s;
+    if (scratch_new(&s, "copy_empty")) {
+        if (CHECK(write_bytes(s.file, AZ, 0)) &&
+            EXPECT_OK(psr_client_copy(client, s.file, "test_file", o, NULL, NULL, &remote, &err))) {
+            EXPECT_STR(remote, DOMAIN_DEST);
+            psr_string_free(remote);
+            EXPECT_FILE(s.file, AZ, 0, "da39a3ee5e6b4b0d3255bfef95601890afd80709");
+            check_through_cmd(client, "");
+        }
+        scratch_free(&s);
+    }
+    psr_transfer_options_free(o);
+}
+
+/* 520000 bytes in the recording's chunks of 85404 (pypsrp with its payload size mocked): six
+ * whole chunks and a short one, a progress call after each. */
+static void client_copy_file_really_large(psr_client *client) {
+    psr_error *err = NULL;
+    psr_transfer_options *o = as_recorded_transfer();
+    char *remote = NULL;
+    const size_t size = 20000 * AZ_LEN;
+    uint8_t *data = (uint8_t *)malloc(size);
+    transfer_seen t;
+    scratch s;
+    size_t i;
+    memset(&t, 0, sizeof t);
+    if (CHECK(data != NULL) && CHECK(o != NULL) && scratch_new(&s, "copy_large")) {
+        for (i = 0; i < size; i += AZ_LEN) {
+            memcpy(data + i, AZ, AZ_LEN);
+        }
+        EXPECT_OK(psr_transfer_options_set_chunk_size(o, 85404, &err));
+        if (CHECK(write_bytes(s.file, data, size)) &&
+            EXPECT_OK(psr_client_copy(client, s.file, "test_file", o, on_transfer, &t, &remote, &err))) {
+            EXPECT_STR(remote, "C:\\Users\\vagrant\\Documents\\test_file");
+            psr_string_free(remote);
+            EXPECT_FILE(s.file, data, size, "9019309673c06b632baeb9c84c1cc64b8de74f70");
+            if (CHECK(t.calls == 7)) {
+                for (i = 0; i < 7; i++) {
+                    uint64_t want = i < 6 ? (uint64_t)(i + 1) * 85404u : (uint64_t)size;
+                    if (!CHECK(t.done[i] == want && t.total[i] == (int64_t)size)) {
+                        printf("       progress call %lu: %lu of %ld\n", (unsigned long)i, (unsigned long)t.done[i],
+                               (long)t.total[i]);
+                    }
+                }
+            }
+        }
+        scratch_free(&s);
+    }
+    free(data);
+    psr_transfer_options_free(o);
+}
+
+/* Windows refused the copy: the recorded client had a mocked hash, so Windows' answer is a hash
+ * mismatch. psremote sends the true hash (the one difference from the recording, which the
+ * driver expects) and gets the recorded failure as a typed file error of the remote side. */
+static void client_copy_file_failure(psr_client *client) {
+    psr_error *err = NULL;
+    psr_transfer_options *o = as_recorded_transfer();
+    char *remote = NULL;
+    scratch s;
+    if (scratch_new(&s, "copy_failure")) {
+        if (CHECK(write_bytes(s.file, AZ, AZ_LEN)) &&
+            EXPECT_FAIL(psr_client_copy(client, s.file, "test_file", o, NULL, NULL, &remote, &err), PSR_RESULT_FILE)) {
+            const char *msg = psr_error_message(err);
+            EXPECT_STR(psr_error_file_kind(err), "HashMismatch");
+            EXPECT_STR(psr_error_file_side(err), "remote");
+            EXPECT_STR(psr_error_file_path(err), "test_file");
+            if (!CHECK(contains(msg, "hash mismatch") &&
+                       contains(msg, "expected sha1 c3499c2729730a7f807efb8676a92dcb6f8a3f8f, got "
+                                     "32d10c7b8cf96570ca04ce37f2a19d84240d3a89"))) {
+                printf("       message: %s\n", msg != NULL ? msg : "(NULL)");
+            }
+            CHECK(remote == NULL);
+        }
+        psr_error_free(err);
+        EXPECT_FILE(s.file, AZ, AZ_LEN, AZ_SHA1);
+        scratch_free(&s);
+    }
+    psr_transfer_options_free(o);
+}
+
+/* A 250002-byte file fetched in the server's chunks: the file here holds the recorded bytes
+ * (their SHA-1 the one the server sent), no .part file is left beside it. */
+static void client_fetch_file(psr_client *client) {
+    psr_error *err = NULL;
+    psr_transfer_options *o = as_recorded_transfer();
+    char *local = NULL;
+    const size_t size = 50000 * 5 + 2;
+    uint8_t *want = (uint8_t *)malloc(size);
+    transfer_seen t;
+    char names[256];
+    scratch s;
+    size_t i;
+    memset(&t, 0, sizeof t);
+    if (CHECK(want != NULL) && scratch_new(&s, "file.txt")) {
+        for (i = 0; i + 2 < size; i += 5) {
+            memcpy(want + i, "abc\r\n", 5);
+        }
+        memcpy(want + size - 2, "\r\n", 2);
+        if (EXPECT_OK(psr_client_fetch(client, "C:\\temp\\file.txt", s.file, o, on_transfer, &t, &local, &err))) {
+            EXPECT_STR(local, s.file);
+            psr_string_free(local);
+            EXPECT_FILE(s.file, want, size, "70e3bea8cdb0d0c883bccff5228933d933b88a80");
+            CHECK(t.calls >= 1 && t.last_done == size);
+        }
+        CHECK(scratch_entries(&s, names, sizeof names) == 1);
+        EXPECT_STR(names, "file.txt");
+        scratch_free(&s);
+    }
+    free(want);
+    psr_transfer_options_free(o);
+}
+
+/* The default options: %TEMP% travels unexpanded and the server expands it. */
+static void client_fetch_file_expand_vars(psr_client *client) {
+    psr_error *err = NULL;
+    char *local = NULL;
+    scratch s;
+    if (scratch_new(&s, "file.txt")) {
+        if (EXPECT_OK(psr_client_fetch(client, "%TEMP%\\file.txt", s.file, NULL, NULL, NULL, &local, &err))) {
+            EXPECT_STR(local, s.file);
+            psr_string_free(local);
+            EXPECT_FILE(s.file, (const uint8_t *)"abc\r\n\r\n", 7, "22c1a78ec5ada1cd2f3665b58b30499e51a3b029");
+        }
+        scratch_free(&s);
+    }
+}
+
+/* A fetch Windows refused: a typed file error of the remote side naming the path, the server's
+ * text in the message, nothing written here. */
+static void fetch_failure(psr_client *client, const char *src, const char *kind, const char *text) {
+    psr_error *err = NULL;
+    psr_transfer_options *o = as_recorded_transfer();
+    char *local = NULL;
+    char names[256];
+    scratch s;
+    if (scratch_new(&s, "file.txt")) {
+        if (EXPECT_FAIL(psr_client_fetch(client, src, s.file, o, NULL, NULL, &local, &err), PSR_RESULT_FILE)) {
+            const char *msg = psr_error_message(err);
+            EXPECT_STR(psr_error_file_kind(err), kind);
+            EXPECT_STR(psr_error_file_side(err), "remote");
+            EXPECT_STR(psr_error_file_path(err), src);
+            if (!CHECK(contains(msg, text))) {
+                printf("       message: %s\n", msg != NULL ? msg : "(NULL)");
+            }
+            CHECK(local == NULL);
+        }
+        psr_error_free(err);
+        if (!CHECK(scratch_entries(&s, names, sizeof names) == 0)) {
+            printf("       left behind: %s\n", names);
+        }
+        scratch_free(&s);
+    }
+    psr_transfer_options_free(o);
+}
+
+static void client_fetch_file_fail_dir(psr_client *client) {
+    fetch_failure(client, "C:\\Windows", "IsADirectory", "The path at 'C:\\Windows' is a directory, src must be a file");
+}
+
+static void client_fetch_file_fail_missing(psr_client *client) {
+    fetch_failure(client, "C:\\fakefile.txt", "NotFound", "The path at 'C:\\fakefile.txt' does not exist");
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* The server's configuration (WS-Man transfer Get of winrm/config)                            */
 /* ------------------------------------------------------------------------------------------ */
 
@@ -1126,6 +1590,14 @@ static const scenario SCENARIOS[] = {
     {"winrs_noprofile", winrs_noprofile},
     {"winrs_send", winrs_send},
     {"winrs_no_cmd_shell", winrs_no_cmd_shell},
+    {"client_copy_file", client_copy_file},
+    {"client_copy_file_empty", client_copy_file_empty},
+    {"client_copy_file_really_large", client_copy_file_really_large},
+    {"client_copy_file_failure", client_copy_file_failure},
+    {"client_fetch_file", client_fetch_file},
+    {"client_fetch_file_expand_vars", client_fetch_file_expand_vars},
+    {"client_fetch_file_fail_dir", client_fetch_file_fail_dir},
+    {"client_fetch_file_fail_missing", client_fetch_file_fail_missing},
     {"wsman_update_envelope_size_150", wsman_update_envelope_size_150},
     {"wsman_server_config_500", wsman_server_config_500},
 };
