@@ -44,8 +44,9 @@ fn command_options(skip_cmd_shell: bool) -> CommandOptions {
     CommandOptions { skip_cmd_shell, ..CommandOptions::default() }
 }
 
-/// Opens a shell, runs one command with `stdin` (always closed, so a command that reads it
-/// ends), collects its output and closes the shell.
+/// Opens a shell, runs one command, collects its output and closes the shell. `stdin`, when
+/// given, is sent and stdin closed; without it nothing is sent (as Windows' own clients do), so
+/// the command makes exactly the Command and Receive requests it needs.
 pub(crate) async fn run_cmd(
     client: core::Client,
     options: CmdShellOptions,
@@ -58,7 +59,9 @@ pub(crate) async fn run_cmd(
     let result = async {
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let p = shell.start_with(&exe, &argv, command_options(skip_cmd_shell)).await?;
-        p.send_stdin(stdin.as_deref().unwrap_or(&[]), true).await?;
+        if let Some(data) = &stdin {
+            p.send_stdin(data, true).await?;
+        }
         let out = p.wait().await?;
         Ok::<_, psremote::Error>((out.stdout, out.stderr, out.exit_code))
     }

@@ -640,10 +640,12 @@ class AsyncCmdShell:
     async def run(
         self, executable: str, args: Iterable[Any] = (), stdin: Optional[StdinData] = None, *, skip_cmd_shell: bool = False
     ) -> CmdResult:
-        """Runs a command to the end with ``stdin`` and returns its result."""
-        data = _stdin_bytes(stdin) or b""
+        """Runs a command to the end and returns its result; ``stdin`` as for
+        :meth:`psremote.cmd.CmdShell.run`."""
+        data = _stdin_bytes(stdin)
         async with await self.start(executable, args, skip_cmd_shell=skip_cmd_shell) as process:
-            await process.send(data, end=True)
+            if data is not None:
+                await process.send(data, end=True)
             return await process.wait()
 
     async def close(self) -> None:

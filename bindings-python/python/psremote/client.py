@@ -830,8 +830,10 @@ class Client(_ClientBase):
     ) -> CmdResult:
         """Runs a command in a new cmd shell (WinRS) and returns its stdout, stderr and exit code.
 
-        ``stdin`` (bytes, or str as UTF-8) is sent and stdin closed; the shell options are
-        those of :meth:`cmd_shell`, ``skip_cmd_shell`` that of :meth:`CmdShell.start`."""
+        ``stdin`` (bytes, or str as UTF-8), when given, is sent and stdin closed; without it
+        nothing is sent, so a command that reads stdin waits for it (``b""`` closes it). The
+        shell options are those of :meth:`cmd_shell`, ``skip_cmd_shell`` that of
+        :meth:`CmdShell.start`."""
         executable, arguments, data = _cmd_arguments(executable, args, stdin)
         env, directory, codepage, no_profile, _ = _shell_options(environment, working_directory, codepage, no_profile, None)
         self.connect()

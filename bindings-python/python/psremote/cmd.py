@@ -290,11 +290,14 @@ class CmdShell:
     def run(
         self, executable: str, args: Iterable[Any] = (), stdin: Optional[StdinData] = None, *, skip_cmd_shell: bool = False
     ) -> CmdResult:
-        """Runs a command to the end: sends ``stdin`` (bytes, or str as UTF-8), closes stdin,
-        and returns its :class:`~psremote.records.CmdResult`."""
-        data = _stdin_bytes(stdin) or b""
+        """Runs a command to the end and returns its :class:`~psremote.records.CmdResult`.
+        ``stdin`` (bytes, or str as UTF-8), when given, is sent and stdin closed (``b""``
+        closes it without data); without it nothing is sent, so a command that reads stdin
+        waits for it."""
+        data = _stdin_bytes(stdin)
         with self.start(executable, args, skip_cmd_shell=skip_cmd_shell) as process:
-            process.send(data, end=True)
+            if data is not None:
+                process.send(data, end=True)
             return process.wait()
 
     def close(self) -> None:
