@@ -79,13 +79,13 @@ def there(tmp_path) -> Path:
     return p
 
 
-def pypsrp(endpoint: Endpoint, op: str, src: Path, dest: Path) -> str:
+def pypsrp(endpoint: Endpoint, op: str, src: Path, dest: Path, timeout: float = 60) -> str:
     """pypsrp 0.9.1's Client.copy / Client.fetch through the endpoint; its returned path."""
     out = subprocess.run(
         [sys.executable, "-m", "psremote_testserver.pypsrp_files", op, str(endpoint.port), f"{DOMAIN}\\{USER}", PASSWORD, str(src), str(dest)],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
     )
     assert out.stdout.startswith("OK "), (out.stdout, out.stderr)
     return out.stdout[3:].strip()
@@ -175,23 +175,52 @@ def test_show_progress_without_tqdm_writes_lines(fclient, here, there, capsys, m
 
 
 # pypsrp 0.9.1's fetch fails on an empty file (on Windows too), so no empty case this way.
-@pytest.mark.parametrize("size", [1, 700_000])
-def test_pypsrp_fetches_what_psremote_copied(fclient, files_endpoint, here, there, size):
+@pytest.mark.parametrize(("size", "name"), [(1, "a.bin"), (700_000, "a.bin"), (5_000, "données ü 日本.bin")])
+def test_pypsrp_fetches_what_psremote_copied(fclient, files_endpoint, here, there, size, name):
     content = data(size)
-    (here / "a.bin").write_bytes(content)
-    fclient.copy(here / "a.bin", there / "a.bin")
-    pypsrp(files_endpoint, "fetch", there / "a.bin", here / "b.bin")
+    (here / name).write_bytes(content)
+    fclient.copy(here / name, there / name)
+    pypsrp(files_endpoint, "fetch", there / name, here / "b.bin")
     assert (here / "b.bin").read_bytes() == content
     assert_clean(files_endpoint)
 
 
-@pytest.mark.parametrize("size", [0, 1, 700_000])
-def test_psremote_fetches_what_pypsrp_copied(fclient, files_endpoint, here, there, size):
+@pytest.mark.parametrize(("size", "name"), [(0, "a.bin"), (1, "a.bin"), (700_000, "a.bin"), (5_000, "données ü 日本.bin")])
+def test_psremote_fetches_what_pypsrp_copied(fclient, files_endpoint, here, there, size, name):
     content = data(size)
     (here / "a.bin").write_bytes(content)
-    assert pypsrp(files_endpoint, "copy", here / "a.bin", there / "a.bin") == str(there / "a.bin")
-    fclient.fetch(there / "a.bin", here / "b.bin")
+    assert pypsrp(files_endpoint, "copy", here / "a.bin", there / name) == str(there / name)
+    fclient.fetch(there / name, here / "b.bin")
     assert (here / "b.bin").read_bytes() == content
+    assert_clean(files_endpoint)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@pytest.mark.timeout(600)
+def test_100_mb_both_ways_with_pypsrp(fclient, files_endpoint, here, there):
+    """100 MB: what psremote copies pypsrp fetches intact, and what pypsrp copies psremote
+    fetches intact (pypsrp is slow at this size: its fetch moves the file as one string)."""
+    source = here / "grand ü.bin"
+    with open(source, "wb") as f:
+        block = data(1 << 20)
+        for i in range(100):
+            f.write(block[i:] + block[:i])  # 100 distinct MiB
+    want = _sha256(source)
+    fclient.copy(source, there / "psremote.bin")
+    pypsrp(files_endpoint, "fetch", there / "psremote.bin", here / "by-pypsrp.bin", timeout=500)
+    assert _sha256(here / "by-pypsrp.bin") == want
+    (here / "by-pypsrp.bin").unlink()
+    (there / "psremote.bin").unlink()
+    pypsrp(files_endpoint, "copy", source, there / "pypsrp.bin", timeout=500)
+    fclient.fetch(there / "pypsrp.bin", here / "by-psremote.bin")
+    assert _sha256(here / "by-psremote.bin") == want
     assert_clean(files_endpoint)
 
 
