@@ -86,7 +86,9 @@ impl From<psremote::Error> for Failure {
         };
         let fault_code = e.fault().and_then(|f| f.code).unwrap_or(0);
         let file = e.file().map(|f| (f.kind.as_str(), f.side.as_str(), f.path.clone()));
-        Self { code, message: e.to_string(), fault_code, file }
+        // The message often holds the server's words: shown, never obeyed.
+        let message = psremote::text::printable(&e.to_string()).into_owned();
+        Self { code, message, fault_code, file }
     }
 }
 

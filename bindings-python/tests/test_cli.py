@@ -278,4 +278,4 @@ def test_pools_lists_and_removes_disconnected_pools(child_env, credentials):
 
 
 def test_server_text_is_shown_not_obeyed():
-    assert cli.printable("red\x1b[31m bell\x07 \u202eevil\ttab") == "red\\u001b[31m bell\\u0007 \\u202eevil\ttab"
+    assert cli.printable("red\x1b[31m bell\x07 \u202eevil\ttab") == "red\\u{001b}[31m bell\\u{0007} \\u{202e}evil\ttab"

@@ -166,3 +166,15 @@ def test_oversized_request_is_a_transport_error(start_endpoint):
             client.run_ps(client.powershell().add_command("Write-Output").add_argument("x" * 200_000))
     assert info.value.status == 413
     assert "MaxEnvelopeSize" in str(info.value)
+
+
+def test_server_text_in_exceptions_is_shown_not_obeyed():
+    import psremote
+
+    hostile = "access denied\x1b[2J\x1b[31m\x07\r\u202egnp.exe\u200b"
+    text = str(psremote.WSManFault(hostile))
+    assert "\x1b" not in text and "\x07" not in text and "\r" not in text and "\u202e" not in text
+    assert text == "access denied\\u{001b}[2J\\u{001b}[31m\\u{0007}\\u{000d}\\u{202e}gnp.exe\\u{200b}"
+    assert str(psremote.PipelineError("line one\nline two\ttabbed")) == "line one\nline two\ttabbed"
+    huge = str(psremote.ProtocolError("x" * 1_000_000))
+    assert len(huge) < 17_000 and huge.endswith("(983616 more characters)")

@@ -12,6 +12,7 @@ pub mod encryption;
 mod error;
 mod file_error;
 pub mod psrp;
+pub mod text;
 pub mod wsman;
 
 #[cfg(feature = "client")]

@@ -25,12 +25,12 @@ import json
 import logging
 import os
 import sys
-import unicodedata
 import uuid
 from typing import Any, Dict, Optional, Sequence, TextIO
 
 from psremote import __version__
 from psremote._options import AUTH_MECHANISMS, ENCRYPTION_POLICIES, PASSWORD_ENV
+from psremote._text import printable
 from psremote.client import Client, RunspacePool
 from psremote.exceptions import ConfigurationError, FileTransferError, PSRemoteError
 from psremote.host import ConsoleHost
@@ -575,15 +575,6 @@ def _transfer(args: argparse.Namespace, out: Output) -> int:
             return EXIT_ERRORS
     out.out(path)
     return 0
-
-
-def printable(text: Any) -> str:
-    """Server text for a terminal: control and format characters (escapes, BEL, bidi
-    overrides) are shown as ``\\uXXXX`` instead of acting on the terminal."""
-    return "".join(
-        c if c == "\t" or unicodedata.category(c) not in ("Cc", "Cf", "Zl", "Zp") else f"\\u{ord(c):04x}"
-        for c in str(text)
-    )
 
 
 def _pools(args: argparse.Namespace, out: Output) -> int:

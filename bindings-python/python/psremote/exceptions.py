@@ -14,6 +14,8 @@ from __future__ import annotations
 import errno as _errno
 from typing import TYPE_CHECKING, Optional
 
+from psremote import _text
+
 if TYPE_CHECKING:
     from psremote.records import ErrorRecord, PSResult
 
@@ -48,7 +50,9 @@ class PSRemoteError(Exception):
         super().__init__(message)
 
     def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
+        # The text often holds the server's words: shown, never obeyed, and kept short (the
+        # full data stays on the exception's attributes).
+        return _text.message(self.args[0]) if self.args else ""
 
 
 class ConfigurationError(PSRemoteError, ValueError):
@@ -203,7 +207,9 @@ class FileTransferError(PSRemoteError, OSError):
         super().__init__(message)
 
     def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
+        # The text often holds the server's words: shown, never obeyed, and kept short (the
+        # full data stays on the exception's attributes).
+        return _text.message(self.args[0]) if self.args else ""
 
 
 class TransferFileNotFoundError(FileTransferError, FileNotFoundError):

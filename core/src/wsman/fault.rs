@@ -61,12 +61,13 @@ impl WsmanFault {
         if let Some(c) = self.code {
             s.push_str(&format!(" {c:#010x}"));
         }
+        // The machine name and the message are the server's text: shown, never obeyed.
         if let Some(m) = &self.machine {
-            s.push_str(&format!(" from {m}"));
+            s.push_str(&format!(" from {}", crate::text::printable(m)));
         }
         if !self.message.is_empty() {
             s.push_str(": ");
-            s.push_str(&self.message);
+            s.push_str(&crate::text::printable(&self.message));
         }
         s
     }
