@@ -559,3 +559,31 @@ fn a_pool_that_fails_to_open_leaves_no_shell_behind() {
         assert_eq!(ep.wait_counter("shells", 0), 0, "{mode}: a shell was left on the server");
     }
 }
+
+#[test]
+fn closing_a_pool_ends_its_pipelines_receive_loops() {
+    let ep = Endpoint::start(&[]);
+    block_on(async {
+        let pool = pool(&ep).await;
+        let mut p = pool.start(&PipelineSpec::script("Invoke-Stall")).await.unwrap();
+        pool.clone().close().await.unwrap();
+        // The reader learns the pool is closed instead of waiting for a pipeline that is gone.
+        let ended = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                match p.next_event().await {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => return None,
+                    Err(e) => return Some(e),
+                }
+            }
+        })
+        .await
+        .expect("the pipeline's reader hung after close");
+        assert!(matches!(ended, Some(psremote::Error::Closed(_))), "{ended:?}");
+        // Nothing polls the deleted shell any more.
+        let before = ep.counter("requests");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(ep.counter("requests"), before, "requests after the pool was closed");
+    });
+    assert_eq!(ep.wait_counter("shells", 0), 0);
+}

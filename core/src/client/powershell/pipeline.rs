@@ -135,8 +135,13 @@ pub(super) async fn receive_loop(shared: Arc<Shared>, pid: uuid::Uuid, tx: Route
             if shared.disconnected.load(Ordering::SeqCst) {
                 return Ok::<_, Error>(false);
             }
+            // A closed pool ends its pipelines' loops: their shell is gone or going.
+            if shared.closed.load(Ordering::SeqCst) {
+                return Err(Error::Closed("runspace pool"));
+            }
             let (events, done) = match shared.receive(Some(pid)).await {
                 Ok(r) => r,
+                Err(_) if shared.closed.load(Ordering::SeqCst) => return Err(Error::Closed("runspace pool")),
                 // The shell was disconnected under this Receive: nothing was lost.
                 Err(_) if shared.disconnected.load(Ordering::SeqCst) => return Ok(false),
                 Err(Error::Fault(fault)) if attached && fault.code == Some(code::INVALID_SELECTORS) => {
@@ -167,11 +172,12 @@ pub(super) async fn receive_loop(shared: Arc<Shared>, pid: uuid::Uuid, tx: Route
         error = result.as_ref().err().map(ToString::to_string),
         "pipeline ended"
     );
-    let unknown = matches!(result, Err(Error::NotFound { .. }));
+    // A command the server does not know, or one whose pool was closed (the Delete released
+    // it), has nothing to release.
+    let unknown = matches!(result, Err(Error::NotFound { .. }) | Err(Error::Closed(_)));
     if let Err(e) = result {
         let _ = tx.send(Err(e)).await;
     }
-    // A command the server does not know has nothing to release.
     if !unknown && let Err(e) = shared.signal(pid, TERMINATE_SIGNAL).await {
         tracing::debug!(pipeline = %pid, error = %e, "terminate signal failed");
     }
