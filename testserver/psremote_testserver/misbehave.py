@@ -3,7 +3,12 @@
 The misbehaviour fires once: on the first Receive that gets a ReceiveResponse
 (HTTP 200). Receive timeout faults before it do not use it up, so a test need
 not care how fast its command prints. Modes that act on the seal
-(``bad-seal``, ``unsealed``) wait for a Receive that arrived sealed.
+(``bad-seal``, ``unsealed``) wait for a Receive that arrived sealed;
+``no-exit-code`` waits for a ReceiveResponse that carries an ``rsp:ExitCode``
+(the command's Done) and drops it; ``foreign-command-id`` waits for one that
+names a command (a command's or pipeline's Receive) and renames every
+``CommandId`` in it, on its Streams and its CommandState, to a fresh id: the
+reply then carries another command's output.
 """
 
 from __future__ import annotations
@@ -16,14 +21,36 @@ from typing import Optional
 
 from .soap import ACTION_RECEIVE
 
-MODES = ("truncated-xml", "bad-base64", "bad-seal", "unsealed", "wrong-relates-to", "no-final-token")
+MODES = (
+    "truncated-xml",
+    "bad-base64",
+    "bad-seal",
+    "unsealed",
+    "wrong-relates-to",
+    "no-final-token",
+    "no-exit-code",
+    "foreign-command-id",
+    "huge-reply",
+    "endless-body",
+)
 """``no-final-token`` acts on authentication instead: the 200 that completes a logon carries no
 ``WWW-Authenticate`` token (no Kerberos AP-REP, no SPNEGO accept-completed), as an impostor that
-cannot prove the server's identity would answer."""
+cannot prove the server's identity would answer.
+
+``huge-reply`` answers the first Receive with a ``Content-Length`` of HUGE_REPLY_BYTES and
+streams filler towards it; ``endless-body`` answers it with a chunked body that never ends. Both
+stop when the client hangs up, and both write one fixed filler buffer over and over, so the
+endpoint's own memory stays bounded however long the client keeps reading."""
+
+HUGE_REPLY_BYTES = 512 * 1024 * 1024
+"""Far above any envelope and any test's memory bound, yet quick to send over loopback."""
+
+FILLER = b"A" * (64 * 1024)
 
 _DATA_STREAM = re.compile(rb"(<rsp:Stream [^>]*>)([^<]+)(</rsp:Stream>)")
 _COMMAND_ID = re.compile(rb'CommandId="([^"]+)"')
 _RELATES_TO = re.compile(rb"<a:RelatesTo>[^<]*</a:RelatesTo>")
+_EXIT_CODE = re.compile(rb"<rsp:ExitCode>[^<]*</rsp:ExitCode>")
 
 
 @dataclass
@@ -31,6 +58,7 @@ class Tampered:
     xml: bytes
     unsealed: bool = False  # send plaintext although the request was sealed
     corrupt_signature: bool = False  # seal, then flip a signature byte
+    oversize: Optional[str] = None  # "huge-reply" or "endless-body": stream filler instead of xml
 
 
 class Misbehaviour:
@@ -53,8 +81,19 @@ class Misbehaviour:
             return Tampered(xml)
         if self.mode in ("bad-seal", "unsealed") and not sealed:
             return Tampered(xml)
+        if self.mode == "no-exit-code" and not _EXIT_CODE.search(xml):
+            return Tampered(xml)
+        if self.mode == "foreign-command-id" and not _COMMAND_ID.search(xml):
+            return Tampered(xml)
         if not self._claim():
             return Tampered(xml)
+        if self.mode == "no-exit-code":
+            return Tampered(_EXIT_CODE.sub(b"", xml))
+        if self.mode == "foreign-command-id":
+            other = str(uuid.uuid4()).upper().encode()
+            return Tampered(_COMMAND_ID.sub(b'CommandId="' + other + b'"', xml))
+        if self.mode in ("huge-reply", "endless-body"):
+            return Tampered(xml, oversize=self.mode)
         if self.mode == "truncated-xml":
             return Tampered(xml[: len(xml) // 2])
         if self.mode == "bad-base64":

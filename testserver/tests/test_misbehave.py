@@ -79,3 +79,50 @@ def test_wrong_relates_to(start_endpoint):
         related = rc.relates_to(response.xml)
         assert related.startswith("uuid:") and related != message_id
         second_receive_is_normal(client, shell, command_id)
+
+
+def receive_until_done(client, shell, command_id):
+    """Receives until the command reports Done; returns the ReceiveResponses in order."""
+    replies = []
+    for _ in range(50):  # hang guard: echo ends within a couple of Receives
+        _, xml = rc.receive(shell, command_id)
+        response = client.post_sealed(xml)
+        assert response.status == 200
+        replies.append(response.xml)
+        state = response.xml.find("s:Body/rsp:ReceiveResponse/rsp:CommandState", rc.NS)
+        if state is not None and state.get("State").endswith("/Done"):
+            return replies
+    raise AssertionError("the command never reported Done")
+
+
+def test_no_exit_code(start_endpoint):
+    client, shell, command_id, _, xml = run_until_receive(start_endpoint("--misbehave", "no-exit-code"))
+    with client:
+        first = client.post_sealed(xml)
+        replies = [first.xml]
+        state = first.xml.find("s:Body/rsp:ReceiveResponse/rsp:CommandState", rc.NS)
+        if state is None or not state.get("State").endswith("/Done"):
+            replies += receive_until_done(client, shell, command_id)
+        done = replies[-1].find("s:Body/rsp:ReceiveResponse/rsp:CommandState", rc.NS)
+        assert done.get("CommandId") == command_id
+        assert done.find("rsp:ExitCode", rc.NS) is None
+        output = b"".join(
+            base64.b64decode(s.text or "")
+            for r in replies
+            for s in r.findall("s:Body/rsp:ReceiveResponse/rsp:Stream", rc.NS)
+            if s.get("Name") == "stdout"
+        )
+        assert output == b"hi\n"
+
+
+def test_foreign_command_id(start_endpoint):
+    client, shell, command_id, _, xml = run_until_receive(start_endpoint("--misbehave", "foreign-command-id"))
+    with client:
+        response = client.post_sealed(xml)
+        body = response.xml.find("s:Body/rsp:ReceiveResponse", rc.NS)
+        named = [e.get("CommandId") for e in body if e.get("CommandId") is not None]
+        assert named, "the reply names no command at all"
+        assert len(set(named)) == 1 and named[0].lower() != command_id.lower()
+        # Only the ids changed: the data is the real command's.
+        data = b"".join(base64.b64decode(s.text or "") for s in body.findall("rsp:Stream", rc.NS))
+        assert data in (b"", b"hi\n")
