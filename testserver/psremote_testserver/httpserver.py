@@ -25,7 +25,7 @@ from .auth import DEFAULT_SCHEMES, TOKEN_SCHEMES, ConnectionAuth
 from .dispatch import Dispatcher
 from .engines import RequestContext
 from .drop import ConnectionDrop
-from .misbehave import Misbehaviour
+from .misbehave import FILLER, HUGE_REPLY_BYTES, Misbehaviour
 from .stats import Stats
 from .tls import ConnectionTls, ServerTls, TlsSettings
 from .users import UserStore
@@ -166,6 +166,36 @@ class WinRMHandler(BaseHTTPRequestHandler):
             self.wfile.write(body)
         self._status = status
         self._sent = len(body)
+
+    def _stream_filler(self, status: int, headers: List[Tuple[str, str]], mode: str) -> None:
+        """An oversized (``huge-reply``) or endless chunked (``endless-body``) body of filler,
+        written until it is complete or the client hangs up; the connection then closes. One
+        fixed buffer is written over and over: the endpoint holds no more than it."""
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        if mode == "huge-reply":
+            self.send_header("Content-Length", str(HUGE_REPLY_BYTES))
+        else:
+            self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        self._status = status
+        self._sent = 0
+        chunk = b"%x\r\n" % len(FILLER) + FILLER + b"\r\n"
+        try:
+            while mode == "endless-body" or self._sent < HUGE_REPLY_BYTES:
+                if mode == "endless-body":
+                    self.wfile.write(chunk)
+                    self._sent += len(FILLER)
+                else:
+                    part = FILLER[: HUGE_REPLY_BYTES - self._sent]
+                    self.wfile.write(part)
+                    self._sent += len(part)
+            self.wfile.flush()
+        except OSError as exc:  # the client hung up, as a bounded client does
+            log.info("%s hung up after %d filler bytes (%s): %s", self.client_address[0], self._sent, mode, exc)
 
     def _read_body(self) -> Optional[bytes]:
         """The request body, or None after answering an unreadable one (the connection then closes)."""
@@ -318,6 +348,10 @@ class WinRMHandler(BaseHTTPRequestHandler):
             return
 
         tampered = self.server.misbehaviour.apply(reply.request_action, reply.status, reply.xml, sealed)
+        if tampered.oversize is not None:
+            out_type = encryption.content_type(self.auth.seal_protocol) if sealed else encryption.SOAP_CONTENT_TYPE
+            self._stream_filler(reply.status, final_token + [("Content-Type", out_type)], tampered.oversize)
+            return
         if sealed and not tampered.unsealed:
             out_type, out = encryption.seal(tampered.xml, self.auth.wrap, tampered.corrupt_signature, self.auth.seal_protocol)
         else:
