@@ -79,6 +79,21 @@ pub enum Error {
     /// The server answered with a WS-Management fault.
     #[error(transparent)]
     Fault(#[from] WsmanFault),
+    /// The server's HTTP reply was larger than the client accepts (kind
+    /// [`ErrorKind::Transport`]); the connection that carried it is discarded.
+    #[error(
+        "transport error: the server's reply {} bytes, over the {limit}-byte limit for this request \
+         (the announced MaxEnvelopeSize plus a margin for sealing; see ClientConfig::max_reply_size)",
+        if *.declared { format!("declared {size}") } else { format!("passed {size}") }
+    )]
+    ReplyTooLarge {
+        /// The declared Content-Length, or the bytes received when a chunked body passed the limit.
+        size: u64,
+        /// Whether `size` is the declared Content-Length (else: counted while reading).
+        declared: bool,
+        /// The limit in bytes.
+        limit: u64,
+    },
     /// The server's reply broke the protocol.
     #[error("protocol error: {0}")]
     Protocol(String),
@@ -122,7 +137,7 @@ impl Error {
             Error::InvalidConfig(_) => ErrorKind::InvalidConfig,
             Error::Authentication { .. } => ErrorKind::Authentication,
             Error::Connect { .. } => ErrorKind::Connect,
-            Error::Transport { .. } => ErrorKind::Transport,
+            Error::Transport { .. } | Error::ReplyTooLarge { .. } => ErrorKind::Transport,
             Error::Fault(_) => ErrorKind::Fault,
             Error::Protocol(_) => ErrorKind::Protocol,
             Error::Timeout(_) => ErrorKind::Timeout,

@@ -40,6 +40,14 @@ pub struct ClientConfig {
     /// 512000 once a runspace pool learns that the server speaks PSRP 2.2 or later (Windows'
     /// own default `MaxEnvelopeSizekb` is 500). `Some(n)`: exactly `n`, never changed by psremote.
     pub max_envelope_size: Option<u32>,
+    /// The largest HTTP reply body accepted, in bytes, as received (sealed). `None` (the
+    /// default): the MaxEnvelopeSize the request announced plus a margin for message encryption
+    /// and CredSSP records ([`crate::transport::default_reply_limit`]: 228736 bytes for 153600,
+    /// 609536 for 512000). A declared Content-Length over it is refused before the body is read;
+    /// a chunked body is given up once it passes it. Either way the request fails with
+    /// [`Error::ReplyTooLarge`](crate::Error::ReplyTooLarge) and the connection is discarded.
+    /// `Some(n)`: exactly `n` for every request.
+    pub max_reply_size: Option<u64>,
     /// `wsman:Locale`.
     pub locale: String,
     /// `wsmv:DataLocale`.
@@ -73,6 +81,7 @@ impl ClientConfig {
             operation_timeout: Duration::from_secs(20),
             connect_timeout: Duration::from_secs(30),
             max_envelope_size: None,
+            max_reply_size: None,
             locale: "en-US".into(),
             data_locale: "en-US".into(),
             allow_unencrypted: false,

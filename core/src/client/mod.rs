@@ -191,6 +191,10 @@ impl Client {
         let cfg = &self.inner.config;
         let message_id = uuid::Uuid::new_v4();
         let operation_timeout = call.operation_timeout.unwrap_or(cfg.operation_timeout);
+        let max_envelope_size = call.max_envelope_size.unwrap_or(self.envelope_size());
+        // The reply may be as large as the envelope this request announced, plus its sealing.
+        let reply_limit =
+            cfg.max_reply_size.unwrap_or_else(|| crate::transport::default_reply_limit(max_envelope_size));
         let action = call.action;
         let header = RequestHeader {
             action,
@@ -198,7 +202,7 @@ impl Client {
             to: &self.inner.url,
             message_id,
             session_id: self.inner.session_id,
-            max_envelope_size: call.max_envelope_size.unwrap_or(self.envelope_size()),
+            max_envelope_size,
             operation_timeout,
             locale: &cfg.locale,
             data_locale: &cfg.data_locale,
@@ -208,7 +212,7 @@ impl Client {
         let body = call.body;
         let envelope = header.envelope(body);
         tracing::trace!(action, bytes = envelope.len(), "request");
-        let reply = self.inner.transport.post(envelope, operation_timeout + READ_MARGIN).await?;
+        let reply = self.inner.transport.post(envelope, operation_timeout + READ_MARGIN, reply_limit).await?;
         match wsman::parse_reply(&reply.body, message_id) {
             Ok(r) if reply.status == 200 => Ok(r),
             Ok(_) => Err(Error::Transport {

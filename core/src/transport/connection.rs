@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, StatusCode, header};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -22,6 +22,9 @@ const SOAP_CONTENT_TYPE: &str = "application/soap+xml;charset=UTF-8";
 const USER_AGENT: &str = concat!("psremote/", env!("CARGO_PKG_VERSION"));
 /// Authentication round trips allowed before giving up (NTLM needs two, SPNEGO three).
 const MAX_AUTH_ROUNDS: usize = 6;
+/// The largest body accepted on an authentication round trip (a 401's or 200's text, which is
+/// discarded): no SOAP envelope is announced there, so a fixed bound stands in for one.
+const AUTH_REPLY_LIMIT: u64 = 256 * 1024;
 
 mod credssp;
 
@@ -168,10 +171,14 @@ impl Connection {
             .map_err(|e| transport_err(e, None))
     }
 
+    /// Sends `req` and reads the reply, whose body may not exceed `limit` bytes: a larger
+    /// declared Content-Length is refused before any of the body is read, and a chunked body is
+    /// counted as it arrives, so a hostile or broken server cannot make the client hold more.
     async fn roundtrip(
         &mut self,
         req: Request<Full<Bytes>>,
         timeout: Duration,
+        limit: u64,
     ) -> Result<(http::response::Parts, Bytes)> {
         let endpoint = self.info.endpoint.clone();
         let fut = async {
@@ -184,7 +191,7 @@ impl Connection {
                 .await
                 .map_err(|e| tls_alert(&e, &endpoint).unwrap_or_else(|| transport_err(e, None)))?;
             let (parts, body) = resp.into_parts();
-            let body = body.collect().await.map_err(|e| transport_err(e, Some(parts.status.as_u16())))?.to_bytes();
+            let body = read_bounded(&parts, body, limit).await?;
             Ok((parts, body))
         };
         let result = tokio::time::timeout(timeout, fut)
@@ -236,7 +243,8 @@ impl Connection {
             let value = format!("{scheme} {}", b64(&token));
             req.headers_mut()
                 .insert(header::AUTHORIZATION, HeaderValue::from_str(&value).map_err(|e| transport_err(e, None))?);
-            let (parts, _) = self.roundtrip(req, config.connect_timeout.max(Duration::from_secs(30))).await?;
+            let (parts, _) =
+                self.roundtrip(req, config.connect_timeout.max(Duration::from_secs(30)), AUTH_REPLY_LIMIT).await?;
             let server_token = server_token(&parts.headers)?;
             if parts.status == StatusCode::UNAUTHORIZED {
                 let Some(server_token) = server_token.filter(|t| !t.is_empty()) else {
@@ -277,12 +285,14 @@ impl Connection {
         Err(Error::Authentication { mechanism: mech.name(), message: "too many authentication round trips".into() })
     }
 
-    /// Posts one envelope; seals it when the connection has a security context.
+    /// Posts one envelope; seals it when the connection has a security context. The reply's
+    /// body (sealed, as received) may not exceed `reply_limit` bytes.
     pub(super) async fn post(
         &mut self,
         config: &TransportConfig,
         mut body: Vec<u8>,
         timeout: Duration,
+        reply_limit: u64,
     ) -> Result<HttpReply> {
         let envelope_bytes = body.len();
         let req = match self.context.as_mut() {
@@ -312,7 +322,7 @@ impl Connection {
                 req
             }
         };
-        let (parts, raw) = self.roundtrip(req, timeout).await?;
+        let (parts, raw) = self.roundtrip(req, timeout, reply_limit).await?;
         let status = parts.status.as_u16();
         let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
         let sealed = encryption::is_sealed_content_type(content_type);
@@ -352,6 +362,39 @@ impl Connection {
         };
         Ok(HttpReply { status, body })
     }
+}
+
+/// Reads a reply body of at most `limit` bytes. The declared Content-Length is checked before
+/// any of the body is read; a chunked (or unframed) body is counted frame by frame and given up
+/// as soon as it passes the limit, so at most `limit` bytes plus one frame are ever held.
+async fn read_bounded(parts: &http::response::Parts, mut body: hyper::body::Incoming, limit: u64) -> Result<Bytes> {
+    use http_body_util::BodyExt as _;
+    let too_large = |size: u64, declared: bool| {
+        tracing::warn!(size, declared, limit, "the server's reply is over the limit; the connection is discarded");
+        Error::ReplyTooLarge { size, declared, limit }
+    };
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(len) = declared
+        && len > limit
+    {
+        return Err(too_large(len, true));
+    }
+    // INVARIANT: `buf.len() <= limit`, checked before each frame is appended.
+    let mut buf: Vec<u8> = Vec::with_capacity(declared.unwrap_or(0).min(limit) as usize);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| transport_err(e, Some(parts.status.as_u16())))?;
+        let Ok(data) = frame.into_data() else { continue };
+        let total = buf.len() as u64 + data.len() as u64;
+        if total > limit {
+            return Err(too_large(total, false));
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok(Bytes::from(buf))
 }
 
 /// A TLS alert the server sent after the handshake (under TLS 1.3 a refused client certificate

@@ -228,6 +228,16 @@ impl Drop for Transport {
     }
 }
 
+/// The default bound on a reply's body for a request that announced `max_envelope_size`: the
+/// envelope itself (base64 data is already inside it) plus what sealing and framing add. Message
+/// encryption adds a signature header and MIME boundaries (a few hundred bytes); CredSSP cuts the
+/// envelope into TLS records of at most 16 KiB with up to a few dozen bytes each. One sixteenth
+/// of the envelope plus 64 KiB covers both with room to spare: 228736 bytes for 153600.
+pub fn default_reply_limit(max_envelope_size: u32) -> u64 {
+    let envelope = u64::from(max_envelope_size);
+    envelope + envelope / 16 + 64 * 1024
+}
+
 /// A reply body, already unsealed.
 #[derive(Debug)]
 pub struct HttpReply {
@@ -289,13 +299,15 @@ impl Transport {
     }
 
     /// Posts one SOAP envelope and returns the plaintext reply. `read_timeout` bounds the wait
-    /// for the reply (it must exceed the request's OperationTimeout).
-    pub async fn post(&self, envelope: String, read_timeout: Duration) -> Result<HttpReply> {
+    /// for the reply (it must exceed the request's OperationTimeout); `reply_limit` bounds the
+    /// reply's body as received (sealed), else [`Error::ReplyTooLarge`] and the connection is
+    /// discarded.
+    pub async fn post(&self, envelope: String, read_timeout: Duration, reply_limit: u64) -> Result<HttpReply> {
         let mut conn = match self.take_idle() {
             Some(c) => c,
             None => self.open().await?,
         };
-        let reply = conn.post(&self.config, envelope.into_bytes(), read_timeout).await?;
+        let reply = conn.post(&self.config, envelope.into_bytes(), read_timeout, reply_limit).await?;
         // Only a connection whose exchange fully succeeded goes back to the pool.
         self.put_back(conn);
         Ok(reply)

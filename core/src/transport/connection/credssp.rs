@@ -41,7 +41,9 @@ impl Connection {
             let value =
                 HeaderValue::from_str(&format!("CredSSP {}", b64(&token))).map_err(|e| transport_err(e, None))?;
             req.headers_mut().insert(header::AUTHORIZATION, value);
-            let (parts, _) = self.roundtrip(req, config.connect_timeout.max(Duration::from_secs(30))).await?;
+            let (parts, _) = self
+                .roundtrip(req, config.connect_timeout.max(Duration::from_secs(30)), super::AUTH_REPLY_LIMIT)
+                .await?;
             let server_token = credssp_token(&parts.headers)?.filter(|t| !t.is_empty());
             if parts.status == StatusCode::UNAUTHORIZED {
                 match server_token {
