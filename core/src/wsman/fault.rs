@@ -47,7 +47,7 @@ impl WsmanFault {
             .map(|m| collapse(&m.deep_text()))
             .filter(|m| !m.is_empty())
             .unwrap_or(reason);
-        Self { code, subcode, machine, message }
+        Self { code, subcode, machine, message: bounded(message) }
     }
 
     /// Whether this is the Receive OperationTimeout fault, which means "poll again".
@@ -73,6 +73,25 @@ impl WsmanFault {
     }
 }
 
+/// The most of a fault's message kept, in bytes: enough for any real WinRM message, while a
+/// hostile server's megabytes of text are not carried around in every error.
+pub const MAX_FAULT_MESSAGE: usize = 64 * 1024;
+
+/// `message` cut to [`MAX_FAULT_MESSAGE`] bytes (at a character boundary), saying that it was.
+fn bounded(mut message: String) -> String {
+    if message.len() <= MAX_FAULT_MESSAGE {
+        return message;
+    }
+    let total = message.len();
+    let mut end = MAX_FAULT_MESSAGE;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    message.truncate(end);
+    message.push_str(&format!(" [message cut: {total} bytes, the first {end} kept]"));
+    message
+}
+
 fn collapse(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -93,5 +112,26 @@ mod tests {
         assert_eq!(fault.machine.as_deref(), Some("192.168.56.11"));
         assert_eq!(fault.subcode.as_deref(), Some("w:TimedOut"));
         assert!(fault.to_string().contains("0x80338029"));
+    }
+
+    #[test]
+    fn a_huge_message_is_cut_and_says_so() {
+        // 'é' is two bytes: the cut must land on a character boundary.
+        let text = "é".repeat(100_000);
+        let doc = format!(
+            r#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body><s:Fault><s:Code><s:Value>s:Receiver</s:Value></s:Code><s:Reason><s:Text>short</s:Text></s:Reason><s:Detail><f:WSManFault xmlns:f="http://schemas.microsoft.com/wbem/wsman/1/wsmanfault" Code="5"><f:Message>x{text}</f:Message></f:WSManFault></s:Detail></s:Fault></s:Body></s:Envelope>"#
+        );
+        let root = xml::parse(doc.as_bytes()).unwrap();
+        let f = root.path(&[(ns::SOAP, "Body"), (ns::SOAP, "Fault")]).unwrap();
+        let fault = WsmanFault::from_element(f);
+        assert!(fault.message.len() <= MAX_FAULT_MESSAGE + 100, "{} bytes kept", fault.message.len());
+        assert!(fault.message.starts_with("xéé"));
+        assert!(
+            fault.message.ends_with("[message cut: 200001 bytes, the first 65535 kept]"),
+            "{}",
+            &fault.message[65000..]
+        );
+        let short = bounded("short".into());
+        assert_eq!(short, "short");
     }
 }
