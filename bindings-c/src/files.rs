@@ -158,6 +158,11 @@ impl CProgress {
 fn progress(cb: psr_progress_fn, userdata: *mut c_void, stop: Arc<watch::Sender<bool>>) -> Option<ProgressCallback> {
     let c = CProgress { f: cb?, userdata };
     Some(Arc::new(move |done: u64, total: Option<u64>| {
+        // Once the callback asked to stop it is not called again, even if the transfer reports
+        // more progress before it notices.
+        if *stop.borrow() {
+            return;
+        }
         let total = total.and_then(|t| i64::try_from(t).ok()).unwrap_or(-1);
         if c.call(done, total) != 0 {
             stop.send_replace(true);

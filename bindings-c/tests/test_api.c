@@ -32,72 +32,11 @@
 
 #include "psremote.h"
 
+#include "check.h"
+
 /* ------------------------------------------------------------------------------------------ */
 /* Checks                                                                                      */
 /* ------------------------------------------------------------------------------------------ */
-
-static int g_passed;
-static int g_failed;
-static int g_verbose;
-static const char *g_test = "";
-
-static int check_at(int ok, const char *what, const char *file, int line) {
-    if (ok) {
-        g_passed++;
-        if (g_verbose) {
-            printf("  ok   [%s] %s\n", g_test, what);
-        }
-    } else {
-        g_failed++;
-        printf("  FAIL [%s] %s:%d: %s\n", g_test, file, line, what);
-    }
-    fflush(stdout);
-    return ok;
-}
-
-#define CHECK(cond) check_at((cond) ? 1 : 0, #cond, __FILE__, __LINE__)
-
-static void note_error(const char *context, psr_error *err) {
-    if (err != NULL) {
-        const char *msg = psr_error_message(err);
-        printf("       %s: %s (%s)\n", context, msg != NULL ? msg : "(no message)",
-               psr_result_name(psr_error_code(err)));
-    }
-}
-
-/* The call succeeded: OK and no error object. Frees a stray error object. */
-static int expect_ok_at(psr_result rc, psr_error **err, const char *what, const char *file, int line) {
-    char buf[512];
-    int ok = rc == PSR_RESULT_OK && *err == NULL;
-    snprintf(buf, sizeof buf, "%s == OK (got %s)", what, psr_result_name(rc));
-    check_at(ok, buf, file, line);
-    if (!ok) {
-        note_error(what, *err);
-    }
-    psr_error_free(*err);
-    *err = NULL;
-    return ok;
-}
-
-/* The call failed with `expected`, and the error object says the same with a message. */
-static int expect_fail_at(psr_result rc, psr_error **err, psr_result expected, const char *what, const char *file,
-                          int line) {
-    char buf[512];
-    int ok;
-    const char *msg;
-    snprintf(buf, sizeof buf, "%s == %s (got %s)", what, psr_result_name(expected), psr_result_name(rc));
-    ok = check_at(rc == expected, buf, file, line);
-    snprintf(buf, sizeof buf, "%s sets an error object with code %s and a message", what, psr_result_name(expected));
-    msg = psr_error_message(*err);
-    ok &= check_at(*err != NULL && psr_error_code(*err) == expected && msg != NULL && msg[0] != '\0', buf, file,
-                   line);
-    if (!ok) {
-        note_error(what, *err);
-    }
-    psr_error_free(*err);
-    *err = NULL;
-    return ok;
-}
 
 /* A call that should have failed wrote its out-param anyway: check, and free what it wrote. */
 #define CHECK_UNTOUCHED(ptr, type, free_fn)                                                                       \
@@ -108,7 +47,6 @@ static int expect_fail_at(psr_result rc, psr_error **err, psr_result expected, c
         (ptr) = (type *)SENTINEL;                                                                              \
     } while (0)
 
-#define EXPECT_OK(call) expect_ok_at((call), &err, #call, __FILE__, __LINE__)
 #define EXPECT_FAIL(call, code) expect_fail_at((call), &err, (code), #call, __FILE__, __LINE__)
 
 static void begin(const char *name) {

@@ -28,74 +28,13 @@
 
 #include "psremote.h"
 
+#include "check.h"
+
 /* ------------------------------------------------------------------------------------------ */
 /* Checks                                                                                      */
 /* ------------------------------------------------------------------------------------------ */
 
-static int g_passed;
-static int g_failed;
-static int g_verbose;
-static const char *g_scenario = "";
-
-static int check_at(int ok, const char *what, const char *file, int line) {
-    if (ok) {
-        g_passed++;
-        if (g_verbose) {
-            printf("  ok   [%s] %s\n", g_scenario, what);
-        }
-    } else {
-        g_failed++;
-        printf("  FAIL [%s] %s:%d: %s\n", g_scenario, file, line, what);
-    }
-    fflush(stdout);
-    return ok;
-}
-
-#define CHECK(cond) check_at((cond) ? 1 : 0, #cond, __FILE__, __LINE__)
-
-static void note_error(const char *context, psr_error *err) {
-    if (err != NULL) {
-        const char *msg = psr_error_message(err);
-        printf("       %s: %s (%s)\n", context, msg != NULL ? msg : "(no message)",
-               psr_result_name(psr_error_code(err)));
-    }
-}
-
-/* The call succeeded: OK and no error object. Frees a stray error object. */
-static int expect_ok_at(psr_result rc, psr_error **err, const char *what, const char *file, int line) {
-    char buf[512];
-    int ok = rc == PSR_RESULT_OK && *err == NULL;
-    snprintf(buf, sizeof buf, "%s == OK (got %s)", what, psr_result_name(rc));
-    check_at(ok, buf, file, line);
-    if (!ok) {
-        note_error(what, *err);
-    }
-    psr_error_free(*err);
-    *err = NULL;
-    return ok;
-}
-
-/* The call failed with `expected`, and the error object says the same with a message; the
- * error object is left in *err for further checks (the caller frees it). */
-static int expect_fail_at(psr_result rc, psr_error **err, psr_result expected, const char *what, const char *file,
-                          int line) {
-    char buf[512];
-    int ok;
-    const char *msg;
-    snprintf(buf, sizeof buf, "%s == %s (got %s)", what, psr_result_name(expected), psr_result_name(rc));
-    ok = check_at(rc == expected, buf, file, line);
-    snprintf(buf, sizeof buf, "%s sets an error object with code %s and a message", what, psr_result_name(expected));
-    msg = psr_error_message(*err);
-    ok &= check_at(*err != NULL && psr_error_code(*err) == expected && msg != NULL && msg[0] != '\0', buf, file,
-                   line);
-    if (!ok) {
-        note_error(what, *err);
-    }
-    return ok;
-}
-
-#define EXPECT_OK(call) expect_ok_at((call), &err, #call, __FILE__, __LINE__)
-#define EXPECT_FAIL(call, code) expect_fail_at((call), &err, (code), #call, __FILE__, __LINE__)
+#define EXPECT_FAIL(call, code) expect_fail_keep_at((call), &err, (code), #call, __FILE__, __LINE__)
 
 static int contains(const char *haystack, const char *needle) {
     return haystack != NULL && strstr(haystack, needle) != NULL;
@@ -1617,14 +1556,14 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: %s SCENARIO URL | --list\n", argv[0]);
         return 2;
     }
-    g_scenario = argv[1];
+    g_test = argv[1];
     g_url = argv[2];
     for (i = 0; i < sizeof SCENARIOS / sizeof SCENARIOS[0]; i++) {
         if (strcmp(SCENARIOS[i].name, argv[1]) == 0) {
             chosen = &SCENARIOS[i];
         }
     }
-    printf("scenario %s\n", g_scenario);
+    printf("scenario %s\n", g_test);
     if (CHECK(chosen != NULL)) {
         psr_client *client = connect_client();
         if (client != NULL) {

@@ -75,6 +75,10 @@ fn timeout(value: Option<f64>) -> PyResult<Option<Duration>> {
 fn progress(callback: Option<Py<PyAny>>, cancel: Arc<watch::Sender<bool>>) -> Option<ProgressCallback> {
     let callback = callback?;
     Some(Arc::new(move |done: u64, total: Option<u64>| {
+        // Once cancelled (by the callback or the caller) the callback is not called again.
+        if *cancel.borrow() {
+            return;
+        }
         let stop = Python::attach(|py| match callback.call1(py, (done, total)) {
             Ok(v) => v.bind(py).is(pyo3::types::PyBool::new(py, false)),
             Err(e) => {
