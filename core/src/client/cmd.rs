@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use super::Client;
 use super::runtime::spawn_detached;
 use crate::error::{Error, Result};
-use crate::wsman::winrs::{self, CommandState, ShellSpec};
+use crate::wsman::winrs::{self, ShellSpec};
 use crate::wsman::{CMD_SHELL_URI, OptionEntry, Reply, action, code};
 
 /// Options for a new cmd shell.
@@ -405,6 +405,11 @@ impl CmdProcess {
             Err(_) => return Err(Error::Closed("command")),
         };
         let out = winrs::parse_receive(&reply)?;
+        // The whole reply is checked before any of it is taken: a reply with another command's
+        // output, or a Done without its exit code, hands the caller nothing of it.
+        let command = (!self.control.is_shell_level()).then_some(self.control.command_id.as_str());
+        out.check_command(command)?;
+        let exit_code = out.done_exit_code()?;
         for s in out.streams {
             if s.data.is_empty() {
                 continue;
@@ -415,8 +420,8 @@ impl CmdProcess {
                 other => tracing::debug!(stream = other, "ignoring output on an unrequested stream"),
             }
         }
-        if out.state == Some(CommandState::Done) {
-            self.exit_code = Some(out.exit_code.unwrap_or(0));
+        if let Some(code) = exit_code {
+            self.exit_code = Some(code);
             tracing::info!(
                 target: "psremote::audit",
                 event = "command_end",

@@ -181,6 +181,8 @@ pub struct ReceiveOutput {
     pub streams: Vec<StreamChunk>,
     /// The command state, when reported.
     pub state: Option<CommandState>,
+    /// The command the state belongs to (`CommandState/@CommandId`), when the server named it.
+    pub state_command_id: Option<String>,
     /// The exit code, reported with `Done`.
     pub exit_code: Option<i64>,
 }
@@ -203,6 +205,7 @@ pub fn parse_receive(reply: &Reply) -> Result<ReceiveOutput> {
             "Pending" => CommandState::Pending,
             other => return Err(Error::protocol(format!("unknown command state {other:?}"))),
         });
+        out.state_command_id = st.attr("CommandId").map(str::to_owned);
         if let Some(code) = st.child(ns::SHELL, "ExitCode") {
             let text = code.text.trim();
             out.exit_code =
@@ -210,6 +213,51 @@ pub fn parse_receive(reply: &Reply) -> Result<ReceiveOutput> {
         }
     }
     Ok(out)
+}
+
+impl ReceiveOutput {
+    /// Checks that everything in the reply belongs to what the Receive asked for: `command` for a
+    /// command-level Receive, `None` for the shell's own streams (MS-WSMV 3.1.4.13). A Stream or
+    /// CommandState naming another command, or naming any command in answer to a shell-level
+    /// Receive, is a protocol error: taking it would hand one command's output (or exit code) to
+    /// another. An absent CommandId is accepted, as some servers omit it on streams; ids compare
+    /// case-insensitively (they are GUIDs). The server's ids are not echoed into the message.
+    pub fn check_command(&self, command: Option<&str>) -> Result<()> {
+        let named = self
+            .streams
+            .iter()
+            .filter_map(|s| s.command_id.as_deref().map(|id| (id, "a stream")))
+            .chain(self.state_command_id.as_deref().map(|id| (id, "the command state")));
+        for (id, what) in named {
+            match command {
+                Some(expected) if id.eq_ignore_ascii_case(expected) => {}
+                Some(expected) => {
+                    return Err(Error::protocol(format!(
+                        "the ReceiveResponse for command {expected} carries {what} of another command"
+                    )));
+                }
+                None => {
+                    return Err(Error::protocol(format!(
+                        "the ReceiveResponse for the shell's own streams carries {what} of a command"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The exit code of a command that reported `Done`: one without it is a protocol error, not
+    /// a success (Windows always sends `rsp:ExitCode` with Done; inventing 0 would report a
+    /// command of unknown outcome as having succeeded). `None` while the command runs.
+    pub fn done_exit_code(&self) -> Result<Option<i64>> {
+        match (self.state, self.exit_code) {
+            (Some(CommandState::Done), Some(code)) => Ok(Some(code)),
+            (Some(CommandState::Done), None) => {
+                Err(Error::protocol("the server reported the command done without an exit code"))
+            }
+            _ => Ok(None),
+        }
+    }
 }
 
 fn decode_stream(s: &Element) -> Result<StreamChunk> {
@@ -249,6 +297,71 @@ mod tests {
         let id = uuid::Uuid::parse_str("4CECD2A8-45E1-4835-B5D9-F4CEB4308A0F").unwrap();
         let err = parse_receive(&parse_reply(bad.as_bytes(), id).unwrap()).unwrap_err();
         assert_eq!(err.kind(), crate::ErrorKind::Protocol);
+    }
+
+    fn recorded() -> ReceiveOutput {
+        let id = uuid::Uuid::parse_str("4CECD2A8-45E1-4835-B5D9-F4CEB4308A0F").unwrap();
+        parse_receive(&parse_reply(RECEIVE.as_bytes(), id).unwrap()).unwrap()
+    }
+
+    const RECORDED_COMMAND: &str = "CF84C20A-0A35-43FA-AF78-0B4711DA5F30";
+
+    #[test]
+    fn the_recorded_reply_belongs_to_its_command_in_any_case() {
+        let out = recorded();
+        assert_eq!(out.state_command_id.as_deref(), Some(RECORDED_COMMAND));
+        out.check_command(Some(RECORDED_COMMAND)).unwrap();
+        out.check_command(Some(&RECORDED_COMMAND.to_lowercase())).unwrap();
+        assert_eq!(out.done_exit_code().unwrap(), Some(0));
+    }
+
+    #[test]
+    fn another_commands_stream_or_state_is_a_protocol_error() {
+        let other = "0E5C4C6A-33B9-4C55-A3A5-2F2E7B1D9A10";
+        let err = recorded().check_command(Some(other)).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Protocol);
+        // Only the CommandState names another command.
+        let mut out = recorded();
+        for s in &mut out.streams {
+            s.command_id = Some(other.into());
+        }
+        out.state_command_id = Some(RECORDED_COMMAND.into());
+        assert_eq!(out.check_command(Some(other)).unwrap_err().kind(), crate::ErrorKind::Protocol);
+        // Only one stream names another command.
+        let mut out = recorded();
+        out.streams[1].command_id = Some(other.into());
+        assert_eq!(out.check_command(Some(RECORDED_COMMAND)).unwrap_err().kind(), crate::ErrorKind::Protocol);
+    }
+
+    #[test]
+    fn absent_command_ids_are_accepted() {
+        let mut out = recorded();
+        for s in &mut out.streams {
+            s.command_id = None;
+        }
+        out.state_command_id = None;
+        out.check_command(Some(RECORDED_COMMAND)).unwrap();
+        out.check_command(None).unwrap();
+    }
+
+    #[test]
+    fn a_shell_level_receive_answered_with_command_data_is_a_protocol_error() {
+        let err = recorded().check_command(None).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Protocol);
+        let mut out = recorded();
+        out.streams.clear();
+        assert_eq!(out.check_command(None).unwrap_err().kind(), crate::ErrorKind::Protocol);
+    }
+
+    #[test]
+    fn done_without_an_exit_code_is_a_protocol_error() {
+        let bare = RECEIVE.replace("<rsp:ExitCode>0</rsp:ExitCode>", "");
+        let id = uuid::Uuid::parse_str("4CECD2A8-45E1-4835-B5D9-F4CEB4308A0F").unwrap();
+        let out = parse_receive(&parse_reply(bare.as_bytes(), id).unwrap()).unwrap();
+        assert_eq!(out.exit_code, None);
+        assert_eq!(out.done_exit_code().unwrap_err().kind(), crate::ErrorKind::Protocol);
+        let running = ReceiveOutput { state: Some(CommandState::Running), ..Default::default() };
+        assert_eq!(running.done_exit_code().unwrap(), None);
     }
 
     #[test]

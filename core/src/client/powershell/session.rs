@@ -218,6 +218,9 @@ impl Shared {
             Err(e) => return Err(e),
         };
         let out = winrs::parse_receive(&reply)?;
+        // Another pipeline's data (or a pipeline's data on the pool's Receive) would be fed to
+        // the wrong reader, or reassembled into the wrong message: refuse the whole reply.
+        out.check_command(cmd.as_deref())?;
         let mut events = Vec::new();
         let mut sm = lock(&self.sm);
         for s in out.streams {
