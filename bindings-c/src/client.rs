@@ -317,11 +317,10 @@ pub extern "C" fn psr_client_run_cmd(
                         OutputChunk::Stderr(d) => se.extend_from_slice(&d),
                     }
                 }
-                Ok::<_, psremote::Error>(psr_cmd_result {
-                    stdout: so,
-                    stderr: se,
-                    exit_code: p.exit_code().unwrap_or_default(),
-                })
+                // The core reports a Done without an exit code as an error; an output that ended
+                // without one (a terminate) is not a result either: never invent 0.
+                let exit_code = p.exit_code().ok_or(psremote::Error::Closed("command"))?;
+                Ok::<_, psremote::Error>(psr_cmd_result { stdout: so, stderr: se, exit_code })
             }
             .await;
             let closed = shell.close().await;
