@@ -11,6 +11,8 @@ pub mod clixml;
 pub mod encryption;
 mod error;
 mod file_error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod psrp;
 pub mod text;
 pub mod wsman;

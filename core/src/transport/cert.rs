@@ -136,6 +136,17 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Fuzzing entry point (`fuzz/` and `core/tests/fuzz_corpus.rs`): runs every reader of
+/// certificate bytes over `data`. Not part of the API.
+#[doc(hidden)]
+pub fn fuzz_der(data: &[u8]) {
+    let _ = subject_public_key_info(data);
+    let _ = subject_public_key(data);
+    let _ = spki_sha256(data);
+    let _ = tls_server_end_point(data);
+    let _ = parse_pin(&String::from_utf8_lossy(data));
+}
+
 /// Reads a pin: 64 hex digits, optionally with `sha256/` before or `:` between byte pairs.
 pub(crate) fn parse_pin(text: &str) -> Option<[u8; 32]> {
     let t = text.trim();

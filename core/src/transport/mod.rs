@@ -7,6 +7,8 @@
 //! and authenticates another. A connection that saw any error is dropped, never reused.
 
 mod cert;
+#[doc(hidden)]
+pub use cert::fuzz_der;
 mod connection;
 mod keys;
 mod tls;
