@@ -1,0 +1,63 @@
+"""A server's oversized reply is refused while it is read, through the public API: an endless
+chunked body (the endpoint's ``--misbehave endless-body``) is a TransportError naming the size
+and the limit, the client process's memory stays bounded, nothing hangs, and nothing is left on
+the server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from conftest import PASSWORD, USER
+
+# Runs in a child process, so that its peak RSS (ru_maxrss) is this exchange's alone.
+CHILD = textwrap.dedent(
+    """
+    import json, resource, sys
+    import psremote
+    from psremote.exceptions import TransportError
+
+    url = sys.argv[1]
+    with psremote.Client(url=url, username=sys.argv[2], password=sys.argv[3], auth="ntlm",
+                         trusted_hosts="127.0.0.1", operation_timeout=5) as client:
+        # The endpoint breaks the first Receive, so nothing runs before the measured command.
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        try:
+            client.run_cmd("echo", ["hi"])
+            outcome = {"error": None}
+        except TransportError as exc:
+            outcome = {"error": type(exc).__name__, "message": str(exc), "status": exc.status}
+        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        outcome["growth_kb"] = after - before
+        # The broken connection was discarded: the next command works.
+        outcome["again"] = client.run_cmd("echo", ["again"]).stdout.decode()
+    print(json.dumps(outcome))
+    """
+)
+
+
+@pytest.mark.timeout(120)
+def test_endless_reply_is_a_transport_error_in_bounded_memory(start_endpoint):
+    endpoint = start_endpoint("--misbehave", "endless-body")
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, endpoint.url, USER, PASSWORD],
+        capture_output=True,
+        text=True,
+        timeout=100,  # hang guard only
+    )
+    assert done.returncode == 0, done.stderr
+    outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    assert outcome["error"] == "TransportError", outcome
+    # The default limit for the default 153600-byte envelope: 153600 + 153600/16 + 64 KiB.
+    assert "228736-byte limit" in outcome["message"], outcome
+    assert "passed " in outcome["message"], outcome
+    assert outcome["status"] is None
+    assert outcome["again"] == "again\n"
+    # Generous: an unbounded client holds the body until its read timeout, hundreds of MiB.
+    assert outcome["growth_kb"] < 96 * 1024, outcome
+    for key in ("commands", "shells"):
+        assert endpoint.wait_state(key, 0)[key] == 0, endpoint.state()
