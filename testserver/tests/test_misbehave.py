@@ -126,3 +126,40 @@ def test_foreign_command_id(start_endpoint):
         # Only the ids changed: the data is the real command's.
         data = b"".join(base64.b64decode(s.text or "") for s in body.findall("rsp:Stream", rc.NS))
         assert data in (b"", b"hi\n")
+
+
+def endpoint_rss_kb(endpoint) -> int:
+    with open(f"/proc/{endpoint.process.pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.parametrize("mode", ["huge-reply", "endless-body"])
+def test_oversized_replies_stream_and_stop_when_the_client_hangs_up(start_endpoint, mode):
+    endpoint = start_endpoint("--misbehave", mode)
+    client, shell, command_id, _, xml = run_until_receive(endpoint)
+    wrapped = client.ctx.wrap_winrm(xml)
+    client.conn.request("POST", client.path, body=rc.sealed_body(wrapped.header, wrapped.data, len(xml)), headers={"Content-Type": rc.SEALED_TYPE})
+    response = client.conn.getresponse()
+    assert response.status == 200
+    assert response.getheader("Content-Type").startswith("multipart/encrypted")
+    if mode == "huge-reply":
+        assert response.getheader("Content-Length") == str(512 * 1024 * 1024)
+    else:
+        assert response.getheader("Transfer-Encoding") == "chunked"
+        assert response.getheader("Content-Length") is None
+    # 32 MiB of filler, then hang up; the endpoint streams it rather than holding it.
+    got = 0
+    while got < 32 * 1024 * 1024:
+        block = response.read(1024 * 1024)
+        assert block == b"A" * len(block) and block
+        got += len(block)
+    assert endpoint_rss_kb(endpoint) < 200 * 1024
+    client.close()
+    # The endpoint goes on serving, and the shell is still there for a client to delete.
+    with rc.RawClient(endpoint.url) as other:
+        other.authenticate()
+        assert other.post_sealed(rc.delete_shell(shell)[1]).status == 200
+    assert endpoint.wait_state("shells", 0)["shells"] == 0
