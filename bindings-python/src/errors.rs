@@ -60,6 +60,10 @@ fn build(py: Python<'_>, e: &Error) -> PyResult<PyErr> {
         Error::Connect { address, .. } => exc.setattr("address", address)?,
         Error::Tls { endpoint, .. } => exc.setattr("address", endpoint)?,
         Error::Transport { status, .. } => exc.setattr("status", *status)?,
+        Error::ReplyTooLarge { size, limit, .. } => {
+            exc.setattr("reply_size", *size)?;
+            exc.setattr("reply_limit", *limit)?;
+        }
         Error::File(f) => {
             exc.setattr("kind", f.kind.as_str())?;
             exc.setattr("side", f.side.as_str())?;

@@ -30,7 +30,8 @@ CHILD = textwrap.dedent(
             client.run_cmd("echo", ["hi"])
             outcome = {"error": None}
         except TransportError as exc:
-            outcome = {"error": type(exc).__name__, "message": str(exc), "status": exc.status}
+            outcome = {"error": type(exc).__name__, "message": str(exc), "status": exc.status,
+                       "reply_size": exc.reply_size, "reply_limit": exc.reply_limit}
         after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         outcome["growth_kb"] = after - before
         # The broken connection was discarded: the next command works.
@@ -56,6 +57,9 @@ def test_endless_reply_is_a_transport_error_in_bounded_memory(start_endpoint):
     assert "228736-byte limit" in outcome["message"], outcome
     assert "passed " in outcome["message"], outcome
     assert outcome["status"] is None
+    assert outcome["reply_limit"] == 228736, outcome
+    # Given up with the first chunk past the limit.
+    assert 228736 < outcome["reply_size"] <= 228736 + 1024 * 1024, outcome
     assert outcome["again"] == "again\n"
     # Generous: an unbounded client holds the body until its read timeout, hundreds of MiB.
     assert outcome["growth_kb"] < 96 * 1024, outcome

@@ -71,6 +71,12 @@ class TransportError(PSRemoteError, ConnectionError):
 
     #: The HTTP status when the server answered with one.
     status: Optional[int] = None
+    #: A reply over the client's limit: its declared Content-Length, or the bytes received when a
+    #: chunked body passed the limit (``None`` for other transport errors).
+    reply_size: Optional[int] = None
+    #: A reply over the client's limit: the limit in bytes (the announced MaxEnvelopeSize plus a
+    #: margin for sealing).
+    reply_limit: Optional[int] = None
 
 
 class ConnectError(TransportError):
