@@ -85,7 +85,7 @@ impl Client {
         *, host, port, path, https, auth, username, password, operation_timeout, connect_timeout, max_envelope_size,
         locale, data_locale, allow_unencrypted, encryption, trusted_hosts, ca_file, ca_dir, server_name,
         pinned_public_keys, insecure_skip_verify, min_tls_version, max_tls_version, client_certificate, client_key,
-        client_key_password, kerberos_kdc, spn_service, spn_hostname, delegate, audit_arguments
+        client_key_password, kerberos_kdc, spn_service, spn_hostname, delegate, audit_arguments, max_reply_size=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -119,6 +119,7 @@ impl Client {
         spn_hostname: Option<String>,
         delegate: bool,
         audit_arguments: bool,
+        max_reply_size: Option<u64>,
         py: Python<'_>,
     ) -> PyResult<Self> {
         let core_err = |e: psremote::Error| crate::errors::to_py_err(py, e);
@@ -140,6 +141,7 @@ impl Client {
         config.operation_timeout = secs("operation_timeout", operation_timeout)?;
         config.connect_timeout = secs("connect_timeout", connect_timeout)?;
         config.max_envelope_size = max_envelope_size;
+        config.max_reply_size = max_reply_size;
         config.locale = locale;
         config.data_locale = data_locale;
         config.allow_unencrypted = allow_unencrypted;

@@ -65,3 +65,22 @@ def test_endless_reply_is_a_transport_error_in_bounded_memory(start_endpoint):
     assert outcome["growth_kb"] < 96 * 1024, outcome
     for key in ("commands", "shells"):
         assert endpoint.wait_state(key, 0)[key] == 0, endpoint.state()
+
+
+def test_max_reply_size_replaces_the_derived_limit(start_endpoint):
+    import psremote
+    from psremote.exceptions import ConfigurationError, TransportError
+
+    endpoint = start_endpoint("--misbehave", "endless-body")
+    with psremote.Client(
+        url=endpoint.url, username=USER, password=PASSWORD, auth="ntlm", trusted_hosts="127.0.0.1", max_reply_size=1 << 20
+    ) as client:
+        with pytest.raises(TransportError) as info:
+            client.run_cmd("echo", ["hi"])
+        assert info.value.reply_limit == 1 << 20
+        assert info.value.reply_size > 1 << 20
+        assert client.run_cmd("echo", ["again"]).stdout == b"again\n"
+    assert endpoint.wait_state("shells", 0)["shells"] == 0
+    for bad in (0, -1, True, 1.5, "big"):
+        with pytest.raises(ConfigurationError):
+            psremote.Client(url=endpoint.url, username=USER, password=PASSWORD, auth="ntlm", trusted_hosts="127.0.0.1", max_reply_size=bad)

@@ -129,6 +129,7 @@ class Client:
         spn_hostname: Optional[str],
         delegate: bool,
         audit_arguments: bool,
+        max_reply_size: Optional[int] = None,
     ) -> Client: ...
     @property
     def url(self) -> str: ...

@@ -82,6 +82,7 @@ class ClientOptions:
     spn_hostname: Optional[str] = None
     delegate: bool = False
     audit_arguments: bool = False
+    max_reply_size: Optional[int] = None
 
     @property
     def url(self) -> str:
@@ -121,6 +122,7 @@ class ClientOptions:
             spn_hostname=self.spn_hostname,
             delegate=self.delegate,
             audit_arguments=self.audit_arguments,
+            max_reply_size=self.max_reply_size,
         )
 
 
@@ -272,6 +274,7 @@ def build_options(
     spn_hostname: Optional[str] = None,
     delegate: bool = False,
     audit_arguments: bool = False,
+    max_reply_size: Optional[int] = None,
 ) -> ClientOptions:
     """Validates everything, in the order a user would fix it."""
     url_port: Optional[int] = None
@@ -379,6 +382,10 @@ def build_options(
     spn_hostname = _optional_text("spn_hostname", spn_hostname)
     delegate = _flag("delegate", delegate)
     audit_arguments = _flag("audit_arguments", audit_arguments)
+    if max_reply_size is not None and (
+        isinstance(max_reply_size, bool) or not isinstance(max_reply_size, int) or not 0 < max_reply_size < 1 << 63
+    ):
+        raise ConfigurationError("max_reply_size must be a positive int number of bytes, or None (derived from max_envelope_size)")
 
     if auth == "certificate":
         # The client certificate names the account; a user name and password are not used.
@@ -458,4 +465,5 @@ def build_options(
         spn_hostname=spn_hostname,
         delegate=delegate,
         audit_arguments=audit_arguments,
+        max_reply_size=max_reply_size,
     )

@@ -578,6 +578,7 @@ class _ClientBase:
         spn_hostname: Optional[str] = None,
         delegate: bool = False,
         audit_arguments: bool = False,
+        max_reply_size: Optional[int] = None,
         ps_host: Optional[PSHost] = None,
     ) -> None:
         options = build_options(
@@ -613,6 +614,7 @@ class _ClientBase:
             spn_hostname=spn_hostname,
             delegate=delegate,
             audit_arguments=audit_arguments,
+            max_reply_size=max_reply_size,
         )
         if ps_host is not None and not callable(getattr(ps_host, "call", None)):
             raise ConfigurationError("ps_host must be a psremote.PSHost (an object with a call() method)")
@@ -685,6 +687,10 @@ class Client(_ClientBase):
       ``allow_unencrypted`` over http, or TLS alone).
     * Kerberos: ``kerberos_kdc``, ``spn_service`` (default 'HTTP'), ``spn_hostname``,
       ``delegate``. ``audit_arguments=True`` puts pipeline arguments into audit log events.
+    * ``max_reply_size``: the largest HTTP reply body accepted, in bytes; by default the
+      MaxEnvelopeSize each request announces plus a margin for sealing (228736 bytes for the
+      default 153600). A larger reply is a :class:`TransportError` with ``reply_size`` and
+      ``reply_limit``, refused while it is read.
 
     :attr:`connection_info` tells what the connection actually established.
     """
