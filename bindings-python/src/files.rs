@@ -79,13 +79,15 @@ fn progress(callback: Option<Py<PyAny>>, cancel: Arc<watch::Sender<bool>>) -> Op
         if *cancel.borrow() {
             return;
         }
-        let stop = Python::attach(|py| match callback.call1(py, (done, total)) {
+        // Once the interpreter is exiting the callback cannot run: the transfer stops.
+        let stop = crate::shutdown::attach(|py| match callback.call1(py, (done, total)) {
             Ok(v) => v.bind(py).is(pyo3::types::PyBool::new(py, false)),
             Err(e) => {
                 e.write_unraisable(py, Some(callback.bind(py)));
                 true
             }
-        });
+        })
+        .unwrap_or(true);
         if stop {
             cancel.send_replace(true);
         }

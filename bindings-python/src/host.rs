@@ -5,21 +5,24 @@ use psremote::psrp::{HostCall, HostDefaults, HostResponse};
 use pyo3::prelude::*;
 
 use crate::convert::{self, NoKeys};
+use crate::shutdown;
 
-/// Forwards host calls to a Python object. Runs on a blocking worker thread; takes the GIL.
+/// Forwards host calls to a Python object. Runs on a blocking worker thread; takes the GIL (not
+/// once the interpreter is exiting: then a call is answered with an error).
 pub struct PyHost(pub Py<PyAny>);
 
 impl Host for PyHost {
     fn call(&self, call: &HostCall) -> HostResponse {
-        Python::attach(|py| match answer(py, &self.0, call) {
+        let answered = shutdown::attach(|py| match answer(py, &self.0, call) {
             Ok(r) => r,
             Err(e) if e.is_instance_of::<pyo3::exceptions::PyNotImplementedError>(py) => HostResponse::NotImplemented,
             Err(e) => HostResponse::Error(e.value(py).to_string()),
-        })
+        });
+        answered.unwrap_or_else(|_| HostResponse::Error("the Python interpreter is exiting".into()))
     }
 
     fn defaults(&self) -> Option<HostDefaults> {
-        Python::attach(|py| match read_defaults(py, &self.0) {
+        shutdown::attach(|py| match read_defaults(py, &self.0) {
             Ok(d) => d,
             Err(e) => {
                 // A host whose defaults cannot be read is offered without a raw UI.
@@ -27,6 +30,7 @@ impl Host for PyHost {
                 None
             }
         })
+        .unwrap_or(None)
     }
 }
 

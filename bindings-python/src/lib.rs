@@ -10,6 +10,7 @@ mod host;
 mod logging;
 mod runtime;
 mod sessions;
+mod shutdown;
 
 use pyo3::prelude::*;
 
@@ -27,5 +28,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(convert::clixml_loads, m)?)?;
     sessions::register(m)?;
     files::register(m)?;
+    shutdown::register(m)?;
     Ok(())
 }

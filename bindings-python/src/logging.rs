@@ -110,8 +110,8 @@ fn install() {
                     continue;
                 }
                 // At interpreter exit (records from the runtime's last tasks) there is no Python
-                // left to attach to: drop the record instead of panicking.
-                let _ = Python::try_attach(|py| {
+                // left to attach to: drop the record instead of attaching mid-finalization.
+                let _ = crate::shutdown::attach(|py| {
                     let emit = py.import("psremote._logging").and_then(|m| m.getattr("emit"));
                     if let Ok(emit) = emit {
                         let _ = emit.call1((python_level(rec.level), rec.target, rec.message, rec.fields));

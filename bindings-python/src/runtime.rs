@@ -10,6 +10,7 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
 use crate::errors::to_py_err;
+use crate::shutdown;
 
 /// How often a blocking wait wakes up to let Python handle signals (Ctrl-C).
 const SIGNAL_POLL: Duration = Duration::from_millis(100);
@@ -92,7 +93,7 @@ where
     let complete = wrap_pyfunction!(_complete, py)?.unbind();
     runtime().spawn(async move {
         let result = fut.await;
-        Python::attach(|py| {
+        let completed = shutdown::attach(move |py| {
             let (ok, value) = match result.map_err(|e| to_py_err(py, e)).and_then(|v| convert(py, v)) {
                 Ok(v) => (true, v),
                 Err(e) => (false, e.into_value(py).into_any()),
@@ -100,6 +101,11 @@ where
             // A closed loop cannot take the result any more; nobody is waiting then.
             let _ = event_loop.call_method1(py, "call_soon_threadsafe", (complete, future, ok, value));
         });
+        // The interpreter is exiting: nobody awaits the future any more, and its references
+        // (the loop, the future, what `convert` holds) must not be dropped without Python.
+        if let Err(unrun) = completed {
+            std::mem::forget(unrun);
+        }
     });
     Ok(())
 }

@@ -12,6 +12,7 @@ __all__ = [
     "pool_is_alive_async", "pool_attach_pipeline", "pool_attach_pipeline_async", "client_list_pools",
     "client_list_pools_async", "client_connect_pool", "client_connect_pool_async",
     "TransferCancel", "client_copy", "client_copy_async", "client_fetch", "client_fetch_async",
+    "_shutdown",
 ]
 
 __version__: str
@@ -25,6 +26,9 @@ def clixml_loads(data: bytes) -> object:
     pool's session key) raises ValueError."""
 
 def _complete(future: asyncio.Future[Any], ok: bool, value: object) -> None: ...
+def _shutdown() -> None:
+    """The atexit hook (registered on import): from now on the runtime's threads never take the
+    GIL; waits, with the GIL released, for those holding or awaiting it to let go."""
 
 # Sessions that outlive the client (module functions over the pool and client objects).
 def pool_disconnect(pool: RunspacePool) -> None:
