@@ -7,7 +7,7 @@ VPY := $(VENV)/bin/python
 PIP_PKGS := -r testserver/requirements.txt
 export PSREMOTE_PYTHON := $(abspath $(VPY))
 
-.PHONY: venv test demo fmt-check clippy rust-test py-test no-default-features header header-check bench bench-smoke python-package c-deps krb-deps install c-test
+.PHONY: venv test demo fmt-check clippy rust-test py-test no-default-features header header-check bench bench-smoke python-package c-deps krb-deps install c-test fuzz fuzz-seeds fuzz-smoke
 
 # MIT Kerberos for the endpoint's Kerberos tests: the KDC, kadmin.local and kinit run a throwaway
 # realm (testserver/psremote_testserver/kdc.py), and pip builds gssapi, krb5 and pykerberos from
@@ -99,6 +99,38 @@ bench: venv $(BENCH_NATIVE)
 bench-smoke: venv python-package
 	BENCH_BYTES=1000000 ROWS=200 $(CARGO) run --locked -q -p psremote-bench --bin clixml-decode
 	$(VPY) bench/sidebyside.py --smoke --decode-bin target/debug/clixml-decode --out target/bench/smoke
+
+# ---- Fuzzing -------------------------------------------------------------------------------
+# cargo-fuzz targets over every parser of server bytes (fuzz/, its own crate outside the workspace;
+# the functions are psremote::fuzzing). libFuzzer builds on stable with `-s none` (no sanitizer:
+# Rust's checks and the fuzzer's own crash detection). Each target runs FUZZ_SECONDS from the
+# committed seeds (fuzz/corpus/<target>, read-only) into a scratch corpus under fuzz/target/; a
+# crash lands in fuzz/artifacts/<target>/ and belongs in fuzz/corpus/<target>/ with its fix.
+# `make fuzz-smoke` (and `make rust-test`) replays the committed corpus on stable, no libFuzzer.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := clixml psrp_defrag psrp_message psrp_pool wsman_reply encryption der krb5_conf
+CARGO_FUZZ_VERSION := 0.13.2
+CARGO_FUZZ := .tools/bin/cargo-fuzz
+
+$(CARGO_FUZZ):
+	$(CARGO) install --locked --quiet cargo-fuzz --version $(CARGO_FUZZ_VERSION) --root .tools
+
+fuzz: $(if $(shell command -v cargo-fuzz),,$(CARGO_FUZZ))
+	cd fuzz && PATH="$(abspath .tools/bin):$$PATH" $(CARGO) fuzz build -s none
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/target/corpus/$$t; \
+	  echo "== $$t ($(FUZZ_SECONDS) s)"; \
+	  (cd fuzz && PATH="$(abspath .tools/bin):$$PATH" $(CARGO) fuzz run -s none $$t target/corpus/$$t corpus/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 >target/$$t.log 2>&1) || \
+	    { tail -n 40 fuzz/target/$$t.log; echo "fuzz target $$t failed: the input is in fuzz/artifacts/$$t" >&2; exit 1; }; \
+	  grep -E '^Done|^stat::(number_of_executed_units|new_units_added)' fuzz/target/$$t.log || true; \
+	done
+
+fuzz-seeds: venv
+	$(VPY) fuzz/make_seeds.py
+
+fuzz-smoke:
+	$(CARGO) test -p psremote --locked --test fuzz_corpus
 
 # ---- C library ----------------------------------------------------------------------------
 PREFIX ?= /usr/local
