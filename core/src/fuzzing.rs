@@ -9,8 +9,11 @@ use crate::psrp::message::{Destination, Message, MessageType};
 use crate::psrp::{PipelineSpec, PoolOptions, RunspacePool};
 use crate::wsman::{self, config, shells, winrs, xml};
 
+/// One fuzzing function: any bytes in, nothing out.
+pub type Target = fn(&[u8]);
+
 /// The targets by name, as the fuzz targets and corpus directories are named.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("clixml", clixml),
     ("psrp_defrag", psrp_defrag),
     ("psrp_message", psrp_message),
