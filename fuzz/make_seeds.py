@@ -129,8 +129,11 @@ def walk(value, key=""):
                 data = bytes.fromhex(value)
             except ValueError:
                 return
-            add("encryption" if key == "body_hex" else "psrp_message", data)
-            if key != "body_hex":
+            if key == "body_hex":
+                add("encryption", data)
+            elif key == "bytes_hex":
+                add("psrp_message", data)
+            elif "fragment" in key:
                 add("psrp_defrag", record(0, data))
         elif key == "cert_der_b64":
             add("der", base64.b64decode(value))

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use psremote::clixml::{self, Limits};
 use psremote::fuzzing::TARGETS;
+use psremote::psrp::message::Message;
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
@@ -69,4 +71,36 @@ fn corpus_replays_without_panic_or_hang() {
         }
         worker.join().unwrap();
     }
+}
+
+/// The seeds are real protocol data, so the fuzzer starts deep inside each parser: most of them
+/// parse cleanly (a corpus of garbage would replay without panic and prove nothing).
+#[test]
+fn seeds_reach_the_parsers() {
+    let seeds = |target: &str| -> Vec<Vec<u8>> {
+        corpus(target).into_iter().filter(|(id, _)| id.contains("/seed-")).map(|(_, d)| d).collect()
+    };
+    let share = |ok: usize, all: usize| ok * 10 >= all * 8;
+
+    let clixml_seeds = seeds("clixml");
+    let ok = clixml_seeds.iter().filter(|d| clixml::from_bytes(d, &Limits::default()).is_ok()).count();
+    assert!(share(ok, clixml_seeds.len()), "{ok} of {} CLIXML seeds parse", clixml_seeds.len());
+
+    let messages = seeds("psrp_message");
+    let ok = messages.iter().filter(|d| Message::decode(d).is_ok()).count();
+    assert!(share(ok, messages.len()), "{ok} of {} PSRP message seeds decode", messages.len());
+
+    let replies = seeds("wsman_reply");
+    let ok = replies.iter().filter(|d| psremote::wsman::xml::parse(d).is_ok()).count();
+    assert_eq!(ok, replies.len(), "every recorded reply is well-formed XML");
+
+    let chunks: Vec<Vec<u8>> = seeds("psrp_defrag");
+    let ok = chunks
+        .iter()
+        .filter(|d| {
+            let records = psremote::fuzzing::records(d);
+            records.iter().all(|(_, c)| psremote::psrp::fragment::parse_fragments(c).is_ok())
+        })
+        .count();
+    assert!(share(ok, chunks.len()), "{ok} of {} fragment seeds split into fragments", chunks.len());
 }
