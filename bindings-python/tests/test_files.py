@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -329,6 +330,9 @@ def test_ctrl_c_stops_a_fetch_and_leaves_nothing(fclient, files_endpoint, here, 
         if not interrupted.is_set():
             interrupted.set()
             _thread.interrupt_main()  # as Ctrl-C would: SIGINT's handler runs in the main thread
+        # Keep the transfer going slowly, so it cannot finish before the main thread's next
+        # signal check (every 100 ms) however fast the machine is.
+        time.sleep(0.05)
 
     with pytest.raises(KeyboardInterrupt):
         fclient.fetch(there / "b.bin", here / "b.bin", progress=interrupt)
@@ -343,9 +347,11 @@ def test_cancelling_an_asyncio_fetch_stops_it_and_leaves_nothing(files_endpoint,
         async with AsyncClient(**kwargs(files_endpoint)) as c:
             loop = asyncio.get_running_loop()
             started = asyncio.Event()
-            task = asyncio.ensure_future(
-                c.fetch(there / "b.bin", here / "b.bin", progress=lambda d, t: loop.call_soon_threadsafe(started.set))
-            )
+            def slowly(done: int, total: Optional[int]) -> None:
+                loop.call_soon_threadsafe(started.set)
+                time.sleep(0.05)  # the transfer cannot finish before the cancellation lands
+
+            task = asyncio.ensure_future(c.fetch(there / "b.bin", here / "b.bin", progress=slowly))
             await asyncio.wait_for(started.wait(), 30)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
