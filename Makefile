@@ -87,15 +87,17 @@ $(BENCH_NATIVE): $(VENV)/.ok $(shell find core/src bindings-python/src bindings-
 	$(VPY) -m pip install --quiet --disable-pip-version-check --no-deps --no-index --target $(BENCH_SITE) target/bench/wheels/*.whl
 
 # Release-mode benchmarks: CLIXML in Rust, then psremote side by side with pypsrp, psrpcore and
-# pywinrm (bench/sidebyside.py; the table also goes to target/bench/results.md and .json). Numbers
-# go to bench/RESULTS.md by hand, never asserted by tests.
+# pywinrm (bench/sidebyside.py) through a delay proxy (bench/delayproxy.py) at 0 and 20 ms of round
+# trip, one table each (also in target/bench/results.md and .json). Numbers go to bench/RESULTS.md
+# by hand, never asserted by tests.
 bench: venv $(BENCH_NATIVE)
 	$(CARGO) build --release --locked -q -p psremote-bench
 	target/release/clixml-decode
 	$(VPY) bench/sidebyside.py --psremote-site $(BENCH_SITE) --decode-bin target/release/clixml-decode
 
 # A tiny run of the benchmarks inside `make test`, so they keep working: every scenario and
-# contender once, on small inputs, with the debug builds; it checks outputs, never times.
+# contender once, on small inputs, with the debug builds, through the delay proxy at 20 ms; it
+# checks outputs and that the proxy counted each contender's traffic, never times.
 bench-smoke: venv python-package
 	BENCH_BYTES=1000000 ROWS=200 $(CARGO) run --locked -q -p psremote-bench --bin clixml-decode
 	$(VPY) bench/sidebyside.py --smoke --decode-bin target/debug/clixml-decode --out target/bench/smoke
