@@ -44,6 +44,9 @@ pub enum PsrResult {
     Disconnected = 16,
     /// The server has no such runspace pool, pipeline or command (`psr_error_fault_code` has its fault).
     NotFound = 17,
+    /// A command wrote more output than `psr_client_run_cmd` collects (see
+    /// `psr_run_cmd_options_set_max_output`); the command was terminated and its shell deleted.
+    OutputTooLarge = 18,
 }
 
 /// A failure on its way to C.
@@ -83,6 +86,7 @@ impl From<psremote::Error> for Failure {
             K::File => PsrResult::File,
             K::Disconnected => PsrResult::Disconnected,
             K::NotFound => PsrResult::NotFound,
+            K::OutputTooLarge => PsrResult::OutputTooLarge,
         };
         let fault_code = e.fault().and_then(|f| f.code).unwrap_or(0);
         let file = e.file().map(|f| (f.kind.as_str(), f.side.as_str(), f.path.clone()));
@@ -183,6 +187,7 @@ pub extern "C" fn psr_result_name(r: u32) -> *const c_char {
         15 => b"PSR_RESULT_FILE\0",
         16 => b"PSR_RESULT_DISCONNECTED\0",
         17 => b"PSR_RESULT_NOT_FOUND\0",
+        18 => b"PSR_RESULT_OUTPUT_TOO_LARGE\0",
         _ => b"PSR_RESULT_UNKNOWN\0",
     };
     s.as_ptr().cast()

@@ -20,6 +20,7 @@ pub fn class_name(kind: ErrorKind) -> &'static str {
         ErrorKind::File => "FileTransferError",
         ErrorKind::Disconnected => "DisconnectedError",
         ErrorKind::NotFound => "NotFoundError",
+        ErrorKind::OutputTooLarge => "OutputTooLargeError",
     }
 }
 
@@ -76,6 +77,7 @@ fn build(py: Python<'_>, e: &Error) -> PyResult<PyErr> {
                 f.record.as_ref().and_then(|r| r.fully_qualified_error_id.clone()),
             )?;
         }
+        Error::OutputTooLarge { limit } => exc.setattr("output_limit", *limit)?,
         Error::Fault(f) | Error::NotFound { fault: f, .. } => {
             exc.setattr("code", f.code)?;
             exc.setattr("machine", f.machine.clone())?;

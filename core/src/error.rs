@@ -42,6 +42,9 @@ pub enum ErrorKind {
     Disconnected,
     /// The server has no such runspace pool, pipeline or command (deleted, expired, or never there).
     NotFound,
+    /// A command wrote more output than the caller lets `run_cmd` collect
+    /// ([`Error::OutputTooLarge`]); the command was stopped.
+    OutputTooLarge,
 }
 
 /// The error type of every fallible psremote operation.
@@ -120,6 +123,16 @@ pub enum Error {
     /// The runspace pool is disconnected; the message names the refused action.
     #[error("cannot {0}: the runspace pool is disconnected (reconnect first)")]
     Disconnected(&'static str),
+    /// A command's stdout and stderr together passed the bytes `run_cmd` (or
+    /// [`CmdProcess::wait_limited`](crate::client::CmdProcess::wait_limited)) collects; the
+    /// command was terminated and, for `run_cmd`, its shell deleted.
+    #[error(
+        "the command wrote more than {limit} bytes of output (the collecting limit; see RunCmdOptions::max_output)"
+    )]
+    OutputTooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
     /// The server does not know the shell or command (its InvalidSelectors fault).
     #[error("{what} not found on the server: {fault}")]
     NotFound {
@@ -147,6 +160,7 @@ impl Error {
             Error::File(_) => ErrorKind::File,
             Error::Disconnected(_) => ErrorKind::Disconnected,
             Error::NotFound { .. } => ErrorKind::NotFound,
+            Error::OutputTooLarge { .. } => ErrorKind::OutputTooLarge,
         }
     }
 

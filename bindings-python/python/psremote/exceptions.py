@@ -29,6 +29,7 @@ __all__ = [
     "DisconnectedError",
     "NotFoundError",
     "OperationTimeoutError",
+    "OutputTooLargeError",
     "PSRemoteError",
     "PipelineError",
     "ProtocolError",
@@ -118,6 +119,15 @@ class ProtocolError(PSRemoteError):
 
 class OperationTimeoutError(PSRemoteError, TimeoutError):
     """An operation did not finish in time."""
+
+
+class OutputTooLargeError(PSRemoteError):
+    """A command wrote more stdout and stderr than ``run_cmd`` collects (``max_output``); the
+    command was terminated and its shell deleted. Read a command's output as it comes
+    (:meth:`CmdShell.start`) to take any amount."""
+
+    #: The limit in bytes.
+    output_limit: Optional[int] = None
 
 
 class ClosedError(PSRemoteError):

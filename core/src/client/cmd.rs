@@ -261,6 +261,11 @@ pub struct CmdControl {
     released: Arc<AtomicBool>,
 }
 
+/// The stdout and stderr bytes (together) that [`CmdProcess::wait`] and `run_cmd` collect by
+/// default: 64 MiB, far above what a command run for its result writes, low enough that a command
+/// that never stops writing cannot exhaust the client's memory.
+pub const DEFAULT_MAX_OUTPUT: u64 = 64 * 1024 * 1024;
+
 /// Raw bytes per Send: what fits in a 153600-byte envelope after base64 and the SOAP header.
 const STDIN_CHUNK: usize = 96 * 1024;
 
@@ -437,13 +442,28 @@ impl CmdProcess {
         Ok(())
     }
 
-    /// Reads until the command finishes and returns everything it wrote.
-    pub async fn wait(mut self) -> Result<CmdOutput> {
+    /// Reads until the command finishes and returns everything it wrote, up to
+    /// [`DEFAULT_MAX_OUTPUT`] bytes of stdout and stderr together (see [`Self::wait_limited`]).
+    pub async fn wait(self) -> Result<CmdOutput> {
+        self.wait_limited(Some(DEFAULT_MAX_OUTPUT)).await
+    }
+
+    /// Like [`Self::wait`], keeping at most `max_output` bytes of stdout and stderr together
+    /// (`None`: no limit). A command that writes more is terminated (Signal Terminate) and the
+    /// call fails with [`Error::OutputTooLarge`]. Reading with [`Self::next_output`] has no limit.
+    pub async fn wait_limited(mut self, max_output: Option<u64>) -> Result<CmdOutput> {
         let mut out = CmdOutput::default();
         while let Some(chunk) = self.next_output().await? {
             match chunk {
                 OutputChunk::Stdout(d) => out.stdout.extend_from_slice(&d),
                 OutputChunk::Stderr(d) => out.stderr.extend_from_slice(&d),
+            }
+            if let Some(limit) = max_output
+                && (out.stdout.len() + out.stderr.len()) as u64 > limit
+            {
+                // The command goes on writing otherwise; what it wrote so far is not a result.
+                self.release().await;
+                return Err(Error::OutputTooLarge { limit });
             }
         }
         out.exit_code = match self.exit_code {

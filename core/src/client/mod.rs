@@ -13,6 +13,7 @@ mod cmd;
 mod config;
 mod files;
 mod powershell;
+mod run_cmd;
 mod runtime;
 
 pub use crate::auth::{KerberosOptions, Mechanism};
@@ -20,7 +21,8 @@ pub use crate::transport::{
     ClientCertificate, ConnectionInfo, EncryptionLayer, MessageEncryption, TlsInfo, TlsOptions, TlsVersion, parse_pin,
 };
 pub use cmd::{
-    CmdControl, CmdOutput, CmdProcess, CmdShell, CmdShellOptions, CommandOptions, OutputChunk, UTF8_CODEPAGE,
+    CmdControl, CmdOutput, CmdProcess, CmdShell, CmdShellOptions, CommandOptions, DEFAULT_MAX_OUTPUT, OutputChunk,
+    UTF8_CODEPAGE,
 };
 pub use config::{ClientConfig, DEFAULT_ENVELOPE_SIZE};
 pub use files::{
@@ -30,7 +32,8 @@ pub use files::{
 pub use powershell::{
     BufferMode, Host, Pipeline, PipelineControl, PipelineResult, PoolConfig, PoolInfo, RunspacePool, ShellInfo,
 };
-pub use runtime::{mask_process_signals, runtime};
+pub use run_cmd::RunCmdOptions;
+pub use runtime::{cleanup_finished, mask_process_signals, pending_cleanups, runtime, within};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -154,14 +157,10 @@ impl Client {
     }
 
     /// Opens a cmd shell with [`CmdShellOptions::default`] (UTF-8 code page), runs one command
-    /// to completion and closes the shell.
+    /// to completion and closes the shell: [`Client::run_cmd_with`] with
+    /// [`RunCmdOptions::default`] (no deadline, at most [`DEFAULT_MAX_OUTPUT`] bytes of output).
     pub async fn run_cmd(&self, command: &str, arguments: &[&str]) -> Result<CmdOutput> {
-        let shell = self.open_cmd_shell(CmdShellOptions::default()).await?;
-        let result = shell.run(command, arguments).await;
-        let closed = shell.close().await;
-        let out = result?;
-        closed?;
-        Ok(out)
+        self.run_cmd_with(command, arguments, &RunCmdOptions::default()).await
     }
 
     /// Sends one WS-Man request and parses the reply; a fault becomes [`Error::Fault`].

@@ -19,11 +19,17 @@ pub fn runtime() -> &'static tokio::runtime::Runtime {
 }
 
 /// Runs `fut` to completion in the background: on the current runtime when called from one,
-/// otherwise on the process-wide runtime. Used for cleanup from `Drop`.
+/// otherwise on the process-wide runtime. Used for cleanup from `Drop` (the Signal and Delete
+/// that release a dropped command, pipeline, shell or pool); [`cleanup_finished`] waits for it.
 pub(crate) fn spawn_detached<F>(fut: F)
 where
     F: std::future::Future<Output = ()> + Send + 'static,
 {
+    let counted = Cleanup::start();
+    let fut = async move {
+        let _counted = counted;
+        fut.await;
+    };
     match tokio::runtime::Handle::try_current() {
         Ok(h) => {
             h.spawn(fut);
@@ -31,6 +37,73 @@ where
         Err(_) => {
             runtime().spawn(fut);
         }
+    }
+}
+
+/// Cleanup tasks under way in this process.
+static CLEANUPS: std::sync::Mutex<usize> = std::sync::Mutex::new(0);
+static CLEANUPS_DONE: std::sync::LazyLock<tokio::sync::Notify> = std::sync::LazyLock::new(tokio::sync::Notify::new);
+
+/// Counts one cleanup task from its start until it is dropped (finished, or its runtime shut down).
+struct Cleanup;
+
+impl Cleanup {
+    fn start() -> Self {
+        *CLEANUPS.lock().unwrap_or_else(std::sync::PoisonError::into_inner) += 1;
+        Cleanup
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let mut n = CLEANUPS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *n -= 1;
+        if *n == 0 {
+            CLEANUPS_DONE.notify_waiters();
+        }
+    }
+}
+
+/// How many background cleanups (the Signal and Delete requests that release dropped
+/// commands, pipelines, shells and pools on their servers) are under way in this process.
+pub fn pending_cleanups() -> usize {
+    *CLEANUPS.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Waits until no background cleanup is under way (see [`pending_cleanups`]), or `limit` has
+/// passed; returns whether none is left. A closing client calls it after cancelling what it had
+/// in flight, so that its remote work is released before the program goes on (or exits). Each
+/// cleanup request is bounded by the client's OperationTimeout and read margin.
+pub async fn cleanup_finished(limit: std::time::Duration) -> bool {
+    let settled = async {
+        loop {
+            let notified = CLEANUPS_DONE.notified();
+            tokio::pin!(notified);
+            // Registered before the count is read, so a cleanup ending in between wakes us.
+            notified.as_mut().enable();
+            if pending_cleanups() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    };
+    tokio::time::timeout(limit, settled).await.is_ok()
+}
+
+/// Runs `work` within `timeout` (`None`: without limit). On expiry `work` is dropped (its drop
+/// guards release what it had opened on the server, in the background) and the result is
+/// [`Error::Timeout`](crate::Error::Timeout) naming `what` and the limit.
+pub async fn within<T, W, F>(timeout: Option<std::time::Duration>, what: W, work: F) -> crate::Result<T>
+where
+    W: FnOnce() -> String,
+    F: std::future::Future<Output = crate::Result<T>>,
+{
+    match timeout {
+        None => work.await,
+        Some(limit) => match tokio::time::timeout(limit, work).await {
+            Ok(r) => r,
+            Err(_) => Err(crate::Error::Timeout(format!("{} did not finish within {limit:?}", what()))),
+        },
     }
 }
 

@@ -76,6 +76,11 @@ pub struct PoolConfig {
     pub clixml_limits: crate::clixml::Limits,
     /// Fragment reassembly limits (largest message, messages in flight).
     pub message_limits: psrp::fragment::DefragLimits,
+    /// Deadline of [`RunspacePool::open`] (creating the shell, the opening handshake, and the
+    /// Delete of a pool that failed to open); `None` (the default): none. On expiry the open
+    /// fails with [`Error::Timeout`](crate::Error::Timeout) and the shell, if the server
+    /// created it, is deleted in the background.
+    pub open_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for PoolConfig {
@@ -85,6 +90,7 @@ impl std::fmt::Debug for PoolConfig {
             .field("min_runspaces", &self.min_runspaces)
             .field("max_runspaces", &self.max_runspaces)
             .field("host", &self.host.is_some())
+            .field("open_timeout", &self.open_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -104,6 +110,7 @@ impl Default for PoolConfig {
             key_pair: None,
             clixml_limits: crate::clixml::Limits::default(),
             message_limits: psrp::fragment::DefragLimits::default(),
+            open_timeout: None,
         }
     }
 }

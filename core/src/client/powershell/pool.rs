@@ -79,8 +79,16 @@ impl RunspacePool {
     }
 
     /// Creates the remote shell and opens the pool. When opening fails after the shell was
-    /// created, the shell is deleted before the error is returned.
+    /// created, the shell is deleted before the error is returned. With
+    /// [`PoolConfig::open_timeout`] all of it has a deadline.
     pub async fn open(client: &Client, config: PoolConfig) -> Result<Self> {
+        let limit = config.open_timeout;
+        let name = config.configuration_name.clone();
+        crate::client::within(limit, || format!("opening a runspace pool on {name:?}"), Self::open_now(client, config))
+            .await
+    }
+
+    async fn open_now(client: &Client, config: PoolConfig) -> Result<Self> {
         if config.configuration_name.is_empty() || config.configuration_name.contains(['/', ' ']) {
             return Err(Error::InvalidConfig(format!(
                 "configuration name {:?} is not a valid session configuration name",
@@ -370,6 +378,12 @@ impl RunspacePool {
     /// Runs a pipeline to completion and collects every stream.
     pub async fn invoke(&self, spec: &PipelineSpec) -> Result<PipelineResult> {
         self.start(spec).await?.wait().await
+    }
+
+    /// Like [`RunspacePool::invoke`], giving up after `timeout` with [`Error::Timeout`]; the
+    /// pipeline is then stopped on the server (in the background), the pool stays open.
+    pub async fn invoke_within(&self, spec: &PipelineSpec, timeout: std::time::Duration) -> Result<PipelineResult> {
+        crate::client::within(Some(timeout), || "the pipeline".to_owned(), self.invoke(spec)).await
     }
 
     /// Runs a pipeline fed with `input` (then end of input) and collects every stream.
