@@ -100,6 +100,7 @@ bench: venv $(BENCH_NATIVE)
 # checks outputs and that the proxy counted each contender's traffic, never times.
 bench-smoke: venv python-package
 	BENCH_BYTES=1000000 ROWS=200 $(CARGO) run --locked -q -p psremote-bench --bin clixml-decode
+	$(VPY) -m pytest bench/test_delayproxy.py -q
 	$(VPY) bench/sidebyside.py --smoke --decode-bin target/debug/clixml-decode --out target/bench/smoke
 
 # ---- Fuzzing -------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ import signal
 import struct
 import sys
 import time
-from typing import Any, Deque, Dict, List, Optional, Tuple
+from typing import Any, Deque, Dict, List, Optional, Set, Tuple
 
 READ_SIZE = 256 * 1024
 MAX_QUEUED = 16 * 1024 * 1024
@@ -303,8 +303,15 @@ class Proxy:
         self.delay = rtt_ms / 2000.0
         self.stats = Stats(keep_log)
         self.connections = 0
+        # asyncio's stream protocol forgets a client's task once that client's side is closed:
+        # without a reference here, a connection still draining could be garbage-collected.
+        self.active: Set["asyncio.Task[Any]"] = set()
 
     async def serve_client(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self.active.add(task)
+            task.add_done_callback(self.active.discard)
         self.connections += 1
         self.stats.values["connections"] += 1
         conn = Connection(self.connections, self.stats)
