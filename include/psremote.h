@@ -236,6 +236,26 @@ struct psr_config *psr_config_new(const char *url, const char *username, const c
 // name). Threading: not concurrently with other calls on the same config.
 psr_result psr_config_set_auth(struct psr_config *c, const char *mechanism, struct psr_error **err);
 
+// Sets the largest HTTP reply body accepted, in bytes (0: the default, the MaxEnvelopeSize each
+// request announces plus a margin for sealing: 228736 bytes for the default 153600). A larger
+// reply fails the call with TRANSPORT, refused while it is read.
+//
+// Ownership: `c` is borrowed. NULL `c` gives NULL_ARGUMENT.
+// Threading: not concurrently with other calls on the same config.
+psr_result psr_config_set_max_reply_size(struct psr_config *c,
+                                         uint64_t bytes,
+                                         struct psr_error **err);
+
+// Sets how many events of one pipeline are decoded and buffered before its reader takes them
+// (default 256). A full buffer pauses that pipeline's Receive loop, so a reader that does not
+// keep up slows the server down instead of filling memory.
+//
+// Ownership: `c` is borrowed. NULL `c` gives NULL_ARGUMENT. Errors: INVALID_CONFIG for 0.
+// Threading: not concurrently with other calls on the same config.
+psr_result psr_config_set_max_events_ahead(struct psr_config *c,
+                                           uint32_t events,
+                                           struct psr_error **err);
+
 // Sets the WS-Man OperationTimeout (how long the server holds a Receive), in milliseconds (>= 1000).
 //
 // Ownership: `c` is borrowed. NULL `c` gives NULL_ARGUMENT. Errors: INVALID_CONFIG below 1000 ms.

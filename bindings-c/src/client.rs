@@ -205,6 +205,42 @@ pub extern "C" fn psr_config_set_auth(
     })
 }
 
+/// Sets the largest HTTP reply body accepted, in bytes (0: the default, the MaxEnvelopeSize each
+/// request announces plus a margin for sealing: 228736 bytes for the default 153600). A larger
+/// reply fails the call with TRANSPORT, refused while it is read.
+///
+/// Ownership: `c` is borrowed. NULL `c` gives NULL_ARGUMENT.
+/// Threading: not concurrently with other calls on the same config.
+#[unsafe(no_mangle)]
+pub extern "C" fn psr_config_set_max_reply_size(c: *mut psr_config, bytes: u64, err: *mut *mut psr_error) -> PsrResult {
+    guard(err, || {
+        handle_mut(c, "c")?.0.max_reply_size = (bytes != 0).then_some(bytes);
+        Ok(())
+    })
+}
+
+/// Sets how many events of one pipeline are decoded and buffered before its reader takes them
+/// (default 256). A full buffer pauses that pipeline's Receive loop, so a reader that does not
+/// keep up slows the server down instead of filling memory.
+///
+/// Ownership: `c` is borrowed. NULL `c` gives NULL_ARGUMENT. Errors: INVALID_CONFIG for 0.
+/// Threading: not concurrently with other calls on the same config.
+#[unsafe(no_mangle)]
+pub extern "C" fn psr_config_set_max_events_ahead(
+    c: *mut psr_config,
+    events: u32,
+    err: *mut *mut psr_error,
+) -> PsrResult {
+    guard(err, || {
+        let c = handle_mut(c, "c")?;
+        if events == 0 {
+            return Err(Failure::new(PsrResult::InvalidConfig, "max_events_ahead must be at least 1"));
+        }
+        c.0.max_events_ahead = events as usize;
+        Ok(())
+    })
+}
+
 /// Sets the WS-Man OperationTimeout (how long the server holds a Receive), in milliseconds (>= 1000).
 ///
 /// Ownership: `c` is borrowed. NULL `c` gives NULL_ARGUMENT. Errors: INVALID_CONFIG below 1000 ms.

@@ -1045,6 +1045,56 @@ static void test_bad_config(void) {
     psr_config_free(cfg);
 }
 
+/* max_events_ahead pauses a pipeline's Receive loop without losing output; max_reply_size
+ * refuses a reply larger than it while it is read. */
+static void test_reader_limits(void) {
+    psr_error *err = NULL;
+    psr_config *cfg;
+    psr_client *client = NULL;
+    psr_pool *pool;
+    psr_invocation *inv;
+    psr_cmd_result *res = NULL;
+    const char *const echo_args[1] = {"hello"};
+    psr_result rc;
+    begin("reader_limits");
+    EXPECT_FAIL(psr_config_set_max_events_ahead(NULL, 1, &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_config_set_max_reply_size(NULL, 1, &err), PSR_RESULT_NULL_ARGUMENT);
+    cfg = make_config(PASSWORD);
+    if (!CHECK(cfg != NULL)) {
+        return;
+    }
+    EXPECT_FAIL(psr_config_set_max_events_ahead(cfg, 0, &err), PSR_RESULT_INVALID_CONFIG);
+    EXPECT_OK(psr_config_set_max_events_ahead(cfg, 1, &err));
+    if (EXPECT_OK(psr_client_connect(cfg, &client, &err))) {
+        pool = open_pool(client, NULL);
+        inv = run_script(pool, "New-TestObject -Count 300 -Size 3", NULL);
+        if (CHECK(inv != NULL)) {
+            CHECK(psr_invocation_state(inv) == PSR_STATE_COMPLETED);
+            CHECK(psr_invocation_output_count(inv) == 300);
+            psr_invocation_free(inv);
+        }
+        if (pool != NULL) {
+            EXPECT_OK(psr_pool_close(pool, &err));
+            psr_pool_free(pool);
+        }
+        psr_client_free(client);
+        client = NULL;
+    }
+    /* Far below any reply: the first answer (the shell's Create) is refused while it is read. */
+    EXPECT_OK(psr_config_set_max_reply_size(cfg, 64, &err));
+    rc = psr_client_connect(cfg, &client, &err);
+    if (rc == PSR_RESULT_OK) {
+        EXPECT_FAIL(psr_client_run_cmd(client, "echo", echo_args, 1, NULL, 0, &res, &err), PSR_RESULT_TRANSPORT);
+        psr_client_free(client);
+    } else {
+        /* The logon's own replies are bounded the same way. */
+        CHECK(rc == PSR_RESULT_TRANSPORT);
+        psr_error_free(err);
+        err = NULL;
+    }
+    psr_config_free(cfg);
+}
+
 static void test_connect_failures(void) {
     psr_error *err = NULL;
     psr_config *cfg;
@@ -3241,6 +3291,7 @@ int main(void) {
     psr_set_log_callback(log_callback, &g_log_userdata_token, 3);
 
     test_connect_failures();
+    test_reader_limits();
     client = connect_client();
     pool = open_pool(client, NULL);
 

@@ -85,7 +85,8 @@ impl Client {
         *, host, port, path, https, auth, username, password, operation_timeout, connect_timeout, max_envelope_size,
         locale, data_locale, allow_unencrypted, encryption, trusted_hosts, ca_file, ca_dir, server_name,
         pinned_public_keys, insecure_skip_verify, min_tls_version, max_tls_version, client_certificate, client_key,
-        client_key_password, kerberos_kdc, spn_service, spn_hostname, delegate, audit_arguments, max_reply_size=None
+        client_key_password, kerberos_kdc, spn_service, spn_hostname, delegate, audit_arguments, max_reply_size=None,
+        max_events_ahead=256
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -120,6 +121,7 @@ impl Client {
         delegate: bool,
         audit_arguments: bool,
         max_reply_size: Option<u64>,
+        max_events_ahead: usize,
         py: Python<'_>,
     ) -> PyResult<Self> {
         let core_err = |e: psremote::Error| crate::errors::to_py_err(py, e);
@@ -142,6 +144,7 @@ impl Client {
         config.connect_timeout = secs("connect_timeout", connect_timeout)?;
         config.max_envelope_size = max_envelope_size;
         config.max_reply_size = max_reply_size;
+        config.max_events_ahead = max_events_ahead;
         config.locale = locale;
         config.data_locale = data_locale;
         config.allow_unencrypted = allow_unencrypted;

@@ -84,3 +84,23 @@ def test_max_reply_size_replaces_the_derived_limit(start_endpoint):
     for bad in (0, -1, True, 1.5, "big"):
         with pytest.raises(ConfigurationError):
             psremote.Client(url=endpoint.url, username=USER, password=PASSWORD, auth="ntlm", trusted_hosts="127.0.0.1", max_reply_size=bad)
+
+
+def test_max_events_ahead_pauses_the_reader_without_losing_output(start_endpoint):
+    """A buffer of one event still delivers every output, in order; the option is checked."""
+    import psremote
+    from psremote.exceptions import ConfigurationError
+
+    endpoint = start_endpoint("--psrp-buffer-kb", "4096")
+    with psremote.Client(
+        url=endpoint.url, username=USER, password=PASSWORD, auth="ntlm", trusted_hosts="127.0.0.1", max_events_ahead=1
+    ) as client:
+        with client.runspace_pool() as pool:
+            events = list(pool.start("New-TestObject -Count 300 -Size 3"))
+    outputs = [e.value for e in events if e.kind == "output"]
+    assert len(outputs) == 300, events[-3:]
+    assert events[-1].kind == "state" and events[-1].value.state == "Completed", events[-1]
+    assert endpoint.wait_state("pools", 0)["pools"] == 0
+    for bad in (0, -1, True, 1.5, "many"):
+        with pytest.raises(ConfigurationError):
+            psremote.Client(url=endpoint.url, username=USER, password=PASSWORD, auth="ntlm", trusted_hosts="127.0.0.1", max_events_ahead=bad)

@@ -134,6 +134,7 @@ class Client:
         delegate: bool,
         audit_arguments: bool,
         max_reply_size: Optional[int] = None,
+        max_events_ahead: int = 256,
     ) -> Client: ...
     @property
     def url(self) -> str: ...

@@ -83,6 +83,7 @@ class ClientOptions:
     delegate: bool = False
     audit_arguments: bool = False
     max_reply_size: Optional[int] = None
+    max_events_ahead: int = 256
 
     @property
     def url(self) -> str:
@@ -123,6 +124,7 @@ class ClientOptions:
             delegate=self.delegate,
             audit_arguments=self.audit_arguments,
             max_reply_size=self.max_reply_size,
+            max_events_ahead=self.max_events_ahead,
         )
 
 
@@ -275,6 +277,7 @@ def build_options(
     delegate: bool = False,
     audit_arguments: bool = False,
     max_reply_size: Optional[int] = None,
+    max_events_ahead: int = 256,
 ) -> ClientOptions:
     """Validates everything, in the order a user would fix it."""
     url_port: Optional[int] = None
@@ -386,6 +389,8 @@ def build_options(
         isinstance(max_reply_size, bool) or not isinstance(max_reply_size, int) or not 0 < max_reply_size < 1 << 63
     ):
         raise ConfigurationError("max_reply_size must be a positive int number of bytes, or None (derived from max_envelope_size)")
+    if isinstance(max_events_ahead, bool) or not isinstance(max_events_ahead, int) or not 0 < max_events_ahead <= 1 << 20:
+        raise ConfigurationError("max_events_ahead must be an int from 1 to 1048576 (events buffered per pipeline)")
 
     if auth == "certificate":
         # The client certificate names the account; a user name and password are not used.
@@ -466,4 +471,5 @@ def build_options(
         delegate=delegate,
         audit_arguments=audit_arguments,
         max_reply_size=max_reply_size,
+        max_events_ahead=max_events_ahead,
     )

@@ -579,6 +579,7 @@ class _ClientBase:
         delegate: bool = False,
         audit_arguments: bool = False,
         max_reply_size: Optional[int] = None,
+        max_events_ahead: int = 256,
         ps_host: Optional[PSHost] = None,
     ) -> None:
         options = build_options(
@@ -615,6 +616,7 @@ class _ClientBase:
             delegate=delegate,
             audit_arguments=audit_arguments,
             max_reply_size=max_reply_size,
+            max_events_ahead=max_events_ahead,
         )
         if ps_host is not None and not callable(getattr(ps_host, "call", None)):
             raise ConfigurationError("ps_host must be a psremote.PSHost (an object with a call() method)")
@@ -691,6 +693,9 @@ class Client(_ClientBase):
       MaxEnvelopeSize each request announces plus a margin for sealing (228736 bytes for the
       default 153600). A larger reply is a :class:`TransportError` with ``reply_size`` and
       ``reply_limit``, refused while it is read.
+    * ``max_events_ahead``: events of one pipeline decoded and buffered before its reader
+      takes them (default 256). A full buffer pauses that pipeline's Receive loop: a reader
+      that does not keep up slows the server down instead of filling memory.
 
     :attr:`connection_info` tells what the connection actually established.
     """

@@ -48,6 +48,12 @@ pub struct ClientConfig {
     /// [`Error::ReplyTooLarge`](crate::Error::ReplyTooLarge) and the connection is discarded.
     /// `Some(n)`: exactly `n` for every request.
     pub max_reply_size: Option<u64>,
+    /// Events of one pipeline decoded and buffered ahead of its reader (default 256, at least
+    /// 1). When the buffer is full its Receive loop stops decoding and posts no further Receive
+    /// until the reader takes events, so a fast server cannot fill memory past this buffer, one
+    /// PSRP message being decoded, and the undecoded rest of one reply (bounded by
+    /// `max_reply_size`).
+    pub max_events_ahead: usize,
     /// `wsman:Locale`.
     pub locale: String,
     /// `wsmv:DataLocale`.
@@ -62,6 +68,9 @@ pub struct ClientConfig {
 /// The MaxEnvelopeSize psremote uses when the configuration sets none: 150 KiB, what WinRM
 /// accepts in every version (PowerShell 2.0's default `MaxEnvelopeSizekb`).
 pub const DEFAULT_ENVELOPE_SIZE: u32 = 153_600;
+
+/// Events of one pipeline buffered ahead of its reader unless the configuration says otherwise.
+pub const DEFAULT_EVENTS_AHEAD: usize = 256;
 
 impl ClientConfig {
     /// Defaults: HTTP port 5985, path `/wsman`, Negotiate, 20 s OperationTimeout, 153600-byte
@@ -82,6 +91,7 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(30),
             max_envelope_size: None,
             max_reply_size: None,
+            max_events_ahead: DEFAULT_EVENTS_AHEAD,
             locale: "en-US".into(),
             data_locale: "en-US".into(),
             allow_unencrypted: false,
@@ -146,6 +156,9 @@ impl ClientConfig {
     pub(crate) fn transport_config(&self) -> Result<TransportConfig> {
         if self.operation_timeout < Duration::from_secs(1) {
             return Err(Error::InvalidConfig("operation_timeout must be at least one second".into()));
+        }
+        if self.max_events_ahead == 0 {
+            return Err(Error::InvalidConfig("max_events_ahead must be at least 1".into()));
         }
         if let Some(size) = self.max_envelope_size
             && size < 8192

@@ -105,6 +105,28 @@ impl Fragmenter {
     }
 }
 
+/// Splits a chunk into its fragments' raw bytes (header included), checking only the framing,
+/// so a reader can decode and hand over one message at a time.
+pub fn split_fragments(mut data: &[u8]) -> Result<Vec<&[u8]>> {
+    let mut out = Vec::new();
+    while !data.is_empty() {
+        if data.len() < HEADER_LEN {
+            return Err(Error::protocol(format!(
+                "{} trailing bytes are too short for a PSRP fragment header",
+                data.len()
+            )));
+        }
+        let len = u32::from_be_bytes(data[17..21].try_into().unwrap_or_default()) as usize;
+        let total = HEADER_LEN.checked_add(len).filter(|t| *t <= data.len()).ok_or_else(|| {
+            Error::protocol(format!("a PSRP fragment announces {len} bytes but {} remain", data.len() - HEADER_LEN))
+        })?;
+        let (fragment, rest) = data.split_at(total);
+        out.push(fragment);
+        data = rest;
+    }
+    Ok(out)
+}
+
 /// Parses every fragment in a chunk.
 pub fn parse_fragments(mut data: &[u8]) -> Result<Vec<Fragment<'_>>> {
     let mut out = Vec::new();
@@ -243,6 +265,29 @@ mod tests {
     fn input(data: &str) -> Vec<u8> {
         Message::new(Destination::Server, MessageType::PipelineInput, uuid::Uuid::nil(), None, data.as_bytes().to_vec())
             .encode()
+    }
+
+    #[test]
+    fn split_fragments_keeps_each_fragment_whole_and_checks_the_framing() {
+        let a = input("<S>first</S>");
+        let b = input("<S>second one</S>");
+        let chunks = Fragmenter::new(60).fragment([a.as_slice(), b.as_slice()]);
+        let joined: Vec<u8> = chunks.concat();
+        let parts = split_fragments(&joined).unwrap();
+        assert!(parts.len() > 2, "the messages were cut into several fragments");
+        assert_eq!(parts.concat(), joined);
+        let mut d = Defragmenter::new(DefragLimits::default());
+        let mut messages = Vec::new();
+        for p in &parts {
+            assert_eq!(parse_fragments(p).unwrap().len(), 1);
+            messages.extend(d.push(p).unwrap());
+        }
+        assert_eq!(messages, vec![a, b]);
+        assert!(split_fragments(&joined[..joined.len() - 1]).is_err());
+        assert!(split_fragments(&joined[..HEADER_LEN - 1]).is_err());
+        let mut huge = joined[..HEADER_LEN].to_vec();
+        huge[17..21].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(split_fragments(&huge).is_err());
     }
 
     // Vectors psrp-fragment-one-one-fragment, -one-multiple-fragments and -multiple (pypsrp tests).

@@ -568,6 +568,13 @@ impl RunspacePool {
     }
 
     fn process(&mut self, msg: Message) -> Result<Option<Event>> {
+        tracing::trace!(
+            target: "psremote::psrp::message",
+            message_type = ?msg.message_type,
+            pipeline = ?msg.pid,
+            bytes = msg.data.len(),
+            "message received"
+        );
         if msg.message_type == MessageType::EndOfPipelineInput {
             return Ok(None);
         }

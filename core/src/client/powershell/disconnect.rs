@@ -23,8 +23,6 @@ use crate::wsman::shells::{self, ShellInfo};
 use crate::wsman::{OptionEntry, action, code};
 
 const POWERSHELL_PREFIX: &str = "http://schemas.microsoft.com/powershell/";
-/// Events buffered per pipeline before its Receive loop waits for the reader.
-const EVENT_BUFFER: usize = 256;
 /// Most Pull requests one listing makes; a server that never ends an enumeration is an error.
 const MAX_PULLS: usize = 1000;
 
@@ -307,8 +305,7 @@ impl RunspacePool {
         if data.is_empty() {
             return Err(Error::protocol("the ConnectResponse carries no connectResponseXml"));
         }
-        let events = lock(&self.shared.sm).receive(None, &data)?;
-        self.shared.dispatch(events).await?;
+        self.shared.deliver(None, &super::session::Received { data: vec![data], done: false }).await?;
         match lock(&self.shared.sm).state() {
             PoolState::Opened => Ok(()),
             state => Err(Error::protocol(format!(
@@ -334,7 +331,7 @@ impl RunspacePool {
             return Err(Error::InvalidConfig(format!("pipeline {} is already attached", command_id_text(pid))));
         }
         lock(&shared.sm).attach_pipeline(pid)?;
-        let (tx, rx) = mpsc::channel(EVENT_BUFFER);
+        let (tx, rx) = mpsc::channel(shared.client.config().max_events_ahead.max(1));
         lock(&shared.routes).insert(pid, tx.clone());
         if shared.via_connect.load(Ordering::SeqCst) {
             let body = shells::connect_command_body(&command_id_text(pid));

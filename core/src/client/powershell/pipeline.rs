@@ -19,8 +19,6 @@ use crate::wsman::{action, code, winrs};
 
 const STOP_SIGNAL: &str = winrs::signal::PS_STOP;
 const TERMINATE_SIGNAL: &str = winrs::signal::PS_TERMINATE;
-/// Events buffered per pipeline before its Receive loop waits for the reader.
-const EVENT_BUFFER: usize = 256;
 
 /// Starts a pipeline on `pool`: the Command carries the first fragment of CREATE_PIPELINE,
 /// Sends carry the rest.
@@ -46,7 +44,7 @@ async fn launch(
         return Err(Error::Closed("runspace pool"));
     }
     let pid = uuid::Uuid::new_v4();
-    let (tx, rx) = mpsc::channel(EVENT_BUFFER);
+    let (tx, rx) = mpsc::channel(shared.client.config().max_events_ahead.max(1));
     let guard = shared.send_lock.lock().await;
     let first = first_message(&mut lock(&shared.sm), pid)?;
     lock(&shared.routes).insert(pid, tx.clone());
@@ -139,7 +137,7 @@ pub(super) async fn receive_loop(shared: Arc<Shared>, pid: uuid::Uuid, tx: Route
             if shared.closed.load(Ordering::SeqCst) {
                 return Err(Error::Closed("runspace pool"));
             }
-            let (events, done) = match shared.receive(Some(pid)).await {
+            let received = match shared.receive(Some(pid)).await {
                 Ok(r) => r,
                 Err(_) if shared.closed.load(Ordering::SeqCst) => return Err(Error::Closed("runspace pool")),
                 // The shell was disconnected under this Receive: nothing was lost.
@@ -149,9 +147,9 @@ pub(super) async fn receive_loop(shared: Arc<Shared>, pid: uuid::Uuid, tx: Route
                 }
                 Err(e) => return Err(e),
             };
-            shared.dispatch(events).await?;
+            shared.deliver(Some(pid), &received).await?;
             let state = lock(&shared.sm).pipeline_state(pid);
-            if state.is_none_or(PipelineState::is_finished) || done {
+            if state.is_none_or(PipelineState::is_finished) || received.done {
                 return Ok(true);
             }
         }

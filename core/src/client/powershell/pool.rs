@@ -218,8 +218,8 @@ impl RunspacePool {
     async fn finish_open(&self) -> Result<()> {
         self.shared.flush().await?;
         loop {
-            let (events, _) = self.shared.receive(None).await?;
-            self.shared.dispatch(events).await?;
+            let received = self.shared.receive(None).await?;
+            self.shared.deliver(None, &received).await?;
             let state = lock(&self.shared.sm).state();
             match state {
                 PoolState::Opened => return Ok(()),

@@ -22,6 +22,14 @@ const LARGE_ENVELOPE: u32 = 512_000;
 
 pub(super) type Route = mpsc::Sender<Result<Event>>;
 
+/// What one Receive brought: the stdout payloads as received, and whether the command
+/// reported Done.
+#[derive(Debug, Default)]
+pub(super) struct Received {
+    pub data: Vec<Vec<u8>>,
+    pub done: bool,
+}
+
 pub(super) struct Shared {
     pub client: Client,
     pub resource_uri: String,
@@ -206,30 +214,43 @@ impl Shared {
         self.flush_locked().await
     }
 
-    /// One Receive for the pool (`pid` None) or a pipeline; feeds the state machine. Returns
-    /// the events it produced, in order, and whether the command reported Done.
-    pub async fn receive(&self, pid: Option<uuid::Uuid>) -> Result<(Vec<Event>, bool)> {
+    /// One Receive for the pool (`pid` None) or a pipeline. Returns what it brought, checked
+    /// but not yet decoded: [`Shared::deliver`] decodes it at the pace of its readers.
+    pub async fn receive(&self, pid: Option<uuid::Uuid>) -> Result<Received> {
         let cmd = pid.map(|p| self.command_id(p));
         let body = winrs::receive_body("stdout", cmd.as_deref());
         let opts = [OptionEntry::new("WSMAN_CMDSHELL_OPTION_KEEPALIVE", "TRUE")];
         let reply = match self.call(action::RECEIVE, &opts, &body).await {
             Ok(r) => r,
-            Err(Error::Fault(f)) if f.is_operation_timeout() => return Ok((Vec::new(), false)),
+            Err(Error::Fault(f)) if f.is_operation_timeout() => return Ok(Received::default()),
             Err(e) => return Err(e),
         };
         let out = winrs::parse_receive(&reply)?;
         // Another pipeline's data (or a pipeline's data on the pool's Receive) would be fed to
         // the wrong reader, or reassembled into the wrong message: refuse the whole reply.
         out.check_command(cmd.as_deref())?;
-        let mut events = Vec::new();
-        let mut sm = lock(&self.sm);
-        for s in out.streams {
-            if s.name != "stdout" || s.data.is_empty() {
-                continue;
-            }
-            events.extend(sm.receive(pid, &s.data)?);
+        let done = out.state == Some(winrs::CommandState::Done);
+        let data = out.streams.into_iter().filter(|s| s.name == "stdout" && !s.data.is_empty()).map(|s| s.data);
+        Ok(Received { data: data.collect(), done })
+    }
+
+    /// Decodes what a Receive brought one PSRP fragment at a time, handing each completed
+    /// message's event on before decoding the next. A reader that does not keep up holds the
+    /// decoding: at most one message's events are decoded beyond what its buffer holds (the
+    /// rest of the reply waits as received bytes, bounded by the reply size limit). The
+    /// framing of the whole reply is checked first, so a malformed reply delivers nothing.
+    pub async fn deliver(self: &Arc<Self>, pid: Option<uuid::Uuid>, received: &Received) -> Result<()> {
+        let mut fragments = Vec::new();
+        for data in &received.data {
+            fragments.extend(psrp::fragment::split_fragments(data)?);
         }
-        Ok((events, out.state == Some(winrs::CommandState::Done)))
+        for fragment in fragments {
+            let events = lock(&self.sm).receive(pid, fragment)?;
+            if !events.is_empty() {
+                self.dispatch(events).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Delivers events in order: pipeline events to their reader, pool events here.
@@ -369,8 +390,8 @@ impl Shared {
         let Some(_running) = self.loop_guard(None) else { return };
         while !self.closed.load(Ordering::Relaxed) && !self.disconnected.load(Ordering::SeqCst) {
             let r = async {
-                let (events, _) = self.receive(None).await?;
-                self.dispatch(events).await
+                let received = self.receive(None).await?;
+                self.deliver(None, &received).await
             }
             .await;
             if let Err(e) = r {
