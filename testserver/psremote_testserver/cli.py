@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-timeout-ms", type=_positive, default=60000, help="cap on wsman:OperationTimeout (default 60000)")
     parser.add_argument("--control", action="store_true", help="serve GET /_control/state")
     parser.add_argument("--capture", metavar="DIR", help="write every received HTTP request to DIR/NNNNNN.http")
-    parser.add_argument("--misbehave", choices=MODES, help="break the reply to the first Receive")
+    parser.add_argument("--misbehave", choices=MODES, help="break one reply (mostly the first ReceiveResponse), or time out Receives (see misbehave.py)")
     parser.add_argument(
         "--drop-connection",
         metavar="send:N|receive:N",

@@ -238,6 +238,13 @@ class Dispatcher:
         """Live shells (and how many are disconnected) and commands, plus the PSRP engine's pools and pipelines."""
         return self.shells.counts(("pools", "pipelines", "pipelines_running"))
 
+    def discard_shell(self, shell_id: str) -> None:
+        """Deletes a shell no client can name (a misbehaviour broke the reply that named it)."""
+        found = self.shells.pop(shell_id)
+        if found is not None:
+            found[0].delete(found[1])
+            log.info("shell %s discarded", shell_id)
+
     def close_all(self) -> None:
         for engine, shell in self.shells.pop_all():
             engine.delete(shell)

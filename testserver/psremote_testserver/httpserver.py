@@ -25,6 +25,7 @@ from .auth import DEFAULT_SCHEMES, TOKEN_SCHEMES, ConnectionAuth
 from .dispatch import Dispatcher
 from .engines import RequestContext
 from .drop import ConnectionDrop
+from . import misbehave
 from .misbehave import FILLER, HUGE_REPLY_BYTES, Misbehaviour
 from .stats import Stats
 from .tls import ConnectionTls, ServerTls, TlsSettings
@@ -84,7 +85,7 @@ class WinRMServer(ThreadingHTTPServer):
         self.users = users
         self.dispatcher = dispatcher
         self.stats = Stats()
-        self.misbehaviour = Misbehaviour(config.misbehave)
+        self.misbehaviour = Misbehaviour(config.misbehave, self.stats)
         self.connection_drop = ConnectionDrop(config.drop_connection)
         self.capture = Capture(config.capture_dir) if config.capture_dir else None
         self.tls = ServerTls(config.tls) if config.tls else None
@@ -336,7 +337,7 @@ class WinRMHandler(BaseHTTPRequestHandler):
             cbt=config.cbt,
         )
         try:
-            reply = self.server.dispatcher.handle(plaintext, ctx)
+            reply = self.server.misbehaviour.stall(plaintext, ctx.max_timeout) or self.server.dispatcher.handle(plaintext, ctx)
         except Exception:  # noqa: BLE001 - a server bug must not take the connection thread down silently
             log.exception("internal error handling request")
             self._respond(500, final_token, close=True)
@@ -348,12 +349,33 @@ class WinRMHandler(BaseHTTPRequestHandler):
             return
 
         tampered = self.server.misbehaviour.apply(reply.request_action, reply.status, reply.xml, sealed)
+        if tampered.forget_shell is not None:
+            # The client cannot name the shell for its Delete: the endpoint lets it go.
+            self.server.dispatcher.discard_shell(tampered.forget_shell)
         if tampered.oversize is not None:
             out_type = encryption.content_type(self.auth.seal_protocol) if sealed else encryption.SOAP_CONTENT_TYPE
             self._stream_filler(reply.status, final_token + [("Content-Type", out_type)], tampered.oversize)
             return
         if sealed and not tampered.unsealed:
-            out_type, out = encryption.seal(tampered.xml, self.auth.wrap, tampered.corrupt_signature, self.auth.seal_protocol)
+            out_type, out = misbehave.seal(tampered.xml, self.auth.wrap, self.auth.seal_protocol, tampered.seal_fault)
         else:
             out_type, out = encryption.SOAP_CONTENT_TYPE, tampered.xml
+        if tampered.framing is not None:
+            self._send_framed(tampered.framing, reply.status, final_token + [("Content-Type", out_type)], out)
+            return
         self._respond(reply.status, final_token + [("Content-Type", out_type)], out)
+
+    def _send_framed(self, mode: str, status: int, headers: List[Tuple[str, str]], body: bytes) -> None:
+        """A reply whose HTTP framing is broken (the HTTP framing misbehaviours)."""
+        status_line = f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}\r\n".encode("latin-1")
+        headers = [("Server", self.version_string()), ("Date", self.date_time_string())] + headers
+        raw, close = misbehave.framed(mode, status_line, headers, body)
+        self.wfile.write(raw)
+        self.wfile.flush()
+        self._status, self._sent = status, len(raw)
+        if close:
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass

@@ -16,6 +16,7 @@ COUNTERS = (
     "plain_requests",
     "tls_handshake_failures",
     "connections_dropped",
+    "timeouts_injected",
 )
 
 
