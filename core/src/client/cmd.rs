@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 use super::Client;
+use super::backoff::{ReceiveBackoff, pause};
 use super::runtime::spawn_detached;
 use crate::error::{Error, Result};
 use crate::wsman::winrs::{self, ShellSpec};
@@ -196,6 +197,7 @@ impl CmdShell {
             pending: VecDeque::new(),
             exit_code: None,
             receiving: None,
+            backoff: ReceiveBackoff::new(self.client.config().operation_timeout),
         }
     }
 
@@ -245,7 +247,9 @@ pub struct CmdProcess {
     /// The Receive in flight. It runs as a task of its own, so a caller that stops waiting for
     /// [`next_output`](CmdProcess::next_output) (a timeout, a cancelled task) loses no output:
     /// the next call takes up the same reply.
-    receiving: Option<JoinHandle<Result<Reply>>>,
+    receiving: Option<JoinHandle<(Result<Reply>, Duration)>>,
+    /// Paces the Receives against a server that answers them at once with nothing.
+    backoff: ReceiveBackoff,
 }
 
 /// Stdin and signals of a running command, usable from any task while another one waits in
@@ -335,6 +339,17 @@ impl CmdControl {
         signal_terminate(&self.client, &self.shell_id, &self.command_id).await
     }
 
+    /// A Receive after waiting `wait` (cut short once the command is released), and how long
+    /// the Receive itself took.
+    async fn paced_receive(self, wait: Duration) -> (Result<Reply>, Duration) {
+        if !wait.is_zero() && pause(wait, || self.is_released()).await {
+            return (Err(Error::Closed("command")), Duration::ZERO);
+        }
+        let sent = tokio::time::Instant::now();
+        let reply = self.receive().await;
+        (reply, sent.elapsed())
+    }
+
     async fn receive(self) -> Result<Reply> {
         let command = (!self.is_shell_level()).then_some(self.command_id.as_str());
         let body = winrs::receive_body("stdout stderr", command);
@@ -398,18 +413,24 @@ impl CmdProcess {
 
     async fn receive_once(&mut self) -> Result<()> {
         let control = &self.control;
-        let receiving = self.receiving.get_or_insert_with(|| tokio::spawn(control.clone().receive()));
+        let wait = self.backoff.next_wait();
+        let receiving = self.receiving.get_or_insert_with(|| tokio::spawn(control.clone().paced_receive(wait)));
         let joined = receiving.await;
         self.receiving = None;
-        let reply = match joined {
-            Ok(Ok(r)) => r,
+        let (reply, took) = match joined {
+            Ok((Ok(r), took)) => (r, took),
             // Nothing arrived within the OperationTimeout: poll again.
-            Ok(Err(Error::Fault(f))) if f.is_operation_timeout() => return Ok(()),
-            Ok(Err(e)) => return Err(e),
+            Ok((Err(Error::Fault(f)), took)) if f.is_operation_timeout() => {
+                self.backoff.after_receive(true, took);
+                return Ok(());
+            }
+            Ok((Err(e), _)) => return Err(e),
             Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
             Err(_) => return Err(Error::Closed("command")),
         };
         let out = winrs::parse_receive(&reply)?;
+        let idle = out.streams.iter().all(|s| s.data.is_empty()) && out.state != Some(winrs::CommandState::Done);
+        self.backoff.after_receive(idle, took);
         // The whole reply is checked before any of it is taken: a reply with another command's
         // output, or a Done without its exit code, hands the caller nothing of it.
         let command = (!self.control.is_shell_level()).then_some(self.control.command_id.as_str());

@@ -9,6 +9,7 @@
 //! # Ok(()) }
 //! ```
 
+mod backoff;
 mod cmd;
 mod config;
 mod files;

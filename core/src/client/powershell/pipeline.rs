@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use super::lock;
 use super::pool::RunspacePool;
 use super::session::{Route, Shared, command_id_text};
+use crate::client::backoff::{ReceiveBackoff, pause};
 use crate::client::runtime::spawn_detached;
 use crate::clixml::Value;
 use crate::error::{Error, Result};
@@ -128,6 +129,7 @@ async fn pipeline_loop(shared: Arc<Shared>, pid: uuid::Uuid, tx: Route) {
 /// as it is (its reader waits); a reconnect starts it again.
 pub(super) async fn receive_loop(shared: Arc<Shared>, pid: uuid::Uuid, tx: Route, attached: bool) {
     let Some(_running) = shared.loop_guard(Some(pid)) else { return };
+    let mut backoff = ReceiveBackoff::new(shared.client.config().operation_timeout);
     let result = async {
         loop {
             if shared.disconnected.load(Ordering::SeqCst) {
@@ -137,6 +139,7 @@ pub(super) async fn receive_loop(shared: Arc<Shared>, pid: uuid::Uuid, tx: Route
             if shared.closed.load(Ordering::SeqCst) {
                 return Err(Error::Closed("runspace pool"));
             }
+            let sent = tokio::time::Instant::now();
             let received = match shared.receive(Some(pid)).await {
                 Ok(r) => r,
                 Err(_) if shared.closed.load(Ordering::SeqCst) => return Err(Error::Closed("runspace pool")),
@@ -151,6 +154,11 @@ pub(super) async fn receive_loop(shared: Arc<Shared>, pid: uuid::Uuid, tx: Route
             let state = lock(&shared.sm).pipeline_state(pid);
             if state.is_none_or(PipelineState::is_finished) || received.done {
                 return Ok(true);
+            }
+            let wait = backoff.after_receive(received.data.is_empty(), sent.elapsed());
+            if !wait.is_zero() {
+                pause(wait, || shared.closed.load(Ordering::SeqCst) || shared.disconnected.load(Ordering::SeqCst))
+                    .await;
             }
         }
     }

@@ -11,6 +11,7 @@ use super::host_calls::host_worker;
 use super::pipeline::{self, Pipeline, PipelineResult};
 use super::session::{Shared, SharedParts, command_id_text};
 use super::{PoolConfig, lock};
+use crate::client::backoff::{ReceiveBackoff, pause};
 use crate::client::runtime::spawn_detached;
 use crate::client::{Call, Client};
 use crate::clixml::Value;
@@ -217,9 +218,12 @@ impl RunspacePool {
 
     async fn finish_open(&self) -> Result<()> {
         self.shared.flush().await?;
+        let mut backoff = ReceiveBackoff::new(self.shared.client.config().operation_timeout);
         loop {
+            let sent = tokio::time::Instant::now();
             let received = self.shared.receive(None).await?;
             self.shared.deliver(None, &received).await?;
+            let wait = backoff.after_receive(received.data.is_empty(), sent.elapsed());
             let state = lock(&self.shared.sm).state();
             match state {
                 PoolState::Opened => return Ok(()),
@@ -227,6 +231,9 @@ impl RunspacePool {
                     return Err(Error::protocol(format!("the server refused to open the runspace pool ({state:?})")));
                 }
                 _ => {}
+            }
+            if !wait.is_zero() {
+                pause(wait, || self.shared.closed.load(Ordering::SeqCst)).await;
             }
         }
     }

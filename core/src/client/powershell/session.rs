@@ -9,6 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::host_calls::HostJob;
 use super::{Host, lock};
+use crate::client::backoff::{ReceiveBackoff, pause};
 use crate::client::{Call, Client};
 use crate::clixml::Value;
 use crate::error::{Error, Result};
@@ -388,12 +389,23 @@ impl Shared {
 
     pub async fn pool_receive_loop(self: Arc<Self>) {
         let Some(_running) = self.loop_guard(None) else { return };
+        let mut backoff = ReceiveBackoff::new(self.client.config().operation_timeout);
         while !self.closed.load(Ordering::Relaxed) && !self.disconnected.load(Ordering::SeqCst) {
+            let sent = tokio::time::Instant::now();
             let r = async {
                 let received = self.receive(None).await?;
-                self.deliver(None, &received).await
+                self.deliver(None, &received).await?;
+                Ok::<_, Error>(received.data.is_empty())
             }
             .await;
+            if let Ok(idle) = r {
+                let wait = backoff.after_receive(idle, sent.elapsed());
+                if !wait.is_zero() {
+                    pause(wait, || self.closed.load(Ordering::Relaxed) || self.disconnected.load(Ordering::SeqCst))
+                        .await;
+                }
+                continue;
+            }
             if let Err(e) = r {
                 if self.disconnected.load(Ordering::SeqCst) {
                     // The shell was disconnected under this Receive (its fault says so).
