@@ -560,11 +560,38 @@ impl RunspacePool {
         let messages = self.defrag.entry(pid).or_insert_with(|| Defragmenter::new(limits)).push(data)?;
         let mut events = Vec::with_capacity(messages.len());
         for m in messages {
-            if let Some(ev) = self.process(Message::decode(&m)?)? {
+            let msg = Message::decode(&m)?;
+            self.check_ids(pid, &msg)?;
+            if let Some(ev) = self.process(msg)? {
                 events.push(ev);
             }
         }
         Ok(events)
+    }
+
+    /// A message that names another runspace pool (an all-zero RPID is accepted: some servers
+    /// send it), or, on a pipeline's Receive, another pipeline, belongs to another session or
+    /// reader: taking it would hand a caller someone else's data, or drop it silently. Servers
+    /// echo the id bytes a client sent, so ours in RFC byte order (what clients with pypsrp's
+    /// old GUID bug sent, in the older recordings) is still ours.
+    fn check_ids(&self, pid: Option<uuid::Uuid>, msg: &Message) -> Result<()> {
+        let ours =
+            |mine: uuid::Uuid, named: uuid::Uuid| named == mine || named == uuid::Uuid::from_bytes_le(*mine.as_bytes());
+        if !msg.rpid.is_nil() && !ours(self.id, msg.rpid) {
+            return Err(Error::protocol(format!(
+                "a {:?} message names runspace pool {} where {} was expected",
+                msg.message_type, msg.rpid, self.id
+            )));
+        }
+        if let (Some(receiving), Some(named)) = (pid, msg.pid)
+            && !ours(receiving, named)
+        {
+            return Err(Error::protocol(format!(
+                "a {:?} message on pipeline {receiving}'s Receive names pipeline {named}",
+                msg.message_type
+            )));
+        }
+        Ok(())
     }
 
     fn process(&mut self, msg: Message) -> Result<Option<Event>> {
@@ -750,6 +777,33 @@ mod tests {
             ]
         );
         assert!(pool.send_input(pid, &[Value::I32(1)]).is_err(), "a finished pipeline takes no input");
+    }
+
+    #[test]
+    fn messages_naming_another_pool_or_pipeline_are_refused() {
+        let (mut pool, _) = opened_pool();
+        let pid = uuid::Uuid::parse_str("5b1be6c6-ecfa-4ba8-806b-8dd7c290a0fa").unwrap();
+        let spec = PipelineSpec { statements: vec![vec![messages::Command::script("1+1")]], ..Default::default() };
+        pool.create_pipeline(pid, &spec).unwrap();
+        let output = |rpid, pid| {
+            let msg = Message::new(
+                Destination::Client,
+                MessageType::PipelineOutput,
+                rpid,
+                Some(pid),
+                b"<I32>2</I32>".to_vec(),
+            );
+            Fragmenter::new(4096).fragment([msg.encode().as_slice()]).remove(0)
+        };
+        let other = uuid::Uuid::new_v4();
+        let err = pool.receive(Some(pid), &output(other, pid)).unwrap_err();
+        assert!(err.to_string().contains(&format!("names runspace pool {other}")), "{err}");
+        let err = pool.receive(Some(pid), &output(pool.id(), other)).unwrap_err();
+        assert!(err.to_string().contains(&format!("names pipeline {other}")), "{err}");
+        // Ours, or an all-zero RPID as some servers send, is taken.
+        let want = vec![Event::Output { pid, value: Value::I32(2) }];
+        assert_eq!(pool.receive(Some(pid), &output(pool.id(), pid)).unwrap(), want);
+        assert_eq!(pool.receive(Some(pid), &output(uuid::Uuid::nil(), pid)).unwrap(), want);
     }
 
     #[test]
