@@ -212,7 +212,17 @@ impl Client {
         let body = call.body;
         let envelope = header.envelope(body);
         tracing::trace!(action, bytes = envelope.len(), "request");
-        let reply = self.inner.transport.post(envelope, operation_timeout + READ_MARGIN, reply_limit).await?;
+        // Sent again (once) when its connection closed before any reply: only requests that may
+        // run twice, never a Create, Command or Send.
+        let retry = match action {
+            wsman::action::RECEIVE
+            | wsman::action::GET
+            | wsman::action::ENUMERATE
+            | wsman::action::SIGNAL
+            | wsman::action::DELETE => crate::transport::Retry::Safe,
+            _ => crate::transport::Retry::Never,
+        };
+        let reply = self.inner.transport.post(envelope, operation_timeout + READ_MARGIN, reply_limit, retry).await?;
         match wsman::parse_reply(&reply.body, message_id) {
             Ok(r) if reply.status == 200 => Ok(r),
             Ok(_) => Err(Error::Transport {

@@ -37,6 +37,9 @@ pub(super) struct Connection {
     /// Why the connection task ended, when TLS ended it (a server alert after the handshake).
     closed_by: ClosedBy,
     info: ConnectionInfo,
+    /// The last exchange failed because the connection closed before any reply came: the server
+    /// closed it (an idle keep-alive connection) or dropped the request unanswered.
+    unanswered: bool,
 }
 
 /// What seals the bodies of an authenticated connection.
@@ -124,7 +127,7 @@ impl Connection {
             channel_binding: false,
             tls: tls_info,
         };
-        let mut this = Self { sender, context: None, task, closed_by, info };
+        let mut this = Self { sender, context: None, task, closed_by, info, unanswered: false };
         if config.mechanism == Mechanism::CredSsp {
             let ctx = this.authenticate_credssp(config).await?;
             this.context = seal.then_some(Sealer::CredSsp(ctx));
@@ -159,6 +162,12 @@ impl Connection {
         !self.sender.is_closed() && !self.task.is_finished()
     }
 
+    /// Whether the last exchange failed with the connection closed before any of the reply
+    /// arrived (see [`closed_unanswered`]).
+    pub(super) fn failed_unanswered(&self) -> bool {
+        self.unanswered
+    }
+
     fn request(&self, config: &TransportConfig, body: Vec<u8>, content_type: &str) -> Result<Request<Full<Bytes>>> {
         let host = format!("{}:{}", config.host, config.port);
         Request::post(config.path.as_str())
@@ -181,15 +190,18 @@ impl Connection {
         limit: u64,
     ) -> Result<(http::response::Parts, Bytes)> {
         let endpoint = self.info.endpoint.clone();
+        self.unanswered = false;
+        let unanswered = &mut self.unanswered;
+        let sender = &mut self.sender;
         let fut = async {
-            self.sender.ready().await.map_err(|e| {
+            sender.ready().await.map_err(|e| {
+                *unanswered = closed_unanswered(&e);
                 tls_alert(&e, &endpoint).unwrap_or_else(|| transport_err(format!("connection lost: {e}"), None))
             })?;
-            let resp = self
-                .sender
-                .send_request(req)
-                .await
-                .map_err(|e| tls_alert(&e, &endpoint).unwrap_or_else(|| transport_err(e, None)))?;
+            let resp = sender.send_request(req).await.map_err(|e| {
+                *unanswered = closed_unanswered(&e);
+                tls_alert(&e, &endpoint).unwrap_or_else(|| transport_err(e, None))
+            })?;
             let (parts, body) = resp.into_parts();
             let body = read_bounded(&parts, body, limit).await?;
             Ok((parts, body))
@@ -395,6 +407,24 @@ async fn read_bounded(parts: &http::response::Parts, mut body: hyper::body::Inco
         buf.extend_from_slice(&data);
     }
     Ok(Bytes::from(buf))
+}
+
+/// Whether a request failed because its connection closed before any of the reply arrived: the
+/// request was refused as sent (hyper gave it back), or the stream ended or was reset while
+/// waiting for the status line. Not for a reply that was cut, malformed, or timed out.
+fn closed_unanswered(e: &hyper::Error) -> bool {
+    if e.is_canceled() || e.is_incomplete_message() || e.is_closed() {
+        return true;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+            return matches!(io.kind(), BrokenPipe | ConnectionAborted | ConnectionReset | UnexpectedEof);
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// A TLS alert the server sent after the handshake (under TLS 1.3 a refused client certificate

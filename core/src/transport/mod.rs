@@ -208,6 +208,15 @@ impl TransportConfig {
     }
 }
 
+/// Whether a request may be sent again when its connection closed before any reply came.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Sending it twice does no harm: a Receive, a Get, an Enumerate, a Signal, a Delete.
+    Safe,
+    /// It must not run twice: a Create, a Command, a Send, a Connect or Disconnect.
+    Never,
+}
+
 /// A pool of authenticated connections to one endpoint.
 #[derive(Debug)]
 pub struct Transport {
@@ -303,13 +312,36 @@ impl Transport {
     /// Posts one SOAP envelope and returns the plaintext reply. `read_timeout` bounds the wait
     /// for the reply (it must exceed the request's OperationTimeout); `reply_limit` bounds the
     /// reply's body as received (sealed), else [`Error::ReplyTooLarge`] and the connection is
-    /// discarded.
-    pub async fn post(&self, envelope: String, read_timeout: Duration, reply_limit: u64) -> Result<HttpReply> {
+    /// discarded. With `retry` [`Retry::Safe`], a request whose connection closed before any of
+    /// the reply arrived (an idle connection the server had closed, a request dropped
+    /// unanswered) is sent once more on a new connection; [`Retry::Never`] (a Create, Command or
+    /// Send, which must not run twice) surfaces the failure.
+    pub async fn post(
+        &self,
+        envelope: String,
+        read_timeout: Duration,
+        reply_limit: u64,
+        retry: Retry,
+    ) -> Result<HttpReply> {
         let mut conn = match self.take_idle() {
             Some(c) => c,
             None => self.open().await?,
         };
-        let reply = conn.post(&self.config, envelope.into_bytes(), read_timeout, reply_limit).await?;
+        let body = envelope.into_bytes();
+        // Sealing consumes the body: a request that may be sent again keeps a copy.
+        let again = (retry == Retry::Safe).then(|| body.clone());
+        let reply = match conn.post(&self.config, body, read_timeout, reply_limit).await {
+            Ok(reply) => reply,
+            Err(e) => match again {
+                Some(body) if conn.failed_unanswered() => {
+                    tracing::debug!(error = %e, "the connection closed before the reply; sending the request again on a new one");
+                    drop(conn);
+                    conn = self.open().await?;
+                    conn.post(&self.config, body, read_timeout, reply_limit).await?
+                }
+                _ => return Err(e),
+            },
+        };
         // Only a connection whose exchange fully succeeded goes back to the pool.
         self.put_back(conn);
         Ok(reply)
