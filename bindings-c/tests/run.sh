@@ -19,6 +19,10 @@
 # and as C++17 against libpsremote.so, is run by bindings-c/tests/replay.py once per scenario
 # against the replay server (python -m psremote_testserver.replay) on its recording, whose state
 # afterwards must show exactly the recorded conversation (runs replay and replay-c++).
+# Then fault injection through the C API: bindings-c/tests/test_faults.c, built as C99 and as C++17
+# against libpsremote.so, is run by bindings-c/tests/faults.py once per case of
+# psremote_testserver.fault_cases against an endpoint with that fault injected, whose state
+# afterwards must show nothing left (runs faults and faults-c++).
 # The last line is "N passed, M failed", summed over all runs; a run that crashes, times out or
 # reports a valgrind error counts as one more failure. Exit status 0 only when nothing failed.
 #
@@ -29,7 +33,7 @@
 #   CC, CXX           compilers (default cc, c++)
 #   C_TEST_OUT        directory for binaries and logs (default target/c-tests)
 #   C_TEST_ONLY       space-separated subset of: c-shared c-static c++ sanitizers valgrind replay
-#                     replay-c++
+#                     replay-c++ faults faults-c++
 #   PSR_TEST_VERBOSE  1: print every check and the library's log messages
 set -uo pipefail
 
@@ -86,6 +90,12 @@ replay_src=$here/test_replay.c
 compile replay "$cc" -std=c99 $warn -g -Iinclude "$replay_src" -o "$out/test_replay" \
   -L"$libdir" -lpsremote "$rpath" -pthread
 compile replay-c++ "$cxx" -x c++ -std=c++17 $warn -g -Iinclude "$replay_src" -x none -o "$out/test_replay_cxx" \
+  -L"$libdir" -lpsremote "$rpath" -pthread
+
+faults_src=$here/test_faults.c
+compile faults "$cc" -std=c99 $warn -g -Iinclude "$faults_src" -o "$out/test_faults" \
+  -L"$libdir" -lpsremote "$rpath" -pthread
+compile faults-c++ "$cxx" -x c++ -std=c++17 $warn -g -Iinclude "$faults_src" -x none -o "$out/test_faults_cxx" \
   -L"$libdir" -lpsremote "$rpath" -pthread
 
 # The linkage is what each variant claims to be.
@@ -218,8 +228,8 @@ run() { # name, build, limit_s, command...
   if [ "${build_ok[$build]}" != 1 ]; then
     total_fail=$((total_fail + 1)); summary+=("$name: not built"); return
   fi
-  # The replay runs start replay servers of their own.
-  if [[ $name != replay* ]] && ! start_endpoint; then
+  # The replay and fault runs start servers of their own.
+  if [[ $name != replay* && $name != faults* ]] && ! start_endpoint; then
     total_fail=$((total_fail + 1)); summary+=("$name: no endpoint"); return
   fi
   echo "=== $name"
@@ -267,6 +277,10 @@ fi
 # The recorded real-Windows conversations, a replay server per scenario (seconds each).
 run replay replay 300 "$py" "$here/replay.py" "$out/test_replay" --workdir "$out/replay"
 run replay-c++ replay-c++ 300 "$py" "$here/replay.py" "$out/test_replay_cxx" --workdir "$out/replay-cxx"
+
+# A broken or hostile server, one endpoint per fault case (about a second each).
+run faults faults 300 "$py" "$here/faults.py" "$out/test_faults"
+run faults-c++ faults-c++ 300 "$py" "$here/faults.py" "$out/test_faults_cxx"
 
 echo "=== summary"
 for s in "${summary[@]}"; do echo "$s"; done
