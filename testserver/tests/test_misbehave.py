@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import re
+import time
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -163,3 +165,91 @@ def test_oversized_replies_stream_and_stop_when_the_client_hangs_up(start_endpoi
         other.authenticate()
         assert other.post_sealed(rc.delete_shell(shell)[1]).status == 200
     assert endpoint.wait_state("shells", 0)["shells"] == 0
+
+
+def raw_reply(client, message_xml) -> bytes:
+    """Posts a sealed request on the client's socket and returns the raw HTTP reply (the framing
+    modes break what http.client could read): up to the end of the connection, or for a reply
+    that keeps it open, up to its declared length and 100 bytes more."""
+    wrapped = client.ctx.wrap_winrm(message_xml)
+    body = rc.sealed_body(wrapped.header, wrapped.data, len(message_xml))
+    head = f"POST /wsman HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {rc.SEALED_TYPE}\r\nContent-Length: {len(body)}\r\n\r\n"
+    sock = client.conn.sock
+    sock.sendall(head.encode() + body)
+    sock.settimeout(10)  # hang guard
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+        headers, _, rest = data.partition(b"\r\n\r\n")
+        declared = re.search(rb"Content-Length: (\d+)", headers)
+        if declared and len(rest) >= int(declared.group(1)) + 100:
+            return data
+
+
+@pytest.mark.parametrize(
+    "mode, check",
+    [
+        ("bad-status-line", lambda raw: raw.startswith(b"HTTP/1.1 two hundred OK\r\n")),
+        ("bad-chunked", lambda raw: b"Transfer-Encoding: chunked\r\n\r\nzz\r\n" in raw),
+        ("truncated-body", lambda raw: int(raw.split(b"Content-Length: ")[1].split(b"\r\n")[0]) > len(raw.split(b"\r\n\r\n", 1)[1])),
+        ("length-mismatch", lambda raw: int(raw.split(b"Content-Length: ")[1].split(b"\r\n")[0]) == len(raw.split(b"\r\n\r\n", 1)[1]) - 100),
+    ],
+)
+def test_http_framing(start_endpoint, mode, check):
+    client, _, _, _, xml = run_until_receive(start_endpoint("--misbehave", mode))
+    with client:
+        raw = raw_reply(client, xml)
+        assert check(raw), raw[:300]
+
+
+@pytest.mark.parametrize("mode", ["seal-wrong-sequence", "seal-truncated"])
+def test_broken_seals(start_endpoint, mode):
+    client, _, _, _, xml = run_until_receive(start_endpoint("--misbehave", mode))
+    with client:
+        wrapped = client.ctx.wrap_winrm(xml)
+        response = client.post(rc.sealed_body(wrapped.header, wrapped.data, len(xml)), {"Content-Type": rc.SEALED_TYPE})
+        assert response.status == 200
+        length, signature, data = rc.open_sealed(response.body)  # the framing is whole
+        if mode == "seal-truncated":
+            assert len(data) == length - 16
+        with pytest.raises(Exception):
+            client.ctx.unwrap_winrm(signature, data)
+
+
+@pytest.mark.parametrize(
+    "mode, check",
+    [
+        ("xml-entity-bomb", lambda p: p.startswith(b"<!DOCTYPE s:Envelope [<!ENTITY e0") and b"<x>&e9;</x>" in p),
+        ("xml-deep-nesting", lambda p: p.count(b"<x>") == 20000 and ET.fromstring(p.replace(b"<x>", b"").replace(b"</x>", b"")) is not None),
+        ("xml-huge-attribute", lambda p: b'<rsp:ReceiveResponse Padding="' + b"y" * 1000 in p),
+        ("no-command-state", lambda p: b"CommandState" not in p and b"<rsp:ReceiveResponse>" in p),
+    ],
+)
+def test_xml_and_missing_fields(start_endpoint, mode, check):
+    client, shell, command_id, _, xml = run_until_receive(start_endpoint("--misbehave", mode))
+    with client:
+        response = client.post_sealed(xml)
+        for _ in range(50):  # hang guard: Receive timeouts do not use the misbehaviour up
+            if response.plaintext is not None and check(response.plaintext):
+                break
+            _, xml = rc.receive(shell, command_id)
+            response = client.post_sealed(xml)
+        assert check(response.plaintext), response.plaintext[:300]
+
+
+def test_immediate_timeout_answers_every_receive_at_once_then_serves(start_endpoint):
+    endpoint = start_endpoint("--misbehave", "immediate-timeout")
+    client, shell, command_id, _, xml = run_until_receive(endpoint)
+    with client:
+        response = client.post_sealed(xml)
+        assert response.status == 500
+        assert rc.parse_fault(response.xml).subcode == "w:TimedOut"
+        assert endpoint.state()["timeouts_injected"] == 1
+        # After the first three seconds the endpoint serves normally.
+        time.sleep(3.2)
+        replies = receive_until_done(client, shell, command_id)
+        assert replies
+        assert endpoint.state()["timeouts_injected"] == 1
