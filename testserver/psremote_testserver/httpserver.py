@@ -344,6 +344,7 @@ class WinRMHandler(BaseHTTPRequestHandler):
             return
         if reply.request_action:
             self._note["action"] = reply.request_action.rsplit("/", 1)[-1]
+            stats.bump_action(self._note["action"])
         if reply.status == 400:
             self._respond(400, final_token)
             return

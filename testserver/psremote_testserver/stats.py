@@ -51,10 +51,17 @@ class Stats:
         self._lock = threading.Lock()
         self._values: Dict[str, int] = {name: 0 for name in COUNTERS}
         self._logons: List[Logon] = []
+        self._actions: Dict[str, int] = {}
 
     def bump(self, name: str) -> None:
         with self._lock:
             self._values[name] += 1
+
+    def bump_action(self, action: str) -> None:
+        """Counts a WS-Man request by its action's last segment (``Receive``, ``Signal``,
+        ``Delete``, ...), once it was parsed and answered."""
+        with self._lock:
+            self._actions[action] = self._actions.get(action, 0) + 1
 
     def add_logon(self, logon: Logon) -> None:
         with self._lock:
@@ -62,4 +69,4 @@ class Stats:
 
     def snapshot(self) -> Dict[str, Any]:
         with self._lock:
-            return {**self._values, "logons": [asdict(logon) for logon in self._logons]}
+            return {**self._values, "actions": dict(self._actions), "logons": [asdict(logon) for logon in self._logons]}
