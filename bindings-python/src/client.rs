@@ -19,7 +19,7 @@ use zeroize::Zeroizing;
 use crate::cmd::{self, CmdShell};
 use crate::convert::{self, ConvertError, GcPause, ToPy};
 use crate::host::PyHost;
-use crate::runtime::{spawn, wait};
+use crate::runtime::{Ops, spawn, spawn_in, wait, wait_in};
 
 fn none(py: Python<'_>, _: ()) -> PyResult<Py<PyAny>> {
     Ok(py.None())
@@ -32,12 +32,37 @@ pub struct Client {
     config: ClientConfig,
     url: String,
     inner: Arc<OnceCell<core::Client>>,
+    /// Its operations in flight, which `end_operations` cancels.
+    ops: Arc<Ops>,
 }
 
 impl Client {
     pub(crate) fn handle(&self) -> (Arc<OnceCell<core::Client>>, ClientConfig) {
         (self.inner.clone(), self.config.clone())
     }
+
+    /// The client's operations in flight.
+    pub(crate) fn ops(&self) -> &Arc<Ops> {
+        &self.ops
+    }
+}
+
+/// `grace` seconds for a closing client's waits.
+fn grace(seconds: f64) -> PyResult<Duration> {
+    match Duration::try_from_secs_f64(seconds) {
+        Ok(d) if seconds > 0.0 => Ok(d),
+        _ => Err(PyValueError::new_err(format!("grace must be a positive number of seconds, not {seconds}"))),
+    }
+}
+
+/// An optional deadline in seconds (None: none).
+fn deadline(name: &str, seconds: Option<f64>) -> PyResult<Option<Duration>> {
+    seconds
+        .map(|s| match Duration::try_from_secs_f64(s) {
+            Ok(d) if s > 0.0 => Ok(d),
+            _ => Err(PyValueError::new_err(format!("{name} must be a positive number of seconds, not {s}"))),
+        })
+        .transpose()
 }
 
 pub(crate) async fn get(cell: Arc<OnceCell<core::Client>>, config: ClientConfig) -> psremote::Result<core::Client> {
@@ -175,7 +200,7 @@ impl Client {
         config.audit_arguments = audit_arguments;
         // Validate now, so a bad option or a refused combination fails at construction.
         let url = config.validate().map_err(core_err)?;
-        Ok(Self { config, url, inner: Arc::new(OnceCell::new()) })
+        Ok(Self { config, url, inner: Arc::new(OnceCell::new()), ops: Arc::default() })
     }
 
     /// What the most recent connection established, or None before the first one.
@@ -204,27 +229,31 @@ impl Client {
     /// winrm/config as a dict: the limits by name, and `entries`, every setting by path.
     fn server_config<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let (cell, config) = self.handle();
-        let found = wait(py, async move { get(cell, config).await?.server_config().await })?;
+        let found = wait_in(py, &self.ops, async move { get(cell, config).await?.server_config().await })?;
         server_config_dict(py, &found)
     }
 
     fn server_config_async(&self, py: Python<'_>, future: Bound<'_, PyAny>) -> PyResult<()> {
         let (cell, config) = self.handle();
-        spawn(py, future, async move { get(cell, config).await?.server_config().await }, |py, found| {
+        spawn_in(py, &self.ops, future, async move { get(cell, config).await?.server_config().await }, |py, found| {
             Ok(server_config_dict(py, &found)?.into_any().unbind())
         })
     }
 
     fn fit_envelope_to_server(&self, py: Python<'_>) -> PyResult<u32> {
         let (cell, config) = self.handle();
-        wait(py, async move { get(cell, config).await?.fit_envelope_to_server().await })
+        wait_in(py, &self.ops, async move { get(cell, config).await?.fit_envelope_to_server().await })
     }
 
     fn fit_envelope_to_server_async(&self, py: Python<'_>, future: Bound<'_, PyAny>) -> PyResult<()> {
         let (cell, config) = self.handle();
-        spawn(py, future, async move { get(cell, config).await?.fit_envelope_to_server().await }, |py, size| {
-            Ok(size.into_pyobject(py)?.into_any().unbind())
-        })
+        spawn_in(
+            py,
+            &self.ops,
+            future,
+            async move { get(cell, config).await?.fit_envelope_to_server().await },
+            |py, size| Ok(size.into_pyobject(py)?.into_any().unbind()),
+        )
     }
 
     /// The MaxEnvelopeSize new requests start with (None before the client connected).
@@ -235,16 +264,17 @@ impl Client {
 
     fn connect(&self, py: Python<'_>) -> PyResult<()> {
         let (cell, config) = self.handle();
-        wait(py, async move { get(cell, config).await.map(|_| ()) })
+        wait_in(py, &self.ops, async move { get(cell, config).await.map(|_| ()) })
     }
 
     fn connect_async(&self, py: Python<'_>, future: Bound<'_, PyAny>) -> PyResult<()> {
         let (cell, config) = self.handle();
-        spawn(py, future, async move { get(cell, config).await.map(|_| ()) }, none)
+        spawn_in(py, &self.ops, future, async move { get(cell, config).await.map(|_| ()) }, none)
     }
 
     #[pyo3(signature = (
-        executable, arguments, stdin, environment, working_directory, codepage, no_profile, skip_cmd_shell
+        executable, arguments, stdin, environment, working_directory, codepage, no_profile, skip_cmd_shell,
+        timeout, max_output
     ))]
     #[allow(clippy::too_many_arguments)]
     fn run_cmd(
@@ -258,18 +288,22 @@ impl Client {
         codepage: Option<u32>,
         no_profile: bool,
         skip_cmd_shell: bool,
+        timeout: Option<f64>,
+        max_output: Option<u64>,
     ) -> PyResult<Py<PyAny>> {
         let (cell, config) = self.handle();
-        let options = cmd::shell_options(environment, working_directory, codepage, no_profile, None)?;
-        let r = wait(py, async move {
+        let shell = cmd::shell_options(environment, working_directory, codepage, no_profile, None)?;
+        let options = cmd::run_options(shell, stdin, skip_cmd_shell, deadline("timeout", timeout)?, max_output);
+        let r = wait_in(py, &self.ops, async move {
             let client = get(cell, config).await?;
-            cmd::run_cmd(client, options, executable, arguments, stdin, skip_cmd_shell).await
+            cmd::run_cmd(client, executable, arguments, options).await
         })?;
         cmd::cmd_tuple(py, r)
     }
 
     #[pyo3(signature = (
-        future, executable, arguments, stdin, environment, working_directory, codepage, no_profile, skip_cmd_shell
+        future, executable, arguments, stdin, environment, working_directory, codepage, no_profile, skip_cmd_shell,
+        timeout, max_output
     ))]
     #[allow(clippy::too_many_arguments)]
     fn run_cmd_async(
@@ -284,14 +318,17 @@ impl Client {
         codepage: Option<u32>,
         no_profile: bool,
         skip_cmd_shell: bool,
+        timeout: Option<f64>,
+        max_output: Option<u64>,
     ) -> PyResult<()> {
         let (cell, config) = self.handle();
-        let options = cmd::shell_options(environment, working_directory, codepage, no_profile, None)?;
+        let shell = cmd::shell_options(environment, working_directory, codepage, no_profile, None)?;
+        let options = cmd::run_options(shell, stdin, skip_cmd_shell, deadline("timeout", timeout)?, max_output);
         let fut = async move {
             let client = get(cell, config).await?;
-            cmd::run_cmd(client, options, executable, arguments, stdin, skip_cmd_shell).await
+            cmd::run_cmd(client, executable, arguments, options).await
         };
-        spawn(py, future, fut, cmd::cmd_tuple)
+        spawn_in(py, &self.ops, future, fut, cmd::cmd_tuple)
     }
 
     fn open_cmd_shell(
@@ -305,7 +342,7 @@ impl Client {
     ) -> PyResult<CmdShell> {
         let (cell, config) = self.handle();
         let options = cmd::shell_options(environment, working_directory, codepage, no_profile, idle_timeout)?;
-        wait(py, async move { cmd::open_shell(get(cell, config).await?, options).await })
+        wait_in(py, &self.ops, async move { cmd::open_shell(get(cell, config).await?, options).await })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -322,10 +359,10 @@ impl Client {
         let (cell, config) = self.handle();
         let options = cmd::shell_options(environment, working_directory, codepage, no_profile, idle_timeout)?;
         let fut = async move { cmd::open_shell(get(cell, config).await?, options).await };
-        spawn(py, future, fut, |py, s| Ok(Py::new(py, s)?.into_any()))
+        spawn_in(py, &self.ops, future, fut, |py, s| Ok(Py::new(py, s)?.into_any()))
     }
 
-    #[pyo3(signature = (configuration_name, min_runspaces, max_runspaces, host=None, no_profile=false, application_arguments=None, idle_timeout=None, buffer_mode=None))]
+    #[pyo3(signature = (configuration_name, min_runspaces, max_runspaces, host=None, no_profile=false, application_arguments=None, idle_timeout=None, buffer_mode=None, timeout=None))]
     #[allow(clippy::too_many_arguments)]
     fn open_pool(
         &self,
@@ -338,16 +375,18 @@ impl Client {
         application_arguments: Option<Bound<'_, PyAny>>,
         idle_timeout: Option<f64>,
         buffer_mode: Option<&str>,
+        timeout: Option<f64>,
     ) -> PyResult<RunspacePool> {
         let (cell, config) = self.handle();
         let mut pool = pool_config(configuration_name, min_runspaces, max_runspaces, host, no_profile);
         pool.application_arguments = self::application_arguments(application_arguments)?;
         pool.idle_timeout = crate::sessions::idle_timeout(idle_timeout)?;
         pool.buffer_mode = crate::sessions::buffer_mode(buffer_mode)?;
-        wait(py, open_pool(cell, config, pool))
+        pool.open_timeout = deadline("timeout", timeout)?;
+        wait_in(py, &self.ops, open_pool(cell, config, pool))
     }
 
-    #[pyo3(signature = (future, configuration_name, min_runspaces, max_runspaces, host=None, no_profile=false, application_arguments=None, idle_timeout=None, buffer_mode=None))]
+    #[pyo3(signature = (future, configuration_name, min_runspaces, max_runspaces, host=None, no_profile=false, application_arguments=None, idle_timeout=None, buffer_mode=None, timeout=None))]
     #[allow(clippy::too_many_arguments)]
     fn open_pool_async(
         &self,
@@ -361,13 +400,53 @@ impl Client {
         application_arguments: Option<Bound<'_, PyAny>>,
         idle_timeout: Option<f64>,
         buffer_mode: Option<&str>,
+        timeout: Option<f64>,
     ) -> PyResult<()> {
         let (cell, config) = self.handle();
         let mut pool = pool_config(configuration_name, min_runspaces, max_runspaces, host, no_profile);
         pool.application_arguments = self::application_arguments(application_arguments)?;
         pool.idle_timeout = crate::sessions::idle_timeout(idle_timeout)?;
         pool.buffer_mode = crate::sessions::buffer_mode(buffer_mode)?;
-        spawn(py, future, open_pool(cell, config, pool), |py, p| Ok(Py::new(py, p)?.into_any()))
+        pool.open_timeout = deadline("timeout", timeout)?;
+        spawn_in(py, &self.ops, future, open_pool(cell, config, pool), |py, p| Ok(Py::new(py, p)?.into_any()))
+    }
+
+    /// Ends the operations in flight (they fail with ClosedError; what they had opened on the
+    /// server is released in the background) and refuses new ones; waits up to `grace` seconds
+    /// for them to end. Returns whether all ended.
+    fn end_operations(&self, py: Python<'_>, grace: f64) -> PyResult<bool> {
+        let (ops, limit) = (self.ops.clone(), self::grace(grace)?);
+        ops.cancel_all();
+        wait(py, async move { Ok(ops.settled(limit).await) })
+    }
+
+    fn end_operations_async(&self, py: Python<'_>, future: Bound<'_, PyAny>, grace: f64) -> PyResult<()> {
+        let (ops, limit) = (self.ops.clone(), self::grace(grace)?);
+        ops.cancel_all();
+        spawn(py, future, async move { Ok(ops.settled(limit).await) }, |py, done| {
+            Ok(pyo3::types::PyBool::new(py, done).to_owned().into_any().unbind())
+        })
+    }
+
+    /// Waits up to `grace` seconds until the background cleanups (the Signal and Delete
+    /// requests releasing dropped commands, shells, pipelines and pools) have finished; returns
+    /// whether none is left.
+    fn wait_for_cleanup(&self, py: Python<'_>, grace: f64) -> PyResult<bool> {
+        let limit = self::grace(grace)?;
+        wait(py, async move { Ok(core::cleanup_finished(limit).await) })
+    }
+
+    fn wait_for_cleanup_async(&self, py: Python<'_>, future: Bound<'_, PyAny>, grace: f64) -> PyResult<()> {
+        let limit = self::grace(grace)?;
+        spawn(py, future, async move { Ok(core::cleanup_finished(limit).await) }, |py, done| {
+            Ok(pyo3::types::PyBool::new(py, done).to_owned().into_any().unbind())
+        })
+    }
+
+    /// How many of the client's operations are in flight.
+    #[getter]
+    fn operations_in_flight(&self) -> usize {
+        self.ops.in_flight()
     }
 }
 
@@ -901,8 +980,10 @@ impl Pipeline {
         })
     }
 
-    fn next_events(&self, py: Python<'_>, max_events: usize) -> PyResult<Py<PyAny>> {
-        let evs = wait(py, next_events(self.events.clone(), max_events.max(1), None))?;
+    #[pyo3(signature = (max_events, timeout=None))]
+    fn next_events(&self, py: Python<'_>, max_events: usize, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
+        let t = deadline("timeout", timeout)?;
+        let evs = wait(py, next_events(self.events.clone(), max_events.max(1), t))?;
         events_to_py(py, &evs, &self.pool)
     }
 

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use psremote::client::{self as core, CmdShellOptions, CommandOptions, OutputChunk};
+use psremote::client::{self as core, CmdShellOptions, CommandOptions, OutputChunk, RunCmdOptions};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -44,32 +44,29 @@ fn command_options(skip_cmd_shell: bool) -> CommandOptions {
     CommandOptions { skip_cmd_shell, ..CommandOptions::default() }
 }
 
-/// Opens a shell, runs one command, collects its output and closes the shell. `stdin`, when
-/// given, is sent and stdin closed; without it nothing is sent (as Windows' own clients do), so
-/// the command makes exactly the Command and Receive requests it needs.
-pub(crate) async fn run_cmd(
-    client: core::Client,
-    options: CmdShellOptions,
-    exe: String,
-    args: Vec<String>,
+/// The core's `run_cmd` options from what the Python layer passes.
+pub(crate) fn run_options(
+    shell: CmdShellOptions,
     stdin: Option<Vec<u8>>,
     skip_cmd_shell: bool,
+    timeout: Option<Duration>,
+    max_output: Option<u64>,
+) -> RunCmdOptions {
+    RunCmdOptions { shell, command: command_options(skip_cmd_shell), stdin, timeout, max_output }
+}
+
+/// The core's `run_cmd_with`: a shell of its own, the command to completion (`stdin`, when
+/// given, is sent and stdin closed; without it nothing is sent, as Windows' own clients do),
+/// within the deadline and the output limit, and the shell deleted.
+pub(crate) async fn run_cmd(
+    client: core::Client,
+    exe: String,
+    args: Vec<String>,
+    options: RunCmdOptions,
 ) -> psremote::Result<(Vec<u8>, Vec<u8>, i64)> {
-    let shell = client.open_cmd_shell(options).await?;
-    let result = async {
-        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        let p = shell.start_with(&exe, &argv, command_options(skip_cmd_shell)).await?;
-        if let Some(data) = &stdin {
-            p.send_stdin(data, true).await?;
-        }
-        let out = p.wait().await?;
-        Ok::<_, psremote::Error>((out.stdout, out.stderr, out.exit_code))
-    }
-    .await;
-    let closed = shell.close().await;
-    let r = result?;
-    closed?;
-    Ok(r)
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = client.run_cmd_with(&exe, &argv, &options).await?;
+    Ok((out.stdout, out.stderr, out.exit_code))
 }
 
 pub(crate) fn cmd_tuple(py: Python<'_>, (out, err, code): (Vec<u8>, Vec<u8>, i64)) -> PyResult<Py<PyAny>> {

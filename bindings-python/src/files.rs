@@ -14,7 +14,7 @@ use pyo3::types::PyTuple;
 use tokio::sync::watch;
 
 use crate::client::{Client, get};
-use crate::runtime::{spawn, wait};
+use crate::runtime::{spawn_in, wait_in};
 
 /// Stops a running copy or fetch: the Python layer fires it when an asyncio caller is
 /// cancelled or its progress callback asks to stop. The transfer then ends with a `Cancelled`
@@ -182,7 +182,7 @@ pub fn client_copy(
     cancel: &TransferCancel,
 ) -> PyResult<Py<PyAny>> {
     let fut = copy_future(client, src, dest, expand_variables, timeout, configuration_name, progress, cancel)?;
-    let o = wait(py, fut)?;
+    let o = wait_in(py, client.ops(), fut)?;
     outcome_to_py(py, o)
 }
 
@@ -201,7 +201,7 @@ pub fn client_copy_async(
     cancel: &TransferCancel,
 ) -> PyResult<()> {
     let fut = copy_future(client, src, dest, expand_variables, timeout, configuration_name, progress, cancel)?;
-    spawn(py, future, fut, outcome_to_py)
+    spawn_in(py, client.ops(), future, fut, outcome_to_py)
 }
 
 /// Fetches a remote file into a local one; (local path, bytes, sha1, warnings).
@@ -219,7 +219,7 @@ pub fn client_fetch(
     cancel: &TransferCancel,
 ) -> PyResult<Py<PyAny>> {
     let fut = fetch_future(client, src, dest, expand_variables, timeout, configuration_name, progress, cancel)?;
-    let o = wait(py, fut)?;
+    let o = wait_in(py, client.ops(), fut)?;
     outcome_to_py(py, o)
 }
 
@@ -238,7 +238,7 @@ pub fn client_fetch_async(
     cancel: &TransferCancel,
 ) -> PyResult<()> {
     let fut = fetch_future(client, src, dest, expand_variables, timeout, configuration_name, progress, cancel)?;
-    spawn(py, future, fut, outcome_to_py)
+    spawn_in(py, client.ops(), future, fut, outcome_to_py)
 }
 
 /// Registers the class and functions in the native module.

@@ -154,7 +154,11 @@ class Client:
         codepage: Optional[int],
         no_profile: bool,
         skip_cmd_shell: bool,
-    ) -> tuple[bytes, bytes, int]: ...
+        timeout: Optional[float],
+        max_output: Optional[int],
+    ) -> tuple[bytes, bytes, int]:
+        """The core's run_cmd_with: ``timeout`` seconds for the whole call (None: none),
+        ``max_output`` bytes of stdout and stderr kept (None: no limit)."""
     def run_cmd_async(
         self,
         future: asyncio.Future[tuple[bytes, bytes, int]],
@@ -166,6 +170,8 @@ class Client:
         codepage: Optional[int],
         no_profile: bool,
         skip_cmd_shell: bool,
+        timeout: Optional[float],
+        max_output: Optional[int],
     ) -> None: ...
     def open_cmd_shell(
         self,
@@ -201,6 +207,7 @@ class Client:
         application_arguments: Optional[object] = None,
         idle_timeout: Optional[float] = None,
         buffer_mode: Optional[str] = None,
+        timeout: Optional[float] = None,
     ) -> RunspacePool: ...
     def open_pool_async(
         self,
@@ -213,7 +220,18 @@ class Client:
         application_arguments: Optional[object] = None,
         idle_timeout: Optional[float] = None,
         buffer_mode: Optional[str] = None,
+        timeout: Optional[float] = None,
     ) -> None: ...
+    def end_operations(self, grace: float) -> bool:
+        """Ends the operations in flight (ClosedError) and refuses new ones; waits up to
+        ``grace`` seconds for them to end; whether all did."""
+    def end_operations_async(self, future: asyncio.Future[bool], grace: float) -> None: ...
+    def wait_for_cleanup(self, grace: float) -> bool:
+        """Waits up to ``grace`` seconds for the background Signal and Delete requests that
+        release dropped work; whether none is left."""
+    def wait_for_cleanup_async(self, future: asyncio.Future[bool], grace: float) -> None: ...
+    @property
+    def operations_in_flight(self) -> int: ...
 
 @final
 class RunspacePool:
@@ -265,7 +283,7 @@ class Pipeline:
     def id(self) -> str: ...
     def next_event(self, timeout: Optional[float] = None) -> Optional[tuple[str, object]]: ...
     def next_event_async(self, future: asyncio.Future[Optional[tuple[str, object]]]) -> None: ...
-    def next_events(self, max_events: int) -> list[tuple[str, object]]: ...
+    def next_events(self, max_events: int, timeout: Optional[float] = None) -> list[tuple[str, object]]: ...
     def next_events_async(self, future: asyncio.Future[list[tuple[str, object]]], max_events: int) -> None: ...
     def send_input(self, values: list[Any]) -> None: ...
     def send_input_async(self, future: asyncio.Future[None], values: list[Any]) -> None: ...

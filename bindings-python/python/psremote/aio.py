@@ -19,6 +19,7 @@ import time
 from typing import Any, AsyncIterator, Awaitable, Callable, Deque, Dict, Generator, Iterable, List, Mapping, Optional, Tuple, Union
 
 from psremote import _fork, _logging, _native
+from psremote._limits import CLOSE_GRACE, DEFAULT_MAX_OUTPUT, check_max_output, check_timeout
 from psremote._builder import PipelineBuilder, command_type_flags, script_or_builder, string_list
 from psremote._options import normalize_configuration_name
 from psremote.client import COLLECT_BATCH, DEFAULT_POOL_MAX_RUNSPACES, INPUT_BATCH, _application_arguments, _ClientBase, input_iterable
@@ -54,9 +55,21 @@ def _native_future(start: Callable[..., None], *args: Any) -> "asyncio.Future[An
 
 
 async def _call(start: Callable[..., None], *args: Any) -> Any:
-    """Awaits a native ``*_async`` operation. A cancelled caller does not cancel the native
-    future (the native side may still complete it; the shield keeps that harmless)."""
-    return await asyncio.shield(_native_future(start, *args))
+    """Awaits a native ``*_async`` operation. Cancelling the caller cancels the native future,
+    and that cancels the operation: the native side drops it, which releases what it had
+    opened on the server (Signal, Delete) in the background."""
+    return await _native_future(start, *args)
+
+
+async def _within(timeout: Optional[float], what: str, work: Awaitable[Any]) -> Any:
+    """``work`` within ``timeout`` seconds (None: no limit); past it ``work`` is cancelled
+    (which releases its remote work) and :class:`OperationTimeoutError` raised."""
+    if timeout is None:
+        return await work
+    try:
+        return await asyncio.wait_for(work, timeout)
+    except asyncio.TimeoutError:
+        raise OperationTimeoutError(f"{what} did not finish within {timeout:g} s") from None
 
 
 class AsyncPipeline:
@@ -346,10 +359,17 @@ class AsyncRunspacePool:
         add_to_history: bool = False,
         invocation_info: bool = True,
         nested: bool = False,
+        timeout: Optional[float] = None,
     ) -> PSResult:
+        """As :meth:`psremote.RunspacePool.run_ps`; ``timeout`` (seconds) stops a pipeline still
+        running then and raises :class:`OperationTimeoutError`."""
         builder = script_or_builder(script, AsyncPowerShell)
-        handle = await self._start(builder, input, add_to_history, invocation_info, nested)
-        return await handle.result(raise_on_error=raise_on_error, show_progress=show_progress)
+
+        async def run() -> PSResult:
+            handle = await self._start(builder, input, add_to_history, invocation_info, nested)
+            return await handle.result(raise_on_error=raise_on_error, show_progress=show_progress)
+
+        return await _within(check_timeout(timeout), "the pipeline", run())
 
     async def start(
         self,
@@ -738,6 +758,7 @@ class AsyncClient(_ClientBase):
         application_arguments: Optional[Dict[str, Any]] = None,
         idle_timeout: Optional[float] = None,
         buffer_mode: Optional[str] = None,
+        timeout: Optional[float] = None,
     ) -> AsyncRunspacePool:
         await self.connect()
         name = normalize_configuration_name(configuration_name or self.options.configuration_name)
@@ -751,6 +772,7 @@ class AsyncClient(_ClientBase):
             application_arguments,
             idle_timeout,
             buffer_mode,
+            timeout,
         )
         pool = AsyncRunspacePool(native, self, host)
         self._pools.add(pool)
@@ -767,9 +789,11 @@ class AsyncClient(_ClientBase):
         application_arguments: Optional[Mapping[str, Any]] = None,
         idle_timeout: Optional[float] = None,
         buffer_mode: Optional[str] = None,
+        timeout: Optional[float] = None,
     ) -> _PoolOpener:
         """``pool = await client.runspace_pool()`` or ``async with client.runspace_pool() as pool``;
-        options as for :meth:`psremote.Client.runspace_pool`."""
+        options as for :meth:`psremote.Client.runspace_pool` (``timeout`` bounds the opening)."""
+        timeout = check_timeout(timeout)
         if configuration_name is not None:
             normalize_configuration_name(configuration_name)
         if isinstance(min_runspaces, bool) or not isinstance(min_runspaces, int) or min_runspaces < 1:
@@ -782,7 +806,8 @@ class AsyncClient(_ClientBase):
         idle_timeout, buffer_mode = outlive_options(idle_timeout, buffer_mode)
         return _PoolOpener(
             self._open_pool(
-                configuration_name, min_runspaces, max_runspaces, host, no_profile, arguments, idle_timeout, buffer_mode
+                configuration_name, min_runspaces, max_runspaces, host, no_profile, arguments, idle_timeout, buffer_mode,
+                timeout,
             )
         )
 
@@ -822,6 +847,7 @@ class AsyncClient(_ClientBase):
             self._pool_opening = asyncio.ensure_future(
                 self._open_pool(None, 1, DEFAULT_POOL_MAX_RUNSPACES, self.ps_host, False)
             )
+            self._pool_opening.add_done_callback(_retrieve)
         opening = self._pool_opening
         pool = await asyncio.shield(opening)
         self._pool = pool
@@ -837,10 +863,18 @@ class AsyncClient(_ClientBase):
         *,
         raise_on_error: bool = False,
         show_progress: bool = False,
+        timeout: Optional[float] = None,
     ) -> PSResult:
-        """Runs a script or PowerShell on the client's runspace pool (opened on first use)."""
-        pool = await self._default_pool()
-        return await pool.run_ps(script, input, raise_on_error=raise_on_error, show_progress=show_progress)
+        """Runs a script or PowerShell on the client's runspace pool (opened on first use).
+        ``timeout`` (seconds) bounds the whole call, opening the pool included: past it the
+        pipeline is stopped and :class:`OperationTimeoutError` raised (a pool still opening
+        goes on opening for the next call, bounded by the client's close)."""
+
+        async def run() -> PSResult:
+            pool = await self._default_pool()
+            return await pool.run_ps(script, input, raise_on_error=raise_on_error, show_progress=show_progress)
+
+        return await _within(check_timeout(timeout), "run_ps", run())
 
     async def run_cmd(
         self,
@@ -853,13 +887,18 @@ class AsyncClient(_ClientBase):
         codepage: Optional[int] = UTF8_CODEPAGE,
         no_profile: bool = False,
         skip_cmd_shell: bool = False,
+        timeout: Optional[float] = None,
+        max_output: Optional[int] = DEFAULT_MAX_OUTPUT,
     ) -> CmdResult:
-        """Runs a command in a new cmd shell; see :meth:`psremote.Client.run_cmd`."""
+        """Runs a command in a new cmd shell; see :meth:`psremote.Client.run_cmd` (``timeout``,
+        ``max_output``). Cancelling the awaiting task releases the command and its shell."""
         executable, arguments, data = _cmd_arguments(executable, args, stdin)
         env, directory, codepage, no_profile, _ = _shell_options(environment, working_directory, codepage, no_profile, None)
+        timeout, max_output = check_timeout(timeout), check_max_output(max_output)
         await self.connect()
         stdout, stderr, exit_code = await _call(
-            self._check().run_cmd_async, executable, arguments, data, env, directory, codepage, no_profile, bool(skip_cmd_shell)
+            self._check().run_cmd_async, executable, arguments, data, env, directory, codepage, no_profile,
+            bool(skip_cmd_shell), timeout, max_output,
         )
         return CmdResult(stdout, stderr, exit_code)
 
@@ -938,9 +977,16 @@ class AsyncClient(_ClientBase):
         return str(relay.finish(outcome))
 
     async def close(self) -> None:
+        """Ends the operations this client still has in flight (their tasks get
+        :class:`ClosedError`), closes the runspace pools and cmd shells it opened, and waits
+        (bounded) until what the ended operations had opened on the server is released."""
         if self._closed:
             return
         self._closed = True
+        native = self._native
+        same_process = self._generation == _fork.generation()
+        if native is not None and same_process:
+            await _native_future(native.end_operations_async, CLOSE_GRACE)
         # A disconnected pool outlives its client: that is what disconnecting is for.
         pools = [p for p in self._pools if not p.disconnected]
         self._pool = None
@@ -954,6 +1000,8 @@ class AsyncClient(_ClientBase):
                 await shell.close()
             except PSRemoteError as e:
                 _logging.log(logging.WARNING, "cannot close a cmd shell", _log, shell=shell.id, error=str(e))
+        if native is not None and same_process:
+            await _native_future(native.wait_for_cleanup_async, CLOSE_GRACE)
         self._native = None
 
     async def __aenter__(self) -> "AsyncClient":

@@ -17,10 +17,11 @@ import weakref
 from typing import Any, Deque, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from psremote import _fork, _logging, _native
+from psremote._limits import CLOSE_GRACE, DEFAULT_MAX_OUTPUT, Deadline, check_max_output, check_timeout
 from psremote._builder import PipelineBuilder, command_type_flags, script_or_builder, string_list
 from psremote._options import DEFAULT_CONFIGURATION, ClientOptions, PathArg, build_options, normalize_configuration_name
 from psremote.cmd import UTF8_CODEPAGE, CmdShell, StdinData, _cmd_arguments, _shell_options
-from psremote.exceptions import ClosedError, ConfigurationError, NotFoundError, PSRemoteError
+from psremote.exceptions import ClosedError, ConfigurationError, NotFoundError, OperationTimeoutError, PSRemoteError
 from psremote.files import ProgressCallback, TransferPath, transfer_arguments
 from psremote.host import PSHost
 from psremote.progress import ProgressDisplay
@@ -140,16 +141,21 @@ class Pipeline:
         except BaseException:  # noqa: BLE001 - a second Ctrl-C or a dead pool must not hide the first
             pass
 
-    def _fetch(self, max_events: int) -> bool:
-        """Refills the buffer; False once every event was fetched."""
+    def _fetch(self, max_events: int, deadline: Optional[Deadline] = None) -> bool:
+        """Refills the buffer; False once every event was fetched. Past the ``deadline`` the
+        pipeline is stopped and the timeout raised."""
         with self._fetch_lock:
             if self._done_fetching:
                 return False
             try:
-                events = self._native.next_events(max_events)
+                events = self._native.next_events(max_events, None if deadline is None else deadline.left())
             except KeyboardInterrupt:
                 self._interrupted()
                 raise
+            except OperationTimeoutError:
+                assert deadline is not None
+                self._interrupted("timed out")
+                raise deadline.expired() from None
             if not events:
                 self._done_fetching = True
                 return False
@@ -208,8 +214,13 @@ class Pipeline:
             return self._note_state(payload)
         return convert_event(kind, payload)
 
-    def result(self, *, raise_on_error: bool = False, show_progress: bool = False) -> PSResult:
-        """Waits for the pipeline to finish and returns what it produced from here on."""
+    def result(self, *, raise_on_error: bool = False, show_progress: bool = False, timeout: Optional[float] = None) -> PSResult:
+        """Waits for the pipeline to finish and returns what it produced from here on. With
+        ``timeout`` (seconds), a pipeline still running then is stopped and
+        :class:`~psremote.OperationTimeoutError` raised."""
+        return self._result(raise_on_error, show_progress, Deadline(timeout, "the pipeline"))
+
+    def _result(self, raise_on_error: bool, show_progress: bool, deadline: Deadline) -> PSResult:
         result = PSResult()
         output = result.output
         absorb = result._absorb
@@ -226,7 +237,7 @@ class Pipeline:
                         self._note_state(payload)
                     elif kind == "progress" and display is not None:
                         display.update(ProgressRecord.from_native(payload))
-                if not self._fetch(COLLECT_BATCH):
+                if not self._fetch(COLLECT_BATCH, deadline):
                     break
         finally:
             if display is not None:
@@ -397,12 +408,30 @@ class RunspacePool:
         add_to_history: bool = False,
         invocation_info: bool = True,
         nested: bool = False,
+        timeout: Optional[float] = None,
     ) -> PSResult:
         """Runs a script (or a PowerShell built elsewhere) to the end on this pool.
-        ``invocation_info`` and ``nested`` as for :meth:`PowerShell.start`."""
+        ``invocation_info`` and ``nested`` as for :meth:`PowerShell.start`. With ``timeout``
+        (seconds), a pipeline still running then is stopped on the server and
+        :class:`~psremote.OperationTimeoutError` raised; the pool stays open."""
+        return self._run_ps(script, input, raise_on_error, show_progress, add_to_history, invocation_info, nested,
+                            Deadline(timeout, "the pipeline"))
+
+    def _run_ps(
+        self,
+        script: Union[str, PipelineBuilder],
+        input: Any,
+        raise_on_error: bool,
+        show_progress: bool,
+        add_to_history: bool,
+        invocation_info: bool,
+        nested: bool,
+        deadline: Deadline,
+    ) -> PSResult:
         builder = script_or_builder(script, PowerShell)
+        deadline.left()
         handle = self._start(builder, input, add_to_history, invocation_info, nested)
-        return handle.result(raise_on_error=raise_on_error, show_progress=show_progress)
+        return handle._result(raise_on_error, show_progress, deadline)
 
     def start(
         self,
@@ -743,13 +772,17 @@ class Client(_ClientBase):
         application_arguments: Optional[Mapping[str, Any]] = None,
         idle_timeout: Optional[float] = None,
         buffer_mode: Optional[str] = None,
+        timeout: Optional[float] = None,
     ) -> RunspacePool:
         """Opens a runspace pool on the session configuration (JEA endpoint) given, or the
         client's; use it as a context manager to close it. ``application_arguments``: a mapping
         the server's scripts read as ``$PSSenderInfo.ApplicationArguments``. ``idle_timeout``
         (seconds) and ``buffer_mode`` (``"block"``/``"drop"``) decide how long the pool waits
         on the server once disconnected and what happens to output produced meanwhile (the
-        server's defaults when None)."""
+        server's defaults when None). ``timeout`` (seconds) bounds the opening: a server that
+        does not finish it in time raises :class:`~psremote.OperationTimeoutError`, and the
+        half-opened pool is deleted."""
+        timeout = check_timeout(timeout)
         idle_timeout, buffer_mode = outlive_options(idle_timeout, buffer_mode)
         name = normalize_configuration_name(configuration_name or self.options.configuration_name)
         if isinstance(min_runspaces, bool) or not isinstance(min_runspaces, int) or min_runspaces < 1:
@@ -761,7 +794,7 @@ class Client(_ClientBase):
         arguments = _application_arguments(application_arguments)
         self.connect()
         native = self._check().open_pool(
-            name, min_runspaces, max_runspaces, host, no_profile, arguments, idle_timeout, buffer_mode
+            name, min_runspaces, max_runspaces, host, no_profile, arguments, idle_timeout, buffer_mode, timeout
         )
         pool = RunspacePool(native, self, host)
         self._pools.add(pool)
@@ -800,14 +833,15 @@ class Client(_ClientBase):
         self._pools.add(opened)
         return opened
 
-    def _default_pool(self) -> RunspacePool:
+    def _default_pool(self, deadline: Optional[Deadline] = None) -> RunspacePool:
         pool = self._pool
         if pool is not None and pool._usable():
             return pool
         with self._pool_lock:
             pool = self._pool
             if pool is None or not pool._usable():
-                pool = self.runspace_pool(max_runspaces=DEFAULT_POOL_MAX_RUNSPACES, host=self.ps_host)
+                timeout = None if deadline is None else deadline.left()
+                pool = self.runspace_pool(max_runspaces=DEFAULT_POOL_MAX_RUNSPACES, host=self.ps_host, timeout=timeout)
                 self._pool = pool
         return pool
 
@@ -822,10 +856,16 @@ class Client(_ClientBase):
         *,
         raise_on_error: bool = False,
         show_progress: bool = False,
+        timeout: Optional[float] = None,
     ) -> PSResult:
         """Runs a script, or a :class:`PowerShell` pipeline, on the client's runspace pool
-        (opened on first use, up to 4 pipelines at once) and returns its :class:`PSResult`."""
-        return self._default_pool().run_ps(script, input, raise_on_error=raise_on_error, show_progress=show_progress)
+        (opened on first use, up to 4 pipelines at once) and returns its :class:`PSResult`.
+        ``timeout`` (seconds) bounds the whole call, opening the pool included: past it the
+        pipeline is stopped (or the half-opened pool deleted) and
+        :class:`~psremote.OperationTimeoutError` raised."""
+        deadline = Deadline(timeout, "run_ps")
+        pool = self._default_pool(deadline)
+        return pool._run_ps(script, input, raise_on_error, show_progress, False, True, False, deadline)
 
     def run_cmd(
         self,
@@ -838,18 +878,28 @@ class Client(_ClientBase):
         codepage: Optional[int] = UTF8_CODEPAGE,
         no_profile: bool = False,
         skip_cmd_shell: bool = False,
+        timeout: Optional[float] = None,
+        max_output: Optional[int] = DEFAULT_MAX_OUTPUT,
     ) -> CmdResult:
         """Runs a command in a new cmd shell (WinRS) and returns its stdout, stderr and exit code.
 
         ``stdin`` (bytes, or str as UTF-8), when given, is sent and stdin closed; without it
         nothing is sent, so a command that reads stdin waits for it (``b""`` closes it). The
         shell options are those of :meth:`cmd_shell`, ``skip_cmd_shell`` that of
-        :meth:`CmdShell.start`."""
+        :meth:`CmdShell.start`.
+
+        ``timeout`` (seconds) bounds the whole call: past it
+        :class:`~psremote.OperationTimeoutError` is raised and the command and its shell are
+        released on the server. ``max_output``: the stdout and stderr bytes (together) kept,
+        64 MiB by default, None for no limit; a command writing more is terminated and
+        :class:`~psremote.OutputTooLargeError` raised (read a long output as it comes with
+        :meth:`cmd_shell`)."""
         executable, arguments, data = _cmd_arguments(executable, args, stdin)
         env, directory, codepage, no_profile, _ = _shell_options(environment, working_directory, codepage, no_profile, None)
+        timeout, max_output = check_timeout(timeout), check_max_output(max_output)
         self.connect()
         stdout, stderr, exit_code = self._check().run_cmd(
-            executable, arguments, data, env, directory, codepage, no_profile, bool(skip_cmd_shell)
+            executable, arguments, data, env, directory, codepage, no_profile, bool(skip_cmd_shell), timeout, max_output
         )
         return CmdResult(stdout, stderr, exit_code)
 
@@ -935,9 +985,16 @@ class Client(_ClientBase):
         return str(relay.finish(outcome))
 
     def close(self) -> None:
-        """Closes the runspace pools and cmd shells this client opened and drops its connections."""
+        """Ends the operations this client still has in flight in other threads (they raise
+        :class:`ClosedError`), closes the runspace pools and cmd shells it opened, waits
+        (bounded) until what the ended operations had opened on the server is released, and
+        drops its connections."""
         if self._closed:
             return
+        native = self._native
+        # Before the pool lock: a thread opening the default pool holds it until its open ends.
+        if native is not None and self._generation == _fork.generation():
+            native.end_operations(CLOSE_GRACE)
         with self._pool_lock:
             if self._closed:
                 return
@@ -953,6 +1010,8 @@ class Client(_ClientBase):
                 closable.close()
             except PSRemoteError as e:
                 errors.append(e)
+        if native is not None and self._generation == _fork.generation():
+            native.wait_for_cleanup(CLOSE_GRACE)
         self._native = None
         if errors:
             _logging.log(logging.WARNING, "cannot close every runspace pool and cmd shell", _log, errors=[str(e) for e in errors])
