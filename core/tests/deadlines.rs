@@ -167,3 +167,24 @@ fn invoke_within_stops_the_pipeline_and_keeps_the_pool() {
     });
     assert_nothing_left(&ep);
 }
+
+#[test]
+fn a_deadline_during_the_create_leaves_no_shell() {
+    // Deadlines of a few milliseconds end the calls while their Create is on the wire, or just
+    // after: the shell the server creates then must be deleted all the same.
+    let ep = Endpoint::start(&[]);
+    block_on(async {
+        let client = Client::connect(config(&ep)).await.unwrap();
+        for ms in 1..=12u64 {
+            let limit = Some(Duration::from_millis(ms));
+            let pool = PoolConfig { open_timeout: limit, ..PoolConfig::default() };
+            if let Ok(p) = RunspacePool::open(&client, pool).await {
+                p.close().await.unwrap();
+            }
+            let options = RunCmdOptions { timeout: limit, ..RunCmdOptions::default() };
+            let _ = client.run_cmd_with("echo", &["x"], &options).await;
+        }
+        assert!(psremote::client::cleanup_finished(Duration::from_secs(60)).await, "cleanup still pending");
+    });
+    assert_nothing_left(&ep);
+}

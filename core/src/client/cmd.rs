@@ -9,6 +9,7 @@ use tokio::task::JoinHandle;
 
 use super::Client;
 use super::backoff::{ReceiveBackoff, pause};
+use super::create::Create;
 use super::runtime::spawn_detached;
 use crate::error::{Error, Result};
 use crate::wsman::winrs::{self, ShellSpec};
@@ -111,7 +112,10 @@ impl CmdShell {
         if let Some(cp) = options.codepage {
             opts.push(OptionEntry::new("WINRS_CODEPAGE", cp.to_string()));
         }
-        let reply = client.call(action::CREATE, CMD_SHELL_URI, None, &opts, &spec.body(), None).await?;
+        // A caller that stops waiting (a deadline) during the Create leaves no shell behind.
+        let create =
+            Create { resource_uri: CMD_SHELL_URI.to_owned(), options: opts, body: spec.body(), max_envelope_size: None };
+        let reply = create.send(&client).await?;
         let shell_id = winrs::shell_id_from_create(&reply)?;
         if !winrs::is_wsman_id(&shell_id) {
             return Err(Error::protocol(format!(

@@ -12,6 +12,7 @@
 mod backoff;
 mod cmd;
 mod config;
+mod create;
 mod files;
 mod powershell;
 mod run_cmd;

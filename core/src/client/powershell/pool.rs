@@ -158,7 +158,14 @@ impl RunspacePool {
             operation_timeout: None,
             max_envelope_size: Some(envelope),
         };
-        let reply = client.request(&create).await?;
+        // A caller that stops waiting (a deadline) during the Create leaves no shell behind.
+        let detached = crate::client::create::Create {
+            resource_uri: resource_uri.clone(),
+            options: opts.clone(),
+            body: body.clone(),
+            max_envelope_size: Some(envelope),
+        };
+        let reply = detached.send(client).await?;
         // The server may choose its own id (PowerShell 2.0 does); PSRP still names the pool by
         // ours in every message, WS-Man by the server's in every selector.
         let shell_id = match winrs::shell_id_from_create(&reply).and_then(|s| checked_id("shell", s)) {
