@@ -33,15 +33,16 @@ CHILD = textwrap.dedent(
                 if line.startswith("VmHWM:"):
                     return int(line.split()[1])
 
-    url, op, user, password = sys.argv[1:5]
+    url, op, user, password, timeout = sys.argv[1:6]
+    kwargs = {"timeout": float(timeout)} if timeout != "-" else {}
     with psremote.Client(url=url, username=user, password=password, auth="ntlm",
                          trusted_hosts="127.0.0.1", operation_timeout=2) as client:
         started = time.monotonic()
         try:
             if op == "cmd":
-                client.run_cmd("echo", ["hi"])
+                client.run_cmd("echo", ["hi"], **kwargs)
             else:
-                client.run_ps("Write-Output hello")
+                client.run_ps("Write-Output hello", **kwargs)
             outcome = {"error": None, "message": ""}
         except psremote.PSRemoteError as exc:
             outcome = {"error": type(exc).__name__, "message": str(exc)}
@@ -71,7 +72,7 @@ def main() -> int:
             endpoint = launch(users, Path(tempfile.mkdtemp(dir=tmp)), *case.args)
             try:
                 done = subprocess.run(
-                    [sys.executable, "-c", CHILD, endpoint.url, case.op, USER, PASSWORD], capture_output=True, text=True, timeout=120
+                    [sys.executable, "-c", CHILD, endpoint.url, case.op, USER, PASSWORD, str(case.timeout or "-")], capture_output=True, text=True, timeout=120
                 )
                 outcome = json.loads(done.stdout.strip().splitlines()[-1])
                 left = sum(endpoint.wait_state(k, 0)[k] for k in ("shells", "pools", "pipelines", "commands"))

@@ -34,6 +34,11 @@ from psremote_testserver.testing import DOMAIN, PASSWORD, USER, launch
 LIMIT = 90.0
 COUNTERS = ("commands", "pipelines", "pools", "shells")
 SUMMARY = re.compile(r"^(\d+) passed, (\d+) failed$", re.M)
+#: Cases the C API cannot make yet, with the reason.
+NOT_IN_C = {
+    "endless-timeout:stalled-receives:ps": "the C API has no deadline on opening a pool yet (the pool's Receives never "
+    "answer, so psr_pool_open would wait for ever)",
+}
 
 
 def run_case(binary: str, case: Case, workdir: Path, users: Path) -> Tuple[int, int]:
@@ -42,7 +47,8 @@ def run_case(binary: str, case: Case, workdir: Path, users: Path) -> Tuple[int, 
     try:
         try:
             done = subprocess.run(
-                [binary, case.op, case.c_result + ("|PSR_RESULT_OK" if case.retried else ""), case.message, endpoint.url],
+                [binary, case.op, case.c_result + ("|PSR_RESULT_OK" if case.retried else ""), case.message, endpoint.url]
+                + ([str(int(case.timeout * 1000))] if case.timeout is not None else []),
                 capture_output=True,
                 text=True,
                 timeout=LIMIT,
@@ -92,6 +98,9 @@ def main(argv: List[str]) -> int:
         for binary in args.binaries:
             for case in CASES:
                 if args.only and case.id not in args.only:
+                    continue
+                if case.id in NOT_IN_C:
+                    print(f"not run {Path(binary).name} {case.id}: {NOT_IN_C[case.id]}")
                     continue
                 started = time.monotonic()
                 passed, failed = run_case(binary, case, workdir, users)

@@ -1,9 +1,11 @@
 /*
  * psremote's C API against a broken or hostile server (issue 12 item 5).
  *
- *   test_faults OP EXPECTED MESSAGE URL
+ *   test_faults OP EXPECTED MESSAGE URL [TIMEOUT_MS]
  *
- * OP is "cmd" (psr_client_run_cmd of `echo hi`) or "ps" (psr_pool_open, a `Write-Output hello`
+ * OP is "cmd" (psr_client_run_cmd of `echo hi`; with TIMEOUT_MS, psr_client_cmd_shell_open,
+ * psr_cmd_shell_start and psr_cmd_process_wait with that timeout, then psr_cmd_process_terminate
+ * and psr_cmd_shell_close) or "ps" (psr_pool_open, a `Write-Output hello`
  * pipeline through psr_pool_start_script and psr_pipeline_wait, psr_pool_close). EXPECTED is the
  * psr_result the first failing call must return, by its psr_result_name ("PSR_RESULT_PROTOCOL"),
  * with an error object of that code whose message contains MESSAGE; "PSR_RESULT_OK" means every
@@ -97,6 +99,43 @@ static void run_cmd(psr_client *client, outcome *o) {
     psr_cmd_result_free(result);
 }
 
+/* The command with a deadline: a server that never answers it fails the wait with TIMEOUT. */
+static void run_cmd_within(psr_client *client, uint32_t timeout_ms, outcome *o) {
+    const char *args[] = {"hi"};
+    psr_cmd_shell *shell = NULL;
+    psr_cmd_process *process = NULL;
+    psr_cmd_result *result = NULL;
+    psr_error *err = NULL;
+    size_t len = 0;
+    const uint8_t *out;
+    psr_result rc = psr_client_cmd_shell_open(client, NULL, &shell, &err);
+    if (rc == PSR_RESULT_OK) {
+        rc = psr_cmd_shell_start(shell, "echo", args, 1, false, &process, &err);
+    }
+    if (rc == PSR_RESULT_OK) {
+        rc = psr_cmd_process_wait(process, timeout_ms, &result, &err);
+    }
+    if (rc != PSR_RESULT_OK) {
+        failed(o, rc, &err);
+    } else {
+        out = psr_cmd_result_stdout(result, &len);
+        snprintf(o->output, sizeof o->output, "%.*s", (int)(len < 200 ? len : 200),
+                 out != NULL ? (const char *)out : "");
+        psr_cmd_result_free(result);
+    }
+    if (process != NULL) {
+        /* Stops the command the deadline gave up on (nothing to do after a result). */
+        psr_cmd_process_terminate(process, &err);
+        psr_error_free(err);
+        err = NULL;
+        psr_cmd_process_free(process);
+    }
+    if (shell != NULL) {
+        EXPECT_OK(psr_cmd_shell_close(shell, &err));
+        psr_cmd_shell_free(shell);
+    }
+}
+
 static void run_ps(psr_client *client, outcome *o) {
     psr_pool *pool = NULL;
     psr_pipeline *pl = NULL;
@@ -138,8 +177,9 @@ int main(int argc, char **argv) {
     long before, after;
     int is_cmd;
     g_verbose = verbose != NULL && verbose[0] == '1';
-    if (argc != 5 || (strcmp(argv[1], "cmd") != 0 && strcmp(argv[1], "ps") != 0)) {
-        fprintf(stderr, "usage: test_faults cmd|ps EXPECTED MESSAGE URL\n");
+    if (argc < 5 || argc > 6 || (strcmp(argv[1], "cmd") != 0 && strcmp(argv[1], "ps") != 0) ||
+        (argc == 6 && strcmp(argv[1], "cmd") != 0)) {
+        fprintf(stderr, "usage: test_faults cmd|ps EXPECTED MESSAGE URL, or test_faults cmd EXPECTED MESSAGE URL TIMEOUT_MS\n");
         return 2;
     }
     is_cmd = strcmp(argv[1], "cmd") == 0;
@@ -158,7 +198,9 @@ int main(int argc, char **argv) {
     }
     memset(&o, 0, sizeof o);
     before = peak_kb();
-    if (is_cmd) {
+    if (argc == 6) {
+        run_cmd_within(client, (uint32_t)strtoul(argv[5], NULL, 10), &o);
+    } else if (is_cmd) {
         run_cmd(client, &o);
     } else {
         run_ps(client, &o);

@@ -89,6 +89,10 @@ CASES = [
     # Immediate OperationTimeout faults for three seconds: the loops back off, then finish.
     Case("immediate-timeout", mode("immediate-timeout"), "cmd", None, max_injected=20),
     Case("immediate-timeout", mode("immediate-timeout"), "ps", None, max_injected=60),
+    # Every Receive held for its OperationTimeout and then faulted, for ever: the caller's
+    # deadline (``timeout=``) ends the call, and the shell is deleted.
+    Case("endless-timeout", mode("stalled-receives"), "cmd", "OperationTimeoutError", "within", timeout=3.0),
+    Case("endless-timeout", mode("stalled-receives"), "ps", "OperationTimeoutError", "within", timeout=3.0),
     # A connection dropped mid-request (the first command-level Receive): a TransportError, or
     # the right result where the client sends a Receive that got no reply once more.
     Case("dropped-connection", ("--drop-connection", "receive:1"), "cmd", "TransportError", retried=True),
