@@ -273,3 +273,30 @@ async def _wait_until(predicate: Any, timeout: float = 30.0) -> bool:
             return False
         await asyncio.sleep(0.05)
     return True
+
+
+# --- the CLI ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "-c", "Start-Sleep -Seconds 60", "--timeout", "2"],
+        ["run", "--json", "-c", "Start-Sleep -Seconds 60", "--timeout", "2"],
+        ["cmd", "--timeout", "2", "sleep", "60"],
+    ],
+    ids=["run", "run-json", "cmd"],
+)
+def test_cli_timeout(fresh, child_env, argv):
+    import subprocess
+    import sys
+
+    env = dict(child_env)
+    done = subprocess.run(
+        [sys.executable, "-m", "psremote", argv[0], "--url", fresh.url, "--auth", "ntlm", "--operation-timeout", "2",
+         *argv[1:]],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode != 0, done
+    assert "OperationTimeoutError" in done.stderr and "did not finish within 2" in done.stderr, done.stderr
+    assert_nothing_left(fresh)

@@ -26,13 +26,14 @@ import logging
 import os
 import sys
 import uuid
-from typing import Any, Dict, Optional, Sequence, TextIO
+from typing import Any, Dict, Iterator, Optional, Sequence, TextIO
 
 from psremote import __version__
+from psremote._limits import Deadline
 from psremote._options import AUTH_MECHANISMS, ENCRYPTION_POLICIES, PASSWORD_ENV
 from psremote._text import printable
-from psremote.client import Client, RunspacePool
-from psremote.exceptions import ConfigurationError, FileTransferError, PSRemoteError
+from psremote.client import Client, Pipeline, RunspacePool
+from psremote.exceptions import ConfigurationError, FileTransferError, OperationTimeoutError, PSRemoteError
 from psremote.host import ConsoleHost
 from psremote.progress import ProgressDisplay
 from psremote.records import ErrorRecord, HostCall, InformationRecord, ProgressRecord, PSEvent, PSResult
@@ -328,6 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", parents=[common], help="run a PowerShell script")
     run.add_argument("-c", "--command", dest="script", required=True, help="the script; '-' reads it from stdin")
     run.add_argument("--json", action="store_true", help="print one JSON document with every stream at the end")
+    run.add_argument(
+        "--timeout", type=float, metavar="SECONDS", help="stop the script and fail after this long, opening included (default: never)"
+    )
 
     cmd = sub.add_parser("cmd", parents=[common], help="run a command in a cmd shell (WinRS)")
     cmd.add_argument("--json", action="store_true", help="print stdout, stderr and the exit code as JSON")
@@ -339,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--codepage", type=int, default=65001, metavar="N", help="console code page (default 65001, UTF-8)")
     cmd.add_argument("--no-profile", action="store_true", help="do not load the user's profile")
     cmd.add_argument("--skip-cmd-shell", action="store_true", help="start the program directly, not through cmd.exe")
+    cmd.add_argument("--timeout", type=float, metavar="SECONDS", help="stop the command and fail after this long (default: never)")
     cmd.add_argument("executable", help="the program to run")
     cmd.add_argument("arguments", nargs=argparse.REMAINDER, help="its arguments")
 
@@ -414,23 +419,40 @@ def _client(args: argparse.Namespace, out: Output) -> Client:
 
 def _run(args: argparse.Namespace, out: Output) -> int:
     script = sys.stdin.read() if args.script == "-" else args.script
+    deadline = Deadline(args.timeout, "the script")
     with _client(args, out) as client:
-        with client.runspace_pool(host=CliHost()) as pool:
+        with client.runspace_pool(host=CliHost(), timeout=deadline.left()) as pool:
             if args.json:
-                result = pool.run_ps(script)
+                try:
+                    result = pool.run_ps(script, timeout=deadline.left())
+                except OperationTimeoutError:
+                    raise deadline.expired() from None
                 out.out(json.dumps(result_json(result), indent=2, ensure_ascii=False))
                 return EXIT_ERRORS if result.had_errors else 0
             printer = EventPrinter(out, show_progress=out.stderr.isatty())
             had_errors = False
+            # Leaving the block (the deadline passed) stops the pipeline.
             with pool.start(script) as handle:
                 try:
-                    for event in handle:
+                    for event in _events_within(handle, deadline):
                         if event.kind == "error" or (event.kind == "state" and event.value.state != "Completed"):
                             had_errors = True
                         printer(event)
                 finally:
                     printer.close()
             return EXIT_ERRORS if had_errors else 0
+
+
+def _events_within(handle: Pipeline, deadline: Deadline) -> Iterator[PSEvent]:
+    """The pipeline's events as they arrive, until its end or the deadline (then the timeout)."""
+    while True:
+        try:
+            event = handle.next_event(timeout=deadline.left())
+        except OperationTimeoutError:
+            raise deadline.expired() from None
+        if event is None:
+            return
+        yield event
 
 
 def _cmd(args: argparse.Namespace, out: Output) -> int:
@@ -451,6 +473,7 @@ def _cmd(args: argparse.Namespace, out: Output) -> int:
             codepage=args.codepage,
             no_profile=args.no_profile,
             skip_cmd_shell=args.skip_cmd_shell,
+            timeout=args.timeout,
         )
     if args.json:
         out.out(
