@@ -51,6 +51,9 @@ enum psr_result
   PSR_RESULT_DISCONNECTED = 16,
   // The server has no such runspace pool, pipeline or command (`psr_error_fault_code` has its fault).
   PSR_RESULT_NOT_FOUND = 17,
+  // A command wrote more output than `psr_client_run_cmd` collects (see
+  // `psr_run_cmd_options_set_max_output`); the command was terminated and its shell deleted.
+  PSR_RESULT_OUTPUT_TOO_LARGE = 18,
 };
 #ifndef __cplusplus
 typedef uint32_t psr_result;
@@ -162,6 +165,9 @@ typedef struct psr_pool psr_pool;
 // Options of a runspace pool beyond `psr_pool_open`'s: how it lives on the server once
 // disconnected. Free with `psr_pool_options_free`.
 typedef struct psr_pool_options psr_pool_options;
+
+// Options of `psr_client_run_cmd_with_options`. Free with `psr_run_cmd_options_free`.
+typedef struct psr_run_cmd_options psr_run_cmd_options;
 
 // Options of a copy or fetch. Free with `psr_transfer_options_free`.
 typedef struct psr_transfer_options psr_transfer_options;
@@ -294,11 +300,14 @@ void psr_client_free(struct psr_client *c);
 
 // Runs `exe` with `args` in a new cmd shell with the default options (UTF-8 code page, see
 // `psr_cmd_shell_options_new`), feeding `stdin_data` (may be NULL when `stdin_len` is 0) and
-// closing stdin, and waits for it. `args` may be NULL when `nargs` is 0.
+// closing stdin, and waits for it. `args` may be NULL when `nargs` is 0. At most 64 MiB of
+// stdout and stderr together are kept (`psr_client_run_cmd_with_options` sets another limit, or
+// a deadline).
 //
 // Ownership: `*out` is freed with `psr_cmd_result_free`; `args` (an array of `nargs` strings) is
-// borrowed for the call. Errors: NULL_ARGUMENT, INVALID_ARGUMENT, and connection errors.
-// Threading: blocks the calling thread.
+// borrowed for the call. Errors: NULL_ARGUMENT, INVALID_ARGUMENT, OUTPUT_TOO_LARGE (the command
+// was terminated and its shell deleted), CLOSED (the command ended without an exit code), and
+// connection errors. Threading: blocks the calling thread.
 psr_result psr_client_run_cmd(struct psr_client *c,
                               const char *exe,
                               const char *const *args,
@@ -747,6 +756,74 @@ const char *psr_invocation_json(const struct psr_invocation *r);
 // Frees a result. NULL is allowed. Threading: any thread, once no other call uses the handle.
 void psr_invocation_free(struct psr_invocation *r);
 
+// New run options with the defaults of `psr_client_run_cmd`: the shell options of
+// `psr_cmd_shell_options_new`, no deadline, at most 64 MiB (67108864 bytes) of stdout and
+// stderr together.
+//
+// Ownership: the caller frees the result with `psr_run_cmd_options_free`. NULL only if psremote
+// panicked. Threading: any thread.
+struct psr_run_cmd_options *psr_run_cmd_options_new(void);
+
+// Sets the deadline of the whole run in milliseconds (opening and deleting the shell
+// included); 0: none. Past it the run returns `PSR_RESULT_TIMEOUT` and the command and its shell
+// are released on the server (Signal, Delete) in the background.
+//
+// Ownership: `o` is borrowed. Errors: NULL_ARGUMENT. Threading: not concurrently with other
+// calls on the same options.
+psr_result psr_run_cmd_options_set_timeout_ms(struct psr_run_cmd_options *o,
+                                              uint64_t ms,
+                                              struct psr_error **err);
+
+// Sets the stdout and stderr bytes (together) the run keeps; 0: no limit. A command that writes
+// more is terminated, its shell deleted, and the run returns `PSR_RESULT_OUTPUT_TOO_LARGE`.
+// To take any amount, read the output as it comes (`psr_cmd_shell_start`, `psr_cmd_process_read`).
+//
+// Ownership: `o` is borrowed. Errors: NULL_ARGUMENT. Threading: not concurrently with other
+// calls on the same options.
+psr_result psr_run_cmd_options_set_max_output(struct psr_run_cmd_options *o,
+                                              uint64_t bytes,
+                                              struct psr_error **err);
+
+// Sets the options of the shell the command runs in (copied; NULL: the defaults of
+// `psr_cmd_shell_options_new`).
+//
+// Ownership: `o` and `shell` are borrowed. Errors: NULL_ARGUMENT (`o`). Threading: not
+// concurrently with other calls on the same options.
+psr_result psr_run_cmd_options_set_shell_options(struct psr_run_cmd_options *o,
+                                                 const struct psr_cmd_shell_options *shell,
+                                                 struct psr_error **err);
+
+// Starts the program directly instead of through cmd.exe (`WINRS_SKIP_CMD_SHELL`); false by
+// default.
+//
+// Ownership: `o` is borrowed. Errors: NULL_ARGUMENT. Threading: not concurrently with other
+// calls on the same options.
+psr_result psr_run_cmd_options_set_skip_cmd_shell(struct psr_run_cmd_options *o,
+                                                  bool skip,
+                                                  struct psr_error **err);
+
+// Frees run options. NULL is allowed. Threading: any thread, once no other call uses them.
+void psr_run_cmd_options_free(struct psr_run_cmd_options *o);
+
+// `psr_client_run_cmd` with `options` (NULL: the defaults of `psr_run_cmd_options_new`), which
+// are copied.
+//
+// Ownership: `*out` (written only on success) is freed with `psr_cmd_result_free`; the other
+// arguments are borrowed for the call. Errors: NULL_ARGUMENT, INVALID_ARGUMENT, TIMEOUT (the
+// deadline passed; the command and its shell are released), OUTPUT_TOO_LARGE (the output limit
+// passed; the command was terminated and its shell deleted), CLOSED (the command ended without
+// an exit code), FAULT, connection errors. Threading: blocks the calling thread; any thread
+// except a psremote callback.
+psr_result psr_client_run_cmd_with_options(struct psr_client *c,
+                                           const char *exe,
+                                           const char *const *args,
+                                           size_t nargs,
+                                           const uint8_t *stdin_data,
+                                           size_t stdin_len,
+                                           const struct psr_run_cmd_options *options,
+                                           struct psr_cmd_result **out_result,
+                                           struct psr_error **err);
+
 // Names the hosts towards which NTLM is accepted although nothing proves the server's identity,
 // as WinRM's TrustedHosts: a comma-separated list of names and addresses, `*` wildcards
 // (`*.corp.example`, `10.0.0.*`, `*`) and `<local>` (names without a dot). Replaces the list;
@@ -953,6 +1030,16 @@ psr_result psr_pool_options_set_idle_timeout_ms(struct psr_pool_options *o,
 psr_result psr_pool_options_set_buffer_mode(struct psr_pool_options *o,
                                             uint32_t mode,
                                             struct psr_error **err);
+
+// Sets the deadline of opening the pool (`psr_pool_open_with_options`) in milliseconds; 0: none.
+// Past it the open returns `PSR_RESULT_TIMEOUT` and the half-opened pool is deleted on the
+// server in the background.
+//
+// Ownership: `o` is borrowed. Errors: NULL_ARGUMENT. Threading: not concurrently with other
+// calls on the same options.
+psr_result psr_pool_options_set_open_timeout_ms(struct psr_pool_options *o,
+                                                uint64_t ms,
+                                                struct psr_error **err);
 
 // Frees pool options. NULL is allowed. Threading: any thread, once no other call uses them.
 void psr_pool_options_free(struct psr_pool_options *o);

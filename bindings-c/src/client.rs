@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use psremote::auth::Mechanism;
-use psremote::client::{self as core, ClientConfig, CmdShellOptions, OutputChunk, PoolConfig, runtime};
+use psremote::client::{self as core, ClientConfig, PoolConfig, runtime};
 use psremote::psrp::{HostCall, HostMethod, HostResponse};
 
 use crate::error::{Failure, PsrResult, psr_error};
@@ -316,11 +316,14 @@ pub extern "C" fn psr_client_free(c: *mut psr_client) {
 
 /// Runs `exe` with `args` in a new cmd shell with the default options (UTF-8 code page, see
 /// `psr_cmd_shell_options_new`), feeding `stdin_data` (may be NULL when `stdin_len` is 0) and
-/// closing stdin, and waits for it. `args` may be NULL when `nargs` is 0.
+/// closing stdin, and waits for it. `args` may be NULL when `nargs` is 0. At most 64 MiB of
+/// stdout and stderr together are kept (`psr_client_run_cmd_with_options` sets another limit, or
+/// a deadline).
 ///
 /// Ownership: `*out` is freed with `psr_cmd_result_free`; `args` (an array of `nargs` strings) is
-/// borrowed for the call. Errors: NULL_ARGUMENT, INVALID_ARGUMENT, and connection errors.
-/// Threading: blocks the calling thread.
+/// borrowed for the call. Errors: NULL_ARGUMENT, INVALID_ARGUMENT, OUTPUT_TOO_LARGE (the command
+/// was terminated and its shell deleted), CLOSED (the command ended without an exit code), and
+/// connection errors. Threading: blocks the calling thread.
 #[unsafe(no_mangle)]
 #[allow(clippy::too_many_arguments)]
 pub extern "C" fn psr_client_run_cmd(
@@ -336,34 +339,10 @@ pub extern "C" fn psr_client_run_cmd(
     guard(err, || {
         let client = handle(c, "c")?.0.clone();
         check_out(out_result, "out")?;
-        let exe = str_arg(exe, "exe")?.to_owned();
+        let exe = str_arg(exe, "exe")?;
         let argv = str_array(args, nargs, "args")?;
-        let stdin = bytes_arg(stdin_data, stdin_len, "stdin_data")?.to_vec();
-        let r = block(async move {
-            let shell = client.open_cmd_shell(CmdShellOptions::default()).await?;
-            let result = async {
-                let a: Vec<&str> = argv.iter().map(String::as_str).collect();
-                let mut p = shell.start(&exe, &a).await?;
-                // stdin is always closed, so a command that reads it ends.
-                p.send_stdin(&stdin, true).await?;
-                let (mut so, mut se) = (Vec::new(), Vec::new());
-                while let Some(chunk) = p.next_output().await? {
-                    match chunk {
-                        OutputChunk::Stdout(d) => so.extend_from_slice(&d),
-                        OutputChunk::Stderr(d) => se.extend_from_slice(&d),
-                    }
-                }
-                // The core reports a Done without an exit code as an error; an output that ended
-                // without one (a terminate) is not a result either: never invent 0.
-                let exit_code = p.exit_code().ok_or(psremote::Error::Closed("command"))?;
-                Ok::<_, psremote::Error>(psr_cmd_result { stdout: so, stderr: se, exit_code })
-            }
-            .await;
-            let closed = shell.close().await;
-            let r = result?;
-            closed?;
-            Ok(r)
-        })?;
+        let stdin = bytes_arg(stdin_data, stdin_len, "stdin_data")?;
+        let r = crate::run::run(client, exe, argv, stdin, None)?;
         out(out_result, r);
         Ok(())
     })

@@ -16,7 +16,7 @@ use crate::ffi::{
 
 /// Options for `psr_client_cmd_shell_open`. Free with `psr_cmd_shell_options_free`.
 #[allow(non_camel_case_types)]
-pub struct psr_cmd_shell_options(CmdShellOptions);
+pub struct psr_cmd_shell_options(pub(crate) CmdShellOptions);
 
 /// An open cmd shell. Free with `psr_cmd_shell_free`.
 #[allow(non_camel_case_types)]

@@ -21,6 +21,7 @@ mod files;
 mod json;
 mod log;
 mod pipeline;
+mod run;
 mod security;
 mod server;
 mod sessions;
@@ -32,6 +33,7 @@ pub use cmd::{psr_cmd_chunk, psr_cmd_process, psr_cmd_shell, psr_cmd_shell_optio
 pub use error::{PsrResult, psr_error};
 pub use files::psr_transfer_options;
 pub use pipeline::{psr_callbacks, psr_invocation, psr_pipeline, psr_state, psr_stream};
+pub use run::psr_run_cmd_options;
 pub use sessions::{psr_buffer_mode, psr_pool_options};
 
 /// The library version as a NUL-terminated UTF-8 string, e.g. `"0.1.0"`.

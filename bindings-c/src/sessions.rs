@@ -35,6 +35,7 @@ pub enum psr_buffer_mode {
 pub struct psr_pool_options {
     idle_timeout: Option<Duration>,
     buffer_mode: Option<BufferMode>,
+    open_timeout: Option<Duration>,
 }
 
 /// New pool options: the server's idle timeout and buffer mode.
@@ -43,7 +44,9 @@ pub struct psr_pool_options {
 /// panicked. Threading: any thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn psr_pool_options_new() -> *mut psr_pool_options {
-    guard_ptr(|| Box::into_raw(Box::new(psr_pool_options { idle_timeout: None, buffer_mode: None })))
+    guard_ptr(|| {
+        Box::into_raw(Box::new(psr_pool_options { idle_timeout: None, buffer_mode: None, open_timeout: None }))
+    })
 }
 
 /// Sets how long the pool waits on the server, once disconnected, for a client to reconnect or
@@ -89,6 +92,24 @@ pub extern "C" fn psr_pool_options_set_buffer_mode(
     })
 }
 
+/// Sets the deadline of opening the pool (`psr_pool_open_with_options`) in milliseconds; 0: none.
+/// Past it the open returns `PSR_RESULT_TIMEOUT` and the half-opened pool is deleted on the
+/// server in the background.
+///
+/// Ownership: `o` is borrowed. Errors: NULL_ARGUMENT. Threading: not concurrently with other
+/// calls on the same options.
+#[unsafe(no_mangle)]
+pub extern "C" fn psr_pool_options_set_open_timeout_ms(
+    o: *mut psr_pool_options,
+    ms: u64,
+    err: *mut *mut psr_error,
+) -> PsrResult {
+    guard(err, || {
+        handle_mut(o, "o")?.open_timeout = (ms != 0).then(|| Duration::from_millis(ms));
+        Ok(())
+    })
+}
+
 /// Frees pool options. NULL is allowed. Threading: any thread, once no other call uses them.
 #[unsafe(no_mangle)]
 pub extern "C" fn psr_pool_options_free(o: *mut psr_pool_options) {
@@ -113,6 +134,7 @@ fn pool_config(
     if let Some(o) = unsafe { options.as_ref() } {
         config.idle_timeout = o.idle_timeout;
         config.buffer_mode = o.buffer_mode;
+        config.open_timeout = o.open_timeout;
     }
     Ok(config)
 }

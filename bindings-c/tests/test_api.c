@@ -3153,6 +3153,117 @@ static void expect_file_error(psr_result rc, psr_error **err, psr_result code, c
     }
 }
 
+/* Deadlines and the output limit (issue 12): a run past its deadline is TIMEOUT, past its output
+ * limit OUTPUT_TOO_LARGE, a pool open past its deadline TIMEOUT; a cmd read that times out keeps
+ * the command until the process and shell are freed. Every time, what was opened on the server
+ * is released: its counts go back to where they were. */
+static void test_deadlines(psr_client *client) {
+    psr_error *err = NULL;
+    psr_cmd_result *res = (psr_cmd_result *)SENTINEL;
+    psr_run_cmd_options *o = NULL;
+    psr_pool_options *po = NULL;
+    psr_pool *pool = (psr_pool *)SENTINEL;
+    psr_cmd_shell *shell = NULL;
+    psr_cmd_process *process = NULL;
+    psr_cmd_chunk *chunk = (psr_cmd_chunk *)SENTINEL;
+    const char *const sleep_args[1] = {"60"};
+    long shells, pools, commands;
+    const uint8_t *data;
+    size_t len;
+    begin("deadlines");
+    if (!CHECK(client != NULL)) {
+        return;
+    }
+    shells = settled_state("shells");
+    pools = settled_state("pools");
+    commands = settled_state("commands");
+    o = psr_run_cmd_options_new();
+    if (!CHECK(o != NULL)) {
+        return;
+    }
+    EXPECT_FAIL(psr_run_cmd_options_set_timeout_ms(NULL, 1, &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_run_cmd_options_set_max_output(NULL, 1, &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_OK(psr_run_cmd_options_set_shell_options(o, NULL, &err));
+    EXPECT_OK(psr_run_cmd_options_set_skip_cmd_shell(o, false, &err));
+
+    /* past the deadline: TIMEOUT, nothing written, the command and its shell released */
+    EXPECT_OK(psr_run_cmd_options_set_timeout_ms(o, 2000, &err));
+    EXPECT_FAIL(psr_client_run_cmd_with_options(client, "sleep", sleep_args, 1, NULL, 0, o, &res, &err),
+                PSR_RESULT_TIMEOUT);
+    CHECK_UNTOUCHED(res, psr_cmd_result, psr_cmd_result_free);
+    CHECK(wait_state("commands", commands, 30000) == commands);
+    CHECK(wait_state("shells", shells, 30000) == shells);
+    /* within it: the result */
+    res = NULL;
+    EXPECT_OK(psr_run_cmd_options_set_timeout_ms(o, 60000, &err));
+    if (EXPECT_OK(psr_client_run_cmd_with_options(client, "echo", sleep_args, 1, NULL, 0, o, &res, &err))) {
+        data = psr_cmd_result_stdout(res, &len);
+        CHECK(data != NULL && len == 3 && memcmp(data, "60\n", 3) == 0);
+        psr_cmd_result_free(res);
+    }
+
+    /* past the output limit (stdout and stderr together): OUTPUT_TOO_LARGE, command terminated */
+    res = (psr_cmd_result *)SENTINEL;
+    EXPECT_OK(psr_run_cmd_options_set_max_output(o, 100000, &err));
+    EXPECT_FAIL(psr_client_run_cmd_with_options(
+                    client, "head -c 60000 /dev/zero; head -c 60000 /dev/zero 1>&2; sleep 60", NULL, 0, NULL, 0, o,
+                    &res, &err),
+                PSR_RESULT_OUTPUT_TOO_LARGE);
+    CHECK_UNTOUCHED(res, psr_cmd_result, psr_cmd_result_free);
+    CHECK(strcmp(psr_result_name(PSR_RESULT_OUTPUT_TOO_LARGE), "PSR_RESULT_OUTPUT_TOO_LARGE") == 0);
+    CHECK(wait_state("commands", commands, 30000) == commands);
+    CHECK(wait_state("shells", shells, 30000) == shells);
+    /* up to the limit, and no limit */
+    res = NULL;
+    if (EXPECT_OK(psr_client_run_cmd_with_options(client, "head -c 100000 /dev/zero", NULL, 0, NULL, 0, o, &res,
+                                                  &err))) {
+        psr_cmd_result_stdout(res, &len);
+        CHECK(len == 100000);
+        psr_cmd_result_free(res);
+    }
+    res = NULL;
+    EXPECT_OK(psr_run_cmd_options_set_max_output(o, 0, &err));
+    if (EXPECT_OK(psr_client_run_cmd_with_options(client, "head -c 300000 /dev/zero", NULL, 0, NULL, 0, o, &res,
+                                                  &err))) {
+        psr_cmd_result_stdout(res, &len);
+        CHECK(len == 300000);
+        psr_cmd_result_free(res);
+    }
+    psr_run_cmd_options_free(o);
+    psr_run_cmd_options_free(NULL);
+
+    /* a cmd read that times out loses nothing and keeps the command; freeing releases it */
+    if (EXPECT_OK(psr_client_cmd_shell_open(client, NULL, &shell, &err)) &&
+        EXPECT_OK(psr_cmd_shell_start(shell, "sleep", sleep_args, 1, false, &process, &err))) {
+        EXPECT_FAIL(psr_cmd_process_read(process, 300, &chunk, &err), PSR_RESULT_TIMEOUT);
+        CHECK_UNTOUCHED(chunk, psr_cmd_chunk, psr_cmd_chunk_free);
+        CHECK(wait_state("commands", commands + 1, 5000) == commands + 1);
+        psr_cmd_process_free(process);
+        CHECK(wait_state("commands", commands, 30000) == commands);
+    }
+    psr_cmd_shell_free(shell);
+    CHECK(wait_state("shells", shells, 30000) == shells);
+
+    /* a pool open past its deadline (1 ms: it cannot finish) is TIMEOUT, the pool deleted */
+    po = psr_pool_options_new();
+    if (CHECK(po != NULL)) {
+        EXPECT_FAIL(psr_pool_options_set_open_timeout_ms(NULL, 1, &err), PSR_RESULT_NULL_ARGUMENT);
+        EXPECT_OK(psr_pool_options_set_open_timeout_ms(po, 1, &err));
+        EXPECT_FAIL(psr_pool_open_with_options(client, NULL, NULL, po, &pool, &err), PSR_RESULT_TIMEOUT);
+        CHECK_UNTOUCHED(pool, psr_pool, psr_pool_free);
+        CHECK(wait_state("pools", pools, 30000) == pools);
+        CHECK(wait_state("shells", shells, 30000) == shells);
+        pool = NULL;
+        EXPECT_OK(psr_pool_options_set_open_timeout_ms(po, 60000, &err));
+        if (EXPECT_OK(psr_pool_open_with_options(client, NULL, NULL, po, &pool, &err))) {
+            EXPECT_OK(psr_pool_close(pool, &err));
+            psr_pool_free(pool);
+        }
+        psr_pool_options_free(po);
+    }
+    CHECK(wait_state("pools", pools, 30000) == pools);
+}
+
 static void test_files(psr_client *client) {
     psr_error *err = NULL;
     char dir[] = "/tmp/psr-c-files-XXXXXX";
@@ -3322,6 +3433,7 @@ int main(void) {
     test_sessions(client);
     test_server_and_metadata(client, pool);
     test_files(client);
+    test_deadlines(client);
     test_security_policy();
     test_https();
     test_kerberos();
