@@ -289,6 +289,7 @@ impl RunspacePool {
             }
             return Err(e);
         }
+        pool.shared.awaiting_pool_state.store(true, Ordering::SeqCst);
         pool.go_live("pool_connect");
         Ok(pool)
     }
@@ -361,10 +362,7 @@ impl RunspacePool {
     /// has a reader and has not finished.
     fn resume_loops(&self) {
         let shared = &self.shared;
-        if !lock(&shared.live_loops).contains(&None) {
-            let task = tokio::spawn(shared.clone().pool_receive_loop());
-            *lock(&shared.pool_task) = Some(task);
-        }
+        shared.watch_pool();
         let routes: Vec<_> = lock(&shared.routes).iter().map(|(pid, tx)| (*pid, tx.clone())).collect();
         for (pid, tx) in routes {
             let running = lock(&shared.sm).pipeline_state(pid).is_some_and(|s| !s.is_finished());

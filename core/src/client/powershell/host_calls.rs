@@ -1,6 +1,6 @@
 //! The worker that answers the server's host calls, one at a time and in order.
 
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -28,7 +28,7 @@ pub(super) async fn host_worker(shared: Weak<Shared>, mut calls: mpsc::Receiver<
     }
 }
 
-async fn answer_host_call(shared: &Shared, pid: Option<uuid::Uuid>, call: HostCall) {
+async fn answer_host_call(shared: &Arc<Shared>, pid: Option<uuid::Uuid>, call: HostCall) {
     let response = match shared.host.clone() {
         Some(h) => {
             let c = call.clone();

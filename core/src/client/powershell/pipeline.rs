@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 
 use super::lock;
 use super::pool::RunspacePool;
-use super::session::{Route, Shared, command_id_text};
+use super::session::{Route, Shared, WATCH_POOL_AFTER, command_id_text};
 use crate::client::backoff::{ReceiveBackoff, pause};
 use crate::client::runtime::spawn_detached;
 use crate::clixml::Value;
@@ -130,6 +130,9 @@ async fn pipeline_loop(shared: Arc<Shared>, pid: uuid::Uuid, tx: Route) {
 pub(super) async fn receive_loop(shared: Arc<Shared>, pid: uuid::Uuid, tx: Route, attached: bool) {
     let Some(_running) = shared.loop_guard(Some(pid)) else { return };
     let mut backoff = ReceiveBackoff::new(shared.client.config().operation_timeout);
+    let watch = tokio::time::sleep(WATCH_POOL_AFTER);
+    tokio::pin!(watch);
+    let mut long = None;
     let result = async {
         loop {
             if shared.disconnected.load(Ordering::SeqCst) {
@@ -140,7 +143,20 @@ pub(super) async fn receive_loop(shared: Arc<Shared>, pid: uuid::Uuid, tx: Route
                 return Err(Error::Closed("runspace pool"));
             }
             let sent = tokio::time::Instant::now();
-            let received = match shared.receive(Some(pid)).await {
+            let receive = shared.receive(Some(pid));
+            tokio::pin!(receive);
+            // A pipeline still running after WATCH_POOL_AFTER has the pool's Receive run beside
+            // its own until it ends, for what the server sends at pool level meanwhile.
+            let reply = loop {
+                if long.is_some() {
+                    break receive.await;
+                }
+                tokio::select! {
+                    r = &mut receive => break r,
+                    () = &mut watch => long = Some(shared.long_pipeline()),
+                }
+            };
+            let received = match reply {
                 Ok(r) => r,
                 Err(_) if shared.closed.load(Ordering::SeqCst) => return Err(Error::Closed("runspace pool")),
                 // The shell was disconnected under this Receive: nothing was lost.

@@ -208,11 +208,11 @@ impl RunspacePool {
         RunspacePool::from_shared(shared)
     }
 
-    /// Starts the pool's own Receive loop once it is open, and writes the audit event
-    /// (`pool_open` or `pool_connect`).
+    /// Writes the audit event of a pool ready for use (`pool_open` or `pool_connect`), and
+    /// starts the pool's own Receive if something waits for it already. Otherwise it starts
+    /// when needed ([`Shared::watch_pool`]): an idle pool keeps no Receive pending.
     pub(super) fn go_live(&self, event: &'static str) {
-        let task = tokio::spawn(self.shared.clone().pool_receive_loop());
-        *lock(&self.shared.pool_task) = Some(task);
+        self.shared.watch_pool();
         tracing::info!(
             target: "psremote::audit",
             event,
@@ -324,6 +324,8 @@ impl RunspacePool {
             lock(&self.shared.waiters).insert(ci, tx);
         }
         self.shared.flush().await?;
+        // After the Send, so that it and this Receive can take turns on one connection.
+        self.shared.watch_pool();
         rx.await.map_err(|_| Error::protocol("the runspace pool ended before answering"))
     }
 

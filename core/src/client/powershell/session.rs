@@ -2,7 +2,7 @@
 //! machine, the routes of pipeline events, the session key and the pool's own Receive loop.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
@@ -73,18 +73,42 @@ pub(super) struct Shared {
     /// The Receive loops running now: None for the pool's, Some(pid) for a pipeline's.
     pub live_loops: Mutex<std::collections::HashSet<Option<uuid::Uuid>>>,
     pub loops_changed: tokio::sync::Notify,
+    /// Pipelines that have run for [`WATCH_POOL_AFTER`] and not finished: while there are any,
+    /// the pool's own Receive runs too (see [`Shared::pool_receive_needed`]).
+    pub long_pipelines: AtomicUsize,
+    /// Set when a Connect attached the pool: Windows then sends RUNSPACEPOOL_STATE on the
+    /// pool's stream, which the pool's Receive collects.
+    pub awaiting_pool_state: AtomicBool,
 }
+
+/// How long a pipeline runs before the pool's own Receive starts beside it, for what the server
+/// may send at pool level meanwhile (a request for the client's public key before it sends a
+/// SecureString, pool-level host calls). Short invocations never start it, so they and the
+/// pool's Delete share one connection.
+pub(super) const WATCH_POOL_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Marks one Receive loop as running while it lives.
 pub(super) struct LoopGuard {
     shared: Arc<Shared>,
     key: Option<uuid::Uuid>,
+    armed: bool,
 }
 
 impl Drop for LoopGuard {
     fn drop(&mut self) {
-        lock(&self.shared.live_loops).remove(&self.key);
-        self.shared.loops_changed.notify_waiters();
+        if self.armed {
+            lock(&self.shared.live_loops).remove(&self.key);
+            self.shared.loops_changed.notify_waiters();
+        }
+    }
+}
+
+/// Counts a pipeline among [`Shared::long_pipelines`] while it lives.
+pub(super) struct LongPipeline(Arc<Shared>);
+
+impl Drop for LongPipeline {
+    fn drop(&mut self) {
+        self.0.long_pipelines.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -158,13 +182,54 @@ impl Shared {
             via_connect: AtomicBool::new(false),
             live_loops: Mutex::new(std::collections::HashSet::new()),
             loops_changed: tokio::sync::Notify::new(),
+            long_pipelines: AtomicUsize::new(0),
+            awaiting_pool_state: AtomicBool::new(false),
         }
     }
 
     /// Registers a Receive loop for the pool (`None`) or a pipeline; None when one is already
     /// running for it (a loop respawned by a reconnect while the old one was still ending).
     pub fn loop_guard(self: &Arc<Self>, key: Option<uuid::Uuid>) -> Option<LoopGuard> {
-        lock(&self.live_loops).insert(key).then(|| LoopGuard { shared: self.clone(), key })
+        lock(&self.live_loops).insert(key).then(|| LoopGuard { shared: self.clone(), key, armed: true })
+    }
+
+    /// Whether the pool's own Receive has something to wait for: an answer to a pool call, the
+    /// session key, or what the server may send at pool level while a long pipeline runs. The
+    /// pool loop runs only then, so an idle pool holds no connection with a pending Receive.
+    pub fn pool_receive_needed(&self) -> bool {
+        !lock(&self.waiters).is_empty()
+            || !lock(&self.key_waiters).is_empty()
+            || (self.key_exchange_started.load(Ordering::SeqCst) && lock(&self.sm).session_key().is_none())
+            || self.long_pipelines.load(Ordering::SeqCst) > 0
+            || self.awaiting_pool_state.load(Ordering::SeqCst)
+    }
+
+    /// Starts the pool's own Receive loop unless it runs already. Call it after registering
+    /// what the loop is to wait for (a waiter, a long pipeline): the loop decides to stop under
+    /// the same lock, so it either sees that or has stopped and is started again here.
+    pub fn watch_pool(self: &Arc<Self>) {
+        if self.closed.load(Ordering::SeqCst) || self.disconnected.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut live = lock(&self.live_loops);
+        if !live.insert(None) {
+            return;
+        }
+        let guard = LoopGuard { shared: self.clone(), key: None, armed: true };
+        let task = tokio::spawn(self.clone().pool_receive_loop(guard));
+        drop(live);
+        if let Some(old) = lock(&self.pool_task).replace(task) {
+            // A loop that decided to stop; it has nothing left to do.
+            drop(old);
+        }
+    }
+
+    /// Counts a pipeline as long-running from now until the returned guard drops, and makes
+    /// sure the pool's Receive runs meanwhile.
+    pub fn long_pipeline(self: &Arc<Self>) -> LongPipeline {
+        self.long_pipelines.fetch_add(1, Ordering::SeqCst);
+        self.watch_pool();
+        LongPipeline(self.clone())
     }
 
     /// Waits until every Receive loop has stopped (after a disconnect).
@@ -340,6 +405,7 @@ impl Shared {
                 let _ = self.host_calls.send(HostJob { pid: None, call, done: None }).await;
             }
             Event::PoolState { state, error } => {
+                self.awaiting_pool_state.store(false, Ordering::SeqCst);
                 if matches!(state, PoolState::Broken | PoolState::Closed) {
                     tracing::warn!(?state, error = error.as_ref().map(|e| e.to_string()), "runspace pool ended");
                     let err = || Error::protocol(format!("the runspace pool is {state:?}"));
@@ -357,7 +423,7 @@ impl Shared {
     }
 
     /// Runs the session-key exchange, or waits for the one already under way.
-    pub async fn ensure_key(&self) -> Result<()> {
+    pub async fn ensure_key(self: &Arc<Self>) -> Result<()> {
         let rx = {
             // INVARIANT: the key check and the waiter registration happen under the state lock,
             // which the SessionKeyReady dispatch also takes, so no notification is missed.
@@ -372,6 +438,7 @@ impl Shared {
         if !self.key_exchange_started.swap(true, Ordering::SeqCst) {
             self.start_key_exchange().await?;
         }
+        self.watch_pool();
         rx.await.map_err(|_| Error::protocol("the session key exchange was abandoned"))?
     }
 
@@ -387,10 +454,22 @@ impl Shared {
         self.flush().await
     }
 
-    pub async fn pool_receive_loop(self: Arc<Self>) {
-        let Some(_running) = self.loop_guard(None) else { return };
+    /// The pool's own Receive loop, started by [`Shared::watch_pool`] with its registration in
+    /// `live_loops`. It stops once nothing needs it (deciding under the `live_loops` lock), and
+    /// when the pool is closed or disconnected.
+    async fn pool_receive_loop(self: Arc<Self>, mut running: LoopGuard) {
         let mut backoff = ReceiveBackoff::new(self.client.config().operation_timeout);
         while !self.closed.load(Ordering::Relaxed) && !self.disconnected.load(Ordering::SeqCst) {
+            {
+                let mut live = lock(&self.live_loops);
+                if !self.pool_receive_needed() {
+                    live.remove(&None);
+                    running.armed = false;
+                    drop(live);
+                    self.loops_changed.notify_waiters();
+                    return;
+                }
+            }
             let sent = tokio::time::Instant::now();
             let r = async {
                 let received = self.receive(None).await?;

@@ -1,0 +1,88 @@
+//! The requests and connections an operation costs, pinned against the endpoint's counters
+//! (what users feel on a network with latency is round trips, connections and logons; no time is
+//! measured here). A pool opens and closes over the one connection (and logon) the client made
+//! at connect; an invocation on an open pool is a Command and a Receive on the caller's path,
+//! then the Signal that releases the pipeline.
+
+mod common;
+
+use common::{DOMAIN_USER, Endpoint, PASSWORD, block_on};
+use psremote::auth::Mechanism;
+use psremote::client::{Client, ClientConfig, PoolConfig, RunspacePool};
+use psremote::psrp::PipelineSpec;
+
+fn config(ep: &Endpoint) -> ClientConfig {
+    ClientConfig::new("x", DOMAIN_USER, PASSWORD)
+        .with_url(&ep.url)
+        .unwrap()
+        .with_trusted_hosts(["127.0.0.1"])
+        .with_mechanism(Mechanism::Ntlm)
+}
+
+/// Requests of one WS-Man action the endpoint answered so far.
+fn action(ep: &Endpoint, name: &str) -> i64 {
+    let state = ep.state();
+    let Some(at) = state.find("\"actions\":") else { panic!("no actions in {state}") };
+    let actions = &state[at..];
+    let key = format!("\"{name}\":");
+    match actions.find(&key) {
+        None => 0,
+        Some(k) => actions[k + key.len()..]
+            .trim_start()
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .unwrap(),
+    }
+}
+
+fn logons(ep: &Endpoint) -> usize {
+    ep.state().matches("\"mechanism\":").count()
+}
+
+#[test]
+fn a_pool_opens_and_closes_over_the_connection_of_the_connect() {
+    let ep = Endpoint::start(&[]);
+    block_on(async {
+        let client = Client::connect(config(&ep)).await.unwrap();
+        assert_eq!(logons(&ep), 1, "{}", ep.state());
+        for _ in 0..3 {
+            let pool = RunspacePool::open(&client, PoolConfig::default()).await.unwrap();
+            pool.close().await.unwrap();
+        }
+        assert_eq!(action(&ep, "Create"), 3);
+        assert_eq!(action(&ep, "Delete"), 3);
+        eprintln!("receives for three opens: {}", action(&ep, "Receive"));
+        assert_eq!(logons(&ep), 1, "one connection, one logon: {}", ep.state());
+    });
+}
+
+#[test]
+fn an_invocation_is_a_command_and_a_receive_then_the_signal_that_releases_it() {
+    let ep = Endpoint::start(&[]);
+    block_on(async {
+        let client = Client::connect(config(&ep)).await.unwrap();
+        let pool = RunspacePool::open(&client, PoolConfig::default()).await.unwrap();
+        let receives = action(&ep, "Receive");
+        let runs = 10;
+        for _ in 0..runs {
+            let result = pool.invoke(&PipelineSpec::script("Write-Output 'hello'")).await.unwrap();
+            assert_eq!(result.output.len(), 1);
+        }
+        pool.close().await.unwrap();
+        assert_eq!(action(&ep, "Command"), runs);
+        assert_eq!(ep.wait_counter("commands", 0), 0);
+        assert_eq!(action(&ep, "Signal"), runs, "one Signal Terminate per pipeline: {}", ep.state());
+        let per_run = action(&ep, "Receive") - receives;
+        eprintln!("receives for {runs} invocations: {per_run}; logons {}", logons(&ep));
+        assert!(per_run >= runs && per_run <= runs * 2, "{per_run} Receives for {runs} invocations");
+        // The Signal of one invocation may still be on its way when the next Command goes out:
+        // two connections at most, each with its one logon (the endpoint's control requests
+        // open connections of their own, so logons count the client's). A pipeline that took
+        // longer than a second (a loaded machine) has the pool's Receive run beside it, on a
+        // third; its Receives show it.
+        let allowed = if per_run == runs { 2 } else { 3 };
+        assert!(logons(&ep) <= allowed, "{} logons, {per_run} Receives: {}", logons(&ep), ep.state());
+    });
+}
