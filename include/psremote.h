@@ -295,7 +295,11 @@ psr_result psr_client_connect(const struct psr_config *c,
                               struct psr_client **out_client,
                               struct psr_error **err);
 
-// Frees a client (its idle connections close). NULL is allowed. Threading: any thread, once no other call uses the handle.
+// Frees a client (its idle connections close). First waits, up to 30 s, for the cleanups still
+// under way in the background (the Signal and Delete that release commands, shells and pools
+// stopped by a deadline or freed while running), so that a program that exits next leaves
+// nothing on the server. NULL is allowed. Threading: any thread, once no other call uses the
+// handle; from inside a psremote callback it frees without waiting.
 void psr_client_free(struct psr_client *c);
 
 // Runs `exe` with `args` in a new cmd shell with the default options (UTF-8 code page, see

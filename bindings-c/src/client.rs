@@ -308,9 +308,20 @@ pub extern "C" fn psr_client_connect(
     })
 }
 
-/// Frees a client (its idle connections close). NULL is allowed. Threading: any thread, once no other call uses the handle.
+/// How long freeing a client waits for the background cleanups under way (the Signal and
+/// Delete of work that was stopped or freed).
+const CLEANUP_GRACE: Duration = Duration::from_secs(30);
+
+/// Frees a client (its idle connections close). First waits, up to 30 s, for the cleanups still
+/// under way in the background (the Signal and Delete that release commands, shells and pools
+/// stopped by a deadline or freed while running), so that a program that exits next leaves
+/// nothing on the server. NULL is allowed. Threading: any thread, once no other call uses the
+/// handle; from inside a psremote callback it frees without waiting.
 #[unsafe(no_mangle)]
 pub extern "C" fn psr_client_free(c: *mut psr_client) {
+    if !c.is_null() && tokio::runtime::Handle::try_current().is_err() {
+        let _ = std::panic::catch_unwind(|| runtime().block_on(core::cleanup_finished(CLEANUP_GRACE)));
+    }
     free(c);
 }
 

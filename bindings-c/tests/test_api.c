@@ -1053,8 +1053,6 @@ static void test_reader_limits(void) {
     psr_client *client = NULL;
     psr_pool *pool;
     psr_invocation *inv;
-    psr_cmd_result *res = NULL;
-    const char *const echo_args[1] = {"hello"};
     psr_result rc;
     begin("reader_limits");
     EXPECT_FAIL(psr_config_set_max_events_ahead(NULL, 1, &err), PSR_RESULT_NULL_ARGUMENT);
@@ -1080,18 +1078,29 @@ static void test_reader_limits(void) {
         psr_client_free(client);
         client = NULL;
     }
-    /* Far below any reply: the first answer (the shell's Create) is refused while it is read. */
-    EXPECT_OK(psr_config_set_max_reply_size(cfg, 64, &err));
-    rc = psr_client_connect(cfg, &client, &err);
-    if (rc == PSR_RESULT_OK) {
-        EXPECT_FAIL(psr_client_run_cmd(client, "echo", echo_args, 1, NULL, 0, &res, &err), PSR_RESULT_TRANSPORT);
+    /* Above what opening a pool brings, below one Receive of 500 objects: the pipeline fails
+     * while that reply is read, and closing the pool (whose id the client chose) leaves nothing. */
+    EXPECT_OK(psr_config_set_max_reply_size(cfg, 32768, &err));
+    if (EXPECT_OK(psr_client_connect(cfg, &client, &err))) {
+        pool = open_pool(client, NULL);
+        if (pool != NULL) {
+            psr_pipeline *pl = NULL;
+            inv = NULL;
+            if (EXPECT_OK(psr_pool_start_script(pool, "New-TestObject -Count 500 -Size 200", false, &pl, &err))) {
+                rc = psr_pipeline_wait(pl, NULL, 0, &inv, &err);
+                CHECK(rc == PSR_RESULT_TRANSPORT);
+                CHECK(err != NULL && contains(psr_error_message(err), "32768"));
+                psr_error_free(err);
+                err = NULL;
+                psr_invocation_free(inv);
+                psr_pipeline_free(pl);
+            }
+            EXPECT_OK(psr_pool_close(pool, &err));
+            psr_pool_free(pool);
+        }
         psr_client_free(client);
-    } else {
-        /* The logon's own replies are bounded the same way. */
-        CHECK(rc == PSR_RESULT_TRANSPORT);
-        psr_error_free(err);
-        err = NULL;
     }
+    CHECK(wait_state("pools", 0, 10000) == 0);
     psr_config_free(cfg);
 }
 
