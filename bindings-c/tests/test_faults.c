@@ -5,8 +5,9 @@
  *
  * OP is "cmd" (psr_client_run_cmd of `echo hi`; with TIMEOUT_MS, psr_client_cmd_shell_open,
  * psr_cmd_shell_start and psr_cmd_process_wait with that timeout, then psr_cmd_process_terminate
- * and psr_cmd_shell_close) or "ps" (psr_pool_open, a `Write-Output hello`
- * pipeline through psr_pool_start_script and psr_pipeline_wait, psr_pool_close). EXPECTED is the
+ * and psr_cmd_shell_close) or "ps" (psr_pool_open_with_options, a `Write-Output hello`
+ * pipeline through psr_pool_start_script and psr_pipeline_wait, psr_pool_close; TIMEOUT_MS bounds
+ * the pool's opening and the wait). EXPECTED is the
  * psr_result the first failing call must return, by its psr_result_name ("PSR_RESULT_PROTOCOL"),
  * with an error object of that code whose message contains MESSAGE; "PSR_RESULT_OK" means every
  * call must succeed with the right output. EXPECTED may list several codes separated by '|' (a
@@ -136,19 +137,27 @@ static void run_cmd_within(psr_client *client, uint32_t timeout_ms, outcome *o) 
     }
 }
 
-static void run_ps(psr_client *client, outcome *o) {
+/* `timeout_ms` (0: none) bounds the pool's opening and, separately, the pipeline's wait. */
+static void run_ps(psr_client *client, uint32_t timeout_ms, outcome *o) {
     psr_pool *pool = NULL;
+    psr_pool_options *options = psr_pool_options_new();
     psr_pipeline *pl = NULL;
     psr_invocation *inv = NULL;
     psr_error *err = NULL;
-    psr_result rc = psr_pool_open(client, NULL, NULL, &pool, &err);
+    psr_result rc;
+    if (!CHECK(options != NULL)) {
+        return;
+    }
+    EXPECT_OK(psr_pool_options_set_open_timeout_ms(options, timeout_ms, &err));
+    rc = psr_pool_open_with_options(client, NULL, NULL, options, &pool, &err);
+    psr_pool_options_free(options);
     if (rc != PSR_RESULT_OK) {
         failed(o, rc, &err);
         return;
     }
     rc = psr_pool_start_script(pool, "Write-Output hello", false, &pl, &err);
     if (rc == PSR_RESULT_OK) {
-        rc = psr_pipeline_wait(pl, NULL, 0, &inv, &err);
+        rc = psr_pipeline_wait(pl, NULL, timeout_ms, &inv, &err);
     }
     if (rc != PSR_RESULT_OK) {
         failed(o, rc, &err);
@@ -177,9 +186,8 @@ int main(int argc, char **argv) {
     long before, after;
     int is_cmd;
     g_verbose = verbose != NULL && verbose[0] == '1';
-    if (argc < 5 || argc > 6 || (strcmp(argv[1], "cmd") != 0 && strcmp(argv[1], "ps") != 0) ||
-        (argc == 6 && strcmp(argv[1], "cmd") != 0)) {
-        fprintf(stderr, "usage: test_faults cmd|ps EXPECTED MESSAGE URL, or test_faults cmd EXPECTED MESSAGE URL TIMEOUT_MS\n");
+    if (argc < 5 || argc > 6 || (strcmp(argv[1], "cmd") != 0 && strcmp(argv[1], "ps") != 0)) {
+        fprintf(stderr, "usage: test_faults cmd|ps EXPECTED MESSAGE URL [TIMEOUT_MS]\n");
         return 2;
     }
     is_cmd = strcmp(argv[1], "cmd") == 0;
@@ -198,12 +206,12 @@ int main(int argc, char **argv) {
     }
     memset(&o, 0, sizeof o);
     before = peak_kb();
-    if (argc == 6) {
+    if (argc == 6 && is_cmd) {
         run_cmd_within(client, (uint32_t)strtoul(argv[5], NULL, 10), &o);
     } else if (is_cmd) {
         run_cmd(client, &o);
     } else {
-        run_ps(client, &o);
+        run_ps(client, argc == 6 ? (uint32_t)strtoul(argv[5], NULL, 10) : 0, &o);
     }
     after = peak_kb();
     printf("       outcome: %s %s%s\n", psr_result_name(o.rc), o.message, o.output);
