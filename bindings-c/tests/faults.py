@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import List, Tuple
+from typing import Dict, List, Tuple
 
 from psremote_testserver.fault_cases import CASES, Case
 from psremote_testserver.testing import DOMAIN, PASSWORD, USER, launch
@@ -34,12 +34,8 @@ from psremote_testserver.testing import DOMAIN, PASSWORD, USER, launch
 LIMIT = 90.0
 COUNTERS = ("commands", "pipelines", "pools", "shells")
 SUMMARY = re.compile(r"^(\d+) passed, (\d+) failed$", re.M)
-#: Cases the C API cannot pass yet, with the reason (printed on every run).
-NOT_IN_C = {
-    "endless-timeout:stalled-receives:ps": "psr_pool_open_with_options gives up at its open timeout with TIMEOUT, but "
-    "the Delete of the half-open pool's shell runs in the background and nothing in the C API waits for it: the "
-    "program exits first and the shell stays (Python's Client.close waits for such cleanups)",
-}
+#: Cases the C API cannot pass yet, with the reason (printed on every run); none at present.
+NOT_IN_C: Dict[str, str] = {}
 
 
 def run_case(binary: str, case: Case, workdir: Path, users: Path) -> Tuple[int, int]:
