@@ -113,8 +113,12 @@ impl CmdShell {
             opts.push(OptionEntry::new("WINRS_CODEPAGE", cp.to_string()));
         }
         // A caller that stops waiting (a deadline) during the Create leaves no shell behind.
-        let create =
-            Create { resource_uri: CMD_SHELL_URI.to_owned(), options: opts, body: spec.body(), max_envelope_size: None };
+        let create = Create {
+            resource_uri: CMD_SHELL_URI.to_owned(),
+            options: opts,
+            body: spec.body(),
+            max_envelope_size: None,
+        };
         let reply = create.send(&client).await?;
         let shell_id = winrs::shell_id_from_create(&reply)?;
         if !winrs::is_wsman_id(&shell_id) {
