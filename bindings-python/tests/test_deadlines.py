@@ -77,7 +77,7 @@ def stalled(start_endpoint):
 
 def test_run_cmd_timeout_releases_the_command_and_shell(fresh):
     with psremote.Client(**options(fresh)) as client:
-        with pytest.raises(OperationTimeoutError, match="did not finish within 2s") as raised:
+        with pytest.raises(OperationTimeoutError, match="did not finish within 2 s") as raised:
             client.run_cmd("sleep", ["60"], timeout=SHORT)
         assert isinstance(raised.value, TimeoutError)
         assert client.run_cmd("echo", ["in", "time"], timeout=60).stdout == b"in time\n"

@@ -58,7 +58,7 @@ fn run_cmd_past_its_deadline_times_out_and_releases_the_command_and_shell() {
         err
     });
     assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
-    assert!(err.to_string().contains("\"sleep\" did not finish within 2s"), "{err}");
+    assert!(err.to_string().contains("\"sleep\" did not finish within 2 s"), "{err}");
     assert_nothing_left(&ep);
     assert!(action(&ep, "Signal") >= 1 && action(&ep, "Delete") >= 2, "{}", ep.state());
     assert_no_more_receives(&ep);

@@ -102,9 +102,20 @@ where
         None => work.await,
         Some(limit) => match tokio::time::timeout(limit, work).await {
             Ok(r) => r,
-            Err(_) => Err(crate::Error::Timeout(format!("{} did not finish within {limit:?}", what()))),
+            Err(_) => Err(crate::Error::Timeout(format!("{} did not finish within {}", what(), seconds(limit)))),
         },
     }
+}
+
+/// A time limit as users wrote it: `3 s`, `2.5 s`, `0.001 s` (milliseconds at most; a deadline
+/// that is the rest of a larger one reads `2.999 s`, not `2.999994061s`).
+pub(crate) fn seconds(limit: std::time::Duration) -> String {
+    let millis = limit.as_millis();
+    if millis.is_multiple_of(1000) {
+        return format!("{} s", millis / 1000);
+    }
+    let text = format!("{}.{:03}", millis / 1000, millis % 1000);
+    format!("{} s", text.trim_end_matches('0'))
 }
 
 /// Blocks the terminal and termination signals (SIGINT, SIGTERM, SIGHUP, SIGQUIT) in the calling
@@ -128,4 +139,17 @@ fn mask_unix() {
     }
     // SAFETY: `set` is initialised; pthread_sigmask reads it and changes only this thread's mask.
     unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, set.as_ptr(), std::ptr::null_mut()) };
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn limits_read_as_seconds_to_the_millisecond() {
+        assert_eq!(super::seconds(Duration::from_secs(3)), "3 s");
+        assert_eq!(super::seconds(Duration::from_millis(2500)), "2.5 s");
+        assert_eq!(super::seconds(Duration::from_millis(1)), "0.001 s");
+        assert_eq!(super::seconds(Duration::from_nanos(2_999_994_061)), "2.999 s");
+    }
 }

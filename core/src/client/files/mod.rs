@@ -206,7 +206,9 @@ where
         // Dropping `work` drops the pool's last handle, which deletes it in the background.
         Some(limit) => match tokio::time::timeout(limit, work).await {
             Ok(r) => r,
-            Err(_) => Err(Error::Timeout(format!("{what} did not finish within {limit:?}"))),
+            Err(_) => {
+                Err(Error::Timeout(format!("{what} did not finish within {}", crate::client::runtime::seconds(limit))))
+            }
         },
     }
 }
