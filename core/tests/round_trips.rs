@@ -58,6 +58,26 @@ fn a_pool_opens_and_closes_over_the_connection_of_the_connect() {
     });
 }
 
+/// A pool that runs one pipeline and closes at once (the fan-out of a fleet) does it all on the
+/// connect's connection: the Delete waits for the pipeline's Signal Terminate, a round trip
+/// already under way, instead of opening a connection (and logging on) beside it.
+#[test]
+fn a_pool_that_runs_one_pipeline_and_closes_uses_one_connection() {
+    let ep = Endpoint::start(&[]);
+    block_on(async {
+        let client = Client::connect(config(&ep)).await.unwrap();
+        for _ in 0..5 {
+            let pool = RunspacePool::open(&client, PoolConfig::default()).await.unwrap();
+            let result = pool.invoke(&PipelineSpec::script("Write-Output 'hello'")).await.unwrap();
+            assert_eq!(result.output.len(), 1);
+            pool.close().await.unwrap();
+        }
+        assert_eq!(action(&ep, "Delete"), 5);
+        assert_eq!(ep.wait_counter("pools", 0), 0);
+        assert_eq!(logons(&ep), 1, "one connection, one logon: {}", ep.state());
+    });
+}
+
 #[test]
 fn an_invocation_is_a_command_and_a_receive_then_the_signal_that_releases_it() {
     let ep = Endpoint::start(&[]);
@@ -73,6 +93,7 @@ fn an_invocation_is_a_command_and_a_receive_then_the_signal_that_releases_it() {
         pool.close().await.unwrap();
         assert_eq!(action(&ep, "Command"), runs);
         assert_eq!(ep.wait_counter("commands", 0), 0);
+        // One Signal Terminate per pipeline, the last one answered before the pool's Delete.
         assert_eq!(action(&ep, "Signal"), runs, "one Signal Terminate per pipeline: {}", ep.state());
         let per_run = action(&ep, "Receive") - receives;
         eprintln!("receives for {runs} invocations: {per_run}; logons {}", logons(&ep));

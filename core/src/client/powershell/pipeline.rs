@@ -181,6 +181,7 @@ pub(super) async fn receive_loop(shared: Arc<Shared>, pid: uuid::Uuid, tx: Route
     .await;
     if matches!(result, Ok(false)) {
         tracing::debug!(pipeline = %pid, "pipeline receive stopped by the disconnect");
+        shared.released(pid);
         return;
     }
     let state = lock(&shared.sm).pipeline_state(pid);
@@ -203,6 +204,7 @@ pub(super) async fn receive_loop(shared: Arc<Shared>, pid: uuid::Uuid, tx: Route
     if !unknown && let Err(e) = shared.signal(pid, TERMINATE_SIGNAL).await {
         tracing::debug!(pipeline = %pid, error = %e, "terminate signal failed");
     }
+    shared.released(pid);
     lock(&shared.routes).remove(&pid);
     lock(&shared.host_pending).remove(&pid);
     lock(&shared.command_ids).remove(&pid);

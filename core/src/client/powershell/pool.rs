@@ -37,6 +37,9 @@ impl std::fmt::Debug for RunspacePool {
     }
 }
 
+/// How long closing a pool waits for its pipelines' Signals Terminate to free a connection.
+const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Deletes the shell when the last pool handle goes away without `close`, including a pool
 /// whose opening was abandoned after the shell was created.
 struct PoolGuard(Arc<Shared>);
@@ -421,6 +424,7 @@ impl RunspacePool {
         if let Some(t) = lock(&self.shared.pool_task).take() {
             t.abort();
         }
+        self.shared.releases_done(RELEASE_WAIT).await;
         let r = self.shared.delete().await;
         lock(&self.shared.sm).set_closed(true);
         tracing::info!(

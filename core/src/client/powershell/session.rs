@@ -79,6 +79,11 @@ pub(super) struct Shared {
     /// Set when a Connect attached the pool: Windows then sends RUNSPACEPOOL_STATE on the
     /// pool's stream, which the pool's Receive collects.
     pub awaiting_pool_state: AtomicBool,
+    /// Pipelines whose final state went to their reader and whose Signal Terminate has not
+    /// been answered yet: closing the pool waits for those Signals rather than open a
+    /// connection for its Delete ([`Shared::releases_done`]).
+    pub releasing: Mutex<std::collections::HashSet<uuid::Uuid>>,
+    pub released: tokio::sync::Notify,
 }
 
 /// How long a pipeline runs before the pool's own Receive starts beside it, for what the server
@@ -184,6 +189,8 @@ impl Shared {
             loops_changed: tokio::sync::Notify::new(),
             long_pipelines: AtomicUsize::new(0),
             awaiting_pool_state: AtomicBool::new(false),
+            releasing: Mutex::new(std::collections::HashSet::new()),
+            released: tokio::sync::Notify::new(),
         }
     }
 
@@ -346,6 +353,8 @@ impl Shared {
                         && state.is_finished()
                     {
                         self.host_calls_finished(pid).await;
+                        // Its Signal Terminate follows; a close from the reader waits for it.
+                        lock(&self.releasing).insert(pid);
                     }
                     let route = lock(&self.routes).get(&pid).cloned();
                     if let Some(route) = route {
@@ -500,6 +509,32 @@ impl Shared {
                 return;
             }
         }
+    }
+
+    /// The Signal Terminate of a finished pipeline went out and was answered (or will not go).
+    pub fn released(&self, pid: uuid::Uuid) {
+        if lock(&self.releasing).remove(&pid) {
+            self.released.notify_waiters();
+        }
+    }
+
+    /// Waits (up to `limit`) for the Signals Terminate of pipelines that finished: each is one
+    /// short round trip already under way (or about to be) on the connection the pipeline's last
+    /// Receive freed, where a Delete sent beside it would open another connection and log on.
+    /// It also keeps the order the protocol shows: Signal, then Delete.
+    pub async fn releases_done(&self, limit: std::time::Duration) {
+        let settled = async {
+            loop {
+                let released = self.released.notified();
+                tokio::pin!(released);
+                released.as_mut().enable();
+                if lock(&self.releasing).is_empty() {
+                    return;
+                }
+                released.await;
+            }
+        };
+        let _ = tokio::time::timeout(limit, settled).await;
     }
 
     pub async fn delete(&self) -> Result<()> {
