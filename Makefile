@@ -7,7 +7,7 @@ VPY := $(VENV)/bin/python
 PIP_PKGS := -r testserver/requirements.txt
 export PSREMOTE_PYTHON := $(abspath $(VPY))
 
-.PHONY: venv test demo fmt-check clippy rust-test py-test no-default-features header header-check bench bench-smoke python-package c-deps krb-deps install c-test fuzz fuzz-seeds fuzz-smoke
+.PHONY: venv test demo fmt-check clippy rust-test py-test no-default-features header header-check bench bench-smoke python-package c-deps krb-deps install c-test fuzz fuzz-seeds fuzz-smoke files-1g
 
 # MIT Kerberos for the endpoint's Kerberos tests: the KDC, kadmin.local and kinit run a throwaway
 # realm (testserver/psremote_testserver/kdc.py), and pip builds gssapi, krb5 and pykerberos from
@@ -102,6 +102,11 @@ bench-smoke: venv python-package
 	BENCH_BYTES=1000000 ROWS=200 $(CARGO) run --locked -q -p psremote-bench --bin clixml-decode
 	$(VPY) -m pytest bench/test_delayproxy.py -q
 	$(VPY) bench/sidebyside.py --smoke --decode-bin target/debug/clixml-decode --out target/bench/smoke
+
+# 1 GiB through copy and fetch with the release build, checking the client's peak memory stays
+# flat (issue 13); `make test` runs the same test at 100 MiB.
+files-1g: venv
+	PSREMOTE_FILES_MB=1024 $(CARGO) test --release --locked -p psremote --test files_memory -- --nocapture
 
 # ---- Fuzzing -------------------------------------------------------------------------------
 # cargo-fuzz targets over every parser of server bytes (fuzz/, its own crate outside the workspace;

@@ -1,5 +1,6 @@
-//! 100 MB through `Client::copy` and `Client::fetch` against the loopback endpoint, in a test
-//! binary of its own so that the process's peak memory (VmHWM) is this test's alone.
+//! 100 MB (or `PSREMOTE_FILES_MB`: `make files-1g` runs 1024) through `Client::copy` and
+//! `Client::fetch` against the loopback endpoint, in a test binary of its own so that the
+//! process's peak memory (VmHWM) is this test's alone.
 
 mod common;
 
@@ -47,12 +48,29 @@ fn peak_rss() -> u64 {
     line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
 }
 
-/// 100 MB each way through psremote; the client's peak memory stays far below the file's
-/// size (a generous bound: it streams). The comparison at the end reads both files, so the
-/// peak is taken before it.
+/// Whether two files hold the same bytes, read a MiB at a time.
+fn same_content(a: &Path, b: &Path) -> bool {
+    use std::io::Read;
+    let (mut a, mut b) = (std::fs::File::open(a).unwrap(), std::fs::File::open(b).unwrap());
+    let (mut x, mut y) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let n = a.read(&mut x).unwrap();
+        if n == 0 {
+            return b.read(&mut y).unwrap() == 0;
+        }
+        if b.read_exact(&mut y[..n]).is_err() || x[..n] != y[..n] {
+            return false;
+        }
+    }
+}
+
+/// 100 MB each way through psremote (the size in MiB from `PSREMOTE_FILES_MB`); the client's
+/// peak memory stays far below the file's size and does not grow with it (a generous bound:
+/// it streams).
 #[test]
 fn hundred_megabytes_in_bounded_memory() {
-    const LEN: usize = 100 * 1024 * 1024;
+    let mib: usize = std::env::var("PSREMOTE_FILES_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    let len = mib * 1024 * 1024;
     let ep = Endpoint::start(&[]);
     let here = TempDir::new("files-big-here");
     let there = TempDir::new("files-big-there");
@@ -61,7 +79,7 @@ fn hundred_megabytes_in_bounded_memory() {
         use std::io::Write;
         let mut f = std::io::BufWriter::new(std::fs::File::create(&src).unwrap());
         let block = data(1 << 20);
-        for _ in 0..LEN >> 20 {
+        for _ in 0..mib {
             f.write_all(&block).unwrap();
         }
     }
@@ -79,11 +97,12 @@ fn hundred_megabytes_in_bounded_memory() {
         let f = client.fetch(path_str(&remote), &back, &FetchOptions::default()).await.unwrap();
         (c, f)
     });
-    assert_eq!(*progress.lock().unwrap(), (LEN as u64, Some(LEN as u64)));
-    assert_eq!((c.bytes, f.bytes), (LEN as u64, LEN as u64));
+    assert_eq!(*progress.lock().unwrap(), (len as u64, Some(len as u64)));
+    assert_eq!((c.bytes, f.bytes), (len as u64, len as u64));
     let peak = peak_rss();
+    eprintln!("{mib} MiB copied and fetched; peak RSS {} MiB", peak >> 20);
     assert_eq!(c.sha1, f.sha1);
-    assert!(peak < 90 * 1024 * 1024, "peak RSS {peak} bytes for a {LEN}-byte file");
-    assert!(std::fs::read(&back).unwrap() == std::fs::read(&src).unwrap());
+    assert!(peak < 90 * 1024 * 1024, "peak RSS {peak} bytes for a {len}-byte file");
+    assert!(same_content(&back, &src));
     assert_clean(&ep);
 }
