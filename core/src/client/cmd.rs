@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use super::Client;
 use super::backoff::{ReceiveBackoff, pause};
 use super::create::Create;
-use super::runtime::spawn_detached;
+use super::runtime::{finish_in_background, spawn_detached};
 use crate::error::{Error, Result};
 use crate::wsman::winrs::{self, ShellSpec};
 use crate::wsman::{CMD_SHELL_URI, OptionEntry, Reply, action, code};
@@ -217,7 +217,8 @@ impl CmdShell {
     /// Deletes the shell on the server.
     pub async fn close(mut self) -> Result<()> {
         self.open = false;
-        delete_shell(&self.client, &self.shell_id).await?;
+        let (client, id) = (self.client.clone(), self.shell_id.clone());
+        finish_in_background(async move { delete_shell(&client, &id).await }).await?;
         tracing::info!(
             target: "psremote::audit",
             event = "shell_close",

@@ -41,6 +41,21 @@ where
 }
 
 /// Cleanup tasks under way in this process.
+/// Runs `fut` as a counted background cleanup (see [`spawn_detached`]) and waits for its result.
+/// For the Delete of a shell or pool being closed: a caller that stops waiting (a deadline, a
+/// cancelled task) does not cut the request off half-way and leave the shell on the server.
+pub(crate) async fn finish_in_background<T, F>(fut: F) -> crate::Result<T>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = crate::Result<T>> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    spawn_detached(async move {
+        let _ = tx.send(fut.await);
+    });
+    rx.await.map_err(|_| crate::Error::Closed("the psremote runtime"))?
+}
+
 static CLEANUPS: std::sync::Mutex<usize> = std::sync::Mutex::new(0);
 static CLEANUPS_DONE: std::sync::LazyLock<tokio::sync::Notify> = std::sync::LazyLock::new(tokio::sync::Notify::new);
 

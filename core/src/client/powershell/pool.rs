@@ -12,7 +12,7 @@ use super::pipeline::{self, Pipeline, PipelineResult};
 use super::session::{Shared, SharedParts, command_id_text};
 use super::{PoolConfig, lock};
 use crate::client::backoff::{ReceiveBackoff, pause};
-use crate::client::runtime::spawn_detached;
+use crate::client::runtime::{finish_in_background, spawn_detached};
 use crate::client::{Call, Client};
 use crate::clixml::Value;
 use crate::error::{Error, Result};
@@ -424,8 +424,13 @@ impl RunspacePool {
         if let Some(t) = lock(&self.shared.pool_task).take() {
             t.abort();
         }
-        self.shared.releases_done(RELEASE_WAIT).await;
-        let r = self.shared.delete().await;
+        // In the background, so that a caller who stops waiting (a deadline) leaves no pool.
+        let shared = self.shared.clone();
+        let r = finish_in_background(async move {
+            shared.releases_done(RELEASE_WAIT).await;
+            shared.delete().await
+        })
+        .await;
         lock(&self.shared.sm).set_closed(true);
         tracing::info!(
             target: "psremote::audit",
