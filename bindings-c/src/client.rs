@@ -10,9 +10,7 @@ use psremote::client::{self as core, ClientConfig, PoolConfig, runtime};
 use psremote::psrp::{HostCall, HostMethod, HostResponse};
 
 use crate::error::{Failure, PsrResult, psr_error};
-use crate::ffi::{
-    bytes_arg, check_out, free, guard, guard_ptr, handle, handle_mut, opt_str_arg, out, str_arg, str_array,
-};
+use crate::ffi::{check_out, free, guard, guard_ptr, handle, handle_mut, opt_str_arg, out, str_arg};
 
 /// Connection settings. Free with `psr_config_free`.
 #[allow(non_camel_case_types)]
@@ -347,16 +345,17 @@ pub extern "C" fn psr_client_run_cmd(
     out_result: *mut *mut psr_cmd_result,
     err: *mut *mut psr_error,
 ) -> PsrResult {
-    guard(err, || {
-        let client = handle(c, "c")?.0.clone();
-        check_out(out_result, "out")?;
-        let exe = str_arg(exe, "exe")?;
-        let argv = str_array(args, nargs, "args")?;
-        let stdin = bytes_arg(stdin_data, stdin_len, "stdin_data")?;
-        let r = crate::run::run(client, exe, argv, stdin, None)?;
-        out(out_result, r);
-        Ok(())
-    })
+    crate::run::psr_client_run_cmd_with_options(
+        c,
+        exe,
+        args,
+        nargs,
+        stdin_data,
+        stdin_len,
+        std::ptr::null(),
+        out_result,
+        err,
+    )
 }
 
 /// The command's stdout (owned by `r`, valid until `psr_cmd_result_free`); its length goes to

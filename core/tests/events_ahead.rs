@@ -9,9 +9,8 @@ mod common;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{DOMAIN_USER, Endpoint, PASSWORD, block_on};
-use psremote::auth::Mechanism;
-use psremote::client::{Client, ClientConfig, PoolConfig, RunspacePool};
+use common::{Endpoint, block_on, ntlm_config};
+use psremote::client::{Client, PoolConfig, RunspacePool};
 use psremote::psrp::{Event, PipelineSpec};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 
@@ -40,11 +39,7 @@ fn a_large_reply_is_decoded_at_the_readers_pace() {
     // Envelopes of 4 MiB and a server that queues 64 MiB of output for a reader that does not
     // read: one Receive reply then carries thousands of output messages.
     let ep = Endpoint::start(&["--max-envelope-kb", "4096", "--psrp-buffer-kb", "65536"]);
-    let mut cfg = ClientConfig::new("x", DOMAIN_USER, PASSWORD)
-        .with_url(&ep.url)
-        .unwrap()
-        .with_trusted_hosts(["127.0.0.1"])
-        .with_mechanism(Mechanism::Ntlm);
+    let mut cfg = ntlm_config(&ep);
     cfg.max_envelope_size = Some(4 * 1024 * 1024);
     cfg.max_events_ahead = AHEAD;
     block_on(async {

@@ -4,19 +4,13 @@
 
 mod common;
 
-use common::{DOMAIN_USER, Endpoint, PASSWORD, block_on};
+use common::{Endpoint, block_on, ntlm_config};
 use psremote::ErrorKind;
-use psremote::auth::Mechanism;
-use psremote::client::{Client, ClientConfig, PoolConfig, RunspacePool};
+use psremote::client::{Client, PoolConfig, RunspacePool};
 use psremote::psrp::PipelineSpec;
 
 async fn client(ep: &Endpoint) -> Client {
-    let cfg = ClientConfig::new("x", DOMAIN_USER, PASSWORD)
-        .with_url(&ep.url)
-        .unwrap()
-        .with_trusted_hosts(["127.0.0.1"])
-        .with_mechanism(Mechanism::Ntlm);
-    Client::connect(cfg).await.unwrap()
+    Client::connect(ntlm_config(ep)).await.unwrap()
 }
 
 fn nothing_left(ep: &Endpoint, mode: &str) {

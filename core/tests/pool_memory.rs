@@ -11,9 +11,8 @@ mod common;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::{DOMAIN_USER, Endpoint, PASSWORD, block_on};
-use psremote::auth::Mechanism;
-use psremote::client::{Client, ClientConfig, PoolConfig, RunspacePool};
+use common::{Endpoint, block_on, ntlm_config};
+use psremote::client::{Client, PoolConfig, RunspacePool};
 
 struct Counting;
 
@@ -46,11 +45,7 @@ const BUDGET: usize = 60 * 1024;
 #[test]
 fn an_idle_pool_holds_little_memory() {
     let ep = Endpoint::start(&[]);
-    let cfg = ClientConfig::new("x", DOMAIN_USER, PASSWORD)
-        .with_url(&ep.url)
-        .unwrap()
-        .with_trusted_hosts(["127.0.0.1"])
-        .with_mechanism(Mechanism::Ntlm);
+    let cfg = ntlm_config(&ep);
     block_on(async {
         let client = Client::connect(cfg).await.unwrap();
         // One pool first: what every pool shares (the runtime's and the connection's buffers,

@@ -8,9 +8,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{DOMAIN_USER, Endpoint, PASSWORD, block_on};
-use psremote::auth::Mechanism;
-use psremote::client::{Client, ClientConfig, PoolConfig, RunspacePool};
+use common::{Endpoint, block_on, ntlm_config};
+use psremote::client::{Client, PoolConfig, RunspacePool};
 use psremote::psrp::PipelineSpec;
 
 /// Receives a client may send in the endpoint's three seconds of immediate faults, per Receive
@@ -18,12 +17,7 @@ use psremote::psrp::PipelineSpec;
 const RECEIVES_PER_LOOP: i64 = 20;
 
 async fn client(ep: &Endpoint) -> Client {
-    let cfg = ClientConfig::new("x", DOMAIN_USER, PASSWORD)
-        .with_url(&ep.url)
-        .unwrap()
-        .with_trusted_hosts(["127.0.0.1"])
-        .with_mechanism(Mechanism::Ntlm);
-    Client::connect(cfg).await.unwrap()
+    Client::connect(ntlm_config(ep)).await.unwrap()
 }
 
 fn nothing_left(ep: &Endpoint) {

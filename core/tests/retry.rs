@@ -4,19 +4,13 @@
 
 mod common;
 
-use common::{DOMAIN_USER, Endpoint, PASSWORD, block_on};
-use psremote::auth::Mechanism;
-use psremote::client::{Client, ClientConfig, PoolConfig, RunspacePool};
+use common::{Endpoint, block_on, ntlm_config};
+use psremote::client::{Client, PoolConfig, RunspacePool};
 use psremote::clixml::Value;
 use psremote::psrp::PipelineSpec;
 
 async fn client(ep: &Endpoint) -> Client {
-    let cfg = ClientConfig::new("x", DOMAIN_USER, PASSWORD)
-        .with_url(&ep.url)
-        .unwrap()
-        .with_trusted_hosts(["127.0.0.1"])
-        .with_mechanism(Mechanism::Ntlm);
-    Client::connect(cfg).await.unwrap()
+    Client::connect(ntlm_config(ep)).await.unwrap()
 }
 
 fn assert_clean(ep: &Endpoint) {

@@ -6,18 +6,9 @@
 
 mod common;
 
-use common::{DOMAIN_USER, Endpoint, PASSWORD, block_on};
-use psremote::auth::Mechanism;
-use psremote::client::{Client, ClientConfig, PoolConfig, RunspacePool};
+use common::{Endpoint, block_on, ntlm_config};
+use psremote::client::{Client, PoolConfig, RunspacePool};
 use psremote::psrp::PipelineSpec;
-
-fn config(ep: &Endpoint) -> ClientConfig {
-    ClientConfig::new("x", DOMAIN_USER, PASSWORD)
-        .with_url(&ep.url)
-        .unwrap()
-        .with_trusted_hosts(["127.0.0.1"])
-        .with_mechanism(Mechanism::Ntlm)
-}
 
 /// Requests of one WS-Man action the endpoint answered so far.
 fn action(ep: &Endpoint, name: &str) -> i64 {
@@ -45,7 +36,7 @@ fn logons(ep: &Endpoint) -> usize {
 fn a_pool_opens_and_closes_over_the_connection_of_the_connect() {
     let ep = Endpoint::start(&[]);
     block_on(async {
-        let client = Client::connect(config(&ep)).await.unwrap();
+        let client = Client::connect(ntlm_config(&ep)).await.unwrap();
         assert_eq!(logons(&ep), 1, "{}", ep.state());
         for _ in 0..3 {
             let pool = RunspacePool::open(&client, PoolConfig::default()).await.unwrap();
@@ -65,7 +56,7 @@ fn a_pool_opens_and_closes_over_the_connection_of_the_connect() {
 fn a_pool_that_runs_one_pipeline_and_closes_uses_one_connection() {
     let ep = Endpoint::start(&[]);
     block_on(async {
-        let client = Client::connect(config(&ep)).await.unwrap();
+        let client = Client::connect(ntlm_config(&ep)).await.unwrap();
         for _ in 0..5 {
             let pool = RunspacePool::open(&client, PoolConfig::default()).await.unwrap();
             let result = pool.invoke(&PipelineSpec::script("Write-Output 'hello'")).await.unwrap();
@@ -82,7 +73,7 @@ fn a_pool_that_runs_one_pipeline_and_closes_uses_one_connection() {
 fn an_invocation_is_a_command_and_a_receive_then_the_signal_that_releases_it() {
     let ep = Endpoint::start(&[]);
     block_on(async {
-        let client = Client::connect(config(&ep)).await.unwrap();
+        let client = Client::connect(ntlm_config(&ep)).await.unwrap();
         let pool = RunspacePool::open(&client, PoolConfig::default()).await.unwrap();
         let receives = action(&ep, "Receive");
         let runs = 10;

@@ -325,3 +325,13 @@ impl Drop for Realm {
         stop_child(&mut self.child);
     }
 }
+
+/// A configuration for `ep` as most tests use it: NTLM (the endpoint is http on 127.0.0.1, named
+/// as a trusted host) with message encryption.
+pub fn ntlm_config(ep: &Endpoint) -> psremote::client::ClientConfig {
+    psremote::client::ClientConfig::new("x", DOMAIN_USER, PASSWORD)
+        .with_url(&ep.url)
+        .unwrap()
+        .with_trusted_hosts(["127.0.0.1"])
+        .with_mechanism(psremote::auth::Mechanism::Ntlm)
+}
