@@ -58,6 +58,14 @@ class ScriptTerminatingError(TerminatingError):
     """Ends the whole pipeline (state Failed)."""
 
 
+class ScriptExit(Exception):
+    """``exit [code]`` ran: the remaining statements are skipped and the pipeline completes."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"exit {code}")
+        self.code = code
+
+
 class HostCallFailed(Exception):
     """The client answered a host call with an error record."""
 
@@ -111,6 +119,10 @@ class PipelineHost(abc.ABC):
     @abc.abstractmethod
     def host_ui_available(self) -> bool:
         """Whether the client declared a host with a UI for this pipeline."""
+
+    @abc.abstractmethod
+    def host_info(self) -> Any:
+        """The psrpcore HostInfo that applies to this pipeline (None when the client sent none)."""
 
     @abc.abstractmethod
     def host_call(self, method: str, *args: Any, **kwargs: Any) -> Any:
@@ -492,11 +504,14 @@ class Runner:
     def run(self, commands: Sequence[Any], no_input: bool) -> None:
         statements = split_statements(commands)
         external = None if no_input else self.host.input_items()
-        for index, statement in enumerate(statements):
-            upstream = self._cmds_statement(statement, external if index == 0 else None)
-            for item in upstream:
-                self.host.check_stop()
-                self.host.write_item(item)
+        try:
+            for index, statement in enumerate(statements):
+                upstream = self._cmds_statement(statement, external if index == 0 else None)
+                for item in upstream:
+                    self.host.check_stop()
+                    self.host.write_item(item)
+        except ScriptExit:
+            pass  # PowerShell completes the pipeline; the code went to the host (SetShouldExit)
         self.host.check_stop()
 
     @classmethod
@@ -610,6 +625,8 @@ class Runner:
             return
         if statement.source is not None:
             upstream = iter([literal(v) for v in statement.source.items])
+        elif len(statement.commands) == 1 and statement.commands[0].name.lower() == "exit":
+            self._exit(statement.commands[0])
         chain = []
         for call in statement.commands:
             spec = self._lookup(call.name)
@@ -618,6 +635,34 @@ class Runner:
             upstream = self._invoke(spec, params, upstream, streams)
         if upstream is not None:
             yield from upstream
+
+
+    def _exit(self, call: script.CommandCall) -> None:
+        """The ``exit`` keyword: ``exit``, ``exit N`` or ``exit $LASTEXITCODE``. As in a remote
+        PowerShell runspace, the code goes to the client's host as a SetShouldExit call (when
+        the client declared a host) and the script ends without an error. No native program
+        runs in a PSRP pipeline here, so ``$LASTEXITCODE`` is always ``$null``, which is 0."""
+        if len(call.arguments) > 1 or any(isinstance(a, script.Parameter) for a in call.arguments):
+            raise ScriptTerminatingError(records.parse_error("exit", "Unexpected token in expression or statement."))
+        value = call.arguments[0].value if call.arguments else None
+        if isinstance(value, str) and value.lower() == "$lastexitcode":
+            value = None
+        try:
+            code = 0 if value is None else int(value)
+        except (TypeError, ValueError):
+            raise TerminatingError(
+                records.record(
+                    ["System.Management.Automation.RuntimeException", "System.SystemException"],
+                    f'Cannot convert value "{text_of(value)}" to type "System.Int32".',
+                    "InvalidCastFromStringToInteger",
+                    ErrorCategory.InvalidArgument,
+                    reason="RuntimeException",
+                )
+            ) from None
+        info = self.host.host_info()
+        if info is not None and not info.IsHostNull:
+            self.host.host_call("set_should_exit", code)
+        raise ScriptExit(code)
 
 
 def literal(value: Any) -> Any:

@@ -265,6 +265,24 @@ def test_secure_host_calls(hosted):
     )
 
 
+def test_exit_reaches_the_host_as_set_should_exit(hosted):
+    # What Ansible's psrp connection plugin appends to a raw command: the code arrives as the
+    # host call SetShouldExit, the rest of the script is skipped and the pipeline completes.
+    pool, _ = hosted
+    ps, output = run_script(pool, "Write-Output before\nexit 3\nWrite-Output after")
+    assert output == ["before"] and pool.host.rc == 3
+    assert ps.state == PSInvocationState.COMPLETED and not ps.had_errors
+    ps, output = run_script(pool, "Write-Output x\nexit $LASTEXITCODE")
+    assert output == ["x"] and pool.host.rc == 0 and not ps.had_errors
+
+
+def test_exit_without_host(pool):
+    ps, output = run_script(pool, "'one'; exit 4; 'two'")
+    assert output == ["one"] and ps.state == PSInvocationState.COMPLETED and not ps.had_errors
+    ps, _ = run_script(pool, "exit nope")
+    assert ps.streams.error[0].fq_error == "InvalidCastFromStringToInteger"
+
+
 def test_read_host_without_host(pool):
     ps, output = run_script(pool, "Read-Host; 'after'")
     assert output == ["after"] and ps.state == PSInvocationState.COMPLETED
