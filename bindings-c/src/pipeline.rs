@@ -205,7 +205,10 @@ fn running(pl: &psr_pipeline) -> Result<(), Failure> {
 /// Sends one input object given as JSON (borrowed for the call).
 ///
 /// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (bad JSON), CLOSED, connection errors. Threading: blocks
-/// until the server took it; any thread, also while another thread waits on the pipeline.
+/// until the object is encoded and its Send has started, after the previous input's Send was
+/// answered (the caller prepares the next object while this one travels); a Send that fails is
+/// reported by the next `psr_pipeline_send_input_json` or by `psr_pipeline_end_input`. Any
+/// thread, also while another thread waits on the pipeline.
 #[unsafe(no_mangle)]
 pub extern "C" fn psr_pipeline_send_input_json(
     pl: *mut psr_pipeline,

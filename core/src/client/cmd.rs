@@ -11,6 +11,7 @@ use super::Client;
 use super::backoff::{ReceiveBackoff, pause};
 use super::create::Create;
 use super::runtime::{finish_in_background, spawn_detached};
+use super::write_behind::WriteBehind;
 use crate::error::{Error, Result};
 use crate::wsman::winrs::{self, ShellSpec};
 use crate::wsman::{CMD_SHELL_URI, OptionEntry, Reply, action, code};
@@ -201,6 +202,7 @@ impl CmdShell {
                 shell_id: self.shell_id.clone(),
                 command_id,
                 released: Arc::new(AtomicBool::new(false)),
+                behind: Default::default(),
             },
             pending: VecDeque::new(),
             exit_code: None,
@@ -272,6 +274,8 @@ pub struct CmdControl {
     command_id: String,
     /// Set once Signal Terminate is on its way: after Done, on an error, by a terminate or a drop.
     released: Arc<AtomicBool>,
+    /// The stdin Send in flight, if any.
+    behind: Arc<WriteBehind>,
 }
 
 /// The stdout and stderr bytes (together) that [`CmdProcess::wait`] and `run_cmd` collect by
@@ -306,7 +310,9 @@ impl CmdControl {
     }
 
     /// Writes to the command's stdin; `end` closes it afterwards. Fails with [`Error::Closed`]
-    /// once the command has finished or was terminated.
+    /// once the command has finished or was terminated, and with the server's fault when it
+    /// refuses the data: it returns once every Send of `data` was answered. Data larger than one
+    /// Send goes out in pieces, each built while the one before is in flight.
     pub async fn send_stdin(&self, data: &[u8], end: bool) -> Result<()> {
         self.no_command()?;
         if self.is_released() {
@@ -320,10 +326,16 @@ impl CmdControl {
         }
         let last = pieces.len() - 1;
         for (i, piece) in pieces.into_iter().enumerate() {
+            // Built (base64 and XML) while the previous Send is in flight.
             let body = winrs::send_body("stdin", Some(&self.command_id), piece, end && i == last);
-            self.client.call(action::SEND, CMD_SHELL_URI, Some(&self.shell_id), &[], &body, None).await?;
+            let (client, shell_id) = (self.client.clone(), self.shell_id.clone());
+            self.behind
+                .start(Box::pin(async move {
+                    client.call(action::SEND, CMD_SHELL_URI, Some(&shell_id), &[], &body, None).await.map(drop)
+                }))
+                .await?;
         }
-        Ok(())
+        self.behind.settle().await
     }
 
     /// Sends Ctrl-C to the command (MS-WSMV 3.1.4.14). Nothing is sent once the command has

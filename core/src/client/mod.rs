@@ -17,6 +17,7 @@ mod files;
 mod powershell;
 mod run_cmd;
 mod runtime;
+mod write_behind;
 
 pub use crate::auth::{KerberosOptions, Mechanism};
 pub use crate::transport::{

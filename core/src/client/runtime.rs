@@ -2,6 +2,9 @@
 
 use std::sync::OnceLock;
 
+/// Stack size of the runtime's worker threads: 8 MiB, four times tokio's default.
+const RUNTIME_STACK: usize = 8 * 1024 * 1024;
+
 /// The process-wide multi-threaded runtime, created on first use.
 pub fn runtime() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
@@ -9,6 +12,10 @@ pub fn runtime() -> &'static tokio::runtime::Runtime {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("psremote-io")
+            // Deep operations (a copy opens a pool, starts a pipeline and sends through the
+            // transport, each an async fn inside the last) poll through many frames; an
+            // unoptimised build's frames are large. Address space only: pages are touched on use.
+            .thread_stack_size(RUNTIME_STACK)
             .on_thread_start(mask_process_signals)
             .enable_all()
             .build()

@@ -122,6 +122,21 @@ message_types! {
     PipelineHostResponse = 0x0004_1101,
 }
 
+/// The header's bytes: destination, message type, RPID, PID (nil for a pool message).
+fn header(
+    destination: Destination,
+    message_type: MessageType,
+    rpid: uuid::Uuid,
+    pid: Option<uuid::Uuid>,
+) -> [u8; HEADER_LEN] {
+    let mut out = [0u8; HEADER_LEN];
+    out[0..4].copy_from_slice(&destination.value().to_le_bytes());
+    out[4..8].copy_from_slice(&message_type.value().to_le_bytes());
+    out[8..24].copy_from_slice(&rpid.to_bytes_le());
+    out[24..40].copy_from_slice(&pid.unwrap_or_default().to_bytes_le());
+    out
+}
+
 /// One PSRP message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
@@ -152,11 +167,26 @@ impl Message {
     /// Encodes the header and data.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(HEADER_LEN + self.data.len());
-        out.extend_from_slice(&self.destination.value().to_le_bytes());
-        out.extend_from_slice(&self.message_type.value().to_le_bytes());
-        out.extend_from_slice(&self.rpid.to_bytes_le());
-        out.extend_from_slice(&self.pid.unwrap_or_default().to_bytes_le());
+        out.extend_from_slice(&header(self.destination, self.message_type, self.rpid, self.pid));
         out.extend_from_slice(&self.data);
+        out
+    }
+
+    /// Encodes a message whose data is `value` as CLIXML, the CLIXML written straight after the
+    /// header: the same bytes as `Message::new(.., clixml::to_string(value).into_bytes()).encode()`
+    /// without a second copy of the data (pipeline input carries whole file chunks).
+    pub fn encode_value(
+        destination: Destination,
+        message_type: MessageType,
+        rpid: uuid::Uuid,
+        pid: Option<uuid::Uuid>,
+        value: &crate::clixml::Value,
+    ) -> Vec<u8> {
+        // The header's place is held by NULs (valid UTF-8) and filled in once the text is done.
+        let mut text = "\0".repeat(HEADER_LEN);
+        crate::clixml::write_to(value, &mut text);
+        let mut out = text.into_bytes();
+        out[..HEADER_LEN].copy_from_slice(&header(destination, message_type, rpid, pid));
         out
     }
 
@@ -211,6 +241,24 @@ mod tests {
             m.encode(),
             unhex("020000000700010000000000000000000000000000000000000000000000000000000000000000003c53202f3e")
         );
+    }
+
+    #[test]
+    fn encode_value_is_encode_of_the_clixml() {
+        use crate::clixml::{self, Value};
+        let value = Value::Str("a <b> & \u{1F600} _x0000_".into());
+        let (rpid, pid) = (uuid::Uuid::from_u128(0x1234), Some(uuid::Uuid::from_u128(0xABCD)));
+        let expected = Message::new(
+            Destination::Server,
+            MessageType::PipelineInput,
+            rpid,
+            pid,
+            clixml::to_string(&value).into_bytes(),
+        )
+        .encode();
+        let got = Message::encode_value(Destination::Server, MessageType::PipelineInput, rpid, pid, &value);
+        assert_eq!(got, expected);
+        assert_eq!(Message::decode(&got).unwrap().pid, pid);
     }
 
     #[test]

@@ -273,6 +273,8 @@ pub struct RunspacePool {
     protocol: Option<ProtocolVersion>,
     pipelines: HashMap<uuid::Uuid, PipelineState>,
     outgoing: VecDeque<Outgoing>,
+    /// Chunks ever queued: with `outgoing.len()`, how far sending got (see [`Self::outgoing_mark`]).
+    queued: u64,
     key_pair: Option<ClientKeyPair>,
     session_key: Option<SessionKey>,
     next_ci: i64,
@@ -290,6 +292,7 @@ impl RunspacePool {
             protocol: None,
             pipelines: HashMap::new(),
             outgoing: VecDeque::new(),
+            queued: 0,
             key_pair: None,
             session_key: None,
             next_ci: 1,
@@ -327,13 +330,18 @@ impl RunspacePool {
     }
 
     fn message(&self, message_type: MessageType, pid: Option<uuid::Uuid>, data: &Value) -> Vec<u8> {
-        Message::new(Destination::Server, message_type, self.id, pid, clixml::to_string(data).into_bytes()).encode()
+        Message::encode_value(Destination::Server, message_type, self.id, pid, data)
     }
 
     fn queue(&mut self, pid: Option<uuid::Uuid>, stream: InputStream, messages: &[Vec<u8>]) {
         for data in self.fragmenter.fragment(messages.iter().map(Vec::as_slice)) {
-            self.outgoing.push_back(Outgoing { pid, stream, data });
+            self.push_outgoing(Outgoing { pid, stream, data });
         }
+    }
+
+    fn push_outgoing(&mut self, o: Outgoing) {
+        self.queued += 1;
+        self.outgoing.push_back(o);
     }
 
     fn expect_state(&self, action: &'static str, allowed: &[PoolState]) -> Result<()> {
@@ -363,7 +371,7 @@ impl RunspacePool {
         let init = self.message(MessageType::InitRunspacePool, None, &init);
         let mut chunks = self.fragmenter.fragment([cap.as_slice(), init.as_slice()]).into_iter();
         let first = chunks.next().unwrap_or_default();
-        self.outgoing.extend(chunks.map(|data| Outgoing { pid: None, stream: InputStream::Stdin, data }));
+        chunks.for_each(|data| self.push_outgoing(Outgoing { pid: None, stream: InputStream::Stdin, data }));
         self.state = PoolState::NegotiationSent;
         Ok(first)
     }
@@ -380,7 +388,7 @@ impl RunspacePool {
         let msg = self.message(MessageType::CreatePipeline, Some(pid), &value);
         let mut chunks = self.fragmenter.fragment([msg.as_slice()]).into_iter();
         let first = chunks.next().unwrap_or_default();
-        self.outgoing.extend(chunks.map(|data| Outgoing { pid: Some(pid), stream: InputStream::Stdin, data }));
+        chunks.for_each(|data| self.push_outgoing(Outgoing { pid: Some(pid), stream: InputStream::Stdin, data }));
         self.pipelines.insert(pid, PipelineState::Running);
         Ok(first)
     }
@@ -396,7 +404,7 @@ impl RunspacePool {
         let msg = self.message(MessageType::GetCommandMetadata, Some(pid), &messages::get_command_metadata(query));
         let mut chunks = self.fragmenter.fragment([msg.as_slice()]).into_iter();
         let first = chunks.next().unwrap_or_default();
-        self.outgoing.extend(chunks.map(|data| Outgoing { pid: Some(pid), stream: InputStream::Stdin, data }));
+        chunks.for_each(|data| self.push_outgoing(Outgoing { pid: Some(pid), stream: InputStream::Stdin, data }));
         self.pipelines.insert(pid, PipelineState::Running);
         Ok(first)
     }
@@ -550,6 +558,17 @@ impl RunspacePool {
     /// The next chunk to send.
     pub fn next_outgoing(&mut self) -> Option<Outgoing> {
         self.outgoing.pop_front()
+    }
+
+    /// A mark after every chunk queued so far: once [`Self::outgoing_taken`] reaches it, all of
+    /// them were handed out (or dropped with their pipeline).
+    pub fn outgoing_mark(&self) -> u64 {
+        self.queued
+    }
+
+    /// How many chunks were handed out by [`Self::next_outgoing`] or dropped, in queue order.
+    pub fn outgoing_taken(&self) -> u64 {
+        self.queued - self.outgoing.len() as u64
     }
 
     /// Feeds bytes from one `rsp:Stream Name="stdout"` of a Receive for the pool (`pid` None)

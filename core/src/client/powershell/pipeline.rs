@@ -12,6 +12,7 @@ use super::pool::RunspacePool;
 use super::session::{Route, Shared, WATCH_POOL_AFTER, command_id_text};
 use crate::client::backoff::{ReceiveBackoff, pause};
 use crate::client::runtime::spawn_detached;
+use crate::client::write_behind::WriteBehind;
 use crate::clixml::Value;
 use crate::error::{Error, Result};
 use crate::psrp::messages::{InformationRecord, InformationalRecord, ProgressRecord};
@@ -75,7 +76,7 @@ async fn launch(
         return Err(e);
     }
     let task = tokio::spawn(pipeline_loop(shared.clone(), pid, tx));
-    Ok(Pipeline { pool: pool.clone(), pid, events: rx, finished: None, task: Some(task) })
+    Ok(Pipeline { pool: pool.clone(), pid, events: rx, finished: None, task: Some(task), behind: Default::default() })
 }
 
 /// The audit event of a started pipeline: command names always, arguments and script text only
@@ -218,6 +219,8 @@ pub struct Pipeline {
     events: mpsc::Receiver<Result<Event>>,
     finished: Option<(PipelineState, Option<ErrorRecord>)>,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// The input Send in flight, if any.
+    behind: Arc<WriteBehind>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -234,7 +237,7 @@ impl Pipeline {
         events: mpsc::Receiver<Result<Event>>,
         task: tokio::task::JoinHandle<()>,
     ) -> Self {
-        Pipeline { pool, pid, events, finished: None, task: Some(task) }
+        Pipeline { pool, pid, events, finished: None, task: Some(task), behind: Default::default() }
     }
 
     /// The pipeline id (the WS-Man CommandId).
@@ -270,7 +273,7 @@ impl Pipeline {
     /// A handle that sends input to and stops this pipeline, usable while another task waits
     /// for its events.
     pub fn control(&self) -> PipelineControl {
-        PipelineControl { pool: self.pool.clone(), pid: self.pid }
+        PipelineControl { pool: self.pool.clone(), pid: self.pid, behind: self.behind.clone() }
     }
 
     /// Sends input objects.
@@ -338,17 +341,27 @@ impl Pipeline {
 pub struct PipelineControl {
     pool: RunspacePool,
     pid: uuid::Uuid,
+    behind: Arc<WriteBehind>,
 }
 
 impl PipelineControl {
-    /// Sends input objects.
+    /// Sends input objects. Returns once they are encoded and their Send has started (after
+    /// the previous input's Send was answered), so the caller prepares the next objects while
+    /// these travel; a Send that fails is reported by the next `send_input` or by
+    /// [`end_input`](Self::end_input).
     pub async fn send_input(&self, values: Vec<Value>) -> Result<()> {
-        lock(&self.pool.shared.sm).send_input(self.pid, &values)?;
-        self.pool.shared.flush().await
+        let mark = {
+            let mut sm = lock(&self.pool.shared.sm);
+            sm.send_input(self.pid, &values)?;
+            sm.outgoing_mark()
+        };
+        let shared = self.pool.shared.clone();
+        self.behind.start(Box::pin(async move { shared.flush_until(mark).await })).await
     }
 
-    /// Ends the input.
+    /// Ends the input, once every input Send was answered.
     pub async fn end_input(&self) -> Result<()> {
+        self.behind.settle().await?;
         lock(&self.pool.shared.sm).end_input(self.pid)?;
         self.pool.shared.flush().await
     }

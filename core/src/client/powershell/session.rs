@@ -273,8 +273,18 @@ impl Shared {
 
     /// Sends every queued chunk. The caller holds `send_lock`.
     pub async fn flush_locked(&self) -> Result<()> {
+        self.send_queued(u64::MAX).await
+    }
+
+    /// Sends queued chunks, in queue order, until every chunk queued before `mark` (a
+    /// [`psrp::RunspacePool::outgoing_mark`]) has gone; chunks queued later stay for the next
+    /// flush. The caller holds `send_lock`.
+    async fn send_queued(&self, mark: u64) -> Result<()> {
         loop {
-            let next = lock(&self.sm).next_outgoing();
+            let next = {
+                let mut sm = lock(&self.sm);
+                if sm.outgoing_taken() >= mark { None } else { sm.next_outgoing() }
+            };
             let Some(o) = next else { return Ok(()) };
             let cmd = o.pid.map(|p| self.command_id(p));
             let body = winrs::send_body(o.stream.name(), cmd.as_deref(), &o.data, false);
@@ -285,6 +295,12 @@ impl Shared {
     pub async fn flush(&self) -> Result<()> {
         let _g = self.send_lock.lock().await;
         self.flush_locked().await
+    }
+
+    /// Sends what was queued before `mark` (and nothing queued after it).
+    pub async fn flush_until(&self, mark: u64) -> Result<()> {
+        let _g = self.send_lock.lock().await;
+        self.send_queued(mark).await
     }
 
     /// One Receive for the pool (`pid` None) or a pipeline. Returns what it brought, checked
