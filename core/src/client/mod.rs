@@ -14,6 +14,7 @@ mod cmd;
 mod config;
 mod create;
 mod files;
+mod fleet;
 mod powershell;
 mod run_cmd;
 mod runtime;
@@ -31,6 +32,9 @@ pub use config::{ClientConfig, DEFAULT_ENVELOPE_SIZE};
 pub use files::{
     COPY_SCRIPT, CopyOptions, CopyOutcome, DEFAULT_ACK_WINDOW, FETCH_SCRIPT, FetchOptions, FetchOutcome,
     MAX_CHUNK_SIZE, ProgressCallback, file_error_from_record,
+};
+pub use fleet::{
+    DEFAULT_THROTTLE, Fleet, FleetCancel, FleetHost, FleetOptions, FleetWork, HostOutput, HostResult, HostStatus,
 };
 pub use powershell::{
     BufferMode, Host, Pipeline, PipelineControl, PipelineResult, PoolConfig, PoolInfo, RunspacePool, ShellInfo,
