@@ -7,6 +7,7 @@ when it stops listening, kills every command it started and exits 0.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 import signal
@@ -19,7 +20,7 @@ from .cbt import MODES as CBT_MODES
 from .cmd_shell import CMD_URI, CmdEngine
 from .dispatch import Dispatcher
 from .engines import EngineRegistry
-from .httpserver import ServerConfig, WinRMServer
+from .httpserver import ServerConfig, WinRMServer, serve_siblings
 from .drop import parse as parse_drop
 from .misbehave import MODES
 from .psrp_shell import PS_PREFIX, PSRPEngine
@@ -45,9 +46,36 @@ def _positive(value: str) -> int:
     return number
 
 
+#: Most extra addresses one endpoint process listens on.
+MAX_LISTEN_RANGE = 4096
+
+
+def _loopback_range(value: str) -> List[str]:
+    """``FIRST-LAST`` (IPv4, both in 127.0.0.0/8) -> the addresses, FIRST..LAST inclusive."""
+    first, sep, last = value.partition("-")
+    try:
+        lo, hi = ipaddress.IPv4Address(first.strip()), ipaddress.IPv4Address((last if sep else first).strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    loopback = ipaddress.IPv4Network("127.0.0.0/8")
+    if lo not in loopback or hi not in loopback:
+        raise argparse.ArgumentTypeError("addresses must be in 127.0.0.0/8")
+    count = int(hi) - int(lo) + 1
+    if count < 1 or count > MAX_LISTEN_RANGE:
+        raise argparse.ArgumentTypeError(f"FIRST must not be above LAST, and at most {MAX_LISTEN_RANGE} addresses")
+    return [str(ipaddress.IPv4Address(int(lo) + i)) for i in range(count)]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m psremote_testserver", description="Loopback WinRM endpoint for tests.")
     parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0 = any free port)")
+    parser.add_argument(
+        "--listen-range",
+        type=_loopback_range,
+        default=[],
+        metavar="FIRST-LAST",
+        help="also listen on these loopback addresses (e.g. 127.0.1.1-127.0.1.250), same port and state: distinct hosts for fleet tests",
+    )
     parser.add_argument("--path", default="/wsman", help="URL path of the endpoint (default /wsman)")
     parser.add_argument("--users", required=True, help="users file, lines DOMAIN:USER:PASSWORD")
     parser.add_argument(
@@ -198,8 +226,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         engine.signal_delay = args.psrp_signal_delay_ms / 1000.0
         registry.register_prefix(PS_PREFIX, engine)
         dispatcher = Dispatcher(registry)
+        siblings: List[WinRMServer] = []
         try:
             server = WinRMServer(config, users, dispatcher)
+            siblings = [WinRMServer.sibling(server, address) for address in args.listen_range if address != "127.0.0.1"]
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError: a bad certificate or key
             print(f"psremote_testserver: {exc}", file=sys.stderr)
             return 2
@@ -209,12 +239,18 @@ def main(argv: Optional[List[str]] = None) -> int:
             signal.signal(signum, lambda *_: stop.set())
         serving = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="accept", daemon=True)
         serving.start()
+        siblings_stop = threading.Event()
+        if siblings:
+            threading.Thread(target=serve_siblings, args=(siblings, siblings_stop), name="accept-more", daemon=True).start()
         print(server.url, flush=True)
         while not stop.wait(0.5):
             pass
         log.info("stopping")
+        siblings_stop.set()
         server.shutdown()
         server.server_close()
+        for sibling in siblings:
+            sibling.server_close()
         dispatcher.close_all()
     finally:
         users.remove_ntlm_file()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import selectors
 import socket
 import ssl
 import sys
@@ -91,6 +92,17 @@ class WinRMServer(ThreadingHTTPServer):
         self.tls = ServerTls(config.tls) if config.tls else None
         super().__init__(("127.0.0.1", config.port), WinRMHandler)
 
+    @classmethod
+    def sibling(cls, primary: "WinRMServer", address: str) -> "WinRMServer":
+        """Another listening socket for `primary`, on another loopback address and the same port:
+        the same users, shells, counters and misbehaviour, so one process serves many distinct
+        host addresses (a fleet on the 127.0.0.0/8 range)."""
+        server = cls.__new__(cls)
+        for name in ("config", "users", "dispatcher", "stats", "misbehaviour", "connection_drop", "capture", "tls"):
+            setattr(server, name, getattr(primary, name))
+        ThreadingHTTPServer.__init__(server, (address, primary.server_address[1]), WinRMHandler)
+        return server
+
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
@@ -110,6 +122,17 @@ class WinRMServer(ThreadingHTTPServer):
             log.debug("connection %s: %s", client_address, error)
         else:
             log.exception("unexpected error on connection %s", client_address)
+
+
+def serve_siblings(servers: List["WinRMServer"], stop: threading.Event) -> None:
+    """Accepts on every sibling socket from one thread (each connection still gets its own
+    handler thread) until `stop` is set."""
+    with selectors.DefaultSelector() as selector:
+        for server in servers:
+            selector.register(server.socket, selectors.EVENT_READ, server)
+        while not stop.is_set():
+            for key, _ in selector.select(timeout=0.2):
+                key.data._handle_request_noblock()
 
 
 class WinRMHandler(BaseHTTPRequestHandler):

@@ -455,3 +455,34 @@ def test_close_leaves_no_pool(start_endpoint):
         0,
         0,
     )
+
+
+# -- many host addresses from one process (fleet tests) ----------------------------------------------------
+
+
+def test_listen_range_serves_the_same_endpoint_on_other_loopback_addresses(start_endpoint):
+    endpoint = start_endpoint("--listen-range", "127.0.3.1-127.0.3.3")
+    for address in ("127.0.3.1", "127.0.3.3"):
+        with WSMan(address, port=endpoint.port, ssl=False, auth="negotiate", username=USER, password=PASSWORD,
+                   encryption="always", path="wsman") as connection, RunspacePool(connection) as pool:
+            ps = PowerShell(pool)
+            ps.add_script("Write-Output 'hi'")
+            assert ps.invoke() == ["hi"]
+    # One process, one set of counters: both connections were counted where 127.0.0.1 reports.
+    state = endpoint.wait_state("pools", 0)
+    assert state["connections_opened"] >= 2, state
+
+
+@pytest.mark.parametrize(
+    "bad, why",
+    [
+        ("10.0.0.1-10.0.0.2", "127.0.0.0/8"),
+        ("127.0.3.9-127.0.3.1", "at most"),
+        ("127.0.0.1-127.1.0.0", "at most"),
+        ("nonsense", "4 octets"),
+    ],
+)
+def test_listen_range_refuses_what_is_not_a_small_loopback_range(start_endpoint, bad, why):
+    with pytest.raises(RuntimeError) as info:
+        start_endpoint("--listen-range", bad)
+    assert "argument --listen-range" in str(info.value) and why in str(info.value), info.value
