@@ -20,9 +20,9 @@ krb-deps:
 	    apt-get install -y -q $(KRB_PKGS) >/dev/null 2>&1 || \
 	    { apt-get update -qq && apt-get install -y -q $(KRB_PKGS) >/dev/null; }; }
 
-$(VENV)/.ok: testserver/requirements.txt testserver/pyproject.toml bindings-python/requirements-test.txt | krb-deps
+$(VENV)/.ok: testserver/requirements.txt testserver/pyproject.toml bindings-python/requirements-test.txt ansible/requirements-test.txt | krb-deps
 	$(PYTHON) -m venv $(VENV)
-	$(VPY) -m pip install --quiet --disable-pip-version-check $(PIP_PKGS) -r bindings-python/requirements-test.txt
+	$(VPY) -m pip install --quiet --disable-pip-version-check $(PIP_PKGS) -r bindings-python/requirements-test.txt -r ansible/requirements-test.txt
 	$(VPY) -m pip install --quiet --disable-pip-version-check --no-deps -e testserver
 	touch $@
 
@@ -39,7 +39,7 @@ CARGO ?= cargo
 CBINDGEN_VERSION := 0.29.2
 CBINDGEN := .tools/bin/cbindgen
 
-test: krb-deps venv fmt-check clippy no-default-features header-check rust-test py-test c-test bench-smoke
+test: krb-deps venv fmt-check clippy no-default-features header-check rust-test py-test ansible-test c-test bench-smoke
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
@@ -61,6 +61,13 @@ py-test: venv python-package
 	$(VPY) -m mypy.stubtest psremote._native
 	$(VPY) -m mypy bindings-python/python/psremote
 	$(VPY) -m pytest bindings-python -q
+
+# The Ansible collection (ansible/ansible_collections/psremote/remote): its connection plugin under
+# ansible-core from PyPI (ansible/requirements-test.txt), against loopback endpoints, side by side
+# with the built-in psrp plugin.
+.PHONY: ansible-test
+ansible-test: venv python-package
+	$(VPY) -m pytest ansible -q
 
 demo: venv python-package
 	testserver/with-endpoint.sh $(VPY) examples/quickstart.py
