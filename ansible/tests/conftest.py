@@ -2,8 +2,9 @@
 run as a user runs it (a subprocess in a temporary directory, the collection found through
 ANSIBLE_COLLECTIONS_PATH, results read from the tree callback's per-host JSON files).
 
-Several endpoint processes share the inventory's hosts: every host is 127.0.0.1 (the endpoint
-listens there only) at the port of the endpoint it was given, under a name of its own.
+Several endpoint processes share the inventory's hosts: each endpoint also listens on ten
+loopback addresses of its own (``--listen-range``), so every host of the 50-host inventory has
+an address of its own (127.0.21.1 to 127.0.25.10), at its endpoint's port.
 """
 
 from __future__ import annotations
@@ -26,8 +27,11 @@ COLLECTIONS = ROOT / "ansible"
 ACTION_PLUGINS = Path(__file__).resolve().parent / "action_plugins"
 PLUGIN = "psremote.remote.psremote"
 ANSIBLE = str(Path(sys.executable).parent / "ansible")
-#: Endpoint processes the 50-host inventory is spread over.
+#: Endpoint processes the 50-host inventory is spread over, and the addresses each listens on.
 ENDPOINTS = 5
+ADDRESSES_PER_ENDPOINT = 10
+#: Endpoint URL -> the loopback addresses it listens on besides 127.0.0.1.
+ADDRESSES: Dict[str, List[str]] = {}
 
 os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
 
@@ -55,8 +59,11 @@ def users_file(tmp_path_factory) -> Path:
 def endpoints(users_file, tmp_path_factory) -> Iterator[List[Endpoint]]:
     started: List[Endpoint] = []
     try:
-        for _ in range(ENDPOINTS):
-            started.append(launch(users_file, tmp_path_factory.mktemp("endpoint")))
+        for k in range(ENDPOINTS):
+            first, last = f"127.0.{21 + k}.1", f"127.0.{21 + k}.{ADDRESSES_PER_ENDPOINT}"
+            endpoint = launch(users_file, tmp_path_factory.mktemp("endpoint"), "--listen-range", f"{first}-{last}")
+            ADDRESSES[endpoint.url] = [f"127.0.{21 + k}.{j + 1}" for j in range(ADDRESSES_PER_ENDPOINT)]
+            started.append(endpoint)
         yield started
     finally:
         for endpoint in started:
@@ -90,17 +97,22 @@ COMMON_VARS = {
     "ansible_psrp_protocol": "http",
     "ansible_psrp_auth": "ntlm",
     "ansible_psrp_path": "wsman",
-    "ansible_psremote_trusted_hosts": "127.0.0.1",
+    "ansible_psremote_trusted_hosts": "127.0.*",
 }
 
 
 def write_inventory(path: Path, endpoints: Sequence[Endpoint], count: int, **variables: Any) -> List[str]:
     """An INI inventory of ``count`` hosts (win01, win02, ...) spread over the endpoints in
-    turn; ``variables`` override or add group variables (a None value removes one)."""
+    turn, each at an address of its own where the endpoint has them (else 127.0.0.1);
+    ``variables`` override or add group variables (a None value removes one)."""
     names = [f"win{i + 1:02d}" for i in range(count)]
     lines = ["[windows]"]
     for i, name in enumerate(names):
-        lines.append(f"{name} ansible_host=127.0.0.1 ansible_port={endpoints[i % len(endpoints)].port}")
+        endpoint = endpoints[i % len(endpoints)]
+        addresses = ADDRESSES.get(endpoint.url, [])
+        slot = i // len(endpoints)
+        address = addresses[slot] if slot < len(addresses) else "127.0.0.1"
+        lines.append(f"{name} ansible_host={address} ansible_port={endpoint.port}")
     group = {**COMMON_VARS, **variables}
     lines.append("[windows:vars]")
     lines.extend(f"{key}={value}" for key, value in group.items() if value is not None)

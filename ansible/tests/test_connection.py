@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-from pathlib import Path
+import re
 
 import pytest
 from conftest import PLUGIN, assert_clean, logons, write_inventory
@@ -25,6 +25,7 @@ def test_raw_on_50_hosts(endpoints, run_ansible, tmp_path):
     run = run_ansible(tmp_path / "hosts.ini", PLUGIN, "raw", HELLO)
     assert run.process.returncode == 0, run.output()
     assert sorted(run.results) == names
+    assert len(set(re.findall(r"ansible_host=(\S+)", (tmp_path / "hosts.ini").read_text()))) == HOSTS
     for name in names:
         result = run.results[name]
         assert result["rc"] == 0 and "msg" not in result, (name, result)
