@@ -102,6 +102,12 @@ bench: venv $(BENCH_NATIVE)
 	target/release/clixml-decode
 	$(VPY) bench/sidebyside.py --psremote-site $(BENCH_SITE) --decode-bin target/release/clixml-decode
 
+# `ansible -m raw` on 50 hosts with the psremote connection plugin (the release build) and with the
+# built-in psrp plugin, side by side (bench/ansible_side_by_side.py; results in bench/RESULTS.md).
+.PHONY: bench-ansible
+bench-ansible: venv $(BENCH_NATIVE)
+	$(VPY) bench/ansible_side_by_side.py --psremote-site $(BENCH_SITE) --out target/bench/ansible.md
+
 # A tiny run of the benchmarks inside `make test`, so they keep working: every scenario and
 # contender once, on small inputs, with the debug builds, through the delay proxy at 20 ms; it
 # checks outputs and that the proxy counted each contender's traffic, never times.
