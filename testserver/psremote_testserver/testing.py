@@ -132,6 +132,8 @@ def launch(
     except (TimeoutError, RuntimeError):
         process.kill()
         process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
         raise RuntimeError(f"endpoint failed to start: {stderr_path.read_text()}") from None
     return Endpoint(url, process, stderr_path, cafile=str(cafile) if cafile else None)
 
