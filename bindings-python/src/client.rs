@@ -48,7 +48,7 @@ impl Client {
 }
 
 /// `grace` seconds for a closing client's waits.
-fn grace(seconds: f64) -> PyResult<Duration> {
+pub(crate) fn grace(seconds: f64) -> PyResult<Duration> {
     match Duration::try_from_secs_f64(seconds) {
         Ok(d) if seconds > 0.0 => Ok(d),
         _ => Err(PyValueError::new_err(format!("grace must be a positive number of seconds, not {seconds}"))),
@@ -56,7 +56,7 @@ fn grace(seconds: f64) -> PyResult<Duration> {
 }
 
 /// An optional deadline in seconds (None: none).
-fn deadline(name: &str, seconds: Option<f64>) -> PyResult<Option<Duration>> {
+pub(crate) fn deadline(name: &str, seconds: Option<f64>) -> PyResult<Option<Duration>> {
     seconds
         .map(|s| match Duration::try_from_secs_f64(s) {
             Ok(d) if s > 0.0 => Ok(d),
@@ -856,7 +856,7 @@ fn is_final(ev: Option<&Event>) -> bool {
     matches!(ev, Some(Event::PipelineState { state, .. }) if state.is_finished())
 }
 
-fn record_dict<'py>(py: Python<'py>, r: &psremote::psrp::ErrorRecord) -> PyResult<Bound<'py, PyDict>> {
+pub(crate) fn record_dict<'py>(py: Python<'py>, r: &psremote::psrp::ErrorRecord) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("message", &r.message)?;
     d.set_item("fully_qualified_error_id", &r.fully_qualified_error_id)?;
@@ -872,6 +872,63 @@ fn record_dict<'py>(py: Python<'py>, r: &psremote::psrp::ErrorRecord) -> PyResul
     Ok(d)
 }
 
+/// An information record as the dict `InformationRecord.from_native` takes.
+pub(crate) fn information_dict<'py, 'v>(
+    py: Python<'py>,
+    record: &'v psremote::psrp::messages::InformationRecord,
+    conv: &mut ToPy<'py, 'v, '_>,
+) -> Result<Bound<'py, PyDict>, ConvertError> {
+    let d = PyDict::new(py);
+    d.set_item("message_data", conv.convert(&record.message_data)?)?;
+    d.set_item("source", &record.source)?;
+    let t = match &record.time_generated {
+        Some(t) => convert::to_py(py, &psremote::clixml::Value::DateTime(t.clone()), &convert::NoKeys)?,
+        None => py.None().into_bound(py),
+    };
+    d.set_item("time_generated", t)?;
+    d.set_item("tags", record.tags.clone())?;
+    Ok(d)
+}
+
+/// A progress record as the dict `ProgressRecord.from_native` takes.
+pub(crate) fn progress_dict<'py>(
+    py: Python<'py>,
+    record: &psremote::psrp::messages::ProgressRecord,
+) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("activity", &record.activity)?;
+    d.set_item("activity_id", record.activity_id)?;
+    d.set_item("status_description", &record.status_description)?;
+    d.set_item("current_operation", &record.current_operation)?;
+    d.set_item("parent_activity_id", record.parent_activity_id)?;
+    d.set_item("percent_complete", record.percent_complete)?;
+    d.set_item("seconds_remaining", record.seconds_remaining)?;
+    d.set_item("completed", record.completed)?;
+    Ok(d)
+}
+
+/// A final pipeline state (and its terminating error) as the "state" payload; None for the
+/// intermediate states, which Python never sees.
+pub(crate) fn state_dict<'py>(
+    py: Python<'py>,
+    state: PipelineState,
+    error: Option<&psremote::psrp::ErrorRecord>,
+) -> PyResult<Option<Bound<'py, PyDict>>> {
+    let name = match state {
+        PipelineState::Completed => "Completed",
+        PipelineState::Stopped => "Stopped",
+        PipelineState::Failed => "Failed",
+        _ => return Ok(None),
+    };
+    let d = PyDict::new(py);
+    d.set_item("state", name)?;
+    match error {
+        Some(e) => d.set_item("error", record_dict(py, e)?)?,
+        None => d.set_item("error", py.None())?,
+    }
+    Ok(Some(d))
+}
+
 fn event_to_py<'py, 'v>(
     py: Python<'py>,
     ev: &'v Event,
@@ -883,30 +940,8 @@ fn event_to_py<'py, 'v>(
         Event::Warning { record, .. } => ("warning", record.message.clone().into_pyobject(py)?.into_any()),
         Event::Verbose { record, .. } => ("verbose", record.message.clone().into_pyobject(py)?.into_any()),
         Event::Debug { record, .. } => ("debug", record.message.clone().into_pyobject(py)?.into_any()),
-        Event::Information { record, .. } => {
-            let d = PyDict::new(py);
-            d.set_item("message_data", conv.convert(&record.message_data)?)?;
-            d.set_item("source", &record.source)?;
-            let t = match &record.time_generated {
-                Some(t) => convert::to_py(py, &psremote::clixml::Value::DateTime(t.clone()), &convert::NoKeys)?,
-                None => py.None().into_bound(py),
-            };
-            d.set_item("time_generated", t)?;
-            d.set_item("tags", record.tags.clone())?;
-            ("information", d.into_any())
-        }
-        Event::Progress { record, .. } => {
-            let d = PyDict::new(py);
-            d.set_item("activity", &record.activity)?;
-            d.set_item("activity_id", record.activity_id)?;
-            d.set_item("status_description", &record.status_description)?;
-            d.set_item("current_operation", &record.current_operation)?;
-            d.set_item("parent_activity_id", record.parent_activity_id)?;
-            d.set_item("percent_complete", record.percent_complete)?;
-            d.set_item("seconds_remaining", record.seconds_remaining)?;
-            d.set_item("completed", record.completed)?;
-            ("progress", d.into_any())
-        }
+        Event::Information { record, .. } => ("information", information_dict(py, record, conv)?.into_any()),
+        Event::Progress { record, .. } => ("progress", progress_dict(py, record)?.into_any()),
         Event::HostCall { call, .. } => {
             let d = PyDict::new(py);
             d.set_item("method", call.method.name())?;
@@ -917,22 +952,11 @@ fn event_to_py<'py, 'v>(
             d.set_item("parameters", params)?;
             ("host", d.into_any())
         }
-        Event::PipelineState { state, error, .. } => {
-            let d = PyDict::new(py);
-            let name = match state {
-                PipelineState::Completed => "Completed",
-                PipelineState::Stopped => "Stopped",
-                PipelineState::Failed => "Failed",
-                // Intermediate states (Running, Stopping) are not reported to Python.
-                _ => return Ok(None),
-            };
-            d.set_item("state", name)?;
-            match error {
-                Some(e) => d.set_item("error", record_dict(py, e)?)?,
-                None => d.set_item("error", py.None())?,
-            }
-            ("state", d.into_any())
-        }
+        Event::PipelineState { state, error, .. } => match state_dict(py, *state, error.as_ref())? {
+            Some(d) => ("state", d.into_any()),
+            // Intermediate states (Running, Stopping) are not reported to Python.
+            None => return Ok(None),
+        },
         _ => return Ok(None),
     };
     Ok(Some(PyTuple::new(py, [kind.into_pyobject(py)?.into_any(), payload])?.into_any()))

@@ -6,6 +6,7 @@ mod cmd;
 mod convert;
 mod errors;
 mod files;
+mod fleet;
 mod host;
 mod logging;
 mod runtime;
@@ -28,6 +29,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(convert::clixml_loads, m)?)?;
     sessions::register(m)?;
     files::register(m)?;
+    fleet::register(m)?;
     shutdown::register(m)?;
     Ok(())
 }

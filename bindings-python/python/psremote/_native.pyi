@@ -12,7 +12,7 @@ __all__ = [
     "pool_is_alive_async", "pool_attach_pipeline", "pool_attach_pipeline_async", "client_list_pools",
     "client_list_pools_async", "client_connect_pool", "client_connect_pool_async",
     "TransferCancel", "client_copy", "client_copy_async", "client_fetch", "client_fetch_async",
-    "_shutdown",
+    "_shutdown", "Fleet",
 ]
 
 __version__: str
@@ -97,6 +97,42 @@ def client_fetch_async(
     timeout: Optional[float], configuration_name: str, progress: Optional[Callable[[int, Optional[int]], object]],
     cancel: TransferCancel,
 ) -> None: ...
+
+# Fleets: one script or cmd command on many hosts (core client::Fleet). A host's result is
+# (index, host, status, elapsed, attempts, kind, payload): status "Succeeded", "Failed" or
+# "Unreachable"; kind "powershell" with the pipeline's (event kind, payload) tuples (as
+# Pipeline.next_events gives them, the final "state" last), "cmd" with (stdout, stderr,
+# exit_code), or "error" with the exception a Client would have raised.
+_HostResult = tuple[int, str, str, float, int, str, Any]
+
+@final
+class Fleet:
+    """A fan-out under way: starts at construction, at most `throttle` hosts at once; dropping
+    it cancels what has not finished."""
+    def __new__(
+        cls,
+        hosts: list[tuple[str, Client]],
+        script: Optional[str],
+        executable: Optional[str],
+        arguments: list[str],
+        throttle: int,
+        timeout: Optional[float],
+        connect_retries: int,
+        retry_delay: float,
+        max_output: Optional[int],
+    ) -> Fleet: ...
+    @property
+    def total(self) -> int: ...
+    @property
+    def cancelled(self) -> bool: ...
+    def cancel(self) -> None:
+        """Hosts not started report ClosedError without being contacted; running ones are cut off."""
+    def next(self, timeout: Optional[float] = None) -> Optional[_HostResult]:
+        """The next host to finish, None once all have; OperationTimeoutError past `timeout`."""
+    def next_async(self, future: asyncio.Future[Optional[_HostResult]]) -> None: ...
+    def wait_for_cleanup(self, grace: float) -> bool:
+        """Waits (bounded) for the background releases of cut-off hosts; whether none is left."""
+    def wait_for_cleanup_async(self, future: asyncio.Future[bool], grace: float) -> None: ...
 
 @final
 class Client:
