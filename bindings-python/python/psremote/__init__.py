@@ -14,6 +14,8 @@ Blocking API::
                 print(stream, data)
 
 asyncio API: :class:`AsyncClient` (``async with``, ``await client.run_ps(...)``).
+Fleets: :func:`run_many` runs one script on many hosts at once (``psremote.aio.run_many`` for
+asyncio); :func:`expand_hosts` reads host lists, files and ``web[01-40]`` patterns.
 Lower level: :meth:`Client.runspace_pool`, :class:`PowerShell` (``add_command``,
 ``add_parameter``, ``add_script``, ``add_statement``, ``invoke``, ``start``), host callbacks
 (:class:`PSHost`), values (:class:`PSObject`, :class:`SecureString`, :class:`PSCredential`,
@@ -51,7 +53,9 @@ from psremote.exceptions import (
     TransferIsADirectoryError,
     TransferPermissionError,
 )
+from psremote.fleet import AsyncFleetRun, FleetRun, FleetSummary, HostResult, run_many
 from psremote.host import ConsoleHost, PSHost
+from psremote.hosts import expand_hosts
 from psremote.progress import ProgressDisplay
 from psremote.records import (
     CmdChunk,
@@ -74,6 +78,7 @@ __all__ = [
     "AsyncClient",
     "AsyncCmdProcess",
     "AsyncCmdShell",
+    "AsyncFleetRun",
     "AsyncPipeline",
     "AsyncPowerShell",
     "AsyncRunspacePool",
@@ -90,8 +95,11 @@ __all__ = [
     "ServerConfig",
     "ConsoleHost",
     "DisconnectedError",
+    "FleetRun",
+    "FleetSummary",
     "ErrorRecord",
     "HostCall",
+    "HostResult",
     "InformationRecord",
     "NotFoundError",
     "OperationTimeoutError",
@@ -127,5 +135,7 @@ __all__ = [
     "__version__",
     "disable_trace",
     "enable_trace",
+    "expand_hosts",
+    "run_many",
     "to_pscustomobject",
 ]

@@ -26,12 +26,16 @@ from psremote.client import COLLECT_BATCH, DEFAULT_POOL_MAX_RUNSPACES, INPUT_BAT
 from psremote.cmd import UTF8_CODEPAGE, StdinData, _check_timeout, _cmd_arguments, _result, _shell_options, _stdin_bytes
 from psremote.exceptions import ClosedError, ConfigurationError, NotFoundError, OperationTimeoutError, PSRemoteError
 from psremote.files import ProgressCallback, TransferPath, transfer_arguments
+from psremote.fleet import AsyncFleetRun, run_many_async as run_many
 from psremote.host import PSHost
 from psremote.progress import ProgressDisplay
 from psremote.sessions import PoolInfo, outlive_options, pool_target
 from psremote.records import CmdChunk, CmdResult, PipelineState, ProgressRecord, PSEvent, PSResult, ServerConfig, convert_event
 
-__all__ = ["AsyncClient", "AsyncCmdProcess", "AsyncCmdShell", "AsyncPipeline", "AsyncPowerShell", "AsyncRunspacePool"]
+__all__ = [
+    "AsyncClient", "AsyncCmdProcess", "AsyncCmdShell", "AsyncFleetRun", "AsyncPipeline", "AsyncPowerShell", "AsyncRunspacePool",
+    "run_many",
+]
 
 _log = logging.getLogger("psremote.client")
 # How long a cancelled copy or fetch waits for the transfer to stop and clean up.

@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional, TextIO
 
 from psremote.records import ProgressRecord
 
-__all__ = ["ProgressDisplay"]
+__all__ = ["HostsProgress", "ProgressDisplay"]
 
 
 def _in_notebook() -> bool:
@@ -113,6 +113,61 @@ class ProgressDisplay:
         self._last_text.clear()
 
     def __enter__(self) -> "ProgressDisplay":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class HostsProgress:
+    """A bar across a fleet's hosts (``run_many(..., show_progress=True)``): one step per host
+    that reported, with the counts so far. tqdm when it is installed (``use_tqdm=None``), else a
+    text line on ``stream`` (``sys.stderr``) at each tenth of the hosts and at the end."""
+
+    def __init__(self, total: int, stream: Optional[TextIO] = None, *, use_tqdm: Optional[bool] = None) -> None:
+        self.total = total
+        self.stream = stream if stream is not None else sys.stderr
+        tqdm_class = _tqdm_class() if use_tqdm in (None, True) else None
+        if use_tqdm and tqdm_class is None:
+            raise ImportError("use_tqdm=True needs the tqdm package: pip install tqdm")
+        self.counts: Dict[str, int] = {"Succeeded": 0, "Failed": 0, "Unreachable": 0}
+        self.done = 0
+        self._last_tenth = 0
+        self._bar: Any = None
+        if tqdm_class is not None:
+            self._bar = tqdm_class(
+                total=total,
+                desc="hosts",
+                unit="host",
+                file=self.stream if tqdm_class.__module__ == "tqdm.std" else None,
+                leave=True,
+            )
+
+    def _counts(self) -> str:
+        c = self.counts
+        return f"ok {c['Succeeded']}, failed {c['Failed']}, unreachable {c['Unreachable']}"
+
+    def update(self, status: str) -> None:
+        """One more host reported, with its status (``"Succeeded"``, ``"Failed"``, ``"Unreachable"``)."""
+        self.done += 1
+        self.counts[status] = self.counts.get(status, 0) + 1
+        if self._bar is not None:
+            self._bar.set_postfix_str(self._counts(), refresh=False)
+            self._bar.update(1)
+            return
+        tenth = self.done * 10 // self.total if self.total else 10
+        if tenth == self._last_tenth and self.done != self.total:
+            return
+        self._last_tenth = tenth
+        self.stream.write(f"hosts: {self.done}/{self.total} ({self._counts()})\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def __enter__(self) -> "HostsProgress":
         return self
 
     def __exit__(self, *exc: Any) -> None:
