@@ -3,6 +3,8 @@
     psremote run HOST -c SCRIPT [--json]      run a PowerShell script, print its streams
     psremote cmd HOST EXE [ARGS...] [--json]  run a command in a cmd shell (WinRS)
     psremote shell HOST                       an interactive remote prompt, like Enter-PSSession
+    psremote run -H web[01-40],db1 -f hosts.txt -c SCRIPT [--throttle N] [--json] [--output-dir DIR]
+    psremote cmd -H LIST EXE [ARGS...]        the same on many hosts at once (see cli_fleet)
 
 The password comes from the ``PSREMOTE_PASSWORD`` environment variable or a prompt; it is never
 a command-line argument (other users can read those); so does the password of an encrypted
@@ -11,6 +13,8 @@ trusted hosts (``--trusted-hosts``) from ``PSREMOTE_TRUSTED_HOSTS``.
 
 Exit status: ``run`` 0, or 1 when the pipeline failed or wrote errors; ``cmd`` the remote exit
 code; 2 for invalid options; 3 when the connection or authentication failed; 130 after Ctrl-C.
+With ``-H``/``-f`` (several hosts): 0 when every host succeeded, 1 when any failed or was
+unreachable.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import sys
 import uuid
 from typing import Any, Dict, Iterator, Optional, Sequence, TextIO
 
-from psremote import __version__
+from psremote import __version__, cli_fleet
 from psremote._limits import Deadline
 from psremote._options import AUTH_MECHANISMS, ENCRYPTION_POLICIES, PASSWORD_ENV
 from psremote._text import printable
@@ -330,8 +334,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-c", "--command", dest="script", required=True, help="the script; '-' reads it from stdin")
     run.add_argument("--json", action="store_true", help="print one JSON document with every stream at the end")
     run.add_argument(
-        "--timeout", type=float, metavar="SECONDS", help="stop the script and fail after this long, opening included (default: never)"
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="stop the script and fail after this long, opening included (default: never); with -H/-f, per host",
     )
+    cli_fleet.add_arguments(run)
 
     cmd = sub.add_parser("cmd", parents=[common], help="run a command in a cmd shell (WinRS)")
     cmd.add_argument("--json", action="store_true", help="print stdout, stderr and the exit code as JSON")
@@ -344,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--no-profile", action="store_true", help="do not load the user's profile")
     cmd.add_argument("--skip-cmd-shell", action="store_true", help="start the program directly, not through cmd.exe")
     cmd.add_argument("--timeout", type=float, metavar="SECONDS", help="stop the command and fail after this long (default: never)")
+    cli_fleet.add_arguments(cmd)
     cmd.add_argument("executable", help="the program to run")
     cmd.add_argument("arguments", nargs=argparse.REMAINDER, help="its arguments")
 
@@ -379,13 +388,12 @@ def _password() -> str:
     return getpass.getpass("Password: ")
 
 
-def _client(args: argparse.Namespace, out: Output) -> Client:
+def _client_options(args: argparse.Namespace, out: Output) -> Dict[str, Any]:
+    """The client options of the connection arguments (all but the host)."""
     certificate = args.auth == "certificate"
     user = args.user or os.environ.get(USER_ENV)
     if not user and not certificate:
         raise ConfigurationError(f"no user name: pass --user or set {USER_ENV}")
-    if args.host is None and args.url is None:
-        raise ConfigurationError("give the HOST to connect to, or --url")
     options: Dict[str, Any] = dict(
         url=args.url,
         username=user or "",
@@ -411,7 +419,13 @@ def _client(args: argparse.Namespace, out: Output) -> Client:
         options["configuration_name"] = args.configuration_name
     if args.insecure_skip_verify:
         out.err("psremote: warning: --insecure-skip-verify: the server's certificate is not verified", "yellow")
-    return Client(args.host if args.url is None else None, **options)
+    return options
+
+
+def _client(args: argparse.Namespace, out: Output) -> Client:
+    if args.host is None and args.url is None:
+        raise ConfigurationError("give the HOST to connect to, or --url")
+    return Client(args.host if args.url is None else None, **_client_options(args, out))
 
 
 # --- commands ----------------------------------------------------------------------------------
@@ -419,6 +433,8 @@ def _client(args: argparse.Namespace, out: Output) -> Client:
 
 def _run(args: argparse.Namespace, out: Output) -> int:
     script = sys.stdin.read() if args.script == "-" else args.script
+    if cli_fleet.wanted(args):
+        return cli_fleet.run(args, out, _client_options(args, out), script=script)
     deadline = Deadline(args.timeout, "the script")
     with _client(args, out) as client:
         with client.runspace_pool(host=CliHost(), timeout=deadline.left()) as pool:
@@ -462,6 +478,8 @@ def _cmd(args: argparse.Namespace, out: Output) -> int:
         if not sep or not name:
             raise ConfigurationError(f"--env wants NAME=VALUE, not {item!r}")
         environment[name] = value
+    if cli_fleet.wanted(args):
+        return cli_fleet.run(args, out, _client_options(args, out))
     stdin = sys.stdin.buffer.read() if args.stdin else None
     with _client(args, out) as client:
         result = client.run_cmd(
@@ -635,6 +653,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             args.host, args.src, args.dest = None, args.host, args.src
         if args.dest is None:
             parser.error(f"{args.command} needs SRC and DEST")
+    if args.command in ("run", "cmd"):
+        cli_fleet.check(args, parser)
+        if cli_fleet.wanted(args) and args.host is not None:
+            if args.command == "cmd":
+                cli_fleet.arguments_for_cmd(args)
+            else:
+                parser.error("give HOST or -H/-f, not both")
     if args.url is not None and args.host is not None:
         if args.command == "cmd":
             # With --url there is no HOST: the first positional is the executable.
