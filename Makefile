@@ -7,7 +7,7 @@ VPY := $(VENV)/bin/python
 PIP_PKGS := -r testserver/requirements.txt
 export PSREMOTE_PYTHON := $(abspath $(VPY))
 
-.PHONY: venv test demo fmt-check clippy rust-test py-test no-default-features header header-check bench bench-smoke python-package c-deps krb-deps install c-test fuzz fuzz-seeds fuzz-smoke files-1g
+.PHONY: venv test demo fmt-check clippy rust-test py-test no-default-features header header-check bench bench-smoke python-package c-deps krb-deps install c-test fuzz fuzz-seeds fuzz-smoke files-1g bench-fleet
 
 # MIT Kerberos for the endpoint's Kerberos tests: the KDC, kadmin.local and kinit run a throwaway
 # realm (testserver/psremote_testserver/kdc.py), and pip builds gssapi, krb5 and pykerberos from
@@ -115,6 +115,12 @@ bench-smoke: venv python-package
 	BENCH_BYTES=1000000 ROWS=200 $(CARGO) run --locked -q -p psremote-bench --bin clixml-decode
 	$(VPY) -m pytest bench/test_delayproxy.py -q
 	$(VPY) bench/sidebyside.py --smoke --decode-bin target/debug/clixml-decode --out target/bench/smoke
+	$(VPY) bench/fleet_scale.py --hosts 50 --endpoints 2 --throttle 20
+
+# One script on 1,000 hosts (distinct loopback addresses, 4 endpoint processes) with psremote.run_many
+# and with pypsrp in a thread pool: wall time, client CPU and peak memory (issue 14).
+bench-fleet: venv $(BENCH_NATIVE)
+	$(VPY) bench/fleet_scale.py --psremote-site $(BENCH_SITE) --out target/bench/fleet.md
 
 # 1 GiB through copy and fetch with the release build, checking the client's peak memory stays
 # flat (issue 13); `make test` runs the same test at 100 MiB.
