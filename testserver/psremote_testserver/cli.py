@@ -1,7 +1,8 @@
 """Command line: ``python -m psremote_testserver --port 0 --users FILE ...``.
 
-Prints exactly one line, the endpoint URL, then serves until SIGTERM/SIGINT,
-when it stops listening, kills every command it started and exits 0.
+Prints exactly one line, the endpoint URL, then serves until SIGTERM/SIGINT (or until the
+process that started it exits), when it stops listening, kills every command it started and
+exits 0.
 """
 
 from __future__ import annotations
@@ -179,6 +180,8 @@ def tls_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> O
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    # Read first: a parent that exits right after reading the URL line must not be missed.
+    parent = os.getppid()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.drop_connection:
@@ -244,7 +247,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             threading.Thread(target=serve_siblings, args=(siblings, siblings_stop), name="accept-more", daemon=True).start()
         print(server.url, flush=True)
         while not stop.wait(0.5):
-            pass
+            if os.getppid() != parent:
+                # The process that started us is gone (a test run that crashed or was killed):
+                # nobody will stop us, so stop now rather than linger with open ports.
+                log.warning("parent process %d exited; stopping", parent)
+                break
         log.info("stopping")
         siblings_stop.set()
         server.shutdown()

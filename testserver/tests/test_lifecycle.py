@@ -87,3 +87,30 @@ def test_passwords_never_logged(start_endpoint):
     log = server.stderr_path.read_text()
     assert "POST /wsman -> 200 action=Create" in log
     assert PASSWORD not in log
+
+
+def test_the_endpoint_stops_when_the_process_that_started_it_is_gone(users_file, tmp_path):
+    # A parent that starts an endpoint, reads its URL and exits without stopping it (a test
+    # run that crashed): the endpoint notices and exits instead of lingering with open ports.
+    starter = (
+        "import subprocess, sys, os\n"
+        f"p = subprocess.Popen([sys.executable, '-m', 'psremote_testserver', '--port', '0', '--users', {str(users_file)!r}],"
+        " stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)\n"
+        "p.stdout.readline()\n"
+        "print(p.pid, flush=True)\n"
+        "os._exit(0)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", starter], capture_output=True, text=True, timeout=60, check=True)
+    pid = int(out.stdout.strip())
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                state = stat.read().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return  # exited and reaped
+        if state == "Z":
+            return  # exited; its new parent has not reaped it
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    pytest.fail("the endpoint kept running after its parent exited")
