@@ -12,6 +12,7 @@ import logging
 import os
 import selectors
 import socket
+import socketserver
 import ssl
 import sys
 import threading
@@ -91,6 +92,13 @@ class WinRMServer(ThreadingHTTPServer):
         self.capture = Capture(config.capture_dir) if config.capture_dir else None
         self.tls = ServerTls(config.tls) if config.tls else None
         super().__init__(("127.0.0.1", config.port), WinRMHandler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind looks the address up in DNS (getfqdn) for a name nothing here
+        # uses; for addresses other than 127.0.0.1 that lookup can take seconds each.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), port
 
     @classmethod
     def sibling(cls, primary: "WinRMServer", address: str) -> "WinRMServer":
