@@ -23,6 +23,10 @@ fn seconds(name: &str, v: f64) -> PyResult<Duration> {
     }
 }
 
+/// A new shell's options as the Python layer passes them (`psremote.cmd._shell_options`):
+/// environment, working directory, code page, no-profile, idle timeout.
+pub(crate) type ShellArgs = (Vec<(String, String)>, Option<String>, Option<u32>, bool, Option<f64>);
+
 /// The core's shell options from what the Python layer passes (it checked the types).
 pub(crate) fn shell_options(
     environment: Vec<(String, String)>,

@@ -133,7 +133,7 @@ impl Fleet {
     /// Starts the work on every host at once (at most `throttle` running): `script` (PowerShell)
     /// or `executable` with `arguments` (cmd), not both.
     #[new]
-    #[pyo3(signature = (hosts, script, executable, arguments, throttle, timeout, connect_retries, retry_delay, max_output))]
+    #[pyo3(signature = (hosts, script, executable, arguments, throttle, timeout, connect_retries, retry_delay, max_output, configuration_name=None, shell=None, stdin=None, skip_cmd_shell=false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -146,6 +146,10 @@ impl Fleet {
         connect_retries: u32,
         retry_delay: f64,
         max_output: Option<u64>,
+        configuration_name: Option<String>,
+        shell: Option<crate::cmd::ShellArgs>,
+        stdin: Option<Vec<u8>>,
+        skip_cmd_shell: bool,
     ) -> PyResult<Self> {
         check_fork()?;
         let work = match (script, executable) {
@@ -161,8 +165,23 @@ impl Fleet {
                 )));
             }
         };
-        let options =
-            FleetOptions { throttle, timeout: deadline("timeout", timeout)?, connect_retries, retry_delay, max_output };
+        let mut options = FleetOptions {
+            throttle,
+            timeout: deadline("timeout", timeout)?,
+            connect_retries,
+            retry_delay,
+            max_output,
+            stdin,
+            ..FleetOptions::default()
+        };
+        if let Some(name) = configuration_name {
+            options.pool.configuration_name = name;
+        }
+        if let Some((environment, working_directory, codepage, no_profile, idle_timeout)) = shell {
+            options.shell =
+                crate::cmd::shell_options(environment, working_directory, codepage, no_profile, idle_timeout)?;
+        }
+        options.command.skip_cmd_shell = skip_cmd_shell;
         let hosts: Vec<FleetHost> =
             hosts.into_iter().map(|(name, client)| FleetHost { name, config: client.get().handle().1 }).collect();
         let total = hosts.len();

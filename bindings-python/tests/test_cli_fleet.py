@@ -169,13 +169,23 @@ def test_server_text_is_escaped_before_the_terminal(one, env):
     assert "\x1b" not in done.stdout + done.stderr
 
 
+def test_cmd_options_reach_every_host(one, two, env):
+    done = run_cli(
+        ["cmd", "--auth", "ntlm", "--cwd", "/tmp", "--env", "FLEET=yes", "-H", f"{addr(one)},{addr(two)}", "echo $FLEET; pwd"],
+        env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert sorted(done.stdout.splitlines()) == sorted(
+        [f"{addr(one)}: yes", f"{addr(one)}: /tmp", f"{addr(two)}: yes", f"{addr(two)}: /tmp"]
+    )
+    assert_clean(one, two)
+
+
 def test_fleet_usage_errors(one, env):
     both = run_cli(["run", "--auth", "ntlm", "127.0.0.1", "-H", addr(one), "-c", "1"], env)
     assert both.returncode == cli.EXIT_USAGE and "not both" in both.stderr
     lonely = run_cli(["run", "--auth", "ntlm", "127.0.0.1", "--throttle", "3", "-c", "1"], env)
     assert lonely.returncode == cli.EXIT_USAGE and "--throttle only apply with -H" in lonely.stderr
-    cmd_options = run_cli(["cmd", "--auth", "ntlm", "--cwd", "/", "-H", addr(one), "echo"], env)
-    assert cmd_options.returncode == cli.EXIT_USAGE and "--cwd cannot be used with -H/-f" in cmd_options.stderr
     bad_range = run_cli(["run", "--auth", "ntlm", "-H", "web[9-1]", "-c", "1"], env)
     assert bad_range.returncode == cli.EXIT_USAGE and "counts down" in bad_range.stderr
     missing = run_cli(["run", "--auth", "ntlm", "-f", str(Path("/nonexistent/hosts")), "-c", "1"], env)

@@ -172,6 +172,32 @@ def test_a_failing_script_and_a_failing_command_are_failures(good_a):
     assert_clean(good_a)
 
 
+def test_the_session_configuration_and_the_cmd_options_reach_every_host(good_a, good_b):
+    # The endpoint's "Restricted" configuration (a JEA-like endpoint in no-language mode) takes
+    # no scripts: every host's pool opened in it, and the script was refused there.
+    hosts = [at(good_a, "a"), at(good_b, "b")]
+    refused = list(psremote.run_many(hosts, "Write-Output 'jea'", configuration_name="Restricted", **SHARED))
+    assert sorted(r.host for r in refused) == ["a", "b"]
+    for r in refused:
+        assert r.status == "Failed" and r.error is None and isinstance(r.result, psremote.PSResult), r
+        assert r.reason is not None and "no-language mode" in r.reason, r.reason
+    # The same script in the default configuration runs.
+    assert sorted(str(o) for r in psremote.run_many(hosts, "Write-Output 'jea'", **SHARED) for o in r.output) == ["jea", "jea"]
+
+    run = psremote.run_many(
+        hosts,
+        executable="echo $FLEET_VAR; pwd; cat",
+        environment={"FLEET_VAR": "from the fleet"},
+        working_directory="/tmp",
+        stdin=b"stdin for every host\n",
+        **SHARED,
+    )
+    for r in run:
+        assert r.ok and isinstance(r.result, psremote.CmdResult), r
+        assert r.result.stdout == b"from the fleet\n/tmp\nstdin for every host\n", r.result
+    assert_clean(good_a, good_b)
+
+
 def test_every_output_object_carries_pscomputername(good_a):
     (r,) = psremote.run_many([at(good_a, "web01")], "Get-Item /; Write-Output text; 7; $true", **SHARED)
     item, text, number, flag = r.output
@@ -287,8 +313,15 @@ def test_options_are_checked_before_any_host_is_contacted(good_a):
         psremote.run_many("h", "1", executable="x", **SHARED)
     with pytest.raises(psremote.ConfigurationError, match="throttle"):
         psremote.run_many("h", "1", throttle=0, **SHARED)
-    with pytest.raises(psremote.ConfigurationError, match="configuration_name"):
-        psremote.run_many("h", "1", configuration_name="JEA.Endpoint", **SHARED)
+    with pytest.raises(psremote.ConfigurationError, match="host '127.0.0.1:[0-9]+': every host of a run uses the run's configuration_name"):
+        psremote.run_many(
+            [at(good_a, "h1"), (f"127.0.0.1:{good_a.port}", {"configuration_name": "Other"})],
+            "1",
+            configuration_name="Restricted",
+            **SHARED,
+        )
+    with pytest.raises(psremote.ConfigurationError, match="options of a cmd command"):
+        psremote.run_many(at(good_a, "h"), "1", working_directory="/tmp", **SHARED)
     with pytest.raises(TypeError, match="unexpected client option"):
         psremote.run_many("h", "1", colour="blue", **SHARED)
     with pytest.raises(psremote.ConfigurationError, match="no hosts"):

@@ -120,6 +120,10 @@ class Fleet:
         connect_retries: int,
         retry_delay: float,
         max_output: Optional[int],
+        configuration_name: Optional[str] = None,
+        shell: Optional[tuple[list[tuple[str, str]], Optional[str], Optional[int], bool, Optional[float]]] = None,
+        stdin: Optional[bytes] = None,
+        skip_cmd_shell: bool = False,
     ) -> Fleet: ...
     @property
     def total(self) -> int: ...

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -57,27 +58,29 @@ def wanted(args: argparse.Namespace) -> bool:
 
 
 def check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    """Refuses fleet options without hosts, and cmd options a fleet does not carry."""
+    """Refuses fleet options without hosts."""
     if not wanted(args):
         given = [o for o, v in (("--throttle", args.throttle), ("--connect-retries", args.connect_retries), ("--output-dir", args.output_dir)) if v is not None]
         if given:
             parser.error(f"{', '.join(given)} only apply with -H/--hosts or -f/--hosts-file")
         return
-    if args.command == "cmd":
-        unsupported = [
-            name
-            for name, given in (
-                ("--env", bool(args.env)),
-                ("--cwd", args.cwd is not None),
-                ("--codepage", args.codepage != 65001),
-                ("--no-profile", args.no_profile),
-                ("--skip-cmd-shell", args.skip_cmd_shell),
-                ("--stdin", args.stdin),
-            )
-            if given
-        ]
-        if unsupported:
-            parser.error(f"{', '.join(unsupported)} cannot be used with -H/-f (a fleet runs the command with the default shell options)")
+
+
+def cmd_options(args: argparse.Namespace) -> Dict[str, Any]:
+    """The shell and command options of `psremote cmd`, for every host of a fleet (stdin is read
+    once and sent to each)."""
+    environment: Dict[str, str] = {}
+    for item in args.env:
+        name, _, value = item.partition("=")
+        environment[name] = value  # _cmd checked the NAME=VALUE form
+    return {
+        "environment": environment or None,
+        "working_directory": args.cwd,
+        "codepage": args.codepage,
+        "no_profile": args.no_profile,
+        "skip_cmd_shell": args.skip_cmd_shell,
+        "stdin": sys.stdin.buffer.read() if args.stdin else None,
+    }
 
 
 # --- one host -------------------------------------------------------------------------------------
@@ -198,7 +201,7 @@ def run(args: argparse.Namespace, out: Any, client_options: Dict[str, Any], scri
     if args.url is not None:
         client_options["url"] = args.url
     work: Dict[str, Any] = (
-        {"script": script} if script is not None else {"executable": args.executable, "args": list(args.arguments)}
+        {"script": script} if script is not None else {"executable": args.executable, "args": list(args.arguments), **cmd_options(args)}
     )
     files = OutputDir(args.output_dir) if args.output_dir else None
     with run_many(

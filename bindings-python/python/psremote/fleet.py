@@ -28,13 +28,16 @@ from __future__ import annotations
 
 import asyncio
 import html
+import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, AsyncIterator, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from psremote import _logging, _native
 from psremote._limits import CLOSE_GRACE, DEFAULT_MAX_OUTPUT, check_max_output, check_timeout
+from psremote._options import DEFAULT_CONFIGURATION
+from psremote.cmd import UTF8_CODEPAGE, StdinData, _shell_options, _stdin_bytes
 from psremote.exceptions import ConfigurationError, PSRemoteError
 from psremote.hosts import HostsArg, host_entries, host_options, shared_options
 from psremote.progress import HostsProgress
@@ -294,6 +297,7 @@ def _start(
     retry_delay: float,
     max_output: Optional[int],
     client_options: Dict[str, Any],
+    cmd_options: Optional[Dict[str, Any]] = None,
 ) -> Tuple[Any, int]:
     """Checks everything, builds each host's native client configuration and starts the run."""
     if (script is None) == (executable is None):
@@ -314,12 +318,39 @@ def _start(
         raise ConfigurationError(f"retry_delay must be a number of seconds from 0 to 86400, not {retry_delay!r}")
     max_output = check_max_output(max_output)
     shared = shared_options(client_options)
+    cmd = dict(cmd_options or {})
+    shell: Any = None
+    stdin: Optional[bytes] = None
+    skip_cmd_shell = bool(cmd.pop("skip_cmd_shell", False))
+    if executable is None:
+        given = [k for k, v in cmd.items() if v not in (None, False, UTF8_CODEPAGE)] + (["skip_cmd_shell"] if skip_cmd_shell else [])
+        if given:
+            raise ConfigurationError(f"{', '.join(sorted(given))}: options of a cmd command (executable=), not of a script")
+    else:
+        stdin = _stdin_bytes(cmd.get("stdin"))
+        shell = _shell_options(
+            cmd.get("environment"), cmd.get("working_directory"), cmd.get("codepage", UTF8_CODEPAGE), bool(cmd.get("no_profile")), None
+        )
     natives = []
     for name, own in host_entries(hosts):
         options = host_options(shared, name, own)
         natives.append((name, _native.Client(**options.native_kwargs())))
     _logging.sync_native_level()
-    fleet = _native.Fleet(natives, script, executable, arguments, throttle, timeout, connect_retries, float(retry_delay), max_output)
+    fleet = _native.Fleet(
+        natives,
+        script,
+        executable,
+        arguments,
+        throttle,
+        timeout,
+        connect_retries,
+        float(retry_delay),
+        max_output,
+        configuration_name=shared.get("configuration_name", DEFAULT_CONFIGURATION),
+        shell=shell,
+        stdin=stdin,
+        skip_cmd_shell=skip_cmd_shell,
+    )
     return fleet, len(natives)
 
 
@@ -563,6 +594,12 @@ def run_many(
     retry_delay: float = 1.0,
     max_output: Optional[int] = DEFAULT_MAX_OUTPUT,
     show_progress: bool = False,
+    stdin: Optional[StdinData] = None,
+    environment: Optional[Mapping[str, str]] = None,
+    working_directory: Union[str, "os.PathLike[str]", None] = None,
+    codepage: Optional[int] = UTF8_CODEPAGE,
+    no_profile: bool = False,
+    skip_cmd_shell: bool = False,
     **client_options: Any,
 ) -> FleetRun:
     """Runs ``script`` (PowerShell), or ``executable`` with ``args`` in a cmd shell, on every
@@ -584,10 +621,23 @@ def run_many(
     ``timeout``: seconds for one host, from its connection to its pool's close (a host past it
     fails with :class:`~psremote.OperationTimeoutError`); ``connect_retries`` further attempts,
     ``retry_delay`` seconds apart, at a host whose connection could not be made (only then);
-    ``max_output``: the bytes a cmd command may write (64 MiB by default);
-    ``show_progress``: a bar across the hosts on stderr (tqdm when installed, text lines
+    ``max_output``: the bytes a cmd command may write (64 MiB by default); ``stdin``,
+    ``environment``, ``working_directory``, ``codepage``, ``no_profile`` and ``skip_cmd_shell``
+    as :meth:`psremote.Client.run_cmd` takes them (cmd commands only); ``configuration_name``
+    (a client option) names the session configuration every host's pool opens, such as a JEA
+    endpoint; ``show_progress``: a bar across the hosts on stderr (tqdm when installed, text lines
     otherwise)."""
-    fleet, total = _start(hosts, script, executable, args, throttle, timeout, connect_retries, retry_delay, max_output, client_options)
+    cmd = dict(
+        stdin=stdin,
+        environment=environment,
+        working_directory=working_directory,
+        codepage=codepage,
+        no_profile=no_profile,
+        skip_cmd_shell=skip_cmd_shell,
+    )
+    fleet, total = _start(
+        hosts, script, executable, args, throttle, timeout, connect_retries, retry_delay, max_output, client_options, cmd
+    )
     return FleetRun(fleet, total, show_progress)
 
 
@@ -603,9 +653,25 @@ def run_many_async(
     retry_delay: float = 1.0,
     max_output: Optional[int] = DEFAULT_MAX_OUTPUT,
     show_progress: bool = False,
+    stdin: Optional[StdinData] = None,
+    environment: Optional[Mapping[str, str]] = None,
+    working_directory: Union[str, "os.PathLike[str]", None] = None,
+    codepage: Optional[int] = UTF8_CODEPAGE,
+    no_profile: bool = False,
+    skip_cmd_shell: bool = False,
     **client_options: Any,
 ) -> AsyncFleetRun:
     """:func:`run_many` for asyncio (``psremote.aio.run_many``): ``async for r in
     run_many(...)``. The run starts at once; no event loop is needed until it is iterated."""
-    fleet, total = _start(hosts, script, executable, args, throttle, timeout, connect_retries, retry_delay, max_output, client_options)
+    cmd = dict(
+        stdin=stdin,
+        environment=environment,
+        working_directory=working_directory,
+        codepage=codepage,
+        no_profile=no_profile,
+        skip_cmd_shell=skip_cmd_shell,
+    )
+    fleet, total = _start(
+        hosts, script, executable, args, throttle, timeout, connect_retries, retry_delay, max_output, client_options, cmd
+    )
     return AsyncFleetRun(fleet, total, show_progress)

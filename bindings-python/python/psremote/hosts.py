@@ -227,12 +227,8 @@ def shared_options(client_options: Mapping[str, Any]) -> Dict[str, Any]:
     if unknown:
         raise TypeError(f"unexpected client option(s): {', '.join(unknown)}")
     given = dict(client_options)
-    name = given.get("configuration_name", DEFAULT_CONFIGURATION)
-    if normalize_configuration_name(name) != DEFAULT_CONFIGURATION:
-        raise ConfigurationError(
-            f"run_many runs in the default session configuration ({DEFAULT_CONFIGURATION}); "
-            f"configuration_name={name!r} is not supported yet"
-        )
+    if "configuration_name" in given:
+        given["configuration_name"] = normalize_configuration_name(given["configuration_name"])
     url = given.pop("url", None)
     shared = {**defaults, **given}
     shared["url"] = None
@@ -259,6 +255,12 @@ def host_options(shared: Mapping[str, Any], name: str, own: Mapping[str, Any]) -
         for key in ("port", "path", "https"):
             if key not in own:
                 options[key] = _client_defaults()[key]
+    if "configuration_name" in own and normalize_configuration_name(own["configuration_name"]) != normalize_configuration_name(
+        shared.get("configuration_name", DEFAULT_CONFIGURATION)
+    ):
+        raise ConfigurationError(
+            f"host {name!r}: every host of a run uses the run's configuration_name; give it to run_many, not per host"
+        )
     options.update(own)
     host = options.pop("host", None)
     if options.get("url") is not None:

@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 
 use super::powershell::{PipelineResult, PoolConfig, RunspacePool};
 use super::run_cmd::RunCmdOptions;
-use super::{Client, ClientConfig, CmdOutput};
+use super::{Client, ClientConfig, CmdOutput, CmdShellOptions, CommandOptions};
 use crate::error::{Error, ErrorKind, Result};
 use crate::psrp::{PipelineSpec, PipelineState};
 
@@ -65,6 +65,15 @@ pub struct FleetOptions {
     pub retry_delay: Duration,
     /// Output a cmd command may write (see [`RunCmdOptions::max_output`]).
     pub max_output: Option<u64>,
+    /// The runspace pool each host opens for a script: session configuration (JEA endpoint),
+    /// runspaces, host, open deadline.
+    pub pool: PoolConfig,
+    /// The cmd shell each host opens for a command (working directory, environment, code page...).
+    pub shell: CmdShellOptions,
+    /// How a cmd command is started.
+    pub command: CommandOptions,
+    /// Sent to a cmd command's stdin, which is then closed.
+    pub stdin: Option<Vec<u8>>,
 }
 
 impl Default for FleetOptions {
@@ -75,6 +84,10 @@ impl Default for FleetOptions {
             connect_retries: 0,
             retry_delay: Duration::from_secs(1),
             max_output: Some(super::DEFAULT_MAX_OUTPUT),
+            pool: PoolConfig::default(),
+            shell: CmdShellOptions::default(),
+            command: CommandOptions::default(),
+            stdin: None,
         }
     }
 }
@@ -267,7 +280,7 @@ async fn run_on(
     };
     match work {
         FleetWork::PowerShell(script) => {
-            let pool = RunspacePool::open(&client, PoolConfig::default()).await?;
+            let pool = RunspacePool::open(&client, options.pool.clone()).await?;
             let result = pool.invoke(&PipelineSpec::script(script.clone())).await;
             let closed = pool.close().await;
             let result = result?;
@@ -279,7 +292,13 @@ async fn run_on(
         }
         FleetWork::Cmd { command, arguments } => {
             let args: Vec<&str> = arguments.iter().map(String::as_str).collect();
-            let run = RunCmdOptions { max_output: options.max_output, ..RunCmdOptions::default() };
+            let run = RunCmdOptions {
+                shell: options.shell.clone(),
+                command: options.command,
+                stdin: options.stdin.clone(),
+                timeout: None,
+                max_output: options.max_output,
+            };
             Ok(HostOutput::Cmd(client.run_cmd_with(command, &args, &run).await?))
         }
     }
