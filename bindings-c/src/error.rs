@@ -1,6 +1,6 @@
 //! Result codes and the error object.
 
-use std::ffi::{CString, c_char};
+use std::ffi::{CStr, CString, c_char};
 
 use crate::ffi::{cstring, free, handle};
 
@@ -168,27 +168,31 @@ pub extern "C" fn psr_error_free(e: *mut psr_error) {
 /// Takes the code as an integer so that any value a C caller passes is defined.
 #[unsafe(no_mangle)]
 pub extern "C" fn psr_result_name(r: u32) -> *const c_char {
-    let s: &'static [u8] = match r {
-        0 => b"PSR_RESULT_OK\0",
-        1 => b"PSR_RESULT_NULL_ARGUMENT\0",
-        2 => b"PSR_RESULT_INVALID_ARGUMENT\0",
-        3 => b"PSR_RESULT_INVALID_CONFIG\0",
-        4 => b"PSR_RESULT_AUTHENTICATION\0",
-        5 => b"PSR_RESULT_CONNECT\0",
-        6 => b"PSR_RESULT_TRANSPORT\0",
-        7 => b"PSR_RESULT_FAULT\0",
-        8 => b"PSR_RESULT_PROTOCOL\0",
-        9 => b"PSR_RESULT_TIMEOUT\0",
-        10 => b"PSR_RESULT_CLOSED\0",
-        11 => b"PSR_RESULT_CALLBACK\0",
-        12 => b"PSR_RESULT_PANIC\0",
-        13 => b"PSR_RESULT_TLS\0",
-        14 => b"PSR_RESULT_POLICY\0",
-        15 => b"PSR_RESULT_FILE\0",
-        16 => b"PSR_RESULT_DISCONNECTED\0",
-        17 => b"PSR_RESULT_NOT_FOUND\0",
-        18 => b"PSR_RESULT_OUTPUT_TOO_LARGE\0",
-        _ => b"PSR_RESULT_UNKNOWN\0",
-    };
-    s.as_ptr().cast()
+    result_name(r).as_ptr()
+}
+
+/// The name of a result code as `psr_result_name` gives it (the fleet's JSON names codes too).
+pub(crate) fn result_name(r: u32) -> &'static CStr {
+    match r {
+        0 => c"PSR_RESULT_OK",
+        1 => c"PSR_RESULT_NULL_ARGUMENT",
+        2 => c"PSR_RESULT_INVALID_ARGUMENT",
+        3 => c"PSR_RESULT_INVALID_CONFIG",
+        4 => c"PSR_RESULT_AUTHENTICATION",
+        5 => c"PSR_RESULT_CONNECT",
+        6 => c"PSR_RESULT_TRANSPORT",
+        7 => c"PSR_RESULT_FAULT",
+        8 => c"PSR_RESULT_PROTOCOL",
+        9 => c"PSR_RESULT_TIMEOUT",
+        10 => c"PSR_RESULT_CLOSED",
+        11 => c"PSR_RESULT_CALLBACK",
+        12 => c"PSR_RESULT_PANIC",
+        13 => c"PSR_RESULT_TLS",
+        14 => c"PSR_RESULT_POLICY",
+        15 => c"PSR_RESULT_FILE",
+        16 => c"PSR_RESULT_DISCONNECTED",
+        17 => c"PSR_RESULT_NOT_FOUND",
+        18 => c"PSR_RESULT_OUTPUT_TOO_LARGE",
+        _ => c"PSR_RESULT_UNKNOWN",
+    }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use psremote::client::{self as core, runtime};
 use psremote::clixml;
-use psremote::psrp::{Command, Event, PipelineSpec, PipelineState};
+use psremote::psrp::{Command, ErrorRecord, Event, PipelineSpec, PipelineState};
 use serde_json::Value as Json;
 
 use crate::client::{block, psr_pool};
@@ -279,7 +279,7 @@ fn deliver(ev: Event, cb: Option<&psr_callbacks>, col: &mut Collected) -> Result
         }
         Event::Error { record: r, .. } => {
             record(psr_stream::Error, &r.to_string(), cb)?;
-            col.json.push(("errors", serde_json::json!({"message": r.message, "id": r.fully_qualified_error_id})));
+            col.json.push(("errors", error_record_json(&r)));
             col.errors.push((cstring(&r.to_string()), r.fully_qualified_error_id.clone()));
         }
         Event::Warning { record: r, .. } => {
@@ -312,6 +312,49 @@ fn deliver(ev: Event, cb: Option<&psr_callbacks>, col: &mut Collected) -> Result
         _ => {}
     }
     Ok(())
+}
+
+/// A pipeline's final state as C names it (anything but Completed and Stopped is Failed).
+pub(crate) fn c_state(state: PipelineState) -> psr_state {
+    match state {
+        PipelineState::Completed => psr_state::Completed,
+        PipelineState::Stopped => psr_state::Stopped,
+        _ => psr_state::Failed,
+    }
+}
+
+/// An error record as the result JSON holds it: its message and FullyQualifiedErrorId.
+pub(crate) fn error_record_json(r: &ErrorRecord) -> Json {
+    serde_json::json!({"message": r.message, "id": r.fully_qualified_error_id})
+}
+
+/// The result JSON of `psr_invocation_json` (and of a fleet's PowerShell hosts): `records` are
+/// (stream key, value) pairs in the order they came, `error` the terminating error.
+pub(crate) fn invocation_json(
+    state: psr_state,
+    had_errors: bool,
+    records: impl IntoIterator<Item = (&'static str, Json)>,
+    output: impl IntoIterator<Item = Json>,
+    error: Option<&ErrorRecord>,
+) -> Json {
+    let mut json = serde_json::Map::new();
+    json.insert("state".into(), Json::String(format!("{state:?}")));
+    for k in ["output", "errors", "warnings", "verbose", "debug", "information"] {
+        json.insert(k.into(), Json::Array(Vec::new()));
+    }
+    for (k, v) in records {
+        if let Some(Json::Array(a)) = json.get_mut(k) {
+            a.push(v);
+        }
+    }
+    if let Some(Json::Array(a)) = json.get_mut("output") {
+        a.extend(output);
+    }
+    if let Some(e) = error {
+        json.insert("error".into(), error_record_json(e));
+    }
+    json.insert("had_errors".into(), Json::Bool(had_errors));
+    Json::Object(json)
 }
 
 /// Waits until the pipeline ends, running `cb` (may be NULL) on this thread for each event as it
@@ -360,35 +403,16 @@ pub extern "C" fn psr_pipeline_wait(
             }
         }
         let (state, error) = col.state.clone().unwrap_or((PipelineState::Failed, None));
-        let state = match state {
-            PipelineState::Completed => psr_state::Completed,
-            PipelineState::Stopped => psr_state::Stopped,
-            _ => psr_state::Failed,
-        };
+        let state = c_state(state);
         let mut errors: Vec<CString> = col.errors.iter().map(|(m, _)| m.clone()).collect();
         let mut error_ids: Vec<Option<CString>> = col.errors.iter().map(|(_, id)| id.as_deref().map(cstring)).collect();
-        let mut json = serde_json::Map::new();
-        json.insert("state".into(), Json::String(format!("{state:?}")));
-        for k in ["output", "errors", "warnings", "verbose", "debug", "information"] {
-            json.insert(k.into(), Json::Array(Vec::new()));
-        }
-        for (k, v) in &col.json {
-            if let Some(Json::Array(a)) = json.get_mut(*k) {
-                a.push(v.clone());
-            }
-        }
-        if let Some(Json::Array(a)) = json.get_mut("output") {
-            for (j, _) in &col.output {
-                a.push(serde_json::from_str(&j.to_string_lossy()).unwrap_or(Json::Null));
-            }
-        }
         if let Some(e) = &error {
             errors.push(cstring(&e.to_string()));
             error_ids.push(e.fully_qualified_error_id.as_deref().map(cstring));
-            json.insert("error".into(), serde_json::json!({"message": e.message, "id": e.fully_qualified_error_id}));
         }
         let had_errors = !errors.is_empty() || state == psr_state::Failed;
-        json.insert("had_errors".into(), Json::Bool(had_errors));
+        let output = col.output.iter().map(|(j, _)| serde_json::from_str(&j.to_string_lossy()).unwrap_or(Json::Null));
+        let json = invocation_json(state, had_errors, col.json.iter().cloned(), output, error.as_ref());
         out(
             out_inv,
             psr_invocation {
@@ -397,7 +421,7 @@ pub extern "C" fn psr_pipeline_wait(
                 output: col.output.clone(),
                 errors,
                 error_ids,
-                json: cstring(&Json::Object(json).to_string()),
+                json: cstring(&json.to_string()),
             },
         );
         Ok(())
