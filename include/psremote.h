@@ -74,6 +74,25 @@ enum psr_cmd_stream
 typedef uint32_t psr_cmd_stream;
 #endif // __cplusplus
 
+// How a host's run ended.
+enum psr_host_status
+#ifdef __cplusplus
+  : uint32_t
+#endif // __cplusplus
+ {
+  // The script completed (non-terminating errors allowed), or the command exited with 0.
+  PSR_HOST_STATUS_SUCCEEDED = 1,
+  // Anything else once the host was reached: logon refused, a failing script or a non-zero
+  // exit code, a deadline, a broken reply; also a host cut off or never started because the
+  // run was cancelled.
+  PSR_HOST_STATUS_FAILED = 2,
+  // No connection could be made (after the retries).
+  PSR_HOST_STATUS_UNREACHABLE = 3,
+};
+#ifndef __cplusplus
+typedef uint32_t psr_host_status;
+#endif // __cplusplus
+
 // The streams reported through `on_record`.
 enum psr_stream
 #ifdef __cplusplus
@@ -153,6 +172,12 @@ typedef struct psr_config psr_config;
 // Details of a failed call. Free with `psr_error_free`.
 typedef struct psr_error psr_error;
 
+// A list of hosts to run one script or command on, with a cancel. Free with `psr_fleet_free`.
+typedef struct psr_fleet psr_fleet;
+
+// How a fleet runs. Free with `psr_fleet_options_free`.
+typedef struct psr_fleet_options psr_fleet_options;
+
 // What a finished pipeline produced. Free with `psr_invocation_free`.
 typedef struct psr_invocation psr_invocation;
 
@@ -195,6 +220,32 @@ typedef struct psr_host {
 // transfer); return 0 to go on, nonzero to stop the transfer (it then fails with
 // `PSR_RESULT_CALLBACK`). It must not call psremote's blocking functions.
 typedef int32_t (*psr_progress_fn)(void *userdata, uint64_t done, int64_t total);
+
+// One host's outcome, called once per host of a `psr_fleet_run_ps` or `psr_fleet_run_cmd` run,
+// in the order the hosts finish, on the thread that called the run (never two at once).
+//
+// `index` is the host's position in the order of `psr_fleet_add_host`, `host` its name as
+// given. `result_json` is never NULL: `{"host", "index", "status" ("Succeeded", "Failed" or
+// "Unreachable"), "elapsed_ms", "attempts" (connection attempts; 0 for a host the run never
+// started), "result", "error"}`. `result` is the host's answer, or null: for a script the
+// object of `psr_invocation_json` (state, had_errors, output, errors, warnings, verbose, debug,
+// information, and the terminating error when failed); for a command `{"stdout", "stderr",
+// "exit_code"}` (the output decoded as UTF-8, invalid bytes replaced). `error` is null when the
+// host answered, else `{"code": "PSR_RESULT_...", "message"}`; the same error is passed as
+// `error` (NULL when the host answered; a failing script or a non-zero exit code is an answer,
+// with `status` FAILED). A run that was cancelled reports the hosts it cut off or never started
+// with `PSR_RESULT_CLOSED`.
+//
+// `host`, `result_json` and `error` are borrowed for the call only. Return 0 to go on, nonzero
+// to cancel the run (as `psr_fleet_cancel`: every remaining host is still reported, then the run
+// returns `PSR_RESULT_CALLBACK`). The callback may call `psr_fleet_cancel` and psremote's other
+// functions, but not `psr_fleet_free` on the running fleet.
+typedef int32_t (*psr_fleet_result_fn)(void *userdata,
+                                       size_t index,
+                                       const char *host,
+                                       psr_host_status status,
+                                       const char *result_json,
+                                       const struct psr_error *error);
 
 // Streaming callbacks. They run on the thread that calls `psr_pipeline_wait`; strings are
 // borrowed for the call only. Any member may be NULL. A nonzero return stops the pipeline and
@@ -650,6 +701,181 @@ psr_result psr_client_fetch(struct psr_client *c,
                             void *userdata,
                             char **out_local_path,
                             struct psr_error **err);
+
+// New fleet options with the defaults: 32 hosts at once, no deadline, no retries (1 s between
+// retries once set), at most 64 MiB (67108864 bytes) of stdout and stderr per command.
+//
+// Ownership: the caller frees the result with `psr_fleet_options_free`. NULL only if psremote
+// panicked. Threading: any thread.
+struct psr_fleet_options *psr_fleet_options_new(void);
+
+// Sets how many hosts run at once (at least 1). A throttle that needs more open files than the
+// process may have (about 3 per host) makes the run fail with `PSR_RESULT_INVALID_CONFIG`
+// naming the limit; the soft limit is raised up to the hard one when that is enough.
+//
+// Ownership: `o` is borrowed. Errors: NULL_ARGUMENT, INVALID_ARGUMENT (0; the options are
+// unchanged). Threading: not concurrently with other calls on the same options.
+psr_result psr_fleet_options_set_throttle(struct psr_fleet_options *o,
+                                          uint32_t hosts,
+                                          struct psr_error **err);
+
+// Sets each host's deadline in milliseconds, from its first connection attempt to its pool's
+// (or shell's) close, retries included; 0: none. A host past it is reported FAILED with
+// `PSR_RESULT_TIMEOUT`, its pipeline or command and its pool or shell released on the server in
+// the background.
+//
+// Ownership: `o` is borrowed. Errors: NULL_ARGUMENT. Threading: not concurrently with other
+// calls on the same options.
+psr_result psr_fleet_options_set_timeout_ms(struct psr_fleet_options *o,
+                                            uint64_t ms,
+                                            struct psr_error **err);
+
+// Sets how many more times a host is tried when no connection could be made (0, the default:
+// once only). Only connection failures are retried: a host that answered (a refused logon, a
+// failing script) is never asked twice.
+//
+// Ownership: `o` is borrowed. Errors: NULL_ARGUMENT. Threading: not concurrently with other
+// calls on the same options.
+psr_result psr_fleet_options_set_connect_retries(struct psr_fleet_options *o,
+                                                 uint32_t retries,
+                                                 struct psr_error **err);
+
+// Sets the wait before each further connection attempt, in milliseconds (default 1000).
+//
+// Ownership: `o` is borrowed. Errors: NULL_ARGUMENT. Threading: not concurrently with other
+// calls on the same options.
+psr_result psr_fleet_options_set_retry_delay_ms(struct psr_fleet_options *o,
+                                                uint64_t ms,
+                                                struct psr_error **err);
+
+// Sets the stdout and stderr bytes (together) one host's command may write
+// (`psr_fleet_run_cmd`); 0: no limit. A host whose command writes more is reported FAILED with
+// `PSR_RESULT_OUTPUT_TOO_LARGE`, the command terminated and its shell deleted.
+//
+// Ownership: `o` is borrowed. Errors: NULL_ARGUMENT. Threading: not concurrently with other
+// calls on the same options.
+psr_result psr_fleet_options_set_max_output(struct psr_fleet_options *o,
+                                            uint64_t bytes,
+                                            struct psr_error **err);
+
+// Sets the session configuration each host's runspace pool opens for a script (e.g. a JEA
+// endpoint; default Microsoft.PowerShell). A host that has no such configuration is FAILED with
+// `PSR_RESULT_FAULT`.
+//
+// Ownership: `o` and `name` are borrowed. Errors: NULL_ARGUMENT, INVALID_ARGUMENT (empty or not
+// UTF-8). Threading: not concurrently with other calls on the same options.
+psr_result psr_fleet_options_set_configuration_name(struct psr_fleet_options *o,
+                                                    const char *name,
+                                                    struct psr_error **err);
+
+// Sets the options of the cmd shell each host opens for a command (copied; NULL: the defaults
+// of `psr_cmd_shell_options_new`): working directory, environment, code page, profile.
+//
+// Ownership: `o` and `shell` are borrowed. Errors: NULL_ARGUMENT (`o`). Threading: not
+// concurrently with other calls on the same options.
+psr_result psr_fleet_options_set_shell_options(struct psr_fleet_options *o,
+                                               const struct psr_cmd_shell_options *shell,
+                                               struct psr_error **err);
+
+// Starts each host's command directly instead of through cmd.exe (`WINRS_SKIP_CMD_SHELL`);
+// false by default.
+//
+// Ownership: `o` is borrowed. Errors: NULL_ARGUMENT. Threading: not concurrently with other
+// calls on the same options.
+psr_result psr_fleet_options_set_skip_cmd_shell(struct psr_fleet_options *o,
+                                                bool skip,
+                                                struct psr_error **err);
+
+// Sets what every host's command reads on stdin (`len` bytes at `data`, copied; `data` may be
+// NULL when `len` is 0); stdin is closed afterwards, and without this call closed at once.
+//
+// Ownership: `o` and `data` are borrowed. Errors: NULL_ARGUMENT. Threading: not concurrently
+// with other calls on the same options.
+psr_result psr_fleet_options_set_stdin(struct psr_fleet_options *o,
+                                       const uint8_t *data,
+                                       size_t len,
+                                       struct psr_error **err);
+
+// Frees fleet options. NULL is allowed. Threading: any thread, once no other call uses them.
+void psr_fleet_options_free(struct psr_fleet_options *o);
+
+// A new fleet without hosts.
+//
+// Ownership: the caller frees the result with `psr_fleet_free`. NULL only if psremote panicked.
+// Threading: any thread.
+struct psr_fleet *psr_fleet_new(void);
+
+// Adds a host: `name` is how results name it (the callback's `host`, the JSON's "host"),
+// `config` how to reach it (URL, credentials, security settings: each host has its own, so
+// per-host overrides are a config of their own). `config` is copied: it may be changed or
+// freed afterwards. Hosts are numbered from 0 in the order they are added.
+//
+// Ownership: `f`, `name` and `config` are borrowed. Errors: NULL_ARGUMENT, INVALID_ARGUMENT
+// (`name` empty or not UTF-8). Threading: any thread; a host added while a run is under way
+// takes part in the next run.
+psr_result psr_fleet_add_host(struct psr_fleet *f,
+                              const char *name,
+                              const struct psr_config *config,
+                              struct psr_error **err);
+
+// The number of hosts added; 0 if `f` is NULL. Threading: any thread.
+size_t psr_fleet_host_count(const struct psr_fleet *f);
+
+// Runs `script` on every host, each in a runspace pool of its own that is opened, used and
+// closed without holding up the others, at most the options' throttle at once, and calls
+// `callback` once per host as each finishes (see `psr_fleet_result_fn`). Returns once every
+// host has been reported. `options` NULL: the defaults of `psr_fleet_options_new`; they are
+// copied. A failing host (unreachable, refused logon, deadline, failing script) is that host's
+// result, never the run's error. A fleet without hosts returns at once.
+//
+// Ownership: `f`, `script` and `options` are borrowed for the call; `userdata` is passed to
+// the callback as given. Errors: NULL_ARGUMENT (`f`, `script`, `callback`), INVALID_ARGUMENT
+// (not UTF-8; a run already under way on `f`; a call from a psremote thread, where host,
+// progress and log callbacks run),
+// INVALID_CONFIG (the throttle needs more open files than the process may have; no host
+// contacted), CALLBACK (the callback returned nonzero; every host was still reported).
+// Cancelled by `psr_fleet_cancel`, the run returns OK once the cut-off and never-started hosts
+// are reported. Threading: blocks the calling thread, where the callback runs; any thread but
+// psremote's own; one run at a time per fleet.
+psr_result psr_fleet_run_ps(struct psr_fleet *f,
+                            const char *script,
+                            const struct psr_fleet_options *options,
+                            psr_fleet_result_fn callback,
+                            void *userdata,
+                            struct psr_error **err);
+
+// Runs `exe` with `args` (an array of `nargs` strings; NULL when `nargs` is 0) in a cmd shell
+// of its own on every host (stdin as `psr_fleet_options_set_stdin` sets it, then closed), as
+// `psr_fleet_run_ps` runs a script; a host whose
+// command exits with a code other than 0 is FAILED, with its output and code in the result.
+//
+// Ownership, errors and threading as for `psr_fleet_run_ps` (NULL_ARGUMENT for `exe`, or for
+// `args` when `nargs` is not 0).
+psr_result psr_fleet_run_cmd(struct psr_fleet *f,
+                             const char *exe,
+                             const char *const *args,
+                             size_t nargs,
+                             const struct psr_fleet_options *options,
+                             psr_fleet_result_fn callback,
+                             void *userdata,
+                             struct psr_error **err);
+
+// Cancels the fleet: a run under way stops starting hosts and cuts off the running ones (their
+// pipelines or commands stopped, their pools or shells deleted in the background); each is
+// reported FAILED with `PSR_RESULT_CLOSED`, and the run returns. The cancellation is final: a
+// run started afterwards reports every host so at once, contacting none. Cancelling twice is
+// harmless.
+//
+// Ownership: `f` is borrowed. Errors: NULL_ARGUMENT. Threading: any thread, also while another
+// blocks in a run of `f`, and from the callback.
+psr_result psr_fleet_cancel(struct psr_fleet *f, struct psr_error **err);
+
+// Frees a fleet. First waits, up to 30 s, for the cleanups still under way in the background
+// (the Signal and Delete that release the pipelines, commands, pools and shells of hosts cut off
+// by a deadline or a cancel), so that a program that exits next leaves nothing on the servers.
+// NULL is allowed. Threading: any thread, once no run of `f` is under way and no other call uses
+// it; from one of psremote's threads (a host, progress or log callback) it frees without waiting.
+void psr_fleet_free(struct psr_fleet *f);
 
 // Sends psremote's log events (level 1 error … 5 trace, up to `max_level`) to `cb`, which runs
 // on psremote's threads, must return quickly and must not call psremote. `cb` NULL or

@@ -8,13 +8,14 @@
 #   sanitizers C99 with -fsanitize=address,undefined, linked against libpsremote.a
 # every build with -Wall -Wextra -Wpedantic -Werror; then runs each against its own loopback
 # endpoint, and the shared build once more under valgrind (0 errors, 0 bytes definitely lost).
-# Each run gets three fresh endpoints: plain HTTP (PSREMOTE_URL, CredSSP enabled too), HTTPS
+# Each run gets fresh endpoints: plain HTTP (PSREMOTE_URL, CredSSP enabled too), HTTPS
 # (PSREMOTE_HTTPS_URL) serving the test certificates of `python -m psremote_testserver.certs`
 # (PSREMOTE_CERTS) with client certificates accepted, CredSSP enabled and channel bindings
 # required, and a Kerberos one (PSREMOTE_KRB_URL; the tests name the SPN's host, localhost, with
 # psr_config_set_kerberos) accepting the tickets of a throwaway MIT realm started once for all runs
 # with `python -m psremote_testserver.kdc DIR` (PSREMOTE_KRB_KDC, PSREMOTE_KRB_REALM) and
-# stopped at exit.
+# stopped at exit; and, for the fleet test, a second plain one (PSREMOTE_URL2) and one whose
+# Receives stall (PSREMOTE_STALLED_URL, --misbehave stalled-receives).
 # Then the real-Windows recordings through the C API: bindings-c/tests/test_replay.c, built as C99
 # and as C++17 against libpsremote.so, is run by bindings-c/tests/replay.py once per scenario
 # against the replay server (python -m psremote_testserver.replay) on its recording, whose state
@@ -113,10 +114,12 @@ ep_dir=$(mktemp -d)
 ep_pid=
 tls_pid=
 krb_pid=
+ep2_pid=
+stalled_pid=
 kdc_pid=
 stop_endpoint() {
   local pid
-  for pid in "$ep_pid" "$tls_pid" "$krb_pid"; do
+  for pid in "$ep_pid" "$tls_pid" "$krb_pid" "$ep2_pid" "$stalled_pid"; do
     if [ -n "$pid" ]; then
       kill "$pid" 2>/dev/null
       wait "$pid" 2>/dev/null
@@ -125,6 +128,8 @@ stop_endpoint() {
   ep_pid=
   tls_pid=
   krb_pid=
+  ep2_pid=
+  stalled_pid=
 }
 stop_kdc() {
   if [ -n "$kdc_pid" ]; then
@@ -205,7 +210,15 @@ start_endpoint() { # fresh endpoints per run: counters start at zero, a failed r
       launch "$ep_dir/krb-url" "$ep_dir/krb-endpoint.log" --keytab "$krb_keytab" --auth negotiate,kerberos
     krb_pid=$launched_pid
   fi
+  launch "$ep_dir/url2" "$ep_dir/endpoint2.log" --auth negotiate,ntlm
+  ep2_pid=$launched_pid
+  launch "$ep_dir/stalled-url" "$ep_dir/stalled-endpoint.log" --auth negotiate,ntlm --misbehave stalled-receives
+  stalled_pid=$launched_pid
   PSREMOTE_URL=$(wait_url "$ep_pid" "$ep_dir/url" "$ep_dir/endpoint.log") || { ep_pid=; return 1; }
+  PSREMOTE_URL2=$(wait_url "$ep2_pid" "$ep_dir/url2" "$ep_dir/endpoint2.log") || { ep2_pid=; return 1; }
+  PSREMOTE_STALLED_URL=$(wait_url "$stalled_pid" "$ep_dir/stalled-url" "$ep_dir/stalled-endpoint.log") \
+    || { stalled_pid=; return 1; }
+  export PSREMOTE_URL2 PSREMOTE_STALLED_URL
   PSREMOTE_HTTPS_URL=$(wait_url "$tls_pid" "$ep_dir/https-url" "$ep_dir/https-endpoint.log") || { tls_pid=; return 1; }
   [ -n "$PSREMOTE_URL" ] && [ -n "$PSREMOTE_HTTPS_URL" ] || { echo "an endpoint printed no URL" >&2; return 1; }
   export PSREMOTE_URL PSREMOTE_HTTPS_URL

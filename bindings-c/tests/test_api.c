@@ -11,7 +11,9 @@
  * keytab: PSREMOTE_KRB_URL, PSREMOTE_KRB_KDC (the KDC, 127.0.0.1:PORT) and PSREMOTE_KRB_REALM.
  * The SPN's host (the keytab holds HTTP/localhost) is named with psr_config_set_kerberos while
  * the URL stays an address, so that the tests make no name lookups: glibc's per-thread resolver
- * state would show up as a leak under valgrind. The last line printed is
+ * state would show up as a leak under valgrind. The fleet tests add two endpoints: PSREMOTE_URL2,
+ * a second healthy one, and PSREMOTE_STALLED_URL, whose Receives stall (--misbehave
+ * stalled-receives). The last line printed is
  * "N passed, M failed"; the exit status is nonzero when a check failed.
  *
  * Set PSR_TEST_VERBOSE=1 to print every check and the library's log messages.
@@ -417,12 +419,13 @@ static long state_value(const char *state, const char *key) {
     return strtol(p + 1, NULL, 10);
 }
 
-/* Polls the control state until `key` equals `want` (up to `limit_ms`); the last value seen. */
-static long wait_state(const char *key, long want, unsigned limit_ms) {
+/* Polls the control state of the endpoint at `url` until `key` equals `want` (up to
+ * `limit_ms`); the last value seen. */
+static long wait_state_at(const char *url, const char *key, long want, unsigned limit_ms) {
     uint64_t deadline = now_ms() + limit_ms;
     long value;
     for (;;) {
-        char *state = control_state();
+        char *state = control_state_at(url);
         value = state_value(state, key);
         free(state);
         if (value == want || now_ms() >= deadline) {
@@ -430,6 +433,11 @@ static long wait_state(const char *key, long want, unsigned limit_ms) {
         }
         sleep_ms(50);
     }
+}
+
+/* Polls the control state of the main endpoint (PSREMOTE_URL); see wait_state_at. */
+static long wait_state(const char *key, long want, unsigned limit_ms) {
+    return wait_state_at(g_url, key, want, limit_ms);
 }
 
 /* The integer member `key` once it stopped changing (earlier tests' clients may still be
@@ -715,8 +723,8 @@ static int log_counter(const int *counter) {
 /* Session helpers                                                                             */
 /* ------------------------------------------------------------------------------------------ */
 
-static psr_config *make_config(const char *password) {
-    psr_config *cfg = psr_config_new(g_url, USERNAME, password);
+static psr_config *make_config_at(const char *url, const char *password) {
+    psr_config *cfg = psr_config_new(url, USERNAME, password);
     psr_error *err = NULL;
     if (cfg != NULL) {
         /* Generous, so that runs under valgrind do not trip it. */
@@ -726,6 +734,10 @@ static psr_config *make_config(const char *password) {
         EXPECT_OK(psr_config_set_trusted_hosts(cfg, "127.0.0.1", &err));
     }
     return cfg;
+}
+
+static psr_config *make_config(const char *password) {
+    return make_config_at(g_url, password);
 }
 
 static psr_client *connect_client(void) {
@@ -3381,6 +3393,588 @@ static void test_files(psr_client *client) {
     CHECK(rmdir(dir) == 0);
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* Fleets: one script or command on many hosts                                                */
+/* ------------------------------------------------------------------------------------------ */
+
+static const char *g_url2;        /* PSREMOTE_URL2: a second healthy endpoint */
+static const char *g_stalled_url; /* PSREMOTE_STALLED_URL: every Receive stalls (--misbehave stalled-receives) */
+
+#define FLEET_MAX 16
+
+/* What a fleet run's callback saw, by host index. */
+typedef struct fleet_seen {
+    pthread_t caller;
+    int calls;
+    int off_thread;    /* callbacks on a thread other than the run's caller */
+    int bad_args;      /* an index out of range, a NULL host or JSON */
+    int stop_at;       /* return nonzero from the n-th callback (1-based); 0 = never */
+    int count[FLEET_MAX];
+    psr_host_status status[FLEET_MAX];
+    psr_result code[FLEET_MAX]; /* the error's code; PSR_RESULT_OK when the host answered */
+    char *host[FLEET_MAX];
+    char *message[FLEET_MAX];   /* the error's message, or NULL */
+    char *json[FLEET_MAX];      /* compacted */
+} fleet_seen;
+
+static void fleet_seen_init(fleet_seen *s) {
+    memset(s, 0, sizeof *s);
+    s->caller = pthread_self();
+}
+
+static void fleet_seen_clear(fleet_seen *s) {
+    int i;
+    for (i = 0; i < FLEET_MAX; i++) {
+        free(s->host[i]);
+        free(s->message[i]);
+        free(s->json[i]);
+    }
+    fleet_seen_init(s);
+}
+
+static int32_t on_fleet_host(void *userdata, size_t index, const char *host, psr_host_status status,
+                             const char *result_json, const psr_error *error) {
+    fleet_seen *s = (fleet_seen *)userdata;
+    s->calls++;
+    if (!pthread_equal(pthread_self(), s->caller)) {
+        s->off_thread++;
+    }
+    if (index >= FLEET_MAX || host == NULL || result_json == NULL || !json_valid(result_json)) {
+        s->bad_args++;
+        return 0;
+    }
+    s->count[index]++;
+    s->status[index] = status;
+    s->code[index] = error != NULL ? psr_error_code(error) : PSR_RESULT_OK;
+    free(s->host[index]);
+    free(s->message[index]);
+    free(s->json[index]);
+    s->host[index] = dup_str(host);
+    s->message[index] = error != NULL ? dup_str(psr_error_message(error)) : NULL;
+    s->json[index] = json_compact(result_json);
+    return s->stop_at != 0 && s->calls == s->stop_at ? 1 : 0;
+}
+
+/* The text of the top-level member `key` of a JSON object (malloc'd), or NULL. Keys are
+ * compared as written (no escapes). */
+static char *json_member(const char *json, const char *key) {
+    const char *p, *name, *name_end, *value;
+    size_t n = strlen(key);
+    char *copy;
+    if (json == NULL || *(p = json_ws(json)) != '{') {
+        return NULL;
+    }
+    p = json_ws(p + 1);
+    while (*p == '"') {
+        name = p + 1;
+        if ((name_end = json_string(p)) == NULL || *(p = json_ws(name_end)) != ':') {
+            return NULL;
+        }
+        value = json_ws(p + 1);
+        if ((p = json_value(value, 1)) == NULL) {
+            return NULL;
+        }
+        if ((size_t)(name_end - 1 - name) == n && strncmp(name, key, n) == 0) {
+            copy = (char *)malloc((size_t)(p - value) + 1);
+            if (copy != NULL) {
+                memcpy(copy, value, (size_t)(p - value));
+                copy[p - value] = '\0';
+            }
+            return copy;
+        }
+        p = json_ws(p);
+        if (*p != ',') {
+            return NULL;
+        }
+        p = json_ws(p + 1);
+    }
+    return NULL;
+}
+
+/* The top-level member `key` of `json` equals `expected` (both compacted). */
+static int member_is(const char *json, const char *key, const char *expected) {
+    char *m = json_member(json, key);
+    int same = m != NULL && json_equals(m, expected);
+    free(m);
+    return same;
+}
+
+/* The top-level member `key` of `json` contains `fragment` (both compacted). */
+static int member_has(const char *json, const char *key, const char *fragment) {
+    char *m = json_member(json, key);
+    int found = m != NULL && json_contains(m, fragment);
+    free(m);
+    return found;
+}
+
+/* A URL on 127.0.0.1 where nothing listens: a port that was free a moment ago. */
+static int dead_url(char *url, size_t n) {
+    struct sockaddr_in addr;
+    socklen_t alen = sizeof addr;
+    int fd = socket(AF_INET, SOCK_STREAM, 0), ok;
+    memset(&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ok = fd >= 0 && bind(fd, (struct sockaddr *)&addr, sizeof addr) == 0 &&
+         getsockname(fd, (struct sockaddr *)&addr, &alen) == 0;
+    if (ok) {
+        snprintf(url, n, "http://127.0.0.1:%u/wsman", (unsigned)ntohs(addr.sin_port));
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    return ok;
+}
+
+/* Adds a host reached with `password` at `url`; the config is freed at once (the fleet copies it). */
+static void add_host(psr_fleet *fleet, const char *name, const char *url, const char *password) {
+    psr_error *err = NULL;
+    psr_config *cfg = make_config_at(url, password);
+    if (CHECK(cfg != NULL)) {
+        EXPECT_OK(psr_config_set_auth(cfg, "ntlm", &err));
+        expect_ok_at(psr_fleet_add_host(fleet, name, cfg, &err), &err, name, __FILE__, __LINE__);
+    }
+    psr_config_free(cfg);
+}
+
+/* Nothing left open on the endpoint at `url`. */
+static void check_nothing_left(const char *url) {
+    static const char *const keys[] = {"pools", "shells", "pipelines", "commands"};
+    unsigned limit = g_valgrind ? 60000 : 15000;
+    size_t i;
+    char what[160];
+    for (i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        long left = wait_state_at(url, keys[i], 0, limit);
+        snprintf(what, sizeof what, "%s left on %s: %ld", keys[i], url, left);
+        check_at(left == 0, what, __FILE__, __LINE__);
+    }
+}
+
+static void test_fleet_misuse(void) {
+    psr_error *err = NULL;
+    psr_fleet *fleet = psr_fleet_new();
+    psr_fleet_options *o = psr_fleet_options_new();
+    psr_config *cfg = make_config(PASSWORD);
+    fleet_seen seen;
+    const char bad_utf8[] = {'\xff', '\0'};
+    begin("fleet_misuse");
+    fleet_seen_init(&seen);
+    if (!CHECK(fleet != NULL && o != NULL && cfg != NULL)) {
+        psr_fleet_free(fleet);
+        psr_fleet_options_free(o);
+        psr_config_free(cfg);
+        return;
+    }
+    EXPECT_FAIL(psr_fleet_add_host(NULL, "h", cfg, &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_fleet_add_host(fleet, NULL, cfg, &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_fleet_add_host(fleet, "h", NULL, &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_fleet_add_host(fleet, "", cfg, &err), PSR_RESULT_INVALID_ARGUMENT);
+    EXPECT_FAIL(psr_fleet_add_host(fleet, bad_utf8, cfg, &err), PSR_RESULT_INVALID_ARGUMENT);
+    CHECK(psr_fleet_host_count(fleet) == 0);
+    CHECK(psr_fleet_host_count(NULL) == 0);
+    EXPECT_FAIL(psr_fleet_options_set_throttle(o, 0, &err), PSR_RESULT_INVALID_ARGUMENT);
+    EXPECT_FAIL(psr_fleet_options_set_throttle(NULL, 1, &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_fleet_options_set_timeout_ms(NULL, 1, &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_fleet_options_set_connect_retries(NULL, 1, &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_fleet_options_set_retry_delay_ms(NULL, 1, &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_fleet_options_set_max_output(NULL, 1, &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_OK(psr_fleet_options_set_max_output(o, 0, &err));
+    EXPECT_FAIL(psr_fleet_cancel(NULL, &err), PSR_RESULT_NULL_ARGUMENT);
+
+    /* a fleet without hosts returns at once, calling nothing */
+    EXPECT_OK(psr_fleet_run_ps(fleet, "1", o, on_fleet_host, &seen, &err));
+    CHECK(seen.calls == 0);
+
+    EXPECT_OK(psr_fleet_add_host(fleet, "h", cfg, &err));
+    CHECK(psr_fleet_host_count(fleet) == 1);
+    EXPECT_FAIL(psr_fleet_run_ps(NULL, "1", o, on_fleet_host, &seen, &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_fleet_run_ps(fleet, NULL, o, on_fleet_host, &seen, &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_fleet_run_ps(fleet, "1", o, NULL, &seen, &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_fleet_run_ps(fleet, bad_utf8, o, on_fleet_host, &seen, &err), PSR_RESULT_INVALID_ARGUMENT);
+    EXPECT_FAIL(psr_fleet_run_cmd(fleet, NULL, NULL, 0, o, on_fleet_host, &seen, &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_fleet_run_cmd(fleet, "echo", NULL, 1, o, on_fleet_host, &seen, &err), PSR_RESULT_NULL_ARGUMENT);
+    /* nothing ran: no callback, no error object without an error pointer */
+    CHECK(psr_fleet_run_ps(fleet, NULL, o, on_fleet_host, &seen, NULL) == PSR_RESULT_NULL_ARGUMENT);
+    CHECK(seen.calls == 0);
+
+    psr_fleet_options_free(o);
+    psr_fleet_options_free(NULL);
+    psr_fleet_free(fleet);
+    psr_fleet_free(NULL);
+    psr_config_free(cfg);
+}
+
+/* Healthy hosts on two endpoints, a wrong password, a port nobody listens on, a host whose
+ * Receives stall past the per-host deadline: one callback per host, on the caller's thread, each
+ * with its status, error code and JSON. */
+static void test_fleet_mixed(void) {
+    enum { GOOD_A1, GOOD_B1, WRONG, DEAD, STALLED, GOOD_A2, GOOD_B2, HOSTS };
+    static const char *const names[HOSTS] = {"good-a1", "good-b1", "wrong-password", "unreachable",
+                                             "stalled", "good-a2", "good-b2"};
+    psr_error *err = NULL;
+    psr_fleet *fleet = psr_fleet_new();
+    psr_fleet_options *o = psr_fleet_options_new();
+    fleet_seen seen;
+    char dead[64], quoted[64], *attempts;
+    int i;
+    begin("fleet_mixed");
+    fleet_seen_init(&seen);
+    if (!CHECK(fleet != NULL && o != NULL && dead_url(dead, sizeof dead))) {
+        psr_fleet_free(fleet);
+        psr_fleet_options_free(o);
+        return;
+    }
+    add_host(fleet, names[GOOD_A1], g_url, PASSWORD);
+    add_host(fleet, names[GOOD_B1], g_url2, PASSWORD);
+    add_host(fleet, names[WRONG], g_url, "not-the-password");
+    add_host(fleet, names[DEAD], dead, PASSWORD);
+    add_host(fleet, names[STALLED], g_stalled_url, PASSWORD);
+    add_host(fleet, names[GOOD_A2], g_url, PASSWORD);
+    add_host(fleet, names[GOOD_B2], g_url2, PASSWORD);
+    CHECK(psr_fleet_host_count(fleet) == HOSTS);
+    EXPECT_OK(psr_fleet_options_set_throttle(o, 3, &err));
+    /* Long under valgrind, where a healthy host's run is slow too. */
+    EXPECT_OK(psr_fleet_options_set_timeout_ms(o, g_valgrind ? 60000 : 4000, &err));
+    EXPECT_OK(psr_fleet_options_set_connect_retries(o, 1, &err));
+    EXPECT_OK(psr_fleet_options_set_retry_delay_ms(o, 50, &err));
+
+    EXPECT_OK(psr_fleet_run_ps(fleet, "Write-Output 'hello'", o, on_fleet_host, &seen, &err));
+    CHECK(seen.calls == HOSTS);
+    CHECK(seen.off_thread == 0);
+    CHECK(seen.bad_args == 0);
+    for (i = 0; i < HOSTS; i++) {
+        const char *json = seen.json[i];
+        CHECK(seen.count[i] == 1);
+        CHECK(seen.host[i] != NULL && strcmp(seen.host[i], names[i]) == 0);
+        snprintf(quoted, sizeof quoted, "\"%s\"", names[i]);
+        CHECK(member_is(json, "host", quoted));
+        snprintf(quoted, sizeof quoted, "%d", i);
+        CHECK(member_is(json, "index", quoted));
+        attempts = json_member(json, "elapsed_ms");
+        CHECK(attempts != NULL && attempts[0] >= '0' && attempts[0] <= '9');
+        free(attempts);
+        /* no password in any message or result */
+        CHECK(!contains(json, "Passw0rd!") && !contains(json, "not-the-password"));
+        CHECK(!contains(seen.message[i], "Passw0rd!") && !contains(seen.message[i], "not-the-password"));
+    }
+    for (i = 0; i < HOSTS; i++) {
+        if (i != GOOD_A1 && i != GOOD_B1 && i != GOOD_A2 && i != GOOD_B2) {
+            continue;
+        }
+        CHECK(seen.status[i] == PSR_HOST_STATUS_SUCCEEDED);
+        CHECK(seen.code[i] == PSR_RESULT_OK && seen.message[i] == NULL);
+        CHECK(member_is(seen.json[i], "status", "\"Succeeded\""));
+        CHECK(member_is(seen.json[i], "attempts", "1"));
+        CHECK(member_is(seen.json[i], "error", "null"));
+        CHECK(member_has(seen.json[i], "result", "\"state\":\"Completed\""));
+        CHECK(member_has(seen.json[i], "result", "\"output\":[\"hello\"]"));
+        CHECK(member_has(seen.json[i], "result", "\"had_errors\":false"));
+    }
+
+    CHECK(seen.status[WRONG] == PSR_HOST_STATUS_FAILED);
+    CHECK(seen.code[WRONG] == PSR_RESULT_AUTHENTICATION);
+    CHECK(member_is(seen.json[WRONG], "attempts", "1")); /* a refused logon is not retried */
+    CHECK(member_is(seen.json[WRONG], "result", "null"));
+    CHECK(member_has(seen.json[WRONG], "error", "\"code\":\"PSR_RESULT_AUTHENTICATION\""));
+
+    CHECK(seen.status[DEAD] == PSR_HOST_STATUS_UNREACHABLE);
+    CHECK(seen.code[DEAD] == PSR_RESULT_CONNECT);
+    CHECK(member_is(seen.json[DEAD], "status", "\"Unreachable\""));
+    CHECK(member_is(seen.json[DEAD], "attempts", "2")); /* one retry */
+    CHECK(member_has(seen.json[DEAD], "error", "\"code\":\"PSR_RESULT_CONNECT\""));
+
+    CHECK(seen.status[STALLED] == PSR_HOST_STATUS_FAILED);
+    CHECK(seen.code[STALLED] == PSR_RESULT_TIMEOUT);
+    CHECK(contains(seen.message[STALLED], "the run on stalled did not finish within"));
+    CHECK(member_is(seen.json[STALLED], "status", "\"Failed\""));
+    CHECK(member_has(seen.json[STALLED], "error", "\"code\":\"PSR_RESULT_TIMEOUT\""));
+    if (g_verbose) {
+        for (i = 0; i < HOSTS; i++) {
+            printf("    %s\n", seen.json[i] != NULL ? seen.json[i] : "(none)");
+        }
+    }
+    fleet_seen_clear(&seen);
+    psr_fleet_options_free(o);
+    psr_fleet_free(fleet);
+    check_nothing_left(g_url);
+    check_nothing_left(g_url2);
+    check_nothing_left(g_stalled_url);
+}
+
+/* A failing script and failing commands are answers: FAILED, no error object, the result in
+ * the JSON; a script's result is the object psr_invocation_json gives for the same script. */
+static void test_fleet_failures(void) {
+    const char *script = "Write-Output 'before'; Invoke-Failure -Message 'fleet-says-no'";
+    const char *const echo_args[1] = {"fleet"};
+    const char *const exit_args[1] = {"3"};
+    psr_error *err = NULL;
+    psr_fleet *fleet = psr_fleet_new();
+    psr_client *client;
+    psr_pool *pool;
+    psr_invocation *inv;
+    fleet_seen seen;
+    char *result;
+    int i;
+    begin("fleet_failures");
+    fleet_seen_init(&seen);
+    if (!CHECK(fleet != NULL)) {
+        return;
+    }
+    add_host(fleet, "one", g_url, PASSWORD);
+    add_host(fleet, "two", g_url2, PASSWORD);
+    EXPECT_OK(psr_fleet_run_ps(fleet, script, NULL, on_fleet_host, &seen, &err));
+    CHECK(seen.calls == 2 && seen.count[0] == 1 && seen.count[1] == 1);
+    for (i = 0; i < 2; i++) {
+        CHECK(seen.status[i] == PSR_HOST_STATUS_FAILED);
+        CHECK(seen.code[i] == PSR_RESULT_OK && seen.message[i] == NULL);
+        CHECK(member_is(seen.json[i], "error", "null"));
+        CHECK(member_has(seen.json[i], "result", "\"state\":\"Failed\""));
+        CHECK(member_has(seen.json[i], "result", "fleet-says-no"));
+    }
+
+    /* the same script through a pool: the same JSON */
+    client = connect_client();
+    pool = open_pool(client, NULL);
+    inv = run_script(pool, script, NULL);
+    if (CHECK(inv != NULL)) {
+        result = json_member(seen.json[0], "result");
+        CHECK(json_equals(result, psr_invocation_json(inv)));
+        if (g_verbose || !json_equals(result, psr_invocation_json(inv))) {
+            printf("    fleet:      %s\n    invocation: %s\n", result != NULL ? result : "(none)",
+                   psr_invocation_json(inv));
+        }
+        free(result);
+        psr_invocation_free(inv);
+    }
+    if (pool != NULL) {
+        EXPECT_OK(psr_pool_close(pool, &err));
+    }
+    psr_pool_free(pool);
+    psr_client_free(client);
+
+    /* commands: an exit code of 0 succeeds, any other fails; the output is in the JSON */
+    fleet_seen_clear(&seen);
+    EXPECT_OK(psr_fleet_run_cmd(fleet, "echo", echo_args, 1, NULL, on_fleet_host, &seen, &err));
+    CHECK(seen.calls == 2);
+    for (i = 0; i < 2; i++) {
+        CHECK(seen.status[i] == PSR_HOST_STATUS_SUCCEEDED && seen.code[i] == PSR_RESULT_OK);
+        CHECK(member_has(seen.json[i], "result", "\"exit_code\":0"));
+        CHECK(member_has(seen.json[i], "result", "\"stdout\":\"fleet"));
+        CHECK(member_has(seen.json[i], "result", "\"stderr\":\"\""));
+    }
+    fleet_seen_clear(&seen);
+    EXPECT_OK(psr_fleet_run_cmd(fleet, "exit", exit_args, 1, NULL, on_fleet_host, &seen, &err));
+    CHECK(seen.calls == 2);
+    for (i = 0; i < 2; i++) {
+        CHECK(seen.status[i] == PSR_HOST_STATUS_FAILED && seen.code[i] == PSR_RESULT_OK);
+        CHECK(member_is(seen.json[i], "status", "\"Failed\""));
+        CHECK(member_has(seen.json[i], "result", "\"exit_code\":3"));
+    }
+
+    fleet_seen_clear(&seen);
+    psr_fleet_free(fleet);
+    check_nothing_left(g_url);
+    check_nothing_left(g_url2);
+}
+
+/* The options every host shares: a session configuration for scripts; the shell's environment
+ * and working directory, and stdin, for commands. */
+static void test_fleet_options(void) {
+    static const char stdin_text[] = "stdin for every host\n";
+    psr_error *err = NULL;
+    psr_fleet *fleet = psr_fleet_new();
+    psr_fleet_options *o = psr_fleet_options_new();
+    psr_cmd_shell_options *shell = psr_cmd_shell_options_new();
+    fleet_seen seen;
+    int i;
+    begin("fleet_options");
+    fleet_seen_init(&seen);
+    if (!CHECK(fleet != NULL && o != NULL && shell != NULL)) {
+        psr_fleet_free(fleet);
+        psr_fleet_options_free(o);
+        psr_cmd_shell_options_free(shell);
+        return;
+    }
+    EXPECT_FAIL(psr_fleet_options_set_configuration_name(o, "", &err), PSR_RESULT_INVALID_ARGUMENT);
+    EXPECT_FAIL(psr_fleet_options_set_configuration_name(o, NULL, &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_fleet_options_set_shell_options(NULL, shell, &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_fleet_options_set_skip_cmd_shell(NULL, false, &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_fleet_options_set_stdin(o, NULL, 3, &err), PSR_RESULT_NULL_ARGUMENT);
+    add_host(fleet, "a", g_url, PASSWORD);
+    add_host(fleet, "b", g_url2, PASSWORD);
+
+    /* the endpoint's "Restricted" configuration (no-language mode) refuses the script on every host */
+    EXPECT_OK(psr_fleet_options_set_configuration_name(o, "Restricted", &err));
+    EXPECT_OK(psr_fleet_run_ps(fleet, "Write-Output 'jea'", o, on_fleet_host, &seen, &err));
+    CHECK(seen.calls == 2);
+    for (i = 0; i < 2; i++) {
+        CHECK(seen.status[i] == PSR_HOST_STATUS_FAILED && seen.code[i] == PSR_RESULT_OK);
+        CHECK(member_has(seen.json[i], "result", "\"state\":\"Failed\""));
+        CHECK(member_has(seen.json[i], "result", "\"id\":\"ScriptsNotAllowed\""));
+    }
+
+    /* a command reading stdin ends: stdin is closed when nothing is set */
+    fleet_seen_clear(&seen);
+    EXPECT_OK(psr_fleet_run_cmd(fleet, "cat", NULL, 0, o, on_fleet_host, &seen, &err));
+    CHECK(seen.calls == 2);
+    for (i = 0; i < 2; i++) {
+        CHECK(seen.status[i] == PSR_HOST_STATUS_SUCCEEDED);
+        CHECK(member_has(seen.json[i], "result", "\"stdout\":\"\""));
+    }
+
+    /* environment, working directory and stdin reach every host */
+    EXPECT_OK(psr_cmd_shell_options_add_environment(shell, "FLEET_VAR", "from the fleet", &err));
+    EXPECT_OK(psr_cmd_shell_options_set_working_directory(shell, "/tmp", &err));
+    EXPECT_OK(psr_fleet_options_set_shell_options(o, shell, &err));
+    psr_cmd_shell_options_free(shell); /* copied */
+    EXPECT_OK(psr_fleet_options_set_skip_cmd_shell(o, false, &err));
+    EXPECT_OK(psr_fleet_options_set_stdin(o, (const uint8_t *)stdin_text, strlen(stdin_text), &err));
+    fleet_seen_clear(&seen);
+    EXPECT_OK(psr_fleet_run_cmd(fleet, "echo $FLEET_VAR; pwd; cat", NULL, 0, o, on_fleet_host, &seen, &err));
+    CHECK(seen.calls == 2);
+    for (i = 0; i < 2; i++) {
+        CHECK(seen.status[i] == PSR_HOST_STATUS_SUCCEEDED);
+        CHECK(member_has(seen.json[i], "result",
+                         "\"stdout\":\"from the fleet\\n/tmp\\nstdin for every host\\n\""));
+    }
+    fleet_seen_clear(&seen);
+    psr_fleet_options_free(o);
+    psr_fleet_free(fleet);
+    check_nothing_left(g_url);
+    check_nothing_left(g_url2);
+}
+
+/* The callback stops the run after the first host: every host is still reported, once. One host
+ * at a time, and the second stalls, so the third cannot have started. */
+static void test_fleet_callback_stop(void) {
+    psr_error *err = NULL;
+    psr_fleet *fleet = psr_fleet_new();
+    psr_fleet_options *o = psr_fleet_options_new();
+    fleet_seen seen;
+    begin("fleet_callback_stop");
+    fleet_seen_init(&seen);
+    if (!CHECK(fleet != NULL && o != NULL)) {
+        psr_fleet_free(fleet);
+        psr_fleet_options_free(o);
+        return;
+    }
+    add_host(fleet, "first", g_url, PASSWORD);
+    add_host(fleet, "stalled", g_stalled_url, PASSWORD);
+    add_host(fleet, "third", g_url2, PASSWORD);
+    EXPECT_OK(psr_fleet_options_set_throttle(o, 1, &err));
+    seen.stop_at = 1;
+    EXPECT_FAIL(psr_fleet_run_ps(fleet, "Write-Output 'x'", o, on_fleet_host, &seen, &err), PSR_RESULT_CALLBACK);
+    CHECK(seen.calls == 3 && seen.count[0] == 1 && seen.count[1] == 1 && seen.count[2] == 1);
+    CHECK(seen.status[0] == PSR_HOST_STATUS_SUCCEEDED);
+    CHECK(seen.status[1] == PSR_HOST_STATUS_FAILED && seen.code[1] == PSR_RESULT_CLOSED);
+    CHECK(seen.status[2] == PSR_HOST_STATUS_FAILED && seen.code[2] == PSR_RESULT_CLOSED);
+    CHECK(member_is(seen.json[2], "attempts", "0"));
+    fleet_seen_clear(&seen);
+    psr_fleet_options_free(o);
+    psr_fleet_free(fleet);
+    check_nothing_left(g_url);
+    check_nothing_left(g_stalled_url);
+}
+
+typedef struct fleet_canceller {
+    psr_fleet *fleet;
+    const char *url;
+    long pools_seen;
+    psr_result rc;
+    int on_main_thread;
+} fleet_canceller;
+
+/* Waits until both running hosts have their pools on the stalled endpoint, then cancels. */
+static void *fleet_cancel_thread(void *arg) {
+    fleet_canceller *c = (fleet_canceller *)arg;
+    psr_error *err = NULL;
+    c->pools_seen = wait_state_at(c->url, "pools", 2, g_valgrind ? 120000 : 30000);
+    c->on_main_thread = pthread_equal(pthread_self(), g_main_thread) ? 1 : 0;
+    c->rc = psr_fleet_cancel(c->fleet, &err);
+    if (c->rc != PSR_RESULT_OK) {
+        note_error("psr_fleet_cancel from a second thread", err);
+    }
+    psr_error_free(err);
+    return NULL;
+}
+
+/* Hosts whose Receives stall forever, two at a time, no deadline: a cancel from another thread
+ * makes the run return, the two running hosts cut off, the others reported without being
+ * contacted; a cancelled fleet's next run contacts nobody. */
+static void test_fleet_cancel(void) {
+    enum { HOSTS = 6 };
+    psr_error *err = NULL;
+    psr_fleet *fleet = psr_fleet_new();
+    psr_fleet_options *o = psr_fleet_options_new();
+    fleet_seen seen;
+    fleet_canceller c;
+    pthread_t thread;
+    char name[32];
+    int i, contacted = 0, closed = 0;
+    begin("fleet_cancel");
+    fleet_seen_init(&seen);
+    if (!CHECK(fleet != NULL && o != NULL)) {
+        psr_fleet_free(fleet);
+        psr_fleet_options_free(o);
+        return;
+    }
+    for (i = 0; i < HOSTS; i++) {
+        snprintf(name, sizeof name, "stalled-%d", i);
+        add_host(fleet, name, g_stalled_url, PASSWORD);
+    }
+    EXPECT_OK(psr_fleet_options_set_throttle(o, 2, &err));
+    memset(&c, 0, sizeof c);
+    c.fleet = fleet;
+    c.url = g_stalled_url;
+    c.rc = PSR_RESULT_PANIC;
+    if (!CHECK(pthread_create(&thread, NULL, fleet_cancel_thread, &c) == 0)) {
+        psr_fleet_free(fleet);
+        psr_fleet_options_free(o);
+        return;
+    }
+    EXPECT_OK(psr_fleet_run_ps(fleet, "Write-Output 'never'", o, on_fleet_host, &seen, &err));
+    pthread_join(thread, NULL);
+    CHECK(c.pools_seen == 2);
+    CHECK(c.rc == PSR_RESULT_OK);
+    CHECK(!c.on_main_thread);
+    CHECK(seen.calls == HOSTS && seen.off_thread == 0 && seen.bad_args == 0);
+    for (i = 0; i < HOSTS; i++) {
+        CHECK(seen.count[i] == 1);
+        CHECK(seen.status[i] == PSR_HOST_STATUS_FAILED);
+        closed += seen.code[i] == PSR_RESULT_CLOSED;
+        contacted += !member_is(seen.json[i], "attempts", "0");
+    }
+    CHECK(closed == HOSTS);
+    CHECK(contacted == 2); /* only the two running hosts were contacted */
+
+    /* the cancellation is final: the next run reports every host at once, contacting none */
+    fleet_seen_clear(&seen);
+    EXPECT_OK(psr_fleet_run_ps(fleet, "Write-Output 'never'", o, on_fleet_host, &seen, &err));
+    CHECK(seen.calls == HOSTS);
+    for (i = 0; i < HOSTS; i++) {
+        CHECK(seen.code[i] == PSR_RESULT_CLOSED && member_is(seen.json[i], "attempts", "0"));
+    }
+    CHECK(psr_fleet_cancel(fleet, NULL) == PSR_RESULT_OK); /* twice is harmless */
+    fleet_seen_clear(&seen);
+    psr_fleet_options_free(o);
+    psr_fleet_free(fleet);
+    check_nothing_left(g_stalled_url);
+}
+
+static void test_fleet(void) {
+    begin("fleet");
+    if (!CHECK(g_url2 != NULL && g_url2[0] != '\0' && g_stalled_url != NULL && g_stalled_url[0] != '\0')) {
+        printf("       PSREMOTE_URL2 and PSREMOTE_STALLED_URL must name the fleet's endpoints (run.sh starts them)\n");
+        return;
+    }
+    test_fleet_misuse();
+    test_fleet_mixed();
+    test_fleet_failures();
+    test_fleet_options();
+    test_fleet_callback_stop();
+    test_fleet_cancel();
+}
+
 int main(void) {
     psr_client *client;
     psr_pool *pool;
@@ -3396,6 +3990,8 @@ int main(void) {
     g_krb_kdc = getenv("PSREMOTE_KRB_KDC");
     g_krb_realm = getenv("PSREMOTE_KRB_REALM");
     g_valgrind = getenv("PSR_TEST_VALGRIND") != NULL;
+    g_url2 = getenv("PSREMOTE_URL2");
+    g_stalled_url = getenv("PSREMOTE_STALLED_URL");
     setvbuf(stdout, NULL, _IOLBF, 0);
     printf("psremote %s, endpoint %s\n", psr_version(), g_url != NULL ? g_url : "(unset)");
     if (g_url == NULL || g_url[0] == '\0') {
@@ -3456,6 +4052,7 @@ int main(void) {
     }
     psr_client_free(client);
 
+    test_fleet();
     test_log_records();
     test_log_off();
     test_final_state();
