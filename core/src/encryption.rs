@@ -63,25 +63,40 @@ pub fn frame(protocol: Protocol, plaintext_len: usize, header: &[u8], ciphertext
     frame_parts(protocol, &[SealedPart { length: plaintext_len, header, ciphertext }])
 }
 
+/// The closing boundary of a sealed body.
+pub const CLOSING: &[u8] = b"--Encrypted Boundary--\r\n";
+
+/// What goes before one part's ciphertext: its metadata, the octet-stream header, the security
+/// header's length and the header itself. A body of one part is `frame_head`, the ciphertext,
+/// [`CLOSING`]: a sender can hand the three over as they are, without laying them end to end.
+pub fn frame_head(protocol: Protocol, plaintext_len: usize, header: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(200 + header.len());
+    put_head(&mut out, protocol, plaintext_len, header);
+    out
+}
+
+fn put_head(out: &mut Vec<u8>, protocol: Protocol, plaintext_len: usize, header: &[u8]) {
+    let meta = format!(
+        "--{BOUNDARY}\r\n\tContent-Type: {}\r\n\tOriginalContent: type=application/soap+xml;charset=UTF-8;Length={}\r\n--{BOUNDARY}\r\n\tContent-Type: application/octet-stream\r\n",
+        protocol.as_str(),
+        plaintext_len
+    );
+    out.extend_from_slice(meta.as_bytes());
+    // INVARIANT: security headers are a few dozen bytes, far below u32::MAX.
+    out.extend_from_slice(&(header.len() as u32).to_le_bytes());
+    out.extend_from_slice(header);
+}
+
 /// Lays out a sealed body of one or more parts, each `length` being its own plaintext's length.
 pub fn frame_parts(protocol: Protocol, parts: &[SealedPart<'_>]) -> Vec<u8> {
-    let closing = format!("--{BOUNDARY}--\r\n");
-    let size = parts.iter().map(|p| 200 + p.header.len() + p.ciphertext.len()).sum::<usize>() + closing.len();
+    let size = parts.iter().map(|p| 200 + p.header.len() + p.ciphertext.len()).sum::<usize>() + CLOSING.len();
     let mut out = Vec::with_capacity(size);
     for part in parts {
-        let meta = format!(
-            "--{BOUNDARY}\r\n\tContent-Type: {}\r\n\tOriginalContent: type=application/soap+xml;charset=UTF-8;Length={}\r\n--{BOUNDARY}\r\n\tContent-Type: application/octet-stream\r\n",
-            protocol.as_str(),
-            part.length
-        );
-        out.extend_from_slice(meta.as_bytes());
-        // INVARIANT: security headers are a few dozen bytes, far below u32::MAX.
-        out.extend_from_slice(&(part.header.len() as u32).to_le_bytes());
-        out.extend_from_slice(part.header);
+        put_head(&mut out, protocol, part.length, part.header);
         out.extend_from_slice(part.ciphertext);
     }
     // No CRLF between the ciphertext and the closing boundary: Server 2025 answers 400 to it.
-    out.extend_from_slice(closing.as_bytes());
+    out.extend_from_slice(CLOSING);
     out
 }
 
@@ -250,6 +265,16 @@ mod tests {
         assert!(body.ends_with(b"abc--Encrypted Boundary--\r\n"));
         let parts = parse(&body).unwrap();
         assert_eq!(parts, vec![SealedPart { length: 3, header: &[1; 16], ciphertext: b"abc" }]);
+    }
+
+    #[test]
+    fn head_ciphertext_and_closing_are_the_framed_body() {
+        assert_eq!(CLOSING, format!("--{BOUNDARY}--\r\n").as_bytes());
+        let header = [7u8; 60];
+        let mut pieces = frame_head(Protocol::Kerberos, 5, &header);
+        pieces.extend_from_slice(b"12345");
+        pieces.extend_from_slice(CLOSING);
+        assert_eq!(pieces, frame(Protocol::Kerberos, 5, &header, b"12345"));
     }
 
     #[test]

@@ -22,14 +22,6 @@ fn config(ep: &Endpoint) -> ClientConfig {
     cfg
 }
 
-/// How many requests with `action` (`Receive`, `Signal`, `Delete`) the endpoint answered.
-fn action(ep: &Endpoint, name: &str) -> i64 {
-    let state = ep.state();
-    let Some(at) = state.find(&format!("\"{name}\":")) else { return 0 };
-    let rest = &state[at + name.len() + 3..];
-    rest.trim_start().chars().take_while(char::is_ascii_digit).collect::<String>().parse().unwrap()
-}
-
 fn assert_nothing_left(ep: &Endpoint) {
     for counter in ["commands", "pipelines", "pools", "shells"] {
         assert_eq!(ep.wait_counter(counter, 0), 0, "{counter}: {}", ep.state());
@@ -40,9 +32,9 @@ fn assert_nothing_left(ep: &Endpoint) {
 /// OperationTimeouts (a Receive held when the work was released is answered within one).
 fn assert_no_more_receives(ep: &Endpoint) {
     std::thread::sleep(Duration::from_secs(3));
-    let before = action(ep, "Receive");
+    let before = ep.action("Receive");
     std::thread::sleep(Duration::from_secs(5));
-    assert_eq!(action(ep, "Receive"), before, "{}", ep.state());
+    assert_eq!(ep.action("Receive"), before, "{}", ep.state());
 }
 
 #[test]
@@ -60,7 +52,7 @@ fn run_cmd_past_its_deadline_times_out_and_releases_the_command_and_shell() {
     assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
     assert!(err.to_string().contains("\"sleep\" did not finish within 2 s"), "{err}");
     assert_nothing_left(&ep);
-    assert!(action(&ep, "Signal") >= 1 && action(&ep, "Delete") >= 2, "{}", ep.state());
+    assert!(ep.action("Signal") >= 1 && ep.action("Delete") >= 2, "{}", ep.state());
     assert_no_more_receives(&ep);
 }
 
@@ -79,7 +71,7 @@ fn a_dropped_run_cmd_future_releases_the_command_and_shell() {
     // Counted once the Delete was answered: nothing to wait for any more.
     assert_eq!(ep.counter("shells"), 0, "{}", ep.state());
     assert_eq!(ep.counter("commands"), 0, "{}", ep.state());
-    assert!(action(&ep, "Delete") >= 1, "{}", ep.state());
+    assert!(ep.action("Delete") >= 1, "{}", ep.state());
     assert_no_more_receives(&ep);
 }
 
@@ -133,7 +125,7 @@ fn a_pool_that_never_finishes_opening_fails_at_its_deadline_and_is_deleted() {
     assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
     assert!(err.to_string().contains("opening a runspace pool"), "{err}");
     assert_nothing_left(&ep);
-    assert!(action(&ep, "Delete") >= 1, "{}", ep.state());
+    assert!(ep.action("Delete") >= 1, "{}", ep.state());
     assert_no_more_receives(&ep);
 }
 

@@ -10,42 +10,20 @@ use common::{Endpoint, block_on, ntlm_config};
 use psremote::client::{Client, PoolConfig, RunspacePool};
 use psremote::psrp::PipelineSpec;
 
-/// Requests of one WS-Man action the endpoint answered so far.
-fn action(ep: &Endpoint, name: &str) -> i64 {
-    let state = ep.state();
-    let Some(at) = state.find("\"actions\":") else { panic!("no actions in {state}") };
-    let actions = &state[at..];
-    let key = format!("\"{name}\":");
-    match actions.find(&key) {
-        None => 0,
-        Some(k) => actions[k + key.len()..]
-            .trim_start()
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect::<String>()
-            .parse()
-            .unwrap(),
-    }
-}
-
-fn logons(ep: &Endpoint) -> usize {
-    ep.state().matches("\"mechanism\":").count()
-}
-
 #[test]
 fn a_pool_opens_and_closes_over_the_connection_of_the_connect() {
     let ep = Endpoint::start(&[]);
     block_on(async {
         let client = Client::connect(ntlm_config(&ep)).await.unwrap();
-        assert_eq!(logons(&ep), 1, "{}", ep.state());
+        assert_eq!(ep.logons(), 1, "{}", ep.state());
         for _ in 0..3 {
             let pool = RunspacePool::open(&client, PoolConfig::default()).await.unwrap();
             pool.close().await.unwrap();
         }
-        assert_eq!(action(&ep, "Create"), 3);
-        assert_eq!(action(&ep, "Delete"), 3);
-        eprintln!("receives for three opens: {}", action(&ep, "Receive"));
-        assert_eq!(logons(&ep), 1, "one connection, one logon: {}", ep.state());
+        assert_eq!(ep.action("Create"), 3);
+        assert_eq!(ep.action("Delete"), 3);
+        eprintln!("receives for three opens: {}", ep.action("Receive"));
+        assert_eq!(ep.logons(), 1, "one connection, one logon: {}", ep.state());
     });
 }
 
@@ -63,9 +41,9 @@ fn a_pool_that_runs_one_pipeline_and_closes_uses_one_connection() {
             assert_eq!(result.output.len(), 1);
             pool.close().await.unwrap();
         }
-        assert_eq!(action(&ep, "Delete"), 5);
+        assert_eq!(ep.action("Delete"), 5);
         assert_eq!(ep.wait_counter("pools", 0), 0);
-        assert_eq!(logons(&ep), 1, "one connection, one logon: {}", ep.state());
+        assert_eq!(ep.logons(), 1, "one connection, one logon: {}", ep.state());
     });
 }
 
@@ -75,19 +53,19 @@ fn an_invocation_is_a_command_and_a_receive_then_the_signal_that_releases_it() {
     block_on(async {
         let client = Client::connect(ntlm_config(&ep)).await.unwrap();
         let pool = RunspacePool::open(&client, PoolConfig::default()).await.unwrap();
-        let receives = action(&ep, "Receive");
+        let receives = ep.action("Receive");
         let runs = 10;
         for _ in 0..runs {
             let result = pool.invoke(&PipelineSpec::script("Write-Output 'hello'")).await.unwrap();
             assert_eq!(result.output.len(), 1);
         }
         pool.close().await.unwrap();
-        assert_eq!(action(&ep, "Command"), runs);
+        assert_eq!(ep.action("Command"), runs);
         assert_eq!(ep.wait_counter("commands", 0), 0);
         // One Signal Terminate per pipeline, the last one answered before the pool's Delete.
-        assert_eq!(action(&ep, "Signal"), runs, "one Signal Terminate per pipeline: {}", ep.state());
-        let per_run = action(&ep, "Receive") - receives;
-        eprintln!("receives for {runs} invocations: {per_run}; logons {}", logons(&ep));
+        assert_eq!(ep.action("Signal"), runs, "one Signal Terminate per pipeline: {}", ep.state());
+        let per_run = ep.action("Receive") - receives;
+        eprintln!("receives for {runs} invocations: {per_run}; logons {}", ep.logons());
         assert!(per_run >= runs && per_run <= runs * 2, "{per_run} Receives for {runs} invocations");
         // The Signal of one invocation may still be on its way when the next Command goes out:
         // two connections at most, each with its one logon (the endpoint's control requests
@@ -95,6 +73,6 @@ fn an_invocation_is_a_command_and_a_receive_then_the_signal_that_releases_it() {
         // longer than a second (a loaded machine) has the pool's Receive run beside it, on a
         // third; its Receives show it.
         let allowed = if per_run == runs { 2 } else { 3 };
-        assert!(logons(&ep) <= allowed, "{} logons, {per_run} Receives: {}", logons(&ep), ep.state());
+        assert!(ep.logons() <= allowed, "{} logons, {per_run} Receives: {}", ep.logons(), ep.state());
     });
 }

@@ -97,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="close the connection, unanswered, on the Nth command-level Send (pipeline input) or Receive (pipeline output)",
     )
     parser.add_argument(
+        "--close-after-reply",
+        action="store_true",
+        help="answer every SOAP request with 'Connection: close' and close the connection",
+    )
+    parser.add_argument(
         "--corrupt-file-chunk",
         action="store_true",
         help="file transfers flip one byte of the first chunk written (copy) or sent (fetch): a hash mismatch",
@@ -217,6 +222,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         capture_dir=args.capture,
         misbehave=args.misbehave,
         drop_connection=args.drop_connection,
+        close_after_reply=args.close_after_reply,
         tls=tls,
         cbt=args.cbt,
     )

@@ -50,6 +50,9 @@ class ServerConfig:
     capture_dir: Optional[str] = None
     misbehave: Optional[str] = None
     drop_connection: Optional[str] = None
+    # Answer every SOAP request with "Connection: close" and close: each request of a client
+    # then needs a connection (and a logon) of its own, as behind some proxies and balancers.
+    close_after_reply: bool = False
     tls: Optional[TlsSettings] = None
     cbt: str = "relaxed"
 
@@ -395,7 +398,7 @@ class WinRMHandler(BaseHTTPRequestHandler):
         if tampered.framing is not None:
             self._send_framed(tampered.framing, reply.status, final_token + [("Content-Type", out_type)], out)
             return
-        self._respond(reply.status, final_token + [("Content-Type", out_type)], out)
+        self._respond(reply.status, final_token + [("Content-Type", out_type)], out, close=config.close_after_reply)
 
     def _send_framed(self, mode: str, status: int, headers: List[Tuple[str, str]], body: bytes) -> None:
         """A reply whose HTTP framing is broken (the HTTP framing misbehaviours)."""

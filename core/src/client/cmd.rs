@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
-use super::Client;
 use super::backoff::{ReceiveBackoff, pause};
 use super::create::Create;
 use super::runtime::{finish_in_background, spawn_detached};
 use super::write_behind::WriteBehind;
+use super::{Body, Call, Client};
 use crate::error::{Error, Result};
 use crate::wsman::winrs::{self, ShellSpec};
 use crate::wsman::{CMD_SHELL_URI, OptionEntry, Reply, action, code};
@@ -312,7 +312,8 @@ impl CmdControl {
     /// Writes to the command's stdin; `end` closes it afterwards. Fails with [`Error::Closed`]
     /// once the command has finished or was terminated, and with the server's fault when it
     /// refuses the data: it returns once every Send of `data` was answered. Data larger than one
-    /// Send goes out in pieces, each built while the one before is in flight.
+    /// Send goes out in pieces, each built and sealed while the one before is in flight, on one
+    /// connection kept for the command's stdin until it ends.
     pub async fn send_stdin(&self, data: &[u8], end: bool) -> Result<()> {
         self.no_command()?;
         if self.is_released() {
@@ -325,17 +326,32 @@ impl CmdControl {
             pieces.push(&[]);
         }
         let last = pieces.len() - 1;
-        for (i, piece) in pieces.into_iter().enumerate() {
-            // Built (base64 and XML) while the previous Send is in flight.
-            let body = winrs::send_body("stdin", Some(&self.command_id), piece, end && i == last);
-            let (client, shell_id) = (self.client.clone(), self.shell_id.clone());
-            self.behind
-                .start(Box::pin(async move {
-                    client.call(action::SEND, CMD_SHELL_URI, Some(&shell_id), &[], &body, None).await.map(drop)
-                }))
-                .await?;
+        let calls: Vec<Call<'_>> = pieces
+            .iter()
+            .enumerate()
+            .map(|(i, piece)| Call {
+                action: action::SEND,
+                resource_uri: CMD_SHELL_URI,
+                shell_id: Some(&self.shell_id),
+                options: &[],
+                body: Body::Send {
+                    stream: "stdin",
+                    command_id: Some(&self.command_id),
+                    pieces: std::slice::from_ref(piece),
+                    end: end && i == last,
+                },
+                operation_timeout: None,
+                max_envelope_size: None,
+            })
+            .collect();
+        // One writer at a time: pieces of two writes never interleave.
+        let _turn = self.behind.exclusive().await?;
+        let lane = self.behind.lane(|| self.client.lane());
+        self.client.post_in_order(lane, None, &calls).await?;
+        if end {
+            self.behind.release_lane();
         }
-        self.behind.settle().await
+        Ok(())
     }
 
     /// Sends Ctrl-C to the command (MS-WSMV 3.1.4.14). Nothing is sent once the command has

@@ -5,7 +5,7 @@
 use tokio::sync::oneshot;
 
 use super::runtime::spawn_detached;
-use super::{Call, Client};
+use super::{Body, Call, Client};
 use crate::error::{Error, Result};
 use crate::wsman::{OptionEntry, Reply, action, code, winrs};
 
@@ -42,7 +42,7 @@ impl Create {
             resource_uri: &self.resource_uri,
             shell_id,
             options: if create { &self.options } else { &[] },
-            body: if create { &self.body } else { "" },
+            body: Body::Xml(if create { &self.body } else { "" }),
             operation_timeout: None,
             max_envelope_size: self.max_envelope_size,
         }

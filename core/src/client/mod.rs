@@ -72,9 +72,56 @@ pub(crate) struct Call<'a> {
     pub resource_uri: &'a str,
     pub shell_id: Option<&'a str>,
     pub options: &'a [OptionEntry],
-    pub body: &'a str,
+    pub body: Body<'a>,
     pub operation_timeout: Option<Duration>,
     pub max_envelope_size: Option<u32>,
+}
+
+/// What goes into a request's `s:Body`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Body<'a> {
+    /// Its children, already XML.
+    Xml(&'a str),
+    /// `rsp:Send` of one stream chunk, given as the pieces it is made of: the base64 is
+    /// written from them straight into the envelope.
+    Send { stream: &'a str, command_id: Option<&'a str>, pieces: &'a [&'a [u8]], end: bool },
+}
+
+impl Body<'_> {
+    fn write(&self, out: &mut String) {
+        match *self {
+            Body::Xml(xml) => out.push_str(xml),
+            Body::Send { stream, command_id, pieces, end } => {
+                wsman::winrs::write_send_body(out, stream, command_id, pieces, end);
+            }
+        }
+    }
+
+    fn len_hint(&self) -> usize {
+        match self {
+            Body::Xml(xml) => xml.len(),
+            Body::Send { pieces, .. } => 200 + pieces.iter().map(|p| p.len()).sum::<usize>().div_ceil(3) * 4,
+        }
+    }
+}
+
+/// A request built ahead of sending it: its envelope and what reading the reply needs.
+#[derive(Debug)]
+struct Prepared {
+    message_id: uuid::Uuid,
+    envelope: String,
+    read_timeout: Duration,
+    reply_limit: u64,
+    retry: crate::transport::Retry,
+}
+
+/// A request sealed on a lane ([`Client::seal_on_lane`]), waiting to be posted.
+#[derive(Debug)]
+pub(crate) struct SealedCall {
+    message_id: uuid::Uuid,
+    read_timeout: Duration,
+    reply_limit: u64,
+    request: crate::transport::LaneRequest,
 }
 
 /// Extra time allowed on top of the OperationTimeout before the HTTP read gives up.
@@ -185,7 +232,7 @@ impl Client {
             resource_uri,
             shell_id,
             options,
-            body,
+            body: Body::Xml(body),
             operation_timeout,
             max_envelope_size: None,
         })
@@ -194,8 +241,70 @@ impl Client {
 
     /// Sends one WS-Man request described by `call`.
     pub(crate) async fn request(&self, call: &Call<'_>) -> Result<Reply> {
+        let p = self.prepare(call, uuid::Uuid::new_v4());
+        let rebuild = || self.prepare(call, p.message_id).envelope;
+        let reply = self.inner.transport.post(p.envelope, rebuild, p.read_timeout, p.reply_limit, p.retry).await?;
+        finish(reply, p.message_id)
+    }
+
+    /// A lane for requests that go one after another, each sealed while the one before is in
+    /// flight ([`crate::transport::Lane`]).
+    pub(crate) fn lane(&self) -> crate::transport::Lane {
+        self.inner.transport.lane()
+    }
+
+    /// Builds and seals `call` for `lane`'s connection; [`Client::post_on_lane`] sends it. The
+    /// caller seals and posts a lane's requests in one order, each posted after the one before
+    /// it was answered.
+    pub(crate) async fn seal_on_lane(&self, lane: &crate::transport::Lane, call: &Call<'_>) -> Result<SealedCall> {
+        let p = self.prepare(call, uuid::Uuid::new_v4());
+        let request = self.inner.transport.seal_on_lane(lane, p.envelope).await?;
+        Ok(SealedCall { message_id: p.message_id, read_timeout: p.read_timeout, reply_limit: p.reply_limit, request })
+    }
+
+    /// Posts a request sealed by [`Client::seal_on_lane`]. Should the lane's connection be gone
+    /// before it left, `call` (the same request) is built again for another.
+    pub(crate) async fn post_on_lane(
+        &self,
+        lane: &crate::transport::Lane,
+        sealed: SealedCall,
+        call: &Call<'_>,
+    ) -> Result<Reply> {
+        let SealedCall { message_id, read_timeout, reply_limit, request } = sealed;
+        let rebuild = || self.prepare(call, message_id).envelope;
+        let reply = self.inner.transport.post_on_lane(lane, request, rebuild, read_timeout, reply_limit).await?;
+        finish(reply, message_id)
+    }
+
+    /// Sends `calls` in order on `lane`, one at a time, each built and sealed while the one
+    /// before is in flight; `first`, when given, is `calls[0]` sealed already. Stops at the
+    /// first failure (what was sealed after it is dropped unsent).
+    pub(crate) async fn post_in_order(
+        &self,
+        lane: &crate::transport::Lane,
+        mut first: Option<SealedCall>,
+        calls: &[Call<'_>],
+    ) -> Result<()> {
+        for (i, call) in calls.iter().enumerate() {
+            let sealed = match first.take() {
+                Some(s) => s,
+                None => self.seal_on_lane(lane, call).await?,
+            };
+            let next = async {
+                match calls.get(i + 1) {
+                    Some(n) => self.seal_on_lane(lane, n).await.map(Some),
+                    None => Ok(None),
+                }
+            };
+            let (posted, next) = tokio::join!(self.post_on_lane(lane, sealed, call), next);
+            posted?;
+            first = next?;
+        }
+        Ok(())
+    }
+
+    fn prepare(&self, call: &Call<'_>, message_id: uuid::Uuid) -> Prepared {
         let cfg = &self.inner.config;
-        let message_id = uuid::Uuid::new_v4();
         let operation_timeout = call.operation_timeout.unwrap_or(cfg.operation_timeout);
         let max_envelope_size = call.max_envelope_size.unwrap_or(self.envelope_size());
         // The reply may be as large as the envelope this request announced, plus its sealing.
@@ -215,8 +324,7 @@ impl Client {
             shell_id: call.shell_id,
             options: call.options,
         };
-        let body = call.body;
-        let envelope = header.envelope(body);
+        let envelope = header.envelope_with(call.body.len_hint(), |s| call.body.write(s));
         tracing::trace!(action, bytes = envelope.len(), "request");
         // Sent again (once) when its connection closed before any reply: only requests that may
         // run twice, never a Create, Command or Send.
@@ -228,19 +336,23 @@ impl Client {
             | wsman::action::DELETE => crate::transport::Retry::Safe,
             _ => crate::transport::Retry::Never,
         };
-        let reply = self.inner.transport.post(envelope, operation_timeout + READ_MARGIN, reply_limit, retry).await?;
-        match wsman::parse_reply(&reply.body, message_id) {
-            Ok(r) if reply.status == 200 => Ok(r),
-            Ok(_) => Err(Error::Transport {
-                message: format!("HTTP {} without a SOAP fault", reply.status),
-                status: Some(reply.status),
-            }),
-            Err(e @ Error::Fault(_)) => Err(e),
-            Err(e) if reply.status != 200 => Err(Error::Transport {
-                message: format!("HTTP {} with an unreadable body: {e}", reply.status),
-                status: Some(reply.status),
-            }),
-            Err(e) => Err(e),
-        }
+        Prepared { message_id, envelope, read_timeout: operation_timeout + READ_MARGIN, reply_limit, retry }
+    }
+}
+
+/// Parses the reply to the request `message_id`; a fault becomes [`Error::Fault`].
+fn finish(reply: crate::transport::HttpReply, message_id: uuid::Uuid) -> Result<Reply> {
+    match wsman::parse_reply(&reply.body, message_id) {
+        Ok(r) if reply.status == 200 => Ok(r),
+        Ok(_) => Err(Error::Transport {
+            message: format!("HTTP {} without a SOAP fault", reply.status),
+            status: Some(reply.status),
+        }),
+        Err(e @ Error::Fault(_)) => Err(e),
+        Err(e) if reply.status != 200 => Err(Error::Transport {
+            message: format!("HTTP {} with an unreadable body: {e}", reply.status),
+            status: Some(reply.status),
+        }),
+        Err(e) => Err(e),
     }
 }

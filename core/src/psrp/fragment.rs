@@ -73,29 +73,53 @@ impl Fragmenter {
 
     /// Fragments `messages` (encoded PSRP messages) into chunks.
     pub fn fragment<'a>(&mut self, messages: impl IntoIterator<Item = &'a [u8]>) -> Vec<Vec<u8>> {
+        let messages: Vec<&[u8]> = messages.into_iter().collect();
+        let plan = self.plan(messages.iter().map(|m| m.len()));
+        plan.iter()
+            .map(|chunk| {
+                let mut out = Vec::with_capacity(chunk.iter().map(|f| HEADER_LEN + f.range.len()).sum());
+                for f in chunk {
+                    out.extend_from_slice(&f.header);
+                    out.extend_from_slice(&messages[f.message][f.range.clone()]);
+                }
+                out
+            })
+            .collect()
+    }
+
+    /// Cuts messages of the given lengths into chunks, as [`Fragmenter::fragment`] does, without
+    /// touching their bytes: each chunk is the list of its fragments, each a header and the
+    /// range of its message it carries. A sender writes the pieces out as they are.
+    pub fn plan(&mut self, lengths: impl IntoIterator<Item = usize>) -> Vec<Vec<FragmentSpan>> {
         let mut chunks = Vec::new();
-        let mut cur: Vec<u8> = Vec::new();
-        for msg in messages {
+        let mut cur: Vec<FragmentSpan> = Vec::new();
+        let mut cur_len = 0;
+        for (message, len) in lengths.into_iter().enumerate() {
             let object_id = self.next_object_id;
             self.next_object_id += 1;
             let mut offset = 0;
             let mut fragment_id = 0u64;
             loop {
-                let space = self.max_chunk.saturating_sub(cur.len() + HEADER_LEN);
+                let space = self.max_chunk.saturating_sub(cur_len + HEADER_LEN);
                 if space == 0 {
                     chunks.push(std::mem::take(&mut cur));
+                    cur_len = 0;
                     continue;
                 }
-                let take = space.min(msg.len() - offset);
-                let end = offset + take == msg.len();
-                put_header(&mut cur, object_id, fragment_id, fragment_id == 0, end, take);
-                cur.extend_from_slice(&msg[offset..offset + take]);
+                let take = space.min(len - offset);
+                let end = offset + take == len;
+                let mut header = Vec::with_capacity(HEADER_LEN);
+                put_header(&mut header, object_id, fragment_id, fragment_id == 0, end, take);
+                let header: [u8; HEADER_LEN] = header.try_into().unwrap_or([0; HEADER_LEN]);
+                cur.push(FragmentSpan { header, message, range: offset..offset + take });
+                cur_len += HEADER_LEN + take;
                 offset += take;
                 fragment_id += 1;
                 if end {
                     break;
                 }
                 chunks.push(std::mem::take(&mut cur));
+                cur_len = 0;
             }
         }
         if !cur.is_empty() {
@@ -103,6 +127,18 @@ impl Fragmenter {
         }
         chunks
     }
+}
+
+/// One fragment of a planned chunk ([`Fragmenter::plan`]): its header, and the range of its
+/// message (by index) that is its blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FragmentSpan {
+    /// The fragment header.
+    pub header: [u8; HEADER_LEN],
+    /// Which message the blob comes from.
+    pub message: usize,
+    /// The blob's bytes within that message.
+    pub range: std::ops::Range<usize>,
 }
 
 /// Splits a chunk into its fragments' raw bytes (header included), checking only the framing,

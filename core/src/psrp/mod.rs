@@ -11,4 +11,4 @@ pub mod session_key;
 
 pub use host::{HostCall, HostDefaults, HostMethod, HostResponse};
 pub use messages::{Command, CommandMetadataQuery, ErrorRecord, HostInfo, Merge, PipelineSpec, ProtocolVersion};
-pub use pool::{Event, InputStream, Outgoing, PipelineState, PoolOptions, PoolState, RunspacePool};
+pub use pool::{Event, InputChunks, InputStream, Outgoing, PipelineState, PoolOptions, PoolState, RunspacePool};

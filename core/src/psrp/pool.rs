@@ -9,7 +9,7 @@ use std::collections::{HashMap, VecDeque};
 use crate::clixml::{self, Limits, Value};
 use crate::error::{Error, Result};
 
-use super::fragment::{DefragLimits, Defragmenter, Fragmenter};
+use super::fragment::{DefragLimits, Defragmenter, FragmentSpan, Fragmenter};
 use super::host::{HostCall, HostResponse};
 use super::message::{Destination, Message, MessageType};
 use super::messages::{
@@ -132,6 +132,38 @@ pub struct Outgoing {
     pub stream: InputStream,
     /// Fragment bytes (base64 them into one `rsp:Stream`).
     pub data: Vec<u8>,
+}
+
+/// Input for one pipeline's `stdin` stream, encoded: its messages, and the chunks (one Send
+/// each) they are cut into, each chunk's fragments laid over the messages without copying them.
+#[derive(Debug)]
+pub struct InputChunks {
+    /// The pipeline.
+    pub pid: uuid::Uuid,
+    messages: Vec<Vec<u8>>,
+    chunks: Vec<Vec<FragmentSpan>>,
+}
+
+impl InputChunks {
+    /// How many chunks.
+    pub fn len(&self) -> usize {
+        self.chunks.len()
+    }
+
+    /// Whether there is nothing to send.
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    /// Chunk `i` as the pieces it is made of, in order: each fragment's header and blob.
+    pub fn pieces(&self, i: usize) -> Vec<&[u8]> {
+        self.chunks[i].iter().flat_map(|f| [&f.header[..], &self.messages[f.message][f.range.clone()]]).collect()
+    }
+
+    /// Chunk `i` laid end to end (what [`Fragmenter::fragment`] gives).
+    pub fn chunk_bytes(&self, i: usize) -> Vec<u8> {
+        self.pieces(i).concat()
+    }
 }
 
 /// What the server told us.
@@ -417,13 +449,15 @@ impl RunspacePool {
         }
     }
 
-    /// Queues input objects for a pipeline (several per chunk when small).
-    pub fn send_input(&mut self, pid: uuid::Uuid, values: &[Value]) -> Result<()> {
+    /// Encodes input objects for a pipeline into chunks (several objects per chunk when small)
+    /// and hands them to the caller instead of queueing them: a pipeline's input has a sender
+    /// of its own, which sends them in order on the pipeline's `stdin` stream.
+    pub fn send_input(&mut self, pid: uuid::Uuid, values: &[Value]) -> Result<InputChunks> {
         self.expect_running(pid, "send input")?;
-        let msgs: Vec<Vec<u8>> =
+        let messages: Vec<Vec<u8>> =
             values.iter().map(|v| self.message(MessageType::PipelineInput, Some(pid), v)).collect();
-        self.queue(Some(pid), InputStream::Stdin, &msgs);
-        Ok(())
+        let chunks = self.fragmenter.plan(messages.iter().map(Vec::len));
+        Ok(InputChunks { pid, messages, chunks })
     }
 
     /// Queues END_OF_PIPELINE_INPUT.
@@ -776,6 +810,31 @@ mod tests {
         assert_eq!(events.pop_front(), Some(Event::PoolState { state: PoolState::Opened, error: None }));
         assert_eq!(pool.protocol_version(), Some(ProtocolVersion::V2_3));
         assert_eq!(pool.state(), PoolState::Opened);
+    }
+
+    #[test]
+    fn input_chunks_are_fragments_laid_over_the_messages() {
+        let (mut pool, _) = opened_pool();
+        let pid = uuid::Uuid::from_u128(7);
+        let spec = PipelineSpec { statements: vec![vec![messages::Command::script("$input")]], ..Default::default() };
+        pool.create_pipeline(pid, &spec).unwrap();
+        pool.set_max_chunk(4096);
+        let values = [Value::Str("x".repeat(10_000)), Value::I32(5), Value::Str("y".repeat(3000))];
+        let input = pool.send_input(pid, &values).unwrap();
+        assert!(input.len() >= 4, "{} chunks", input.len());
+        let mut defrag = Defragmenter::new(DefragLimits::default());
+        let mut decoded = Vec::new();
+        for i in 0..input.len() {
+            let bytes = input.chunk_bytes(i);
+            assert!(bytes.len() <= 4096);
+            for m in defrag.push(&bytes).unwrap() {
+                let m = Message::decode(&m).unwrap();
+                assert_eq!((m.message_type, m.pid), (MessageType::PipelineInput, Some(pid)));
+                decoded
+                    .push(crate::clixml::from_str(std::str::from_utf8(&m.data).unwrap(), &Default::default()).unwrap());
+            }
+        }
+        assert_eq!(decoded, values);
     }
 
     #[test]

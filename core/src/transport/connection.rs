@@ -1,11 +1,16 @@
 //! One HTTP/1.1 connection with its own authentication state.
 
+use std::collections::VecDeque;
 use std::fmt;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, StatusCode, header};
-use http_body_util::Full;
+use hyper::body::{Frame, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -29,10 +34,14 @@ const AUTH_REPLY_LIMIT: u64 = 256 * 1024;
 mod credssp;
 
 pub(super) struct Connection {
-    sender: SendRequest<Full<Bytes>>,
+    /// Unique among the process's connections: what a request sealed ahead names as its own.
+    id: u64,
+    sender: SendRequest<Pieces>,
     /// The context that seals bodies; `None` when nothing is sealed (Basic, certificate, or
-    /// NTLM/Negotiate/Kerberos/CredSSP inside TLS without `MessageEncryption::Always`).
-    context: Option<Sealer>,
+    /// NTLM/Negotiate/Kerberos/CredSSP inside TLS without `MessageEncryption::Always`). Shared
+    /// only with requests sealed ahead for this connection ([`super::Lane`]); locked for one
+    /// seal or unseal at a time.
+    context: Option<SealerRef>,
     task: tokio::task::JoinHandle<()>,
     /// Why the connection task ended, when TLS ended it (a server alert after the handshake).
     closed_by: ClosedBy,
@@ -40,22 +49,135 @@ pub(super) struct Connection {
     /// The last exchange failed because the connection closed before any reply came: the server
     /// closed it (an idle keep-alive connection) or dropped the request unanswered.
     unanswered: bool,
+    /// The last exchange failed before any of its request was written: the connection was
+    /// closed (a `Connection: close` reply before it) when the request came.
+    unsent: bool,
 }
+
+/// A connection's sealer, shared with the requests sealed ahead for it.
+pub(super) type SealerRef = Arc<SealState>;
+
+/// A connection's sealer and what the requests sealed for it did to it.
+#[derive(Debug)]
+pub(super) struct SealState {
+    sealer: Mutex<Sealer>,
+    /// Requests sealed for the connection that have not gone out yet: until they have, the
+    /// connection serves no one else (each sealing moved its sequence numbers on).
+    unsent: AtomicUsize,
+    /// A request sealed for it was dropped unsent: its sequence numbers are ahead of the
+    /// server's for good, so the connection is done.
+    spoiled: AtomicBool,
+}
+
+impl SealState {
+    fn new(sealer: Sealer) -> SealerRef {
+        Arc::new(SealState { sealer: Mutex::new(sealer), unsent: AtomicUsize::new(0), spoiled: AtomicBool::new(false) })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Sealer> {
+        self.sealer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// What seals the bodies of an authenticated connection.
 // One per connection, kept for its lifetime: boxing the larger variant would buy nothing.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
-enum Sealer {
+pub(super) enum Sealer {
     /// NTLM, Kerberos or Negotiate: the sspi context's keys.
     Sspi(SecurityContext),
     /// CredSSP: records of its TLS channel.
     CredSsp(CredSspContext),
 }
 
+/// A request body sent as the pieces it was built from (a sealed body's MIME head, the
+/// ciphertext, the closing boundary), so nothing is copied to lay them end to end.
+#[derive(Debug, Default)]
+pub(super) struct Pieces {
+    pieces: VecDeque<Bytes>,
+    len: u64,
+}
+
+impl Pieces {
+    fn new(pieces: impl IntoIterator<Item = Bytes>) -> Self {
+        let pieces: VecDeque<Bytes> = pieces.into_iter().filter(|p| !p.is_empty()).collect();
+        let len = pieces.iter().map(|p| p.len() as u64).sum();
+        Self { pieces, len }
+    }
+
+    fn len(&self) -> u64 {
+        self.len
+    }
+}
+
+impl hyper::body::Body for Pieces {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<std::result::Result<Frame<Bytes>, Self::Error>>> {
+        let next = self.pieces.pop_front();
+        if let Some(p) = &next {
+            self.len -= p.len() as u64;
+        }
+        Poll::Ready(next.map(|p| Ok(Frame::data(p))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.pieces.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.len)
+    }
+}
+
+/// A request built (and sealed, when the connection seals) for one connection.
+pub(super) struct Outbound {
+    req: Option<Request<Pieces>>,
+    /// The plaintext envelope's length, for messages.
+    envelope_bytes: usize,
+    /// The connection whose sealer sealed it: it may go on that connection only.
+    pub(super) sealed_for: Option<u64>,
+    /// That sealer, until the request went out.
+    seal: Option<SealerRef>,
+}
+
+impl Outbound {
+    /// Taken for sending: the sealer no longer waits for it.
+    fn take(&mut self) -> Option<Request<Pieces>> {
+        if let Some(seal) = self.seal.take() {
+            seal.unsent.fetch_sub(1, Ordering::SeqCst);
+        }
+        self.req.take()
+    }
+}
+
+impl Drop for Outbound {
+    fn drop(&mut self) {
+        if let Some(seal) = self.seal.take() {
+            seal.spoiled.store(true, Ordering::SeqCst);
+            seal.unsent.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl fmt::Debug for Outbound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Outbound")
+            .field("envelope_bytes", &self.envelope_bytes)
+            .field("sealed_for", &self.sealed_for)
+            .finish_non_exhaustive()
+    }
+}
+
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Connection").field("context", &self.context).finish_non_exhaustive()
+        f.debug_struct("Connection").field("id", &self.id).field("context", &self.context).finish_non_exhaustive()
     }
 }
 
@@ -127,14 +249,15 @@ impl Connection {
             channel_binding: false,
             tls: tls_info,
         };
-        let mut this = Self { sender, context: None, task, closed_by, info, unanswered: false };
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let mut this = Self { id, sender, context: None, task, closed_by, info, unanswered: false, unsent: false };
         if config.mechanism == Mechanism::CredSsp {
             let ctx = this.authenticate_credssp(config).await?;
-            this.context = seal.then_some(Sealer::CredSsp(ctx));
+            this.context = seal.then(|| SealState::new(Sealer::CredSsp(ctx)));
         } else if config.mechanism.can_seal() {
             let ctx = this.authenticate(config).await?;
             if seal {
-                this.context = Some(Sealer::Sspi(ctx));
+                this.context = Some(SealState::new(Sealer::Sspi(ctx)));
             }
         }
         tracing::info!(
@@ -158,8 +281,27 @@ impl Connection {
         &self.info
     }
 
+    pub(super) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// This connection's sealer, for sealing requests ahead ([`Connection::outbound`]).
+    pub(super) fn sealer(&self) -> Option<SealerRef> {
+        self.context.clone()
+    }
+
+    /// Whether the connection can take a request: open, and free of requests sealed ahead
+    /// for it (see [`Connection::is_usable`]).
     pub(super) fn is_ready(&self) -> bool {
-        !self.sender.is_closed() && !self.task.is_finished()
+        self.is_usable() && self.context.as_ref().is_none_or(|c| c.unsent.load(Ordering::SeqCst) == 0)
+    }
+
+    /// Whether the connection is open and its sealing in step with the server's: it can carry
+    /// the requests already sealed for it.
+    pub(super) fn is_usable(&self) -> bool {
+        !self.sender.is_closed()
+            && !self.task.is_finished()
+            && self.context.as_ref().is_none_or(|c| !c.spoiled.load(Ordering::SeqCst))
     }
 
     /// Whether the last exchange failed with the connection closed before any of the reply
@@ -168,16 +310,14 @@ impl Connection {
         self.unanswered
     }
 
-    fn request(&self, config: &TransportConfig, body: Vec<u8>, content_type: &str) -> Result<Request<Full<Bytes>>> {
-        let host = format!("{}:{}", config.host, config.port);
-        Request::post(config.path.as_str())
-            .header(header::HOST, host)
-            .header(header::USER_AGENT, USER_AGENT)
-            .header(header::ACCEPT_ENCODING, "identity")
-            .header(header::CONTENT_TYPE, content_type)
-            .header(header::CONTENT_LENGTH, body.len())
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| transport_err(e, None))
+    /// Whether the last exchange failed before any of its request was written, so that it can
+    /// go on another connection whatever it is.
+    pub(super) fn failed_unsent(&self) -> bool {
+        self.unsent
+    }
+
+    fn request(&self, config: &TransportConfig, body: Vec<u8>, content_type: &str) -> Result<Request<Pieces>> {
+        request(config, Pieces::new([Bytes::from(body)]), content_type)
     }
 
     /// Sends `req` and reads the reply, whose body may not exceed `limit` bytes: a larger
@@ -185,17 +325,20 @@ impl Connection {
     /// counted as it arrives, so a hostile or broken server cannot make the client hold more.
     async fn roundtrip(
         &mut self,
-        req: Request<Full<Bytes>>,
+        req: Request<Pieces>,
         timeout: Duration,
         limit: u64,
     ) -> Result<(http::response::Parts, Bytes)> {
         let endpoint = self.info.endpoint.clone();
         self.unanswered = false;
+        self.unsent = false;
         let unanswered = &mut self.unanswered;
+        let unsent = &mut self.unsent;
         let sender = &mut self.sender;
         let fut = async {
             sender.ready().await.map_err(|e| {
                 *unanswered = closed_unanswered(&e);
+                *unsent = true;
                 tls_alert(&e, &endpoint).unwrap_or_else(|| transport_err(format!("connection lost: {e}"), None))
             })?;
             let resp = sender.send_request(req).await.map_err(|e| {
@@ -302,38 +445,71 @@ impl Connection {
     pub(super) async fn post(
         &mut self,
         config: &TransportConfig,
-        mut body: Vec<u8>,
+        body: Vec<u8>,
         timeout: Duration,
         reply_limit: u64,
     ) -> Result<HttpReply> {
+        let out = Self::outbound(config, self.context.as_ref().map(|c| (self.id, c)), body)?;
+        self.exchange(config, out, timeout, reply_limit).await
+    }
+
+    /// Builds the request for `body`, sealed by `sealer` (a connection's id and sealer) when
+    /// there is one. A request sealed for a connection must be the next to go out on it: the
+    /// sealing moved its sequence numbers (and RC4 stream) on.
+    pub(super) fn outbound(
+        config: &TransportConfig,
+        sealer: Option<(u64, &SealerRef)>,
+        mut body: Vec<u8>,
+    ) -> Result<Outbound> {
         let envelope_bytes = body.len();
-        let req = match self.context.as_mut() {
-            Some(Sealer::Sspi(ctx)) => {
-                let len = body.len();
+        let Some((id, sealer)) = sealer else {
+            let mut req = request(config, Pieces::new([Bytes::from(body)]), SOAP_CONTENT_TYPE)?;
+            if config.mechanism == Mechanism::Basic {
+                let value = auth::basic_header(&config.credentials);
+                let mut hv = HeaderValue::from_str(&value).map_err(|e| transport_err(e, None))?;
+                hv.set_sensitive(true);
+                req.headers_mut().insert(header::AUTHORIZATION, hv);
+            } else if config.mechanism == Mechanism::Certificate {
+                // WinRM certificate mapping: the TLS client certificate is the credential;
+                // this header names the security profile on every request.
+                req.headers_mut().insert(header::AUTHORIZATION, HeaderValue::from_static(CERT_AUTH_PROFILE));
+            }
+            return Ok(Outbound { req: Some(req), envelope_bytes, sealed_for: None, seal: None });
+        };
+        let req = match &mut *sealer.lock() {
+            Sealer::Sspi(ctx) => {
+                // Sealed in place; the MIME head, the ciphertext and the closing boundary go out
+                // as three pieces.
                 let header = ctx.seal(&mut body)?;
                 let protocol = seal_protocol(config.mechanism);
-                let framed = encryption::frame(protocol, len, &header, &body);
-                self.request(config, framed, &protocol.content_type())?
+                let head = encryption::frame_head(protocol, envelope_bytes, &header);
+                let pieces =
+                    Pieces::new([Bytes::from(head), Bytes::from(body), Bytes::from_static(encryption::CLOSING)]);
+                request(config, pieces, &protocol.content_type())?
             }
-            Some(Sealer::CredSsp(ctx)) => {
+            Sealer::CredSsp(ctx) => {
                 let (content_type, framed) = credssp::seal(ctx, &body)?;
-                self.request(config, framed, &content_type)?
-            }
-            None => {
-                let mut req = self.request(config, body, SOAP_CONTENT_TYPE)?;
-                if config.mechanism == Mechanism::Basic {
-                    let value = auth::basic_header(&config.credentials);
-                    let mut hv = HeaderValue::from_str(&value).map_err(|e| transport_err(e, None))?;
-                    hv.set_sensitive(true);
-                    req.headers_mut().insert(header::AUTHORIZATION, hv);
-                } else if config.mechanism == Mechanism::Certificate {
-                    // WinRM certificate mapping: the TLS client certificate is the credential;
-                    // this header names the security profile on every request.
-                    req.headers_mut().insert(header::AUTHORIZATION, HeaderValue::from_static(CERT_AUTH_PROFILE));
-                }
-                req
+                request(config, Pieces::new([Bytes::from(framed)]), &content_type)?
             }
         };
+        sealer.unsent.fetch_add(1, Ordering::SeqCst);
+        Ok(Outbound { req: Some(req), envelope_bytes, sealed_for: Some(id), seal: Some(sealer.clone()) })
+    }
+
+    /// Sends a request built by [`Connection::outbound`] for this connection and reads, checks
+    /// and unseals the reply.
+    pub(super) async fn exchange(
+        &mut self,
+        config: &TransportConfig,
+        mut out: Outbound,
+        timeout: Duration,
+        reply_limit: u64,
+    ) -> Result<HttpReply> {
+        if out.sealed_for.is_some_and(|id| id != self.id) {
+            return Err(Error::protocol("a request sealed for one connection was handed to another"));
+        }
+        let envelope_bytes = out.envelope_bytes;
+        let Some(req) = out.take() else { return Err(Error::Closed("request")) };
         let (parts, raw) = self.roundtrip(req, timeout, reply_limit).await?;
         let status = parts.status.as_u16();
         let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -360,7 +536,8 @@ impl Connection {
                 return Err(transport_err(format!("unexpected HTTP status {}", other.as_u16()), Some(status)));
             }
         }
-        let body = match (self.context.as_mut(), sealed) {
+        let mut context = self.context.as_ref().map(|c| c.lock());
+        let body = match (context.as_deref_mut(), sealed) {
             (Some(Sealer::Sspi(ctx)), true) => unseal_body(ctx, &raw)?,
             (Some(Sealer::CredSsp(ctx)), true) => credssp::unseal(ctx, &raw)?,
             (Some(_), false) if !raw.is_empty() || status == 200 => {
@@ -374,6 +551,18 @@ impl Connection {
         };
         Ok(HttpReply { status, body })
     }
+}
+
+fn request(config: &TransportConfig, body: Pieces, content_type: &str) -> Result<Request<Pieces>> {
+    let host = format!("{}:{}", config.host, config.port);
+    Request::post(config.path.as_str())
+        .header(header::HOST, host)
+        .header(header::USER_AGENT, USER_AGENT)
+        .header(header::ACCEPT_ENCODING, "identity")
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::CONTENT_LENGTH, body.len())
+        .body(body)
+        .map_err(|e| transport_err(e, None))
 }
 
 /// Reads a reply body of at most `limit` bytes. The declared Content-Length is checked before
@@ -458,7 +647,7 @@ fn tls_alert(e: &(dyn std::error::Error + 'static), endpoint: &str) -> Option<Er
 }
 
 /// Starts hyper's HTTP/1.1 client on `io`; the connection task ends when the sender is dropped.
-async fn http_over<S>(io: S, address: &str) -> Result<(SendRequest<Full<Bytes>>, tokio::task::JoinHandle<()>, ClosedBy)>
+async fn http_over<S>(io: S, address: &str) -> Result<(SendRequest<Pieces>, tokio::task::JoinHandle<()>, ClosedBy)>
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {

@@ -13,10 +13,10 @@ mod connection;
 mod keys;
 mod tls;
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use connection::Connection;
+use connection::{Connection, Outbound, SealerRef};
 use tls::TlsSetup;
 pub use tls::{ClientCertificate, TlsInfo, TlsOptions, TlsVersion};
 
@@ -222,13 +222,13 @@ pub enum Retry {
 pub struct Transport {
     config: TransportConfig,
     tls: Option<TlsSetup>,
-    idle: Mutex<Vec<Connection>>,
+    idle: Arc<Mutex<Vec<Connection>>>,
     last_info: Mutex<Option<ConnectionInfo>>,
 }
 
 impl Drop for Transport {
     fn drop(&mut self) {
-        let idle = self.idle.get_mut().map(|v| v.len()).unwrap_or(0);
+        let idle = self.idle.lock().map(|v| v.len()).unwrap_or(0);
         tracing::info!(
             target: "psremote::audit",
             event = "disconnect",
@@ -266,7 +266,7 @@ impl Transport {
             tracing::warn!(endpoint = %config.url(), "plaintext bodies after authentication are allowed by configuration");
         }
         let tls = config.tls.as_ref().map(|o| TlsSetup::new(o, &config.host)).transpose()?;
-        Ok(Self { config, tls, idle: Mutex::new(Vec::new()), last_info: Mutex::new(None) })
+        Ok(Self { config, tls, idle: Arc::new(Mutex::new(Vec::new())), last_info: Mutex::new(None) })
     }
 
     /// What the most recently opened connection established, once one was opened.
@@ -304,46 +304,229 @@ impl Transport {
     }
 
     fn put_back(&self, conn: Connection) {
-        if conn.is_ready() {
-            self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+        put_back(&self.idle, conn);
+    }
+
+    /// An idle connection, or a new one.
+    async fn connection(&self) -> Result<Connection> {
+        match self.take_idle() {
+            Some(c) => Ok(c),
+            None => self.open().await,
         }
     }
 
     /// Posts one SOAP envelope and returns the plaintext reply. `read_timeout` bounds the wait
     /// for the reply (it must exceed the request's OperationTimeout); `reply_limit` bounds the
     /// reply's body as received (sealed), else [`Error::ReplyTooLarge`] and the connection is
-    /// discarded. With `retry` [`Retry::Safe`], a request whose connection closed before any of
-    /// the reply arrived (an idle connection the server had closed, a request dropped
-    /// unanswered) is sent once more on a new connection; [`Retry::Never`] (a Create, Command or
-    /// Send, which must not run twice) surfaces the failure.
+    /// discarded. A request is sent once more, on a new connection, built again by `rebuild`
+    /// (sealing consumed the first), when its connection was closed before any of it was
+    /// written, or, with `retry` [`Retry::Safe`], when the connection closed before any of the
+    /// reply arrived (an idle connection the server had closed, a request dropped unanswered);
+    /// [`Retry::Never`] (a Create, Command or Send, which must not run twice) then surfaces the
+    /// failure.
     pub async fn post(
         &self,
         envelope: String,
+        rebuild: impl FnOnce() -> String,
         read_timeout: Duration,
         reply_limit: u64,
         retry: Retry,
     ) -> Result<HttpReply> {
-        let mut conn = match self.take_idle() {
-            Some(c) => c,
-            None => self.open().await?,
-        };
-        let body = envelope.into_bytes();
-        // Sealing consumes the body: a request that may be sent again keeps a copy.
-        let again = (retry == Retry::Safe).then(|| body.clone());
-        let reply = match conn.post(&self.config, body, read_timeout, reply_limit).await {
+        let mut conn = self.connection().await?;
+        let reply = match conn.post(&self.config, envelope.into_bytes(), read_timeout, reply_limit).await {
             Ok(reply) => reply,
-            Err(e) => match again {
-                Some(body) if conn.failed_unanswered() => {
-                    tracing::debug!(error = %e, "the connection closed before the reply; sending the request again on a new one");
-                    drop(conn);
-                    conn = self.open().await?;
-                    conn.post(&self.config, body, read_timeout, reply_limit).await?
-                }
-                _ => return Err(e),
-            },
+            Err(e) if conn.failed_unsent() || (retry == Retry::Safe && conn.failed_unanswered()) => {
+                tracing::debug!(error = %e, unsent = conn.failed_unsent(), "the connection closed before the reply; sending the request again on a new one");
+                drop(conn);
+                conn = self.open().await?;
+                conn.post(&self.config, rebuild().into_bytes(), read_timeout, reply_limit).await?
+            }
+            Err(e) => return Err(e),
         };
         // Only a connection whose exchange fully succeeded goes back to the pool.
         self.put_back(conn);
         Ok(reply)
+    }
+
+    /// A lane for one stream of requests that go one after another (see [`Lane`]).
+    pub fn lane(&self) -> Lane {
+        Lane { state: Mutex::new(LaneState::default()), pool: self.idle.clone() }
+    }
+
+    /// Builds and seals `envelope` for the lane's connection, taking an idle connection or
+    /// opening one first when the lane has none. The request must then go out by
+    /// [`Transport::post_on_lane`], in the order the lane's requests were sealed; the caller
+    /// keeps them in that order (one sealing at a time, the previous request answered before
+    /// the next is posted). Dropped unsent, a request sealed ahead ends its connection: the
+    /// connection's sequence numbers moved on.
+    pub async fn seal_on_lane(&self, lane: &Lane, envelope: String) -> Result<LaneRequest> {
+        let have = {
+            let mut st = lane.lock();
+            // A lane connection the server closed while idle is replaced before anything is
+            // sealed for it.
+            if st.idle.as_ref().is_some_and(|c| !c.is_usable()) {
+                st.idle = None;
+                st.current = None;
+            }
+            st.current.is_some()
+        };
+        if !have {
+            let conn = self.connection().await?;
+            let mut st = lane.lock();
+            if st.current.is_none() {
+                st.current = Some((conn.id(), conn.sealer()));
+                st.idle = Some(conn);
+            } else {
+                drop(st);
+                self.put_back(conn);
+            }
+        }
+        let st = lane.lock();
+        let Some((id, sealer)) = st.current.as_ref() else { return Err(Error::Closed("request lane")) };
+        let out = Connection::outbound(&self.config, sealer.as_ref().map(|s| (*id, s)), envelope.into_bytes())?;
+        Ok(LaneRequest { out })
+    }
+
+    /// Posts a request sealed by [`Transport::seal_on_lane`] on the lane's connection and
+    /// returns the plaintext reply; the connection stays with the lane. When that connection
+    /// is gone before the request left (the server closed it after the previous reply, or the
+    /// previous request failed), nothing of this request was sent: `rebuild` gives its
+    /// envelope again, and it is sealed and sent on another connection. A request that left is
+    /// never sent twice.
+    pub async fn post_on_lane(
+        &self,
+        lane: &Lane,
+        request: LaneRequest,
+        rebuild: impl FnOnce() -> String,
+        read_timeout: Duration,
+        reply_limit: u64,
+    ) -> Result<HttpReply> {
+        let LaneRequest { out } = request;
+        let mut rebuild = Some(rebuild);
+        let mut envelope = move || rebuild.take().map(|r| r().into_bytes()).unwrap_or_default();
+        let taken = {
+            let mut st = lane.lock();
+            match st.idle.take() {
+                Some(c) if c.is_usable() && out.sealed_for.is_none_or(|id| id == c.id()) => Some(c),
+                other => {
+                    // Gone, or not the one this request was sealed for (which then is done).
+                    if other.is_some() {
+                        st.current = None;
+                    }
+                    None
+                }
+            }
+        };
+        let rebuilt = taken.is_none();
+        let (mut conn, out) = match taken {
+            Some(c) => (c, out),
+            None => {
+                drop(out);
+                tracing::debug!("the lane's connection is gone; the request is sealed again on another");
+                let conn = self.connection().await?;
+                let out =
+                    Connection::outbound(&self.config, conn.sealer().as_ref().map(|s| (conn.id(), s)), envelope())?;
+                let mut st = lane.lock();
+                if st.current.is_none() {
+                    st.current = Some((conn.id(), conn.sealer()));
+                }
+                (conn, out)
+            }
+        };
+        let mut result = conn.exchange(&self.config, out, read_timeout, reply_limit).await;
+        if result.is_err() && conn.failed_unsent() && !rebuilt {
+            // Closed before any of the request was written (a `Connection: close` after the
+            // previous reply): nothing of it left, so it goes on another connection.
+            tracing::debug!("the lane's connection closed before the request left; sending it on another");
+            {
+                let mut st = lane.lock();
+                if st.current.as_ref().is_some_and(|(id, _)| *id == conn.id()) {
+                    st.current = None;
+                }
+            }
+            conn = self.open().await?;
+            let out =
+                Connection::outbound(&self.config, conn.sealer().as_ref().map(|s| (conn.id(), s)), envelope())?;
+            result = conn.exchange(&self.config, out, read_timeout, reply_limit).await;
+        }
+        let mut st = lane.lock();
+        let ours = st.current.as_ref().is_some_and(|(id, _)| *id == conn.id());
+        match result {
+            Ok(reply) => {
+                // Only a connection whose exchange fully succeeded is kept: with the lane when
+                // it is the lane's, else with the transport's idle ones.
+                if ours && st.idle.is_none() {
+                    st.idle = Some(conn);
+                } else {
+                    drop(st);
+                    self.put_back(conn);
+                }
+                Ok(reply)
+            }
+            Err(e) => {
+                if ours {
+                    st.current = None;
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A connection kept for one stream of requests that go strictly one after another (a
+/// pipeline's input Sends, a command's stdin), so that the next request is built and sealed
+/// while the previous one is on the wire. Sealing is bound to the connection that carries the
+/// request (NTLM's and Kerberos' sequence numbers, NTLM's RC4 stream, CredSSP's TLS records),
+/// and each direction has its own: sealing the next request does not touch what unseals the
+/// reply in flight. A connection with requests sealed for it and not yet sent serves no one
+/// else, and one with such a request dropped unsent is closed. The connection goes back to the
+/// transport's idle ones when the lane is released or dropped.
+#[derive(Debug)]
+pub struct Lane {
+    state: Mutex<LaneState>,
+    pool: Arc<Mutex<Vec<Connection>>>,
+}
+
+#[derive(Debug, Default)]
+struct LaneState {
+    /// The lane's connection while none of its requests is on it.
+    idle: Option<Connection>,
+    /// The connection the lane's requests are sealed for (its id and sealer), from when it was
+    /// taken until it fails or is released.
+    current: Option<(u64, Option<SealerRef>)>,
+}
+
+impl Lane {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LaneState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hands the lane's connection back to the transport's idle ones (when no request of the
+    /// lane is on it); a later request of the lane takes a connection again.
+    pub fn release(&self) {
+        let mut st = self.lock();
+        if let Some(conn) = st.idle.take() {
+            st.current = None;
+            drop(st);
+            put_back(&self.pool, conn);
+        }
+    }
+}
+
+impl Drop for Lane {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// A request sealed ahead for a lane's connection. Dropped unsent, it ends that connection.
+#[derive(Debug)]
+pub struct LaneRequest {
+    out: Outbound,
+}
+
+fn put_back(pool: &Mutex<Vec<Connection>>, conn: Connection) {
+    if conn.is_ready() {
+        pool.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
     }
 }

@@ -62,7 +62,14 @@ pub fn format_duration(d: Duration) -> String {
 impl RequestHeader<'_> {
     /// Builds the whole envelope around `body` (the children of `s:Body`, already XML).
     pub fn envelope(&self, body: &str) -> String {
-        let mut s = String::with_capacity(1400 + body.len());
+        self.envelope_with(body.len(), |s| s.push_str(body))
+    }
+
+    /// Builds the whole envelope, `write_body` writing the children of `s:Body` straight into
+    /// it (a Send's base64, say, without a copy of the body made first); `body_len` is what it
+    /// will write, about, for the allocation.
+    pub fn envelope_with(&self, body_len: usize, write_body: impl FnOnce(&mut String)) -> String {
+        let mut s = String::with_capacity(1400 + body_len);
         s.push_str(concat!(
             "<s:Envelope xmlns:s=\"http://www.w3.org/2003/05/soap-envelope\"",
             " xmlns:wsa=\"http://schemas.xmlsoap.org/ws/2004/08/addressing\"",
@@ -109,12 +116,13 @@ impl RequestHeader<'_> {
                 escape(id)
             );
         }
-        s.push_str("</s:Header>");
-        if body.is_empty() {
+        s.push_str("</s:Header><s:Body>");
+        let start = s.len();
+        write_body(&mut s);
+        if s.len() == start {
+            s.truncate(start - "<s:Body>".len());
             s.push_str("<s:Body/>");
         } else {
-            s.push_str("<s:Body>");
-            s.push_str(body);
             s.push_str("</s:Body>");
         }
         s.push_str("</s:Envelope>");

@@ -120,17 +120,51 @@ pub fn command_id_from_reply(reply: &Reply) -> Result<String> {
 
 /// `rsp:Send` with one stream chunk.
 pub fn send_body(stream: &str, command_id: Option<&str>, data: &[u8], end: bool) -> String {
-    let mut s = format!("<rsp:Send><rsp:Stream Name=\"{}\"", escape(stream));
+    let mut s = String::with_capacity(128 + data.len().div_ceil(3) * 4);
+    write_send_body(&mut s, stream, command_id, &[data], end);
+    s
+}
+
+/// Writes `rsp:Send` with one stream chunk into `out`; the chunk is given as the pieces it is
+/// made of (a fragment's header and its slice of a message, say) and base64-encoded from them
+/// straight into `out`, as if they were one buffer.
+pub fn write_send_body(out: &mut String, stream: &str, command_id: Option<&str>, pieces: &[&[u8]], end: bool) {
+    let _ = write!(out, "<rsp:Send><rsp:Stream Name=\"{}\"", escape(stream));
     if let Some(id) = command_id {
-        let _ = write!(s, " CommandId=\"{}\"", escape(id));
+        let _ = write!(out, " CommandId=\"{}\"", escape(id));
     }
     if end {
-        s.push_str(" End=\"true\"");
+        out.push_str(" End=\"true\"");
     }
-    s.push('>');
-    B64.encode_string(data, &mut s);
-    s.push_str("</rsp:Stream></rsp:Send>");
-    s
+    out.push('>');
+    base64_pieces(pieces, out);
+    out.push_str("</rsp:Stream></rsp:Send>");
+}
+
+/// Base64 of the concatenation of `pieces`, appended to `out`, without concatenating them: the
+/// bytes of a piece that do not fill a 3-byte group wait for the next piece.
+fn base64_pieces(pieces: &[&[u8]], out: &mut String) {
+    let mut carry = [0u8; 3];
+    let mut held = 0;
+    for piece in pieces {
+        let mut piece = *piece;
+        if held > 0 {
+            let take = (3 - held).min(piece.len());
+            carry[held..held + take].copy_from_slice(&piece[..take]);
+            held += take;
+            piece = &piece[take..];
+            if held < 3 {
+                continue;
+            }
+            B64.encode_string(carry, out);
+        }
+        let whole = piece.len() / 3 * 3;
+        B64.encode_string(&piece[..whole], out);
+        let rest = &piece[whole..];
+        carry[..rest.len()].copy_from_slice(rest);
+        held = rest.len();
+    }
+    B64.encode_string(&carry[..held], out);
 }
 
 /// `rsp:Receive` for the given streams of a command (or of the shell when `command_id` is None).
@@ -276,6 +310,29 @@ fn decode_stream(s: &Element) -> Result<StreamChunk> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_send_body_from_pieces_is_the_base64_of_their_concatenation() {
+        let data: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
+        for cuts in [vec![], vec![0], vec![1], vec![1, 2], vec![2, 3, 4], vec![5, 500, 501, 999], vec![1000]] {
+            let mut pieces = Vec::new();
+            let mut at = 0;
+            for c in cuts.iter().copied().chain([data.len()]) {
+                pieces.push(&data[at..c]);
+                at = c;
+            }
+            let mut out = String::new();
+            write_send_body(&mut out, "stdin", Some("C"), &pieces, true);
+            let expected = format!(
+                "<rsp:Send><rsp:Stream Name=\"stdin\" CommandId=\"C\" End=\"true\">{}</rsp:Stream></rsp:Send>",
+                B64.encode(&data)
+            );
+            assert_eq!(out, expected, "cuts {cuts:?}");
+        }
+        let mut out = String::new();
+        write_send_body(&mut out, "pr", None, &[b"a", b"", b"b"], false);
+        assert_eq!(out, format!("<rsp:Send><rsp:Stream Name=\"pr\">{}</rsp:Stream></rsp:Send>", B64.encode(b"ab")));
+    }
     use crate::wsman::parse_reply;
 
     // A real Windows ReceiveResponse (conformance recording test_winrs_standard.yml).

@@ -181,6 +181,29 @@ impl Endpoint {
             .unwrap()
     }
 
+    /// Requests of one WS-Man action (`Send`, `Receive`, ...) the endpoint answered so far.
+    pub fn action(&self, name: &str) -> i64 {
+        let state = self.state();
+        let Some(at) = state.find("\"actions\":") else { panic!("no actions in {state}") };
+        let actions = &state[at..];
+        let key = format!("\"{name}\":");
+        match actions.find(&key) {
+            None => 0,
+            Some(k) => actions[k + key.len()..]
+                .trim_start()
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+                .parse()
+                .unwrap(),
+        }
+    }
+
+    /// Logons the endpoint recorded so far (one per authenticated connection).
+    pub fn logons(&self) -> usize {
+        self.state().matches("\"mechanism\":").count()
+    }
+
     /// Waits until `name` reaches `want` (background cleanup runs asynchronously).
     pub fn wait_counter(&self, name: &str, want: i64) -> i64 {
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -16,7 +16,7 @@ use super::pipeline::{self, Pipeline};
 use super::pool::{RunspacePool, checked_id};
 use super::session::command_id_text;
 use super::{PoolConfig, lock};
-use crate::client::{Call, Client};
+use crate::client::{Body, Call, Client};
 use crate::error::{Error, Result};
 use crate::psrp::{self, HostInfo, PoolOptions, PoolState};
 use crate::wsman::shells::{self, ShellInfo};
@@ -213,7 +213,7 @@ impl RunspacePool {
             resource_uri: shells::SHELL_RESOURCE,
             shell_id: Some(&shared.shell_id),
             options: &[],
-            body: "",
+            body: Body::Xml(""),
             operation_timeout: None,
             max_envelope_size: Some(shared.envelope.load(Ordering::Relaxed)),
         };
@@ -273,7 +273,7 @@ impl RunspacePool {
             resource_uri: &resource_uri,
             shell_id: Some(&shell_id),
             options: &opts,
-            body: &shells::connect_body(&connect_xml),
+            body: Body::Xml(&shells::connect_body(&connect_xml)),
             operation_timeout: None,
             max_envelope_size: Some(envelope),
         };

@@ -345,23 +345,30 @@ pub struct PipelineControl {
 }
 
 impl PipelineControl {
-    /// Sends input objects. Returns once they are encoded and their Send has started (after
-    /// the previous input's Send was answered), so the caller prepares the next objects while
-    /// these travel; a Send that fails is reported by the next `send_input` or by
-    /// [`end_input`](Self::end_input).
+    /// Sends input objects. Returns once they are encoded, their first Send sealed (while the
+    /// previous input's Send is in flight) and sent off after that one was answered, so the
+    /// caller prepares the next objects while these travel; a Send that fails is reported by
+    /// the next `send_input` or by [`end_input`](Self::end_input).
     pub async fn send_input(&self, values: Vec<Value>) -> Result<()> {
-        let mark = {
-            let mut sm = lock(&self.pool.shared.sm);
-            sm.send_input(self.pid, &values)?;
-            sm.outgoing_mark()
-        };
-        let shared = self.pool.shared.clone();
-        self.behind.start(Box::pin(async move { shared.flush_until(mark).await })).await
+        let shared = &self.pool.shared;
+        let (pid, behind) = (self.pid, &self.behind);
+        let prepare = Box::pin(async move {
+            let chunks = lock(&shared.sm).send_input(pid, &values)?;
+            let lane = behind.lane(|| shared.client.lane());
+            shared.seal_input(lane, chunks).await
+        });
+        let (shared, behind) = (shared.clone(), self.behind.clone());
+        self.behind
+            .start_prepared(prepare, move |sends| {
+                Box::pin(async move { shared.post_input(behind.lane(|| shared.client.lane()), sends).await })
+            })
+            .await
     }
 
     /// Ends the input, once every input Send was answered.
     pub async fn end_input(&self) -> Result<()> {
         self.behind.settle().await?;
+        self.behind.release_lane();
         lock(&self.pool.shared.sm).end_input(self.pid)?;
         self.pool.shared.flush().await
     }

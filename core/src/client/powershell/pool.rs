@@ -13,7 +13,7 @@ use super::session::{Shared, SharedParts, command_id_text};
 use super::{PoolConfig, lock};
 use crate::client::backoff::{ReceiveBackoff, pause};
 use crate::client::runtime::{finish_in_background, spawn_detached};
-use crate::client::{Call, Client};
+use crate::client::{Body, Call, Client};
 use crate::clixml::Value;
 use crate::error::{Error, Result};
 use crate::psrp::{self, HostInfo, PipelineSpec, PoolOptions, PoolState, ProtocolVersion};
@@ -157,7 +157,7 @@ impl RunspacePool {
             resource_uri: &resource_uri,
             shell_id: None,
             options: &opts,
-            body: &body,
+            body: Body::Xml(&body),
             operation_timeout: None,
             max_envelope_size: Some(envelope),
         };
@@ -175,8 +175,13 @@ impl RunspacePool {
             Ok(s) => s,
             Err(e) => {
                 // Best effort: a server that did create the shell most likely used our id.
-                let delete =
-                    Call { action: action::DELETE, shell_id: Some(&requested_id), body: "", options: &[], ..create };
+                let delete = Call {
+                    action: action::DELETE,
+                    shell_id: Some(&requested_id),
+                    body: Body::Xml(""),
+                    options: &[],
+                    ..create
+                };
                 let _ = client.request(&delete).await;
                 return Err(e);
             }

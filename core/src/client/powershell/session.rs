@@ -10,11 +10,12 @@ use tokio::sync::{mpsc, oneshot};
 use super::host_calls::HostJob;
 use super::{Host, lock};
 use crate::client::backoff::{ReceiveBackoff, pause};
-use crate::client::{Call, Client};
+use crate::client::{Body, Call, Client, SealedCall};
 use crate::clixml::Value;
 use crate::error::{Error, Result};
 use crate::psrp::session_key::ClientKeyPair;
-use crate::psrp::{self, Event, PoolState, ProtocolVersion};
+use crate::psrp::{self, Event, InputChunks, InputStream, PoolState, ProtocolVersion};
+use crate::transport::Lane;
 use crate::wsman::shells::BufferMode;
 use crate::wsman::{OptionEntry, action, code, winrs};
 
@@ -159,6 +160,13 @@ pub(super) fn command_id_text(pid: uuid::Uuid) -> String {
     pid.as_hyphenated().to_string().to_uppercase()
 }
 
+/// A pipeline's input chunks on their way out: the first sealed ahead, the rest to follow.
+#[derive(Debug)]
+pub struct InputSends {
+    first: Option<SealedCall>,
+    chunks: InputChunks,
+}
+
 impl Shared {
     pub fn new(parts: SharedParts, sm: psrp::RunspacePool) -> Self {
         Self {
@@ -259,7 +267,7 @@ impl Shared {
                 resource_uri: &self.resource_uri,
                 shell_id: Some(&self.shell_id),
                 options,
-                body,
+                body: Body::Xml(body),
                 operation_timeout: None,
                 max_envelope_size: Some(self.envelope.load(Ordering::Relaxed)),
             })
@@ -271,24 +279,14 @@ impl Shared {
         lock(&self.command_ids).get(&pid).cloned().unwrap_or_else(|| command_id_text(pid))
     }
 
-    /// Sends every queued chunk. The caller holds `send_lock`.
+    /// Sends every queued chunk, in queue order. The caller holds `send_lock`.
     pub async fn flush_locked(&self) -> Result<()> {
-        self.send_queued(u64::MAX).await
-    }
-
-    /// Sends queued chunks, in queue order, until every chunk queued before `mark` (a
-    /// [`psrp::RunspacePool::outgoing_mark`]) has gone; chunks queued later stay for the next
-    /// flush. The caller holds `send_lock`.
-    async fn send_queued(&self, mark: u64) -> Result<()> {
         loop {
-            let next = {
-                let mut sm = lock(&self.sm);
-                if sm.outgoing_taken() >= mark { None } else { sm.next_outgoing() }
-            };
+            let next = lock(&self.sm).next_outgoing();
             let Some(o) = next else { return Ok(()) };
             let cmd = o.pid.map(|p| self.command_id(p));
-            let body = winrs::send_body(o.stream.name(), cmd.as_deref(), &o.data, false);
-            self.call(action::SEND, &[], &body).await?;
+            let pieces = [o.data.as_slice()];
+            self.client.request(&self.send_call(o.stream, cmd.as_deref(), &pieces)).await?;
         }
     }
 
@@ -297,10 +295,42 @@ impl Shared {
         self.flush_locked().await
     }
 
-    /// Sends what was queued before `mark` (and nothing queued after it).
-    pub async fn flush_until(&self, mark: u64) -> Result<()> {
-        let _g = self.send_lock.lock().await;
-        self.send_queued(mark).await
+    /// The Send of one chunk, its base64 written from `pieces` (the chunk's bytes) straight
+    /// into the envelope.
+    fn send_call<'a>(&'a self, stream: InputStream, cmd: Option<&'a str>, pieces: &'a [&'a [u8]]) -> Call<'a> {
+        Call {
+            action: action::SEND,
+            resource_uri: &self.resource_uri,
+            shell_id: Some(&self.shell_id),
+            options: &[],
+            body: Body::Send { stream: stream.name(), command_id: cmd, pieces, end: false },
+            operation_timeout: None,
+            max_envelope_size: Some(self.envelope.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// Builds and seals the first of a pipeline's input chunks on the stream's `lane` (the
+    /// previous input may still be in flight on it); [`Shared::post_input`] sends them all.
+    pub async fn seal_input(&self, lane: &Lane, chunks: InputChunks) -> Result<InputSends> {
+        let first = if chunks.is_empty() {
+            None
+        } else {
+            let cmd = self.command_id(chunks.pid);
+            let pieces = chunks.pieces(0);
+            Some(self.client.seal_on_lane(lane, &self.send_call(InputStream::Stdin, Some(&cmd), &pieces)).await?)
+        };
+        Ok(InputSends { first, chunks })
+    }
+
+    /// Sends input chunks sealed ahead by [`Shared::seal_input`], in order, one at a time on
+    /// the lane; each next chunk is built (its base64 written from the fragments' headers and
+    /// the messages' bytes where they lie) and sealed while the one before is in flight.
+    pub async fn post_input(&self, lane: &Lane, sends: InputSends) -> Result<()> {
+        let InputSends { first, chunks } = sends;
+        let cmd = self.command_id(chunks.pid);
+        let pieces: Vec<Vec<&[u8]>> = (0..chunks.len()).map(|i| chunks.pieces(i)).collect();
+        let calls: Vec<Call<'_>> = pieces.iter().map(|p| self.send_call(InputStream::Stdin, Some(&cmd), p)).collect();
+        self.client.post_in_order(lane, first, &calls).await
     }
 
     /// One Receive for the pool (`pid` None) or a pipeline. Returns what it brought, checked
