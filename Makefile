@@ -28,6 +28,14 @@ $(VENV)/.ok: testserver/requirements.txt testserver/pyproject.toml bindings-pyth
 
 venv: $(VENV)/.ok
 
+# pypsrp 1.0.0b1 in a virtualenv of its own (it cannot live beside pypsrp 0.9.1): the independent
+# client of the endpoint's out-of-process mode (testserver/tests/test_outofproc*.py run it).
+VENV_PSRP10 := .venv-psrp
+$(VENV_PSRP10)/.ok: testserver/requirements-psrp10.txt
+	$(PYTHON) -m venv $(VENV_PSRP10)
+	$(VENV_PSRP10)/bin/python -m pip install --quiet --disable-pip-version-check -r testserver/requirements-psrp10.txt
+	touch $@
+
 # The native module built into the virtualenv (editable install of the psremote package).
 PY_NATIVE := bindings-python/python/psremote/_native.abi3.so
 $(PY_NATIVE): $(VENV)/.ok $(shell find core/src bindings-python/src -name '*.rs') bindings-python/Cargo.toml core/Cargo.toml pyproject.toml
@@ -56,7 +64,7 @@ no-default-features:
 rust-test: venv
 	$(CARGO) test --workspace --exclude psremote-python --locked
 
-py-test: venv python-package
+py-test: venv python-package $(VENV_PSRP10)/.ok
 	$(VPY) -m pytest testserver/tests -q
 	$(VPY) -m mypy.stubtest psremote._native
 	$(VPY) -m mypy bindings-python/python/psremote

@@ -1,5 +1,7 @@
 """Command line: ``python -m psremote_testserver --port 0 --users FILE ...``.
 
+(``python -m psremote_testserver --out-of-proc ...`` is the out-of-process mode instead: outofproc.py.)
+
 Prints exactly one line, the endpoint URL, then serves until SIGTERM/SIGINT (or until the
 process that started it exits), when it stops listening, kills every command it started and
 exits 0.
@@ -67,8 +69,18 @@ def _loopback_range(value: str) -> List[str]:
     return [str(ipaddress.IPv4Address(int(lo) + i)) for i in range(count)]
 
 
+#: Serve one runspace pool on stdin/stdout instead (outofproc.py has its own options).
+OUT_OF_PROC = "--out-of-proc"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m psremote_testserver", description="Loopback WinRM endpoint for tests.")
+    parser.add_argument(
+        OUT_OF_PROC,
+        action="store_true",
+        help="no WinRM: serve one PowerShell runspace pool on stdin/stdout with the OutOfProc framing, as pwsh -s does "
+        "(its options: python -m psremote_testserver --out-of-proc --help)",
+    )
     parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0 = any free port)")
     parser.add_argument(
         "--listen-range",
@@ -187,6 +199,11 @@ def tls_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> O
 def main(argv: Optional[List[str]] = None) -> int:
     # Read first: a parent that exits right after reading the URL line must not be missed.
     parent = os.getppid()
+    arguments = sys.argv[1:] if argv is None else argv
+    if OUT_OF_PROC in arguments:
+        from . import outofproc
+
+        return outofproc.main([a for a in arguments if a != OUT_OF_PROC])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.drop_connection:

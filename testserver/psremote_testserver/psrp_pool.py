@@ -490,6 +490,21 @@ class Pool:
         pipeline.target.queue.clear()
         pipeline.target.readable.notify_all()
 
+    def announce_close(self) -> None:
+        """Queue RUNSPACEPOOL_STATE Closing then Closed for the pool's Receive, releasing any pipeline
+        left, as PowerShell's server does when an out-of-process client closes the pool (WS-Man's
+        Delete says nothing). ``close()`` still follows once they were sent."""
+        with self.lock:
+            self._check_open()
+            for pipeline in list(self.pipelines.values()):
+                self._release(pipeline)
+            try:
+                self.core.begin_close()
+                self.core.close()
+            except psrpcore.PSRPCoreError as exc:  # a pool that never opened has no states to report
+                log.info("pool %s closed without its states: %s", self.id, exc)
+            self._collect()
+
     def close(self) -> None:
         """Delete: stop every pipeline and refuse further use."""
         with self.lock:
