@@ -143,7 +143,7 @@ files-1g: venv
 # crash lands in fuzz/artifacts/<target>/ and belongs in fuzz/corpus/<target>/ with its fix.
 # `make fuzz-smoke` (and `make rust-test`) replays the committed corpus on stable, no libFuzzer.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := clixml psrp_defrag psrp_message psrp_pool wsman_reply encryption der krb5_conf
+FUZZ_TARGETS := clixml psrp_defrag psrp_message psrp_pool wsman_reply encryption der krb5_conf outofproc
 CARGO_FUZZ_VERSION := 0.13.2
 CARGO_FUZZ := .tools/bin/cargo-fuzz
 

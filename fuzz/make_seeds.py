@@ -22,7 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "core" / "tests" / "data"
 CORPUS = ROOT / "fuzz" / "corpus"
 MAX_SEED = 8 * 1024  # larger recordings (the 100 MiB copy) add size, not coverage
-TARGETS = ["clixml", "psrp_defrag", "psrp_message", "psrp_pool", "wsman_reply", "encryption", "der", "krb5_conf"]
+TARGETS = [
+    "clixml", "psrp_defrag", "psrp_message", "psrp_pool", "wsman_reply", "encryption", "der", "krb5_conf", "outofproc"
+]
 
 seeds = {t: {} for t in TARGETS}
 
@@ -188,6 +190,35 @@ def certificates():
         add("der", cert.public_bytes(serialization.Encoding.DER))
 
 
+def outofproc():
+    """Out-of-process lines (psremote::fuzzing::outofproc): the vector's lines, and the
+    fragments the recordings carried, each wrapped in a server's Data line, fed in records."""
+    vector = next(v for v in json.loads((DATA / "vectors.json").read_text(encoding="utf-8"))
+                  if v["id"] == "outofproc-packets")
+    lines = [(line + "\n").encode() for line in vector["expected"]["lines"]]
+    add("outofproc", b"".join(record(0, line) for line in lines))
+    add("outofproc", b"".join(record(0, line) for line in lines if b"Ack" in line or b"<Data" in line))
+    pid = vector["input"]["pipeline_id"]
+    for data in list(seeds["psrp_defrag"].values())[:12]:
+        guid = pid if data[0] & 1 else "00000000-0000-0000-0000-000000000000"
+        out = []
+        for _, chunk in chunk_records(data):
+            text = base64.b64encode(chunk).decode()
+            out.append(f"<Data Stream='Default' PSGuid='{guid}'>{text}</Data>\r\n".encode())
+            out.append(f"<DataAck PSGuid='{guid}' />\n".encode())
+        joined = b"".join(out)
+        # Cut across line boundaries, as a pipe delivers them.
+        add("outofproc", b"".join(record(1, joined[i:i + 100]) for i in range(0, len(joined), 100)))
+
+
+def chunk_records(data):
+    """The records of a seed written by record()."""
+    while data:
+        flag, length = data[0], struct.unpack(">H", data[1:3])[0]
+        yield flag, data[3:3 + length]
+        data = data[3 + length:]
+
+
 def main():
     certificates()
     for path in sorted((DATA / "windows-transcripts").glob("*.yml")):
@@ -204,6 +235,7 @@ def main():
     add("encryption", sealed("CredSSP", [(5, b"h" * 16, b"12345"), (3, b"h" * 16, b"678")]))
     for text in KRB5:
         add("krb5_conf", text)
+    outofproc()
     for target, files in seeds.items():
         directory = CORPUS / target
         directory.mkdir(parents=True, exist_ok=True)

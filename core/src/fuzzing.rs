@@ -20,6 +20,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("psrp_pool", psrp_pool),
     ("wsman_reply", wsman_reply),
     ("encryption", encryption),
+    ("outofproc", outofproc),
     #[cfg(feature = "client")]
     ("der", der),
     #[cfg(feature = "client")]
@@ -73,6 +74,27 @@ pub fn psrp_defrag(data: &[u8]) {
             Err(_) => return,
         }
     }
+}
+
+/// The out-of-process transport's line decoder, fed in records as a pipe delivers bytes, with
+/// each Data packet's fragments split as the driver does; and one line parsed whole.
+pub fn outofproc(data: &[u8]) {
+    use crate::psrp::outofproc::{Decoder, Packet, parse_line};
+    let _ = parse_line(data);
+    let mut decoder = Decoder::new(4096);
+    for (_, chunk) in records(data) {
+        match decoder.feed(chunk) {
+            Ok(packets) => {
+                for p in packets {
+                    if let Packet::Data { data, .. } = p {
+                        let _ = crate::psrp::fragment::split_fragments(&data);
+                    }
+                }
+            }
+            Err(_) => return,
+        }
+    }
+    let _ = decoder.finish();
 }
 
 /// One PSRP message (the 40-byte header and its CLIXML body).

@@ -197,3 +197,45 @@ fn signal_code_vectors() {
     assert!(s(&v, &["expected", "terminate"]).starts_with(signal::TERMINATE));
     assert!(signal::PS_TERMINATE.eq_ignore_ascii_case(signal::TERMINATE));
 }
+
+/// `outofproc-packets`: the lines PowerShell's `CreateDataPacket`/`CreatePSGuidPacket` write
+/// (PowerShell `OutOfProcTransportManager.cs`, psrpcore's test helpers), encoded by us byte for
+/// byte, and each read back to the packet it was made from (the acknowledgements through the
+/// server-side decoder as well).
+#[test]
+fn outofproc_packet_vectors() {
+    use psremote::psrp::outofproc::{DataStream, Decoder, GuidPacket, Packet, parse_line};
+    let v = vector("outofproc-packets");
+    let data = unhex(s(&v, &["input", "fragment_bytes_hex"]));
+    let pid = uuid::Uuid::parse_str(s(&v, &["input", "pipeline_id"])).unwrap();
+    let nil = uuid::Uuid::nil();
+    let packets = [
+        Packet::Data { stream: DataStream::Default, guid: nil, data: data.clone() },
+        Packet::Guid(GuidPacket::DataAck, nil),
+        Packet::Guid(GuidPacket::Command, pid),
+        Packet::Guid(GuidPacket::CommandAck, pid),
+        Packet::Data { stream: DataStream::PromptResponse, guid: pid, data },
+        Packet::Guid(GuidPacket::Signal, pid),
+        Packet::Guid(GuidPacket::SignalAck, pid),
+        Packet::Guid(GuidPacket::Close, pid),
+        Packet::Guid(GuidPacket::CloseAck, pid),
+    ];
+    let lines: Vec<&str> = v["expected"]["lines"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
+    assert_eq!(lines.len(), packets.len());
+    let mut decoder = Decoder::new(psremote::psrp::outofproc::DEFAULT_FRAGMENT_SIZE);
+    for (packet, line) in packets.iter().zip(&lines) {
+        assert_eq!(packet.encode(), format!("{line}\n").into_bytes(), "{line}");
+        assert_eq!(&parse_line(line.as_bytes()).unwrap(), packet, "{line}");
+        // GUIDs are read in any case.
+        let guid = packet.guid().as_hyphenated().to_string();
+        let upper = line.replace(&guid, &guid.to_uppercase());
+        assert_eq!(&parse_line(upper.as_bytes()).unwrap(), packet, "{upper}");
+        let decoded = decoder.feed(format!("{line}\r\n").as_bytes());
+        if packet.from_server() {
+            assert_eq!(decoded.unwrap(), vec![packet.clone()], "{line}");
+        } else {
+            assert!(decoded.unwrap_err().to_string().contains("sent by clients"), "{line}");
+            decoder = Decoder::new(psremote::psrp::outofproc::DEFAULT_FRAGMENT_SIZE);
+        }
+    }
+}

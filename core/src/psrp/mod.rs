@@ -6,6 +6,7 @@ pub mod fragment;
 pub mod host;
 pub mod message;
 pub mod messages;
+pub mod outofproc;
 pub mod pool;
 pub mod session_key;
 
