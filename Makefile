@@ -7,7 +7,7 @@ VPY := $(VENV)/bin/python
 PIP_PKGS := -r testserver/requirements.txt
 export PSREMOTE_PYTHON := $(abspath $(VPY))
 
-.PHONY: venv test demo fmt-check clippy rust-test py-test no-default-features header header-check bench bench-smoke python-package c-deps krb-deps install c-test fuzz fuzz-seeds fuzz-smoke files-1g bench-fleet
+.PHONY: venv test demo fmt-check clippy rust-test py-test no-default-features header header-check bench bench-smoke python-package c-deps krb-deps proxy-deps install c-test fuzz fuzz-seeds fuzz-smoke files-1g bench-fleet
 
 # MIT Kerberos for the endpoint's Kerberos tests: the KDC, kadmin.local and kinit run a throwaway
 # realm (testserver/psremote_testserver/kdc.py), and pip builds gssapi, krb5 and pykerberos from
@@ -20,7 +20,17 @@ krb-deps:
 	    apt-get install -y -q $(KRB_PKGS) >/dev/null 2>&1 || \
 	    { apt-get update -qq && apt-get install -y -q $(KRB_PKGS) >/dev/null; }; }
 
-$(VENV)/.ok: testserver/requirements.txt testserver/pyproject.toml bindings-python/requirements-test.txt ansible/requirements-test.txt | krb-deps
+# Real proxies for the proxy tests (core/tests/proxy.rs, the Python and C ones), started by the
+# tests on 127.0.0.1: tinyproxy (HTTP CONNECT, Basic) and microsocks (SOCKS5, user/password).
+# Both are a binary and nothing else: no service, no user, nothing started on install.
+PROXY_PKGS := tinyproxy-bin microsocks
+proxy-deps:
+	@command -v tinyproxy >/dev/null && command -v microsocks >/dev/null || \
+	  { export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -q --no-install-recommends $(PROXY_PKGS) >/dev/null 2>&1 || \
+	    { apt-get update -qq && apt-get install -y -q --no-install-recommends $(PROXY_PKGS) >/dev/null; }; }
+
+$(VENV)/.ok: testserver/requirements.txt testserver/pyproject.toml bindings-python/requirements-test.txt ansible/requirements-test.txt | krb-deps proxy-deps
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --disable-pip-version-check $(PIP_PKGS) -r bindings-python/requirements-test.txt -r ansible/requirements-test.txt
 	$(VPY) -m pip install --quiet --disable-pip-version-check --no-deps -e testserver
@@ -47,7 +57,7 @@ CARGO ?= cargo
 CBINDGEN_VERSION := 0.29.2
 CBINDGEN := .tools/bin/cbindgen
 
-test: krb-deps venv fmt-check clippy no-default-features header-check rust-test py-test ansible-test c-test bench-smoke
+test: krb-deps proxy-deps venv fmt-check clippy no-default-features header-check rust-test py-test ansible-test c-test bench-smoke
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
@@ -143,7 +153,7 @@ files-1g: venv
 # crash lands in fuzz/artifacts/<target>/ and belongs in fuzz/corpus/<target>/ with its fix.
 # `make fuzz-smoke` (and `make rust-test`) replays the committed corpus on stable, no libFuzzer.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := clixml psrp_defrag psrp_message psrp_pool wsman_reply encryption der krb5_conf outofproc
+FUZZ_TARGETS := clixml psrp_defrag psrp_message psrp_pool wsman_reply encryption der krb5_conf outofproc proxy_http proxy_socks5
 CARGO_FUZZ_VERSION := 0.13.2
 CARGO_FUZZ := .tools/bin/cargo-fuzz
 

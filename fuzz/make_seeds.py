@@ -23,7 +23,8 @@ DATA = ROOT / "core" / "tests" / "data"
 CORPUS = ROOT / "fuzz" / "corpus"
 MAX_SEED = 8 * 1024  # larger recordings (the 100 MiB copy) add size, not coverage
 TARGETS = [
-    "clixml", "psrp_defrag", "psrp_message", "psrp_pool", "wsman_reply", "encryption", "der", "krb5_conf", "outofproc"
+    "clixml", "psrp_defrag", "psrp_message", "psrp_pool", "wsman_reply", "encryption", "der", "krb5_conf", "outofproc",
+    "proxy_http", "proxy_socks5",
 ]
 
 seeds = {t: {} for t in TARGETS}
@@ -219,8 +220,41 @@ def chunk_records(data):
         data = data[3 + length:]
 
 
+# Replies proxies gave in the issue 15 research (tinyproxy 1.11.1, squid 5.7, microsocks 1.0.3,
+# dante 1.4.2), and the misbehaviours the tests' fake proxy plays.
+PROXY_HTTP = [
+    b"HTTP/1.0 200 Connection established\r\nProxy-agent: tinyproxy/1.11.1\r\n\r\n",
+    b"HTTP/1.1 200 Connection established\r\n\r\n",
+    b"HTTP/1.0 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"Tinyproxy\"\r\n"
+    b"Connection: close\r\n\r\n<html>",
+    b"HTTP/1.0 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"Tinyproxy\"\r\n\r\n",
+    b"HTTP/1.1 500 Unable to connect\r\nContent-Type: text/html\r\n\r\n",
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 3\r\n\r\nabc",
+    b"HTTP/1.1 200 OK\r\n\r\nHTTP/1.1 200 OK",
+    b"garbage\r\n\r\n",
+]
+PROXY_SOCKS5 = [
+    bytes([0, 5, 0, 5, 0, 0, 1, 0, 0, 0, 0, 0, 0]),
+    bytes([6, 5, 2, 1, 0, 5, 0, 0, 3, 9]) + b"localhost" + bytes([0, 80]),
+    bytes([5, 5, 2, 1, 0, 5, 0, 0, 4]) + bytes(16) + bytes([1, 187]),
+    bytes([4, 5, 0xFF]),
+    bytes([4, 5, 2, 1, 2]),
+    bytes([0, 5, 0, 5, 5, 0, 1]),
+]
+
+
+def proxies():
+    for reply in PROXY_HTTP:
+        add("proxy_http", record(0, reply))
+        half = len(reply) // 2
+        add("proxy_http", record(0, reply[:half]) + record(0, reply[half:]))
+    for reply in PROXY_SOCKS5:
+        add("proxy_socks5", reply)
+
+
 def main():
     certificates()
+    proxies()
     for path in sorted((DATA / "windows-transcripts").glob("*.yml")):
         if path.name.startswith("_"):
             continue

@@ -54,6 +54,9 @@ enum psr_result
   // A command wrote more output than `psr_client_run_cmd` collects (see
   // `psr_run_cmd_options_set_max_output`); the command was terminated and its shell deleted.
   PSR_RESULT_OUTPUT_TOO_LARGE = 18,
+  // The proxy gave no tunnel to the server: unreachable, refused the tunnel or the proxy
+  // credentials, closed or broke the handshake (the message names the proxy and why).
+  PSR_RESULT_PROXY = 19,
 };
 #ifndef __cplusplus
 typedef uint32_t psr_result;

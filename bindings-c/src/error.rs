@@ -47,6 +47,9 @@ pub enum PsrResult {
     /// A command wrote more output than `psr_client_run_cmd` collects (see
     /// `psr_run_cmd_options_set_max_output`); the command was terminated and its shell deleted.
     OutputTooLarge = 18,
+    /// The proxy gave no tunnel to the server: unreachable, refused the tunnel or the proxy
+    /// credentials, closed or broke the handshake (the message names the proxy and why).
+    Proxy = 19,
 }
 
 /// A failure on its way to C.
@@ -87,6 +90,7 @@ impl From<psremote::Error> for Failure {
             K::Disconnected => PsrResult::Disconnected,
             K::NotFound => PsrResult::NotFound,
             K::OutputTooLarge => PsrResult::OutputTooLarge,
+            K::Proxy => PsrResult::Proxy,
         };
         let fault_code = e.fault().and_then(|f| f.code).unwrap_or(0);
         let file = e.file().map(|f| (f.kind.as_str(), f.side.as_str(), f.path.clone()));
@@ -193,6 +197,7 @@ pub(crate) fn result_name(r: u32) -> &'static CStr {
         16 => c"PSR_RESULT_DISCONNECTED",
         17 => c"PSR_RESULT_NOT_FOUND",
         18 => c"PSR_RESULT_OUTPUT_TOO_LARGE",
+        19 => c"PSR_RESULT_PROXY",
         _ => c"PSR_RESULT_UNKNOWN",
     }
 }

@@ -21,6 +21,7 @@ pub fn class_name(kind: ErrorKind) -> &'static str {
         ErrorKind::Disconnected => "DisconnectedError",
         ErrorKind::NotFound => "NotFoundError",
         ErrorKind::OutputTooLarge => "OutputTooLargeError",
+        ErrorKind::Proxy => "ProxyError",
     }
 }
 
@@ -78,6 +79,11 @@ fn build(py: Python<'_>, e: &Error) -> PyResult<PyErr> {
             )?;
         }
         Error::OutputTooLarge { limit } => exc.setattr("output_limit", *limit)?,
+        Error::Proxy { proxy, failure } => {
+            exc.setattr("proxy", proxy)?;
+            exc.setattr("reason", failure.name())?;
+            exc.setattr("status", failure.status())?;
+        }
         Error::Fault(f) | Error::NotFound { fault: f, .. } => {
             exc.setattr("code", f.code)?;
             exc.setattr("machine", f.machine.clone())?;

@@ -45,6 +45,10 @@ pub enum ErrorKind {
     /// A command wrote more output than the caller lets `run_cmd` collect
     /// ([`Error::OutputTooLarge`]); the command was stopped.
     OutputTooLarge,
+    /// The proxy between the client and the server failed: unreachable, refused the tunnel or
+    /// the proxy credentials, closed or broke the handshake ([`Error::Proxy`] says which proxy
+    /// and why).
+    Proxy,
 }
 
 /// The error type of every fallible psremote operation.
@@ -141,6 +145,14 @@ pub enum Error {
         /// The server's fault.
         fault: WsmanFault,
     },
+    /// The proxy gave no tunnel to the server.
+    #[error("proxy {proxy}: {failure}")]
+    Proxy {
+        /// The proxy's URL, without credentials.
+        proxy: String,
+        /// What went wrong.
+        failure: crate::proxy::ProxyFailure,
+    },
 }
 
 impl Error {
@@ -161,6 +173,7 @@ impl Error {
             Error::Disconnected(_) => ErrorKind::Disconnected,
             Error::NotFound { .. } => ErrorKind::NotFound,
             Error::OutputTooLarge { .. } => ErrorKind::OutputTooLarge,
+            Error::Proxy { .. } => ErrorKind::Proxy,
         }
     }
 
@@ -169,6 +182,16 @@ impl Error {
         match self {
             Error::Fault(f) | Error::NotFound { fault: f, .. } => Some(f),
             _ => None,
+        }
+    }
+
+    /// Whether no connection to the server could be made, directly ([`ErrorKind::Connect`]) or
+    /// through a proxy that is down, could not reach the server, or broke off
+    /// ([`crate::proxy::ProxyFailure::is_transient`]): what a retry may cure.
+    pub fn is_connect_failure(&self) -> bool {
+        match self {
+            Error::Proxy { failure, .. } => failure.is_transient(),
+            other => other.kind() == ErrorKind::Connect,
         }
     }
 

@@ -21,6 +21,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("wsman_reply", wsman_reply),
     ("encryption", encryption),
     ("outofproc", outofproc),
+    ("proxy_http", proxy_http),
+    ("proxy_socks5", proxy_socks5),
     #[cfg(feature = "client")]
     ("der", der),
     #[cfg(feature = "client")]
@@ -178,6 +180,51 @@ pub fn wsman_reply(data: &[u8]) {
 pub fn encryption(data: &[u8]) {
     let _ = crate::encryption::parse(data);
     let _ = crate::encryption::unseal_with(data, |_, ciphertext| Ok(ciphertext.to_vec()));
+}
+
+/// A proxy's reply to CONNECT, arriving in the records' pieces: each prefix is read as the
+/// transport reads it, until the parser decides (and a decided reply must stay decided).
+pub fn proxy_http(data: &[u8]) {
+    let mut exchange = crate::proxy::http::Connect::new("srv.example", 5985);
+    let _ = exchange.request(Some(&crate::proxy::ProxyCredentials::new("u", "p")));
+    let mut received = Vec::new();
+    for (_, piece) in records(data) {
+        received.extend_from_slice(piece);
+        if received.len() > crate::proxy::http::MAX_HEAD + 1 {
+            received.truncate(crate::proxy::http::MAX_HEAD + 1);
+        }
+        match exchange.read_reply(&received) {
+            Ok(None) => {}
+            Ok(Some(())) | Err(_) => return,
+        }
+    }
+}
+
+/// A SOCKS5 proxy's replies: the first byte picks the destination kind and whether
+/// credentials are offered, the rest is read exactly as the handshake wants it.
+pub fn proxy_socks5(data: &[u8]) {
+    use crate::proxy::socks5::{Destination, Handshake, Step};
+    let Some((&flags, mut rest)) = data.split_first() else { return };
+    let destination = match flags % 3 {
+        0 => Destination::Ip(std::net::IpAddr::from([127, 0, 0, 1])),
+        1 => Destination::Ip(std::net::IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1])),
+        _ => Destination::Name("srv.example".into()),
+    };
+    let credentials = (flags & 4 != 0).then(|| crate::proxy::ProxyCredentials::new("u", "p"));
+    let Ok(mut hs) = Handshake::new(destination, 5985, credentials) else { return };
+    let _ = hs.greeting();
+    loop {
+        let n = hs.wants();
+        if n == 0 || rest.len() < n {
+            return;
+        }
+        let (now, later) = rest.split_at(n);
+        rest = later;
+        match hs.receive(now) {
+            Ok(Step::Send(_)) | Ok(Step::Read) => {}
+            Ok(Step::Done) | Err(_) => return,
+        }
+    }
 }
 
 /// The DER reader of server certificates.

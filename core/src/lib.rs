@@ -13,6 +13,7 @@ mod error;
 mod file_error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod proxy;
 pub mod psrp;
 pub mod text;
 pub mod wsman;

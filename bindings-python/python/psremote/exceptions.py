@@ -33,6 +33,7 @@ __all__ = [
     "PSRemoteError",
     "PipelineError",
     "ProtocolError",
+    "ProxyError",
     "SecurityPolicyError",
     "TLSError",
     "TransferDiskFullError",
@@ -90,6 +91,18 @@ class ConnectError(TransportError):
 class TLSError(ConnectError):
     """The TLS handshake failed or the server's certificate did not verify; the message says
     why (untrusted issuer, a name the certificate does not carry, a pin that does not match)."""
+
+
+class ProxyError(ConnectError):
+    """The proxy between the client and the server gave no tunnel: it is unreachable, refused
+    the tunnel or the proxy credentials, closed the connection or broke the protocol. The
+    message names the proxy (never its credentials) and why."""
+
+    #: The proxy's URL without credentials, e.g. ``"http://proxy.example:3128"``.
+    proxy: Optional[str] = None
+    #: Why: ``"unreachable"``, ``"authentication"``, ``"refused"``, ``"protocol"``, ``"closed"``,
+    #: ``"io"`` or ``"timeout"``.
+    reason: Optional[str] = None
 
 
 class SecurityPolicyError(PSRemoteError):

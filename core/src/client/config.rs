@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::auth::{Credentials, KerberosOptions, Mechanism};
 use crate::error::{Error, Result};
+use crate::proxy::{Proxy, ProxyCredentials};
 use crate::transport::{MessageEncryption, TlsOptions, TransportConfig};
 
 /// How to reach and authenticate to a WinRM endpoint.
@@ -63,6 +64,15 @@ pub struct ClientConfig {
     /// Put pipeline arguments (parameter values, scripts) into audit events; off by default,
     /// since arguments may carry data the audit log should not hold.
     pub audit_arguments: bool,
+    /// The proxy to tunnel every connection through ([`ClientConfig::with_proxy`]). `None`
+    /// (the default): the environment's `https_proxy`/`http_proxy`/`all_proxy` and `no_proxy`,
+    /// as Python's requests reads them ([`crate::proxy::env`]), unless `ignore_proxy`. A proxy set
+    /// here is used for this host whatever `no_proxy` says.
+    pub proxy: Option<Proxy>,
+    /// Credentials for whichever proxy is used, replacing any in its URL.
+    pub proxy_credentials: Option<ProxyCredentials>,
+    /// Ignore the environment's proxy variables: connect directly unless `proxy` is set.
+    pub ignore_proxy: bool,
 }
 
 /// The MaxEnvelopeSize psremote uses when the configuration sets none: 150 KiB, what WinRM
@@ -96,6 +106,40 @@ impl ClientConfig {
             data_locale: "en-US".into(),
             allow_unencrypted: false,
             audit_arguments: false,
+            proxy: None,
+            proxy_credentials: None,
+            ignore_proxy: false,
+        }
+    }
+
+    /// Tunnels every connection through the proxy at `url`: `http://[user:password@]host:port`
+    /// (CONNECT), `socks5://...` (the server's name resolved here) or `socks5h://...` (resolved
+    /// by the proxy). See [`Proxy::parse`].
+    pub fn with_proxy(mut self, url: &str) -> Result<Self> {
+        self.proxy = Some(Proxy::parse(url)?);
+        Ok(self)
+    }
+
+    /// The proxy connections will go through: the configured one, else (unless `ignore_proxy`)
+    /// the one the environment names for this endpoint, with `proxy_credentials` applied.
+    /// Reads the process environment.
+    pub fn resolve_proxy(&self) -> Result<Option<Proxy>> {
+        self.resolve_proxy_with(&|name| std::env::var(name).ok())
+    }
+
+    /// [`ClientConfig::resolve_proxy`] with the environment's variables given by `lookup`.
+    pub fn resolve_proxy_with(&self, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Option<Proxy>> {
+        let proxy = match &self.proxy {
+            Some(p) => Some(p.clone()),
+            None if self.ignore_proxy => None,
+            None => crate::proxy::env::proxy_for(lookup, self.https, &self.host, self.port)?.map(|(p, variable)| {
+                tracing::debug!(variable, proxy = %p, "proxy from the environment");
+                p
+            }),
+        };
+        match (proxy, &self.proxy_credentials) {
+            (Some(p), Some(c)) => Ok(Some(p.with_credentials(Some(c.clone()))?)),
+            (p, _) => Ok(p),
         }
     }
 
@@ -179,6 +223,7 @@ impl ClientConfig {
             trusted_hosts: self.trusted_hosts.clone(),
             message_encryption: self.message_encryption,
             kerberos: self.kerberos.clone(),
+            proxy: self.resolve_proxy()?,
         })
     }
 }

@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use super::powershell::{PipelineResult, PoolConfig, RunspacePool};
 use super::run_cmd::RunCmdOptions;
 use super::{Client, ClientConfig, CmdOutput, CmdShellOptions, CommandOptions};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::psrp::{PipelineSpec, PipelineState};
 
 /// Hosts at once unless the caller says otherwise (`Invoke-Command`'s ThrottleLimit default).
@@ -132,7 +132,7 @@ impl HostResult {
     /// How the host's run ended.
     pub fn status(&self) -> HostStatus {
         match &self.result {
-            Err(e) if e.kind() == ErrorKind::Connect => HostStatus::Unreachable,
+            Err(e) if e.is_connect_failure() => HostStatus::Unreachable,
             Err(_) => HostStatus::Failed,
             Ok(HostOutput::PowerShell(r)) if r.state == PipelineState::Completed => HostStatus::Succeeded,
             Ok(HostOutput::Cmd(o)) if o.exit_code == 0 => HostStatus::Succeeded,
@@ -271,7 +271,7 @@ async fn run_on(
         *attempts += 1;
         match Client::connect(config.clone()).await {
             Ok(c) => break c,
-            Err(e) if e.kind() == ErrorKind::Connect && *attempts <= options.connect_retries => {
+            Err(e) if e.is_connect_failure() && *attempts <= options.connect_retries => {
                 tracing::debug!(attempt = *attempts, error = %e, "fleet: connection failed, trying again");
                 tokio::time::sleep(options.retry_delay).await;
             }

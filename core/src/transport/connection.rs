@@ -14,7 +14,6 @@ use hyper::body::{Frame, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 
 use super::tls::{self, TlsSetup};
 use super::{ConnectionInfo, EncryptionLayer, HttpReply, MessageEncryption, TransportConfig};
@@ -195,18 +194,24 @@ impl Connection {
     /// Connects (TLS for https) and, for NTLM/Negotiate, authenticates with empty POSTs so that
     /// the security context exists before the first body.
     pub(super) async fn open(config: &TransportConfig, tls_setup: Option<&TlsSetup>) -> Result<Self> {
-        let address = format!("{}:{}", config.host, config.port);
-        let stream = match tokio::time::timeout(config.connect_timeout, TcpStream::connect(address.as_str())).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(source)) => return Err(Error::Connect { address, source }),
-            Err(_) => {
-                return Err(Error::Connect {
-                    address,
-                    source: std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"),
-                });
+        let stream = super::tunnel::connect(config).await?;
+        let opened = Self::establish(config, tls_setup, stream).await;
+        match (opened, &config.proxy) {
+            // The tunnel broke (the proxy closed it, or cut it off): say it went through one.
+            (Err(Error::Transport { message, status }), Some(proxy)) => {
+                Err(Error::Transport { message: format!("{message} (through the proxy {proxy})"), status })
             }
-        };
-        stream.set_nodelay(true).map_err(|source| Error::Connect { address: address.clone(), source })?;
+            (other, _) => other,
+        }
+    }
+
+    /// TLS (for https), HTTP/1.1 and the authentication over a connected stream.
+    async fn establish(
+        config: &TransportConfig,
+        tls_setup: Option<&TlsSetup>,
+        stream: tokio::net::TcpStream,
+    ) -> Result<Self> {
+        let address = format!("{}:{}", config.host, config.port);
         let (sender, task, closed_by, tls_info) = match tls_setup {
             None => {
                 let (sender, task, closed_by) = http_over(stream, &address).await?;
@@ -248,6 +253,7 @@ impl Connection {
             },
             channel_binding: false,
             tls: tls_info,
+            proxy: config.proxy.as_ref().map(|p| p.url()),
         };
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let mut this = Self { id, sender, context: None, task, closed_by, info, unanswered: false, unsent: false };
@@ -264,6 +270,7 @@ impl Connection {
             target: "psremote::audit",
             event = "connect",
             endpoint = %this.info.endpoint,
+            proxy = this.info.proxy.as_deref(),
             mechanism = this.info.mechanism.name(),
             negotiated = this.info.negotiated,
             encryption = this.info.encryption.name(),

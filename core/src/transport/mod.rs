@@ -12,6 +12,7 @@ pub use cert::fuzz_der;
 mod connection;
 mod keys;
 mod tls;
+mod tunnel;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,6 +23,7 @@ pub use tls::{ClientCertificate, TlsInfo, TlsOptions, TlsVersion};
 
 use crate::auth::{Credentials, KerberosOptions, Mechanism, policy};
 use crate::error::{Error, Result};
+use crate::proxy::Proxy;
 
 pub(crate) use cert::{sec_channel_bindings, subject_public_key};
 pub(crate) use tls::Verifier;
@@ -98,6 +100,8 @@ pub struct ConnectionInfo {
     pub channel_binding: bool,
     /// TLS details for https endpoints.
     pub tls: Option<TlsInfo>,
+    /// The proxy the connection went through (its URL without credentials), if any.
+    pub proxy: Option<String>,
 }
 
 /// Where and how to reach the WinRM endpoint.
@@ -127,6 +131,9 @@ pub struct TransportConfig {
     pub message_encryption: MessageEncryption,
     /// Kerberos settings.
     pub kerberos: KerberosOptions,
+    /// The proxy every connection tunnels through, or `None` to connect directly. Already
+    /// resolved: [`crate::client::ClientConfig`] reads the environment's variables.
+    pub proxy: Option<Proxy>,
 }
 
 impl TransportConfig {
@@ -445,8 +452,7 @@ impl Transport {
                 }
             }
             conn = self.open().await?;
-            let out =
-                Connection::outbound(&self.config, conn.sealer().as_ref().map(|s| (conn.id(), s)), envelope())?;
+            let out = Connection::outbound(&self.config, conn.sealer().as_ref().map(|s| (conn.id(), s)), envelope())?;
             result = conn.exchange(&self.config, out, read_timeout, reply_limit).await;
         }
         let mut st = lane.lock();
