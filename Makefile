@@ -7,7 +7,7 @@ VPY := $(VENV)/bin/python
 PIP_PKGS := -r testserver/requirements.txt
 export PSREMOTE_PYTHON := $(abspath $(VPY))
 
-.PHONY: venv test demo fmt-check clippy rust-test py-test no-default-features header header-check bench bench-smoke python-package c-deps krb-deps proxy-deps install c-test fuzz fuzz-seeds fuzz-smoke files-1g bench-fleet
+.PHONY: ssh-deps venv test demo fmt-check clippy rust-test py-test no-default-features header header-check bench bench-smoke python-package c-deps krb-deps proxy-deps install c-test fuzz fuzz-seeds fuzz-smoke files-1g bench-fleet
 
 # MIT Kerberos for the endpoint's Kerberos tests: the KDC, kadmin.local and kinit run a throwaway
 # realm (testserver/psremote_testserver/kdc.py), and pip builds gssapi, krb5 and pykerberos from
@@ -29,6 +29,19 @@ proxy-deps:
 	  { export DEBIAN_FRONTEND=noninteractive; \
 	    apt-get install -y -q --no-install-recommends $(PROXY_PKGS) >/dev/null 2>&1 || \
 	    { apt-get update -qq && apt-get install -y -q --no-install-recommends $(PROXY_PKGS) >/dev/null; }; }
+
+# Debian's OpenSSH server and client for the SSH transport's tests: psremote_testserver.sshd starts a
+# throwaway sshd on 127.0.0.1 (its own config, keys and port) with the endpoint's out-of-process mode
+# as the powershell subsystem. The package's own service is never configured or started (policy-rc.d
+# and the missing init keep it stopped on these machines). /run/sshd is sshd's privilege separation
+# directory; the fixture creates its password-logon account itself on first use (testserver/README.md).
+SSH_PKGS := openssh-server openssh-client
+ssh-deps:
+	@test -x /usr/sbin/sshd && command -v ssh-keygen >/dev/null && command -v ssh >/dev/null || \
+	  { export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -q $(SSH_PKGS) >/dev/null 2>&1 || \
+	    { apt-get update -qq && apt-get install -y -q $(SSH_PKGS) >/dev/null; }; }
+	@mkdir -p /run/sshd && chmod 755 /run/sshd
 
 $(VENV)/.ok: testserver/requirements.txt testserver/pyproject.toml bindings-python/requirements-test.txt ansible/requirements-test.txt | krb-deps proxy-deps
 	$(PYTHON) -m venv $(VENV)
@@ -57,7 +70,7 @@ CARGO ?= cargo
 CBINDGEN_VERSION := 0.29.2
 CBINDGEN := .tools/bin/cbindgen
 
-test: krb-deps proxy-deps venv fmt-check clippy no-default-features header-check rust-test py-test ansible-test c-test bench-smoke
+test: krb-deps proxy-deps ssh-deps venv fmt-check clippy no-default-features header-check rust-test py-test ansible-test c-test bench-smoke
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
@@ -71,10 +84,10 @@ no-default-features:
 	@if $(CARGO) tree -p psremote --no-default-features --locked | grep -E ' (tokio|hyper|hyper-util|mio|socket2) '; then \
 	  echo "the sans-IO tier pulls in I/O crates" >&2; exit 1; fi
 
-rust-test: venv
+rust-test: venv ssh-deps
 	$(CARGO) test --workspace --exclude psremote-python --locked
 
-py-test: venv python-package $(VENV_PSRP10)/.ok
+py-test: venv ssh-deps python-package $(VENV_PSRP10)/.ok
 	$(VPY) -m pytest testserver/tests -q
 	$(VPY) -m mypy.stubtest psremote._native
 	$(VPY) -m mypy bindings-python/python/psremote

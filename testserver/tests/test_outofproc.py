@@ -276,6 +276,18 @@ def test_pipeline_packets_and_close_order(start):
     assert peer.finish() == (0, "")
 
 
+def test_large_output_in_many_fragments(start):
+    peer = start()
+    client = Client(peer)
+    client.open()
+    ps = client.pipeline("New-HugeObject 300000; Write-Output 'after'")
+    client.finish_pipeline(ps)
+    outputs = [e.data for e in client.events if isinstance(e, psrpcore.PipelineOutputEvent)]
+    assert [len(outputs[0]), outputs[1]] == [300000, "after"]
+    assert ps.state == PSInvocationState.Completed
+    assert peer.finish() == (0, "")
+
+
 def test_pool_close_waits_for_open_pipelines(start):
     peer = start()
     client = Client(peer)
