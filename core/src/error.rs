@@ -137,6 +137,23 @@ pub enum Error {
         /// The limit in bytes.
         limit: u64,
     },
+    /// The SSH server's host key failed the `known_hosts` check (kind [`ErrorKind::Policy`]):
+    /// unknown under the strict policy, changed, or revoked; the data names both fingerprints.
+    #[error("refused by security policy: {0}")]
+    HostKey(Box<crate::host_key_error::HostKeyError>),
+    /// The SSH server logged us on but would not start the subsystem (kind
+    /// [`ErrorKind::Transport`]): a server without the PowerShell subsystem.
+    #[error(
+        "the SSH server {address} refused to start the {subsystem:?} subsystem: a server without the \
+         PowerShell subsystem (its sshd_config needs a line `Subsystem {subsystem} /path/to/pwsh -sshs \
+         -NoLogo`)"
+    )]
+    SubsystemRefused {
+        /// The `host:port` of the server.
+        address: String,
+        /// The subsystem asked for.
+        subsystem: String,
+    },
     /// The server does not know the shell or command (its InvalidSelectors fault).
     #[error("{what} not found on the server: {fault}")]
     NotFound {
@@ -162,13 +179,15 @@ impl Error {
             Error::InvalidConfig(_) => ErrorKind::InvalidConfig,
             Error::Authentication { .. } => ErrorKind::Authentication,
             Error::Connect { .. } => ErrorKind::Connect,
-            Error::Transport { .. } | Error::ReplyTooLarge { .. } => ErrorKind::Transport,
+            Error::Transport { .. } | Error::ReplyTooLarge { .. } | Error::SubsystemRefused { .. } => {
+                ErrorKind::Transport
+            }
             Error::Fault(_) => ErrorKind::Fault,
             Error::Protocol(_) => ErrorKind::Protocol,
             Error::Timeout(_) => ErrorKind::Timeout,
             Error::Closed(_) => ErrorKind::Closed,
             Error::Tls { .. } => ErrorKind::Tls,
-            Error::Policy(_) => ErrorKind::Policy,
+            Error::Policy(_) | Error::HostKey(_) => ErrorKind::Policy,
             Error::File(_) => ErrorKind::File,
             Error::Disconnected(_) => ErrorKind::Disconnected,
             Error::NotFound { .. } => ErrorKind::NotFound,
@@ -192,6 +211,14 @@ impl Error {
         match self {
             Error::Proxy { failure, .. } => failure.is_transient(),
             other => other.kind() == ErrorKind::Connect,
+        }
+    }
+
+    /// The refused SSH host key, when this error is one.
+    pub fn host_key(&self) -> Option<&crate::host_key_error::HostKeyError> {
+        match self {
+            Error::HostKey(h) => Some(h),
+            _ => None,
         }
     }
 

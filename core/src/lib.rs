@@ -13,6 +13,7 @@ mod error;
 mod file_error;
 #[doc(hidden)]
 pub mod fuzzing;
+mod host_key_error;
 pub mod proxy;
 pub mod psrp;
 pub mod text;
@@ -27,3 +28,4 @@ pub mod transport;
 
 pub use error::{Error, ErrorKind, Result};
 pub use file_error::{FileError, FileErrorKind, FileSide};
+pub use host_key_error::{HostKeyError, HostKeyProblem, RecordedHostKey};

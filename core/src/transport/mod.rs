@@ -11,6 +11,7 @@ mod cert;
 pub use cert::fuzz_der;
 mod connection;
 mod keys;
+pub mod ssh;
 mod tls;
 mod tunnel;
 
