@@ -1,15 +1,19 @@
 """File transfer scripts, carried out natively (there is no PowerShell here).
 
-Four scripts are recognised by a stable signature of their text (README.md, "File
-transfer scripts") and run as the hidden commands below, with the script's positional
-arguments (path, expand-variables flag):
+Six scripts are recognised by a stable signature of their text (README.md, "File
+transfer scripts") and run as the hidden commands below, with the script's arguments
+(path, expand-variables flag):
 
 * psremote's ``copy.ps1`` / ``fetch.ps1`` (core/src/client/files/): chunked base64 input or
   output, the SHA-1 as the last object, ``PSRemote.File.<Kind>`` error ids, acknowledgement
   progress records every 2 MiB, a temporary file beside the destination;
 * pypsrp 0.9.1's ``copy.ps1`` / ``fetch.ps1``: the same input contract, a temporary file in the
   temp folder moved into place at the end; a fetch answers with the whole file as ONE base64
-  string (as Windows does) and fails on an empty file (``TransformFinalBlock`` on ``$null``).
+  string (as Windows does) and fails on an empty file (``TransformFinalBlock`` on ``$null``);
+* pypsrp 1.0's ``copy.ps1`` / ``fetch.ps1`` (its ``psrp`` package: ``copy_file`` /
+  ``fetch_file``): named parameters (``-Path``, ``-ExpandVariables``, fetch's ``-BufferSize``);
+  the copy reads byte arrays, the hex SHA-1 (as UTF-8 bytes) last, and answers with the absolute
+  path; the fetch answers with byte arrays of ``BufferSize`` and the hex SHA-1 last.
 
 Paths are this host's paths; ``%VAR%`` (and for psremote's scripts ``$env:VAR`` and
 ``${env:VAR}``) expand from this process's environment, relative paths from its working
@@ -29,7 +33,7 @@ import hashlib
 import os
 import re
 import tempfile
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from psrpcore.types import ErrorCategory
 
@@ -44,8 +48,13 @@ PSREMOTE_COPY = "Invoke-PSRemoteCopyScript"
 PSREMOTE_FETCH = "Invoke-PSRemoteFetchScript"
 PYPSRP_COPY = "Invoke-PypsrpCopyScript"
 PYPSRP_FETCH = "Invoke-PypsrpFetchScript"
+PSRP10_COPY = "Invoke-Psrp10CopyScript"
+PSRP10_FETCH = "Invoke-Psrp10FetchScript"
 
+# pypsrp 1.0's scripts come first: its copy.ps1 also holds the needles of 0.9.1's.
 _SIGNATURES = (
+    (PSRP10_COPY, ("[byte[]]", "$InputObject", "Set-Property 'MaximumAllowedMemory' $null", "Transport failure, hash mismatch")),
+    (PSRP10_FETCH, ("is a directory, src must be a file", "$BufferSize", "[byte[]]$buffer[0..($read - 1)]")),
     (PSREMOTE_COPY, ("# psremote: receive one file from the client", "'psremote:copy-ack'")),
     (PSREMOTE_FETCH, ("# psremote: send one file of this host to the client", "'psremote:fetch-size'")),
     (PYPSRP_COPY, ("Set-Property 'MaximumAllowedMemory' $null", "Transport failure, hash mismatch")),
@@ -295,6 +304,20 @@ def _pypsrp_path(inv: Invocation) -> str:
 
 @command(PYPSRP_COPY, "PSRemote.TestServer.PypsrpCopyScript", _PATH_PARAMS)
 def _pypsrp_copy(inv: Invocation) -> Iterator[Any]:
+    yield from _pypsrp_copy_items(inv, lambda item: base64.b64decode(str(item or "")))
+
+
+_PSRP10_COPY_PARAMS = [Param("Path", position=0, mandatory=True), Param("ExpandVariables", switch=True)]
+
+
+@command(PSRP10_COPY, "PSRemote.TestServer.Psrp10CopyScript", _PSRP10_COPY_PARAMS)
+def _psrp10_copy(inv: Invocation) -> Iterator[Any]:
+    yield from _pypsrp_copy_items(inv, lambda item: bytes(item or b""))
+
+
+def _pypsrp_copy_items(inv: Invocation, decode: Callable[[Any], bytes]) -> Iterator[Any]:
+    """pypsrp's copy (0.9.1 sends base64 strings, 1.0 byte arrays): every input but the last is file
+    data, the last the hex SHA-1; a temporary file is moved into place once the hashes match."""
     fd, temporary = tempfile.mkstemp(prefix="tmp", suffix=".tmp")
     sha1 = hashlib.sha1()
     corrupt = _corrupting()
@@ -312,7 +335,7 @@ def _pypsrp_copy(inv: Invocation) -> Iterator[Any]:
                         stream.write(data)
                     except OSError as e:
                         raise _dotnet_error("Write", 3, e, temporary) from None
-                held = base64.b64decode(str(item or ""))
+                held = decode(item)
             last = held or b""
         dest = _pypsrp_path(inv)
         expected = last.decode("utf-8", "replace")
@@ -393,6 +416,38 @@ def _pypsrp_fetch(inv: Invocation) -> Iterator[Any]:
             parts.append(base64.b64encode(data))
         parts.append(b"</S>")
     yield RawItem(b"".join(parts))
+    yield sha1.hexdigest()
+
+
+_PSRP10_FETCH_PARAMS = [
+    Param("Path", mandatory=True),
+    Param("BufferSize", kind="int", mandatory=True),
+    Param("ExpandVariables", switch=True),
+]
+
+
+@command(PSRP10_FETCH, "PSRemote.TestServer.Psrp10FetchScript", _PSRP10_FETCH_PARAMS)
+def _psrp10_fetch(inv: Invocation) -> Iterator[Any]:
+    source = _pypsrp_path(inv)
+    if os.path.isdir(source):
+        raise ScriptTerminatingError(records.thrown(f"The path at '{source}' is a directory, src must be a file"))
+    if not os.path.exists(source):
+        raise ScriptTerminatingError(records.thrown(f"The path at '{source}' does not exist"))
+    size = int(inv.params["BufferSize"])
+    if size <= 0:
+        raise _method_error("Read", 3, "ArgumentOutOfRangeException", "Positive number required.")
+    try:
+        stream = open(source, "rb")
+    except OSError as e:
+        raise _dotnet_error("OpenRead", 0, e, source) from None
+    sha1 = hashlib.sha1()
+    corrupt = _corrupting()
+    with stream:
+        for data in iter(lambda: stream.read(size), b""):
+            sha1.update(data)
+            if corrupt:
+                data, corrupt = _flip(data), False
+            yield data  # a byte[] (CLIXML <BA>)
     yield sha1.hexdigest()
 
 

@@ -1,7 +1,7 @@
 """pypsrp 1.0.0b1 (its ``psrp`` package) against the endpoint's out-of-process mode, in pypsrp's own
 virtualenv (.venv-psrp: it cannot live beside pypsrp 0.9.1). Run by test_outofproc_pypsrp.py:
 
-    .venv-psrp/bin/python psrp10_client.py process [--async] SCENARIO -- COMMAND...
+    .venv-psrp/bin/python psrp10_client.py process [--async] [--workdir DIR] SCENARIO -- COMMAND...
     .venv-psrp/bin/python psrp10_client.py ssh SCENARIO PORT KNOWN_HOSTS USER (--key FILE | --password PW) [--subsystem NAME]
 
 Prints one JSON object: what the scenario saw, or ``{"failure": "<type>: <message>"}`` (status 1).
@@ -143,6 +143,49 @@ async def stop_async(info) -> Dict[str, Any]:
         return {"state": ps.state.name, "stopped": stopped, "output": list(output), "after": await again.invoke()}
 
 
+def _files(workdir: str) -> Dict[str, Any]:
+    """A 1 MiB file (several input messages and output chunks) and an empty one to send."""
+    import hashlib
+    import os
+
+    data = bytes(range(256)) * 4096 + b"tail"
+    paths = {}
+    for name, content in (("big", data), ("empty", b"")):
+        path = os.path.join(workdir, f"{name}.src")
+        with open(path, "wb") as out:
+            out.write(content)
+        paths[name] = path
+    return {"paths": paths, "sha1": {"big": hashlib.sha1(data).hexdigest(), "empty": hashlib.sha1(b"").hexdigest()}}
+
+
+def _sha1(path) -> str:
+    import hashlib
+
+    with open(path, "rb") as stream:
+        return hashlib.sha1(stream.read()).hexdigest()
+
+
+def files_sync(info, workdir: str) -> Dict[str, Any]:
+    """copy_file and fetch_file (pypsrp 1.0's own scripts) on one pool; the endpoint shares this filesystem."""
+    import os
+
+    made = _files(workdir)
+    result: Dict[str, Any] = {"expected": made["sha1"]}
+    with psrp.SyncRunspacePool(info) as rp:
+        for name, path in made["paths"].items():
+            remote = os.path.join(workdir, f"{name}.remote")
+            result[f"copy_{name}"] = psrp.copy_file(rp, path, remote)
+            result[f"copied_{name}"] = _sha1(remote)
+            back = psrp.fetch_file(rp, remote, os.path.join(workdir, f"{name}.back"))
+            result[f"fetched_{name}"] = _sha1(back)
+        try:
+            psrp.fetch_file(rp, os.path.join(workdir, "missing"), os.path.join(workdir, "x"))
+            result["missing"] = None
+        except psrp.PipelineFailed as exc:
+            result["missing"] = str(exc)
+    return result
+
+
 SYNC = {"basic": basic_sync, "host": host_sync, "secure": secure_sync, "stop": stop_sync}
 ASYNC = {"basic": basic_async, "host": host_async, "secure": secure_async, "stop": stop_async}
 
@@ -166,6 +209,7 @@ def main(argv) -> int:
     process = carriers.add_parser("process")
     process.add_argument("scenario")
     process.add_argument("--async", dest="use_async", action="store_true")
+    process.add_argument("--workdir", help="for the files scenario")
     process.add_argument("command", nargs=argparse.REMAINDER)
     ssh = carriers.add_parser("ssh")  # pypsrp's SSH connection is asyncio only
     ssh.add_argument("scenario")
@@ -180,7 +224,9 @@ def main(argv) -> int:
         if args.carrier == "process":
             command = args.command[1:] if args.command[:1] == ["--"] else args.command
             info = psrp.ProcessInfo(executable=command[0], arguments=command[1:])
-            if args.use_async:
+            if args.scenario == "files":
+                result = files_sync(info, args.workdir)
+            elif args.use_async:
                 result = asyncio.run(ASYNC[args.scenario](info))
             else:
                 result = SYNC[args.scenario](info)

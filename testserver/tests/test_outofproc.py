@@ -99,6 +99,17 @@ def test_pypsrp10_process_stop(mode):
     assert result == {"state": "Stopped", "stopped": True, "output": ["before"], "after": ["still usable"]}
 
 
+def test_pypsrp10_process_copy_and_fetch(tmp_path):
+    # pypsrp 1.0's own copy.ps1 and fetch.ps1 (byte arrays, the SHA-1 last), run natively by the endpoint.
+    result = psrp10("process", "--workdir", str(tmp_path), "files", "--", *mode_command())
+    expected = result.pop("expected")
+    for name in ("big", "empty"):
+        assert result.pop(f"copy_{name}") == str(tmp_path / f"{name}.remote")
+        assert result.pop(f"copied_{name}") == expected[name]
+        assert result.pop(f"fetched_{name}") == expected[name]
+    assert result == {"missing": f"The path at '{tmp_path / 'missing'}' does not exist"}
+
+
 # -- the framing, packet by packet, with psrpcore's client ------------------------------------------
 class Peer:
     """The mode as a child process, its stdout lines read by a thread into a queue."""
