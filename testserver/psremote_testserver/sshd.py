@@ -219,6 +219,8 @@ def _config(directory: Path, port: int, users: List[str], subsystem: bool) -> st
         "AllowAgentForwarding no",
         "X11Forwarding no",
         "PermitTTY no",
+        # Tests may log on from many threads at once: no random refusals of unauthenticated connections.
+        "MaxStartups 200",
         "LogLevel VERBOSE",
     ]
     if subsystem:
