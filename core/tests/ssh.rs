@@ -563,3 +563,19 @@ fn dropping_the_stream_closes_the_channel() {
     }
     assert!(log.contains("isconnected"), "{log}");
 }
+
+#[test]
+fn closing_through_the_status_ends_the_stream() {
+    let sshd = Sshd::start();
+    let (mut stream, _) = connect(&sshd.options()).expect("connect");
+    assert_eq!(block_on(round_trip(&mut stream, b"before\n")), b"before\n");
+    let status = stream.status();
+    assert!(!status.is_closed());
+    // Whoever holds only the status (the stream split and owned elsewhere) can end it.
+    status.close();
+    block_on(status.closed());
+    let mut rest = Vec::new();
+    assert_eq!(block_on(stream.read_to_end(&mut rest)).unwrap(), 0);
+    let err = block_on(stream.write_all(b"after\n")).expect_err("closed");
+    assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe);
+}

@@ -129,6 +129,7 @@ struct StatusInner {
 pub struct SshChannelStatus {
     inner: Arc<Mutex<StatusInner>>,
     closed: watch::Sender<bool>,
+    close_requested: watch::Sender<bool>,
 }
 
 impl fmt::Debug for SshChannelStatus {
@@ -145,7 +146,7 @@ impl fmt::Debug for SshChannelStatus {
 
 impl SshChannelStatus {
     fn new() -> Self {
-        Self { inner: Arc::default(), closed: watch::Sender::new(false) }
+        Self { inner: Arc::default(), closed: watch::Sender::new(false), close_requested: watch::Sender::new(false) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, StatusInner> {
@@ -171,6 +172,13 @@ impl SshChannelStatus {
     /// Whether the channel is closed (by either side, or with the connection).
     pub fn is_closed(&self) -> bool {
         *self.closed.borrow()
+    }
+
+    /// Closes the channel and the session now, as dropping the stream does, for whoever holds
+    /// only this status (the stream may be split and owned elsewhere); reads then end and writes
+    /// fail. Returns at once: [`closed`](Self::closed) waits for it.
+    pub fn close(&self) {
+        self.close_requested.send_replace(true);
     }
 
     /// Waits until the channel is closed; the exit status, when the server sends one, comes
@@ -225,10 +233,12 @@ async fn pump<H: russh::client::Handler>(
     status: SshChannelStatus,
 ) {
     let mut tx = Some(tx);
+    let mut close_requested = status.close_requested.subscribe();
     let by_server = loop {
         let msg = tokio::select! {
             msg = read.wait() => msg,
             _ = &mut dropped => break false,
+            _ = close_requested.wait_for(|c| *c) => break false,
         };
         match msg {
             Some(ChannelMsg::Data { data }) => {
@@ -236,6 +246,7 @@ async fn pump<H: russh::client::Handler>(
                 tokio::select! {
                     sent = sender.send(data) => if sent.is_err() { break false },
                     _ = &mut dropped => break false,
+                    _ = close_requested.wait_for(|c| *c) => break false,
                 }
             }
             Some(ChannelMsg::ExtendedData { data, .. }) => status.add_stderr(&data),
