@@ -154,6 +154,16 @@ pub enum Error {
         /// The subsystem asked for.
         subsystem: String,
     },
+    /// The operation exists only over WS-Management (cmd shells, disconnect and reconnect,
+    /// listing pools, the server's WinRM configuration), and the client reaches PowerShell
+    /// another way (kind [`ErrorKind::InvalidConfig`]).
+    #[error("{operation} needs the WS-Man transport; this client uses the {transport} transport")]
+    WsmanOnly {
+        /// What was refused.
+        operation: &'static str,
+        /// The client's transport (`process`, `ssh`).
+        transport: &'static str,
+    },
     /// The server does not know the shell or command (its InvalidSelectors fault).
     #[error("{what} not found on the server: {fault}")]
     NotFound {
@@ -176,7 +186,7 @@ impl Error {
     /// The coarse kind of this error.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::InvalidConfig(_) => ErrorKind::InvalidConfig,
+            Error::InvalidConfig(_) | Error::WsmanOnly { .. } => ErrorKind::InvalidConfig,
             Error::Authentication { .. } => ErrorKind::Authentication,
             Error::Connect { .. } => ErrorKind::Connect,
             Error::Transport { .. } | Error::ReplyTooLarge { .. } | Error::SubsystemRefused { .. } => {

@@ -102,6 +102,7 @@ async fn delete_shell(client: &Client, shell_id: &str) -> Result<()> {
 
 impl CmdShell {
     pub(super) async fn open(client: Client, options: CmdShellOptions) -> Result<Self> {
+        client.require_wsman("a cmd shell")?;
         let spec = ShellSpec {
             environment: options.environment,
             working_directory: options.working_directory,

@@ -73,6 +73,10 @@ pub struct ClientConfig {
     pub proxy_credentials: Option<ProxyCredentials>,
     /// Ignore the environment's proxy variables: connect directly unless `proxy` is set.
     pub ignore_proxy: bool,
+    /// How PowerShell is reached: WS-Man (the default; every option above applies) or the
+    /// out-of-process transport over a carrier (a local process), where the WS-Man options
+    /// (host, authentication, TLS, envelope sizes) play no part.
+    pub carrier: crate::client::outofproc::Carrier,
 }
 
 /// The MaxEnvelopeSize psremote uses when the configuration sets none: 150 KiB, what WinRM
@@ -109,6 +113,7 @@ impl ClientConfig {
             proxy: None,
             proxy_credentials: None,
             ignore_proxy: false,
+            carrier: crate::client::outofproc::Carrier::Wsman,
         }
     }
 
@@ -141,6 +146,14 @@ impl ClientConfig {
             (Some(p), Some(c)) => Ok(Some(p.with_credentials(Some(c.clone()))?)),
             (p, _) => Ok(p),
         }
+    }
+
+    /// A client for a local process that speaks the out-of-process transport on its stdin and
+    /// stdout (PowerShell's `pwsh -NoLogo -s` with [`ProcessOptions::default`]).
+    ///
+    /// [`ProcessOptions::default`]: crate::client::ProcessOptions
+    pub fn process(options: crate::client::ProcessOptions) -> Self {
+        Self { carrier: crate::client::outofproc::Carrier::Process(options), ..Self::new("localhost", "", "") }
     }
 
     /// Reads `http(s)://host:port/path` into https, host, port and path.
@@ -185,8 +198,16 @@ impl ClientConfig {
         self
     }
 
-    /// Checks every option without connecting; returns the endpoint URL.
+    /// Checks every option without connecting; returns the endpoint URL (for another
+    /// transport than WS-Man, what names its endpoint: `process:pwsh`).
     pub fn validate(&self) -> Result<String> {
+        if let Some(endpoint) = self.carrier.endpoint() {
+            self.carrier.validate()?;
+            if self.max_events_ahead == 0 {
+                return Err(Error::InvalidConfig("max_events_ahead must be at least 1".into()));
+            }
+            return Ok(endpoint);
+        }
         let t = self.transport_config()?;
         crate::transport::Transport::new(t.clone())?;
         Ok(t.url())

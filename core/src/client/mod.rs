@@ -15,6 +15,7 @@ mod config;
 mod create;
 mod files;
 mod fleet;
+pub mod outofproc;
 mod powershell;
 mod run_cmd;
 mod runtime;
@@ -36,6 +37,7 @@ pub use files::{
 pub use fleet::{
     DEFAULT_THROTTLE, Fleet, FleetCancel, FleetHost, FleetOptions, FleetWork, HostOutput, HostResult, HostStatus,
 };
+pub use outofproc::{Carrier, ProcessOptions};
 pub use powershell::{
     BufferMode, Host, Pipeline, PipelineControl, PipelineResult, PoolConfig, PoolInfo, RunspacePool, ShellInfo,
 };
@@ -130,7 +132,23 @@ const READ_MARGIN: Duration = Duration::from_secs(5);
 impl Client {
     /// Validates the configuration and authenticates one connection, so that a wrong password
     /// or an unreachable host is reported here.
+    ///
+    /// With another transport than WS-Man ([`ClientConfig::carrier`]) nothing is contacted
+    /// here: each runspace pool starts its own carrier (a process) when it opens.
     pub async fn connect(config: ClientConfig) -> Result<Self> {
+        if let Some(url) = config.carrier.endpoint() {
+            config.validate()?;
+            // Never used for a request ([`Client::wsman`] refuses them); it gives the lanes.
+            let transport = Transport::new(ClientConfig::new("localhost", "", "").transport_config()?)?;
+            let inner = Inner {
+                transport,
+                config,
+                session_id: uuid::Uuid::new_v4(),
+                url,
+                server_envelope: std::sync::atomic::AtomicU32::new(0),
+            };
+            return Ok(Self { inner: Arc::new(inner) });
+        }
         let transport = Transport::new(config.transport_config()?)?;
         let url = transport.config().url();
         let inner = Inner {
@@ -153,7 +171,23 @@ impl Client {
     /// What the most recent connection established: the mechanism actually negotiated, the
     /// encryption layer, channel binding, TLS version and certificate fingerprint.
     pub fn connection_info(&self) -> Option<ConnectionInfo> {
+        if !self.inner.config.carrier.is_wsman() {
+            return None;
+        }
         self.inner.transport.connection_info()
+    }
+
+    /// The transport's name: `wsman`, or the out-of-process carrier's (`process`).
+    pub fn transport_name(&self) -> &'static str {
+        self.inner.config.carrier.name()
+    }
+
+    /// Refuses `operation` unless this client speaks WS-Man.
+    pub(crate) fn require_wsman(&self, operation: &'static str) -> Result<()> {
+        match &self.inner.config.carrier {
+            c if c.is_wsman() => Ok(()),
+            c => Err(Error::WsmanOnly { operation, transport: c.name() }),
+        }
     }
 
     /// The configuration this client was made with.
@@ -185,6 +219,7 @@ impl Client {
     /// MaxTimeoutms, shell limits, ...). Reading it needs the rights of an administrator on
     /// Windows; other users get an access-denied fault.
     pub async fn server_config(&self) -> Result<wsman::config::ServerConfig> {
+        self.require_wsman("reading the WinRM configuration")?;
         let reply = self.call(wsman::action::GET, wsman::config::CONFIG_URI, None, &[], "", None).await?;
         wsman::config::parse_config(&reply)
     }
@@ -193,6 +228,7 @@ impl Client {
     /// shells to it, as pypsrp's `update_max_payload_size` does; returns the size now in use.
     /// A size set in the configuration is never changed: it is returned as it is.
     pub async fn fit_envelope_to_server(&self) -> Result<u32> {
+        self.require_wsman("fitting the envelope size to the server")?;
         if let Some(size) = self.inner.config.max_envelope_size {
             return Ok(size);
         }
@@ -241,6 +277,7 @@ impl Client {
 
     /// Sends one WS-Man request described by `call`.
     pub(crate) async fn request(&self, call: &Call<'_>) -> Result<Reply> {
+        self.require_wsman("a WS-Man request")?;
         let p = self.prepare(call, uuid::Uuid::new_v4());
         let rebuild = || self.prepare(call, p.message_id).envelope;
         let reply = self.inner.transport.post(p.envelope, rebuild, p.read_timeout, p.reply_limit, p.retry).await?;
@@ -257,6 +294,7 @@ impl Client {
     /// caller seals and posts a lane's requests in one order, each posted after the one before
     /// it was answered.
     pub(crate) async fn seal_on_lane(&self, lane: &crate::transport::Lane, call: &Call<'_>) -> Result<SealedCall> {
+        self.require_wsman("a WS-Man request")?;
         let p = self.prepare(call, uuid::Uuid::new_v4());
         let request = self.inner.transport.seal_on_lane(lane, p.envelope).await?;
         Ok(SealedCall { message_id: p.message_id, read_timeout: p.read_timeout, reply_limit: p.reply_limit, request })

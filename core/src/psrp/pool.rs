@@ -356,6 +356,12 @@ impl RunspacePool {
         self.fragmenter.set_max_chunk(max_chunk);
     }
 
+    /// The chunk size in use: the most bytes of fragments one Send (or out-of-process Data)
+    /// carries.
+    pub fn max_chunk(&self) -> usize {
+        self.fragmenter.max_chunk()
+    }
+
     /// The session key, once exchanged.
     pub fn session_key(&self) -> Option<&SessionKey> {
         self.session_key.as_ref()

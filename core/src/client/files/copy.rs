@@ -49,9 +49,7 @@ pub(super) async fn run(
     dest: &str,
     options: &CopyOptions,
 ) -> Result<CopyOutcome> {
-    let chunk = options.chunk_size.unwrap_or_else(|| {
-        default_chunk_size(psrp::fragment::max_payload_for_envelope(pool.max_envelope_size() as usize))
-    });
+    let chunk = options.chunk_size.unwrap_or_else(|| default_chunk_size(pool.max_chunk()));
     let mut pipeline = pool.start(&spec(dest, options.expand_variables)).await?;
     let control = pipeline.control();
     let (ack_tx, ack_rx) = watch::channel(0u64);

@@ -62,6 +62,7 @@ impl Client {
     /// the CommandIds of their pipelines: one Enumerate of the shells, one per pool for its
     /// commands (each followed by Pulls while the server has more).
     pub async fn list_pools(&self) -> Result<Vec<PoolInfo>> {
+        self.require_wsman("listing runspace pools")?;
         let shells = self.enumerate(shells::SHELL_RESOURCE, None).await?;
         let mut pools = Vec::new();
         for item in &shells {
@@ -132,6 +133,7 @@ impl RunspacePool {
     /// fail with [`Error::Disconnected`]; dropping a disconnected pool leaves it on the server.
     pub async fn disconnect(&self) -> Result<()> {
         let shared = &self.shared;
+        shared.require_wsman("disconnecting a runspace pool")?;
         if shared.closed.load(Ordering::SeqCst) {
             return Err(Error::Closed("runspace pool"));
         }
@@ -169,6 +171,7 @@ impl RunspacePool {
     /// (deleted, or expired after its idle timeout) gives [`Error::NotFound`] and is closed.
     pub async fn reconnect(&self) -> Result<()> {
         let shared = &self.shared;
+        shared.require_wsman("reconnecting a runspace pool")?;
         if shared.closed.load(Ordering::SeqCst) {
             return Err(Error::Closed("runspace pool"));
         }
@@ -208,6 +211,10 @@ impl RunspacePool {
         if shared.closed.load(Ordering::SeqCst) {
             return Ok(false);
         }
+        if let Some(oop) = shared.oop() {
+            // Out of process the pool lives as long as its session.
+            return Ok(oop.dead_error().is_none());
+        }
         let get = Call {
             action: action::GET,
             resource_uri: shells::SHELL_RESOURCE,
@@ -240,6 +247,7 @@ impl RunspacePool {
     /// server does not have gives [`Error::NotFound`]. When the handshake fails after the
     /// server accepted the Connect, the pool is disconnected again, so it stays available.
     pub async fn connect(client: &Client, shell_id: &str, config: PoolConfig) -> Result<Self> {
+        client.require_wsman("connecting to a disconnected runspace pool")?;
         let shell_id = checked_id("shell", shell_id.trim().to_owned())
             .map_err(|_| Error::InvalidConfig(format!("{shell_id:?} is not a runspace pool id")))?;
         let rpid = uuid::Uuid::parse_str(&shell_id)
@@ -323,6 +331,7 @@ impl RunspacePool {
     /// first [`Pipeline::next_event`]).
     pub async fn attach_pipeline(&self, command_id: &str) -> Result<Pipeline> {
         let shared = &self.shared;
+        shared.require_wsman("attaching to a pipeline")?;
         if shared.closed.load(Ordering::SeqCst) {
             return Err(Error::Closed("runspace pool"));
         }

@@ -56,6 +56,12 @@ async fn launch(
         B64.encode(&first)
     );
     let started = async {
+        if let Some(oop) = shared.oop() {
+            // Out of process: Command, its CommandAck, then CREATE_PIPELINE as the pipeline's Data.
+            oop.command(pid).await?;
+            oop.send_data(pid, crate::psrp::outofproc::DataStream::Default, &[&first]).await?;
+            return shared.flush_locked().await;
+        }
         let reply = shared.call(action::COMMAND, &[], &body).await?;
         let got = winrs::command_id_from_reply(&reply).and_then(|id| super::pool::checked_id("pipeline", id))?;
         if !got.eq_ignore_ascii_case(&cmd_id) {
@@ -73,6 +79,9 @@ async fn launch(
         lock(&shared.sm).close_pipeline(pid);
         let _ = shared.signal(pid, TERMINATE_SIGNAL).await;
         lock(&shared.command_ids).remove(&pid);
+        if let Some(oop) = shared.oop() {
+            oop.forget(pid);
+        }
         return Err(e);
     }
     let task = tokio::spawn(pipeline_loop(shared.clone(), pid, tx));

@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::host_calls::host_worker;
 use super::pipeline::{self, Pipeline, PipelineResult};
-use super::session::{Shared, SharedParts, command_id_text};
+use super::session::{Link, Shared, SharedParts, command_id_text};
 use super::{PoolConfig, lock};
 use crate::client::backoff::{ReceiveBackoff, pause};
 use crate::client::runtime::{finish_in_background, spawn_detached};
@@ -117,15 +117,23 @@ impl RunspacePool {
                 }
             }
         };
+        let out_of_process = !client.config().carrier.is_wsman();
         let options = PoolOptions {
             min_runspaces: config.min_runspaces,
             max_runspaces: config.max_runspaces,
             host,
             application_arguments: config.application_arguments.clone(),
-            max_chunk: psrp::fragment::max_payload_for_envelope(envelope as usize),
+            max_chunk: if out_of_process {
+                psrp::outofproc::DEFAULT_FRAGMENT_SIZE
+            } else {
+                psrp::fragment::max_payload_for_envelope(envelope as usize)
+            },
             clixml_limits: config.clixml_limits.clone(),
             defrag_limits: config.message_limits,
         };
+        if out_of_process {
+            return Self::open_out_of_process(client, &config, psrp::RunspacePool::new(id, options)).await;
+        }
         let mut sm = psrp::RunspacePool::new(id, options);
         let first = sm.open()?;
         let requested_id = command_id_text(id);
@@ -202,6 +210,39 @@ impl RunspacePool {
         Ok(pool)
     }
 
+    /// Opens the pool over the client's out-of-process carrier: starts it (the process), sends
+    /// SESSION_CAPABILITY and INIT_RUNSPACEPOOL as the pool's Data and reads the server's
+    /// answer up to RUNSPACEPOOL_STATE Opened. On failure the carrier is ended before the
+    /// error is returned.
+    async fn open_out_of_process(client: &Client, config: &PoolConfig, mut sm: psrp::RunspacePool) -> Result<Self> {
+        if !config.configuration_name.eq_ignore_ascii_case("Microsoft.PowerShell") {
+            return Err(Error::InvalidConfig(format!(
+                "the {} transport has no session configurations ({:?} was asked for): the program it starts \
+                 decides what the session is",
+                client.transport_name(),
+                config.configuration_name
+            )));
+        }
+        let first = sm.open()?;
+        let stream = crate::client::outofproc::open_stream(&client.config().carrier).await?;
+        let session = crate::client::outofproc::Session::start(stream);
+        let shell_id = command_id_text(sm.id());
+        let resource_uri = format!("{POWERSHELL_NS}/{}", config.configuration_name);
+        let pool = Self::assemble_on(client, config, resource_uri, shell_id, sm, Link::OutOfProc(session.clone()));
+        let opened = async {
+            session.send_data(uuid::Uuid::nil(), psrp::outofproc::DataStream::Default, &[&first]).await?;
+            pool.finish_open().await
+        }
+        .await;
+        if let Err(e) = opened {
+            pool.shared.closed.store(true, Ordering::SeqCst);
+            session.shutdown().await;
+            return Err(e);
+        }
+        pool.go_live("pool_open");
+        Ok(pool)
+    }
+
     /// A pool over `sm` for the shell the server named, with its host worker running.
     pub(super) fn assemble(
         client: &Client,
@@ -210,8 +251,25 @@ impl RunspacePool {
         shell_id: String,
         sm: psrp::RunspacePool,
     ) -> Self {
+        Self::assemble_on(client, config, resource_uri, shell_id, sm, Link::Wsman)
+    }
+
+    fn assemble_on(
+        client: &Client,
+        config: &PoolConfig,
+        resource_uri: String,
+        shell_id: String,
+        sm: psrp::RunspacePool,
+        link: Link,
+    ) -> Self {
         let (host_tx, host_rx) = mpsc::channel(HOST_CALL_BUFFER);
-        let shared = Arc::new(Shared::new(SharedParts::new(client, config, resource_uri, shell_id, host_tx), sm));
+        let mut parts = SharedParts::new(client, config, resource_uri, shell_id, host_tx);
+        if !matches!(link, Link::Wsman) {
+            // The fragment size is the transport's; no envelope to grow.
+            parts.raise_envelope = false;
+        }
+        parts.link = link;
+        let shared = Arc::new(Shared::new(parts, sm));
         tokio::spawn(host_worker(Arc::downgrade(&shared), host_rx));
         RunspacePool::from_shared(shared)
     }
@@ -271,6 +329,19 @@ impl RunspacePool {
     /// The pool state.
     pub fn state(&self) -> PoolState {
         lock(&self.shared.sm).state()
+    }
+
+    /// The most bytes of PSRP fragments one Send (or out-of-process Data) carries now.
+    pub fn max_chunk(&self) -> usize {
+        lock(&self.shared.sm).max_chunk()
+    }
+
+    /// The transport the pool runs on (`wsman`, `process`).
+    pub fn transport(&self) -> &'static str {
+        match &self.shared.link {
+            Link::Wsman => "wsman",
+            Link::OutOfProc(_) => self.shared.client.transport_name(),
+        }
     }
 
     /// The MaxEnvelopeSize this pool's requests use now.

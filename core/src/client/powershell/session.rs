@@ -24,6 +24,17 @@ const LARGE_ENVELOPE: u32 = 512_000;
 
 pub(super) type Route = mpsc::Sender<Result<Event>>;
 
+/// What carries a pool's messages: WS-Man calls on its shell, or an out-of-process session
+/// (a process's stdin/stdout, an SSH channel). The WS-Man calls of [`Shared`] (flush, input,
+/// receive, signal, delete) take the other path for the latter; what needs WS-Man alone
+/// (disconnect, Connect, attach) is refused with [`Error::WsmanOnly`].
+#[derive(Debug, Clone, Default)]
+pub(super) enum Link {
+    #[default]
+    Wsman,
+    OutOfProc(Arc<crate::client::outofproc::Session>),
+}
+
 /// What one Receive brought: the stdout payloads as received, and whether the command
 /// reported Done.
 #[derive(Debug, Default)]
@@ -34,6 +45,7 @@ pub(super) struct Received {
 
 pub(super) struct Shared {
     pub client: Client,
+    pub link: Link,
     pub resource_uri: String,
     /// The server's id for the shell (WS-Man selector). PowerShell 2.0 servers choose their own;
     /// PSRP messages still name the pool by the client's RPID.
@@ -121,6 +133,7 @@ impl Drop for LongPipeline {
 /// What [`Shared::new`] needs besides the state machine.
 pub(super) struct SharedParts {
     pub client: Client,
+    pub link: Link,
     pub resource_uri: String,
     pub shell_id: String,
     pub host: Option<Arc<dyn Host>>,
@@ -142,6 +155,7 @@ impl SharedParts {
     ) -> Self {
         Self {
             client: client.clone(),
+            link: Link::Wsman,
             resource_uri,
             shell_id,
             host: config.host.clone(),
@@ -171,6 +185,7 @@ impl Shared {
     pub fn new(parts: SharedParts, sm: psrp::RunspacePool) -> Self {
         Self {
             client: parts.client,
+            link: parts.link,
             resource_uri: parts.resource_uri,
             shell_id: parts.shell_id,
             sm: Mutex::new(sm),
@@ -212,7 +227,10 @@ impl Shared {
     /// session key, or what the server may send at pool level while a long pipeline runs. The
     /// pool loop runs only then, so an idle pool holds no connection with a pending Receive.
     pub fn pool_receive_needed(&self) -> bool {
-        !lock(&self.waiters).is_empty()
+        // Out of process the pool's messages come whether asked for or not: its loop reads
+        // them for as long as the pool is open, holding nothing on the server.
+        self.oop().is_some()
+            || !lock(&self.waiters).is_empty()
             || !lock(&self.key_waiters).is_empty()
             || (self.key_exchange_started.load(Ordering::SeqCst) && lock(&self.sm).session_key().is_none())
             || self.long_pipelines.load(Ordering::SeqCst) > 0
@@ -260,7 +278,24 @@ impl Shared {
         }
     }
 
+    /// The out-of-process session, when the pool is not on WS-Man.
+    pub fn oop(&self) -> Option<&Arc<crate::client::outofproc::Session>> {
+        match &self.link {
+            Link::Wsman => None,
+            Link::OutOfProc(s) => Some(s),
+        }
+    }
+
+    /// Refuses `operation` on a pool that is not on WS-Man.
+    pub fn require_wsman(&self, operation: &'static str) -> Result<()> {
+        match &self.link {
+            Link::Wsman => Ok(()),
+            Link::OutOfProc(_) => Err(Error::WsmanOnly { operation, transport: self.client.transport_name() }),
+        }
+    }
+
     pub async fn call(&self, action: &str, options: &[OptionEntry], body: &str) -> Result<crate::wsman::Reply> {
+        self.require_wsman("a WS-Man request")?;
         self.client
             .request(&Call {
                 action,
@@ -284,6 +319,11 @@ impl Shared {
         loop {
             let next = lock(&self.sm).next_outgoing();
             let Some(o) = next else { return Ok(()) };
+            if let Some(oop) = self.oop() {
+                let stream = crate::psrp::outofproc::DataStream::of(o.stream);
+                oop.send_data(o.pid.unwrap_or_else(uuid::Uuid::nil), stream, &[&o.data]).await?;
+                continue;
+            }
             let cmd = o.pid.map(|p| self.command_id(p));
             let pieces = [o.data.as_slice()];
             self.client.request(&self.send_call(o.stream, cmd.as_deref(), &pieces)).await?;
@@ -312,7 +352,7 @@ impl Shared {
     /// Builds and seals the first of a pipeline's input chunks on the stream's `lane` (the
     /// previous input may still be in flight on it); [`Shared::post_input`] sends them all.
     pub async fn seal_input(&self, lane: &Lane, chunks: InputChunks) -> Result<InputSends> {
-        let first = if chunks.is_empty() {
+        let first = if chunks.is_empty() || self.oop().is_some() {
             None
         } else {
             let cmd = self.command_id(chunks.pid);
@@ -327,15 +367,31 @@ impl Shared {
     /// the messages' bytes where they lie) and sealed while the one before is in flight.
     pub async fn post_input(&self, lane: &Lane, sends: InputSends) -> Result<()> {
         let InputSends { first, chunks } = sends;
+        if let Some(oop) = self.oop() {
+            return Self::post_input_oop(oop, &chunks).await;
+        }
         let cmd = self.command_id(chunks.pid);
         let pieces: Vec<Vec<&[u8]>> = (0..chunks.len()).map(|i| chunks.pieces(i)).collect();
         let calls: Vec<Call<'_>> = pieces.iter().map(|p| self.send_call(InputStream::Stdin, Some(&cmd), p)).collect();
         self.client.post_in_order(lane, first, &calls).await
     }
 
+    /// Sends a pipeline's input chunks out of process, one Data each, each after the DataAck
+    /// of the one before.
+    async fn post_input_oop(oop: &crate::client::outofproc::Session, chunks: &InputChunks) -> Result<()> {
+        for i in 0..chunks.len() {
+            oop.send_data(chunks.pid, crate::psrp::outofproc::DataStream::Default, &chunks.pieces(i)).await?;
+        }
+        Ok(())
+    }
+
     /// One Receive for the pool (`pid` None) or a pipeline. Returns what it brought, checked
     /// but not yet decoded: [`Shared::deliver`] decodes it at the pace of its readers.
     pub async fn receive(&self, pid: Option<uuid::Uuid>) -> Result<Received> {
+        if let Some(oop) = self.oop() {
+            let data = oop.receive(pid.unwrap_or_else(uuid::Uuid::nil)).await?;
+            return Ok(Received { data, done: false });
+        }
         let cmd = pid.map(|p| self.command_id(p));
         let body = winrs::receive_body("stdout", cmd.as_deref());
         let opts = [OptionEntry::new("WSMAN_CMDSHELL_OPTION_KEEPALIVE", "TRUE")];
@@ -584,6 +640,14 @@ impl Shared {
     }
 
     pub async fn delete(&self) -> Result<()> {
+        if let Some(oop) = self.oop() {
+            // A pool that never opened (an open cut short) has nothing to close on the server.
+            if matches!(lock(&self.sm).state(), PoolState::Opened | PoolState::Closing) {
+                return oop.close().await;
+            }
+            oop.shutdown().await;
+            return Ok(());
+        }
         match self.call(action::DELETE, &[], "").await {
             Ok(_) => Ok(()),
             Err(Error::Fault(f)) if f.code == Some(code::INVALID_SELECTORS) => Ok(()),
@@ -592,6 +656,14 @@ impl Shared {
     }
 
     pub async fn signal(&self, pid: uuid::Uuid, code_uri: &str) -> Result<()> {
+        if let Some(oop) = self.oop() {
+            // Out of process, stopping is a Signal and releasing a finished pipeline a Close.
+            return if code_uri == winrs::signal::PS_TERMINATE {
+                oop.close_pipeline(pid).await
+            } else {
+                oop.signal(pid).await
+            };
+        }
         let body = winrs::signal_body(&self.command_id(pid), code_uri);
         match self.call(action::SIGNAL, &[], &body).await {
             Ok(_) => Ok(()),

@@ -1,0 +1,593 @@
+//! The out-of-process transport's driver (MS-PSRP over a byte stream, PROTOCOL.md §D): the
+//! packets of [`crate::psrp::outofproc`] over any carrier that gives a byte stream each way, a
+//! local process's stdin/stdout ([`process`]) or an SSH subsystem channel.
+//!
+//! One [`Session`] carries one runspace pool. Its reader task reads the server's lines and
+//! sorts them: acknowledgements release their waiters (each checked against what is
+//! outstanding), `Data` goes to the inbox of the pool (nil GUID) or of its pipeline, whose
+//! receive loop in `client::powershell` decodes it as it decodes a WS-Man Receive. Writes are
+//! whole lines under one lock; a GUID's next `Data` waits for the `DataAck` of its previous one,
+//! as PowerShell's client does. When the stream ends, the carrier fails or the server writes
+//! garbage, the session is dead: every waiter and every inbox gets the one typed error that
+//! says why (the process's exit status and stderr, or what was wrong with the line), and the
+//! carrier is shut down (the process killed and reaped). Nothing waits without a bound on a
+//! dead session.
+//!
+//! The carrier seam: a carrier produces an [`OopStream`] (a reader, a writer, and a [`Peer`]
+//! that names the other end, explains its failures and shuts it down); [`open_stream`] picks
+//! the carrier from [`ClientConfig::carrier`](super::ClientConfig::carrier).
+
+pub mod process;
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+pub use process::ProcessOptions;
+
+use crate::error::{Error, Result};
+use crate::psrp::outofproc::{
+    DEFAULT_FRAGMENT_SIZE, DataStream, Decoder, GuidPacket, Packet, encode_data, encode_guid,
+};
+
+/// How long a Command, Signal or Close waits for its acknowledgement (PowerShell's client gives
+/// a Signal and a Close 60 s).
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The most data one server line may carry: PowerShell writes one fragment per line,
+/// psrpcore-based servers (the loopback endpoint's out-of-process mode) pack up to four.
+pub const MAX_DATA_PER_LINE: usize = 8 * DEFAULT_FRAGMENT_SIZE;
+
+/// Bytes of undecoded Data held per pool or pipeline before the reader waits for its consumer.
+/// Acknowledgements keep flowing while a slow reader's pipeline fills its inbox, up to this.
+const INBOX_BUDGET: usize = 16 << 20;
+
+/// How a client reaches PowerShell.
+#[derive(Debug, Clone, Default)]
+pub enum Carrier {
+    /// WS-Management over HTTP(S) (WinRM), the default.
+    #[default]
+    Wsman,
+    /// A local process speaking the out-of-process transport on its stdin/stdout
+    /// (`pwsh -NoLogo -s` by default).
+    Process(ProcessOptions),
+    // The SSH carrier adds `Ssh(crate::transport::ssh::SshOptions)` here, its name in
+    // `Carrier::name`, and one arm in `open_stream`.
+}
+
+impl Carrier {
+    /// The transport's name, as the bindings and the audit events give it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Carrier::Wsman => "wsman",
+            Carrier::Process(_) => "process",
+        }
+    }
+
+    /// Whether this is WS-Man (cmd shells, disconnect and the other WS-Man-only features).
+    pub fn is_wsman(&self) -> bool {
+        matches!(self, Carrier::Wsman)
+    }
+
+    /// What the client's `url()` and the audit events name as the endpoint.
+    pub fn endpoint(&self) -> Option<String> {
+        match self {
+            Carrier::Wsman => None,
+            Carrier::Process(p) => Some(format!("process:{}", p.executable)),
+        }
+    }
+
+    /// Checks the carrier's options without starting anything.
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            Carrier::Wsman => Ok(()),
+            Carrier::Process(p) => p.validate(),
+        }
+    }
+}
+
+/// The other end of a carrier: names it, explains why it ended, shuts it down.
+pub trait Peer: Send + Sync + 'static {
+    /// The other end for messages and audit events (`process pwsh (pid 4242)`).
+    fn describe(&self) -> String;
+
+    /// Called once the stream ended or broke: what the carrier knows about why (the exit
+    /// status, the last stderr lines), escaped for a terminal, or None. May wait briefly.
+    fn ended(&self) -> Pin<Box<dyn Future<Output = Option<String>> + Send + '_>>;
+
+    /// Ends the carrier (kills and reaps the process, closes the channel). Called once the
+    /// session is over, whether it ended well or not; must not wait without a bound.
+    fn shutdown(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+}
+
+/// A byte stream each way and its other end.
+pub struct OopStream {
+    /// What the server writes.
+    pub reader: Box<dyn AsyncRead + Send + Unpin>,
+    /// What the server reads.
+    pub writer: Box<dyn AsyncWrite + Send + Unpin>,
+    /// The other end.
+    pub peer: Arc<dyn Peer>,
+}
+
+impl OopStream {
+    /// A stream over one duplex byte stream (an SSH channel, a socket).
+    pub fn duplex<S>(stream: S, peer: Arc<dyn Peer>) -> Self
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let (reader, writer) = tokio::io::split(stream);
+        Self { reader: Box::new(reader), writer: Box::new(writer), peer }
+    }
+}
+
+impl std::fmt::Debug for OopStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OopStream").field("peer", &self.peer.describe()).finish_non_exhaustive()
+    }
+}
+
+/// Opens the carrier `carrier` names.
+pub async fn open_stream(carrier: &Carrier) -> Result<OopStream> {
+    match carrier {
+        Carrier::Wsman => Err(Error::InvalidConfig("the WS-Man transport has no out-of-process stream".into())),
+        Carrier::Process(options) => process::spawn(options).await,
+    }
+}
+
+/// Why a session ended, kept to give every later caller the same error.
+#[derive(Debug, Clone)]
+enum Dead {
+    /// The pool was closed (CloseAck for the nil GUID) and the stream ended after it.
+    Closed,
+    /// The server broke the protocol.
+    Protocol(String),
+    /// The carrier ended or failed.
+    Transport(String),
+}
+
+impl Dead {
+    fn error(&self) -> Error {
+        match self {
+            Dead::Closed => Error::Closed("runspace pool"),
+            Dead::Protocol(m) => Error::Protocol(m.clone()),
+            Dead::Transport(m) => Error::Transport { message: m.clone(), status: None },
+        }
+    }
+}
+
+/// One GUID's undecoded Data, in order.
+struct Inbox {
+    tx: Mutex<Option<mpsc::UnboundedSender<Vec<u8>>>>,
+    rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Vec<u8>>>,
+    /// Bytes the inbox may still take.
+    budget: Semaphore,
+}
+
+impl Inbox {
+    fn new() -> Arc<Self> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Arc::new(Self {
+            tx: Mutex::new(Some(tx)),
+            rx: tokio::sync::Mutex::new(rx),
+            budget: Semaphore::new(INBOX_BUDGET),
+        })
+    }
+
+    fn close(&self) {
+        lock(&self.tx).take();
+        self.budget.close();
+    }
+}
+
+/// Outstanding Commands, Signals or Closes of one GUID, and who waits for their acks.
+#[derive(Default)]
+struct AckWait {
+    waiters: std::collections::VecDeque<oneshot::Sender<()>>,
+}
+
+#[derive(Default)]
+struct State {
+    dead: Option<Dead>,
+    /// One permit while a GUID may send Data; taken by a Data, given back by its DataAck.
+    gates: HashMap<uuid::Uuid, Arc<Semaphore>>,
+    acks: HashMap<(GuidPacket, uuid::Uuid), AckWait>,
+    inboxes: HashMap<uuid::Uuid, Arc<Inbox>>,
+    /// Every pipeline this session created: Data for one already released is dropped, Data
+    /// for a GUID never created is a protocol error.
+    known: HashSet<uuid::Uuid>,
+    /// The pool's Close went out.
+    closing: bool,
+    /// Its CloseAck came.
+    closed: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What the reader task and the callers share.
+struct Core {
+    state: Mutex<State>,
+    peer: Arc<dyn Peer>,
+    /// Notified when the session dies.
+    died: tokio::sync::Notify,
+}
+
+impl Core {
+    fn dead_error(&self) -> Option<Error> {
+        lock(&self.state).dead.as_ref().map(Dead::error)
+    }
+
+    /// Marks the session dead (the first reason wins) and fails everything that waits.
+    fn die(&self, why: Dead) {
+        let mut st = lock(&self.state);
+        if st.dead.is_none() {
+            match &why {
+                Dead::Closed => tracing::debug!(peer = self.peer.describe(), "out-of-process session closed"),
+                other => {
+                    tracing::warn!(peer = self.peer.describe(), error = %other.error(), "out-of-process session failed")
+                }
+            }
+            st.dead = Some(why);
+        }
+        for gate in st.gates.values() {
+            gate.close();
+        }
+        st.acks.clear();
+        for inbox in st.inboxes.values() {
+            inbox.close();
+        }
+        drop(st);
+        self.died.notify_waiters();
+    }
+
+    fn gate(&self, guid: uuid::Uuid) -> Result<Arc<Semaphore>> {
+        let mut st = lock(&self.state);
+        if let Some(d) = &st.dead {
+            return Err(d.error());
+        }
+        Ok(st.gates.entry(guid).or_insert_with(|| Arc::new(Semaphore::new(1))).clone())
+    }
+
+    /// One line from the server.
+    async fn take(&self, packet: Packet) -> std::result::Result<(), String> {
+        match packet {
+            Packet::Data { guid, data, .. } => {
+                let inbox = {
+                    let st = lock(&self.state);
+                    match st.inboxes.get(&guid) {
+                        Some(i) => i.clone(),
+                        None if st.known.contains(&guid) => {
+                            tracing::debug!(pipeline = %guid, bytes = data.len(), "data for a released pipeline dropped");
+                            return Ok(());
+                        }
+                        None => {
+                            return Err(format!(
+                                "the server sent Data for {guid}, which is no pipeline of this session"
+                            ));
+                        }
+                    }
+                };
+                if data.is_empty() {
+                    return Ok(());
+                }
+                let len = u32::try_from(data.len().min(INBOX_BUDGET)).unwrap_or(u32::MAX);
+                // The consumer gives the bytes back as it takes them; a closed inbox drops them.
+                match inbox.budget.acquire_many(len).await {
+                    Ok(permit) => permit.forget(),
+                    Err(_) => return Ok(()),
+                }
+                if let Some(tx) = lock(&inbox.tx).as_ref() {
+                    let _ = tx.send(data);
+                }
+                Ok(())
+            }
+            Packet::Guid(GuidPacket::DataAck, guid) => {
+                let st = lock(&self.state);
+                match st.gates.get(&guid) {
+                    Some(gate) if gate.available_permits() == 0 => {
+                        gate.add_permits(1);
+                        Ok(())
+                    }
+                    // A pipeline released already: pwsh handles packets on a thread pool, so its
+                    // last DataAck may come after the CloseAck (PowerShell's client ignores it).
+                    None if st.known.contains(&guid) => Ok(()),
+                    _ => Err(format!("the server acknowledged Data for {guid}, which has none outstanding")),
+                }
+            }
+            Packet::Guid(kind, guid) => {
+                let sent = match kind {
+                    GuidPacket::CommandAck => GuidPacket::Command,
+                    GuidPacket::SignalAck => GuidPacket::Signal,
+                    GuidPacket::CloseAck => GuidPacket::Close,
+                    // The decoder refuses client packets from the server.
+                    other => return Err(format!("the server sent <{}>", other.name())),
+                };
+                let mut st = lock(&self.state);
+                let waiter = st.acks.get_mut(&(sent, guid)).and_then(|w| w.waiters.pop_front());
+                let Some(waiter) = waiter else {
+                    if st.known.contains(&guid) && !st.inboxes.contains_key(&guid) {
+                        return Ok(());
+                    }
+                    return Err(format!(
+                        "the server sent <{} PSGuid='{guid}'> for no {} of the client",
+                        kind.name(),
+                        sent.name()
+                    ));
+                };
+                if kind == GuidPacket::CloseAck && guid.is_nil() {
+                    st.closed = true;
+                }
+                let _ = waiter.send(());
+                Ok(())
+            }
+        }
+    }
+}
+
+/// One out-of-process session: one runspace pool over one carrier.
+pub struct Session {
+    core: Arc<Core>,
+    writer: tokio::sync::Mutex<Box<dyn AsyncWrite + Send + Unpin>>,
+    reader: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("peer", &self.core.peer.describe()).finish_non_exhaustive()
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(task) = lock(&self.reader).take() {
+            task.abort();
+        }
+        // The carrier's own drop kills what is left (a process is killed on drop).
+        self.core.die(Dead::Closed);
+    }
+}
+
+impl Session {
+    /// Starts the reader task over `stream`; the pool's inbox (nil GUID) is ready.
+    pub fn start(stream: OopStream) -> Arc<Self> {
+        let OopStream { reader, writer, peer } = stream;
+        let core = Arc::new(Core { state: Mutex::new(State::default()), peer, died: tokio::sync::Notify::new() });
+        lock(&core.state).inboxes.insert(uuid::Uuid::nil(), Inbox::new());
+        let task = tokio::spawn(read_loop(core.clone(), reader));
+        Arc::new(Self { core, writer: tokio::sync::Mutex::new(writer), reader: Mutex::new(Some(task)) })
+    }
+
+    /// The other end, for messages and audit events.
+    pub fn describe(&self) -> String {
+        self.core.peer.describe()
+    }
+
+    /// The session's error, once it is dead.
+    pub fn dead_error(&self) -> Option<Error> {
+        self.core.dead_error()
+    }
+
+    /// Writes one whole line. A write that fails means the carrier is gone: the error is the
+    /// one the reader finds (exit status, stderr), once it found it.
+    async fn write_line(&self, line: &[u8]) -> Result<()> {
+        if let Some(e) = self.core.dead_error() {
+            return Err(e);
+        }
+        let written = {
+            let mut w = self.writer.lock().await;
+            async {
+                w.write_all(line).await?;
+                w.flush().await
+            }
+            .await
+        };
+        let Err(e) = written else { return Ok(()) };
+        let died = self.core.died.notified();
+        tokio::pin!(died);
+        died.as_mut().enable();
+        if self.core.dead_error().is_none() {
+            // The reader sees the end of the stream at about the same time.
+            let _ = tokio::time::timeout(Duration::from_secs(5), died).await;
+        }
+        Err(self.core.dead_error().unwrap_or_else(|| Error::Transport {
+            message: format!("writing to the {} failed: {e}", self.core.peer.describe()),
+            status: None,
+        }))
+    }
+
+    /// Sends one Data line for `guid` (nil: the pool), its base64 written from `pieces`, after
+    /// the DataAck of the GUID's previous Data.
+    pub async fn send_data(&self, guid: uuid::Uuid, stream: DataStream, pieces: &[&[u8]]) -> Result<()> {
+        let gate = self.core.gate(guid)?;
+        match gate.acquire().await {
+            Ok(permit) => permit.forget(),
+            // The session died, or the pipeline was released meanwhile.
+            Err(_) => return Err(self.core.dead_error().unwrap_or(Error::Closed("pipeline"))),
+        }
+        self.write_line(&encode_data(stream, guid, pieces)).await
+    }
+
+    fn gone(&self) -> Error {
+        self.core.dead_error().unwrap_or(Error::Closed("runspace pool"))
+    }
+
+    /// Sends a Command, Signal or Close for `guid` and waits for its acknowledgement (at most
+    /// [`ACK_TIMEOUT`]).
+    async fn exchange(&self, kind: GuidPacket, guid: uuid::Uuid) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut st = lock(&self.core.state);
+            if let Some(d) = &st.dead {
+                return Err(d.error());
+            }
+            if kind == GuidPacket::Close && guid.is_nil() {
+                st.closing = true;
+            }
+            st.acks.entry((kind, guid)).or_default().waiters.push_back(tx);
+        }
+        self.write_line(&encode_guid(kind, guid)).await?;
+        match tokio::time::timeout(ACK_TIMEOUT, rx).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(self.gone()),
+            Err(_) => Err(Error::Timeout(format!(
+                "the {} did not acknowledge <{} PSGuid='{guid}'> within {} s",
+                self.core.peer.describe(),
+                kind.name(),
+                ACK_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
+    /// Creates pipeline `pid`: its inbox, then Command and the wait for CommandAck. Its
+    /// CREATE_PIPELINE goes out afterwards as Data.
+    pub async fn command(&self, pid: uuid::Uuid) -> Result<()> {
+        {
+            let mut st = lock(&self.core.state);
+            if let Some(d) = &st.dead {
+                return Err(d.error());
+            }
+            st.known.insert(pid);
+            st.inboxes.insert(pid, Inbox::new());
+        }
+        self.exchange(GuidPacket::Command, pid).await
+    }
+
+    /// Stops pipeline `pid` (Signal, SignalAck); its final state arrives as Data.
+    pub async fn signal(&self, pid: uuid::Uuid) -> Result<()> {
+        self.exchange(GuidPacket::Signal, pid).await
+    }
+
+    /// Releases pipeline `pid` (Close, CloseAck) and forgets it.
+    pub async fn close_pipeline(&self, pid: uuid::Uuid) -> Result<()> {
+        let r = self.exchange(GuidPacket::Close, pid).await;
+        self.forget(pid);
+        r
+    }
+
+    /// Forgets a pipeline: released, or never known to the server (its Command failed). Input
+    /// still waiting for a DataAck fails with [`Error::Closed`].
+    pub fn forget(&self, pid: uuid::Uuid) {
+        let mut st = lock(&self.core.state);
+        if let Some(inbox) = st.inboxes.remove(&pid) {
+            inbox.close();
+        }
+        if let Some(gate) = st.gates.remove(&pid) {
+            gate.close();
+        }
+    }
+
+    /// Closes the pool (Close for the nil GUID; the server answers once its pipelines are
+    /// closed, after RUNSPACEPOOL_STATE Closing and Closed), then ends the carrier. A session
+    /// that died already is shut down all the same.
+    pub async fn close(&self) -> Result<()> {
+        let r = if self.core.dead_error().is_some() {
+            Ok(())
+        } else {
+            self.exchange(GuidPacket::Close, uuid::Uuid::nil()).await
+        };
+        self.shutdown().await;
+        r
+    }
+
+    /// Ends the carrier: its stdin closed, the process killed and reaped.
+    pub async fn shutdown(&self) {
+        {
+            let mut w = self.writer.lock().await;
+            let _ = tokio::time::timeout(Duration::from_secs(1), w.shutdown()).await;
+        }
+        self.core.peer.shutdown().await;
+        self.core.die(Dead::Closed);
+    }
+
+    /// What arrived for `guid` (nil: the pool): waits for one Data, then takes what else is
+    /// there. An error once the session is dead (the reason), or when the pipeline was released.
+    pub async fn receive(&self, guid: uuid::Uuid) -> Result<Vec<Vec<u8>>> {
+        let inbox = lock(&self.core.state).inboxes.get(&guid).cloned();
+        let Some(inbox) = inbox else {
+            return Err(self
+                .core
+                .dead_error()
+                .unwrap_or_else(|| Error::protocol(format!("no pipeline {guid} on this session"))));
+        };
+        let mut rx = inbox.rx.lock().await;
+        let Some(first) = rx.recv().await else { return Err(self.gone()) };
+        let mut taken = first.len();
+        let mut out = vec![first];
+        while out.len() < 64 {
+            match rx.try_recv() {
+                Ok(more) => {
+                    taken += more.len();
+                    out.push(more);
+                }
+                Err(_) => break,
+            }
+        }
+        inbox.budget.add_permits(taken.min(INBOX_BUDGET));
+        Ok(out)
+    }
+}
+
+/// Reads the server's lines until the stream ends or breaks.
+async fn read_loop(core: Arc<Core>, mut reader: Box<dyn AsyncRead + Send + Unpin>) {
+    let mut decoder = Decoder::new(MAX_DATA_PER_LINE);
+    let mut buf = vec![0u8; 64 * 1024];
+    let why = loop {
+        let n = match reader.read(&mut buf).await {
+            Ok(0) => {
+                let (closed, closing) = {
+                    let st = lock(&core.state);
+                    (st.closed, st.closing)
+                };
+                if closed && !decoder.has_partial() {
+                    break Dead::Closed;
+                }
+                if let Err(e) = decoder.finish() {
+                    break Dead::Protocol(format!("{e} (from the {})", core.peer.describe()));
+                }
+                let detail = core.peer.ended().await.map(|d| format!(": {d}")).unwrap_or_default();
+                let when = if closing { "while the pool was closing" } else { "mid-session" };
+                break Dead::Transport(format!("the {} ended the session {when}{detail}", core.peer.describe()));
+            }
+            Ok(n) => n,
+            Err(e) => {
+                let detail = core.peer.ended().await.map(|d| format!("; {d}")).unwrap_or_default();
+                break Dead::Transport(format!("reading from the {} failed: {e}{detail}", core.peer.describe()));
+            }
+        };
+        let packets = match decoder.feed(&buf[..n]) {
+            Ok(p) => p,
+            Err(e) => break Dead::Protocol(format!("{} (from the {})", strip_kind(&e), core.peer.describe())),
+        };
+        let mut failed = None;
+        for p in packets {
+            if let Err(m) = core.take(p).await {
+                failed = Some(Dead::Protocol(format!("out-of-process: {m} (from the {})", core.peer.describe())));
+                break;
+            }
+        }
+        if let Some(f) = failed {
+            break f;
+        }
+    };
+    let broken = !matches!(why, Dead::Closed);
+    core.die(why);
+    if broken {
+        // A server that broke the protocol or went away is ended for good.
+        core.peer.shutdown().await;
+    }
+}
+
+/// An error's message without the "protocol error: " its Display adds (it is added again).
+fn strip_kind(e: &Error) -> String {
+    match e {
+        Error::Protocol(m) => m.clone(),
+        other => other.to_string(),
+    }
+}
