@@ -282,7 +282,7 @@ fn copy_and_fetch_over_a_process() {
 
 fn assert_wsman_only<T: std::fmt::Debug>(r: psremote::Result<T>, what: &str) {
     match r {
-        Err(e @ Error::WsmanOnly { transport: "process", .. }) => {
+        Err(e @ Error::WsmanOnly { transport: "process" | "ssh", .. }) => {
             assert_eq!(e.kind(), ErrorKind::InvalidConfig);
             let text = e.to_string();
             assert!(text.contains(what) && text.contains("WS-Man"), "{text}");
@@ -412,5 +412,89 @@ fn programs_that_are_no_server() {
         let options = ProcessOptions { executable: String::new(), arguments: vec![] };
         let e = Client::connect(ClientConfig::process(options)).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidConfig);
+    });
+}
+
+/// The endpoint's sshd fixture (`python -m psremote_testserver.sshd`: Debian's OpenSSH on
+/// 127.0.0.1 with throwaway keys, the out-of-process mode as its `powershell` subsystem),
+/// stopped when dropped.
+struct Sshd {
+    child: std::process::Child,
+    info: serde_json::Value,
+}
+
+impl Sshd {
+    fn start() -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(common::python_path())
+            .args(["-m", "psremote_testserver.sshd"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the sshd fixture");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let info: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("the sshd fixture said {line:?}: {e}"));
+        Sshd { child, info }
+    }
+
+    fn options(&self) -> psremote::transport::ssh::SshOptions {
+        use psremote::transport::ssh::{SshAuth, SshOptions};
+        let s = |k: &str| self.info[k].as_str().unwrap().to_owned();
+        let mut o = SshOptions::new("127.0.0.1", s("user"), SshAuth::key_file(s("user_key_path"), None));
+        o.port = self.info["port"].as_u64().unwrap() as u16;
+        o.known_hosts = Some(s("known_hosts_path").into());
+        o
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        // SIGTERM: the fixture stops sshd and every session it started.
+        let _ = std::process::Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn pools_pipelines_and_files_over_ssh() {
+    let sshd = Sshd::start();
+    let dir = TempDir::new("oop-ssh");
+    block_on(async {
+        let client = Client::connect(ClientConfig::ssh(sshd.options())).await.unwrap();
+        assert_eq!(client.transport_name(), "ssh");
+        assert!(client.url().starts_with("ssh://"), "{}", client.url());
+        let config = PoolConfig { host: Some(Arc::new(TestHost)), ..PoolConfig::default() };
+        let pool = RunspacePool::open(&client, config).await.unwrap();
+        assert_eq!(pool.transport(), "ssh");
+        let r = pool.invoke(&PipelineSpec::script("Write-Output 'over ssh'; Write-Warning w")).await.unwrap();
+        assert_eq!(strings(&r), ["over ssh"]);
+        assert_eq!(r.warnings[0].message, "w");
+        let r = pool.invoke(&PipelineSpec::script("Read-Host -Prompt 'name?'")).await.unwrap();
+        assert_eq!(strings(&r), ["typed by the host"]);
+        pool.exchange_key().await.unwrap();
+        let r = pool
+            .invoke(&PipelineSpec::script("ConvertTo-SecureString -String 's3cr3t' -AsPlainText -Force"))
+            .await
+            .unwrap();
+        let Some(Value::SecureString(ct)) = r.output.first() else { panic!("{:?} {:?}", r.output, r.errors) };
+        assert_eq!(pool.decrypt_secure_string(ct).unwrap().as_str(), "s3cr3t");
+        let p = pool.start(&PipelineSpec::script("Invoke-Stall")).await.unwrap();
+        p.stop().await.unwrap();
+        assert_eq!(p.wait().await.unwrap().state, PipelineState::Stopped);
+        assert_wsman_only(pool.disconnect().await, "disconnecting");
+        pool.close().await.unwrap();
+
+        // Copy and fetch, each on a pool (an SSH session) of its own.
+        let src = dir.0.join("source.bin");
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+        std::fs::write(&src, &data).unwrap();
+        let remote = dir.0.join("remote.bin");
+        client.copy(&src, path_str(&remote), &CopyOptions::default()).await.unwrap();
+        let back = dir.0.join("back.bin");
+        client.fetch(path_str(&remote), &back, &FetchOptions::default()).await.unwrap();
+        assert_eq!(std::fs::read(&back).unwrap(), data);
+        assert_wsman_only(client.run_cmd("whoami", &[]).await, "cmd shell");
     });
 }

@@ -156,6 +156,13 @@ impl ClientConfig {
         Self { carrier: crate::client::outofproc::Carrier::Process(options), ..Self::new("localhost", "", "") }
     }
 
+    /// A client for an SSH server's PowerShell subsystem (`Enter-PSSession -HostName`): each
+    /// runspace pool opens its own SSH connection and subsystem channel.
+    pub fn ssh(options: crate::transport::ssh::SshOptions) -> Self {
+        let host = options.host.clone();
+        Self { carrier: crate::client::outofproc::Carrier::Ssh(options), ..Self::new(host, "", "") }
+    }
+
     /// Reads `http(s)://host:port/path` into https, host, port and path.
     pub fn with_url(mut self, url: &str) -> Result<Self> {
         let uri: http::Uri = url.parse().map_err(|e| Error::InvalidConfig(format!("cannot read URL {url:?}: {e}")))?;

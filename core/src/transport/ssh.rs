@@ -159,7 +159,7 @@ impl SshOptions {
         })
     }
 
-    fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         let bad = |what: &str| Err(Error::InvalidConfig(format!("SSH: {what}")));
         if self.host.trim().is_empty() {
             return bad("the host is empty");

@@ -56,8 +56,9 @@ pub enum Carrier {
     /// A local process speaking the out-of-process transport on its stdin/stdout
     /// (`pwsh -NoLogo -s` by default).
     Process(ProcessOptions),
-    // The SSH carrier adds `Ssh(crate::transport::ssh::SshOptions)` here, its name in
-    // `Carrier::name`, and one arm in `open_stream`.
+    /// An SSH server's PowerShell subsystem (`Enter-PSSession -HostName`), reached by
+    /// [`crate::transport::ssh::open_subsystem`].
+    Ssh(crate::transport::ssh::SshOptions),
 }
 
 impl Carrier {
@@ -66,6 +67,7 @@ impl Carrier {
         match self {
             Carrier::Wsman => "wsman",
             Carrier::Process(_) => "process",
+            Carrier::Ssh(_) => "ssh",
         }
     }
 
@@ -79,6 +81,7 @@ impl Carrier {
         match self {
             Carrier::Wsman => None,
             Carrier::Process(p) => Some(format!("process:{}", p.executable)),
+            Carrier::Ssh(o) => Some(format!("ssh://{}@{}/{}", o.username, o.address(), o.subsystem)),
         }
     }
 
@@ -87,6 +90,7 @@ impl Carrier {
         match self {
             Carrier::Wsman => Ok(()),
             Carrier::Process(p) => p.validate(),
+            Carrier::Ssh(o) => o.validate(),
         }
     }
 }
@@ -137,6 +141,44 @@ pub async fn open_stream(carrier: &Carrier) -> Result<OopStream> {
     match carrier {
         Carrier::Wsman => Err(Error::InvalidConfig("the WS-Man transport has no out-of-process stream".into())),
         Carrier::Process(options) => process::spawn(options).await,
+        Carrier::Ssh(options) => {
+            let (stream, info) = crate::transport::ssh::open_subsystem(options).await?;
+            let status = stream.status();
+            Ok(OopStream::duplex(stream, Arc::new(SshPeer { info, status })))
+        }
+    }
+}
+
+/// The SSH server's subsystem on the other end of a channel.
+struct SshPeer {
+    info: crate::transport::ssh::SshInfo,
+    status: crate::transport::ssh::SshChannelStatus,
+}
+
+impl Peer for SshPeer {
+    fn describe(&self) -> String {
+        format!(
+            "SSH subsystem {:?} of {}@{}",
+            crate::text::printable(&self.info.subsystem),
+            crate::text::printable(&self.info.user),
+            self.info.address
+        )
+    }
+
+    fn ended(&self) -> Pin<Box<dyn Future<Output = Option<String>> + Send + '_>> {
+        Box::pin(async move {
+            // The exit status comes before the channel's close.
+            let _ = tokio::time::timeout(Duration::from_secs(3), self.status.closed()).await;
+            let said = self.status.describe();
+            (!said.is_empty()).then_some(said)
+        })
+    }
+
+    fn shutdown(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            self.status.close();
+            let _ = tokio::time::timeout(Duration::from_secs(3), self.status.closed()).await;
+        })
     }
 }
 
