@@ -992,6 +992,38 @@ const char *psr_invocation_json(const struct psr_invocation *r);
 // Frees a result. NULL is allowed. Threading: any thread, once no other call uses the handle.
 void psr_invocation_free(struct psr_invocation *r);
 
+// Tunnels every connection through a proxy. `url`: `http://[user:password@]host:port` (an HTTP
+// proxy asked for a CONNECT tunnel, for http and https endpoints alike, so NTLM, Kerberos and
+// CredSSP keep their connection and TLS runs end to end), `socks5://...` (the server's name
+// resolved here) or `socks5h://...` (resolved by the proxy); without a port, 80 for http and
+// 1080 for SOCKS. NULL `url` goes back to the environment's proxy variables (`https_proxy`,
+// `http_proxy`, `all_proxy`, `no_proxy`, read as Python's requests reads them) unless
+// `psr_config_set_ignore_proxy`. A proxy set here is used whatever `no_proxy` says.
+// `username` and `password` (NULL: none, or the URL's) log on to whichever proxy is used
+// (Basic for an HTTP proxy, RFC 1929 for SOCKS5) and replace any in the URL; the password is
+// copied, zeroized when the config is freed and never appears in an error, a log record or
+// `psr_client_connection_info_json`.
+//
+// Ownership: the strings are borrowed for the call. NULL `c` gives NULL_ARGUMENT. Errors:
+// INVALID_ARGUMENT (not UTF-8), INVALID_CONFIG (a URL that cannot be used: another scheme,
+// a bad port; the message never repeats the URL). A proxy that is unreachable, refuses the
+// tunnel or the credentials, or breaks the protocol makes `psr_client_connect` (or the first
+// call that connects) return PSR_RESULT_PROXY, its message naming the proxy. Threading: not
+// concurrently with other calls on the same config.
+psr_result psr_config_set_proxy(struct psr_config *c,
+                                const char *url,
+                                const char *username,
+                                const char *password,
+                                struct psr_error **err);
+
+// Ignores the environment's proxy variables (`https_proxy`, `http_proxy`, `all_proxy` and
+// their uppercase forms): connections go directly unless `psr_config_set_proxy` named a proxy.
+// Off by default.
+//
+// Ownership: `c` is borrowed. NULL `c` gives NULL_ARGUMENT. Errors: none other. Threading: not
+// concurrently with other calls on the same config.
+psr_result psr_config_set_ignore_proxy(struct psr_config *c, bool ignore, struct psr_error **err);
+
 // New run options with the defaults of `psr_client_run_cmd`: the shell options of
 // `psr_cmd_shell_options_new`, no deadline, at most 64 MiB (67108864 bytes) of stdout and
 // stderr together.
@@ -1183,7 +1215,9 @@ psr_result psr_config_set_audit_arguments(struct psr_config *c, bool audit, stru
 // URL), `mechanism` (configured), `negotiated` (used on the wire), `encryption`
 // ("message-encryption", "tls", "tls+message-encryption" or "none"), `channel_binding` (bool),
 // `tls_version` ("TLSv1.2"/"TLSv1.3"), `cipher_suite` and `certificate_sha256` (the server
-// certificate's SHA-256, lowercase hex); the last three are null over http. Never a secret.
+// certificate's SHA-256, lowercase hex); the last three are null over http; `proxy`: the proxy
+// the connection went through (its URL without credentials), null for a direct connection.
+// Never a secret.
 //
 // Ownership: `*out_json` (written only on success) is a NUL-terminated UTF-8 string the caller
 // frees with `psr_string_free`. Errors: NULL_ARGUMENT. Threading: any thread; does no I/O.

@@ -209,3 +209,34 @@ def test_pipelined_input_reset_and_close(endpoints, new_connection):
     assert connection.exec_command("Write-Output back")[1] == b"back"
     connection.close()
     assert_clean([endpoint])
+
+
+def test_proxy_variables(endpoints, new_connection, tmp_path, monkeypatch):
+    from ansible.errors import AnsibleConnectionFailure, AnsibleError
+
+    from psremote_testserver import proxies
+
+    endpoint = endpoints[0]
+    tiny = proxies.start_tinyproxy(tmp_path / "proxy", auth=True)
+    try:
+        url = f"http://{proxies.HTTP_USER}:{proxies.HTTP_PASSWORD}@127.0.0.1:{tiny.port}"
+        connection = new_connection(endpoint, ansible_psrp_proxy=url)
+        rc, stdout, _ = connection.exec_command("'through the proxy'")
+        assert (rc, stdout) == (0, b"through the proxy")
+        connection.close()
+
+        # psrp's ignore_proxy: the controller's proxy variables are not read.
+        for name in ("NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{proxies.free_port()}")
+        with pytest.raises((AnsibleConnectionFailure, AnsibleError)) as info:
+            new_connection(endpoint).exec_command("'never'")
+        assert "proxy" in str(info.value)
+        direct = new_connection(endpoint, ansible_psrp_ignore_proxy=True)
+        assert direct.exec_command("'direct'")[:2] == (0, b"direct")
+        direct.close()
+    finally:
+        monkeypatch.undo()  # the endpoint's control URL is read with urllib, which reads http_proxy too
+        log = tiny.stop()
+    assert f"CONNECT 127.0.0.1:{endpoint.port}" in log
+    assert_clean([endpoint])

@@ -22,6 +22,7 @@ mod fleet;
 mod json;
 mod log;
 mod pipeline;
+mod proxy;
 mod run;
 mod security;
 mod server;

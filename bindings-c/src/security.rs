@@ -280,7 +280,9 @@ pub extern "C" fn psr_config_set_audit_arguments(
 /// URL), `mechanism` (configured), `negotiated` (used on the wire), `encryption`
 /// ("message-encryption", "tls", "tls+message-encryption" or "none"), `channel_binding` (bool),
 /// `tls_version` ("TLSv1.2"/"TLSv1.3"), `cipher_suite` and `certificate_sha256` (the server
-/// certificate's SHA-256, lowercase hex); the last three are null over http. Never a secret.
+/// certificate's SHA-256, lowercase hex); the last three are null over http; `proxy`: the proxy
+/// the connection went through (its URL without credentials), null for a direct connection.
+/// Never a secret.
 ///
 /// Ownership: `*out_json` (written only on success) is a NUL-terminated UTF-8 string the caller
 /// frees with `psr_string_free`. Errors: NULL_ARGUMENT. Threading: any thread; does no I/O.
@@ -306,6 +308,7 @@ pub extern "C" fn psr_client_connection_info_json(
                     "tls_version": tls.map(|t| t.version.name()),
                     "cipher_suite": tls.map(|t| t.cipher_suite.as_str()),
                     "certificate_sha256": tls.map(|t| t.certificate_sha256.as_str()),
+                    "proxy": info.proxy,
                 })
             }
         };

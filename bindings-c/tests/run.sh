@@ -138,7 +138,20 @@ stop_kdc() {
   fi
   kdc_pid=
 }
-trap 'stop_endpoint; stop_kdc; rm -rf "$ep_dir"' EXIT
+proxy_pid=
+socks_pid=
+stop_proxies() {
+  local pid
+  for pid in "$proxy_pid" "$socks_pid"; do
+    if [ -n "$pid" ]; then
+      kill "$pid" 2>/dev/null
+      wait "$pid" 2>/dev/null
+    fi
+  done
+  proxy_pid=
+  socks_pid=
+}
+trap 'stop_endpoint; stop_kdc; stop_proxies; rm -rf "$ep_dir"' EXIT
 printf 'DOMAIN:user:Passw0rd!\n' >"$ep_dir/users"
 
 # The test certificates, once: the CA-signed server certificate for localhost/127.0.0.1, other
@@ -195,6 +208,19 @@ wait_url() { # pid, url_file, log_file; prints the URL
   done
   head -n 1 "$url_file"
 }
+
+# The proxies of the proxy test (make proxy-deps installs them), started once for the whole run:
+# tinyproxy with Basic authentication, microsocks without.
+"$py" -m psremote_testserver.proxies tinyproxy --auth "$ep_dir/proxies" >"$ep_dir/proxy-url" 2>"$ep_dir/proxy.log" &
+proxy_pid=$!
+"$py" -m psremote_testserver.proxies microsocks "$ep_dir/proxies" >"$ep_dir/socks-url" 2>"$ep_dir/socks.log" &
+socks_pid=$!
+if PSREMOTE_PROXY_URL=$(wait_url "$proxy_pid" "$ep_dir/proxy-url" "$ep_dir/proxy.log") &&
+  PSREMOTE_SOCKS_URL=$(wait_url "$socks_pid" "$ep_dir/socks-url" "$ep_dir/socks.log"); then
+  export PSREMOTE_PROXY_URL PSREMOTE_SOCKS_URL
+else
+  echo "cannot start the test proxies (make proxy-deps installs tinyproxy-bin and microsocks)" >&2
+fi
 
 start_endpoint() { # fresh endpoints per run: counters start at zero, a failed run leaks nothing into the next
   stop_endpoint

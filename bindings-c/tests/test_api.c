@@ -13,7 +13,9 @@
  * the URL stays an address, so that the tests make no name lookups: glibc's per-thread resolver
  * state would show up as a leak under valgrind. The fleet tests add two endpoints: PSREMOTE_URL2,
  * a second healthy one, and PSREMOTE_STALLED_URL, whose Receives stall (--misbehave
- * stalled-receives). The last line printed is
+ * stalled-receives). The proxy test goes through PSREMOTE_PROXY_URL, tinyproxy with Basic
+ * authentication (proxyuser / s3cret-proxy-pass), and PSREMOTE_SOCKS_URL, microsocks without
+ * (python -m psremote_testserver.proxies). The last line printed is
  * "N passed, M failed"; the exit status is nonzero when a check failed.
  *
  * Set PSR_TEST_VERBOSE=1 to print every check and the library's log messages.
@@ -70,6 +72,8 @@ static const char *g_krb_url;      /* PSREMOTE_KRB_URL: the endpoint accepting t
 static const char *g_krb_kdc;      /* PSREMOTE_KRB_KDC: 127.0.0.1:PORT, UDP and TCP */
 static const char *g_krb_realm;    /* PSREMOTE_KRB_REALM: PSREMOTE.TEST */
 static int g_valgrind;             /* PSR_TEST_VALGRIND: run.sh runs this build under valgrind */
+static const char *g_proxy_url;    /* PSREMOTE_PROXY_URL: tinyproxy (CONNECT) with Basic authentication */
+static const char *g_socks_url;    /* PSREMOTE_SOCKS_URL: microsocks (SOCKS5) without authentication */
 static const char *const USERNAME = "DOMAIN\\user";
 static const char *const PASSWORD = "Passw0rd!";
 static pthread_t g_main_thread;
@@ -3975,6 +3979,130 @@ static void test_fleet(void) {
     test_fleet_cancel();
 }
 
+/* Connects with `cfg`, runs one script and returns the connection info JSON (free it), or NULL. */
+static char *proxy_round_trip(psr_config *cfg, const char *word) {
+    psr_error *err = NULL;
+    psr_client *client = NULL;
+    psr_pool *pool;
+    psr_invocation *inv;
+    char *json = NULL;
+    char script[64], expect[64];
+    if (!EXPECT_OK(psr_client_connect(cfg, &client, &err))) {
+        return NULL;
+    }
+    snprintf(script, sizeof script, "'%s'", word);
+    snprintf(expect, sizeof expect, "\"%s\"", word);
+    pool = open_pool(client, NULL);
+    inv = run_script(pool, script, NULL);
+    CHECK(inv != NULL && json_equals(psr_invocation_output_json(inv, 0), expect));
+    psr_invocation_free(inv);
+    if (pool != NULL) {
+        EXPECT_OK(psr_pool_close(pool, &err));
+    }
+    psr_pool_free(pool);
+    if (!EXPECT_OK(psr_client_connection_info_json(client, &json, &err))) {
+        json = NULL;
+    }
+    psr_client_free(client);
+    return json;
+}
+
+/* Proxies (run.sh starts them): the endpoint through tinyproxy's CONNECT tunnel with the
+ * credentials given apart and through microsocks with socks5h, PowerShell over each, the proxy
+ * named in the connection info without its password; a wrong proxy password and a proxy that is
+ * not there are PSR_RESULT_PROXY naming the proxy; a URL that cannot be used is INVALID_CONFIG;
+ * psr_config_set_ignore_proxy with no proxy set connects directly. */
+static void test_proxy(void) {
+    static const char *const proxy_user = "proxyuser";
+    static const char *const proxy_password = "s3cret-proxy-pass";
+    psr_error *err = NULL;
+    psr_config *cfg;
+    psr_client *client = (psr_client *)SENTINEL;
+    char *json;
+    char expect[256], socks5h[128], dead[64];
+    struct sockaddr_in addr;
+    socklen_t alen = sizeof addr;
+    int fd;
+    begin("proxy");
+    CHECK(strcmp(psr_result_name(PSR_RESULT_PROXY), "PSR_RESULT_PROXY") == 0);
+    CHECK(psr_config_set_proxy(NULL, "http://127.0.0.1:1", NULL, NULL, NULL) == PSR_RESULT_NULL_ARGUMENT);
+    CHECK(psr_config_set_ignore_proxy(NULL, true, NULL) == PSR_RESULT_NULL_ARGUMENT);
+    if (!CHECK(g_proxy_url != NULL && g_socks_url != NULL)) {
+        printf("    PSREMOTE_PROXY_URL and PSREMOTE_SOCKS_URL are needed (bindings-c/tests/run.sh sets them)\n");
+        return;
+    }
+    cfg = make_config(PASSWORD);
+    if (!CHECK(cfg != NULL)) {
+        return;
+    }
+    EXPECT_OK(psr_config_set_auth(cfg, "ntlm", &err));
+
+    /* tinyproxy, credentials given apart */
+    EXPECT_OK(psr_config_set_proxy(cfg, g_proxy_url, proxy_user, proxy_password, &err));
+    json = proxy_round_trip(cfg, "through connect");
+    if (CHECK(json != NULL)) {
+        snprintf(expect, sizeof expect, "\"proxy\": \"%s\"", g_proxy_url);
+        CHECK(json_contains(json, expect));
+        CHECK(json_contains(json, "\"encryption\": \"message-encryption\""));
+        CHECK(!contains(json, proxy_password));
+        psr_string_free(json);
+    }
+
+    /* a wrong proxy password: named proxy, no password in the message */
+    EXPECT_OK(psr_config_set_proxy(cfg, g_proxy_url, proxy_user, "wrong-proxy-pass", &err));
+    if (expect_fail_keep_at(psr_client_connect(cfg, &client, &err), &err, PSR_RESULT_PROXY, "wrong proxy password",
+                            __FILE__, __LINE__)) {
+        CHECK(contains(psr_error_message(err), g_proxy_url));
+        CHECK(contains(psr_error_message(err), "refused the proxy credentials"));
+        CHECK(!contains(psr_error_message(err), "wrong-proxy-pass"));
+    }
+    psr_error_free(err);
+    err = NULL;
+    CHECK_UNTOUCHED(client, psr_client, psr_client_free);
+
+    /* microsocks with socks5h */
+    snprintf(socks5h, sizeof socks5h, "socks5h://127.0.0.1:%d", url_port(g_socks_url));
+    EXPECT_OK(psr_config_set_proxy(cfg, socks5h, NULL, NULL, &err));
+    json = proxy_round_trip(cfg, "through socks");
+    if (CHECK(json != NULL)) {
+        snprintf(expect, sizeof expect, "\"proxy\": \"%s\"", socks5h);
+        CHECK(json_contains(json, expect));
+        psr_string_free(json);
+    }
+
+    /* URLs that cannot be used, and a proxy that is not there */
+    EXPECT_FAIL(psr_config_set_proxy(cfg, "https://u:secret@127.0.0.1:1", NULL, NULL, &err), PSR_RESULT_INVALID_CONFIG);
+    EXPECT_FAIL(psr_config_set_proxy(cfg, "socks4://127.0.0.1:1", NULL, NULL, &err), PSR_RESULT_INVALID_CONFIG);
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    memset(&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (CHECK(fd >= 0 && bind(fd, (struct sockaddr *)&addr, sizeof addr) == 0 &&
+              getsockname(fd, (struct sockaddr *)&addr, &alen) == 0)) {
+        snprintf(dead, sizeof dead, "http://127.0.0.1:%u", (unsigned)ntohs(addr.sin_port));
+        close(fd);
+        EXPECT_OK(psr_config_set_proxy(cfg, dead, NULL, NULL, &err));
+        if (expect_fail_keep_at(psr_client_connect(cfg, &client, &err), &err, PSR_RESULT_PROXY, "no proxy there",
+                                __FILE__, __LINE__)) {
+            CHECK(contains(psr_error_message(err), dead));
+        }
+        psr_error_free(err);
+        err = NULL;
+    } else if (fd >= 0) {
+        close(fd);
+    }
+
+    /* no proxy set and the environment ignored: direct */
+    EXPECT_OK(psr_config_set_proxy(cfg, NULL, NULL, NULL, &err));
+    EXPECT_OK(psr_config_set_ignore_proxy(cfg, true, &err));
+    json = proxy_round_trip(cfg, "direct");
+    if (CHECK(json != NULL)) {
+        CHECK(json_contains(json, "\"proxy\": null"));
+        psr_string_free(json);
+    }
+    psr_config_free(cfg);
+}
+
 int main(void) {
     psr_client *client;
     psr_pool *pool;
@@ -3992,6 +4120,8 @@ int main(void) {
     g_valgrind = getenv("PSR_TEST_VALGRIND") != NULL;
     g_url2 = getenv("PSREMOTE_URL2");
     g_stalled_url = getenv("PSREMOTE_STALLED_URL");
+    g_proxy_url = getenv("PSREMOTE_PROXY_URL");
+    g_socks_url = getenv("PSREMOTE_SOCKS_URL");
     setvbuf(stdout, NULL, _IOLBF, 0);
     printf("psremote %s, endpoint %s\n", psr_version(), g_url != NULL ? g_url : "(unset)");
     if (g_url == NULL || g_url[0] == '\0') {
@@ -4043,6 +4173,7 @@ int main(void) {
     test_https();
     test_kerberos();
     test_credssp();
+    test_proxy();
 
     if (pool != NULL) {
         psr_error *err = NULL;

@@ -9,6 +9,7 @@ use psremote::client::{
     self as core, ClientCertificate, ClientConfig, KerberosOptions, Mechanism, MessageEncryption, PoolConfig,
     TlsOptions, TlsVersion, parse_pin,
 };
+use psremote::proxy::{Proxy, ProxyCredentials};
 use psremote::psrp::{Command, Event, Merge, PipelineSpec, PipelineState};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -111,7 +112,7 @@ impl Client {
         locale, data_locale, allow_unencrypted, encryption, trusted_hosts, ca_file, ca_dir, server_name,
         pinned_public_keys, insecure_skip_verify, min_tls_version, max_tls_version, client_certificate, client_key,
         client_key_password, kerberos_kdc, spn_service, spn_hostname, delegate, audit_arguments, max_reply_size=None,
-        max_events_ahead=256
+        max_events_ahead=256, proxy=None, proxy_username=None, proxy_password=None, ignore_proxy=false
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -147,11 +148,17 @@ impl Client {
         audit_arguments: bool,
         max_reply_size: Option<u64>,
         max_events_ahead: usize,
+        proxy: Option<String>,
+        proxy_username: Option<String>,
+        proxy_password: Option<String>,
+        ignore_proxy: bool,
         py: Python<'_>,
     ) -> PyResult<Self> {
         let core_err = |e: psremote::Error| crate::errors::to_py_err(py, e);
-        // Taken first, so the password is zeroized on every path out of here.
+        // Taken first, so the passwords are zeroized on every path out of here.
         let key_password = client_key_password.map(Zeroizing::new);
+        let proxy = proxy.map(Zeroizing::new);
+        let proxy_password = proxy_password.map(Zeroizing::new);
         let mechanism: Mechanism = auth.parse().map_err(core_err)?;
         let secs = |name: &str, v: f64| {
             if v.is_finite() && v > 0.0 {
@@ -198,6 +205,10 @@ impl Client {
         };
         config.kerberos = KerberosOptions { kdc: kerberos_kdc, service: spn_service, hostname: spn_hostname, delegate };
         config.audit_arguments = audit_arguments;
+        config.proxy = proxy.as_deref().map(|url| Proxy::parse(url)).transpose().map_err(core_err)?;
+        config.proxy_credentials = proxy_username
+            .map(|user| ProxyCredentials::new(user, proxy_password.as_deref().map(String::as_str).unwrap_or("")));
+        config.ignore_proxy = ignore_proxy;
         // Validate now, so a bad option or a refused combination fails at construction.
         let url = config.validate().map_err(core_err)?;
         Ok(Self { config, url, inner: Arc::new(OnceCell::new()), ops: Arc::default() })
@@ -218,6 +229,7 @@ impl Client {
         d.set_item("tls_version", info.tls.as_ref().map(|t| t.version.name()))?;
         d.set_item("cipher_suite", info.tls.as_ref().map(|t| t.cipher_suite.as_str()))?;
         d.set_item("certificate_sha256", info.tls.as_ref().map(|t| t.certificate_sha256.as_str()))?;
+        d.set_item("proxy", info.proxy.as_deref())?;
         Ok(Some(d))
     }
 

@@ -175,13 +175,17 @@ class Client:
         audit_arguments: bool,
         max_reply_size: Optional[int] = None,
         max_events_ahead: int = 256,
+        proxy: Optional[str] = None,
+        proxy_username: Optional[str] = None,
+        proxy_password: Optional[str] = None,
+        ignore_proxy: bool = False,
     ) -> Client: ...
     @property
     def url(self) -> str: ...
     @property
     def connection_info(self) -> Optional[dict[str, Any]]:
         """endpoint, mechanism, negotiated, encryption, channel_binding, tls_version,
-        cipher_suite, certificate_sha256 of the most recent connection; None before one."""
+        cipher_suite, certificate_sha256, proxy of the most recent connection; None before one."""
     def connect(self) -> None: ...
     def connect_async(self, future: asyncio.Future[None]) -> None: ...
     def run_cmd(

@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import re
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, List, Optional, Sequence, Tuple, Union
 from urllib.parse import urlsplit
@@ -84,6 +85,10 @@ class ClientOptions:
     audit_arguments: bool = False
     max_reply_size: Optional[int] = None
     max_events_ahead: int = 256
+    proxy: Optional[str] = field(default=None, repr=False)
+    proxy_username: Optional[str] = None
+    proxy_password: Optional[str] = field(default=None, repr=False)
+    ignore_proxy: bool = False
 
     @property
     def url(self) -> str:
@@ -125,7 +130,29 @@ class ClientOptions:
             audit_arguments=self.audit_arguments,
             max_reply_size=self.max_reply_size,
             max_events_ahead=self.max_events_ahead,
+            proxy=self.proxy,
+            proxy_username=self.proxy_username,
+            proxy_password=self.proxy_password,
+            ignore_proxy=self.ignore_proxy,
         )
+
+    def without_secrets(self) -> "ClientOptions":
+        """These options as the Python side keeps them: the passwords live in the native client
+        only, and the proxy URL keeps no user information."""
+        return dataclasses.replace(
+            self, password="", client_key_password=None, proxy_password=None, proxy=proxy_without_userinfo(self.proxy)
+        )
+
+
+def proxy_without_userinfo(url: Optional[str]) -> Optional[str]:
+    """A proxy URL with any ``user:password@`` taken out."""
+    if url is None or "@" not in url:
+        return url
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    host = rest.rpartition("@")[2]
+    return f"{scheme}://{host}" if sep else host
 
 
 def _positive_seconds(name: str, value: Any, minimum: float = 0.0) -> float:
@@ -278,6 +305,10 @@ def build_options(
     audit_arguments: bool = False,
     max_reply_size: Optional[int] = None,
     max_events_ahead: int = 256,
+    proxy: Optional[str] = None,
+    proxy_username: Optional[str] = None,
+    proxy_password: Optional[str] = None,
+    ignore_proxy: bool = False,
 ) -> ClientOptions:
     """Validates everything, in the order a user would fix it."""
     url_port: Optional[int] = None
@@ -392,6 +423,18 @@ def build_options(
     if isinstance(max_events_ahead, bool) or not isinstance(max_events_ahead, int) or not 0 < max_events_ahead <= 1 << 20:
         raise ConfigurationError("max_events_ahead must be an int from 1 to 1048576 (events buffered per pipeline)")
 
+    if proxy is not None and (not isinstance(proxy, str) or not proxy.strip()):
+        raise ConfigurationError(
+            "proxy must be a URL such as 'http://proxy:3128', 'socks5://proxy:1080' or 'socks5h://user:pass@proxy:1080', "
+            "or None (the environment's https_proxy/http_proxy/all_proxy)"
+        )
+    for name, value in (("proxy_username", proxy_username), ("proxy_password", proxy_password)):
+        if value is not None and not isinstance(value, str):
+            raise ConfigurationError(f"{name} must be a str, not {type(value).__name__}")
+    if proxy_password is not None and not proxy_username:
+        raise ConfigurationError("proxy_password needs proxy_username")
+    ignore_proxy = _flag("ignore_proxy", ignore_proxy)
+
     if auth == "certificate":
         # The client certificate names the account; a user name and password are not used.
         username = username or ""
@@ -472,4 +515,8 @@ def build_options(
         audit_arguments=audit_arguments,
         max_reply_size=max_reply_size,
         max_events_ahead=max_events_ahead,
+        proxy=proxy.strip() if proxy is not None else None,
+        proxy_username=proxy_username,
+        proxy_password=proxy_password,
+        ignore_proxy=ignore_proxy,
     )

@@ -8,7 +8,8 @@
 
 The password comes from the ``PSREMOTE_PASSWORD`` environment variable or a prompt; it is never
 a command-line argument (other users can read those); so does the password of an encrypted
-client key (``PSREMOTE_KEY_PASSWORD``). The user name may come from ``PSREMOTE_USER``, the
+client key (``PSREMOTE_KEY_PASSWORD``) and of a proxy (``--proxy-user``, password from
+``PSREMOTE_PROXY_PASSWORD`` or a prompt). The user name may come from ``PSREMOTE_USER``, the
 trusted hosts (``--trusted-hosts``) from ``PSREMOTE_TRUSTED_HOSTS``.
 
 Exit status: ``run`` 0, or 1 when the pipeline failed or wrote errors; ``cmd`` the remote exit
@@ -47,6 +48,7 @@ USER_ENV = "PSREMOTE_USER"
 TRUSTED_HOSTS_ENV = "PSREMOTE_TRUSTED_HOSTS"
 KEY_PASSWORD_ENV = "PSREMOTE_KEY_PASSWORD"
 HISTORY_ENV = "PSREMOTE_HISTORY"
+PROXY_PASSWORD_ENV = "PSREMOTE_PROXY_PASSWORD"
 
 EXIT_ERRORS = 1
 EXIT_USAGE = 2
@@ -290,6 +292,22 @@ def _connection_parser() -> argparse.ArgumentParser:
     group.add_argument("--configuration-name", help="session configuration (JEA endpoint), default Microsoft.PowerShell")
     group.add_argument("--operation-timeout", type=float, default=20.0, help="seconds (default 20)")
     group.add_argument("--connect-timeout", type=float, default=30.0, help="seconds (default 30)")
+    group.add_argument(
+        "--proxy",
+        metavar="URL",
+        help="tunnel through this proxy: http://HOST:PORT (CONNECT), socks5://HOST:PORT or socks5h://HOST:PORT "
+        "(name resolved by the proxy); default: $https_proxy/$http_proxy/$all_proxy unless $no_proxy names the host",
+    )
+    group.add_argument(
+        "--proxy-user", metavar="USER", help=f"log on to the proxy as USER (password from ${PROXY_PASSWORD_ENV} or a prompt)"
+    )
+    group.add_argument(
+        "--ignore-proxy",
+        "--no-proxy",
+        dest="ignore_proxy",
+        action="store_true",
+        help="ignore the environment's proxy variables (connect directly unless --proxy is given)",
+    )
     security = common.add_argument_group("security")
     security.add_argument("--https", action="store_true", help="connect over HTTPS (default port 5986)")
     security.add_argument(
@@ -388,6 +406,27 @@ def _password() -> str:
     return getpass.getpass("Password: ")
 
 
+def _proxy_options(args: argparse.Namespace) -> Dict[str, Any]:
+    """--proxy, --proxy-user and --ignore-proxy; a proxy password never comes from the command line."""
+    options: Dict[str, Any] = {"ignore_proxy": args.ignore_proxy}
+    if args.proxy is not None:
+        userinfo = args.proxy.partition("://")[2].rpartition("@")[0] if "://" in args.proxy else args.proxy.rpartition("@")[0]
+        if ":" in userinfo:
+            raise ConfigurationError(
+                f"--proxy: give no password in the URL (other users can read command lines): use --proxy-user and ${PROXY_PASSWORD_ENV}"
+            )
+        options["proxy"] = args.proxy
+    if args.proxy_user:
+        password = os.environ.get(PROXY_PASSWORD_ENV)
+        if password is None:
+            if not sys.stdin.isatty():
+                raise ConfigurationError(f"no proxy password: set {PROXY_PASSWORD_ENV} (stdin is not a terminal to prompt on)")
+            password = getpass.getpass("Proxy password: ")
+        options["proxy_username"] = args.proxy_user
+        options["proxy_password"] = password
+    return options
+
+
 def _client_options(args: argparse.Namespace, out: Output) -> Dict[str, Any]:
     """The client options of the connection arguments (all but the host)."""
     certificate = args.auth == "certificate"
@@ -414,6 +453,7 @@ def _client_options(args: argparse.Namespace, out: Output) -> Dict[str, Any]:
         client_certificate=args.client_cert,
         client_key=args.client_key,
         client_key_password=os.environ.get(KEY_PASSWORD_ENV) if args.client_cert else None,
+        **_proxy_options(args),
     )
     if args.configuration_name:
         options["configuration_name"] = args.configuration_name

@@ -609,6 +609,10 @@ class _ClientBase:
         audit_arguments: bool = False,
         max_reply_size: Optional[int] = None,
         max_events_ahead: int = 256,
+        proxy: Optional[str] = None,
+        proxy_username: Optional[str] = None,
+        proxy_password: Optional[str] = None,
+        ignore_proxy: bool = False,
         ps_host: Optional[PSHost] = None,
     ) -> None:
         options = build_options(
@@ -646,13 +650,17 @@ class _ClientBase:
             audit_arguments=audit_arguments,
             max_reply_size=max_reply_size,
             max_events_ahead=max_events_ahead,
+            proxy=proxy,
+            proxy_username=proxy_username,
+            proxy_password=proxy_password,
+            ignore_proxy=ignore_proxy,
         )
         if ps_host is not None and not callable(getattr(ps_host, "call", None)):
             raise ConfigurationError("ps_host must be a psremote.PSHost (an object with a call() method)")
         _logging.sync_native_level()
         self._native: Any = _native.Client(**options.native_kwargs())
-        # The password and the key's password live in the native client only.
-        self.options: ClientOptions = dataclasses.replace(options, password="", client_key_password=None)
+        # The passwords (and the proxy URL's user information) live in the native client only.
+        self.options: ClientOptions = options.without_secrets()
         self.ps_host = ps_host
         self._generation = _fork.generation()
         self._closed = False
@@ -725,6 +733,17 @@ class Client(_ClientBase):
     * ``max_events_ahead``: events of one pipeline decoded and buffered before its reader
       takes them (default 256). A full buffer pauses that pipeline's Receive loop: a reader
       that does not keep up slows the server down instead of filling memory.
+
+    * Proxies: ``proxy='http://[user:password@]host:port'`` (an HTTP proxy asked for a
+      CONNECT tunnel, for http and https endpoints alike, so NTLM, Kerberos and CredSSP keep
+      their connection and TLS runs end to end), ``'socks5://...'`` (the server's name resolved
+      here) or ``'socks5h://...'`` (resolved by the proxy); without a port, 80 for http and
+      1080 for SOCKS. ``proxy_username``/``proxy_password`` give the proxy's credentials apart
+      (they replace any in the URL; Basic for HTTP proxies, RFC 1929 for SOCKS5; never shown).
+      With no ``proxy``, the environment's ``https_proxy``/``http_proxy``/``all_proxy`` and
+      ``no_proxy`` apply as requests reads them; ``ignore_proxy=True`` ignores them. A proxy
+      that is unreachable, refuses the tunnel or the credentials, or breaks the protocol raises
+      :class:`~psremote.ProxyError` (a :class:`ConnectError`) naming the proxy and ``reason``.
 
     :attr:`connection_info` tells what the connection actually established.
     """

@@ -394,6 +394,9 @@ class ConnectionInfo:
     """The negotiated TLS cipher suite, e.g. ``TLS13_AES_256_GCM_SHA384``."""
     certificate_sha256: Optional[str] = None
     """SHA-256 fingerprint of the server's certificate (lowercase hex)."""
+    proxy: Optional[str] = None
+    """The proxy the connection went through, as a URL without credentials
+    (``http://proxy:3128``, ``socks5h://proxy:1080``), or None for a direct connection."""
 
     @property
     def tls(self) -> bool:

@@ -41,9 +41,7 @@ description:
     are in stderr and leave the return code alone, as with C(psrp)."
   - File transfers use psremote's C(Client.copy) and C(Client.fetch) (streamed, SHA-1 checked on
     both ends, no partial file left behind).
-  - "Not supported: O(ansible.builtin.psrp#connection:proxy) (setting C(ansible_psrp_proxy) or
-    C(ansible_psremote_proxy) fails the task rather than connecting directly),
-    C(read_timeout), C(reconnection_retries), C(reconnection_backoff), C(negotiate_send_cbt) (psremote
+  - "Not supported: C(read_timeout), C(reconnection_retries), C(reconnection_backoff), C(negotiate_send_cbt) (psremote
     always sends channel bindings over HTTPS), C(credssp_auth_mechanism),
     C(credssp_disable_tlsv1_2) and C(credssp_minimum_version): their variables are not read."
 version_added: "0.1.0"
@@ -265,11 +263,22 @@ options:
       - name: ansible_psremote_kerberos_kdc
   proxy:
     description:
-      - Not supported yet; setting it fails the task instead of connecting without the proxy.
+      - The proxy every connection tunnels through, as psremote's C(proxy=) takes it
+        (C(http://[user:password@]host:port) asked for a CONNECT tunnel, C(socks5://...) or
+        C(socks5h://...)). Unset, the controller's C(https_proxy)/C(http_proxy)/C(all_proxy)
+        and C(no_proxy) apply, unless O(ignore_proxy).
     type: str
     vars:
       - name: ansible_psrp_proxy
       - name: ansible_psremote_proxy
+  ignore_proxy:
+    description:
+      - Ignore the controller's proxy environment variables (ignored when O(proxy) is set).
+    type: bool
+    default: false
+    vars:
+      - name: ansible_psrp_ignore_proxy
+      - name: ansible_psremote_ignore_proxy
 """
 
 import base64
@@ -424,8 +433,6 @@ class Connection(ConnectionBase):
 
     def _client_options(self) -> t.Dict[str, t.Any]:
         """psremote.Client keywords from this connection's options."""
-        if self.get_option("proxy"):
-            raise AnsibleError("psremote does not support proxies yet: unset ansible_psrp_proxy / ansible_psremote_proxy")
         protocol, port = self.get_option("protocol"), self.get_option("port")
         if protocol is None:
             protocol = "http" if port is not None and int(port) == 5985 else "https"
@@ -448,6 +455,7 @@ class Connection(ConnectionBase):
             configuration_name=self.get_option("configuration_name"),
             trusted_hosts=self.get_option("trusted_hosts") or None,
             delegate=bool(self.get_option("negotiate_delegate")),
+            ignore_proxy=bool(self.get_option("ignore_proxy")),
         )
         password = self.get_option("remote_password")
         if password is not None:
@@ -457,6 +465,7 @@ class Connection(ConnectionBase):
             "spn_hostname": self.get_option("negotiate_hostname_override"),
             "spn_service": self.get_option("negotiate_service"),
             "kerberos_kdc": self.get_option("kerberos_kdc"),
+            "proxy": self.get_option("proxy") or None,
             "client_certificate": self.get_option("certificate_pem"),
             "client_key": self.get_option("certificate_key_pem"),
             "server_name": self.get_option("server_name"),
