@@ -543,3 +543,23 @@ fn a_silent_proxy_is_bounded_by_the_connect_timeout() {
         assert_eq!(proxy_failure(&err), &ProxyFailure::Timeout { millis: 3000 });
     }
 }
+
+#[test]
+fn credssp_over_http_and_https_through_the_proxies() {
+    let plain = Endpoint::start(&["--auth", "credssp,ntlm"]);
+    let tls = Endpoint::start_https("server", &["--auth", "credssp,ntlm"]);
+    let tiny = Proxyd::tinyproxy(false);
+    let socks = Proxyd::microsocks(false);
+    for proxy in [tiny.url("http"), socks.url("socks5")] {
+        let cfg = ntlm_config(&plain).with_mechanism(Mechanism::CredSsp);
+        let client = echo(with_proxy(cfg, &proxy)).unwrap();
+        let info = client.connection_info().unwrap();
+        assert_eq!((info.encryption, info.proxy.as_deref()), (EncryptionLayer::Message, Some(proxy.as_str())));
+        let logon = last_logon(&plain);
+        assert_eq!((logon["scheme"].as_str(), logon["credssp_password_ok"].as_bool()), (Some("credssp"), Some(true)));
+
+        let client = echo(with_proxy(https_config(&tls, "127.0.0.1", Mechanism::CredSsp), &proxy)).unwrap();
+        assert_eq!(client.connection_info().unwrap().encryption, EncryptionLayer::Tls);
+        assert_eq!(last_logon(&tls)["credssp_password_ok"], true);
+    }
+}
