@@ -216,6 +216,6 @@ install:
 
 # C tests four ways (shared, static, C++, ASan+UBSan) and valgrind, then the agent example built
 # against an installed prefix through pkg-config (plain Makefile and CMake).
-c-test: venv c-deps
+c-test: venv c-deps ssh-deps
 	bash bindings-c/tests/run.sh
 	bash bindings-c/tests/example.sh

@@ -1408,6 +1408,91 @@ psr_result psr_pool_attach_pipeline(struct psr_pool *p,
                                     struct psr_pipeline **out_pipeline,
                                     struct psr_error **err);
 
+// New settings for PowerShell over SSH: the `powershell` subsystem of `host` (a name or address)
+// on `port` (0: 22), logged on as `username`. Until a `psr_config_set_ssh_*` setter says
+// otherwise it logs on with the keys of the SSH agent at `$SSH_AUTH_SOCK` and checks the host
+// key strictly against `~/.ssh/known_hosts`. `psr_client_connect` only validates such a
+// configuration; each `psr_pool_open` makes its own SSH connection. Connection setters of
+// WS-Man (authentication, TLS, trusted hosts) play no part; cmd shells and disconnected
+// sessions are refused (`PSR_RESULT_INVALID_CONFIG`).
+//
+// Ownership: the caller frees the result with `psr_config_free`. NULL when an argument is NULL,
+// not UTF-8 or empty. Threading: any thread.
+struct psr_config *psr_config_new_ssh(const char *host, uint16_t port, const char *username);
+
+// Logs on with the private key in the file at `path` (OpenSSH or PKCS#8 format); `passphrase`
+// decrypts an encrypted key (NULL for none; copied, zeroized when the config is freed, never
+// logged). The file is read when a pool opens: an unreadable file or an encrypted key without
+// its passphrase is INVALID_CONFIG then, a wrong passphrase or a key the server refuses
+// AUTHENTICATION.
+//
+// Ownership: `c`, `path` and `passphrase` are borrowed for the call. Errors: NULL_ARGUMENT,
+// INVALID_ARGUMENT (not UTF-8), INVALID_CONFIG (not an SSH configuration).
+// Threading: not concurrently with other calls on the same config.
+psr_result psr_config_set_ssh_key_file(struct psr_config *c,
+                                       const char *path,
+                                       const char *passphrase,
+                                       struct psr_error **err);
+
+// Logs on with a password (copied, zeroized when the config is freed, never logged).
+//
+// Ownership: `c` and `password` are borrowed for the call. Errors: NULL_ARGUMENT,
+// INVALID_ARGUMENT (not UTF-8), INVALID_CONFIG (not an SSH configuration).
+// Threading: not concurrently with other calls on the same config.
+psr_result psr_config_set_ssh_password(struct psr_config *c,
+                                       const char *password,
+                                       struct psr_error **err);
+
+// Logs on with the keys of an SSH agent, each tried in turn: the one listening on the Unix
+// socket `socket`, or (NULL) the one `$SSH_AUTH_SOCK` names when the pool opens.
+//
+// Ownership: `c` and `socket` are borrowed for the call. Errors: NULL_ARGUMENT (`c`),
+// INVALID_ARGUMENT (not UTF-8), INVALID_CONFIG (not an SSH configuration).
+// Threading: not concurrently with other calls on the same config.
+psr_result psr_config_set_ssh_agent(struct psr_config *c,
+                                    const char *socket,
+                                    struct psr_error **err);
+
+// Checks host keys against the OpenSSH `known_hosts` file at `path` (NULL: `~/.ssh/known_hosts`).
+// A missing file knows no host. Plain, hashed (`|1|`) and `[host]:port` entries, patterns and
+// `@revoked` lines are understood.
+//
+// Ownership: `c` and `path` are borrowed for the call. Errors: NULL_ARGUMENT (`c`),
+// INVALID_ARGUMENT (not UTF-8), INVALID_CONFIG (not an SSH configuration).
+// Threading: not concurrently with other calls on the same config.
+psr_result psr_config_set_ssh_known_hosts(struct psr_config *c,
+                                          const char *path,
+                                          struct psr_error **err);
+
+// With `accept` true, a host key that `known_hosts` does not record is accepted (OpenSSH's
+// `accept-new`): the connection logs an audit warning and appends the key to the file, so the
+// next connection checks it strictly. Off by default (such a key is refused with POLICY, the
+// message naming its fingerprint). A changed or revoked key is refused either way.
+//
+// Ownership: `c` is borrowed. Errors: NULL_ARGUMENT, INVALID_CONFIG (not an SSH configuration).
+// Threading: not concurrently with other calls on the same config.
+psr_result psr_config_set_ssh_accept_unknown_host_key(struct psr_config *c,
+                                                      bool accept,
+                                                      struct psr_error **err);
+
+// Names the SSH subsystem to start (default "powershell", as `Enter-PSSession -HostName` uses).
+//
+// Ownership: `c` and `name` are borrowed for the call. Errors: NULL_ARGUMENT, INVALID_ARGUMENT
+// (not UTF-8), INVALID_CONFIG (empty, or not an SSH configuration).
+// Threading: not concurrently with other calls on the same config.
+psr_result psr_config_set_ssh_subsystem(struct psr_config *c,
+                                        const char *name,
+                                        struct psr_error **err);
+
+// Bounds the TCP connect, key exchange, logon and subsystem start of each SSH connection, in
+// milliseconds (default 30000).
+//
+// Ownership: `c` is borrowed. Errors: NULL_ARGUMENT, INVALID_CONFIG (0, or not an SSH
+// configuration). Threading: not concurrently with other calls on the same config.
+psr_result psr_config_set_ssh_connect_timeout_ms(struct psr_config *c,
+                                                 uint32_t ms,
+                                                 struct psr_error **err);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

@@ -27,6 +27,7 @@ mod run;
 mod security;
 mod server;
 mod sessions;
+mod ssh;
 
 use std::ffi::c_char;
 

@@ -15,7 +15,8 @@
 # psr_config_set_kerberos) accepting the tickets of a throwaway MIT realm started once for all runs
 # with `python -m psremote_testserver.kdc DIR` (PSREMOTE_KRB_KDC, PSREMOTE_KRB_REALM) and
 # stopped at exit; and, for the fleet test, a second plain one (PSREMOTE_URL2) and one whose
-# Receives stall (PSREMOTE_STALLED_URL, --misbehave stalled-receives).
+# Receives stall (PSREMOTE_STALLED_URL, --misbehave stalled-receives). For the SSH test, Debian's
+# sshd runs once for all runs (python -m psremote_testserver.sshd; PSREMOTE_SSH_*).
 # Then the real-Windows recordings through the C API: bindings-c/tests/test_replay.c, built as C99
 # and as C++17 against libpsremote.so, is run by bindings-c/tests/replay.py once per scenario
 # against the replay server (python -m psremote_testserver.replay) on its recording, whose state
@@ -151,7 +152,15 @@ stop_proxies() {
   proxy_pid=
   socks_pid=
 }
-trap 'stop_endpoint; stop_kdc; stop_proxies; rm -rf "$ep_dir"' EXIT
+sshd_pid=
+stop_sshd() {
+  if [ -n "$sshd_pid" ]; then
+    kill "$sshd_pid" 2>/dev/null
+    wait "$sshd_pid" 2>/dev/null
+  fi
+  sshd_pid=
+}
+trap 'stop_endpoint; stop_kdc; stop_proxies; stop_sshd; rm -rf "$ep_dir"' EXIT
 printf 'DOMAIN:user:Passw0rd!\n' >"$ep_dir/users"
 
 # The test certificates, once: the CA-signed server certificate for localhost/127.0.0.1, other
@@ -188,6 +197,32 @@ print(d["realm"], d["kdc"], d["krb5_conf"], d["keytab"])' "$ep_dir/realm.json")
 else
   echo "cannot start the Kerberos realm (make krb-deps installs the MIT KDC):" >&2; cat "$ep_dir/realm.log" >&2
   stop_kdc
+fi
+
+# Debian's sshd, once: python -m psremote_testserver.sshd (127.0.0.1, throwaway keys, the endpoint's
+# out-of-process mode as its powershell subsystem) prints one JSON line and serves until SIGTERM,
+# which also ends its sessions; make ssh-deps installs openssh-server.
+"$py" -m psremote_testserver.sshd >"$ep_dir/sshd.json" 2>"$ep_dir/sshd.log" &
+sshd_pid=$!
+for _ in $(seq 1 300); do
+  [ -s "$ep_dir/sshd.json" ] && break
+  kill -0 "$sshd_pid" 2>/dev/null || break
+  sleep 0.1
+done
+if [ -s "$ep_dir/sshd.json" ]; then
+  while IFS='=' read -r name value; do
+    export "PSREMOTE_SSH_$name=$value"
+  done < <("$py" -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+for name, key in [("PORT", "port"), ("USER", "user"), ("KEY", "user_key_path"), ("WRONG_KEY", "wrong_key_path"),
+                  ("KNOWN_HOSTS", "known_hosts_path"), ("CHANGED_KNOWN_HOSTS", "changed_known_hosts_path"),
+                  ("EMPTY_KNOWN_HOSTS", "empty_known_hosts_path"), ("FINGERPRINT", "host_key_fingerprint"),
+                  ("PASSWORD_USER", "password_user"), ("PASSWORD", "password")]:
+    if d.get(key) is not None:
+        print(f"{name}={d[key]}")' "$ep_dir/sshd.json")
+else
+  echo "cannot start sshd (make ssh-deps installs openssh-server):" >&2; cat "$ep_dir/sshd.log" >&2
 fi
 
 launch() { # url_file, log_file, extra arguments...; sets launched_pid

@@ -15,7 +15,11 @@
  * a second healthy one, and PSREMOTE_STALLED_URL, whose Receives stall (--misbehave
  * stalled-receives). The proxy test goes through PSREMOTE_PROXY_URL, tinyproxy with Basic
  * authentication (proxyuser / s3cret-proxy-pass), and PSREMOTE_SOCKS_URL, microsocks without
- * (python -m psremote_testserver.proxies). The last line printed is
+ * (python -m psremote_testserver.proxies).
+ * The SSH test reaches Debian's sshd (python -m psremote_testserver.sshd, the
+ * endpoint's out-of-process mode as its powershell subsystem): PSREMOTE_SSH_PORT, _USER, _KEY,
+ * _WRONG_KEY, _KNOWN_HOSTS, _CHANGED_KNOWN_HOSTS, _EMPTY_KNOWN_HOSTS, _FINGERPRINT, and for password
+ * logons _PASSWORD_USER and _PASSWORD. The last line printed is
  * "N passed, M failed"; the exit status is nonzero when a check failed.
  *
  * Set PSR_TEST_VERBOSE=1 to print every check and the library's log messages.
@@ -74,6 +78,9 @@ static const char *g_krb_realm;    /* PSREMOTE_KRB_REALM: PSREMOTE.TEST */
 static int g_valgrind;             /* PSR_TEST_VALGRIND: run.sh runs this build under valgrind */
 static const char *g_proxy_url;    /* PSREMOTE_PROXY_URL: tinyproxy (CONNECT) with Basic authentication */
 static const char *g_socks_url;    /* PSREMOTE_SOCKS_URL: microsocks (SOCKS5) without authentication */
+static const char *g_ssh_port, *g_ssh_user, *g_ssh_key, *g_ssh_wrong_key; /* PSREMOTE_SSH_*: the sshd fixture */
+static const char *g_ssh_known_hosts, *g_ssh_changed_known_hosts, *g_ssh_empty_known_hosts, *g_ssh_fingerprint;
+static const char *g_ssh_password_user, *g_ssh_password;
 static const char *const USERNAME = "DOMAIN\\user";
 static const char *const PASSWORD = "Passw0rd!";
 static pthread_t g_main_thread;
@@ -641,6 +648,9 @@ static int g_log_audit_credssp;
 static int g_log_audit_credssp_warning;
 static int g_log_audit_krb_delegation;
 static int g_log_audit_elsewhere;
+/* Audit connect events of SSH connections, and host keys accepted unknown (warnings). */
+static int g_log_audit_ssh;
+static int g_log_audit_ssh_accepted;
 /* Records holding one of SECRETS (target or message), and the first such record. */
 static int g_log_secrets;
 static char g_log_secret_example[160];
@@ -662,9 +672,22 @@ static void log_secrets_and_audit(int32_t level, const char *target, const char 
             }
         }
     }
+    if (g_ssh_password != NULL && g_ssh_password[0] != '\0' && strstr(message, g_ssh_password) != NULL) {
+        if (g_log_secrets++ == 0) {
+            snprintf(g_log_secret_example, sizeof g_log_secret_example, "level %d, target %s, the SSH password",
+                     (int)level, target);
+        }
+    }
     if (strcmp(target, "psremote::audit") == 0) {
+        if (strstr(message, "event=\"host_key_accepted\"") != NULL && level == 2) {
+            g_log_audit_ssh_accepted++;
+        }
         if (strstr(message, "event=\"connect\"") != NULL) {
             g_log_audit_connect++;
+            if (strstr(message, "transport=\"ssh\"") != NULL && g_ssh_fingerprint != NULL &&
+                strstr(message, g_ssh_fingerprint) != NULL) {
+                g_log_audit_ssh++;
+            }
             if (strstr(message, "negotiated=\"kerberos\"") != NULL) {
                 g_log_audit_kerberos++;
             } else if (strstr(message, "negotiated=\"credssp\"") != NULL) {
@@ -3965,6 +3988,171 @@ static void test_fleet_cancel(void) {
     check_nothing_left(g_stalled_url);
 }
 
+/* Opens a pool with an SSH configuration and expects `code`, the message holding `needle`. */
+static void ssh_refused(psr_config *cfg, psr_result code, const char *needle) {
+    psr_client *client = NULL;
+    psr_pool *pool = (psr_pool *)SENTINEL;
+    psr_error *err = NULL;
+    if (!CHECK(cfg != NULL) || !EXPECT_OK(psr_client_connect(cfg, &client, &err))) {
+        psr_config_free(cfg);
+        return;
+    }
+    if (CHECK(psr_pool_open(client, NULL, NULL, &pool, &err) == code)) {
+        if (!CHECK(contains(psr_error_message(err), needle))) {
+            printf("    message: %s\n", psr_error_message(err));
+        }
+    }
+    CHECK_UNTOUCHED(pool, psr_pool, psr_pool_free);
+    psr_error_free(err);
+    psr_client_free(client);
+    psr_config_free(cfg);
+}
+
+static psr_config *ssh_config(const char *user, const char *known_hosts) {
+    psr_config *cfg = psr_config_new_ssh("127.0.0.1", (uint16_t)atoi(g_ssh_port), user);
+    psr_error *err = NULL;
+    if (cfg != NULL) {
+        EXPECT_OK(psr_config_set_ssh_known_hosts(cfg, known_hosts, &err));
+        /* Generous, so that runs under valgrind do not trip it. */
+        EXPECT_OK(psr_config_set_ssh_connect_timeout_ms(cfg, 60000, &err));
+    }
+    return cfg;
+}
+
+static void test_ssh(void) {
+    psr_error *err = NULL;
+    psr_config *cfg;
+    psr_client *client = NULL;
+    psr_pool *pool;
+    psr_invocation *inv;
+    psr_cmd_result *cmd = (psr_cmd_result *)SENTINEL;
+    char accept_path[96];
+    char *text;
+    FILE *f;
+    long n;
+    int audit_before = log_counter(&g_log_audit_ssh);
+    begin("ssh");
+    if (!CHECK(g_ssh_port != NULL && g_ssh_user != NULL && g_ssh_key != NULL && g_ssh_wrong_key != NULL &&
+               g_ssh_known_hosts != NULL && g_ssh_changed_known_hosts != NULL && g_ssh_empty_known_hosts != NULL &&
+               g_ssh_fingerprint != NULL)) {
+        printf("    PSREMOTE_SSH_* are needed (bindings-c/tests/run.sh starts psremote_testserver.sshd)\n");
+        return;
+    }
+    /* misuse: bad arguments, SSH setters on a WS-Man configuration */
+    CHECK(psr_config_new_ssh(NULL, 22, "u") == NULL);
+    CHECK(psr_config_new_ssh("h", 22, NULL) == NULL);
+    CHECK(psr_config_new_ssh("", 22, "u") == NULL);
+    CHECK(psr_config_new_ssh("h", 22, "") == NULL);
+    EXPECT_FAIL(psr_config_set_ssh_password(NULL, "x", &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_config_set_ssh_known_hosts(NULL, NULL, &err), PSR_RESULT_NULL_ARGUMENT);
+    cfg = make_config(PASSWORD);
+    EXPECT_FAIL(psr_config_set_ssh_password(cfg, "x", &err), PSR_RESULT_INVALID_CONFIG);
+    EXPECT_FAIL(psr_config_set_ssh_agent(cfg, NULL, &err), PSR_RESULT_INVALID_CONFIG);
+    EXPECT_FAIL(psr_config_set_ssh_accept_unknown_host_key(cfg, true, &err), PSR_RESULT_INVALID_CONFIG);
+    psr_config_free(cfg);
+    cfg = ssh_config(g_ssh_user, g_ssh_known_hosts);
+    EXPECT_FAIL(psr_config_set_ssh_key_file(cfg, NULL, NULL, &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_config_set_ssh_subsystem(cfg, "", &err), PSR_RESULT_INVALID_CONFIG);
+    EXPECT_FAIL(psr_config_set_ssh_connect_timeout_ms(cfg, 0, &err), PSR_RESULT_INVALID_CONFIG);
+
+    /* a key logon: a pool, a pipeline; cmd shells are WS-Man's */
+    if (CHECK(cfg != NULL) && EXPECT_OK(psr_config_set_ssh_key_file(cfg, g_ssh_key, NULL, &err)) &&
+        EXPECT_OK(psr_client_connect(cfg, &client, &err))) {
+        EXPECT_FAIL(psr_client_run_cmd(client, "whoami", NULL, 0, NULL, 0, &cmd, &err), PSR_RESULT_INVALID_CONFIG);
+        CHECK_UNTOUCHED(cmd, psr_cmd_result, psr_cmd_result_free);
+        pool = open_pool(client, NULL);
+        inv = run_script(pool, "'hello over ssh'", NULL);
+        CHECK(inv != NULL && json_equals(psr_invocation_output_json(inv, 0), "\"hello over ssh\""));
+        psr_invocation_free(inv);
+        if (pool != NULL) {
+            EXPECT_OK(psr_pool_close(pool, &err));
+        }
+        psr_pool_free(pool);
+        psr_client_free(client);
+        client = NULL;
+    }
+    psr_config_free(cfg);
+    /* the audit connect event names the transport and the host key */
+    CHECK(log_counter(&g_log_audit_ssh) > audit_before);
+
+    /* a password logon */
+    if (CHECK(g_ssh_password_user != NULL && g_ssh_password != NULL)) {
+        cfg = ssh_config(g_ssh_password_user, g_ssh_known_hosts);
+        if (CHECK(cfg != NULL) && EXPECT_OK(psr_config_set_ssh_password(cfg, g_ssh_password, &err)) &&
+            EXPECT_OK(psr_client_connect(cfg, &client, &err))) {
+            pool = open_pool(client, NULL);
+            inv = run_script(pool, "'by password'", NULL);
+            CHECK(inv != NULL && json_equals(psr_invocation_output_json(inv, 0), "\"by password\""));
+            psr_invocation_free(inv);
+            if (pool != NULL) {
+                EXPECT_OK(psr_pool_close(pool, &err));
+            }
+            psr_pool_free(pool);
+            psr_client_free(client);
+            client = NULL;
+        }
+        psr_config_free(cfg);
+        cfg = ssh_config(g_ssh_password_user, g_ssh_known_hosts);
+        if (cfg != NULL) {
+            EXPECT_OK(psr_config_set_ssh_password(cfg, "not-the-password", &err));
+        }
+        ssh_refused(cfg, PSR_RESULT_AUTHENTICATION, "refused the password");
+    }
+
+    /* refusals: a wrong key, an unknown host key, a changed one (also when unknown keys are accepted) */
+    cfg = ssh_config(g_ssh_user, g_ssh_known_hosts);
+    if (cfg != NULL) {
+        EXPECT_OK(psr_config_set_ssh_key_file(cfg, g_ssh_wrong_key, NULL, &err));
+    }
+    ssh_refused(cfg, PSR_RESULT_AUTHENTICATION, "publickey");
+    cfg = ssh_config(g_ssh_user, g_ssh_empty_known_hosts);
+    if (cfg != NULL) {
+        EXPECT_OK(psr_config_set_ssh_key_file(cfg, g_ssh_key, NULL, &err));
+    }
+    ssh_refused(cfg, PSR_RESULT_POLICY, g_ssh_fingerprint);
+    cfg = ssh_config(g_ssh_user, g_ssh_changed_known_hosts);
+    if (cfg != NULL) {
+        EXPECT_OK(psr_config_set_ssh_key_file(cfg, g_ssh_key, NULL, &err));
+        EXPECT_OK(psr_config_set_ssh_accept_unknown_host_key(cfg, true, &err));
+    }
+    ssh_refused(cfg, PSR_RESULT_POLICY, "CHANGED");
+    /* a subsystem the server does not have */
+    cfg = ssh_config(g_ssh_user, g_ssh_known_hosts);
+    if (cfg != NULL) {
+        EXPECT_OK(psr_config_set_ssh_key_file(cfg, g_ssh_key, NULL, &err));
+        EXPECT_OK(psr_config_set_ssh_subsystem(cfg, "no-such-subsystem", &err));
+    }
+    ssh_refused(cfg, PSR_RESULT_TRANSPORT, "no-such-subsystem");
+
+    /* an unknown host key accepted when asked: warned, and recorded in the file */
+    snprintf(accept_path, sizeof accept_path, "/tmp/psremote-c-known-hosts-%ld", (long)getpid());
+    remove(accept_path);
+    cfg = ssh_config(g_ssh_user, accept_path);
+    if (CHECK(cfg != NULL) && EXPECT_OK(psr_config_set_ssh_key_file(cfg, g_ssh_key, NULL, &err)) &&
+        EXPECT_OK(psr_config_set_ssh_accept_unknown_host_key(cfg, true, &err)) &&
+        EXPECT_OK(psr_client_connect(cfg, &client, &err))) {
+        int warned = log_counter(&g_log_audit_ssh_accepted);
+        pool = open_pool(client, NULL);
+        CHECK(pool != NULL && log_counter(&g_log_audit_ssh_accepted) == warned + 1);
+        if (pool != NULL) {
+            EXPECT_OK(psr_pool_close(pool, &err));
+        }
+        psr_pool_free(pool);
+        psr_client_free(client);
+        client = NULL;
+        f = fopen(accept_path, "r");
+        if (CHECK(f != NULL)) {
+            text = (char *)calloc(1, 4096);
+            n = text != NULL ? (long)fread(text, 1, 4095, f) : 0;
+            CHECK(n > 0 && contains(text, "[127.0.0.1]:") && contains(text, "ssh-ed25519"));
+            free(text);
+            fclose(f);
+        }
+    }
+    psr_config_free(cfg);
+    remove(accept_path);
+}
+
 static void test_fleet(void) {
     begin("fleet");
     if (!CHECK(g_url2 != NULL && g_url2[0] != '\0' && g_stalled_url != NULL && g_stalled_url[0] != '\0')) {
@@ -4122,6 +4310,16 @@ int main(void) {
     g_stalled_url = getenv("PSREMOTE_STALLED_URL");
     g_proxy_url = getenv("PSREMOTE_PROXY_URL");
     g_socks_url = getenv("PSREMOTE_SOCKS_URL");
+    g_ssh_port = getenv("PSREMOTE_SSH_PORT");
+    g_ssh_user = getenv("PSREMOTE_SSH_USER");
+    g_ssh_key = getenv("PSREMOTE_SSH_KEY");
+    g_ssh_wrong_key = getenv("PSREMOTE_SSH_WRONG_KEY");
+    g_ssh_known_hosts = getenv("PSREMOTE_SSH_KNOWN_HOSTS");
+    g_ssh_changed_known_hosts = getenv("PSREMOTE_SSH_CHANGED_KNOWN_HOSTS");
+    g_ssh_empty_known_hosts = getenv("PSREMOTE_SSH_EMPTY_KNOWN_HOSTS");
+    g_ssh_fingerprint = getenv("PSREMOTE_SSH_FINGERPRINT");
+    g_ssh_password_user = getenv("PSREMOTE_SSH_PASSWORD_USER");
+    g_ssh_password = getenv("PSREMOTE_SSH_PASSWORD");
     setvbuf(stdout, NULL, _IOLBF, 0);
     printf("psremote %s, endpoint %s\n", psr_version(), g_url != NULL ? g_url : "(unset)");
     if (g_url == NULL || g_url[0] == '\0') {
@@ -4174,6 +4372,7 @@ int main(void) {
     test_kerberos();
     test_credssp();
     test_proxy();
+    test_ssh();
 
     if (pool != NULL) {
         psr_error *err = NULL;

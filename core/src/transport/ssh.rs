@@ -159,7 +159,8 @@ impl SshOptions {
         })
     }
 
-    pub(crate) fn validate(&self) -> Result<()> {
+    /// Checks the options without connecting.
+    pub fn validate(&self) -> Result<()> {
         let bad = |what: &str| Err(Error::InvalidConfig(format!("SSH: {what}")));
         if self.host.trim().is_empty() {
             return bad("the host is empty");
