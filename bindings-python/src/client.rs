@@ -209,8 +209,10 @@ impl Client {
         config.proxy_credentials = proxy_username
             .map(|user| ProxyCredentials::new(user, proxy_password.as_deref().map(String::as_str).unwrap_or("")));
         config.ignore_proxy = ignore_proxy;
-        // Validate now, so a bad option or a refused combination fails at construction.
+        // Validate now, so a bad option or a refused combination fails at construction; the
+        // environment's proxy variables are read here, once.
         let url = config.validate().map_err(core_err)?;
+        config.pin_proxy().map_err(core_err)?;
         Ok(Self { config, url, inner: Arc::new(OnceCell::new()), ops: Arc::default() })
     }
 

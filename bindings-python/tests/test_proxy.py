@@ -152,6 +152,12 @@ def test_the_environment_is_honoured_unless_ignored(endpoint, tinyproxy, monkeyp
     with psremote.Client(**kwargs(endpoint, ignore_proxy=True)) as client:
         client.connect()
         assert client.connection_info is not None and client.connection_info.proxy is None
+    # The variables are read once, when the client is made.
+    pinned = psremote.Client(**kwargs(endpoint))
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{proxies.free_port()}")
+    with pinned:
+        pinned.connect()
+        assert pinned.connection_info is not None and pinned.connection_info.proxy == tinyproxy.url
     monkeypatch.setenv("no_proxy", "127.0.0.0/8")
     with psremote.Client(**kwargs(endpoint)) as client:
         client.connect()

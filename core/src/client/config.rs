@@ -132,6 +132,16 @@ impl ClientConfig {
         self.resolve_proxy_with(&|name| std::env::var(name).ok())
     }
 
+    /// Reads the environment's proxy variables now and keeps what they say for this host, so
+    /// that later connections do not read them again: `proxy` becomes the proxy to use (with
+    /// `proxy_credentials` applied) and `ignore_proxy` is set. For a client object that is
+    /// configured once and connects later (the bindings' clients).
+    pub fn pin_proxy(&mut self) -> Result<()> {
+        self.proxy = self.resolve_proxy()?;
+        self.ignore_proxy = true;
+        Ok(())
+    }
+
     /// [`ClientConfig::resolve_proxy`] with the environment's variables given by `lookup`.
     pub fn resolve_proxy_with(&self, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Option<Proxy>> {
         let proxy = match &self.proxy {
