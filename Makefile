@@ -6,6 +6,11 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 PIP_PKGS := -r testserver/requirements.txt
 export PSREMOTE_PYTHON := $(abspath $(VPY))
+# psremote honours the environment's http_proxy/https_proxy/all_proxy as requests does: the tests'
+# loopback traffic must never go to a proxy this machine's environment names (the proxy tests
+# start their own and name them explicitly, or clear no_proxy themselves).
+comma := ,
+export no_proxy := $(if $(no_proxy),$(no_proxy)$(comma))127.0.0.1,localhost
 
 .PHONY: ssh-deps venv test demo fmt-check clippy rust-test py-test no-default-features header header-check bench bench-smoke python-package c-deps krb-deps proxy-deps install c-test fuzz fuzz-seeds fuzz-smoke files-1g bench-fleet
 
