@@ -11,6 +11,7 @@ use psremote::client::{
 };
 use psremote::proxy::{Proxy, ProxyCredentials};
 use psremote::psrp::{Command, Event, Merge, PipelineSpec, PipelineState};
+use psremote::transport::ssh::{HostKeyPolicy, SshAuth, SshOptions};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
@@ -238,6 +239,66 @@ impl Client {
     #[getter]
     fn url(&self) -> &str {
         &self.url
+    }
+
+    /// A client for the `powershell` subsystem of an SSH server (PowerShell over SSH): each
+    /// runspace pool makes its own SSH connection. One of `key_file`, `password` or `agent`
+    /// (the agent at `agent_socket`, else `$SSH_AUTH_SOCK`); the host key is checked against
+    /// `known_hosts` (default `~/.ssh/known_hosts`), an unknown one accepted (warned, recorded)
+    /// only with `accept_unknown_host_key`.
+    #[staticmethod]
+    #[pyo3(signature = (
+        *, host, port, username, key_file=None, key_passphrase=None, password=None, agent=false, agent_socket=None,
+        known_hosts=None, accept_unknown_host_key=false, subsystem=None, connect_timeout=30.0, audit_arguments=false,
+        max_events_ahead=256
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn ssh(
+        host: String,
+        port: u16,
+        username: String,
+        key_file: Option<PathBuf>,
+        key_passphrase: Option<String>,
+        password: Option<String>,
+        agent: bool,
+        agent_socket: Option<PathBuf>,
+        known_hosts: Option<PathBuf>,
+        accept_unknown_host_key: bool,
+        subsystem: Option<String>,
+        connect_timeout: f64,
+        audit_arguments: bool,
+        max_events_ahead: usize,
+        py: Python<'_>,
+    ) -> PyResult<Self> {
+        // Taken first, so the secrets are zeroized on every path out of here.
+        let key_passphrase = key_passphrase.map(Zeroizing::new);
+        let password = password.map(Zeroizing::new);
+        let auth = match (key_file, password, agent) {
+            (Some(path), None, false) => SshAuth::key_file(path, key_passphrase.as_deref().map(String::as_str)),
+            (None, Some(password), false) => SshAuth::password(password.as_str()),
+            (None, None, true) => SshAuth::Agent { socket: agent_socket },
+            _ => return Err(PyValueError::new_err("give exactly one of key_file, password and agent")),
+        };
+        if !(connect_timeout.is_finite() && connect_timeout > 0.0) {
+            return Err(PyValueError::new_err(format!(
+                "connect_timeout must be a positive number of seconds, not {connect_timeout}"
+            )));
+        }
+        let mut options = SshOptions::new(host, username, auth);
+        options.port = port;
+        options.known_hosts = known_hosts;
+        if accept_unknown_host_key {
+            options.host_key_policy = HostKeyPolicy::AcceptUnknown;
+        }
+        if let Some(subsystem) = subsystem {
+            options.subsystem = subsystem;
+        }
+        options.connect_timeout = Duration::from_secs_f64(connect_timeout);
+        let mut config = ClientConfig::ssh(options);
+        config.audit_arguments = audit_arguments;
+        config.max_events_ahead = max_events_ahead;
+        let url = config.validate().map_err(|e| crate::errors::to_py_err(py, e))?;
+        Ok(Self { config, url, inner: Arc::new(OnceCell::new()), ops: Arc::default() })
     }
 
     /// winrm/config as a dict: the limits by name, and `entries`, every setting by path.

@@ -51,9 +51,10 @@ pub fn to_py_err(py: Python<'_>, e: Error) -> PyErr {
 
 fn build(py: Python<'_>, e: &Error) -> PyResult<PyErr> {
     let module = py.import("psremote.exceptions")?;
-    let name = match e.file() {
-        Some(f) => file_class_name(f.kind),
-        None => class_name(e.kind()),
+    let name = match (e.file(), e.host_key()) {
+        (Some(f), _) => file_class_name(f.kind),
+        (None, Some(_)) => "HostKeyError",
+        (None, None) => class_name(e.kind()),
     };
     let class = module.getattr(name)?;
     let exc = class.call1((e.to_string(),))?;
@@ -79,6 +80,15 @@ fn build(py: Python<'_>, e: &Error) -> PyResult<PyErr> {
             )?;
         }
         Error::OutputTooLarge { limit } => exc.setattr("output_limit", *limit)?,
+        Error::HostKey(h) => {
+            exc.setattr("problem", h.problem.as_str())?;
+            exc.setattr("host", h.host.clone())?;
+            exc.setattr("algorithm", h.algorithm.clone())?;
+            exc.setattr("fingerprint", h.fingerprint.clone())?;
+            exc.setattr("known_hosts", h.known_hosts.clone())?;
+            let recorded: Vec<String> = h.recorded.iter().map(|r| r.fingerprint.clone()).collect();
+            exc.setattr("recorded_fingerprints", pyo3::types::PyTuple::new(py, recorded)?)?;
+        }
         Error::Proxy { proxy, failure } => {
             exc.setattr("proxy", proxy)?;
             exc.setattr("reason", failure.name())?;

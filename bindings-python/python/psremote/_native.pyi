@@ -180,6 +180,26 @@ class Client:
         proxy_password: Optional[str] = None,
         ignore_proxy: bool = False,
     ) -> Client: ...
+    @staticmethod
+    def ssh(
+        *,
+        host: str,
+        port: int,
+        username: str,
+        key_file: Optional[str] = None,
+        key_passphrase: Optional[str] = None,
+        password: Optional[str] = None,
+        agent: bool = False,
+        agent_socket: Optional[str] = None,
+        known_hosts: Optional[str] = None,
+        accept_unknown_host_key: bool = False,
+        subsystem: Optional[str] = None,
+        connect_timeout: float = 30.0,
+        audit_arguments: bool = False,
+        max_events_ahead: int = 256,
+    ) -> Client:
+        """A client for the powershell subsystem of an SSH server; each runspace pool makes its
+        own SSH connection."""
     @property
     def url(self) -> str: ...
     @property

@@ -34,6 +34,10 @@ TLS_OPTIONS = (
     "client_certificate",
 )
 PASSWORD_ENV = "PSREMOTE_PASSWORD"
+#: How a client reaches PowerShell: WS-Man (WinRM), or the server's powershell subsystem over SSH.
+TRANSPORTS = ("wsman", "ssh")
+#: The options that only mean something for transport='ssh'.
+SSH_ONLY = ("key_file", "key_passphrase", "agent", "known_hosts", "accept_unknown_host_key", "subsystem")
 POWERSHELL_URI_PREFIX = "http://schemas.microsoft.com/powershell/"
 DEFAULT_CONFIGURATION = "Microsoft.PowerShell"
 
@@ -520,3 +524,123 @@ def build_options(
         proxy_password=proxy_password,
         ignore_proxy=ignore_proxy,
     )
+
+
+@dataclass(frozen=True)
+class SshTransport:
+    """The checked options of a ``transport='ssh'`` client (PowerShell over SSH: the server's
+    ``powershell`` subsystem, each runspace pool on its own SSH connection). The password and the
+    key's passphrase are kept out of ``repr``."""
+
+    host: str
+    port: int
+    username: str
+    key_file: Optional[str] = None
+    key_passphrase: Optional[str] = field(default=None, repr=False)
+    password: Optional[str] = field(default=None, repr=False)
+    agent: bool = False
+    agent_socket: Optional[str] = None
+    known_hosts: Optional[str] = None
+    accept_unknown_host_key: bool = False
+    subsystem: str = "powershell"
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"ssh://{self.username}@{host}:{self.port}/{self.subsystem}"
+
+    def native_kwargs(self) -> dict:
+        return dict(
+            host=self.host,
+            port=self.port,
+            username=self.username,
+            key_file=self.key_file,
+            key_passphrase=self.key_passphrase,
+            password=self.password,
+            agent=self.agent,
+            agent_socket=self.agent_socket,
+            known_hosts=self.known_hosts,
+            accept_unknown_host_key=self.accept_unknown_host_key,
+            subsystem=self.subsystem,
+        )
+
+
+def ssh_transport(
+    host: Optional[str],
+    *,
+    url: Optional[str],
+    username: Optional[str],
+    password: Optional[str],
+    port: Optional[int],
+    key_file: Any,
+    key_passphrase: Any,
+    agent: Any,
+    known_hosts: Any,
+    accept_unknown_host_key: Any,
+    subsystem: Any,
+) -> SshTransport:
+    """Checks the options of ``transport='ssh'``: a host, a user, one way to log on (a key file,
+    a password, or the SSH agent), the known_hosts file and the host key policy."""
+    if url is not None:
+        raise ConfigurationError("transport='ssh' takes a host name or address, not url=")
+    if not isinstance(host, str) or not host.strip():
+        raise ConfigurationError("host is required: the SSH server's name or IP address")
+    host = host.strip()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not _HOST.match(host):
+        raise ConfigurationError(f"host {host!r} is not a host name or IP address")
+    if port is None:
+        port = 22
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ConfigurationError(f"port must be an int between 1 and 65535 (SSH listens on 22), got {port!r}")
+    if not isinstance(username, str) or not username:
+        raise ConfigurationError("username is required: the account to log on as over SSH")
+    key_file = _optional_path("key_file", key_file)
+    if key_passphrase is not None:
+        if not isinstance(key_passphrase, str):
+            raise ConfigurationError(f"key_passphrase must be a str, not {type(key_passphrase).__name__}")
+        if key_file is None:
+            raise ConfigurationError("key_passphrase needs key_file (the encrypted key it opens)")
+    agent_socket: Optional[str] = None
+    if isinstance(agent, bool):
+        use_agent = agent
+    else:
+        agent_socket = _optional_path("agent", agent)
+        use_agent = agent_socket is not None
+    if password is not None and not isinstance(password, str):
+        raise ConfigurationError(f"password must be a str, not {type(password).__name__}")
+    ways = [name for name, given in (("key_file", key_file), ("password", password), ("agent", use_agent or None)) if given]
+    if len(ways) > 1:
+        raise ConfigurationError(f"give one way to log on over SSH, not {' and '.join(ways)}")
+    if not ways:
+        password = os.environ.get(PASSWORD_ENV)
+        if password is None:
+            raise ConfigurationError(
+                f"transport='ssh' needs key_file=..., password=... (or {PASSWORD_ENV}) or agent=True (the SSH agent)"
+            )
+    known_hosts = _optional_path("known_hosts", known_hosts)
+    accept_unknown_host_key = _flag("accept_unknown_host_key", accept_unknown_host_key)
+    if not isinstance(subsystem, str) or not subsystem.strip() or any(c.isspace() for c in subsystem):
+        raise ConfigurationError(f"subsystem must be a subsystem name such as 'powershell', got {subsystem!r}")
+    # An unknown host key accepted by accept_unknown_host_key is warned about by the core, on
+    # the audit logger, when it happens.
+    return SshTransport(
+        host=host,
+        port=port,
+        username=username,
+        key_file=key_file,
+        key_passphrase=key_passphrase,
+        password=password,
+        agent=use_agent,
+        agent_socket=agent_socket,
+        known_hosts=known_hosts,
+        accept_unknown_host_key=accept_unknown_host_key,
+        subsystem=subsystem.strip(),
+    )
+
+
+def check_transport(transport: Any) -> str:
+    if not isinstance(transport, str) or transport.lower() not in TRANSPORTS:
+        raise ConfigurationError(f"unknown transport {transport!r}: use one of {', '.join(TRANSPORTS)}")
+    return transport.lower()

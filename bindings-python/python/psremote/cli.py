@@ -35,7 +35,7 @@ from typing import Any, Dict, Iterator, Optional, Sequence, TextIO
 
 from psremote import __version__, cli_fleet
 from psremote._limits import Deadline
-from psremote._options import AUTH_MECHANISMS, ENCRYPTION_POLICIES, PASSWORD_ENV
+from psremote._options import AUTH_MECHANISMS, ENCRYPTION_POLICIES, PASSWORD_ENV, TRANSPORTS
 from psremote._text import printable
 from psremote.client import Client, Pipeline, RunspacePool
 from psremote.exceptions import ConfigurationError, FileTransferError, OperationTimeoutError, PSRemoteError
@@ -332,6 +332,23 @@ def _connection_parser() -> argparse.ArgumentParser:
         "--client-key", metavar="PEM", help=f"its private key (an encrypted key's password from ${KEY_PASSWORD_ENV})"
     )
     security.add_argument("--encryption", choices=ENCRYPTION_POLICIES, default="auto", help="message encryption (default auto)")
+    ssh = common.add_argument_group("PowerShell over SSH (--transport ssh)")
+    ssh.add_argument(
+        "--transport",
+        choices=TRANSPORTS,
+        default="wsman",
+        help="wsman (WinRM, the default) or ssh (the server's powershell subsystem, as Enter-PSSession -HostName)",
+    )
+    ssh.add_argument(
+        "--key-file", metavar="FILE", help=f"log on with this private key (an encrypted key's passphrase from ${KEY_PASSWORD_ENV})"
+    )
+    ssh.add_argument("--agent", action="store_true", help="log on with the keys of the SSH agent ($SSH_AUTH_SOCK)")
+    ssh.add_argument("--known-hosts", metavar="FILE", help="the known_hosts file (default ~/.ssh/known_hosts)")
+    ssh.add_argument(
+        "--accept-unknown-host-key",
+        action="store_true",
+        help="accept and record a host key known_hosts does not have (unverified; a changed key is still refused)",
+    )
     common.add_argument("--no-color", action="store_true", help="never colour the output")
     common.add_argument("-v", "--verbose", action="count", default=0, help="log to stderr (-v info, -vv debug)")
     return common
@@ -427,8 +444,43 @@ def _proxy_options(args: argparse.Namespace) -> Dict[str, Any]:
     return options
 
 
+def _ssh_options(args: argparse.Namespace) -> Dict[str, Any]:
+    """The client options of --transport ssh: a key file, the agent, or else a password."""
+    user = args.user or os.environ.get(USER_ENV)
+    if not user:
+        raise ConfigurationError(f"no user name: pass --user or set {USER_ENV}")
+    if args.url is not None:
+        raise ConfigurationError("--transport ssh takes a HOST, not --url")
+    if args.key_file and args.agent:
+        raise ConfigurationError("give --key-file or --agent, not both")
+    options: Dict[str, Any] = dict(
+        transport="ssh",
+        username=user,
+        port=args.port,
+        connect_timeout=args.connect_timeout,
+        known_hosts=args.known_hosts,
+        accept_unknown_host_key=args.accept_unknown_host_key,
+    )
+    if args.key_file:
+        options.update(key_file=args.key_file, key_passphrase=os.environ.get(KEY_PASSWORD_ENV))
+    elif args.agent:
+        options["agent"] = True
+    else:
+        options["password"] = _password()
+    return options
+
+
 def _client_options(args: argparse.Namespace, out: Output) -> Dict[str, Any]:
     """The client options of the connection arguments (all but the host)."""
+    if args.transport == "ssh":
+        if cli_fleet.wanted(args):
+            raise ConfigurationError("host lists (-H, -f) run over WS-Man only, not --transport ssh")
+        if args.accept_unknown_host_key:
+            out.err("psremote: warning: --accept-unknown-host-key: an unknown host key is accepted unverified", "yellow")
+        return _ssh_options(args)
+    ssh_only = [f"--{name.replace('_', '-')}" for name in ("key_file", "agent", "known_hosts", "accept_unknown_host_key") if getattr(args, name)]
+    if ssh_only:
+        raise ConfigurationError(f"{', '.join(ssh_only)} apply to --transport ssh")
     certificate = args.auth == "certificate"
     user = args.user or os.environ.get(USER_ENV)
     if not user and not certificate:

@@ -19,7 +19,17 @@ from typing import Any, Deque, Dict, Iterable, Iterator, List, Mapping, Optional
 from psremote import _fork, _logging, _native
 from psremote._limits import CLOSE_GRACE, DEFAULT_MAX_OUTPUT, Deadline, check_max_output, check_timeout
 from psremote._builder import PipelineBuilder, command_type_flags, script_or_builder, string_list
-from psremote._options import DEFAULT_CONFIGURATION, ClientOptions, PathArg, build_options, normalize_configuration_name
+from psremote._options import (
+    DEFAULT_CONFIGURATION,
+    SSH_ONLY,
+    ClientOptions,
+    PathArg,
+    SshTransport,
+    build_options,
+    check_transport,
+    normalize_configuration_name,
+    ssh_transport,
+)
 from psremote.cmd import UTF8_CODEPAGE, CmdShell, StdinData, _cmd_arguments, _shell_options
 from psremote.exceptions import ClosedError, ConfigurationError, NotFoundError, OperationTimeoutError, PSRemoteError
 from psremote.files import ProgressCallback, TransferPath, transfer_arguments
@@ -614,7 +624,40 @@ class _ClientBase:
         proxy_password: Optional[str] = None,
         ignore_proxy: bool = False,
         ps_host: Optional[PSHost] = None,
+        transport: str = "wsman",
+        key_file: Optional[PathArg] = None,
+        key_passphrase: Optional[str] = None,
+        agent: Union[bool, PathArg] = False,
+        known_hosts: Optional[PathArg] = None,
+        accept_unknown_host_key: bool = False,
+        subsystem: str = "powershell",
     ) -> None:
+        self.transport = check_transport(transport)
+        ssh: Optional[SshTransport] = None
+        if self.transport == "ssh":
+            ssh = ssh_transport(
+                host,
+                url=url,
+                username=username,
+                password=password,
+                port=port,
+                key_file=key_file,
+                key_passphrase=key_passphrase,
+                agent=agent,
+                known_hosts=known_hosts,
+                accept_unknown_host_key=accept_unknown_host_key,
+                subsystem=subsystem,
+            )
+            if proxy is not None or proxy_username is not None:
+                raise ConfigurationError("proxy= applies to WS-Man; transport='ssh' connects directly")
+            # The WS-Man options are checked as usual but play no part.
+            host, username, password, port = "localhost", "ssh", "", None
+        else:
+            given = dict(zip(SSH_ONLY, (key_file, key_passphrase, agent or None, known_hosts, accept_unknown_host_key or None)))
+            given["subsystem"] = None if subsystem == "powershell" else subsystem
+            named = [name for name, value in given.items() if value is not None]
+            if named:
+                raise ConfigurationError(f"{', '.join(named)} apply to transport='ssh'")
         options = build_options(
             host,
             url=url,
@@ -658,7 +701,19 @@ class _ClientBase:
         if ps_host is not None and not callable(getattr(ps_host, "call", None)):
             raise ConfigurationError("ps_host must be a psremote.PSHost (an object with a call() method)")
         _logging.sync_native_level()
-        self._native: Any = _native.Client(**options.native_kwargs())
+        if ssh is not None:
+            self._native: Any = _native.Client.ssh(
+                **ssh.native_kwargs(),
+                connect_timeout=options.connect_timeout,
+                audit_arguments=options.audit_arguments,
+                max_events_ahead=options.max_events_ahead,
+            )
+        else:
+            self._native = _native.Client(**options.native_kwargs())
+        #: The SSH options of a transport='ssh' client (without its secrets), else None.
+        self.ssh: Optional[SshTransport] = (
+            dataclasses.replace(ssh, password=None, key_passphrase=None) if ssh is not None else None
+        )
         # The passwords (and the proxy URL's user information) live in the native client only.
         self.options: ClientOptions = options.without_secrets()
         self.ps_host = ps_host
@@ -691,6 +746,8 @@ class _ClientBase:
 
     def __repr__(self) -> str:
         o = self.options
+        if self.transport != "wsman":
+            return f"<{type(self).__name__} {self.url} transport={self.transport!r}{' closed' if self._closed else ''}>"
         return f"<{type(self).__name__} {o.url} username={o.username!r} auth={o.auth!r}{' closed' if self._closed else ''}>"
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "ConnectError",
     "FileTransferError",
     "HashMismatchError",
+    "HostKeyError",
     "DisconnectedError",
     "NotFoundError",
     "OperationTimeoutError",
@@ -108,6 +109,26 @@ class ProxyError(ConnectError):
 class SecurityPolicyError(PSRemoteError):
     """A security rule refused the operation before anything was sent, e.g. NTLM towards a
     server whose identity nothing proves, or Basic over HTTP. The message names the ways out."""
+
+
+class HostKeyError(SecurityPolicyError):
+    """The SSH server's host key failed the ``known_hosts`` check: not recorded for the host
+    (refused unless ``accept_unknown_host_key=True``), CHANGED (other keys recorded for it, of
+    any algorithm: refused always, since this is what an attacker in the middle looks like), or
+    marked ``@revoked``. The message names the fingerprints and what to do."""
+
+    #: ``"unknown"``, ``"changed"`` or ``"revoked"``.
+    problem: Optional[str] = None
+    #: The name the key was looked up under: ``host``, or ``[host]:port`` for another port than 22.
+    host: Optional[str] = None
+    #: The type of the key the server offered (``"ssh-ed25519"``, ...).
+    algorithm: Optional[str] = None
+    #: The fingerprint of the key the server offered, as OpenSSH prints it (``"SHA256:..."``).
+    fingerprint: Optional[str] = None
+    #: The ``known_hosts`` file consulted.
+    known_hosts: Optional[str] = None
+    #: The fingerprints the file records for the host (a changed key), or the revoked entry's.
+    recorded_fingerprints: "tuple[str, ...]" = ()
 
 
 class WSManFault(PSRemoteError):
