@@ -179,6 +179,10 @@ def test_option_checks() -> None:
         Client("h", transport="telnet", username="u", password="p")
     with pytest.raises(ConfigurationError, match="accept_unknown_host_key must be True or False"):
         Client("h", transport="ssh", username="u", agent=True, accept_unknown_host_key="yes")
+    # Paths take ~ as ssh does.
+    with Client("h", transport="ssh", username="u", key_file="~/id", known_hosts="~/kh") as client:
+        assert client.ssh is not None
+        assert (client.ssh.key_file, client.ssh.known_hosts) == (os.path.expanduser("~/id"), os.path.expanduser("~/kh"))
     # Nothing is contacted before a pool opens: a client for an unreachable host is fine until then.
     client = Client("127.0.0.1", transport="ssh", port=1, username="u", agent=True)
     assert client.url == "ssh://u@127.0.0.1:1/powershell"

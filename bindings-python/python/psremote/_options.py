@@ -597,6 +597,8 @@ def ssh_transport(
     if not isinstance(username, str) or not username:
         raise ConfigurationError("username is required: the account to log on as over SSH")
     key_file = _optional_path("key_file", key_file)
+    if key_file is not None:
+        key_file = os.path.expanduser(key_file)
     if key_passphrase is not None:
         if not isinstance(key_passphrase, str):
             raise ConfigurationError(f"key_passphrase must be a str, not {type(key_passphrase).__name__}")
@@ -620,6 +622,8 @@ def ssh_transport(
                 f"transport='ssh' needs key_file=..., password=... (or {PASSWORD_ENV}) or agent=True (the SSH agent)"
             )
     known_hosts = _optional_path("known_hosts", known_hosts)
+    if known_hosts is not None:
+        known_hosts = os.path.expanduser(known_hosts)
     accept_unknown_host_key = _flag("accept_unknown_host_key", accept_unknown_host_key)
     if not isinstance(subsystem, str) or not subsystem.strip() or any(c.isspace() for c in subsystem):
         raise ConfigurationError(f"subsystem must be a subsystem name such as 'powershell', got {subsystem!r}")
