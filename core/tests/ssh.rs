@@ -579,3 +579,48 @@ fn closing_through_the_status_ends_the_stream() {
     let err = block_on(stream.write_all(b"after\n")).expect_err("closed");
     assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe);
 }
+
+/// The pids of every process below `pid`.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    let mut queue = vec![pid];
+    while let Some(parent) = queue.pop() {
+        let children = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children")).unwrap_or_default();
+        for child in children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()) {
+            found.push(child);
+            queue.push(child);
+        }
+    }
+    found
+}
+
+fn signal(pids: &[u32], sig: &str) {
+    for pid in pids {
+        let _ = Command::new("kill").arg(sig).arg(pid.to_string()).status();
+    }
+}
+
+#[test]
+fn keepalives_keep_a_quiet_session_and_end_a_dead_one() {
+    let sshd = Sshd::start();
+    let mut opts = sshd.options();
+    opts.keepalive_interval = Duration::from_millis(200);
+    let (mut stream, _) = connect(&opts).expect("connect");
+    // Quiet for many intervals: the server answers the keepalives and the session lives on.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(block_on(round_trip(&mut stream, b"still here\n")), b"still here\n");
+
+    // The server stops answering (its session processes frozen): the connection is given up
+    // after four unanswered keepalives and reading ends instead of waiting for ever.
+    let frozen = descendants(sshd.child.id());
+    assert!(!frozen.is_empty(), "no sshd session process");
+    signal(&frozen, "-STOP");
+    let status = stream.status();
+    let ended = block_on(async {
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut rest)).await
+    });
+    signal(&frozen, "-CONT");
+    assert!(matches!(ended, Ok(Ok(0)) | Ok(Err(_))), "{ended:?}");
+    block_on(status.closed());
+}

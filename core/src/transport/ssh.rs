@@ -124,6 +124,9 @@ pub struct SshOptions {
     pub subsystem: String,
     /// Bounds the TCP connect, the key exchange, the logon and the subsystem's start together.
     pub connect_timeout: Duration,
+    /// How long the connection may be quiet before a keepalive asks the server for a sign of
+    /// life (15 s); after four unanswered ones the connection is given up and the stream ends.
+    pub keepalive_interval: Duration,
 }
 
 impl SshOptions {
@@ -139,6 +142,7 @@ impl SshOptions {
             host_key_policy: HostKeyPolicy::Strict,
             subsystem: "powershell".into(),
             connect_timeout: Duration::from_secs(30),
+            keepalive_interval: Duration::from_secs(15),
         }
     }
 
@@ -176,6 +180,9 @@ impl SshOptions {
         }
         if self.connect_timeout.is_zero() {
             return bad("the connect timeout is zero");
+        }
+        if self.keepalive_interval.is_zero() {
+            return bad("the keepalive interval is zero");
         }
         if let SshAuth::KeyFile { path, .. } = &self.auth
             && path.as_os_str().is_empty()
@@ -399,12 +406,14 @@ async fn tcp_connect(opts: &SshOptions, address: &str) -> Result<tokio::net::Tcp
 fn client_config(opts: &SshOptions, preferred_types: &[String]) -> client::Config {
     let mut config = client::Config {
         client_id: russh::SshId::Standard(format!("SSH-2.0-psremote_{}", env!("CARGO_PKG_VERSION")).into()),
-        // A quiet pool is fine, a dead server is not: keepalives every 15 s (answered by any
-        // live sshd) and the connection given up after four unanswered ones or a minute
-        // without a byte from the server.
-        keepalive_interval: Some(Duration::from_secs(15)),
+        // A quiet pool is fine, a dead server is not: a keepalive after each quiet interval
+        // (answered by any live sshd), the connection given up after four unanswered ones, or
+        // after a minute (or the connect timeout, or five intervals) without a byte from the server.
+        keepalive_interval: Some(opts.keepalive_interval),
         keepalive_max: 4,
-        inactivity_timeout: Some(opts.connect_timeout.max(Duration::from_secs(60))),
+        inactivity_timeout: Some(
+            opts.connect_timeout.max(Duration::from_secs(60)).max(opts.keepalive_interval.saturating_mul(5)),
+        ),
         ..Default::default()
     };
     // Host key algorithms of the recorded keys first (as ssh orders them), so that a server
