@@ -485,7 +485,7 @@ fn unreachable_and_silent_servers_fail_in_time() {
     // A server that accepts and says nothing: the connect timeout ends the wait.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     opts.port = silent.local_addr().unwrap().port();
-    opts.connect_timeout = Duration::from_millis(500);
+    opts.connect_timeout = Duration::from_secs(2);
     let err = connect(&opts).expect_err("silent server");
     assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
     assert!(err.to_string().contains("SSH handshake"), "{err}");
@@ -604,10 +604,10 @@ fn signal(pids: &[u32], sig: &str) {
 fn keepalives_keep_a_quiet_session_and_end_a_dead_one() {
     let sshd = Sshd::start();
     let mut opts = sshd.options();
-    opts.keepalive_interval = Duration::from_millis(200);
+    opts.keepalive_interval = Duration::from_millis(500);
     let (mut stream, _) = connect(&opts).expect("connect");
-    // Quiet for many intervals: the server answers the keepalives and the session lives on.
-    std::thread::sleep(Duration::from_millis(1500));
+    // Quiet for several intervals: the server answers the keepalives and the session lives on.
+    std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(block_on(round_trip(&mut stream, b"still here\n")), b"still here\n");
 
     // The server stops answering (its session processes frozen): the connection is given up
