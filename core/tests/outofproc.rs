@@ -149,9 +149,11 @@ fn pools_pipelines_and_every_stream_over_a_process() {
 
         pool.close().await.unwrap();
         server.assert_gone().await;
-        // The server saw the pool closed, not a broken stream.
+        // The server saw the pool closed, then the end of its input, and exited by itself (not
+        // killed: a killed server logs neither).
         let log = std::fs::read_to_string(server.log()).unwrap();
         assert!(!log.contains("Traceback"), "{log}");
+        assert!(log.contains("runspace pool closed") && log.contains("end of input: closing"), "{log}");
     });
 }
 
@@ -234,14 +236,18 @@ fn stop_and_drop_over_a_process() {
         drop(dropped);
         let r = pool.invoke(&PipelineSpec::script("Write-Output still")).await.unwrap();
         assert_eq!(strings(&r), ["still"]);
-        // A pipeline still running when the pool closes: the close stops it (the pool's
-        // Close waits for the pipelines' Closes on the server).
+        // Pipelines still running when the pool closes: the close stops and closes them first
+        // (the server acknowledges the pool's Close only once its commands are closed).
         let stalled = pool.start(&PipelineSpec::script("Invoke-Stall")).await.unwrap();
         let control = stalled.control();
         control.stop().await.unwrap();
         assert_eq!(stalled.wait().await.unwrap().state, PipelineState::Stopped);
-        pool.close().await.unwrap();
+        let _running = pool.start(&PipelineSpec::script("Invoke-Stall")).await.unwrap();
+        let _other = pool.start(&PipelineSpec::script("Write-Output 1; Invoke-Stall")).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(30), pool.close()).await.expect("the close waited").unwrap();
         server.assert_gone().await;
+        let log = std::fs::read_to_string(server.log()).unwrap();
+        assert!(log.contains("runspace pool closed") && log.contains("end of input: closing"), "{log}");
 
         // A pool dropped without close ends its process all the same.
         let server2 = Server::new(&[]);
@@ -249,6 +255,39 @@ fn stop_and_drop_over_a_process() {
         assert_eq!(strings(&pool.invoke(&PipelineSpec::script("Write-Output x")).await.unwrap()), ["x"]);
         drop(pool);
         server2.assert_gone().await;
+    });
+}
+
+/// Output nobody reads does not hold up the session: one stream carries every pipeline's data
+/// and every acknowledgement, so the reader never waits for a pipeline's consumer.
+#[test]
+fn a_pipeline_nobody_reads_stalls_no_other() {
+    let server = Server::new(&[]);
+    block_on(async {
+        // One event decoded ahead of the reader: the rest waits undecoded in the session.
+        let mut config = ClientConfig::process(server.options());
+        config.max_events_ahead = 1;
+        let client = Client::connect(config).await.unwrap();
+        let pool = RunspacePool::open(&client, PoolConfig::default()).await.unwrap();
+        assert!(pool.set_max_runspaces(2).await.unwrap());
+        // About 40 MB of output that nobody takes yet (more than any one inbox used to hold).
+        let script = vec!["New-HugeObject -Size 400000"; 100].join("; ");
+        let unread = pool.start(&PipelineSpec::script(&script)).await.unwrap();
+        // Time for the server to write it (not a measurement: a slower server only makes the
+        // rest of the test easier).
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let run = async {
+            for i in 0..3 {
+                let r = pool.invoke(&PipelineSpec::script(format!("Write-Output 'x{i}'"))).await.unwrap();
+                assert_eq!(strings(&r), [format!("x{i}")]);
+            }
+            pool.exchange_key().await.unwrap();
+        };
+        tokio::time::timeout(Duration::from_secs(30), run).await.expect("the other pipelines were held up");
+        let r = unread.wait().await.unwrap();
+        assert_eq!(r.output.len(), 100, "{:?}", r.errors);
+        pool.close().await.unwrap();
+        server.assert_gone().await;
     });
 }
 

@@ -5,9 +5,14 @@
 //! One [`Session`] carries one runspace pool. Its reader task reads the server's lines and
 //! sorts them: acknowledgements release their waiters (each checked against what is
 //! outstanding), `Data` goes to the inbox of the pool (nil GUID) or of its pipeline, whose
-//! receive loop in `client::powershell` decodes it as it decodes a WS-Man Receive. Writes are
-//! whole lines under one lock; a GUID's next `Data` waits for the `DataAck` of its previous one,
-//! as PowerShell's client does. When the stream ends, the carrier fails or the server writes
+//! receive loop in `client::powershell` decodes it as it decodes a WS-Man Receive. The reader
+//! never waits for a consumer (one stream carries every pipeline's data and every
+//! acknowledgement: a pipeline nobody reads must not stall the others); what waits undecoded
+//! is bounded for the whole session ([`SESSION_BUDGET`]). Lines go out through one writer task,
+//! whole and in the order they were queued, each write bounded by [`ACK_TIMEOUT`]; a GUID's
+//! next `Data` waits (as long, at most) for the `DataAck` of its previous one, as PowerShell's
+//! client does. A caller that stops waiting never leaves half a line or a GUID without its
+//! permit. When the stream ends, the carrier fails or the server writes
 //! garbage, the session is dead: every waiter and every inbox gets the one typed error that
 //! says why (the process's exit status and stderr, or what was wrong with the line), and the
 //! carrier is shut down (the process killed and reaped). Nothing waits without a bound on a
@@ -43,9 +48,10 @@ pub const ACK_TIMEOUT: Duration = Duration::from_secs(60);
 /// psrpcore-based servers (the loopback endpoint's out-of-process mode) pack up to four.
 pub const MAX_DATA_PER_LINE: usize = 8 * DEFAULT_FRAGMENT_SIZE;
 
-/// Bytes of undecoded Data held per pool or pipeline before the reader waits for its consumer.
-/// Acknowledgements keep flowing while a slow reader's pipeline fills its inbox, up to this.
-const INBOX_BUDGET: usize = 16 << 20;
+/// Bytes of undecoded Data the session holds for readers that have not taken them (over every
+/// pipeline): past it the session fails with [`Error::OutputTooLarge`] rather than stall the
+/// stream or hold more.
+pub const SESSION_BUDGET: usize = 256 << 20;
 
 /// How a client reaches PowerShell.
 #[derive(Debug, Clone, Default)]
@@ -191,6 +197,10 @@ enum Dead {
     Protocol(String),
     /// The carrier ended or failed.
     Transport(String),
+    /// The server did not acknowledge or read within [`ACK_TIMEOUT`].
+    Timeout(String),
+    /// More undecoded data than [`SESSION_BUDGET`] waited for its readers.
+    TooLarge,
 }
 
 impl Dead {
@@ -199,31 +209,27 @@ impl Dead {
             Dead::Closed => Error::Closed("runspace pool"),
             Dead::Protocol(m) => Error::Protocol(m.clone()),
             Dead::Transport(m) => Error::Transport { message: m.clone(), status: None },
+            Dead::Timeout(m) => Error::Timeout(m.clone()),
+            Dead::TooLarge => Error::OutputTooLarge { limit: SESSION_BUDGET as u64 },
         }
     }
 }
 
-/// One GUID's undecoded Data, in order.
+/// One GUID's undecoded Data, in order (bounded with the session's other inboxes by
+/// [`SESSION_BUDGET`]).
 struct Inbox {
     tx: Mutex<Option<mpsc::UnboundedSender<Vec<u8>>>>,
     rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Vec<u8>>>,
-    /// Bytes the inbox may still take.
-    budget: Semaphore,
 }
 
 impl Inbox {
     fn new() -> Arc<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
-        Arc::new(Self {
-            tx: Mutex::new(Some(tx)),
-            rx: tokio::sync::Mutex::new(rx),
-            budget: Semaphore::new(INBOX_BUDGET),
-        })
+        Arc::new(Self { tx: Mutex::new(Some(tx)), rx: tokio::sync::Mutex::new(rx) })
     }
 
     fn close(&self) {
         lock(&self.tx).take();
-        self.budget.close();
     }
 }
 
@@ -259,6 +265,8 @@ struct Core {
     peer: Arc<dyn Peer>,
     /// Notified when the session dies.
     died: tokio::sync::Notify,
+    /// Undecoded Data bytes in the inboxes (given back as the readers take them).
+    held: std::sync::atomic::AtomicUsize,
 }
 
 impl Core {
@@ -289,6 +297,14 @@ impl Core {
         self.died.notify_waiters();
     }
 
+    /// Marks the session dead for a failure of the server's and ends the carrier (in the
+    /// background: a caller that gives up must not keep it).
+    fn fail(self: &Arc<Self>, why: Dead) {
+        self.die(why);
+        let core = self.clone();
+        tokio::spawn(async move { core.peer.shutdown().await });
+    }
+
     fn gate(&self, guid: uuid::Uuid) -> Result<Arc<Semaphore>> {
         let mut st = lock(&self.state);
         if let Some(d) = &st.dead {
@@ -297,8 +313,8 @@ impl Core {
         Ok(st.gates.entry(guid).or_insert_with(|| Arc::new(Semaphore::new(1))).clone())
     }
 
-    /// One line from the server.
-    async fn take(&self, packet: Packet) -> std::result::Result<(), String> {
+    /// One line from the server; never waits.
+    fn take(&self, packet: Packet) -> std::result::Result<(), String> {
         match packet {
             Packet::Data { guid, data, .. } => {
                 let inbox = {
@@ -319,14 +335,18 @@ impl Core {
                 if data.is_empty() {
                     return Ok(());
                 }
-                let len = u32::try_from(data.len().min(INBOX_BUDGET)).unwrap_or(u32::MAX);
-                // The consumer gives the bytes back as it takes them; a closed inbox drops them.
-                match inbox.budget.acquire_many(len).await {
-                    Ok(permit) => permit.forget(),
-                    Err(_) => return Ok(()),
+                // Never waits: the readers give the bytes back as they take them.
+                use std::sync::atomic::Ordering::SeqCst;
+                let len = data.len();
+                if self.held.fetch_add(len, SeqCst) + len > SESSION_BUDGET {
+                    return Err(TOO_LARGE.into());
                 }
-                if let Some(tx) = lock(&inbox.tx).as_ref() {
-                    let _ = tx.send(data);
+                match lock(&inbox.tx).as_ref() {
+                    Some(tx) if tx.send(data).is_ok() => {}
+                    // A released pipeline's inbox drops what comes late.
+                    _ => {
+                        self.held.fetch_sub(len, SeqCst);
+                    }
                 }
                 Ok(())
             }
@@ -373,10 +393,15 @@ impl Core {
     }
 }
 
+/// The reader's refusal when the inboxes pass [`SESSION_BUDGET`].
+const TOO_LARGE: &str = "\u{0}too large";
+
 /// One out-of-process session: one runspace pool over one carrier.
 pub struct Session {
     core: Arc<Core>,
-    writer: tokio::sync::Mutex<Box<dyn AsyncWrite + Send + Unpin>>,
+    /// Whole lines for the writer task; dropped to end the stream (EOF to the server).
+    lines: Mutex<Option<mpsc::UnboundedSender<Vec<u8>>>>,
+    writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
     reader: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -391,6 +416,9 @@ impl Drop for Session {
         if let Some(task) = lock(&self.reader).take() {
             task.abort();
         }
+        if let Some(task) = lock(&self.writer).take() {
+            task.abort();
+        }
         // The carrier's own drop kills what is left (a process is killed on drop).
         self.core.die(Dead::Closed);
     }
@@ -400,10 +428,22 @@ impl Session {
     /// Starts the reader task over `stream`; the pool's inbox (nil GUID) is ready.
     pub fn start(stream: OopStream) -> Arc<Self> {
         let OopStream { reader, writer, peer } = stream;
-        let core = Arc::new(Core { state: Mutex::new(State::default()), peer, died: tokio::sync::Notify::new() });
+        let core = Arc::new(Core {
+            state: Mutex::new(State::default()),
+            peer,
+            died: tokio::sync::Notify::new(),
+            held: std::sync::atomic::AtomicUsize::new(0),
+        });
         lock(&core.state).inboxes.insert(uuid::Uuid::nil(), Inbox::new());
         let task = tokio::spawn(read_loop(core.clone(), reader));
-        Arc::new(Self { core, writer: tokio::sync::Mutex::new(writer), reader: Mutex::new(Some(task)) })
+        let (tx, rx) = mpsc::unbounded_channel();
+        let writing = tokio::spawn(write_loop(core.clone(), writer, rx));
+        Arc::new(Self {
+            core,
+            lines: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(writing)),
+            reader: Mutex::new(Some(task)),
+        })
     }
 
     /// The other end, for messages and audit events.
@@ -416,44 +456,45 @@ impl Session {
         self.core.dead_error()
     }
 
-    /// Writes one whole line. A write that fails means the carrier is gone: the error is the
-    /// one the reader finds (exit status, stderr), once it found it.
-    async fn write_line(&self, line: &[u8]) -> Result<()> {
+    /// Queues one whole line for the writer task; it does not wait, so a caller that stops
+    /// waiting afterwards leaves nothing half written. A write that fails or does not finish
+    /// within [`ACK_TIMEOUT`] ends the session with its error.
+    fn write_line(&self, line: Vec<u8>) -> Result<()> {
         if let Some(e) = self.core.dead_error() {
             return Err(e);
         }
-        let written = {
-            let mut w = self.writer.lock().await;
-            async {
-                w.write_all(line).await?;
-                w.flush().await
-            }
-            .await
-        };
-        let Err(e) = written else { return Ok(()) };
-        let died = self.core.died.notified();
-        tokio::pin!(died);
-        died.as_mut().enable();
-        if self.core.dead_error().is_none() {
-            // The reader sees the end of the stream at about the same time.
-            let _ = tokio::time::timeout(Duration::from_secs(5), died).await;
+        match lock(&self.lines).as_ref() {
+            Some(tx) if tx.send(line).is_ok() => Ok(()),
+            _ => Err(self.gone()),
         }
-        Err(self.core.dead_error().unwrap_or_else(|| Error::Transport {
-            message: format!("writing to the {} failed: {e}", self.core.peer.describe()),
-            status: None,
-        }))
     }
 
     /// Sends one Data line for `guid` (nil: the pool), its base64 written from `pieces`, after
-    /// the DataAck of the GUID's previous Data.
+    /// the DataAck of the GUID's previous Data (waited for [`ACK_TIMEOUT`] at most: a server
+    /// that does not acknowledge ends the session).
     pub async fn send_data(&self, guid: uuid::Uuid, stream: DataStream, pieces: &[&[u8]]) -> Result<()> {
         let gate = self.core.gate(guid)?;
-        match gate.acquire().await {
-            Ok(permit) => permit.forget(),
+        let line = encode_data(stream, guid, pieces);
+        match tokio::time::timeout(ACK_TIMEOUT, gate.acquire()).await {
+            // Given back by the DataAck; taken only together with queueing the line.
+            Ok(Ok(permit)) => {
+                permit.forget();
+                self.write_line(line)
+            }
             // The session died, or the pipeline was released meanwhile.
-            Err(_) => return Err(self.core.dead_error().unwrap_or(Error::Closed("pipeline"))),
+            Ok(Err(_)) => Err(self.core.dead_error().unwrap_or(Error::Closed("pipeline"))),
+            Err(_) => Err(self.time_out(format!(
+                "the {} did not acknowledge the Data before for {guid} within {} s",
+                self.core.peer.describe(),
+                ACK_TIMEOUT.as_secs()
+            ))),
         }
-        self.write_line(&encode_data(stream, guid, pieces)).await
+    }
+
+    /// Ends the session for a server that did not answer in time; the error for every caller.
+    fn time_out(&self, message: String) -> Error {
+        self.core.fail(Dead::Timeout(message));
+        self.gone()
     }
 
     fn gone(&self) -> Error {
@@ -474,11 +515,11 @@ impl Session {
             }
             st.acks.entry((kind, guid)).or_default().waiters.push_back(tx);
         }
-        self.write_line(&encode_guid(kind, guid)).await?;
+        self.write_line(encode_guid(kind, guid))?;
         match tokio::time::timeout(ACK_TIMEOUT, rx).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(self.gone()),
-            Err(_) => Err(Error::Timeout(format!(
+            Err(_) => Err(self.time_out(format!(
                 "the {} did not acknowledge <{} PSGuid='{guid}'> within {} s",
                 self.core.peer.describe(),
                 kind.name(),
@@ -523,6 +564,8 @@ impl Session {
         if let Some(gate) = st.gates.remove(&pid) {
             gate.close();
         }
+        // Its entries with nobody waiting (a Close racing this one still waits for its ack).
+        st.acks.retain(|(_, guid), w| *guid != pid || !w.waiters.is_empty());
     }
 
     /// Closes the pool (Close for the nil GUID; the server answers once its pipelines are
@@ -532,17 +575,35 @@ impl Session {
         let r = if self.core.dead_error().is_some() {
             Ok(())
         } else {
+            self.close_pipelines().await;
             self.exchange(GuidPacket::Close, uuid::Uuid::nil()).await
         };
         self.shutdown().await;
         r
     }
 
-    /// Ends the carrier: its stdin closed, the process killed and reaped.
+    /// Stops and closes the pipelines still open, as PowerShell's client does before it closes
+    /// the pool: the server acknowledges the pool's Close only once its commands are closed.
+    async fn close_pipelines(&self) {
+        let open: Vec<uuid::Uuid> = lock(&self.core.state).inboxes.keys().copied().filter(|g| !g.is_nil()).collect();
+        for pid in open {
+            // A pipeline that ended meanwhile may refuse; only a dead session stops the round.
+            let _ = self.signal(pid).await;
+            let _ = self.close_pipeline(pid).await;
+            if self.core.dead_error().is_some() {
+                return;
+            }
+        }
+    }
+
+    /// Ends the carrier: the stream to the server ended once the lines queued are written (its
+    /// EOF lets a process exit by itself), then the carrier closed (a process that did not exit
+    /// killed and reaped).
     pub async fn shutdown(&self) {
-        {
-            let mut w = self.writer.lock().await;
-            let _ = tokio::time::timeout(Duration::from_secs(1), w.shutdown()).await;
+        lock(&self.lines).take();
+        let writer = lock(&self.writer).take();
+        if let Some(writer) = writer {
+            let _ = tokio::time::timeout(Duration::from_secs(3), writer).await;
         }
         self.core.peer.shutdown().await;
         self.core.die(Dead::Closed);
@@ -571,7 +632,7 @@ impl Session {
                 Err(_) => break,
             }
         }
-        inbox.budget.add_permits(taken.min(INBOX_BUDGET));
+        self.core.held.fetch_sub(taken, std::sync::atomic::Ordering::SeqCst);
         Ok(out)
     }
 }
@@ -609,9 +670,16 @@ async fn read_loop(core: Arc<Core>, mut reader: Box<dyn AsyncRead + Send + Unpin
         };
         let mut failed = None;
         for p in packets {
-            if let Err(m) = core.take(p).await {
-                failed = Some(Dead::Protocol(format!("out-of-process: {m} (from the {})", core.peer.describe())));
-                break;
+            match core.take(p) {
+                Ok(()) => {}
+                Err(m) if m == TOO_LARGE => {
+                    failed = Some(Dead::TooLarge);
+                    break;
+                }
+                Err(m) => {
+                    failed = Some(Dead::Protocol(format!("out-of-process: {m} (from the {})", core.peer.describe())));
+                    break;
+                }
             }
         }
         if let Some(f) = failed {
@@ -624,6 +692,45 @@ async fn read_loop(core: Arc<Core>, mut reader: Box<dyn AsyncRead + Send + Unpin
         // A server that broke the protocol or went away is ended for good.
         core.peer.shutdown().await;
     }
+}
+
+/// Writes the queued lines in order until the queue ends (then the stream is shut down and
+/// dropped: EOF for the server). A write that fails or does not finish within [`ACK_TIMEOUT`]
+/// (a server that stopped reading) ends the session.
+async fn write_loop(
+    core: Arc<Core>,
+    mut writer: Box<dyn AsyncWrite + Send + Unpin>,
+    mut lines: mpsc::UnboundedReceiver<Vec<u8>>,
+) {
+    while let Some(line) = lines.recv().await {
+        let written = tokio::time::timeout(ACK_TIMEOUT, async {
+            writer.write_all(&line).await?;
+            writer.flush().await
+        })
+        .await;
+        let why = match written {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => {
+                // The reader sees the end of the stream at about the same time, with the
+                // carrier's account of it (exit status, stderr): that error wins if it comes.
+                let died = core.died.notified();
+                tokio::pin!(died);
+                died.as_mut().enable();
+                if core.dead_error().is_none() {
+                    let _ = tokio::time::timeout(Duration::from_secs(5), died).await;
+                }
+                Dead::Transport(format!("writing to the {} failed: {e}", core.peer.describe()))
+            }
+            Err(_) => Dead::Timeout(format!(
+                "the {} read nothing for {} s (a write could not finish)",
+                core.peer.describe(),
+                ACK_TIMEOUT.as_secs()
+            )),
+        };
+        core.fail(why);
+        return;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
 }
 
 /// An error's message without the "protocol error: " its Display adds (it is added again).
