@@ -333,6 +333,26 @@ psr_result psr_config_set_allow_unencrypted(struct psr_config *c,
                                             bool allow,
                                             struct psr_error **err);
 
+// Makes the client reach PowerShell through a local program instead of WS-Man: each runspace
+// pool starts `executable` with `args` and speaks PowerShell's out-of-process transport on its
+// stdin and stdout (`pwsh -NoLogo -s` serves it; its stderr is kept for error messages). The
+// program is ended (killed if need be, and reaped) when the pool closes or fails. The URL,
+// credentials and WS-Man settings of `c` then play no part. `executable` NULL: "pwsh"; `args`
+// NULL: "-NoLogo", "-s" (`nargs` is then ignored). A program that cannot be started gives
+// CONNECT when a pool opens; one that exits mid-session TRANSPORT (with its exit status and
+// stderr), one that writes something else than the transport's packets PROTOCOL. Cmd shells,
+// disconnect, reconnect, connect and list are WS-Man only: INVALID_CONFIG.
+//
+// Ownership: `c`, `executable` and `args` (an array of `nargs` strings) are borrowed and
+// copied. Errors: NULL_ARGUMENT (`c`, or a NULL entry in `args`), INVALID_ARGUMENT (not UTF-8),
+// INVALID_CONFIG (an empty executable). Threading: not concurrently with other calls on the
+// same config.
+psr_result psr_config_set_process(struct psr_config *c,
+                                  const char *executable,
+                                  const char *const *args,
+                                  size_t nargs,
+                                  struct psr_error **err);
+
 // Frees settings. NULL is allowed. Threading: any thread, once no other call uses the handle.
 void psr_config_free(struct psr_config *c);
 

@@ -10,7 +10,7 @@ use psremote::client::{self as core, ClientConfig, PoolConfig, runtime};
 use psremote::psrp::{HostCall, HostMethod, HostResponse};
 
 use crate::error::{Failure, PsrResult, psr_error};
-use crate::ffi::{check_out, free, guard, guard_ptr, handle, handle_mut, opt_str_arg, out, str_arg};
+use crate::ffi::{check_out, free, guard, guard_ptr, handle, handle_mut, opt_str_arg, out, str_arg, str_array};
 
 /// Connection settings. Free with `psr_config_free`.
 #[allow(non_camel_case_types)]
@@ -272,6 +272,44 @@ pub extern "C" fn psr_config_set_allow_unencrypted(
 ) -> PsrResult {
     guard(err, || {
         handle_mut(c, "c")?.0.allow_unencrypted = allow;
+        Ok(())
+    })
+}
+
+/// Makes the client reach PowerShell through a local program instead of WS-Man: each runspace
+/// pool starts `executable` with `args` and speaks PowerShell's out-of-process transport on its
+/// stdin and stdout (`pwsh -NoLogo -s` serves it; its stderr is kept for error messages). The
+/// program is ended (killed if need be, and reaped) when the pool closes or fails. The URL,
+/// credentials and WS-Man settings of `c` then play no part. `executable` NULL: "pwsh"; `args`
+/// NULL: "-NoLogo", "-s" (`nargs` is then ignored). A program that cannot be started gives
+/// CONNECT when a pool opens; one that exits mid-session TRANSPORT (with its exit status and
+/// stderr), one that writes something else than the transport's packets PROTOCOL. Cmd shells,
+/// disconnect, reconnect, connect and list are WS-Man only: INVALID_CONFIG.
+///
+/// Ownership: `c`, `executable` and `args` (an array of `nargs` strings) are borrowed and
+/// copied. Errors: NULL_ARGUMENT (`c`, or a NULL entry in `args`), INVALID_ARGUMENT (not UTF-8),
+/// INVALID_CONFIG (an empty executable). Threading: not concurrently with other calls on the
+/// same config.
+#[unsafe(no_mangle)]
+pub extern "C" fn psr_config_set_process(
+    c: *mut psr_config,
+    executable: *const c_char,
+    args: *const *const c_char,
+    nargs: usize,
+    err: *mut *mut psr_error,
+) -> PsrResult {
+    guard(err, || {
+        let c = handle_mut(c, "c")?;
+        let mut options = core::ProcessOptions::default();
+        if let Some(exe) = opt_str_arg(executable, "executable")? {
+            options.executable = exe.to_owned();
+        }
+        if !args.is_null() {
+            options.arguments = str_array(args, nargs, "args")?;
+        }
+        let carrier = core::Carrier::Process(options);
+        carrier.validate()?;
+        c.0.carrier = carrier;
         Ok(())
     })
 }

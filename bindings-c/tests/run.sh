@@ -43,6 +43,8 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root" || exit 1
 here=bindings-c/tests
 py=${PSREMOTE_PYTHON:-$root/.venv/bin/python}
+# test_api.c starts the endpoint's out-of-process mode with it (the process transport).
+export PSREMOTE_PYTHON="$py"
 cc=${CC:-cc}
 cxx=${CXX:-c++}
 out=${C_TEST_OUT:-$root/target/c-tests}

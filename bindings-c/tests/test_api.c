@@ -4153,6 +4153,78 @@ static void test_ssh(void) {
     remove(accept_path);
 }
 
+/* transport "process" (issue 15): the endpoint's out-of-process mode (python -m psremote_testserver
+   --out-of-proc) started by each pool as a local program, spoken to over its stdin and stdout. */
+static void test_process(void) {
+    psr_error *err = NULL;
+    psr_config *cfg;
+    psr_client *client = NULL;
+    psr_pool *pool = NULL;
+    psr_pipeline *pl = NULL;
+    psr_invocation *inv = NULL;
+    psr_cmd_result *res = NULL;
+    psr_result r;
+    const char *python = getenv("PSREMOTE_PYTHON");
+    const char *const args[3] = {"-m", "psremote_testserver", "--out-of-proc"};
+    const char *const args_with_null[2] = {"-m", NULL};
+    const char *const crash[5] = {"-m", "psremote_testserver", "--out-of-proc", "--misbehave", "exit-stderr"};
+    begin("process");
+    if (!CHECK(python != NULL && python[0] != '\0')) {
+        return;
+    }
+    cfg = psr_config_new("http://localhost", "", "");
+    if (!CHECK(cfg != NULL)) {
+        return;
+    }
+    EXPECT_FAIL(psr_config_set_process(NULL, python, args, 3, &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_FAIL(psr_config_set_process(cfg, "", args, 3, &err), PSR_RESULT_INVALID_CONFIG);
+    EXPECT_FAIL(psr_config_set_process(cfg, python, args_with_null, 2, &err), PSR_RESULT_NULL_ARGUMENT);
+    EXPECT_OK(psr_config_set_process(cfg, python, args, 3, &err));
+    if (EXPECT_OK(psr_client_connect(cfg, &client, &err))) {
+        pool = open_pool(client, NULL);
+        inv = run_script(pool, "Write-Output 'over stdio'; Write-Warning 'careful'", NULL);
+        if (CHECK(inv != NULL)) {
+            CHECK(psr_invocation_state(inv) == PSR_STATE_COMPLETED);
+            CHECK(psr_invocation_output_count(inv) == 1);
+            CHECK(json_equals(psr_invocation_output_json(inv, 0), "\"over stdio\""));
+            CHECK(json_contains(psr_invocation_json(inv), "\"warnings\":[") &&
+                  contains(psr_invocation_json(inv), "careful"));
+            psr_invocation_free(inv);
+        }
+        /* cmd shells are WS-Man only */
+        EXPECT_FAIL(psr_client_run_cmd(client, "echo", NULL, 0, NULL, 0, &res, &err), PSR_RESULT_INVALID_CONFIG);
+        CHECK(res == NULL);
+        if (pool != NULL) {
+            EXPECT_OK(psr_pool_close(pool, &err));
+            psr_pool_free(pool);
+            pool = NULL;
+        }
+        psr_client_free(client);
+        client = NULL;
+    }
+    /* a server that crashes on the pipeline's Command: TRANSPORT, its stderr in the message */
+    EXPECT_OK(psr_config_set_process(cfg, python, crash, 5, &err));
+    if (EXPECT_OK(psr_client_connect(cfg, &client, &err)) && EXPECT_OK(psr_pool_open(client, NULL, NULL, &pool, &err))) {
+        r = psr_pool_start_script(pool, "Write-Output 1", false, &pl, &err);
+        if (r == PSR_RESULT_OK) {
+            r = psr_pipeline_wait(pl, NULL, 0, &inv, &err);
+            psr_pipeline_free(pl);
+        }
+        CHECK(r == PSR_RESULT_TRANSPORT);
+        CHECK(err != NULL && contains(psr_error_message(err), "simulated crash") &&
+              contains(psr_error_message(err), "exited with status 3"));
+        psr_error_free(err);
+        err = NULL;
+        if (r == PSR_RESULT_OK) {
+            psr_invocation_free(inv);
+        }
+        psr_pool_close(pool, NULL);
+        psr_pool_free(pool);
+    }
+    psr_client_free(client);
+    psr_config_free(cfg);
+}
+
 static void test_fleet(void) {
     begin("fleet");
     if (!CHECK(g_url2 != NULL && g_url2[0] != '\0' && g_stalled_url != NULL && g_stalled_url[0] != '\0')) {
@@ -4383,6 +4455,7 @@ int main(void) {
     psr_client_free(client);
 
     test_fleet();
+    test_process();
     test_log_records();
     test_log_off();
     test_final_state();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use psremote::client::{
     self as core, ClientCertificate, ClientConfig, KerberosOptions, Mechanism, MessageEncryption, PoolConfig,
-    TlsOptions, TlsVersion, parse_pin,
+    ProcessOptions, TlsOptions, TlsVersion, parse_pin,
 };
 use psremote::proxy::{Proxy, ProxyCredentials};
 use psremote::psrp::{Command, Event, Merge, PipelineSpec, PipelineState};
@@ -215,6 +215,37 @@ impl Client {
         let url = config.validate().map_err(core_err)?;
         config.pin_proxy().map_err(core_err)?;
         Ok(Self { config, url, inner: Arc::new(OnceCell::new()), ops: Arc::default() })
+    }
+
+    /// A client for a local process that speaks PowerShell's out-of-process transport on its
+    /// stdin and stdout (`pwsh -NoLogo -s` by default); each runspace pool starts its own.
+    #[staticmethod]
+    #[pyo3(signature = (*, executable=None, arguments=None, audit_arguments=false, max_events_ahead=256))]
+    fn process(
+        executable: Option<String>,
+        arguments: Option<Vec<String>>,
+        audit_arguments: bool,
+        max_events_ahead: usize,
+        py: Python<'_>,
+    ) -> PyResult<Self> {
+        let mut options = ProcessOptions::default();
+        if let Some(executable) = executable {
+            options.executable = executable;
+        }
+        if let Some(arguments) = arguments {
+            options.arguments = arguments;
+        }
+        let mut config = ClientConfig::process(options);
+        config.audit_arguments = audit_arguments;
+        config.max_events_ahead = max_events_ahead;
+        let url = config.validate().map_err(|e| crate::errors::to_py_err(py, e))?;
+        Ok(Self { config, url, inner: Arc::new(OnceCell::new()), ops: Arc::default() })
+    }
+
+    /// The transport: `wsman`, or `process` for a local process.
+    #[getter]
+    fn transport(&self) -> &'static str {
+        self.config.carrier.name()
     }
 
     /// What the most recent connection established, or None before the first one.

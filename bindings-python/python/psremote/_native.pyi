@@ -200,6 +200,18 @@ class Client:
     ) -> Client:
         """A client for the powershell subsystem of an SSH server; each runspace pool makes its
         own SSH connection."""
+    @staticmethod
+    def process(
+        *,
+        executable: Optional[str] = None,
+        arguments: Optional[list[str]] = None,
+        audit_arguments: bool = False,
+        max_events_ahead: int = 256,
+    ) -> Client:
+        """A client for a local process speaking the out-of-process transport on its
+        stdin/stdout (pwsh -NoLogo -s by default)."""
+    @property
+    def transport(self) -> str: ...
     @property
     def url(self) -> str: ...
     @property

@@ -34,8 +34,9 @@ TLS_OPTIONS = (
     "client_certificate",
 )
 PASSWORD_ENV = "PSREMOTE_PASSWORD"
-#: How a client reaches PowerShell: WS-Man (WinRM), or the server's powershell subsystem over SSH.
-TRANSPORTS = ("wsman", "ssh")
+#: How a client reaches PowerShell: WS-Man (WinRM), the server's powershell subsystem over SSH,
+#: or a local process speaking the out-of-process transport on its stdin/stdout.
+TRANSPORTS = ("wsman", "ssh", "process")
 #: The options that only mean something for transport='ssh'.
 SSH_ONLY = ("key_file", "key_passphrase", "agent", "known_hosts", "accept_unknown_host_key", "subsystem")
 POWERSHELL_URI_PREFIX = "http://schemas.microsoft.com/powershell/"
@@ -642,6 +643,45 @@ def ssh_transport(
         accept_unknown_host_key=accept_unknown_host_key,
         subsystem=subsystem.strip(),
     )
+
+
+@dataclass(frozen=True)
+class ProcessTransport:
+    """The program a ``transport='process'`` client starts for each runspace pool (None: the
+    core's defaults, ``pwsh`` with ``-NoLogo -s``)."""
+
+    executable: Optional[str] = None
+    arguments: Optional[Tuple[str, ...]] = None
+
+
+def process_transport(
+    host: Optional[str],
+    *,
+    url: Optional[str],
+    username: Optional[str],
+    password: Optional[str],
+    executable: Any,
+    arguments: Any,
+) -> ProcessTransport:
+    """Checks the options of ``transport='process'``: a local program, no host or credentials."""
+    given = [name for name, value in (("host", host), ("url", url), ("username", username), ("password", password)) if value is not None]
+    if given:
+        raise ConfigurationError(
+            f"transport='process' starts a local program (executable=..., arguments=[...]): {', '.join(given)} do not apply"
+        )
+    if executable is not None:
+        if isinstance(executable, os.PathLike):
+            executable = os.fspath(executable)
+        if not isinstance(executable, str) or not executable.strip() or "\0" in executable:
+            raise ConfigurationError("executable must be a non-empty str: the program to start, such as 'pwsh'")
+    if arguments is not None:
+        if isinstance(arguments, (str, bytes)) or not isinstance(arguments, Sequence):
+            raise ConfigurationError("arguments must be a list of str, such as ['-NoLogo', '-s']")
+        for item in arguments:
+            if not isinstance(item, str) or "\0" in item:
+                raise ConfigurationError("arguments must be a list of str, such as ['-NoLogo', '-s']")
+        arguments = tuple(arguments)
+    return ProcessTransport(executable, arguments)
 
 
 def check_transport(transport: Any) -> str:

@@ -29,6 +29,7 @@ import getpass
 import json
 import logging
 import os
+import shlex
 import sys
 import uuid
 from typing import Any, Dict, Iterator, Optional, Sequence, TextIO
@@ -282,6 +283,12 @@ def _connection_parser() -> argparse.ArgumentParser:
     group = common.add_argument_group("connection")
     group.add_argument("host", nargs="?", help="host name or IP address (or give --url)")
     group.add_argument("--url", help="endpoint URL, e.g. http://server:5985/wsman")
+    group.add_argument("--process-executable", metavar="PROGRAM", help="with --transport process: the program (default pwsh)")
+    group.add_argument(
+        "--process-args",
+        metavar="ARGS",
+        help="with --transport process: its arguments as one shell-quoted string (default '-NoLogo -s')",
+    )
     group.add_argument("-u", "--user", help=f"user name: user, DOMAIN\\user or user@domain (default ${USER_ENV})")
     group.add_argument("--auth", default="negotiate", choices=AUTH_MECHANISMS, help="authentication (default negotiate)")
     group.add_argument("--port", type=int, help="TCP port (default 5985)")
@@ -337,7 +344,8 @@ def _connection_parser() -> argparse.ArgumentParser:
         "--transport",
         choices=TRANSPORTS,
         default="wsman",
-        help="wsman (WinRM, the default) or ssh (the server's powershell subsystem, as Enter-PSSession -HostName)",
+        help="wsman (WinRM, the default), ssh (the server's powershell subsystem, as Enter-PSSession -HostName) "
+        "or process (a local program speaking PowerShell's out-of-process transport on stdin/stdout; no HOST)",
     )
     ssh.add_argument(
         "--key-file", metavar="FILE", help=f"log on with this private key (an encrypted key's passphrase from ${KEY_PASSWORD_ENV})"
@@ -472,6 +480,10 @@ def _ssh_options(args: argparse.Namespace) -> Dict[str, Any]:
 
 def _client_options(args: argparse.Namespace, out: Output) -> Dict[str, Any]:
     """The client options of the connection arguments (all but the host)."""
+    if args.transport == "process":
+        if cli_fleet.wanted(args):
+            raise ConfigurationError("host lists (-H, -f) run over WS-Man only, not --transport process")
+        return _process_options(args)
     if args.transport == "ssh":
         if cli_fleet.wanted(args):
             raise ConfigurationError("host lists (-H, -f) run over WS-Man only, not --transport ssh")
@@ -514,7 +526,26 @@ def _client_options(args: argparse.Namespace, out: Output) -> Dict[str, Any]:
     return options
 
 
+def _process_options(args: argparse.Namespace) -> Dict[str, Any]:
+    """The client options of --transport process."""
+    if args.host is not None or args.url is not None:
+        raise ConfigurationError("--transport process starts a local program: give no HOST or --url")
+    options: Dict[str, Any] = dict(transport="process", executable=args.process_executable)
+    if args.process_args is not None:
+        try:
+            options["arguments"] = shlex.split(args.process_args)
+        except ValueError as e:
+            raise ConfigurationError(f"--process-args: {e}") from None
+    if args.configuration_name:
+        options["configuration_name"] = args.configuration_name
+    return options
+
+
 def _client(args: argparse.Namespace, out: Output) -> Client:
+    if getattr(args, "transport", "wsman") == "process":
+        return Client(**_process_options(args))
+    if args.process_executable is not None or args.process_args is not None:
+        raise ConfigurationError("--process-executable and --process-args need --transport process")
     if args.host is None and args.url is None:
         raise ConfigurationError("give the HOST to connect to, or --url")
     return Client(args.host if args.url is None else None, **_client_options(args, out))
@@ -739,8 +770,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
             stream=sys.stderr,
         )
+    no_host = args.url is not None or args.transport == "process"
     if args.command in ("copy", "fetch"):
-        if args.url is not None and args.host is not None and args.dest is None:
+        if no_host and args.host is not None and args.dest is None:
             # With --url there is no HOST: the two positionals are SRC and DEST.
             args.host, args.src, args.dest = None, args.host, args.src
         if args.dest is None:
@@ -752,13 +784,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 cli_fleet.arguments_for_cmd(args)
             else:
                 parser.error("give HOST or -H/-f, not both")
-    if args.url is not None and args.host is not None:
+    if no_host and args.host is not None:
         if args.command == "cmd":
             # With --url there is no HOST: the first positional is the executable.
             args.arguments = [args.executable, *args.arguments]
             args.executable, args.host = args.host, None
-        else:
+        elif args.url is not None:
             parser.error("give HOST or --url, not both")
+        else:
+            parser.error("--transport process starts a local program: give no HOST")
     commands = {"run": _run, "cmd": _cmd, "shell": _shell, "copy": _transfer, "fetch": _transfer, "pools": _pools}
     try:
         return commands[args.command](args, out)

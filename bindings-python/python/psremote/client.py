@@ -24,10 +24,12 @@ from psremote._options import (
     SSH_ONLY,
     ClientOptions,
     PathArg,
+    ProcessTransport,
     SshTransport,
     build_options,
     check_transport,
     normalize_configuration_name,
+    process_transport,
     ssh_transport,
 )
 from psremote.cmd import UTF8_CODEPAGE, CmdShell, StdinData, _cmd_arguments, _shell_options
@@ -631,9 +633,14 @@ class _ClientBase:
         known_hosts: Optional[PathArg] = None,
         accept_unknown_host_key: bool = False,
         subsystem: str = "powershell",
+        executable: Optional[PathArg] = None,
+        arguments: Optional[Sequence[str]] = None,
     ) -> None:
         self.transport = check_transport(transport)
         ssh: Optional[SshTransport] = None
+        process: Optional[ProcessTransport] = None
+        if self.transport != "process" and (executable is not None or arguments is not None):
+            raise ConfigurationError("executable and arguments apply to transport='process'")
         if self.transport == "ssh":
             ssh = ssh_transport(
                 host,
@@ -658,6 +665,14 @@ class _ClientBase:
             named = [name for name, value in given.items() if value is not None]
             if named:
                 raise ConfigurationError(f"{', '.join(named)} apply to transport='ssh'")
+            if self.transport == "process":
+                process = process_transport(
+                    host, url=url, username=username, password=password, executable=executable, arguments=arguments
+                )
+                if proxy is not None or proxy_username is not None or proxy_password is not None:
+                    raise ConfigurationError("transport='process' starts a local program: proxy options do not apply")
+                # The WS-Man options are checked as usual but play no part.
+                host, username, password, ignore_proxy = "localhost", "process", "", True
         options = build_options(
             host,
             url=url,
@@ -705,6 +720,13 @@ class _ClientBase:
             self._native: Any = _native.Client.ssh(
                 **ssh.native_kwargs(),
                 connect_timeout=options.connect_timeout,
+                audit_arguments=options.audit_arguments,
+                max_events_ahead=options.max_events_ahead,
+            )
+        elif process is not None:
+            self._native = _native.Client.process(
+                executable=process.executable,
+                arguments=None if process.arguments is None else list(process.arguments),
                 audit_arguments=options.audit_arguments,
                 max_events_ahead=options.max_events_ahead,
             )
@@ -803,6 +825,15 @@ class Client(_ClientBase):
       :class:`~psremote.ProxyError` (a :class:`ConnectError`) naming the proxy and ``reason``.
 
     :attr:`connection_info` tells what the connection actually established.
+
+    Transports: ``transport='wsman'`` (the default: WinRM, everything above) or
+    ``transport='process'``: a local program that speaks PowerShell's out-of-process transport
+    on its stdin and stdout (``executable``, ``'pwsh'`` by default; ``arguments``,
+    ``['-NoLogo', '-s']`` by default), started for each runspace pool and ended (killed if need
+    be) with it; host, url and credentials do not apply. A process that exits or writes
+    garbage is a :class:`TransportError` (with its exit status and stderr) or a
+    :class:`ProtocolError`. Cmd shells, ``run_cmd``, disconnect and reconnect, ``list_pools``
+    and the WinRM configuration exist only over WS-Man: a :class:`ConfigurationError` says so.
     """
 
     def __init__(self, host: Optional[str] = None, **kwargs: Any) -> None:
