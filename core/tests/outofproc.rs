@@ -537,3 +537,18 @@ fn pools_pipelines_and_files_over_ssh() {
         assert_wsman_only(client.run_cmd("whoami", &[]).await, "cmd shell");
     });
 }
+
+/// A proxy carries WS-Man only: one set for another transport is refused (never a direct
+/// connection where a proxy was asked for), and the environment's proxy variables (HTTP's) are
+/// not read for it.
+#[test]
+fn a_proxy_is_refused_for_the_process_and_ssh_transports() {
+    let server = Server::new(&[]);
+    let mut config = ClientConfig::process(server.options());
+    let env = |name: &str| (name.eq_ignore_ascii_case("all_proxy")).then(|| "http://127.0.0.1:9".to_owned());
+    assert_eq!(config.resolve_proxy_with(&env).unwrap(), None);
+    config.proxy = Some(psremote::proxy::Proxy::parse("http://127.0.0.1:9").unwrap());
+    let e = config.validate().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidConfig, "{e}");
+    assert!(e.to_string().contains("process transport"), "{e}");
+}

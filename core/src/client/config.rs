@@ -146,7 +146,8 @@ impl ClientConfig {
     pub fn resolve_proxy_with(&self, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Option<Proxy>> {
         let proxy = match &self.proxy {
             Some(p) => Some(p.clone()),
-            None if self.ignore_proxy => None,
+            // The environment's variables are for HTTP(S), as ssh reads none of them.
+            None if self.ignore_proxy || !self.carrier.is_wsman() => None,
             None => crate::proxy::env::proxy_for(lookup, self.https, &self.host, self.port)?.map(|(p, variable)| {
                 tracing::debug!(variable, proxy = %p, "proxy from the environment");
                 p
@@ -220,6 +221,13 @@ impl ClientConfig {
     pub fn validate(&self) -> Result<String> {
         if let Some(endpoint) = self.carrier.endpoint() {
             self.carrier.validate()?;
+            if self.proxy.is_some() {
+                // Never a direct connection where the user asked for a proxy.
+                return Err(Error::InvalidConfig(format!(
+                    "a proxy carries WS-Man (http and https) only; the {} transport cannot go through one",
+                    self.carrier.name()
+                )));
+            }
             if self.max_events_ahead == 0 {
                 return Err(Error::InvalidConfig("max_events_ahead must be at least 1".into()));
             }

@@ -43,7 +43,11 @@ impl Connect {
     /// drop and must never be logged.
     pub fn request(&mut self, credentials: Option<&ProxyCredentials>) -> Zeroizing<Vec<u8>> {
         use base64::Engine as _;
-        let mut req = Zeroizing::new(String::with_capacity(256));
+        // Sized up front: a buffer that grew would leave the encoded password behind in the
+        // memory it gave back, unzeroized.
+        let secret_len = credentials.map_or(0, |c| c.username().len() + 1 + c.password().len());
+        let capacity = 128 + 2 * self.target.len() + secret_len.div_ceil(3) * 4;
+        let mut req = Zeroizing::new(String::with_capacity(capacity));
         req.push_str("CONNECT ");
         req.push_str(&self.target);
         req.push_str(" HTTP/1.1\r\nHost: ");
@@ -52,10 +56,12 @@ impl Connect {
         req.push_str(env!("CARGO_PKG_VERSION"));
         req.push_str("\r\n");
         if let Some(c) = credentials {
-            let pair = Zeroizing::new(format!("{}:{}", c.username(), c.password()));
-            let encoded = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(pair.as_bytes()));
+            let mut pair = Zeroizing::new(String::with_capacity(secret_len));
+            pair.push_str(c.username());
+            pair.push(':');
+            pair.push_str(c.password());
             req.push_str("Proxy-Authorization: Basic ");
-            req.push_str(&encoded);
+            base64::engine::general_purpose::STANDARD.encode_string(pair.as_bytes(), &mut *req);
             req.push_str("\r\n");
             self.had_credentials = true;
         }
