@@ -61,7 +61,7 @@ impl Connect {
             pair.push(':');
             pair.push_str(c.password());
             req.push_str("Proxy-Authorization: Basic ");
-            base64::engine::general_purpose::STANDARD.encode_string(pair.as_bytes(), &mut *req);
+            base64::engine::general_purpose::STANDARD.encode_string(pair.as_bytes(), &mut req);
             req.push_str("\r\n");
             self.had_credentials = true;
         }
