@@ -1022,7 +1022,8 @@ void psr_invocation_free(struct psr_invocation *r);
 // `username` and `password` (NULL: none, or the URL's) log on to whichever proxy is used
 // (Basic for an HTTP proxy, RFC 1929 for SOCKS5) and replace any in the URL; the password is
 // copied, zeroized when the config is freed and never appears in an error, a log record or
-// `psr_client_connection_info_json`.
+// `psr_client_connection_info_json`. On a `psr_config_new_ssh` configuration it is the proxy
+// the SSH connections go through (the environment's variables are not read for SSH).
 //
 // Ownership: the strings are borrowed for the call. NULL `c` gives NULL_ARGUMENT. Errors:
 // INVALID_ARGUMENT (not UTF-8), INVALID_CONFIG (a URL that cannot be used: another scheme,

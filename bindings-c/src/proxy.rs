@@ -20,7 +20,8 @@ use crate::ffi::{guard, handle_mut, opt_str_arg};
 /// `username` and `password` (NULL: none, or the URL's) log on to whichever proxy is used
 /// (Basic for an HTTP proxy, RFC 1929 for SOCKS5) and replace any in the URL; the password is
 /// copied, zeroized when the config is freed and never appears in an error, a log record or
-/// `psr_client_connection_info_json`.
+/// `psr_client_connection_info_json`. On a `psr_config_new_ssh` configuration it is the proxy
+/// the SSH connections go through (the environment's variables are not read for SSH).
 ///
 /// Ownership: the strings are borrowed for the call. NULL `c` gives NULL_ARGUMENT. Errors:
 /// INVALID_ARGUMENT (not UTF-8), INVALID_CONFIG (a URL that cannot be used: another scheme,
@@ -47,6 +48,9 @@ pub extern "C" fn psr_config_set_proxy(
         if let (Some(p), Some(creds)) = (&proxy, &credentials) {
             // Checked now, so a user name the proxy's scheme cannot carry fails here.
             p.clone().with_credentials(Some(creds.clone()))?;
+        }
+        if let psremote::client::Carrier::Ssh(ssh) = &mut c.0.carrier {
+            ssh.proxy = proxy.clone().map(|p| p.with_credentials(credentials.clone())).transpose()?;
         }
         (c.0.proxy, c.0.proxy_credentials) = (proxy, credentials);
         Ok(())

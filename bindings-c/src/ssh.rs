@@ -18,7 +18,7 @@ use crate::ffi::{guard, guard_ptr, handle_mut, opt_str_arg, str_arg};
 /// The SSH options of a configuration made by `psr_config_new_ssh`.
 fn ssh_mut<'a>(c: *mut psr_config) -> Result<&'a mut SshOptions, Failure> {
     match &mut handle_mut(c, "c")?.0.carrier {
-        Carrier::Ssh(options) => Ok(options),
+        Carrier::Ssh(options) => Ok(&mut **options),
         _ => Err(Failure::new(PsrResult::InvalidConfig, "not an SSH configuration: make it with psr_config_new_ssh")),
     }
 }

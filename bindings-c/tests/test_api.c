@@ -4124,6 +4124,26 @@ static void test_ssh(void) {
     }
     ssh_refused(cfg, PSR_RESULT_TRANSPORT, "no-such-subsystem");
 
+    /* through a SOCKS5 proxy */
+    if (CHECK(g_socks_url != NULL)) {
+        cfg = ssh_config(g_ssh_user, g_ssh_known_hosts);
+        if (CHECK(cfg != NULL) && EXPECT_OK(psr_config_set_ssh_key_file(cfg, g_ssh_key, NULL, &err)) &&
+            EXPECT_OK(psr_config_set_proxy(cfg, g_socks_url, NULL, NULL, &err)) &&
+            EXPECT_OK(psr_client_connect(cfg, &client, &err))) {
+            pool = open_pool(client, NULL);
+            inv = run_script(pool, "'through socks'", NULL);
+            CHECK(inv != NULL && json_equals(psr_invocation_output_json(inv, 0), "\"through socks\""));
+            psr_invocation_free(inv);
+            if (pool != NULL) {
+                EXPECT_OK(psr_pool_close(pool, &err));
+            }
+            psr_pool_free(pool);
+            psr_client_free(client);
+            client = NULL;
+        }
+        psr_config_free(cfg);
+    }
+
     /* an unknown host key accepted when asked: warned, and recorded in the file */
     snprintf(accept_path, sizeof accept_path, "/tmp/psremote-c-known-hosts-%ld", (long)getpid());
     remove(accept_path);

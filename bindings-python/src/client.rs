@@ -281,7 +281,7 @@ impl Client {
     #[pyo3(signature = (
         *, host, port, username, key_file=None, key_passphrase=None, password=None, agent=false, agent_socket=None,
         known_hosts=None, accept_unknown_host_key=false, subsystem=None, connect_timeout=30.0, audit_arguments=false,
-        max_events_ahead=256
+        max_events_ahead=256, proxy=None, proxy_username=None, proxy_password=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn ssh(
@@ -299,11 +299,33 @@ impl Client {
         connect_timeout: f64,
         audit_arguments: bool,
         max_events_ahead: usize,
+        proxy: Option<String>,
+        proxy_username: Option<String>,
+        proxy_password: Option<String>,
         py: Python<'_>,
     ) -> PyResult<Self> {
         // Taken first, so the secrets are zeroized on every path out of here.
         let key_passphrase = key_passphrase.map(Zeroizing::new);
         let password = password.map(Zeroizing::new);
+        let proxy_password = proxy_password.map(Zeroizing::new);
+        let core_err = |e: psremote::Error| crate::errors::to_py_err(py, e);
+        let proxy = match proxy {
+            None => None,
+            Some(url) => {
+                let credentials = proxy_username.map(|u| {
+                    psremote::proxy::ProxyCredentials::new(
+                        u,
+                        proxy_password.as_deref().map(String::as_str).unwrap_or(""),
+                    )
+                });
+                let parsed = psremote::proxy::Proxy::parse(&url).map_err(core_err)?;
+                Some(if credentials.is_some() {
+                    parsed.with_credentials(credentials).map_err(core_err)?
+                } else {
+                    parsed
+                })
+            }
+        };
         let auth = match (key_file, password, agent) {
             (Some(path), None, false) => SshAuth::key_file(path, key_passphrase.as_deref().map(String::as_str)),
             (None, Some(password), false) => SshAuth::password(password.as_str()),
@@ -325,10 +347,11 @@ impl Client {
             options.subsystem = subsystem;
         }
         options.connect_timeout = Duration::from_secs_f64(connect_timeout);
+        options.proxy = proxy;
         let mut config = ClientConfig::ssh(options);
         config.audit_arguments = audit_arguments;
         config.max_events_ahead = max_events_ahead;
-        let url = config.validate().map_err(|e| crate::errors::to_py_err(py, e))?;
+        let url = config.validate().map_err(core_err)?;
         Ok(Self { config, url, inner: Arc::new(OnceCell::new()), ops: Arc::default() })
     }
 

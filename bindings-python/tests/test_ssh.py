@@ -27,7 +27,7 @@ from psremote.exceptions import (
     SecurityPolicyError,
     TransportError,
 )
-from psremote_testserver import sshd
+from psremote_testserver import proxies, sshd
 
 PSREMOTE = [sys.executable, "-m", "psremote"]
 
@@ -221,3 +221,19 @@ def test_cli_over_ssh(server: sshd.SshServer) -> None:
         env=dict(env, PSREMOTE_PASSWORD="x"), capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert misuse.returncode != 0 and "--key-file apply to --transport ssh" in misuse.stderr
+
+
+def test_through_an_http_proxy(server: sshd.SshServer, tmp_path: Path) -> None:
+    proxy = proxies.start_tinyproxy(tmp_path, auth=True)
+    try:
+        options = key_options(server, proxy=proxy.url, proxy_username=proxies.HTTP_USER,
+                              proxy_password=proxies.HTTP_PASSWORD)  # fmt: skip
+        with Client("127.0.0.1", **options) as client:
+            assert client.run_ps("Write-Output 'through a tunnel'").output == ["through a tunnel"]
+            assert proxies.HTTP_PASSWORD not in repr(client)
+        with Client("127.0.0.1", **key_options(server, proxy=proxy.url)) as client:
+            with pytest.raises(psremote.ProxyError):
+                client.run_ps("1")
+    finally:
+        log = proxy.stop()
+    assert f"127.0.0.1:{server.port}" in log

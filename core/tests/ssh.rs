@@ -624,3 +624,89 @@ fn keepalives_keep_a_quiet_session_and_end_a_dead_one() {
     assert!(matches!(ended, Ok(Ok(0)) | Ok(Err(_))), "{ended:?}");
     block_on(status.closed());
 }
+
+/// A proxy from `python -m psremote_testserver.proxies` (Debian's tinyproxy or microsocks on
+/// 127.0.0.1), stopped on drop; its URL and its log directory.
+struct ProxyServer {
+    child: Child,
+    url: String,
+    dir: TempDir,
+}
+
+impl ProxyServer {
+    fn start(kind: &str, auth: bool) -> Self {
+        let dir = TempDir::new("ssh-proxy");
+        let mut cmd = Command::new(common::python_path());
+        cmd.args(["-m", "psremote_testserver.proxies", kind]).arg(&dir.0);
+        if auth {
+            cmd.arg("--auth");
+        }
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python -m psremote_testserver.proxies (make proxy-deps installs tinyproxy and microsocks)");
+        let url = common::first_line(&mut child, Duration::from_secs(30), kind);
+        ProxyServer { child, url, dir }
+    }
+
+    /// Everything the proxy logged so far (microsocks logs each connection at once).
+    fn log(&self) -> String {
+        let mut all = String::new();
+        for entry in std::fs::read_dir(&self.dir.0).unwrap().flatten() {
+            if entry.path().extension().is_some_and(|e| e == "log") {
+                all.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+            }
+        }
+        all
+    }
+}
+
+impl Drop for ProxyServer {
+    fn drop(&mut self) {
+        common::stop_child(&mut self.child);
+    }
+}
+
+#[test]
+fn through_http_and_socks5_proxies() {
+    use psremote::proxy::{Proxy, ProxyCredentials};
+    let sshd = Sshd::start();
+    let audit = capture();
+
+    // An HTTP proxy's CONNECT tunnel, with Basic credentials.
+    let http = ProxyServer::start("tinyproxy", true);
+    let mut opts = sshd.options();
+    opts.proxy = Some(
+        Proxy::parse(&http.url)
+            .unwrap()
+            .with_credentials(Some(ProxyCredentials::new("proxyuser", "s3cret-proxy-pass")))
+            .unwrap(),
+    );
+    let (mut stream, info) = connect(&opts).expect("through tinyproxy");
+    assert_eq!(info.proxy.as_deref(), Some(http.url.as_str()));
+    assert_eq!(info.host_key_sha256, sshd.host_fingerprint());
+    assert_eq!(block_on(round_trip(&mut stream, b"through a CONNECT tunnel\n")), b"through a CONNECT tunnel\n");
+    drop(stream);
+    // Without the credentials the proxy refuses the tunnel: a proxy error, not an SSH one.
+    opts.proxy = Some(Proxy::parse(&http.url).unwrap());
+    let err = connect(&opts).expect_err("no proxy credentials");
+    assert_eq!(err.kind(), ErrorKind::Proxy, "{err}");
+
+    // SOCKS5: the proxy connects to the address it is given, as its log shows.
+    let socks = ProxyServer::start("microsocks", false);
+    opts.proxy = Some(Proxy::parse(&socks.url).unwrap());
+    let (mut stream, _) = connect(&opts).expect("through microsocks");
+    assert_eq!(block_on(round_trip(&mut stream, b"through socks\n")), b"through socks\n");
+    drop(stream);
+    assert!(socks.log().contains(&format!("127.0.0.1:{}", sshd.port)), "{}", socks.log());
+
+    let text = audit.text();
+    let event = text
+        .lines()
+        .find(|l| l.contains("event=connect") && l.contains("transport=ssh") && l.contains(&http.url))
+        .unwrap_or_else(|| panic!("no connect event naming the proxy in {text}"));
+    assert!(!event.contains("s3cret-proxy-pass"), "{event}");
+    assert!(!text.contains("s3cret-proxy-pass"));
+}

@@ -197,6 +197,9 @@ class Client:
         connect_timeout: float = 30.0,
         audit_arguments: bool = False,
         max_events_ahead: int = 256,
+        proxy: Optional[str] = None,
+        proxy_username: Optional[str] = None,
+        proxy_password: Optional[str] = None,
     ) -> Client:
         """A client for the powershell subsystem of an SSH server; each runspace pool makes its
         own SSH connection."""

@@ -641,6 +641,7 @@ class _ClientBase:
         process: Optional[ProcessTransport] = None
         if self.transport != "process" and (executable is not None or arguments is not None):
             raise ConfigurationError("executable and arguments apply to transport='process'")
+        ssh_proxy: Dict[str, Any] = {}
         if self.transport == "ssh":
             ssh = ssh_transport(
                 host,
@@ -655,10 +656,13 @@ class _ClientBase:
                 accept_unknown_host_key=accept_unknown_host_key,
                 subsystem=subsystem,
             )
-            if proxy is not None or proxy_username is not None:
-                raise ConfigurationError("proxy= applies to WS-Man; transport='ssh' connects directly")
+            if proxy is None and proxy_username is not None:
+                raise ConfigurationError("proxy_username needs proxy= (SSH reads no proxy from the environment)")
+            # The SSH connection's proxy is given only explicitly, as ssh takes it.
+            ssh_proxy = dict(proxy=proxy, proxy_username=proxy_username, proxy_password=proxy_password)
             # The WS-Man options are checked as usual but play no part.
             host, username, password, port = "localhost", "ssh", "", None
+            proxy, proxy_username, proxy_password, ignore_proxy = None, None, None, True
         else:
             given = dict(zip(SSH_ONLY, (key_file, key_passphrase, agent or None, known_hosts, accept_unknown_host_key or None)))
             given["subsystem"] = None if subsystem == "powershell" else subsystem
@@ -719,6 +723,7 @@ class _ClientBase:
         if ssh is not None:
             self._native: Any = _native.Client.ssh(
                 **ssh.native_kwargs(),
+                **ssh_proxy,
                 connect_timeout=options.connect_timeout,
                 audit_arguments=options.audit_arguments,
                 max_events_ahead=options.max_events_ahead,

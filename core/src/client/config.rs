@@ -171,7 +171,7 @@ impl ClientConfig {
     /// runspace pool opens its own SSH connection and subsystem channel.
     pub fn ssh(options: crate::transport::ssh::SshOptions) -> Self {
         let host = options.host.clone();
-        Self { carrier: crate::client::outofproc::Carrier::Ssh(options), ..Self::new(host, "", "") }
+        Self { carrier: crate::client::outofproc::Carrier::Ssh(Box::new(options)), ..Self::new(host, "", "") }
     }
 
     /// Reads `http(s)://host:port/path` into https, host, port and path.

@@ -127,6 +127,10 @@ pub struct SshOptions {
     /// How long the connection may be quiet before a keepalive asks the server for a sign of
     /// life (15 s); after four unanswered ones the connection is given up and the stream ends.
     pub keepalive_interval: Duration,
+    /// A proxy the TCP connection goes through (an HTTP proxy's CONNECT tunnel, or SOCKS5);
+    /// the key exchange runs end to end inside it. The environment's proxy variables are not
+    /// read for SSH, as OpenSSH does not read them.
+    pub proxy: Option<crate::proxy::Proxy>,
 }
 
 impl SshOptions {
@@ -143,6 +147,7 @@ impl SshOptions {
             subsystem: "powershell".into(),
             connect_timeout: Duration::from_secs(30),
             keepalive_interval: Duration::from_secs(15),
+            proxy: None,
         }
     }
 
@@ -239,6 +244,8 @@ pub struct SshInfo {
     pub banner: Option<String>,
     /// The subsystem started.
     pub subsystem: String,
+    /// The proxy the connection went through (its URL without credentials), if any.
+    pub proxy: Option<String>,
 }
 
 /// Connects, checks the host key, logs on and starts the subsystem, all within
@@ -259,6 +266,10 @@ pub async fn open_subsystem(opts: &SshOptions) -> Result<(SshStream, SshInfo)> {
         Err(_) => {
             let secs = opts.connect_timeout.as_secs_f64();
             match Phase::from(phase.load(Ordering::Relaxed)) {
+                Phase::Tcp if opts.proxy.is_some() => Err(Error::Proxy {
+                    proxy: opts.proxy.as_ref().map(crate::proxy::Proxy::url).unwrap_or_default(),
+                    failure: crate::proxy::ProxyFailure::Timeout { millis: opts.connect_timeout.as_millis() as u64 },
+                }),
                 Phase::Tcp => Err(Error::Connect {
                     address,
                     source: std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"),
@@ -365,6 +376,7 @@ async fn establish(opts: &SshOptions, address: &str, phase: &AtomicU8) -> Result
         server_version: server_id.get().cloned().unwrap_or_default(),
         banner,
         subsystem: opts.subsystem.clone(),
+        proxy: opts.proxy.as_ref().map(crate::proxy::Proxy::url),
     };
     tracing::info!(
         target: "psremote::audit",
@@ -377,6 +389,7 @@ async fn establish(opts: &SshOptions, address: &str, phase: &AtomicU8) -> Result
         host_key_sha256 = %info.host_key_sha256,
         host_key = info.host_key_status.name(),
         subsystem = %info.subsystem,
+        proxy = info.proxy.as_deref(),
         server_version = %crate::text::printable(&info.server_version),
         "connected over SSH"
     );
@@ -387,6 +400,11 @@ async fn establish(opts: &SshOptions, address: &str, phase: &AtomicU8) -> Result
 async fn tcp_connect(opts: &SshOptions, address: &str) -> Result<tokio::net::TcpStream> {
     let host = opts.host.trim_start_matches('[').trim_end_matches(']');
     let connect_error = |source| Error::Connect { address: address.to_owned(), source };
+    if let Some(proxy) = &opts.proxy {
+        let tcp = super::tunnel::through(proxy, host, opts.port).await?;
+        tcp.set_nodelay(true).map_err(connect_error)?;
+        return Ok(tcp);
+    }
     let mut last = None;
     for addr in tokio::net::lookup_host((host, opts.port)).await.map_err(connect_error)? {
         match tokio::net::TcpStream::connect(addr).await {

@@ -43,7 +43,8 @@ async fn direct(host: &str, port: u16, timeout: Duration) -> Result<TcpStream> {
     }
 }
 
-async fn through(proxy: &Proxy, host: &str, port: u16) -> Result<TcpStream> {
+/// A TCP stream to `host:port` through `proxy` (also the SSH carrier's, `transport::ssh`).
+pub(super) async fn through(proxy: &Proxy, host: &str, port: u16) -> Result<TcpStream> {
     let fail = |failure| Error::Proxy { proxy: proxy.url(), failure };
     match proxy.scheme {
         ProxyScheme::Http => {

@@ -64,7 +64,7 @@ pub enum Carrier {
     Process(ProcessOptions),
     /// An SSH server's PowerShell subsystem (`Enter-PSSession -HostName`), reached by
     /// [`crate::transport::ssh::open_subsystem`].
-    Ssh(crate::transport::ssh::SshOptions),
+    Ssh(Box<crate::transport::ssh::SshOptions>),
 }
 
 impl Carrier {
