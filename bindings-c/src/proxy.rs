@@ -50,7 +50,9 @@ pub extern "C" fn psr_config_set_proxy(
             p.clone().with_credentials(Some(creds.clone()))?;
         }
         if let psremote::client::Carrier::Ssh(ssh) = &mut c.0.carrier {
-            ssh.proxy = proxy.clone().map(|p| p.with_credentials(credentials.clone())).transpose()?;
+            // The SSH connections' own proxy; the configuration's is WS-Man's.
+            ssh.proxy = proxy.map(|p| p.with_credentials(credentials)).transpose()?;
+            return Ok(());
         }
         (c.0.proxy, c.0.proxy_credentials) = (proxy, credentials);
         Ok(())

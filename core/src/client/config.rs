@@ -223,10 +223,15 @@ impl ClientConfig {
             self.carrier.validate()?;
             if self.proxy.is_some() {
                 // Never a direct connection where the user asked for a proxy.
-                return Err(Error::InvalidConfig(format!(
-                    "a proxy carries WS-Man (http and https) only; the {} transport cannot go through one",
-                    self.carrier.name()
-                )));
+                return Err(Error::InvalidConfig(match self.carrier {
+                    crate::client::outofproc::Carrier::Ssh(_) => {
+                        "ClientConfig::proxy is WS-Man's: give an SSH connection's proxy as SshOptions::proxy".into()
+                    }
+                    _ => format!(
+                        "a proxy carries WS-Man (http and https) only; the {} transport cannot go through one",
+                        self.carrier.name()
+                    ),
+                }));
             }
             if self.max_events_ahead == 0 {
                 return Err(Error::InvalidConfig("max_events_ahead must be at least 1".into()));
