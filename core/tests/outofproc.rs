@@ -377,6 +377,37 @@ async fn misbehaving(server: &Server) -> Error {
     }
 }
 
+/// A server that never acknowledges ends the session after three operation timeouts: a
+/// Command without its CommandAck, a Data without its DataAck (the pool's next message waits for
+/// it), each a Timeout, the process ended.
+#[test]
+fn a_server_that_does_not_acknowledge_is_a_timeout() {
+    block_on(async {
+        for at in ["2", "1"] {
+            let server = Server::new(&["--misbehave", "no-ack", "--misbehave-at", at]);
+            let mut config = ClientConfig::process(server.options());
+            config.operation_timeout = Duration::from_secs(1);
+            let client = Client::connect(config).await.unwrap();
+            let run = async {
+                let pool = RunspacePool::open(&client, PoolConfig::default()).await?;
+                if at == "1" {
+                    // The pool's opening Data was not acknowledged: its next message waits.
+                    pool.set_max_runspaces(2).await.map(drop)
+                } else {
+                    pool.invoke(&PipelineSpec::script("Write-Output 1")).await.map(drop)
+                }
+            };
+            let e = match tokio::time::timeout(Duration::from_secs(30), run).await {
+                Ok(r) => r.unwrap_err(),
+                Err(_) => panic!("the client hung on a server that does not acknowledge"),
+            };
+            assert_eq!(e.kind(), ErrorKind::Timeout, "at {at}: {e}");
+            assert!(e.to_string().contains("did not acknowledge"), "{e}");
+            server.assert_gone().await;
+        }
+    });
+}
+
 #[test]
 fn a_process_that_exits_mid_session_is_a_typed_error() {
     block_on(async {

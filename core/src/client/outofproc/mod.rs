@@ -9,7 +9,7 @@
 //! never waits for a consumer (one stream carries every pipeline's data and every
 //! acknowledgement: a pipeline nobody reads must not stall the others); what waits undecoded
 //! is bounded for the whole session ([`SESSION_BUDGET`]). Lines go out through one writer task,
-//! whole and in the order they were queued, each write bounded by [`ACK_TIMEOUT`]; a GUID's
+//! whole and in the order they were queued, each write bounded by the session's ack timeout; a GUID's
 //! next `Data` waits (as long, at most) for the `DataAck` of its previous one, as PowerShell's
 //! client does. A caller that stops waiting never leaves half a line or a GUID without its
 //! permit. When the stream ends, the carrier fails or the server writes
@@ -40,9 +40,9 @@ use crate::psrp::outofproc::{
     DEFAULT_FRAGMENT_SIZE, DataStream, Decoder, GuidPacket, Packet, encode_data, encode_guid,
 };
 
-/// How long a Command, Signal or Close waits for its acknowledgement (PowerShell's client gives
-/// a Signal and a Close 60 s).
-pub const ACK_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an acknowledgement (and a write) is waited for, in operation timeouts: three of the
+/// default 20 s make the 60 s PowerShell's client gives a Signal and a Close.
+pub const ACK_TIMEOUTS: u32 = 3;
 
 /// The most data one server line may carry: PowerShell writes one fragment per line,
 /// psrpcore-based servers (the loopback endpoint's out-of-process mode) pack up to four.
@@ -197,7 +197,7 @@ enum Dead {
     Protocol(String),
     /// The carrier ended or failed.
     Transport(String),
-    /// The server did not acknowledge or read within [`ACK_TIMEOUT`].
+    /// The server did not acknowledge or read within the session's ack timeout.
     Timeout(String),
     /// More undecoded data than [`SESSION_BUDGET`] waited for its readers.
     TooLarge,
@@ -267,6 +267,8 @@ struct Core {
     died: tokio::sync::Notify,
     /// Undecoded Data bytes in the inboxes (given back as the readers take them).
     held: std::sync::atomic::AtomicUsize,
+    /// How long an acknowledgement or a write is waited for before the session is ended.
+    ack_timeout: Duration,
 }
 
 impl Core {
@@ -425,14 +427,17 @@ impl Drop for Session {
 }
 
 impl Session {
-    /// Starts the reader task over `stream`; the pool's inbox (nil GUID) is ready.
-    pub fn start(stream: OopStream) -> Arc<Self> {
+    /// Starts the reader task over `stream`; the pool's inbox (nil GUID) is ready. An
+    /// acknowledgement (and a write) is waited for `ack_timeout` at most ([`ACK_TIMEOUTS`]
+    /// operation timeouts): a server that takes longer is ended with [`Error::Timeout`].
+    pub fn start(stream: OopStream, ack_timeout: Duration) -> Arc<Self> {
         let OopStream { reader, writer, peer } = stream;
         let core = Arc::new(Core {
             state: Mutex::new(State::default()),
             peer,
             died: tokio::sync::Notify::new(),
             held: std::sync::atomic::AtomicUsize::new(0),
+            ack_timeout,
         });
         lock(&core.state).inboxes.insert(uuid::Uuid::nil(), Inbox::new());
         let task = tokio::spawn(read_loop(core.clone(), reader));
@@ -458,7 +463,7 @@ impl Session {
 
     /// Queues one whole line for the writer task; it does not wait, so a caller that stops
     /// waiting afterwards leaves nothing half written. A write that fails or does not finish
-    /// within [`ACK_TIMEOUT`] ends the session with its error.
+    /// within the session's ack timeout ends the session with its error.
     fn write_line(&self, line: Vec<u8>) -> Result<()> {
         if let Some(e) = self.core.dead_error() {
             return Err(e);
@@ -470,12 +475,12 @@ impl Session {
     }
 
     /// Sends one Data line for `guid` (nil: the pool), its base64 written from `pieces`, after
-    /// the DataAck of the GUID's previous Data (waited for [`ACK_TIMEOUT`] at most: a server
+    /// the DataAck of the GUID's previous Data (waited for the session's ack timeout at most: a server
     /// that does not acknowledge ends the session).
     pub async fn send_data(&self, guid: uuid::Uuid, stream: DataStream, pieces: &[&[u8]]) -> Result<()> {
         let gate = self.core.gate(guid)?;
         let line = encode_data(stream, guid, pieces);
-        match tokio::time::timeout(ACK_TIMEOUT, gate.acquire()).await {
+        match tokio::time::timeout(self.core.ack_timeout, gate.acquire()).await {
             // Given back by the DataAck; taken only together with queueing the line.
             Ok(Ok(permit)) => {
                 permit.forget();
@@ -486,7 +491,7 @@ impl Session {
             Err(_) => Err(self.time_out(format!(
                 "the {} did not acknowledge the Data before for {guid} within {} s",
                 self.core.peer.describe(),
-                ACK_TIMEOUT.as_secs()
+                self.core.ack_timeout.as_secs()
             ))),
         }
     }
@@ -502,7 +507,7 @@ impl Session {
     }
 
     /// Sends a Command, Signal or Close for `guid` and waits for its acknowledgement (at most
-    /// [`ACK_TIMEOUT`]).
+    /// the session's ack timeout).
     async fn exchange(&self, kind: GuidPacket, guid: uuid::Uuid) -> Result<()> {
         let (tx, rx) = oneshot::channel();
         {
@@ -516,14 +521,14 @@ impl Session {
             st.acks.entry((kind, guid)).or_default().waiters.push_back(tx);
         }
         self.write_line(encode_guid(kind, guid))?;
-        match tokio::time::timeout(ACK_TIMEOUT, rx).await {
+        match tokio::time::timeout(self.core.ack_timeout, rx).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(self.gone()),
             Err(_) => Err(self.time_out(format!(
                 "the {} did not acknowledge <{} PSGuid='{guid}'> within {} s",
                 self.core.peer.describe(),
                 kind.name(),
-                ACK_TIMEOUT.as_secs()
+                self.core.ack_timeout.as_secs()
             ))),
         }
     }
@@ -695,7 +700,7 @@ async fn read_loop(core: Arc<Core>, mut reader: Box<dyn AsyncRead + Send + Unpin
 }
 
 /// Writes the queued lines in order until the queue ends (then the stream is shut down and
-/// dropped: EOF for the server). A write that fails or does not finish within [`ACK_TIMEOUT`]
+/// dropped: EOF for the server). A write that fails or does not finish within the session's ack timeout
 /// (a server that stopped reading) ends the session.
 async fn write_loop(
     core: Arc<Core>,
@@ -703,7 +708,7 @@ async fn write_loop(
     mut lines: mpsc::UnboundedReceiver<Vec<u8>>,
 ) {
     while let Some(line) = lines.recv().await {
-        let written = tokio::time::timeout(ACK_TIMEOUT, async {
+        let written = tokio::time::timeout(core.ack_timeout, async {
             writer.write_all(&line).await?;
             writer.flush().await
         })
@@ -724,7 +729,7 @@ async fn write_loop(
             Err(_) => Dead::Timeout(format!(
                 "the {} read nothing for {} s (a write could not finish)",
                 core.peer.describe(),
-                ACK_TIMEOUT.as_secs()
+                core.ack_timeout.as_secs()
             )),
         };
         core.fail(why);

@@ -225,7 +225,8 @@ impl RunspacePool {
         }
         let first = sm.open()?;
         let stream = crate::client::outofproc::open_stream(&client.config().carrier).await?;
-        let session = crate::client::outofproc::Session::start(stream);
+        let acks = client.config().operation_timeout * crate::client::outofproc::ACK_TIMEOUTS;
+        let session = crate::client::outofproc::Session::start(stream, acks);
         let shell_id = command_id_text(sm.id());
         let resource_uri = format!("{POWERSHELL_NS}/{}", config.configuration_name);
         let pool = Self::assemble_on(client, config, resource_uri, shell_id, sm, Link::OutOfProc(session.clone()));
