@@ -462,6 +462,94 @@ fn accept_unknown_records_the_key_and_warns() {
     assert_eq!(info.host_key_status, HostKeyStatus::Known);
 }
 
+/// A TCP forwarder on 127.0.0.1 that sends each connection to the next of `targets` in turn:
+/// one host:port behind which two servers answer, as when some connections are intercepted.
+fn alternating_forwarder(targets: Vec<u16>) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for (n, client) in listener.incoming().enumerate() {
+            let Ok(client) = client else { return };
+            let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", targets[n % targets.len()])) else { continue };
+            for (mut from, mut to) in [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)] {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from, &mut to);
+                    let _ = to.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        }
+    });
+    port
+}
+
+#[test]
+fn concurrent_first_connections_record_one_key() {
+    // Two servers with different host keys behind one host:port, connections alternating
+    // between them, a new known_hosts file: of the pools opened at once, the key of only one
+    // server is recorded, and the connections that reached the other are refused as changed.
+    let real = Sshd::start();
+    let other = Sshd::start();
+    // Both let in the same user key.
+    std::fs::copy(real.dir.0.join("authorized_keys"), other.dir.0.join("authorized_keys")).unwrap();
+    let port = alternating_forwarder(vec![real.port, other.port]);
+    let file = real.dir.0.join("concurrent/known_hosts");
+    let mut opts = real.options();
+    opts.port = port;
+    opts.known_hosts = Some(file.clone());
+    opts.host_key_policy = HostKeyPolicy::AcceptUnknown;
+    let start = std::sync::Arc::new(std::sync::Barrier::new(6));
+    let results: Vec<_> = (0..6)
+        .map(|_| {
+            let (opts, start) = (opts.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                connect(&opts).map(|(_, info)| info)
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+
+    let recorded = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(recorded.lines().count(), 1, "one key recorded: {recorded}");
+    let name = format!("[127.0.0.1]:{port}");
+    let (winner, loser) = if recorded == format!("{name} {}\n", public_line(&real.host_key)) {
+        (&real, &other)
+    } else {
+        assert_eq!(recorded, format!("{name} {}\n", public_line(&other.host_key)));
+        (&other, &real)
+    };
+    let mut accepted = 0;
+    for result in &results {
+        match result {
+            Ok(info) => {
+                assert_eq!(info.host_key_sha256, winner.host_fingerprint());
+                if info.host_key_status != HostKeyStatus::Known {
+                    assert_eq!(info.host_key_status, HostKeyStatus::AcceptedUnknown { recorded: true });
+                    accepted += 1;
+                }
+            }
+            Err(err) => {
+                let hk = err.host_key().unwrap_or_else(|| panic!("{err}"));
+                assert_eq!(hk.problem, HostKeyProblem::Changed, "{err}");
+                assert_eq!(hk.fingerprint, loser.host_fingerprint(), "{err}");
+            }
+        }
+    }
+    assert_eq!(accepted, 1, "{results:?}");
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 3, "{results:?}");
+
+    // From then on the other server is refused under either policy, and nothing more is written.
+    for _ in 0..2 {
+        match connect(&opts) {
+            Ok((_, info)) => assert_eq!(info.host_key_status, HostKeyStatus::Known),
+            Err(err) => assert_eq!(err.host_key().map(|h| h.problem), Some(HostKeyProblem::Changed), "{err}"),
+        }
+    }
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), recorded);
+}
+
 #[test]
 fn server_without_the_subsystem_is_refused() {
     let sshd = Sshd::with_subsystems(&[("sftp", "internal-sftp")]);

@@ -255,7 +255,8 @@ pub struct SshInfo {
 /// [`Error::HostKey`] (kind `Policy`), [`Error::Authentication`] (mechanism `ssh-publickey`,
 /// `ssh-password` or `ssh-agent`; the message names the methods the server accepts),
 /// [`Error::SubsystemRefused`], [`Error::Timeout`] (the server stalled after connecting),
-/// [`Error::Transport`] (the SSH exchange failed), [`Error::InvalidConfig`] (unusable options,
+/// [`Error::Transport`] (the SSH exchange failed), [`Error::Protocol`] (more than 1 MiB of channel
+/// data before the answer to the subsystem request), [`Error::InvalidConfig`] (unusable options,
 /// an unreadable key file or `known_hosts`).
 pub async fn open_subsystem(opts: &SshOptions) -> Result<(SshStream, SshInfo)> {
     opts.validate()?;
@@ -339,7 +340,7 @@ async fn establish(opts: &SshOptions, address: &str, phase: &AtomicU8) -> Result
     let host_key_status = match key.status {
         HostKeyStatus::Known => HostKeyStatus::Known,
         HostKeyStatus::AcceptedUnknown { .. } => {
-            accept_unknown(opts, address, &name, &key, known_path.as_deref(), checked.cert_authorities).await
+            accept_unknown(opts, address, &name, &key, known_path.as_deref(), checked.cert_authorities).await?
         }
     };
 
@@ -356,12 +357,12 @@ async fn establish(opts: &SshOptions, address: &str, phase: &AtomicU8) -> Result
         .await
         .map_err(|e| ssh_failure(address, "the subsystem request", &e))?;
     let refused = || Error::SubsystemRefused { address: address.to_owned(), subsystem: opts.subsystem.clone() };
-    let mut early = Vec::new();
+    let mut early = Early::default();
     loop {
         match channel.wait().await {
             Some(ChannelMsg::Success) => break,
             Some(ChannelMsg::Failure) | Some(ChannelMsg::Close) | Some(ChannelMsg::Eof) | None => return Err(refused()),
-            Some(ChannelMsg::Data { data }) => early.push(Bytes::from(data.to_vec())),
+            Some(ChannelMsg::Data { data }) => early.hold(&data, address)?,
             Some(_) => {}
         }
     }
@@ -394,7 +395,7 @@ async fn establish(opts: &SshOptions, address: &str, phase: &AtomicU8) -> Result
         "connected over SSH"
     );
     let (read, write) = channel.split();
-    Ok((SshStream::start(read, write, session, early), info))
+    Ok((SshStream::start(read, write, session, early.chunks), info))
 }
 
 async fn tcp_connect(opts: &SshOptions, address: &str) -> Result<tokio::net::TcpStream> {
@@ -524,13 +525,64 @@ impl client::Handler for Verifier {
 
     async fn auth_banner(&mut self, banner: &str, _session: &mut client::Session) -> Result<(), Self::Error> {
         let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
-        let kept: String = banner.chars().take(4096).collect();
-        shared.banner.get_or_insert_with(String::new).push_str(&kept);
+        keep_banner(&mut shared.banner, banner);
         Ok(())
     }
 }
 
-/// Records an unknown key accepted by policy, and warns.
+/// The most banner text kept from a server, in bytes.
+const BANNER_LIMIT: usize = 16 * 1024;
+
+/// The most channel data held while the server has not answered the subsystem request.
+const EARLY_LIMIT: usize = 1024 * 1024;
+
+/// Adds one USERAUTH_BANNER message to the banner kept so far: its first 4096 characters, as
+/// far as the total stays within [`BANNER_LIMIT`] bytes; what comes after that is ignored.
+fn keep_banner(kept: &mut Option<String>, banner: &str) {
+    let mut room = BANNER_LIMIT.saturating_sub(kept.as_ref().map_or(0, String::len));
+    let piece: String = banner
+        .chars()
+        .take(4096)
+        .take_while(|c| match room.checked_sub(c.len_utf8()) {
+            Some(left) => {
+                room = left;
+                true
+            }
+            None => false,
+        })
+        .collect();
+    if !piece.is_empty() || kept.is_none() {
+        kept.get_or_insert_with(String::new).push_str(&piece);
+    }
+}
+
+/// Channel data the server sent before it answered the subsystem request, for the stream.
+#[derive(Default)]
+struct Early {
+    chunks: Vec<Bytes>,
+    held: usize,
+}
+
+impl Early {
+    /// Keeps `data`; past [`EARLY_LIMIT`] bytes the server is at fault (russh widens the window as
+    /// data comes, so nothing else would stop it before the connect timeout).
+    fn hold(&mut self, data: &[u8], address: &str) -> Result<()> {
+        if data.len() > EARLY_LIMIT - self.held {
+            return Err(Error::protocol(format!(
+                "SSH to {address}: the server sent more than {} KiB on the channel before it answered the \
+                 subsystem request",
+                EARLY_LIMIT / 1024
+            )));
+        }
+        self.held += data.len();
+        self.chunks.push(Bytes::copy_from_slice(data));
+        Ok(())
+    }
+}
+
+/// Records an unknown key accepted by policy, and warns; unless, read again under the file's
+/// lock, `known_hosts` now records a key for the host: the same key is known, another is
+/// refused as changed.
 async fn accept_unknown(
     opts: &SshOptions,
     address: &str,
@@ -538,12 +590,34 @@ async fn accept_unknown(
     key: &AcceptedKey,
     known_path: Option<&Path>,
     cert_authorities: bool,
-) -> HostKeyStatus {
+) -> Result<HostKeyStatus> {
     let written = match (known_path, known_hosts::entry_line(name, &key.blob)) {
-        (Some(path), Some(line)) => match known_hosts::append(path, &line).await {
-            Ok(()) => Ok(path.display().to_string()),
-            Err(e) => Err(format!("could not be added to {}: {e}", path.display())),
-        },
+        (Some(path), Some(line)) => {
+            // Other connections of this process may have recorded a key for the host since this
+            // one read the file: it is read again under the file's lock, and a key recorded
+            // meanwhile decides as it would have at the handshake.
+            let _lock = known_hosts::lock(path).await;
+            let now = KnownHosts::load(Some(path)).await?;
+            let refuse = |problem, recorded| {
+                Err(Error::HostKey(Box::new(HostKeyError {
+                    problem,
+                    host: name.to_owned(),
+                    algorithm: key.algorithm.clone(),
+                    fingerprint: key.fingerprint.clone(),
+                    known_hosts: Some(path.display().to_string()),
+                    recorded,
+                })))
+            };
+            match now.check(name, &key.blob) {
+                Verdict::Known(_) => return Ok(HostKeyStatus::Known),
+                Verdict::Changed(recorded) => return refuse(HostKeyProblem::Changed, recorded),
+                Verdict::Revoked(entry) => return refuse(HostKeyProblem::Revoked, vec![entry]),
+                Verdict::Unknown { .. } => match known_hosts::append(path, &line).await {
+                    Ok(()) => Ok(path.display().to_string()),
+                    Err(e) => Err(format!("could not be added to {}: {e}", path.display())),
+                },
+            }
+        }
         (None, _) => Err("was not recorded: no known_hosts file ($HOME is unset)".to_owned()),
         (_, None) => Err("was not recorded: the key is malformed".to_owned()),
     };
@@ -564,7 +638,7 @@ async fn accept_unknown(
             Err(why) => format!("the key {why}"),
         }
     );
-    HostKeyStatus::AcceptedUnknown { recorded: written.is_ok() }
+    Ok(HostKeyStatus::AcceptedUnknown { recorded: written.is_ok() })
 }
 
 async fn logon(opts: &SshOptions, address: &str, session: &mut Handle<Verifier>) -> Result<()> {
@@ -797,5 +871,45 @@ mod tests {
             assert!(cap.done);
         });
         assert_eq!(id.get().map(String::as_str), Some("SSH-2.0-OpenSSH_9.2p1 Debian"));
+    }
+
+    #[test]
+    fn many_banners_are_kept_to_a_total() {
+        // OpenSSH sends one banner per connection, so a server sending many is tested here.
+        let mut kept = None;
+        keep_banner(&mut kept, "welcome\n");
+        assert_eq!(kept.as_deref(), Some("welcome\n"));
+        let long = "é".repeat(10_000);
+        keep_banner(&mut kept, &long);
+        assert_eq!(kept.as_ref().unwrap().chars().count(), 8 + 4096, "one banner is cut to 4096 characters");
+        for _ in 0..1000 {
+            keep_banner(&mut kept, &long);
+        }
+        let kept = kept.unwrap();
+        assert!(kept.len() <= BANNER_LIMIT, "{} bytes kept", kept.len());
+        assert!(kept.len() > BANNER_LIMIT - 4, "the banner is filled up to the limit: {} bytes", kept.len());
+        assert!(kept.starts_with("welcome\n"));
+    }
+
+    #[test]
+    fn data_before_the_subsystem_answer_is_capped() {
+        // OpenSSH answers the subsystem request before it forwards the program's output, so a
+        // server flooding the channel before its answer is tested here.
+        let mut early = Early::default();
+        early.hold(b"early bytes", "srv:22").unwrap();
+        let chunk = vec![7u8; 32 * 1024];
+        let mut refused = None;
+        for _ in 0..1000 {
+            if let Err(e) = early.hold(&chunk, "srv:22") {
+                refused = Some(e);
+                break;
+            }
+        }
+        let err = refused.expect("32 MB held before the subsystem's answer");
+        assert!(matches!(err, Error::Protocol(_)), "{err:?}");
+        assert!(err.to_string().contains("srv:22"), "{err}");
+        let held: usize = early.chunks.iter().map(Bytes::len).sum();
+        assert!(held <= EARLY_LIMIT, "{held} bytes held");
+        assert_eq!(&early.chunks[0][..], b"early bytes");
     }
 }

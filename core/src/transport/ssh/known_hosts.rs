@@ -9,7 +9,9 @@
 //! key; `@cert-authority` entries are not used (host certificates are not negotiated) and are
 //! named in the refusal of an unknown key. Lines that cannot be read are skipped, as ssh does.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
@@ -21,9 +23,10 @@ use crate::error::{Error, Result};
 use crate::host_key_error::RecordedHostKey;
 
 /// The name a host's keys are recorded under: the host in lower case for port 22, else
-/// `[host]:port` (OpenSSH's `put_host_port`).
+/// `[host]:port` (OpenSSH's `put_host_port`). An IPv6 address given in brackets is named
+/// without them, as OpenSSH names it (`::1`, `[::1]:2222`).
 pub(crate) fn lookup_name(host: &str, port: u16) -> String {
-    let host = host.to_ascii_lowercase();
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host).to_ascii_lowercase();
     if port == 22 { host } else { format!("[{host}]:{port}") }
 }
 
@@ -141,6 +144,17 @@ impl KnownHosts {
 /// The line ssh writes for a key: `name keytype base64`.
 pub(crate) fn entry_line(name: &str, blob: &[u8]) -> Option<String> {
     Some(format!("{name} {} {}\n", blob_type(blob)?, STANDARD.encode(blob)))
+}
+
+/// Holds this process's lock on the `known_hosts` file at `path` (one per path), so that
+/// connections accepting an unknown key check and append one at a time.
+pub(crate) async fn lock(path: &Path) -> tokio::sync::OwnedMutexGuard<()> {
+    type Locks = Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>;
+    static LOCKS: OnceLock<Locks> = OnceLock::new();
+    let key = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let lock =
+        LOCKS.get_or_init(Locks::default).lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_default().clone();
+    lock.lock_owned().await
 }
 
 /// Appends `line` to the file (created 0600, its directory 0700, as ssh does), on a line of its
@@ -270,6 +284,10 @@ mod tests {
         assert_eq!(lookup_name("Server.Example", 22), "server.example");
         assert_eq!(lookup_name("127.0.0.1", 2222), "[127.0.0.1]:2222");
         assert_eq!(lookup_name("::1", 2222), "[::1]:2222");
+        // A bracketed IPv6 address (as SshOptions accepts it) is recorded as OpenSSH records it.
+        assert_eq!(lookup_name("[::1]", 2222), "[::1]:2222");
+        assert_eq!(lookup_name("[::1]", 22), "::1");
+        assert_eq!(lookup_name("[FE80::1]", 22), "fe80::1");
         // core/tests/ssh.rs compares with ssh-keygen -l on real keys.
         let b = blob("ssh-ed25519", 7);
         let fp = fingerprint(&b);
