@@ -190,3 +190,9 @@ def test_fleet_usage_errors(one, env):
     assert bad_range.returncode == cli.EXIT_USAGE and "counts down" in bad_range.stderr
     missing = run_cli(["run", "--auth", "ntlm", "-f", str(Path("/nonexistent/hosts")), "-c", "1"], env)
     assert missing.returncode == cli.EXIT_USAGE and "cannot read the host file" in missing.stderr
+    # Client's SSH and process options are no fleet options: a fleet with dead hosts runs and
+    # reports them, without a traceback.
+    dead = run_cli(["run", "--auth", "ntlm", "-H", f"127.0.0.1:{dead_port()},127.0.0.1:{dead_port()}", "-c", "1"], env)
+    assert "Traceback" not in dead.stderr and dead.returncode not in (0, cli.EXIT_USAGE), dead.stderr
+    ssh = run_cli(["run", "--transport", "ssh", "-H", addr(one), "-c", "1"], env)
+    assert ssh.returncode == cli.EXIT_USAGE and "WS-Man only" in ssh.stderr, ssh.stderr

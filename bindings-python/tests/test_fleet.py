@@ -332,6 +332,32 @@ def test_options_are_checked_before_any_host_is_contacted(good_a):
     assert good_a.state()["requests"] == requests, "no request reached the endpoint"
 
 
+def test_a_fleet_takes_the_client_defaults_and_runs_over_ws_man_only(good_a):
+    # Client's SSH and process options are not fleet options: a run with only the usual ones
+    # starts (a port nobody listens on is that host's ConnectError, not a TypeError).
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    with psremote.run_many([f"127.0.0.1:{dead}"], "1", username="u", password="p", auth="ntlm", trusted_hosts=TRUSTED) as run:
+        (result,) = list(run)
+    assert isinstance(result.error, psremote.ConnectError), result
+    requests = good_a.state()["requests"]
+    with pytest.raises(psremote.ConfigurationError, match="transport='wsman' only"):
+        psremote.run_many(at(good_a, "h"), "1", transport="ssh", **SHARED)
+    with pytest.raises(psremote.ConfigurationError, match="transport='wsman' only"):
+        psremote.run_many(at(good_a, "h"), "1", transport="process", **SHARED)
+    with pytest.raises(psremote.ConfigurationError, match="key_file apply to transport='ssh' or 'process'"):
+        psremote.run_many(at(good_a, "h"), "1", key_file="/k", **SHARED)
+    with pytest.raises(psremote.ConfigurationError, match="host 'x': fleets .* transport='wsman' only"):
+        psremote.run_many([{"host": "127.0.0.1", "name": "x", "transport": "ssh"}], "1", **SHARED)
+    with pytest.raises(psremote.ConfigurationError, match="unknown transport"):
+        psremote.run_many(at(good_a, "h"), "1", transport="telnet", **SHARED)
+    assert good_a.state()["requests"] == requests, "no request reached the endpoint"
+    with psremote.run_many(at(good_a, "h"), "1", transport="wsman", **SHARED) as run:
+        (result,) = list(run)
+    assert result.ok, result
+
+
 def test_a_cancelled_run_reports_every_host_and_leaves_nothing(stalled):
     run = psremote.run_many([at(stalled, f"h{i}") for i in range(6)], "Write-Output x", throttle=2, **SHARED)
     with pytest.raises(psremote.OperationTimeoutError, match="no host finished within 0.5 s"):

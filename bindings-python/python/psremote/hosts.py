@@ -23,7 +23,14 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Dict, List, Tuple, Union
 
-from psremote._options import DEFAULT_CONFIGURATION, _split_url, build_options, normalize_configuration_name
+from psremote._options import (
+    DEFAULT_CONFIGURATION,
+    SSH_ONLY,
+    _split_url,
+    build_options,
+    check_transport,
+    normalize_configuration_name,
+)
 from psremote.exceptions import ConfigurationError
 
 __all__ = ["HostEntry", "HostsArg", "expand_hosts", "expand_pattern"]
@@ -134,6 +141,11 @@ def _expand_one(source: Any, depth: int) -> List[str]:
 # --- the options of each host ----------------------------------------------------------------------
 
 
+#: Client options that choose or configure a transport other than WS-Man: a fleet runs over
+#: WS-Man only, so they are not fleet options (``transport='wsman'`` is accepted as the default).
+NON_WSMAN_OPTIONS = ("transport", *SSH_ONLY, "executable", "arguments")
+
+
 @functools.lru_cache(maxsize=1)
 def _client_defaults_cached() -> Tuple[Tuple[str, Any], ...]:
     from psremote.client import _ClientBase
@@ -142,8 +154,23 @@ def _client_defaults_cached() -> Tuple[Tuple[str, Any], ...]:
     return tuple(
         (name, p.default)
         for name, p in parameters.items()
-        if name not in ("self", "host", "ps_host") and p.kind is inspect.Parameter.KEYWORD_ONLY
+        if name not in ("self", "host", "ps_host", *NON_WSMAN_OPTIONS) and p.kind is inspect.Parameter.KEYWORD_ONLY
     )
+
+
+def _only_wsman(options: Mapping[str, Any], where: str) -> Dict[str, Any]:
+    """``options`` without ``transport='wsman'``; any other transport, or an option of one, is
+    refused: a fleet runs over WS-Man only."""
+    out = dict(options)
+    if "transport" in out:
+        if check_transport(out.pop("transport")) != "wsman":
+            raise ConfigurationError(f"{where}fleets (run_many, psremote run -H/-f) run over transport='wsman' only")
+    named = [name for name in NON_WSMAN_OPTIONS if name in out]
+    if named:
+        raise ConfigurationError(
+            f"{where}{', '.join(named)} apply to transport='ssh' or 'process'; fleets run over transport='wsman' only"
+        )
+    return out
 
 
 def _client_defaults() -> Dict[str, Any]:
@@ -219,6 +246,7 @@ def shared_options(client_options: Mapping[str, Any]) -> Dict[str, Any]:
     """The options every host starts from: Client's defaults, then ``client_options``. A shared
     ``url`` gives the scheme, port and path; each host's name replaces its host part."""
     defaults = _client_defaults()
+    client_options = _only_wsman(client_options, "")
     unknown = sorted(set(client_options) - set(defaults))
     if "host" in client_options:
         raise ConfigurationError("the hosts come from the hosts argument: give no host= option")
@@ -247,6 +275,7 @@ def shared_options(client_options: Mapping[str, Any]) -> Dict[str, Any]:
 def host_options(shared: Mapping[str, Any], name: str, own: Mapping[str, Any]) -> Any:
     """The validated :class:`~psremote._options.ClientOptions` of one host: ``shared`` updated by
     the host's own options. A host given as a URL takes its scheme, port and path from it."""
+    own = _only_wsman(own, f"host {name!r}: ")
     unknown = sorted(set(own) - set(shared) - {"host"})
     if unknown:
         raise TypeError(f"host {name!r}: unexpected client option(s): {', '.join(unknown)}")
