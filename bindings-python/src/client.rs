@@ -50,6 +50,15 @@ impl Client {
 }
 
 /// `grace` seconds for a closing client's waits.
+/// A positive, finite number of seconds as a Duration.
+fn positive_secs(name: &str, seconds: f64) -> PyResult<Duration> {
+    if seconds.is_finite() && seconds > 0.0 {
+        Ok(Duration::from_secs_f64(seconds))
+    } else {
+        Err(PyValueError::new_err(format!("{name} must be a positive number of seconds, not {seconds}")))
+    }
+}
+
 pub(crate) fn grace(seconds: f64) -> PyResult<Duration> {
     match Duration::try_from_secs_f64(seconds) {
         Ok(d) if seconds > 0.0 => Ok(d),
@@ -219,15 +228,18 @@ impl Client {
 
     /// A client for a local process that speaks PowerShell's out-of-process transport on its
     /// stdin and stdout (`pwsh -NoLogo -s` by default); each runspace pool starts its own.
+    /// `operation_timeout` bounds the waits for the process's acknowledgements (three of it).
     #[staticmethod]
-    #[pyo3(signature = (*, executable=None, arguments=None, audit_arguments=false, max_events_ahead=256))]
+    #[pyo3(signature = (*, executable=None, arguments=None, audit_arguments=false, max_events_ahead=256, operation_timeout=20.0))]
     fn process(
         executable: Option<String>,
         arguments: Option<Vec<String>>,
         audit_arguments: bool,
         max_events_ahead: usize,
+        operation_timeout: f64,
         py: Python<'_>,
     ) -> PyResult<Self> {
+        let operation_timeout = positive_secs("operation_timeout", operation_timeout)?;
         let mut options = ProcessOptions::default();
         if let Some(executable) = executable {
             options.executable = executable;
@@ -236,13 +248,14 @@ impl Client {
             options.arguments = arguments;
         }
         let mut config = ClientConfig::process(options);
+        config.operation_timeout = operation_timeout;
         config.audit_arguments = audit_arguments;
         config.max_events_ahead = max_events_ahead;
         let url = config.validate().map_err(|e| crate::errors::to_py_err(py, e))?;
         Ok(Self { config, url, inner: Arc::new(OnceCell::new()), ops: Arc::default() })
     }
 
-    /// The transport: `wsman`, or `process` for a local process.
+    /// The transport: `wsman`, `ssh` (PowerShell over SSH), or `process` for a local process.
     #[getter]
     fn transport(&self) -> &'static str {
         self.config.carrier.name()
@@ -276,12 +289,13 @@ impl Client {
     /// runspace pool makes its own SSH connection. One of `key_file`, `password` or `agent`
     /// (the agent at `agent_socket`, else `$SSH_AUTH_SOCK`); the host key is checked against
     /// `known_hosts` (default `~/.ssh/known_hosts`), an unknown one accepted (warned, recorded)
-    /// only with `accept_unknown_host_key`.
+    /// only with `accept_unknown_host_key`. `operation_timeout` bounds the waits for the
+    /// server's acknowledgements (three of it), as over the process transport.
     #[staticmethod]
     #[pyo3(signature = (
         *, host, port, username, key_file=None, key_passphrase=None, password=None, agent=false, agent_socket=None,
         known_hosts=None, accept_unknown_host_key=false, subsystem=None, connect_timeout=30.0, audit_arguments=false,
-        max_events_ahead=256, proxy=None, proxy_username=None, proxy_password=None
+        max_events_ahead=256, proxy=None, proxy_username=None, proxy_password=None, operation_timeout=20.0
     ))]
     #[allow(clippy::too_many_arguments)]
     fn ssh(
@@ -302,6 +316,7 @@ impl Client {
         proxy: Option<String>,
         proxy_username: Option<String>,
         proxy_password: Option<String>,
+        operation_timeout: f64,
         py: Python<'_>,
     ) -> PyResult<Self> {
         // Taken first, so the secrets are zeroized on every path out of here.
@@ -349,6 +364,7 @@ impl Client {
         options.connect_timeout = Duration::from_secs_f64(connect_timeout);
         options.proxy = proxy;
         let mut config = ClientConfig::ssh(options);
+        config.operation_timeout = positive_secs("operation_timeout", operation_timeout)?;
         config.audit_arguments = audit_arguments;
         config.max_events_ahead = max_events_ahead;
         let url = config.validate().map_err(core_err)?;

@@ -177,6 +177,56 @@ def test_a_missing_program_a_crash_and_garbage_are_typed_errors(tmp_path):
     wait_gone(log)
 
 
+def test_operation_timeout_bounds_the_wait_for_acknowledgements(tmp_path):
+    # The endpoint's --misbehave no-ack never acknowledges; three operation timeouts end the
+    # wait (60 s with the default 20). With operation_timeout=1 the timeout error comes well
+    # inside the thread's generous bound; left out (the old behaviour) it would not.
+    log = tmp_path / "no-ack.log"
+    caught: List[BaseException] = []
+
+    def run() -> None:
+        options: Dict[str, Any] = dict(executable=sys.executable, arguments=server_arguments(log, "--misbehave", "no-ack"))
+        with Client(transport="process", operation_timeout=1, **options) as client:
+            try:
+                client.run_ps("Write-Output 1")
+            except BaseException as e:  # noqa: BLE001 - handed to the test thread
+                caught.append(e)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(45)
+    assert not worker.is_alive(), "operation_timeout=1 did not bound the wait for an acknowledgement"
+    assert len(caught) == 1 and isinstance(caught[0], psremote.OperationTimeoutError), caught
+    assert isinstance(caught[0], TimeoutError)
+    wait_gone(log)
+    with pytest.raises(psremote.ConfigurationError, match="operation_timeout"):
+        Client(transport="process", operation_timeout=0)
+    # The CLI passes --operation-timeout on.
+    cli_log = tmp_path / "cli-no-ack.log"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    done = subprocess.run(
+        [sys.executable, "-m", "psremote", "run", "--transport", "process", "--operation-timeout", "1",
+         "--process-executable", sys.executable,
+         "--process-args", " ".join(server_arguments(cli_log, "--misbehave", "no-ack")), "-c", "Write-Output 1"],
+        env=env, capture_output=True, text=True, timeout=45,
+    )  # fmt: skip
+    assert done.returncode not in (0, 2) and "Traceback" not in done.stderr, done.stderr
+    assert "time" in done.stderr.lower(), done.stderr
+    wait_gone(cli_log)
+    # WS-Man's switches and a proxy are usage errors with --transport process.
+    for extra, words in (
+        (["--proxy", "http://127.0.0.1:3128"], "--proxy applies to --transport wsman, not process"),
+        (["--https"], "--https applies to --transport wsman, not process"),
+        (["--configuration-name", "JEA"], "--configuration-name applies to --transport wsman"),
+        (["--key-file", "/k"], "--key-file applies to --transport ssh, not process"),
+    ):
+        wrong = subprocess.run(
+            [sys.executable, "-m", "psremote", "run", "--transport", "process", *extra, "-c", "1"],
+            env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert wrong.returncode == 2 and words in wrong.stderr, wrong.stderr
+
+
 def test_asyncio_over_a_process(server_log, tmp_path):
     async def main():
         async with AsyncClient(transport="process", executable=sys.executable, arguments=server_arguments(server_log)) as client:

@@ -191,6 +191,84 @@ def test_option_checks() -> None:
     client.close()
 
 
+def test_wsman_options_are_refused_not_ignored_over_ssh_and_process() -> None:
+    ssh: Dict[str, Any] = dict(transport="ssh", username="u", agent=True)
+    for option, value in (
+        ("auth", "ntlm"),
+        ("https", True),
+        ("path", "/other"),
+        ("configuration_name", "JEA"),
+        ("trusted_hosts", ["h"]),
+        ("insecure_skip_verify", True),
+        ("encryption", "always"),
+        ("ca_file", "/ca.pem"),
+    ):
+        with pytest.raises(ConfigurationError, match=f"^{option} applies to transport='wsman', not transport='ssh'"):
+            Client("h", **ssh, **{option: value})
+        with pytest.raises(ConfigurationError, match=f"^{option} applies to transport='wsman', not transport='process'"):
+            Client(transport="process", **{option: value})
+    with pytest.raises(ConfigurationError, match="ignore_proxy applies to transport='wsman'.*SSH reads no proxy from the environment"):
+        Client("h", **ssh, ignore_proxy=True)
+    with pytest.raises(ConfigurationError, match="auth, https apply to transport='wsman'"):
+        Client("h", **ssh, auth="basic", https=True)
+    with pytest.raises(ConfigurationError, match="port applies to transport='wsman', not transport='process'"):
+        Client(transport="process", port=5986)
+    # Their defaults, given explicitly, are fine.
+    Client("h", **ssh, auth="negotiate", https=False, configuration_name="Microsoft.PowerShell", ignore_proxy=False).close()
+
+
+def test_proxy_options_over_ssh_are_checked_as_for_wsman() -> None:
+    ssh: Dict[str, Any] = dict(transport="ssh", username="u", agent=True)
+    with pytest.raises(ConfigurationError, match="proxy_password needs proxy="):
+        Client("h", **ssh, proxy_password="secret-pw")
+    with pytest.raises(ConfigurationError, match="proxy_username needs proxy="):
+        Client("h", **ssh, proxy_username="pu", proxy_password="secret-pw")
+    with pytest.raises(ConfigurationError, match="proxy_password needs proxy_username") as caught:
+        Client("h", **ssh, proxy="http://127.0.0.1:3128", proxy_password="secret-pw")
+    assert "secret-pw" not in str(caught.value)
+    with pytest.raises(ConfigurationError, match="proxy must be a URL"):
+        Client("h", **ssh, proxy=3128)
+    with pytest.raises(ConfigurationError, match="proxy must be a URL"):
+        Client("h", **ssh, proxy="  ")
+    # The URL is taken without its surrounding blanks, as over WS-Man.
+    with Client("h", **ssh, proxy=" http://127.0.0.1:3128 ", proxy_username="pu", proxy_password="secret-pw") as client:
+        assert client.options.proxy == "http://127.0.0.1:3128"
+        assert client.options.proxy_username == "pu"
+        assert "secret-pw" not in repr(client) and "secret-pw" not in repr(client.options)
+
+
+def test_options_of_ssh_and_process_clients_name_what_they_reach(monkeypatch: pytest.MonkeyPatch) -> None:
+    from psremote.cli import _prompt_name
+
+    with Client("server1", transport="ssh", port=2222, username="admin", agent=True) as client:
+        o = client.options
+        assert (o.transport, o.host, o.port, o.username) == ("ssh", "server1", 2222, "admin")
+        assert o.url == "ssh://admin@server1:2222"
+        assert _prompt_name(client) == "server1"
+    with Client(transport="process") as client:
+        o = client.options
+        assert (o.transport, o.host, o.port, o.username) == ("process", "", 0, "")
+        assert _prompt_name(client) == "process"
+    client = Client("server2", username="u", password="p")
+    assert (client.options.transport, client.options.host) == ("wsman", "server2")
+    assert _prompt_name(client) == "server2"
+    client.close()
+    # agent= takes ~ as ssh does; password='' is a password (only None falls back to the environment).
+    with Client("h", transport="ssh", username="u", agent="~/agent.sock") as client:
+        assert client.ssh is not None and client.ssh.agent_socket == os.path.expanduser("~/agent.sock")
+    from psremote._options import ssh_transport
+
+    monkeypatch.setenv("PSREMOTE_PASSWORD", "from-the-environment")
+    common: Dict[str, Any] = dict(
+        url=None, port=None, key_file=None, key_passphrase=None, agent=False, known_hosts=None,
+        accept_unknown_host_key=False, subsystem="powershell",
+    )  # fmt: skip
+    assert ssh_transport("h", username="u", password="", **common).password == ""
+    assert ssh_transport("h", username="u", password=None, **common).password == "from-the-environment"
+    with pytest.raises(ConfigurationError, match="one way to log on"):
+        ssh_transport("h", username="u", password="", **dict(common, agent=True))
+
+
 def test_cli_over_ssh(server: sshd.SshServer) -> None:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.pop("PSREMOTE_PASSWORD", None)
@@ -221,6 +299,17 @@ def test_cli_over_ssh(server: sshd.SshServer) -> None:
         env=dict(env, PSREMOTE_PASSWORD="x"), capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert misuse.returncode != 0 and "--key-file apply to --transport ssh" in misuse.stderr
+    # WS-Man's switches are usage errors with --transport ssh, not ignored.
+    for extra, words in (
+        (["--ignore-proxy"], "--ignore-proxy applies to --transport wsman, not ssh (SSH reads no proxy"),
+        (["--https", "--auth", "ntlm"], "--auth, --https apply to --transport wsman, not ssh"),
+        (["--configuration-name", "JEA"], "--configuration-name applies to --transport wsman"),
+    ):
+        wrong = subprocess.run(
+            PSREMOTE + base + ["--key-file", server.info["user_key_path"], *extra, "-c", "1"],
+            env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert wrong.returncode == 2 and words in wrong.stderr, wrong.stderr
 
 
 def test_through_an_http_proxy(server: sshd.SshServer, tmp_path: Path) -> None:
@@ -234,6 +323,22 @@ def test_through_an_http_proxy(server: sshd.SshServer, tmp_path: Path) -> None:
         with Client("127.0.0.1", **key_options(server, proxy=proxy.url)) as client:
             with pytest.raises(psremote.ProxyError):
                 client.run_ps("1")
+        # The CLI's --proxy and --proxy-user reach the SSH connection too (the password from
+        # the environment): without the proxy's credentials the proxy refuses it, which a
+        # connection made directly would not be.
+        env = dict(os.environ, PYTHONUNBUFFERED="1", PSREMOTE_PROXY_PASSWORD=proxies.HTTP_PASSWORD)
+        env.pop("PSREMOTE_PASSWORD", None)
+        base = ["run", "127.0.0.1", "--transport", "ssh", "--port", str(server.port), "--user", server.info["user"],
+                "--key-file", server.info["user_key_path"], "--known-hosts", server.info["known_hosts_path"],
+                "--proxy", proxy.url]  # fmt: skip
+        done = subprocess.run(
+            PSREMOTE + base + ["--proxy-user", proxies.HTTP_USER, "-c", "Write-Output 'cli through a tunnel'"],
+            env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 0 and done.stdout.splitlines() == ["cli through a tunnel"], done.stderr
+        refused = subprocess.run(PSREMOTE + base + ["-c", "1"], env=env, capture_output=True, text=True, timeout=60)
+        assert refused.returncode != 0 and "proxy" in refused.stderr.lower(), refused.stderr
+        assert proxies.HTTP_PASSWORD not in done.stderr + refused.stderr
     finally:
         log = proxy.stop()
     assert f"127.0.0.1:{server.port}" in log

@@ -200,6 +200,7 @@ class Client:
         proxy: Optional[str] = None,
         proxy_username: Optional[str] = None,
         proxy_password: Optional[str] = None,
+        operation_timeout: float = 20.0,
     ) -> Client:
         """A client for the powershell subsystem of an SSH server; each runspace pool makes its
         own SSH connection."""
@@ -210,11 +211,13 @@ class Client:
         arguments: Optional[list[str]] = None,
         audit_arguments: bool = False,
         max_events_ahead: int = 256,
+        operation_timeout: float = 20.0,
     ) -> Client:
         """A client for a local process speaking the out-of-process transport on its
         stdin/stdout (pwsh -NoLogo -s by default)."""
     @property
-    def transport(self) -> str: ...
+    def transport(self) -> str:
+        """wsman, ssh (PowerShell over SSH) or process (a local out-of-process program)."""
     @property
     def url(self) -> str: ...
     @property

@@ -94,9 +94,18 @@ class ClientOptions:
     proxy_username: Optional[str] = None
     proxy_password: Optional[str] = field(default=None, repr=False)
     ignore_proxy: bool = False
+    #: ``'wsman'``, ``'ssh'`` or ``'process'``. Over ssh, ``host``, ``port`` and ``username`` are
+    #: the SSH server's and the SSH account's; over process they are ``''``, 0 and ``''`` (there is
+    #: no host). The WS-Man options keep their defaults (others are refused) and play no part.
+    transport: str = "wsman"
 
     @property
     def url(self) -> str:
+        if self.transport == "ssh":
+            host = f"[{self.host}]" if ":" in self.host else self.host
+            return f"ssh://{self.username}@{host}:{self.port}"
+        if self.transport == "process":
+            return "process:"
         scheme = "https" if self.https else "http"
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{scheme}://{host}:{self.port}{self.path}"
@@ -610,10 +619,18 @@ def ssh_transport(
         use_agent = agent
     else:
         agent_socket = _optional_path("agent", agent)
+        if agent_socket is not None:
+            agent_socket = os.path.expanduser(agent_socket)
         use_agent = agent_socket is not None
     if password is not None and not isinstance(password, str):
         raise ConfigurationError(f"password must be a str, not {type(password).__name__}")
-    ways = [name for name, given in (("key_file", key_file), ("password", password), ("agent", use_agent or None)) if given]
+    # A password is given when it is not None: '' is an (empty) password, as over WS-Man, and
+    # only None falls back to PSREMOTE_PASSWORD.
+    ways = [
+        name
+        for name, given in (("key_file", key_file is not None), ("password", password is not None), ("agent", use_agent))
+        if given
+    ]
     if len(ways) > 1:
         raise ConfigurationError(f"give one way to log on over SSH, not {' and '.join(ways)}")
     if not ways:

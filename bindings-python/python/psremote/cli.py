@@ -303,7 +303,8 @@ def _connection_parser() -> argparse.ArgumentParser:
         "--proxy",
         metavar="URL",
         help="tunnel through this proxy: http://HOST:PORT (CONNECT), socks5://HOST:PORT or socks5h://HOST:PORT "
-        "(name resolved by the proxy); default: $https_proxy/$http_proxy/$all_proxy unless $no_proxy names the host",
+        "(name resolved by the proxy); default: $https_proxy/$http_proxy/$all_proxy unless $no_proxy names the host "
+        "(with --transport ssh only this switch gives a proxy: SSH reads none from the environment)",
     )
     group.add_argument(
         "--proxy-user", metavar="USER", help=f"log on to the proxy as USER (password from ${PROXY_PASSWORD_ENV} or a prompt)"
@@ -313,7 +314,7 @@ def _connection_parser() -> argparse.ArgumentParser:
         "--no-proxy",
         dest="ignore_proxy",
         action="store_true",
-        help="ignore the environment's proxy variables (connect directly unless --proxy is given)",
+        help="ignore the environment's proxy variables (connect directly unless --proxy is given); WS-Man only",
     )
     security = common.add_argument_group("security")
     security.add_argument("--https", action="store_true", help="connect over HTTPS (default port 5986)")
@@ -461,14 +462,20 @@ def _ssh_options(args: argparse.Namespace) -> Dict[str, Any]:
         raise ConfigurationError("--transport ssh takes a HOST, not --url")
     if args.key_file and args.agent:
         raise ConfigurationError("give --key-file or --agent, not both")
+    _refuse_wsman_switches(args, "ssh")
     options: Dict[str, Any] = dict(
         transport="ssh",
         username=user,
         port=args.port,
+        operation_timeout=args.operation_timeout,
         connect_timeout=args.connect_timeout,
         known_hosts=args.known_hosts,
         accept_unknown_host_key=args.accept_unknown_host_key,
+        **_proxy_options(args),
     )
+    # SSH reads no proxy from the environment, so there is nothing for --ignore-proxy to ignore
+    # (refused above); --proxy and --proxy-user send the SSH connection through a proxy.
+    del options["ignore_proxy"]
     if args.key_file:
         options.update(key_file=args.key_file, key_passphrase=os.environ.get(KEY_PASSWORD_ENV))
     elif args.agent:
@@ -476,6 +483,48 @@ def _ssh_options(args: argparse.Namespace) -> Dict[str, Any]:
     else:
         options["password"] = _password()
     return options
+
+
+def _refuse_wsman_switches(args: argparse.Namespace, transport: str) -> None:
+    """WS-Man's switches given with --transport ssh or process are usage errors, not ignored."""
+    given = [
+        switch
+        for switch, value, default in (
+            ("--auth", args.auth, "negotiate"),
+            ("--path", args.path, None),
+            ("--allow-unencrypted", args.allow_unencrypted, False),
+            ("--configuration-name", args.configuration_name, None),
+            ("--https", args.https, False),
+            ("--trusted-hosts", args.trusted_hosts, os.environ.get(TRUSTED_HOSTS_ENV)),
+            ("--ca-file", args.ca_file, None),
+            ("--server-name", args.server_name, None),
+            ("--pin", args.pin, None),
+            ("--insecure-skip-verify", args.insecure_skip_verify, False),
+            ("--client-cert", args.client_cert, None),
+            ("--client-key", args.client_key, None),
+            ("--encryption", args.encryption, "auto"),
+            ("--ignore-proxy", args.ignore_proxy, False),
+        )
+        if value != default
+    ]
+    if transport == "process":
+        given += [
+            switch
+            for switch, value, default in (
+                ("--port", args.port, None),
+                ("--connect-timeout", args.connect_timeout, 30.0),
+                ("--proxy", args.proxy, None),
+                ("--proxy-user", args.proxy_user, None),
+            )
+            if value != default
+        ]
+        ssh_only = [f"--{name.replace('_', '-')}" for name in ("key_file", "agent", "known_hosts", "accept_unknown_host_key") if getattr(args, name)]
+        if ssh_only:
+            raise ConfigurationError(f"{', '.join(ssh_only)} {'applies' if len(ssh_only) == 1 else 'apply'} to --transport ssh, not process")
+    if given:
+        why = " (SSH reads no proxy from the environment)" if given == ["--ignore-proxy"] else ""
+        verb = "applies" if len(given) == 1 else "apply"
+        raise ConfigurationError(f"{', '.join(given)} {verb} to --transport wsman, not {transport}{why}")
 
 
 def _client_options(args: argparse.Namespace, out: Output) -> Dict[str, Any]:
@@ -530,14 +579,13 @@ def _process_options(args: argparse.Namespace) -> Dict[str, Any]:
     """The client options of --transport process."""
     if args.host is not None or args.url is not None:
         raise ConfigurationError("--transport process starts a local program: give no HOST or --url")
-    options: Dict[str, Any] = dict(transport="process", executable=args.process_executable)
+    _refuse_wsman_switches(args, "process")
+    options: Dict[str, Any] = dict(transport="process", executable=args.process_executable, operation_timeout=args.operation_timeout)
     if args.process_args is not None:
         try:
             options["arguments"] = shlex.split(args.process_args)
         except ValueError as e:
             raise ConfigurationError(f"--process-args: {e}") from None
-    if args.configuration_name:
-        options["configuration_name"] = args.configuration_name
     return options
 
 
@@ -686,11 +734,20 @@ def _run_line(pool: RunspacePool, line: str, out: Output) -> None:
         printer.close()
 
 
+def _prompt_name(client: Client) -> str:
+    """The name in the shell's prompt: the host (the SSH server's over ssh), or 'process'."""
+    if client.transport == "process":
+        return "process"
+    if client.ssh is not None:
+        return client.ssh.host
+    return client.options.host
+
+
 def _shell(args: argparse.Namespace, out: Output) -> int:
     interactive = sys.stdin.isatty()
     with _client(args, out) as client:
         with client.runspace_pool(host=CliHost()) as pool:
-            name = client.options.host
+            name = _prompt_name(client)
             history = _setup_history() if interactive else None
             if interactive:
                 out.out(f"Connected to {client.url}. Type 'exit' to leave; Ctrl-C stops a running command.")

@@ -30,6 +30,7 @@ from psremote._options import (
     check_transport,
     normalize_configuration_name,
     process_transport,
+    proxy_without_userinfo,
     ssh_transport,
 )
 from psremote.cmd import UTF8_CODEPAGE, CmdShell, StdinData, _cmd_arguments, _shell_options
@@ -642,6 +643,44 @@ class _ClientBase:
         if self.transport != "process" and (executable is not None or arguments is not None):
             raise ConfigurationError("executable and arguments apply to transport='process'")
         ssh_proxy: Dict[str, Any] = {}
+        if self.transport != "wsman":
+            # WS-Man's own options mean nothing to the other transports: a value other than the
+            # default is refused rather than ignored.
+            wsman_only: Dict[str, Tuple[Any, Any]] = dict(
+                auth=(auth, "negotiate"),
+                https=(https, False),
+                path=(path, None),
+                encryption=(encryption, "auto"),
+                max_envelope_size=(max_envelope_size, None),
+                configuration_name=(normalize_configuration_name(configuration_name), DEFAULT_CONFIGURATION),
+                allow_unencrypted=(allow_unencrypted, False),
+                trusted_hosts=(trusted_hosts or None, None),
+                ca_file=(ca_file, None),
+                ca_dir=(ca_dir, None),
+                server_name=(server_name, None),
+                pinned_public_keys=(pinned_public_keys or None, None),
+                insecure_skip_verify=(insecure_skip_verify, False),
+                min_tls_version=(min_tls_version, None),
+                max_tls_version=(max_tls_version, None),
+                client_certificate=(client_certificate, None),
+                client_key=(client_key, None),
+                client_key_password=(client_key_password, None),
+                kerberos_kdc=(kerberos_kdc, None),
+                spn_service=(spn_service, "HTTP"),
+                spn_hostname=(spn_hostname, None),
+                delegate=(delegate, False),
+                max_reply_size=(max_reply_size, None),
+                ignore_proxy=(ignore_proxy, False),
+            )
+            if self.transport == "process":
+                wsman_only.update(port=(port, None), connect_timeout=(connect_timeout, 30.0))
+            named = [name for name, (value, default) in wsman_only.items() if value != default]
+            if named:
+                why = " (SSH reads no proxy from the environment)" if named == ["ignore_proxy"] else ""
+                raise ConfigurationError(
+                    f"{', '.join(named)} {'applies' if len(named) == 1 else 'apply'} to transport='wsman', "
+                    f"not transport={self.transport!r}{why}"
+                )
         if self.transport == "ssh":
             ssh = ssh_transport(
                 host,
@@ -656,10 +695,37 @@ class _ClientBase:
                 accept_unknown_host_key=accept_unknown_host_key,
                 subsystem=subsystem,
             )
-            if proxy is None and proxy_username is not None:
-                raise ConfigurationError("proxy_username needs proxy= (SSH reads no proxy from the environment)")
+            if proxy is None and (proxy_username is not None or proxy_password is not None):
+                raise ConfigurationError(
+                    f"{'proxy_username' if proxy_username is not None else 'proxy_password'} needs proxy= "
+                    "(SSH reads no proxy from the environment)"
+                )
+            # The proxy options are checked as for WS-Man (a str URL, credentials as a pair).
+            build_options(
+                "localhost",
+                url=None,
+                username="ssh",
+                password="",
+                auth="negotiate",
+                port=None,
+                https=False,
+                path=None,
+                encryption="auto",
+                operation_timeout=operation_timeout,
+                connect_timeout=connect_timeout,
+                max_envelope_size=None,
+                locale=locale,
+                data_locale=data_locale,
+                configuration_name=DEFAULT_CONFIGURATION,
+                allow_unencrypted=False,
+                proxy=proxy,
+                proxy_username=proxy_username,
+                proxy_password=proxy_password,
+            )
             # The SSH connection's proxy is given only explicitly, as ssh takes it.
-            ssh_proxy = dict(proxy=proxy, proxy_username=proxy_username, proxy_password=proxy_password)
+            ssh_proxy = dict(
+                proxy=proxy.strip() if proxy is not None else None, proxy_username=proxy_username, proxy_password=proxy_password
+            )
             # The WS-Man options are checked as usual but play no part.
             host, username, password, port = "localhost", "ssh", "", None
             proxy, proxy_username, proxy_password, ignore_proxy = None, None, None, True
@@ -725,6 +791,7 @@ class _ClientBase:
                 **ssh.native_kwargs(),
                 **ssh_proxy,
                 connect_timeout=options.connect_timeout,
+                operation_timeout=options.operation_timeout,
                 audit_arguments=options.audit_arguments,
                 max_events_ahead=options.max_events_ahead,
             )
@@ -732,6 +799,7 @@ class _ClientBase:
             self._native = _native.Client.process(
                 executable=process.executable,
                 arguments=None if process.arguments is None else list(process.arguments),
+                operation_timeout=options.operation_timeout,
                 audit_arguments=options.audit_arguments,
                 max_events_ahead=options.max_events_ahead,
             )
@@ -743,6 +811,19 @@ class _ClientBase:
         )
         # The passwords (and the proxy URL's user information) live in the native client only.
         self.options: ClientOptions = options.without_secrets()
+        if ssh is not None:
+            self.options = dataclasses.replace(
+                self.options,
+                transport="ssh",
+                host=ssh.host,
+                port=ssh.port,
+                username=ssh.username,
+                proxy=proxy_without_userinfo(ssh_proxy["proxy"]),
+                proxy_username=ssh_proxy["proxy_username"],
+                ignore_proxy=False,
+            )
+        elif process is not None:
+            self.options = dataclasses.replace(self.options, transport="process", host="", port=0, username="", ignore_proxy=False)
         self.ps_host = ps_host
         self._generation = _fork.generation()
         self._closed = False
@@ -837,8 +918,20 @@ class Client(_ClientBase):
     ``['-NoLogo', '-s']`` by default), started for each runspace pool and ended (killed if need
     be) with it; host, url and credentials do not apply. A process that exits or writes
     garbage is a :class:`TransportError` (with its exit status and stderr) or a
-    :class:`ProtocolError`. Cmd shells, ``run_cmd``, disconnect and reconnect, ``list_pools``
-    and the WinRM configuration exist only over WS-Man: a :class:`ConfigurationError` says so.
+    :class:`ProtocolError`. Or ``transport='ssh'``: the server's ``powershell`` subsystem over
+    SSH (``host``, ``port`` 22 by default, ``username``; one of ``key_file`` with
+    ``key_passphrase``, ``password`` (None: ``PSREMOTE_PASSWORD``; ``''`` is an empty password)
+    or ``agent`` (True, or the agent's socket path); ``known_hosts``,
+    ``accept_unknown_host_key``, ``subsystem``; ``proxy``/``proxy_username``/``proxy_password``
+    as above, but only given explicitly: the environment is not read for SSH). Over ssh and
+    process, ``operation_timeout`` bounds the waits for the server's acknowledgements (three
+    of it), ``audit_arguments`` and ``max_events_ahead`` apply; WS-Man's own options (auth,
+    https, port for process, configuration_name, TLS, trusted_hosts, encryption,
+    ignore_proxy...) are refused with a :class:`ConfigurationError` unless left at their
+    defaults, and :attr:`options` names the SSH server (``host``, ``port``, ``username``) or,
+    for a process, none (``''``, 0, ``''``). Cmd shells, ``run_cmd``, disconnect and reconnect,
+    ``list_pools`` and the WinRM configuration exist only over WS-Man: a
+    :class:`ConfigurationError` says so.
     """
 
     def __init__(self, host: Optional[str] = None, **kwargs: Any) -> None:

@@ -104,6 +104,8 @@ class ProxyError(ConnectError):
     #: Why: ``"unreachable"``, ``"authentication"``, ``"refused"``, ``"protocol"``, ``"closed"``,
     #: ``"io"`` or ``"timeout"``.
     reason: Optional[str] = None
+    #: The HTTP status (such as 407 or 403) or SOCKS5 reply code of a proxy that refused, else None.
+    status: Optional[int] = None
 
 
 class SecurityPolicyError(PSRemoteError):
