@@ -317,6 +317,8 @@ psr_result psr_config_set_max_events_ahead(struct psr_config *c,
                                            struct psr_error **err);
 
 // Sets the WS-Man OperationTimeout (how long the server holds a Receive), in milliseconds (>= 1000).
+// Over SSH and the process transport, three of it bound the waits for the server's
+// acknowledgements.
 //
 // Ownership: `c` is borrowed. NULL `c` gives NULL_ARGUMENT. Errors: INVALID_CONFIG below 1000 ms.
 // Threading: not concurrently with other calls on the same config.
@@ -345,8 +347,8 @@ psr_result psr_config_set_allow_unencrypted(struct psr_config *c,
 //
 // Ownership: `c`, `executable` and `args` (an array of `nargs` strings) are borrowed and
 // copied. Errors: NULL_ARGUMENT (`c`, or a NULL entry in `args`), INVALID_ARGUMENT (not UTF-8),
-// INVALID_CONFIG (an empty executable). Threading: not concurrently with other calls on the
-// same config.
+// INVALID_CONFIG (an empty executable, or `c` made by `psr_config_new_ssh`: its SSH carrier is
+// not replaced). Threading: not concurrently with other calls on the same config.
 psr_result psr_config_set_process(struct psr_config *c,
                                   const char *executable,
                                   const char *const *args,
@@ -1023,7 +1025,9 @@ void psr_invocation_free(struct psr_invocation *r);
 // (Basic for an HTTP proxy, RFC 1929 for SOCKS5) and replace any in the URL; the password is
 // copied, zeroized when the config is freed and never appears in an error, a log record or
 // `psr_client_connection_info_json`. On a `psr_config_new_ssh` configuration it is the proxy
-// the SSH connections go through (the environment's variables are not read for SSH).
+// the SSH connections go through: the environment's variables are never read for SSH, so NULL
+// `url` means no proxy, and `username` or `password` without a `url` (or `password` without
+// `username`) is INVALID_CONFIG rather than dropped.
 //
 // Ownership: the strings are borrowed for the call. NULL `c` gives NULL_ARGUMENT. Errors:
 // INVALID_ARGUMENT (not UTF-8), INVALID_CONFIG (a URL that cannot be used: another scheme,
@@ -1434,8 +1438,12 @@ psr_result psr_pool_attach_pipeline(struct psr_pool *p,
 // otherwise it logs on with the keys of the SSH agent at `$SSH_AUTH_SOCK` and checks the host
 // key strictly against `~/.ssh/known_hosts`. `psr_client_connect` only validates such a
 // configuration; each `psr_pool_open` makes its own SSH connection. Connection setters of
-// WS-Man (authentication, TLS, trusted hosts) play no part; cmd shells and disconnected
-// sessions are refused (`PSR_RESULT_INVALID_CONFIG`).
+// WS-Man (authentication, TLS, trusted hosts, ignore-proxy) play no part; cmd shells and
+// disconnected sessions are refused (`PSR_RESULT_INVALID_CONFIG`). Setters that do apply:
+// `psr_config_set_operation_timeout_ms` (three of it bound the waits for the server's
+// acknowledgements), `psr_config_set_proxy` (the proxy the SSH connections go through), the
+// audit and buffering settings. `psr_config_set_process` is refused (INVALID_CONFIG): an SSH
+// configuration stays one.
 //
 // Ownership: the caller frees the result with `psr_config_free`. NULL when an argument is NULL,
 // not UTF-8 or empty. Threading: any thread.

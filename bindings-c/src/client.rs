@@ -240,6 +240,8 @@ pub extern "C" fn psr_config_set_max_events_ahead(
 }
 
 /// Sets the WS-Man OperationTimeout (how long the server holds a Receive), in milliseconds (>= 1000).
+/// Over SSH and the process transport, three of it bound the waits for the server's
+/// acknowledgements.
 ///
 /// Ownership: `c` is borrowed. NULL `c` gives NULL_ARGUMENT. Errors: INVALID_CONFIG below 1000 ms.
 /// Threading: not concurrently with other calls on the same config.
@@ -288,8 +290,8 @@ pub extern "C" fn psr_config_set_allow_unencrypted(
 ///
 /// Ownership: `c`, `executable` and `args` (an array of `nargs` strings) are borrowed and
 /// copied. Errors: NULL_ARGUMENT (`c`, or a NULL entry in `args`), INVALID_ARGUMENT (not UTF-8),
-/// INVALID_CONFIG (an empty executable). Threading: not concurrently with other calls on the
-/// same config.
+/// INVALID_CONFIG (an empty executable, or `c` made by `psr_config_new_ssh`: its SSH carrier is
+/// not replaced). Threading: not concurrently with other calls on the same config.
 #[unsafe(no_mangle)]
 pub extern "C" fn psr_config_set_process(
     c: *mut psr_config,
@@ -300,6 +302,12 @@ pub extern "C" fn psr_config_set_process(
 ) -> PsrResult {
     guard(err, || {
         let c = handle_mut(c, "c")?;
+        if matches!(c.0.carrier, core::Carrier::Ssh(_)) {
+            return Err(Failure::new(
+                PsrResult::InvalidConfig,
+                "an SSH configuration (psr_config_new_ssh) cannot become a process one: make it with psr_config_new",
+            ));
+        }
         let mut options = core::ProcessOptions::default();
         if let Some(exe) = opt_str_arg(executable, "executable")? {
             options.executable = exe.to_owned();

@@ -7,7 +7,7 @@ use psremote::proxy::{Proxy, ProxyCredentials};
 use zeroize::Zeroizing;
 
 use crate::client::psr_config;
-use crate::error::{PsrResult, psr_error};
+use crate::error::{Failure, PsrResult, psr_error};
 use crate::ffi::{guard, handle_mut, opt_str_arg};
 
 /// Tunnels every connection through a proxy. `url`: `http://[user:password@]host:port` (an HTTP
@@ -21,7 +21,9 @@ use crate::ffi::{guard, handle_mut, opt_str_arg};
 /// (Basic for an HTTP proxy, RFC 1929 for SOCKS5) and replace any in the URL; the password is
 /// copied, zeroized when the config is freed and never appears in an error, a log record or
 /// `psr_client_connection_info_json`. On a `psr_config_new_ssh` configuration it is the proxy
-/// the SSH connections go through (the environment's variables are not read for SSH).
+/// the SSH connections go through: the environment's variables are never read for SSH, so NULL
+/// `url` means no proxy, and `username` or `password` without a `url` (or `password` without
+/// `username`) is INVALID_CONFIG rather than dropped.
 ///
 /// Ownership: the strings are borrowed for the call. NULL `c` gives NULL_ARGUMENT. Errors:
 /// INVALID_ARGUMENT (not UTF-8), INVALID_CONFIG (a URL that cannot be used: another scheme,
@@ -50,7 +52,18 @@ pub extern "C" fn psr_config_set_proxy(
             p.clone().with_credentials(Some(creds.clone()))?;
         }
         if let psremote::client::Carrier::Ssh(ssh) = &mut c.0.carrier {
-            // The SSH connections' own proxy; the configuration's is WS-Man's.
+            // The SSH connections' own proxy; the configuration's is WS-Man's. SSH reads no
+            // proxy from the environment, so credentials without a proxy, or a password without
+            // a user name, would be dropped: refused instead.
+            if proxy.is_none() && (credentials.is_some() || password.is_some()) {
+                return Err(Failure::new(
+                    PsrResult::InvalidConfig,
+                    "proxy credentials need a proxy URL on an SSH configuration (SSH reads no proxy from the environment)",
+                ));
+            }
+            if credentials.is_none() && password.is_some() {
+                return Err(Failure::new(PsrResult::InvalidConfig, "a proxy password needs a proxy user name"));
+            }
             ssh.proxy = proxy.map(|p| p.with_credentials(credentials)).transpose()?;
             return Ok(());
         }

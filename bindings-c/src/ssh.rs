@@ -28,8 +28,12 @@ fn ssh_mut<'a>(c: *mut psr_config) -> Result<&'a mut SshOptions, Failure> {
 /// otherwise it logs on with the keys of the SSH agent at `$SSH_AUTH_SOCK` and checks the host
 /// key strictly against `~/.ssh/known_hosts`. `psr_client_connect` only validates such a
 /// configuration; each `psr_pool_open` makes its own SSH connection. Connection setters of
-/// WS-Man (authentication, TLS, trusted hosts) play no part; cmd shells and disconnected
-/// sessions are refused (`PSR_RESULT_INVALID_CONFIG`).
+/// WS-Man (authentication, TLS, trusted hosts, ignore-proxy) play no part; cmd shells and
+/// disconnected sessions are refused (`PSR_RESULT_INVALID_CONFIG`). Setters that do apply:
+/// `psr_config_set_operation_timeout_ms` (three of it bound the waits for the server's
+/// acknowledgements), `psr_config_set_proxy` (the proxy the SSH connections go through), the
+/// audit and buffering settings. `psr_config_set_process` is refused (INVALID_CONFIG): an SSH
+/// configuration stays one.
 ///
 /// Ownership: the caller frees the result with `psr_config_free`. NULL when an argument is NULL,
 /// not UTF-8 or empty. Threading: any thread.

@@ -4054,6 +4054,14 @@ static void test_ssh(void) {
     EXPECT_FAIL(psr_config_set_ssh_key_file(cfg, NULL, NULL, &err), PSR_RESULT_NULL_ARGUMENT);
     EXPECT_FAIL(psr_config_set_ssh_subsystem(cfg, "", &err), PSR_RESULT_INVALID_CONFIG);
     EXPECT_FAIL(psr_config_set_ssh_connect_timeout_ms(cfg, 0, &err), PSR_RESULT_INVALID_CONFIG);
+    /* SSH reads no proxy from the environment: proxy credentials without a proxy URL, or a
+     * proxy password without a user, would be dropped, so they are refused; an SSH
+     * configuration does not become a process one */
+    EXPECT_FAIL(psr_config_set_proxy(cfg, NULL, "proxyuser", "proxy-pw", &err), PSR_RESULT_INVALID_CONFIG);
+    EXPECT_FAIL(psr_config_set_proxy(cfg, NULL, NULL, "proxy-pw", &err), PSR_RESULT_INVALID_CONFIG);
+    EXPECT_FAIL(psr_config_set_proxy(cfg, "http://127.0.0.1:3128", NULL, "proxy-pw", &err), PSR_RESULT_INVALID_CONFIG);
+    EXPECT_FAIL(psr_config_set_process(cfg, NULL, NULL, 0, &err), PSR_RESULT_INVALID_CONFIG);
+    EXPECT_OK(psr_config_set_proxy(cfg, NULL, NULL, NULL, &err));
 
     /* a key logon: a pool, a pipeline; cmd shells are WS-Man's */
     if (CHECK(cfg != NULL) && EXPECT_OK(psr_config_set_ssh_key_file(cfg, g_ssh_key, NULL, &err)) &&
