@@ -259,9 +259,11 @@ def test_interactive_shell_in_a_pty(child_env, start_endpoint, tmp_path):
 def test_pools_lists_and_removes_disconnected_pools(child_env, credentials):
     with psremote.Client(**credentials) as client:
         pool = client.runspace_pool(idle_timeout=600)
-        pool.start("Invoke-Stall")
+        # Kept: a pipeline object dropped while running is stopped and released.
+        stalled = pool.start("Invoke-Stall")
         pool.disconnect()
         pool_id = pool.id
+        del stalled
     url = ["--url", child_env["PSREMOTE_URL"], "--auth", "ntlm"]
     listed = run_cli(["pools", *url], child_env)
     assert listed.returncode == 0, listed.stderr

@@ -250,6 +250,10 @@ def test_insecure_skip_verify_refuses_ntlm_and_warns_on_every_connection(start_e
     with client:
         assert client.run_ps("Write-Output unverified").output == ["unverified"]
         assert client.run_cmd("echo", ["x"]).ok
+    # A second client: a connection of its own (one client may do all of the above on one).
+    second = psremote.Client(url=endpoint.url, username=USER, password=PASSWORD, auth="ntlm", insecure_skip_verify=True, trusted_hosts=TRUSTED)
+    with second:
+        assert second.run_cmd("echo", ["y"]).ok
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         warnings = [r for r in psremote_records if r.levelno == logging.WARNING and "verification is disabled" in r.getMessage()]
