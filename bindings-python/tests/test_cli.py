@@ -164,6 +164,10 @@ def test_json_conversion_masks_secrets():
     assert cli.to_jsonable([SecureString("x"), PSCredential("u", "p")]) == ["***", {"UserName": "u", "Password": "***"}]
 
 
+# The shell's prompt: [host]: PS <remote location>>
+PROMPT = rb"\]: PS [^\r\n]*> "
+
+
 class Pty:
     """A child process on a pseudo-terminal that is its controlling terminal (so ^C is SIGINT)."""
 
@@ -211,22 +215,22 @@ def test_interactive_shell_in_a_pty(child_env, start_endpoint, tmp_path):
     env.pop("NO_COLOR", None)
     term = Pty(PSREMOTE + ["shell", "--url", endpoint.url, "--auth", "ntlm"], env)
     try:
-        term.read_until(rb"PS> ")
+        term.read_until(PROMPT)
         term.send("Write-Output 'hello pty'\r")
-        screen = term.read_until(rb"hello pty[\s\S]*PS> ")
+        screen = term.read_until(rb"hello pty[\s\S]*" + PROMPT)
         assert b"hello pty" in screen
 
         term.send("Write-Error red-error; Write-Warning yellow-warning; Write-Verbose cyan-verbose\r")
-        screen = term.read_until(rb"cyan-verbose[\s\S]*PS> ")
-        assert b"\x1b[31mred-error" in screen
+        screen = term.read_until(rb"cyan-verbose[\s\S]*" + PROMPT)
+        assert b"\x1b[31mWrite-Error: red-error" in screen
         assert b"\x1b[33mWARNING: yellow-warning" in screen
-        assert b"\x1b[36mVERBOSE: cyan-verbose" in screen
+        assert b"\x1b[33mVERBOSE: cyan-verbose" in screen
 
         term.send("Invoke-Stall\r")
         assert endpoint.wait_state("pipelines_running", 1)["pipelines_running"] == 1
         t0 = time.monotonic()
         term.send("\x03")
-        term.read_until(rb"\^C[\s\S]*PS> ", timeout=5)
+        term.read_until(rb"\^C[\s\S]*" + PROMPT, timeout=5)
         assert time.monotonic() - t0 < 2.5
         assert endpoint.wait_state("pipelines_running", 0)["pipelines_running"] == 0
 
@@ -235,16 +239,16 @@ def test_interactive_shell_in_a_pty(child_env, start_endpoint, tmp_path):
         term.read_until(rb"Your name: ")
         term.send("Bob\r")
         # The terminal echoes the answer, then the pipeline outputs it.
-        assert term.read_until(rb"Bob\s[\s\S]*PS> ").count(b"Bob") == 2
+        assert term.read_until(rb"Bob\s[\s\S]*" + PROMPT).count(b"Bob") == 2
 
         # The session goes on after Ctrl-C, and Ctrl-C at the prompt only gives a new prompt.
         # A person takes longer than this: CPython's readline notices a SIGINT that arrives
         # between printing the prompt and entering select() only at the next keystroke.
         time.sleep(0.3)
         term.send("\x03")
-        term.read_until(rb"PS> ")
+        term.read_until(PROMPT)
         term.send("1+1\r")
-        assert b"2" in term.read_until(rb"2\s[\s\S]*PS> ")
+        assert b"2" in term.read_until(rb"2\s[\s\S]*" + PROMPT)
         term.send("exit\r")
         assert term.close() == 0
     finally:

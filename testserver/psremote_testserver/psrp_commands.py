@@ -370,6 +370,8 @@ def _path_not_found(inv: Invocation, path: str) -> ErrorRecord:
 
 
 def _resolve(inv: Invocation, path: str) -> List[str]:
+    # Relative to the pool's location (Set-Location), this process's directory at first.
+    path = os.path.normpath(os.path.join(getattr(inv.host.session, "location", None) or os.getcwd(), os.path.expanduser(path)))
     if any(c in path for c in "*?["):
         found = sorted(glob.glob(path))
         if not found:
@@ -578,42 +580,17 @@ def _convert_to_secure_string(inv: Invocation) -> Iterator[Any]:
         yield PSSecureString(value)
 
 
-@command(
-    "Out-String",
-    _MS + "OutStringCommand",
-    [Param("InputObject"), Param("Stream", switch=True), Param("Width", kind="int")],
-)
-def _out_string(inv: Invocation) -> Iterator[Any]:
-    items = [inv.params["InputObject"]] if inv.has("InputObject") else None
-    source = iter(items) if items is not None else inv.inputs()
-    if inv.get("Stream"):
-        for item in source:
-            yield from format_lines(inv.value(item))
-    else:
-        lines = [line for item in source for line in format_lines(inv.value(item))]
-        yield "\n".join(lines) + "\n"
-
-
 @command("Out-Null", _MS + "OutNullCommand", [Param("InputObject")], raw_input=True)
 def _out_null(inv: Invocation) -> Iterator[Any]:
     inv.drain()
     yield from ()
 
 
-def format_lines(value: Any) -> List[str]:
-    """How Out-String shows a value: scalars as text, objects as a ``Name : Value`` list."""
-    if value is None:
-        return []
-    if isinstance(value, ErrorRecord):
-        return [str(value)]
-    if isinstance(value, (str, int, float, bool)) or not isinstance(value, PSObject):
-        text = text_of(value)
-        return text.split("\n") if text else [""]
-    props = value.PSObject.adapted_properties + value.PSObject.extended_properties
-    if not props:
-        return [text_of(value)]
-    width = max(len(p.name) for p in props)
-    return [f"{p.name.ljust(width)} : {text_of(getattr(value, p.name, None))}" for p in props]
+def format_lines(value: Any, width: int = 120) -> List[str]:
+    """How Out-String shows a value (psrp_format: tables, lists, scalars as text)."""
+    from . import psrp_format
+
+    return [line for _, line in psrp_format.format_items([value], width)]
 
 
 @command(

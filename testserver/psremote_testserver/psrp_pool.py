@@ -65,6 +65,7 @@ from . import psrp_records as records
 from . import psrp_wire as wire
 from . import psrp_commands  # noqa: F401 - registers the command set
 from . import psrp_files  # noqa: F401 - registers the file-transfer scripts
+from . import psrp_interactive  # noqa: F401 - registers Out-Default, TabExpansion2, prompt, locations
 from .psrp_runtime import (
     Configuration,
     HostCallFailed,

@@ -148,9 +148,11 @@ class SessionState:
     """Per-runspace-pool state that commands may change (reset by RESET_RUNSPACE_STATE)."""
 
     environment: Dict[str, str] = field(default_factory=dict)
+    location: Optional[str] = None  # Set-Location's; None is this process's working directory
 
     def reset(self) -> None:
         self.environment.clear()
+        self.location = None
 
 
 @dataclass

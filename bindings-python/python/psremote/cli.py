@@ -34,7 +34,7 @@ import sys
 import uuid
 from typing import Any, Dict, Iterator, Optional, Sequence, TextIO
 
-from psremote import __version__, cli_fleet
+from psremote import __version__, cli_fleet, cli_shell
 from psremote._limits import Deadline
 from psremote._options import AUTH_MECHANISMS, ENCRYPTION_POLICIES, PASSWORD_ENV, TRANSPORTS
 from psremote._text import printable
@@ -48,7 +48,6 @@ from psremote.values import PSCredential, PSEnum, PSObject, SecureString
 USER_ENV = "PSREMOTE_USER"
 TRUSTED_HOSTS_ENV = "PSREMOTE_TRUSTED_HOSTS"
 KEY_PASSWORD_ENV = "PSREMOTE_KEY_PASSWORD"
-HISTORY_ENV = "PSREMOTE_HISTORY"
 PROXY_PASSWORD_ENV = "PSREMOTE_PROXY_PASSWORD"
 
 EXIT_ERRORS = 1
@@ -400,7 +399,18 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("executable", help="the program to run")
     cmd.add_argument("arguments", nargs=argparse.REMAINDER, help="its arguments")
 
-    sub.add_parser("shell", parents=[common], help="an interactive remote PowerShell prompt")
+    shell = sub.add_parser(
+        "shell",
+        parents=[common],
+        help="an interactive remote PowerShell prompt, like Enter-PSSession",
+        description="Each line runs on the server followed by Out-Default, so output looks as PowerShell prints it "
+        "(tables, lists, errors) for this terminal's width. Tab completes commands, parameters, variables and paths "
+        "through the server (TabExpansion2); the prompt shows the remote location; a line with an open bracket or "
+        "quote continues on '>> '. Ctrl-C stops the running command, 'exit' or Ctrl-D leaves. History is kept in "
+        "$XDG_STATE_HOME/psremote/history (~/.local/state/psremote/history), mode 0600, 1000 lines; a line typed "
+        "with a leading space is not recorded.",
+    )
+    cli_shell.add_arguments(shell)
 
     pools = sub.add_parser("pools", parents=[common], help="list your runspace pools on the server; remove disconnected ones")
     pools.add_argument("--json", action="store_true", help="one JSON object per pool, one per line")
@@ -687,95 +697,12 @@ def _write_bytes(stream: TextIO, data: bytes) -> None:
         stream.flush()
 
 
-def _setup_history() -> Optional[str]:
-    try:
-        import readline
-    except ImportError:  # pragma: no cover - Windows without pyreadline
-        return None
-    path = os.environ.get(HISTORY_ENV) or os.path.join(os.path.expanduser("~"), ".psremote_history")
-    try:
-        readline.read_history_file(path)
-    except OSError:
-        pass
-    readline.set_history_length(1000)
-    return path
-
-
-def _save_history(path: Optional[str]) -> None:
-    if path is None:
-        return
-    try:
-        import readline
-
-        readline.write_history_file(path)
-    except OSError:
-        pass
-
-
-def _run_line(pool: RunspacePool, line: str, out: Output) -> None:
-    printer = EventPrinter(out, show_progress=out.stderr.isatty())
-    handle = None
-    try:
-        handle = pool.start(line)
-        for event in handle:
-            printer(event)
-    except KeyboardInterrupt:
-        # The handle already asked the server to stop the pipeline when Ctrl-C arrived during
-        # a wait; stop it here too in case it arrived between two waits.
-        if handle is not None and not handle.finished:
-            try:
-                handle.stop()
-            except PSRemoteError:
-                pass
-        printer.close()
-        out.err("^C", "yellow")
-        return
-    finally:
-        printer.close()
-
-
-def _prompt_name(client: Client) -> str:
-    """The name in the shell's prompt: the host (the SSH server's over ssh), or 'process'."""
-    if client.transport == "process":
-        return "process"
-    if client.ssh is not None:
-        return client.ssh.host
-    return client.options.host
+_prompt_name = cli_shell.prompt_name
 
 
 def _shell(args: argparse.Namespace, out: Output) -> int:
-    interactive = sys.stdin.isatty()
-    with _client(args, out) as client:
-        with client.runspace_pool(host=CliHost()) as pool:
-            name = _prompt_name(client)
-            history = _setup_history() if interactive else None
-            if interactive:
-                out.out(f"Connected to {client.url}. Type 'exit' to leave; Ctrl-C stops a running command.")
-            try:
-                while True:
-                    try:
-                        if interactive:
-                            line = input(f"[{name}]: PS> ")
-                        else:
-                            line = sys.stdin.readline()
-                            if not line:
-                                break
-                    except EOFError:
-                        if interactive:
-                            out.out("")
-                        break
-                    except KeyboardInterrupt:
-                        out.out("")
-                        continue
-                    line = line.strip()
-                    if not line:
-                        continue
-                    if line.lower() in ("exit", "exit-pssession", "quit"):
-                        break
-                    _run_line(pool, line, out)
-            finally:
-                _save_history(history)
-    return 0
+    """``shell``: an interactive prompt as Enter-PSSession gives one (cli_shell)."""
+    return cli_shell.shell(args, out, lambda: _client(args, out), CliHost())
 
 
 def _transfer(args: argparse.Namespace, out: Output) -> int:
