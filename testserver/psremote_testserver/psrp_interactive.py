@@ -234,6 +234,11 @@ def _path_matches(inv: Invocation, word: str) -> List[PSObject]:
 def _tab_expansion(inv: Invocation) -> Iterator[Any]:
     inv.drain()
     script = inv.params["InputScript"]
+    if script.lstrip().lower().startswith("invoke-stall"):
+        # A test behaviour: completing a line that starts with Invoke-Stall never ends (until
+        # stopped), so clients can show that a slow completion does not hold the prompt.
+        while True:
+            inv.host.sleep(3600)
     cursor = inv.get("CursorColumn", len(script))
     index, length, matches = complete(inv, script, cursor)
     result = PSCustomObject(

@@ -1,0 +1,263 @@
+"""``psremote shell`` on a pseudo-terminal against the endpoint: PowerShell's views formatted by
+the server for the terminal's width, the error view, escaping, completion through TabExpansion2,
+history across sessions, the remote prompt, Ctrl-C and exit."""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import re
+import stat
+import struct
+import subprocess
+import termios
+
+import pytest
+from test_cli import PROMPT, PSREMOTE, Pty
+
+from psremote import cli_shell
+from psremote.records import ErrorRecord
+
+
+class SizedPty(Pty):
+    """A Pty whose terminal has ``columns`` x ``rows`` cells."""
+
+    def __init__(self, args, env, columns=120, rows=40):
+        self.master, slave = os.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+        self.process = subprocess.Popen(["setsid", "-c", *args], stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
+        os.close(slave)
+        self.buffer = b""
+
+
+def shell_env(child_env, home, **extra):
+    env = dict(child_env, HOME=str(home), TERM="xterm", **extra)
+    for name in ("NO_COLOR", "COLUMNS", "LINES", "PSREMOTE_HISTORY", "XDG_STATE_HOME", "INPUTRC"):
+        env.pop(name, None)
+    env.update(extra)
+    return env
+
+
+def open_shell(env, *options, columns=120):
+    term = SizedPty(PSREMOTE + ["shell", "--url", env["PSREMOTE_URL"], "--auth", "ntlm", *options], env, columns=columns)
+    term.read_until(PROMPT)
+    return term
+
+
+def run(term, line, until=PROMPT):
+    term.send(line + "\r")
+    return term.read_until(until)
+
+
+def screen_lines(screen: bytes):
+    """The screen's lines without colour codes (the only escape sequences the shell writes)."""
+    text = re.sub(rb"\x1b\[[0-9;?]*[a-zA-Z]", b"", screen).decode()
+    return [line.rstrip("\r") for line in text.split("\n")]
+
+
+def finish(term):
+    """Leaves with 'exit' (the exit status), or kills a shell that is stuck; once."""
+    if getattr(term, "closed", False):
+        return term.process.returncode
+    term.closed = True
+    if term.process.poll() is None:
+        try:
+            term.send("exit\r")
+        except OSError:
+            pass
+    return term.close()
+
+
+def leave(term):
+    assert finish(term) == 0
+
+
+@pytest.fixture
+def tree(tmp_path):
+    root = tmp_path / "tree"
+    (root / "subdir").mkdir(parents=True)
+    (root / "notes.txt").write_text("twelve bytes")
+    (root / "subdir" / "inner.txt").write_text("")
+    return root
+
+
+def test_views_errors_prompt_and_escaping(child_env, tmp_path, tree):
+    (tree / "evil\x1b[31mred\x07").write_text("x")
+    term = open_shell(shell_env(child_env, tmp_path, PSREMOTE_HISTORY="off"))
+    try:
+        # The prompt is the remote prompt function's: the location after Set-Location.
+        screen = run(term, f"Set-Location '{tree}'")
+        assert f"]: PS {tree}> ".encode() in screen
+
+        out = screen_lines(run(term, "Get-ChildItem"))
+        at = out.index(f"    Directory: {tree}")
+        assert out[at + 2 : at + 4] == [
+            "Mode                 LastWriteTime         Length Name",
+            "----                 -------------         ------ ----",
+        ]
+        rows = out[at + 4 : at + 7]
+        assert rows[0].startswith("d-----") and rows[0].endswith("                subdir")
+        assert rows[1].startswith("-a----") and rows[1].endswith(" evil\\u{001b}[31mred\\u{0007}")
+        assert rows[2].endswith("             12 notes.txt")
+
+        # More than four properties: the list view.
+        out = screen_lines(run(term, "New-TestObject -Properties 5 -Size 3"))
+        assert [line for line in out if line.startswith("Property")] == [f"Property{i} : abc" for i in range(1, 6)]
+
+        # Errors in PowerShell's view, in red; a BEL from the server is shown, not rung.
+        screen = run(term, 'Get-Item nope; Write-Error "bell`a"')
+        assert f"\x1b[31mGet-Item: Cannot find path '{tree}/nope' because it does not exist.".encode() in screen
+        assert b"\x1b[31mWrite-Error: bell\\u{0007}" in screen
+        assert b"\x07" not in screen
+
+        # A statement that is not finished continues on '>> '.
+        term.send("Write-Output 'first\r")
+        term.read_until(rb">> ")
+        out = screen_lines(run(term, "second'"))
+        assert "first" in out and "second" in out
+        leave(term)
+    finally:
+        finish(term)
+
+
+def test_width_follows_the_terminal(child_env, tmp_path):
+    layouts = {}
+    for columns in (120, 60):
+        term = open_shell(shell_env(child_env, tmp_path, PSREMOTE_HISTORY="off"), columns=columns)
+        try:
+            out = screen_lines(run(term, "New-TestObject -Properties 2 -Size 80"))
+            leave(term)
+        finally:
+            finish(term)
+        header = next(line for line in out if line.startswith("Property1"))
+        row = next(line for line in out if line.startswith("abc"))
+        layouts[columns] = (header.split(), row)
+    # 120 columns: both columns, the second cut with an ellipsis to end in the last-but-one cell.
+    assert layouts[120][0] == ["Property1", "Property2"]
+    assert len(layouts[120][1]) == 119 and layouts[120][1].endswith("\u2026")
+    # 60 columns: the second column cannot fit and is left out; the first is cut.
+    assert layouts[60][0] == ["Property1"]
+    assert len(layouts[60][1]) == 59 and layouts[60][1].endswith("\u2026")
+
+
+def test_tab_completion_through_the_server(child_env, tmp_path, tree):
+    term = open_shell(shell_env(child_env, tmp_path, PSREMOTE_HISTORY="off"))
+    try:
+        run(term, f"Set-Location '{tree}'")
+        term.send("Get-Chi\t")
+        term.read_until(rb"ldItem")
+        term.send(" -Pa\t")
+        term.read_until(rb"th")
+        term.send(" ./sub\t")
+        term.read_until(rb"dir")
+        out = screen_lines(run(term, ""))
+        # The line ran as completed: Get-ChildItem -Path ./subdir.
+        assert f"    Directory: {tree}/subdir" in out and any(line.endswith(" inner.txt") for line in out)
+
+        # Several matches: a second Tab lists them by their ListItemText.
+        term.send("Write-\t\t")
+        listed = screen_lines(term.read_until(rb"Write-Warning[\s\S]*Write-"))
+        names = " ".join(listed).split()
+        assert {"Write-Error", "Write-Output", "Write-Verbose", "Write-Warning"} <= set(names)
+        term.send("\x15")  # clear the line
+        out = screen_lines(run(term, "Write-Output done"))
+        assert "done" in out
+        leave(term)
+    finally:
+        finish(term)
+
+
+def test_history_is_kept_across_sessions(child_env, tmp_path):
+    state = tmp_path / "state"
+    env = shell_env(child_env, tmp_path, XDG_STATE_HOME=str(state))
+    term = open_shell(env)
+    try:
+        run(term, "Write-Output first-session")
+        run(term, " Write-Output not-recorded")
+        leave(term)
+    finally:
+        finish(term)
+    path = state / "psremote" / "history"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    recorded = path.read_text()
+    assert "Write-Output first-session" in recorded and "not-recorded" not in recorded
+
+    # A second session finds it: Up brings the line back.
+    term = open_shell(env)
+    try:
+        term.send("\x1b[A\x1b[A")  # exit, then the line before it
+        term.read_until(rb"first-session")
+        out = screen_lines(run(term, ""))
+        assert "first-session" in out
+        leave(term)
+    finally:
+        finish(term)
+
+    # --no-history reads and writes nothing.
+    other = tmp_path / "other-state"
+    term = open_shell(dict(env, XDG_STATE_HOME=str(other)), "--no-history")
+    try:
+        run(term, "Write-Output unrecorded")
+        leave(term)
+    finally:
+        finish(term)
+    assert not other.exists()
+
+
+def test_ctrl_c_stops_the_pipeline_and_exit_leaves(child_env, start_endpoint, tmp_path):
+    endpoint = start_endpoint()
+    env = shell_env(child_env, tmp_path, PSREMOTE_URL=endpoint.url, PSREMOTE_HISTORY="off")
+    term = open_shell(env)
+    try:
+        term.send("Invoke-Stall\r")
+        assert endpoint.wait_state("pipelines_running", 1)["pipelines_running"] == 1
+        term.send("\x03")
+        term.read_until(rb"\^C[\s\S]*" + PROMPT)
+        assert endpoint.wait_state("pipelines_running", 0)["pipelines_running"] == 0
+        assert "still here" in screen_lines(run(term, "Write-Output 'still here'"))
+        term.send("exit\r")
+        assert term.close() == 0
+    finally:
+        if term.process.poll() is None:
+            term.process.kill()
+            term.close()
+    assert endpoint.wait_state("pools", 0)["pools"] == 0
+
+
+def test_completion_gives_up_on_a_slow_server(client):
+    with client.runspace_pool() as pool:
+        # The endpoint never answers the completion of a line starting with Invoke-Stall.
+        assert cli_shell.completions(pool, "Invoke-Stall -", 14, timeout=0.5) == (14, 0, [])
+        # The stalled pipeline was stopped; the pool completes the next line.
+        index, length, matches = cli_shell.completions(pool, "Get-Process -N", 14)
+        assert (index, length, matches) == (12, 2, [("-Name", "Name")])
+        assert ("$PSVersionTable", "PSVersionTable") in cli_shell.completions(pool, "Write-Output $PSV", 17)[2]
+
+
+def test_incomplete_statements():
+    assert cli_shell.incomplete("Get-Thing {")
+    assert cli_shell.incomplete("Write-Output 'open")
+    assert cli_shell.incomplete('Write-Output "a `" b')
+    assert cli_shell.incomplete("Get-ChildItem |")
+    assert cli_shell.incomplete("Get-ChildItem `")
+    assert not cli_shell.incomplete("if ($x) { 'a}' }")
+    assert not cli_shell.incomplete("Write-Output 'it''s' # {")
+    assert not cli_shell.incomplete("Write-Output done")
+
+
+def test_history_location():
+    args = argparse.Namespace(history=None, no_history=False)
+    assert cli_shell.history_path(args, {"XDG_STATE_HOME": "/state"}) == "/state/psremote/history"
+    home = os.path.expanduser("~")
+    assert cli_shell.history_path(args, {"XDG_STATE_HOME": "relative"}) == f"{home}/.local/state/psremote/history"
+    assert cli_shell.history_path(args, {}) == f"{home}/.local/state/psremote/history"
+    assert cli_shell.history_path(args, {"PSREMOTE_HISTORY": "/h/file"}) == "/h/file"
+    assert cli_shell.history_path(args, {"PSREMOTE_HISTORY": "off"}) is None
+    assert cli_shell.history_path(argparse.Namespace(history="/x", no_history=False), {"PSREMOTE_HISTORY": "off"}) == "/x"
+    assert cli_shell.history_path(argparse.Namespace(history="/x", no_history=True), {}) is None
+
+
+def test_concise_error_view_of_failed_pipelines():
+    assert cli_shell.concise(ErrorRecord("boom", activity="Invoke-Failure")) == "Invoke-Failure: boom"
+    assert cli_shell.concise(ErrorRecord("parse error")) == "parse error"
