@@ -140,6 +140,19 @@ def test_width_follows_the_terminal(child_env, tmp_path):
     assert layouts[60][0] == ["Property1"]
     assert len(layouts[60][1]) == 59 and layouts[60][1].endswith("\u2026")
 
+    # A terminal resized during the session: the next line is formatted for the new width.
+    term = open_shell(shell_env(child_env, tmp_path, PSREMOTE_HISTORY="off"), columns=120)
+    try:
+        fcntl.ioctl(term.master, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 60, 0, 0))
+        out = screen_lines(run(term, "New-TestObject -Properties 2 -Size 80; Write-Error after-resize"))
+        header = next(line for line in out if line.startswith("Property1"))
+        row = next(line for line in out if line.startswith("abc"))
+        assert (header.split(), row) == layouts[60]
+        assert "Write-Error: after-resize" in out
+        leave(term)
+    finally:
+        finish(term)
+
 
 def test_tab_completion_through_the_server(child_env, tmp_path, tree):
     term = open_shell(shell_env(child_env, tmp_path, PSREMOTE_HISTORY="off"))

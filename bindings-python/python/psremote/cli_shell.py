@@ -4,7 +4,8 @@ Each line runs on the server as Enter-PSSession runs it: the line as a script wh
 merged into its output, followed by ``Out-Default``, so the server formats everything (tables,
 lists, the error view) for the width of this terminal (the host's ``BufferSize``, sent when
 the pool opens) and sends the text back as host calls (``WriteLine``, ``WriteErrorLine``), which
-are printed here, in red for errors. Warnings, verbose and debug messages arrive as records and
+are printed here, in red for errors. After the terminal was resized the line ends in
+``Out-String -Stream -Width <new width>`` instead (the pool's host data keep the old size). Warnings, verbose and debug messages arrive as records and
 are printed as PowerShell prints them (``WARNING: ...``); progress is a transient line.
 Everything the server sends is escaped before it reaches the terminal (``_text.printable``).
 
@@ -261,12 +262,27 @@ class ShellPrinter:
             self.show_progress(ProgressRecord.from_psobject(params[1]))
 
 
-def run_line(pool: RunspacePool, line: str, out: Any) -> None:
-    """Runs one line as Enter-PSSession does: ``line 2>&1 | Out-Default``, in the history."""
+def terminal_width(default: int) -> int:
+    import shutil
+
+    return shutil.get_terminal_size(fallback=(default, 50)).columns
+
+
+def run_line(pool: RunspacePool, line: str, out: Any, width: Optional[int] = None) -> None:
+    """Runs one line as Enter-PSSession does: ``line 2>&1 | Out-Default``, in the history.
+
+    The server formats for the terminal width the pool was opened with (its host data). With
+    ``width`` (the terminal was resized since), the line ends in ``Out-String -Stream -Width``
+    instead, so the server formats for the new width; errors then arrive as records and are
+    shown in the concise view here."""
     printer = ShellPrinter(out)
     handle = None
     try:
-        ps = pool.powershell().add_script(line).merge_error().add_command("Out-Default")
+        if width is None:
+            ps = pool.powershell().add_script(line).merge_error().add_command("Out-Default")
+        else:
+            ps = pool.powershell().add_script(line).add_command("Out-String").add_parameter("Stream")
+            ps.add_parameter("Width", max(width - 1, 10))
         handle = ps.start(add_to_history=True)
         for event in handle:
             printer(event)
@@ -430,6 +446,7 @@ def shell(args: argparse.Namespace, out: Any, client_factory: Callable[[], Clien
         with client.runspace_pool(host=host) as pool:
             name = printable(prompt_name(client))
             history = History(history_path(args)) if interactive else None
+            opened_width = int(getattr(host, "buffer_size", (120, 0))[0])
             current = {"prompt": f"[{name}]: PS> "}
             if interactive:
                 import readline
@@ -460,7 +477,8 @@ def shell(args: argparse.Namespace, out: Any, client_factory: Callable[[], Clien
                         continue
                     if _is_exit(text):
                         break
-                    run_line(pool, text.strip() if not interactive else text, out)
+                    width = terminal_width(opened_width) if interactive else opened_width
+                    run_line(pool, text if interactive else text.strip(), out, None if width == opened_width else width)
             finally:
                 if history is not None:
                     history.save()
