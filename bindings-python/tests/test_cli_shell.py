@@ -121,12 +121,16 @@ def test_views_errors_prompt_and_escaping(child_env, tmp_path, tree):
         finish(term)
 
 
+# The end of a line's output: 6*7 as the server prints it (not as the terminal echoes it), then a prompt.
+DONE = rb"\r\n42\r\n[\s\S]*" + PROMPT
+
+
 def test_width_follows_the_terminal(child_env, tmp_path):
     layouts = {}
     for columns in (120, 60):
         term = open_shell(shell_env(child_env, tmp_path, PSREMOTE_HISTORY="off"), columns=columns)
         try:
-            out = screen_lines(run(term, "New-TestObject -Properties 2 -Size 80"))
+            out = screen_lines(run(term, "New-TestObject -Properties 2 -Size 80; 6*7", until=DONE))
             leave(term)
         finally:
             finish(term)
@@ -144,7 +148,8 @@ def test_width_follows_the_terminal(child_env, tmp_path):
     term = open_shell(shell_env(child_env, tmp_path, PSREMOTE_HISTORY="off"), columns=120)
     try:
         fcntl.ioctl(term.master, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 60, 0, 0))
-        out = screen_lines(run(term, "New-TestObject -Properties 2 -Size 80; Write-Error after-resize"))
+        # (The resize makes readline redraw its prompt: wait for the output's end, not a prompt.)
+        out = screen_lines(run(term, "New-TestObject -Properties 2 -Size 80; Write-Error after-resize; 6*7", until=DONE))
         header = next(line for line in out if line.startswith("Property1"))
         row = next(line for line in out if line.startswith("abc"))
         assert (header.split(), row) == layouts[60]
