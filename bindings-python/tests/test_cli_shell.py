@@ -111,6 +111,12 @@ def test_views_errors_prompt_and_escaping(child_env, tmp_path, tree):
         assert b"\x1b[31mWrite-Error: bell\\u{0007}" in screen
         assert b"\x07" not in screen
 
+        # Progress is one transient line on the terminal, escaped, cleared when the command ends;
+        # warnings and verbose messages are yellow lines.
+        screen = run(term, 'Write-Progress -Activity "Copy`a" -Status Half -PercentComplete 50; Write-Warning careful; Write-Verbose chatty')
+        assert b"\r\x1b[KCopy\\u{0007}: Half [50%]" in screen and b"\x07" not in screen
+        assert b"\x1b[33mWARNING: careful" in screen and b"\x1b[33mVERBOSE: chatty" in screen
+
         # A statement that is not finished continues on '>> '.
         term.send("Write-Output 'first\r")
         term.read_until(rb">> ")

@@ -34,6 +34,18 @@ def test_short_date_time_is_right_aligned_as_powershell_writes_it():
     assert fmt.display(datetime.datetime(2026, 12, 6, 0, 5, 9)) == "12/6/2026 12:05:09 AM"
 
 
+def test_process_view_has_powershell_7s_columns():
+    process = PSCustomObject(Id=4242, ProcessName="pwsh", WorkingSet64=104857600, PrivateMemorySize64=52428800, CPU=1.5)
+    process.PSObject.type_names = ["System.Diagnostics.Process", "System.Object"]
+    assert lines([process]) == [
+        "",
+        " NPM(K)    PM(M)      WS(M)     CPU(s)      Id  SI ProcessName",
+        " ------    -----      -----     ------      --  -- -----------",
+        "      0    50.00     100.00       1.50    4242   0 pwsh",
+        "",
+    ]
+
+
 def _service(status, name, display_name):
     service = PSCustomObject(Status=status, Name=name, DisplayName=display_name)
     service.PSObject.type_names = ["System.ServiceProcess.ServiceController", "System.Object"]

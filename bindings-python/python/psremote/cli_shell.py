@@ -170,13 +170,9 @@ class ShellPrinter:
         self.out = out
         self.progress_shown = False
         self.progress_tty = out.stderr.isatty()
-        self.pending_newline = False
 
     def close(self) -> None:
         self._clear_progress()
-        if self.pending_newline:
-            self.out.out("")
-            self.pending_newline = False
 
     def _clear_progress(self) -> None:
         if self.progress_shown:
@@ -190,7 +186,6 @@ class ShellPrinter:
             self.out.err(printable(text), color)
         else:
             self.out.out(printable(text), color, end=end)
-            self.pending_newline = end == "" and not text.endswith("\n")
 
     def __call__(self, event: PSEvent) -> None:
         kind, value = event
@@ -225,10 +220,10 @@ class ShellPrinter:
     def show_progress(self, record: ProgressRecord) -> None:
         if not self.progress_tty:
             return
-        if getattr(record, "record_type", "") == "Completed" or getattr(record, "completed", False):
+        if record.completed:
             self._clear_progress()
             return
-        percent = getattr(record, "percent_complete", -1)
+        percent = record.percent_complete
         text = f"{record.activity}: {record.status_description}" + (f" [{percent}%]" if percent is not None and percent >= 0 else "")
         self.out.stderr.write("\r\x1b[K" + printable(text)[: max(self._columns() - 1, 10)])
         self.out.stderr.flush()
