@@ -48,9 +48,9 @@ ssh-deps:
 	    { apt-get update -qq && apt-get install -y -q $(SSH_PKGS) >/dev/null; }; }
 	@mkdir -p /run/sshd && chmod 755 /run/sshd
 
-$(VENV)/.ok: testserver/requirements.txt testserver/pyproject.toml bindings-python/requirements-test.txt ansible/requirements-test.txt | krb-deps proxy-deps
+$(VENV)/.ok: testserver/requirements.txt testserver/pyproject.toml bindings-python/requirements-test.txt ansible/requirements-test.txt docs/requirements.txt | krb-deps proxy-deps
 	$(PYTHON) -m venv $(VENV)
-	$(VPY) -m pip install --quiet --disable-pip-version-check $(PIP_PKGS) -r bindings-python/requirements-test.txt -r ansible/requirements-test.txt
+	$(VPY) -m pip install --quiet --disable-pip-version-check $(PIP_PKGS) -r bindings-python/requirements-test.txt -r ansible/requirements-test.txt -r docs/requirements.txt
 	$(VPY) -m pip install --quiet --disable-pip-version-check --no-deps -e testserver
 	touch $@
 
@@ -75,7 +75,7 @@ CARGO ?= cargo
 CBINDGEN_VERSION := 0.29.2
 CBINDGEN := .tools/bin/cbindgen
 
-test: krb-deps proxy-deps ssh-deps venv fmt-check clippy no-default-features header-check rust-test py-test ansible-test c-test bench-smoke
+test: krb-deps proxy-deps ssh-deps venv fmt-check clippy no-default-features header-check rust-test py-test docs docs-test ansible-test c-test bench-smoke
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
@@ -97,6 +97,21 @@ py-test: venv ssh-deps python-package $(VENV_PSRP10)/.ok
 	$(VPY) -m mypy.stubtest psremote._native
 	$(VPY) -m mypy bindings-python/python/psremote
 	$(VPY) -m pytest bindings-python -q
+
+# ---- Documentation (docs/README.md) --------------------------------------------------------
+# Sphinx + MyST pages, the Python reference from the installed package's docstrings, the C one
+# from include/psremote.h and the CLI's from its parser (docs/_ext). Warnings are errors
+# (-W, nitpicky -n), every page is read afresh (-E: an unchanged page's warnings still count);
+# HTML lands in target/docs/html.
+.PHONY: docs docs-test
+docs: venv python-package
+	$(VPY) -m sphinx -b html -E -W --keep-going -n -q -d target/docs/doctrees docs target/docs/html
+	@echo "documentation: target/docs/html/index.html"
+
+# Every ```python and ```console sample of every page, run against loopback endpoints through
+# a CONNECT proxy that plays *.example.com (docs/tests/).
+docs-test: venv python-package
+	$(VPY) -m pytest docs/tests -q
 
 # The Ansible collection (ansible/ansible_collections/psremote/remote): its connection plugin under
 # ansible-core from PyPI (ansible/requirements-test.txt), against loopback endpoints, side by side

@@ -261,7 +261,7 @@ class AsyncPipeline:
 class AsyncPowerShell(PipelineBuilder):
     """A pipeline to run on an :class:`AsyncRunspacePool` (``pool.powershell()``)."""
 
-    def __init__(self, pool: Optional["AsyncRunspacePool"] = None) -> None:
+    def __init__(self, pool: Optional[AsyncRunspacePool] = None) -> None:
         super().__init__()
         self.pool = pool
         self._running: Optional[AsyncPipeline] = None
@@ -630,9 +630,9 @@ class AsyncCmdProcess:
 
 class AsyncCmdShell:
     """An open cmd shell (asyncio): ``async with client.cmd_shell(...) as shell``. The twin of
-    :class:`psremote.cmd.CmdShell`."""
+    :class:`psremote.CmdShell`."""
 
-    def __init__(self, native: Any, client: Optional["AsyncClient"] = None) -> None:
+    def __init__(self, native: Any, client: Optional[AsyncClient] = None) -> None:
         self._native = native
         self._client = client
         self._closed = False
@@ -649,7 +649,7 @@ class AsyncCmdShell:
         return self._closed
 
     async def start(self, executable: str, args: Iterable[Any] = (), *, skip_cmd_shell: bool = False) -> AsyncCmdProcess:
-        """Starts a command (see :meth:`psremote.cmd.CmdShell.start`)."""
+        """Starts a command (see :meth:`psremote.CmdShell.start`)."""
         executable, arguments, _ = _cmd_arguments(executable, args, None)
         self._check()
         native = await _call(self._native.start_async, executable, arguments, bool(skip_cmd_shell))
@@ -657,7 +657,7 @@ class AsyncCmdShell:
 
     def attach(self, command_id: Optional[str] = None) -> AsyncCmdProcess:
         """A process for a command this shell already runs (see
-        :meth:`psremote.cmd.CmdShell.attach`); nothing is sent until it is read."""
+        :meth:`psremote.CmdShell.attach`); nothing is sent until it is read."""
         self._check()
         return AsyncCmdProcess(self._native.attach(command_id), self, command_id or "")
 
@@ -665,7 +665,7 @@ class AsyncCmdShell:
         self, executable: str, args: Iterable[Any] = (), stdin: Optional[StdinData] = None, *, skip_cmd_shell: bool = False
     ) -> CmdResult:
         """Runs a command to the end and returns its result; ``stdin`` as for
-        :meth:`psremote.cmd.CmdShell.run`."""
+        :meth:`psremote.CmdShell.run`."""
         data = _stdin_bytes(stdin)
         async with await self.start(executable, args, skip_cmd_shell=skip_cmd_shell) as process:
             if data is not None:

@@ -295,7 +295,7 @@ class PowerShell(PipelineBuilder):
     """A pipeline to run on a :class:`RunspacePool` (``pool.powershell()``), or to pass to
     :meth:`Client.run_ps`."""
 
-    def __init__(self, pool: Optional["RunspacePool"] = None) -> None:
+    def __init__(self, pool: Optional[RunspacePool] = None) -> None:
         super().__init__()
         self.pool = pool
         self._running: Optional[Pipeline] = None
@@ -928,7 +928,7 @@ class Client(_ClientBase):
     of it), ``audit_arguments`` and ``max_events_ahead`` apply; WS-Man's own options (auth,
     https, port for process, configuration_name, TLS, trusted_hosts, encryption,
     ignore_proxy...) are refused with a :class:`ConfigurationError` unless left at their
-    defaults, and :attr:`options` names the SSH server (``host``, ``port``, ``username``) or,
+    defaults, and ``options`` names the SSH server (``host``, ``port``, ``username``) or,
     for a process, none (``''``, 0, ``''``). Cmd shells, ``run_cmd``, disconnect and reconnect,
     ``list_pools`` and the WinRM configuration exist only over WS-Man: a
     :class:`ConfigurationError` says so.
@@ -1118,7 +1118,7 @@ class Client(_ClientBase):
         idle_timeout: Optional[float] = None,
     ) -> CmdShell:
         """Opens a cmd shell (WinRS) for running commands with streaming output and stdin
-        (:class:`~psremote.cmd.CmdShell`; use it as a context manager to close it).
+        (:class:`~psremote.CmdShell`; use it as a context manager to close it).
 
         ``environment``: variables every command sees; ``working_directory``: where commands
         start; ``codepage``: the console code page of the output, UTF-8 (65001) by default,
@@ -1149,7 +1149,7 @@ class Client(_ClientBase):
         on the server unless ``expand_variables=False``.
 
         ``show_progress=True`` draws a tqdm bar on stderr (plain lines without tqdm);
-        ``progress(done, total)`` is called after each chunk (see :mod:`psremote.files`).
+        ``progress(done, total)`` is called after each chunk (see :meth:`copy`).
         ``timeout`` (seconds) bounds the whole call. Failures raise
         :class:`~psremote.FileTransferError` subclasses; Ctrl-C stops the transfer, and
         neither leaves a partial file nor anything else on the server."""

@@ -248,7 +248,7 @@ class CmdShell:
     a ``with`` block; a shell that is dropped is deleted on the server in the background.
     May be shared between threads."""
 
-    def __init__(self, native: Any, client: Optional["Client"] = None) -> None:
+    def __init__(self, native: Any, client: Optional[Client] = None) -> None:
         self._native = native
         self._client = client
         self._closed = False

@@ -188,9 +188,9 @@ class PipelineError(PSRemoteError):
     The fields of the server's ErrorRecord are copied onto the exception.
     """
 
-    error_record: Optional["ErrorRecord"] = None
+    error_record: Optional[ErrorRecord] = None
     #: The whole result, when the error comes from a finished pipeline.
-    result: Optional["PSResult"] = None
+    result: Optional[PSResult] = None
     fully_qualified_error_id: Optional[str] = None
     category: Optional[int] = None
     category_name: Optional[str] = None
@@ -205,8 +205,8 @@ class PipelineError(PSRemoteError):
         self,
         message: str = "",
         *,
-        error_record: Optional["ErrorRecord"] = None,
-        result: Optional["PSResult"] = None,
+        error_record: Optional[ErrorRecord] = None,
+        result: Optional[PSResult] = None,
     ) -> None:
         super().__init__(message)
         self.result = result
@@ -228,7 +228,7 @@ class PipelineError(PSRemoteError):
 
 
 def _rebuild_pipeline_error(
-    message: str, error_record: Optional["ErrorRecord"], result: Optional["PSResult"]
+    message: str, error_record: Optional[ErrorRecord], result: Optional[PSResult]
 ) -> PipelineError:
     return PipelineError(message, error_record=error_record, result=result)
 

@@ -610,7 +610,7 @@ def run_many(
     a path-like naming a host file, or a list of those; a list may also hold mappings (``{"host":
     "a", "port": 5986, "https": True, "username": ..., "password": ...}``, ``"url"`` instead of
     ``"host"``, ``"name"`` for the name results carry) and ``(host, options)`` pairs, whose
-    options override the shared ones for that host. See :mod:`psremote.hosts`.
+    options override the shared ones for that host. See :func:`expand_hosts`.
 
     ``client_options``: what :class:`psremote.Client` takes (``username``, ``password``,
     ``auth``, ``port``, ``https``, ``trusted_hosts``, TLS options...), shared by every host; a

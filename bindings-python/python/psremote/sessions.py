@@ -45,7 +45,7 @@ class PoolInfo:
     idle_timeout: Optional[float] = None
     #: The largest idle timeout the server allows.
     max_idle_timeout: Optional[float] = None
-    #: ``"block"`` or ``"drop"`` (see :data:`BUFFER_MODES`).
+    #: ``"block"`` or ``"drop"`` the server's default when None.
     buffer_mode: Optional[str] = None
     locale: str = ""
     data_locale: str = ""
