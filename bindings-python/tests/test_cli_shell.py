@@ -199,22 +199,29 @@ def test_history_is_kept_across_sessions(child_env, tmp_path):
     try:
         run(term, "Write-Output first-session")
         run(term, " Write-Output not-recorded")
+        # An answer to Read-Host is read outside readline: it never reaches the history.
+        term.send("Read-Host 'Secret'\r")
+        term.read_until(rb"Secret: ")
+        run(term, "hunter2")
         leave(term)
     finally:
         finish(term)
     path = state / "psremote" / "history"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     recorded = path.read_text()
-    assert "Write-Output first-session" in recorded and "not-recorded" not in recorded
+    assert "Write-Output first-session" in recorded and "Read-Host 'Secret'" in recorded
+    assert "not-recorded" not in recorded and "hunter2" not in recorded
 
     # A second session finds it: Up brings the line back.
     term = open_shell(env)
     try:
-        term.send("\x1b[A\x1b[A")  # exit, then the line before it
+        term.send("\x1b[A" * 3)  # exit, Read-Host, then the first line
         term.read_until(rb"first-session")
         out = screen_lines(run(term, ""))
         assert "first-session" in out
-        leave(term)
+        term.send("\x04")  # Ctrl-D leaves too
+        assert term.close() == 0
+        term.closed = True
     finally:
         finish(term)
 
@@ -257,6 +264,20 @@ def test_completion_gives_up_on_a_slow_server(client):
         index, length, matches = cli_shell.completions(pool, "Get-Process -N", 14)
         assert (index, length, matches) == (12, 2, [("-Name", "Name")])
         assert ("$PSVersionTable", "PSVersionTable") in cli_shell.completions(pool, "Write-Output $PSV", 17)[2]
+
+
+def test_history_keeps_the_last_lines(tmp_path):
+    readline = pytest.importorskip("readline")
+    path = tmp_path / "dir" / "history"
+    history = cli_shell.History(str(path))
+    readline.clear_history()
+    for i in range(cli_shell.HISTORY_LENGTH + 5):
+        readline.add_history(f"Write-Output {i}")
+    history.save()
+    readline.clear_history()
+    lines = path.read_text().splitlines()
+    assert len(lines) == cli_shell.HISTORY_LENGTH and lines[-1] == f"Write-Output {cli_shell.HISTORY_LENGTH + 4}"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
 
 
 def test_incomplete_statements():
