@@ -76,6 +76,13 @@ class World:
         users.write_text(f"{DOMAIN}:{USER}:{PASSWORD}\n{REALM}:{USER}:{PASSWORD}\n")
         env = self.realm.env()
         env["PATH"] = f"{self.directory / 'shims'}{os.pathsep}{os.environ.get('PATH', '')}"
+        # The server's temp folder: samples write remote files as a Windows user would, to
+        # $env:TEMP\name or %TEMP%\name, which the endpoint expands from its environment. Here
+        # that lands inside the world's directory (the backslash is part of a Unix file name),
+        # never in the directory make runs in.
+        server_temp = self.directory / "server-temp"
+        server_temp.mkdir()
+        env["TEMP"] = env["TMP"] = str(server_temp)
         common = ["--keytab", str(self.realm.keytab)]
         (self.directory / "http").mkdir()
         (self.directory / "https").mkdir()
