@@ -38,7 +38,7 @@ from psremote import __version__, cli_fleet, cli_shell
 from psremote._limits import Deadline
 from psremote._options import AUTH_MECHANISMS, ENCRYPTION_POLICIES, PASSWORD_ENV, TRANSPORTS
 from psremote._text import printable
-from psremote.client import Client, Pipeline, RunspacePool
+from psremote.client import Client, Pipeline
 from psremote.exceptions import ConfigurationError, FileTransferError, OperationTimeoutError, PSRemoteError
 from psremote.host import ConsoleHost
 from psremote.progress import ProgressDisplay
