@@ -1,7 +1,8 @@
 """The ``psremote`` command line.
 
     psremote run HOST -c SCRIPT [--json]      run a PowerShell script, print its streams
-    psremote cmd HOST EXE [ARGS...] [--json]  run a command in a cmd shell (WinRS)
+    psremote cmd [--json] HOST EXE [ARGS...]  run a command in a cmd shell (WinRS); options go
+                                              before HOST: everything after EXE is its arguments
     psremote shell HOST                       an interactive remote prompt, like Enter-PSSession
     psremote run -H web[01-40],db1 -f hosts.txt -c SCRIPT [--throttle N] [--json] [--output-dir DIR]
     psremote cmd -H LIST EXE [ARGS...]        the same on many hosts at once (see cli_fleet)
