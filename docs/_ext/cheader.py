@@ -44,6 +44,8 @@ class Item:
     doc: List[str]
     line: int
     members: List["Item"] = field(default_factory=list)
+    params: str = ""
+    """A function-like macro's parameter list, ``(n)``."""
 
 
 def _squeeze(text: str) -> str:
@@ -60,16 +62,20 @@ def _comment_line(stripped: str) -> Optional[str]:
     return None
 
 
-def _function_name(declaration: str, line: int) -> str:
+def _function_name(declaration: str, line: int, pointer: bool = False) -> str:
     """The declared name of a function or function pointer: the identifier before the first
-    parameter list (``(*name)(`` for pointers)."""
-    pointer = re.search(rf"\(\s*\*\s*({_IDENT})\s*\)\s*\(", declaration)
-    if pointer:
-        return pointer.group(1)
-    plain = re.search(rf"({_IDENT})\s*\(", declaration)
-    if not plain:
+    parenthesis (a function), or with ``pointer`` inside it after the ``*`` (a function-pointer
+    member or typedef, ``int (*name)(...)``). Parameters that are function pointers themselves
+    come later and do not count."""
+    first = declaration.find("(")
+    found = None
+    if first >= 0 and pointer:
+        found = re.match(rf"\(\s*\*\s*({_IDENT})\s*\)\s*\(", declaration[first:])
+    elif first >= 0:
+        found = re.search(rf"({_IDENT})\s*$", declaration[:first])
+    if not found:
         raise HeaderError(line, f"cannot find the name in {declaration!r}")
-    return plain.group(1)
+    return found.group(1)
 
 
 class _Lines:
@@ -171,7 +177,7 @@ def _read_struct(lines: _Lines, line_no: int, name: str, doc: List[str]) -> Item
         else:
             declaration = _squeeze(lines.until_semicolon(stripped)).rstrip(";").strip()
             if "(" in declaration:
-                member_name = _function_name(declaration, number)
+                member_name = _function_name(declaration, number, pointer=True)
             else:
                 found = re.search(rf"({_IDENT})\s*(\[[^\]]*\])?$", declaration)
                 if not found:
@@ -204,13 +210,16 @@ def parse(text: str) -> List[Item]:
             doc = []
             continue
         if stripped.startswith("#"):
-            directive = re.match(rf"#\s*(\w+)\s*({_IDENT})?\s*(.*)$", stripped)
+            directive = re.match(rf"#\s*(\w+)\s*({_IDENT})?(\([^)]*\))?\s*(.*)$", stripped)
             keyword = directive.group(1) if directive else ""
             if keyword in ("ifndef",) and guard is None and not items:
                 guard = directive.group(2) if directive else None
             elif keyword == "define" and directive and directive.group(2) != guard:
-                value = directive.group(3).strip()
-                items.append(Item("macro", directive.group(2), value, doc, number))
+                name, params, value = directive.group(2), directive.group(3) or "", directive.group(4).strip()
+                # Helpers named with a trailing underscore and no comment (PSR_VERSION_STR_) are
+                # the implementation of a documented macro, not API.
+                if doc or not name.endswith("_"):
+                    items.append(Item("macro", name, value, doc, number, params=params))
             doc = [] if keyword != "if" else doc
             continue
         if stripped in ('extern "C" {', "}", "{") or re.fullmatch(r"}\s*//.*", stripped):
@@ -244,7 +253,7 @@ def parse(text: str) -> List[Item]:
                 continue
             if "(" in declaration:
                 body = declaration[len("typedef") :].strip()
-                items.append(Item("callback", _function_name(body, number), body, doc, number))
+                items.append(Item("callback", _function_name(body, number, pointer=True), body, doc, number))
             elif alias:
                 items.append(Item("callback", alias.group(1), declaration[len("typedef") :].strip(), doc, number))
             else:

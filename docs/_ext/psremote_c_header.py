@@ -136,7 +136,7 @@ def render(item: Item, roles: Dict[str, str]) -> List[str]:
         return _fence("c:type", item.declaration, doc)
     if item.kind == "macro":
         value = [f"Value: `{item.declaration}`", ""] if item.declaration else []
-        return _fence("c:macro", item.name, doc + value)
+        return _fence("c:macro", item.name + item.params, doc + value)
     if item.kind == "opaque":
         note = ["An opaque handle: only pointers to it are used; its layout is private.", ""]
         return _fence("c:struct", item.name, doc + note)

@@ -60,6 +60,10 @@ def _option_lines(parser: argparse.ArgumentParser, program: str) -> List[str]:
     return lines
 
 
+def _fixed_width(prog: str) -> argparse.HelpFormatter:
+    return argparse.HelpFormatter(prog, width=88)
+
+
 class CliDirective(SphinxDirective):
     """``{psremote-cli}``: the usage of ``psremote`` and a section per subcommand."""
 
@@ -69,6 +73,9 @@ class CliDirective(SphinxDirective):
         from psremote import cli
 
         parser = cli.build_parser()
+        # The usage lines are wrapped at a fixed width, whatever terminal runs the build.
+        for each in [parser] + [sub for action in _subcommands(parser) for sub in action.choices.values()]:
+            each.formatter_class = _fixed_width
         result: List[nodes.Node] = []
         top = nodes.container()
         lines = [_text(parser.description or ""), "", "```text", *parser.format_usage().rstrip().splitlines(), "```", ""]
@@ -83,7 +90,8 @@ class CliDirective(SphinxDirective):
                 section["ids"].append(make_id(self.env, self.state.document, "cli", title))
                 section["names"].append(nodes.fully_normalize_name(title))
                 section += nodes.title(text=title)
-                body = [_text((helps.get(name) or "").capitalize() + "."), ""]
+                summary = helps.get(name) or ""
+                body = [_text(summary[:1].upper() + summary[1:] + "."), ""]
                 if sub.description:
                     body += [_text(sub.description), ""]
                 body += ["```text", *sub.format_usage().rstrip().splitlines(), "```", ""]

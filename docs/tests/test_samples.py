@@ -149,9 +149,15 @@ def _failure(block: Block, output: str, error: str, problems: List[str]) -> str:
     return "\n".join(text)
 
 
-@pytest.mark.parametrize("page", _pages_with_samples(), ids=_page_id)
-def test_page_samples(page: Path, world, tmp_path: Path) -> None:
+class SampleFailure(AssertionError):
+    """A page's samples failed or did not do what their annotations say."""
+
+
+def run_page(page: Path, world, tmp_path: Path) -> str:
+    """Runs one page's samples with every check; returns the driver's log (the samples' output).
+    Raises SampleFailure naming the page, the block and why."""
     blocks = extract(page)
+    name = _page_id(page) if page.is_relative_to(DOCS) else str(page)
     workdir = world.workdir(tmp_path / "work")
     env = world.base_env(workdir)
     if any(block.environment == "kerberos" for block in blocks):
@@ -219,15 +225,17 @@ def test_page_samples(page: Path, world, tmp_path: Path) -> None:
             run.go()
     finally:
         log = run.finish()
-    print(f"{_page_id(page)}: {finished} of {len(blocks)} samples ran\n{log}")
     if failure is not None:
-        pytest.fail(failure + "\n--- the page's process ---\n" + log[-4000:], pytrace=False)
-    assert finished == len(blocks), f"{_page_id(page)}: the driver stopped after {finished} of {len(blocks)} blocks\n{log[-4000:]}"
-    assert run.process.returncode == 0, f"{_page_id(page)}: the driver exited with {run.process.returncode}\n{log[-4000:]}"
+        raise SampleFailure(failure + "\n--- the page's process ---\n" + log[-4000:])
+    if finished != len(blocks):
+        raise SampleFailure(f"{name}: the driver stopped after {finished} of {len(blocks)} blocks\n{log[-4000:]}")
+    if run.process.returncode != 0:
+        raise SampleFailure(f"{name}: the driver exited with {run.process.returncode}\n{log[-4000:]}")
 
     # Each environment the page names was really used by one of its blocks.
-    missing = sorted(name for name, ok in shown.items() if not ok and name != "default")
-    assert not missing, f"{_page_id(page)}: no block annotated {missing} did what the annotation says (docs/README.md)"
+    missing = sorted(env_name for env_name, ok in shown.items() if not ok and env_name != "default")
+    if missing:
+        raise SampleFailure(f"{name}: no block annotated {missing} did what the annotation says (docs/README.md)")
 
     # Every connection the endpoints accepted during the page came through the proxy (the
     # runner's own state requests aside), and the page did reach them.
@@ -236,7 +244,8 @@ def test_page_samples(page: Path, world, tmp_path: Path) -> None:
     for (kind, _, port), count in proxy_page.items():
         if kind in ("tunnel", "forward"):
             through[port] += count
-    assert sum(through.values()) > 0, f"{_page_id(page)}: no sample reached an endpoint through the proxy"
+    if sum(through.values()) == 0:
+        raise SampleFailure(f"{name}: no sample reached an endpoint through the proxy")
     for which, port in (("http", 5985), ("https", 5986)):
         deadline = time.monotonic() + 10
         while True:
@@ -245,7 +254,17 @@ def test_page_samples(page: Path, world, tmp_path: Path) -> None:
             if opened - own == through[port] or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
-        assert opened - own == through[port], (
-            f"{_page_id(page)}: the {which} endpoint accepted {opened - own} connections from samples, "
-            f"the proxy carried {through[port]}: something reached it another way"
-        )
+        if opened - own != through[port]:
+            raise SampleFailure(
+                f"{name}: the {which} endpoint accepted {opened - own} connections from samples, "
+                f"the proxy carried {through[port]}: something reached it another way"
+            )
+    return f"{name}: {finished} of {len(blocks)} samples ran\n{log}"
+
+
+@pytest.mark.parametrize("page", _pages_with_samples(), ids=_page_id)
+def test_page_samples(page: Path, world, tmp_path: Path) -> None:
+    try:
+        print(run_page(page, world, tmp_path))
+    except SampleFailure as failure:
+        pytest.fail(str(failure), pytrace=False)
