@@ -244,7 +244,9 @@ def run_page(page: Path, world, tmp_path: Path) -> str:
     for (kind, _, port), count in proxy_page.items():
         if kind in ("tunnel", "forward"):
             through[port] += count
-    if sum(through.values()) == 0:
+    # A page whose console blocks only show commands (cc, cmake, make install) reaches nothing.
+    talks = any(block.kind == "python" or any(c.split()[:1] == ["psremote"] for c in block.commands) for block in blocks)
+    if talks and sum(through.values()) == 0:
         raise SampleFailure(f"{name}: no sample reached an endpoint through the proxy")
     for which, port in (("http", 5985), ("https", 5986)):
         deadline = time.monotonic() + 10
