@@ -225,17 +225,19 @@ c-deps:
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake pkg-config valgrind >/dev/null; }
 
 C_PREFIX = $(abspath $(PREFIX))
+# Installs lib/libpsremote.so.$(VERSION) (stripped; its debug information in lib/.debug/, named by
+# its .gnu_debuglink), the SONAME link libpsremote.so.<ABI> and libpsremote.so, libpsremote.a,
+# include/psremote.h, lib/pkgconfig/psremote.pc and the CMake package lib/cmake/psremote
+# (bindings-c/install.sh). INSTALL_STRIP=0 installs the libraries as built.
+INSTALL_STRIP ?= 1
 install:
 	$(CARGO) build --locked -q $(C_PROFILE_FLAG) -p psremote-c
-	install -d $(DESTDIR)$(C_PREFIX)/include $(DESTDIR)$(C_PREFIX)/lib/pkgconfig
-	install -m 644 include/psremote.h $(DESTDIR)$(C_PREFIX)/include/psremote.h
-	install -m 755 target/$(C_PROFILE_DIR)/libpsremote.so $(DESTDIR)$(C_PREFIX)/lib/libpsremote.so
-	install -m 644 target/$(C_PROFILE_DIR)/libpsremote.a $(DESTDIR)$(C_PREFIX)/lib/libpsremote.a
-	sed -e 's|@PREFIX@|$(C_PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' -e 's|@LIBS_PRIVATE@|$(LIBS_PRIVATE)|g' \
-	  bindings-c/psremote.pc.in > $(DESTDIR)$(C_PREFIX)/lib/pkgconfig/psremote.pc
+	BUILT=target/$(C_PROFILE_DIR) PREFIX='$(C_PREFIX)' DESTDIR='$(DESTDIR)' VERSION='$(VERSION)' \
+	  LIBS_PRIVATE='$(LIBS_PRIVATE)' INSTALL_STRIP='$(INSTALL_STRIP)' bash bindings-c/install.sh
 
-# C tests four ways (shared, static, C++, ASan+UBSan) and valgrind, then the agent example built
-# against an installed prefix through pkg-config (plain Makefile and CMake).
+# C tests four ways (shared, static, C++, ASan+UBSan) and valgrind, then `make install`'s layout
+# (SONAME, links, stripping, CMake package) and the agent example built against an installed
+# prefix through pkg-config (plain Makefile) and find_package (CMake), shared and static.
 c-test: venv c-deps ssh-deps
 	bash bindings-c/tests/run.sh
 	bash bindings-c/tests/example.sh

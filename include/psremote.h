@@ -9,6 +9,32 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+// The version of the psremote.h a program was compiled with, as a string literal
+// ("MAJOR.MINOR.PATCH", e.g. "0.1.0"): what `psr_version()` returns when the loaded library is
+// the same release.
+#define PSR_VERSION_STRING PSR_VERSION_STR_(PSR_VERSION_MAJOR) "." PSR_VERSION_STR_(PSR_VERSION_MINOR) "." PSR_VERSION_STR_(PSR_VERSION_PATCH)
+#define PSR_VERSION_STR_(n) PSR_VERSION_STR2_(n)
+#define PSR_VERSION_STR2_(n) #n
+
+// The major version of the psremote.h a program was compiled with.
+//
+// ABI policy: from 1.0 on, a release with the same major version is binary compatible (the
+// shared library's SONAME is `libpsremote.so.<MAJOR>`); before 1.0, every minor release may break
+// the ABI, so the SONAME is `libpsremote.so.0.<MINOR>` and only patch releases of one 0.MINOR
+// series are compatible. `psr_version_number()` tells a program which library it loaded.
+#define PSR_VERSION_MAJOR 0
+
+// The minor version of the psremote.h a program was compiled with (see `PSR_VERSION_MAJOR`).
+#define PSR_VERSION_MINOR 1
+
+// The patch version of the psremote.h a program was compiled with (see `PSR_VERSION_MAJOR`).
+#define PSR_VERSION_PATCH 0
+
+// The version of the psremote.h a program was compiled with as one number,
+// `(MAJOR << 16) | (MINOR << 8) | PATCH` (0.1.0 is 0x000100): what `psr_version_number()` returns
+// when the loaded library is the same release. Compare numbers, not strings, for "at least".
+#define PSR_VERSION_NUMBER (((PSR_VERSION_MAJOR << 16) | (PSR_VERSION_MINOR << 8)) | PSR_VERSION_PATCH)
+
 // Result of every fallible call. Values are stable and never reused.
 enum psr_result
 #ifdef __cplusplus
@@ -271,11 +297,21 @@ typedef struct psr_callbacks {
 extern "C" {
 #endif // __cplusplus
 
-// The library version as a NUL-terminated UTF-8 string, e.g. `"0.1.0"`.
+// The version of the loaded library as a NUL-terminated UTF-8 string, e.g. `"0.1.0"`; equal to
+// `PSR_VERSION_STRING` when the program runs with the release it was compiled against (to test
+// for "at least" or for the ABI series, use `psr_version_number()`).
 //
 // Ownership: the string is static; do not free it. Threading: callable from any thread.
 // Errors: none.
 const char *psr_version(void);
+
+// The version of the loaded library as `(MAJOR << 16) | (MINOR << 8) | PATCH`, the encoding of
+// `PSR_VERSION_NUMBER`. A program compiled against 0.MINOR.x can check at run time that it
+// loaded the same ABI series with
+// `(psr_version_number() >> 8) == (PSR_VERSION_NUMBER >> 8)` (from 1.0 on, `>> 16`).
+//
+// Threading: callable from any thread. Errors: none.
+uint32_t psr_version_number(void);
 
 // New settings for `url` (`http://host:port/path`, port 5985 by default, or `https://...`, port
 // 5986) with a user and password (the password is copied and zeroized when the config is freed).

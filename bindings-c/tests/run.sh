@@ -59,6 +59,15 @@ fi
 for f in "$libdir/libpsremote.so" "$libdir/libpsremote.a" include/psremote.h; do
   [ -e "$f" ] || { echo "missing $f" >&2; exit 1; }
 done
+# The shared library's SONAME (bindings-c/build.rs): the test programs record it as NEEDED and
+# load it through their run path, so a link of that name must sit beside libpsremote.so (cargo
+# makes none; an installed prefix has its own).
+soname=$(readelf -d "$libdir/libpsremote.so" | sed -n 's/.*Library soname: \[\(.*\)\].*/\1/p')
+case $soname in
+  libpsremote.so.?*) ;;
+  *) echo "$libdir/libpsremote.so has no SONAME libpsremote.so.<ABI>" >&2; exit 1 ;;
+esac
+[ -e "$libdir/$soname" ] || ln -s libpsremote.so "$libdir/$soname" || exit 1
 
 # What `cargo rustc -p psremote-c -- --print native-static-libs` reports for this target
 # (x86_64/aarch64 Linux, glibc): the system libraries the static library needs.
@@ -102,10 +111,15 @@ compile faults "$cc" -std=c99 $warn -g -Iinclude "$faults_src" -o "$out/test_fau
 compile faults-c++ "$cxx" -x c++ -std=c++17 $warn -g -Iinclude "$faults_src" -x none -o "$out/test_faults_cxx" \
   -L"$libdir" -lpsremote "$rpath" -pthread
 
-# The linkage is what each variant claims to be.
-if [ "${build_ok[c-shared]}" = 1 ] && ! readelf -d "$out/test_api_shared" | grep -q 'NEEDED.*libpsremote'; then
-  echo "test_api_shared does not load libpsremote.so" >&2; build_ok[c-shared]=0
-fi
+# The linkage is what each variant claims to be; the shared ones need the library by its SONAME.
+needed() { readelf -d "$1" | sed -n 's/.*(NEEDED).*\[\(.*\)\].*/\1/p'; }
+for v in c-shared:test_api_shared c++:test_api_cxx; do
+  if [ "${build_ok[${v%%:*}]}" = 1 ] && ! needed "$out/${v#*:}" | grep -qxF "$soname"; then
+    echo "${v#*:} does not load libpsremote.so by its SONAME $soname:" >&2
+    needed "$out/${v#*:}" >&2
+    build_ok[${v%%:*}]=0
+  fi
+done
 for v in c-static:test_api_static sanitizers:test_api_sanitizers; do
   if [ "${build_ok[${v%%:*}]}" = 1 ] && readelf -d "$out/${v#*:}" | grep -q 'NEEDED.*libpsremote'; then
     echo "${v#*:} loads libpsremote.so although it should be static" >&2; build_ok[${v%%:*}]=0

@@ -826,6 +826,23 @@ static void test_version_and_names(void) {
     begin("version_and_names");
     CHECK(v != NULL && v[0] >= '0' && v[0] <= '9' && strchr(v, '.') != NULL);
     CHECK(psr_version() == v);
+    /* The library this program loaded is the release whose header it was compiled with. */
+    CHECK(v != NULL && strcmp(v, PSR_VERSION_STRING) == 0);
+    CHECK(psr_version_number() == PSR_VERSION_NUMBER);
+    CHECK(PSR_VERSION_NUMBER == ((uint32_t)PSR_VERSION_MAJOR << 16 | (uint32_t)PSR_VERSION_MINOR << 8 |
+                                 (uint32_t)PSR_VERSION_PATCH));
+    {
+        /* The number and the string name the same version, part by part. */
+        char spelled[32];
+        snprintf(spelled, sizeof spelled, "%u.%u.%u", (unsigned)(psr_version_number() >> 16),
+                 (unsigned)(psr_version_number() >> 8 & 0xff), (unsigned)(psr_version_number() & 0xff));
+        CHECK(v != NULL && strcmp(v, spelled) == 0);
+    }
+    /* The macros are usable in preprocessor conditions, as version checks need. */
+#if PSR_VERSION_NUMBER != ((PSR_VERSION_MAJOR << 16) | (PSR_VERSION_MINOR << 8) | PSR_VERSION_PATCH)
+#error "PSR_VERSION_NUMBER does not evaluate in #if"
+#endif
+    CHECK(sizeof PSR_VERSION_STRING >= sizeof "0.0.0");
     for (r = 0; r <= 14; r++) {
         const char *name = psr_result_name((psr_result)r);
         CHECK(name != NULL && name[0] != '\0');

@@ -33,6 +33,7 @@
 static void usage(void) {
     fprintf(stderr,
             "usage: agent [-c configuration] [-a negotiate|ntlm|basic|...] [-u] [-t timeout_ms] [-j] [-i] POWERSHELL...\n"
+            "       agent -V\n"
             "  connection from PSREMOTE_URL, PSREMOTE_USER, PSREMOTE_PASSWORD; PSREMOTE_TRUSTED_HOSTS (comma\n"
             "  list of hosts towards which NTLM is accepted over http), PSREMOTE_CA_FILE (CA for https)\n"
             "  -c  session configuration (default Microsoft.PowerShell)\n"
@@ -40,7 +41,17 @@ static void usage(void) {
             "  -u  allow unencrypted bodies (Basic over HTTP)\n"
             "  -t  stop the pipeline after this many milliseconds (default: no limit)\n"
             "  -j  print the whole result as JSON at the end\n"
-            "  -i  print what the connection established (JSON) to stderr\n");
+            "  -i  print what the connection established (JSON) to stderr\n"
+            "  -V  print the library's version and the header's, and exit\n");
+}
+
+/* Whether the library this program loaded is of the ABI series its header describes: before
+ * 1.0 the same MAJOR.MINOR, from 1.0 on the same MAJOR. An installed library's SONAME
+ * (libpsremote.so.<series>) already ensures it; this catches another release put in its place
+ * (LD_LIBRARY_PATH, a copied file). */
+static int abi_matches(void) {
+    unsigned shift = PSR_VERSION_MAJOR == 0 ? 8 : 16;
+    return (psr_version_number() >> shift) == ((uint32_t)PSR_VERSION_NUMBER >> shift);
 }
 
 /* Prints a library error and frees it. */
@@ -253,7 +264,12 @@ int main(int argc, char **argv) {
     psr_host host;
     psr_callbacks callbacks;
 
-    while ((opt = getopt(argc, argv, "c:a:ut:jih")) != -1) {
+    if (!abi_matches()) {
+        fprintf(stderr, "agent: compiled against psremote %s but loaded libpsremote %s\n", PSR_VERSION_STRING,
+                psr_version());
+        return 2;
+    }
+    while ((opt = getopt(argc, argv, "c:a:ut:jihV")) != -1) {
         switch (opt) {
         case 'c': configuration = optarg; break;
         case 'a': mechanism = optarg; break;
@@ -261,6 +277,9 @@ int main(int argc, char **argv) {
         case 't': timeout_ms = strtoul(optarg, NULL, 10); break;
         case 'j': print_json = 1; break;
         case 'i': print_info = 1; break;
+        case 'V':
+            printf("libpsremote %s (compiled against psremote.h %s)\n", psr_version(), PSR_VERSION_STRING);
+            return 0;
         default: usage(); return 2;
         }
     }
