@@ -86,6 +86,21 @@ class World:
         common = ["--keytab", str(self.realm.keytab)]
         (self.directory / "http").mkdir()
         (self.directory / "https").mkdir()
+        # The endpoints' working directory is where relative remote paths land (a copy to
+        # "report.csv"); a scratch directory, never the checkout the tests run from.
+        server_root = self.directory / "server-root"
+        server_root.mkdir()
+        here = os.getcwd()
+        os.chdir(server_root)
+        try:
+            self._launch(users, env, common)
+        finally:
+            os.chdir(here)
+        upstreams = {5985: ("127.0.0.1", self.endpoints["http"].port), 5986: ("127.0.0.1", self.endpoints["https"].port)}
+        self.proxy = SampleProxy(upstreams).start()
+        return self
+
+    def _launch(self, users: Path, env: Dict[str, str], common: List[str]) -> None:
         self.endpoints["http"] = launch(users, self.directory / "http", *common, "--auth", "negotiate,kerberos,ntlm,credssp", env=env)
         self.endpoints["https"] = launch(
             users,
@@ -102,9 +117,6 @@ class World:
             env=env,
             cafile=str(self.files["corp-ca.pem"]),
         )
-        upstreams = {5985: ("127.0.0.1", self.endpoints["http"].port), 5986: ("127.0.0.1", self.endpoints["https"].port)}
-        self.proxy = SampleProxy(upstreams).start()
-        return self
 
     def stop(self) -> None:
         proxy = getattr(self, "proxy", None)
