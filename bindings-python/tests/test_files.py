@@ -327,8 +327,9 @@ def test_a_progress_callback_that_raises_stops_the_transfer(fclient, files_endpo
     with pytest.raises(ValueError, match="enough") as e:
         fclient.fetch(there / "b.bin", here / "b.bin", progress=boom)
     assert isinstance(e.value.__cause__, psremote.FileTransferError) and e.value.__cause__.kind == "Cancelled"
-    with pytest.raises(psremote.FileTransferError, match="stopped by the progress callback"):
+    with pytest.raises(psremote.FileTransferError, match="stopped by the progress callback") as stopped:
         fclient.copy(here / "a.bin", there / "a.bin", progress=lambda d, t: False)
+    assert stopped.value.kind == "Cancelled" and stopped.value.side is not None
     assert_clean(files_endpoint)
     assert names(here) == ["a.bin"] and names(there) == ["b.bin"]
 

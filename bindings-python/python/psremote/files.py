@@ -138,7 +138,10 @@ class ProgressRelay:
             return
         error = self.error
         if isinstance(error, _Stopped):
-            raise FileTransferError(f"{self.what}: stopped by the progress callback") from exc
+            stopped = FileTransferError(f"{self.what}: stopped by the progress callback")
+            # The same facts as the transfer's own error: kind "Cancelled", its side and path.
+            stopped.kind, stopped.side, stopped.path = exc.kind, exc.side, exc.path
+            raise stopped from exc
         raise error.with_traceback(error.__traceback__) from exc
 
 
