@@ -100,6 +100,7 @@ def test_emit_maps_targets_and_redacts():
     try:
         _logging.emit(logging.INFO, "psremote::transport::connection", "hello", [("password", "x"), ("host", "h")])
         _logging.emit(logging.DEBUG, "sspi::ntlm", "dependency noise", {})
+        _logging.emit(logging.WARNING, "sspi::utils", "Encryption using session key (not sub-session key)", {})
         _logging.emit(_logging.TRACE, "psremote::psrp", "payload", {})
     finally:
         logger.removeHandler(handler)

@@ -133,8 +133,10 @@ def emit(level: int, target: str, message: str, fields: Union[Mapping[str, Any],
     raise, so any failure is swallowed after a best-effort report.
     """
     try:
-        if level == logging.DEBUG and not target.startswith("psremote"):
-            # Dependencies (sspi, hyper) log per message at DEBUG: that is trace volume here.
+        if level <= logging.WARNING and not target.startswith("psremote"):
+            # Dependencies (sspi, hyper) log per message at DEBUG, and warn of conditions normal
+            # here (sspi: Kerberos delegation sealing with the session key): trace volume, never
+            # printed by logging's last-resort handler. Their errors pass.
             level = TRACE
         if level <= TRACE and not _trace:
             return

@@ -201,7 +201,7 @@ pub(super) async fn receive_loop(shared: Arc<Shared>, pid: uuid::Uuid, tx: Route
         endpoint = shared.client.url(),
         shell_id = shared.shell_id,
         pipeline = %pid,
-        state = ?state,
+        state = state.map(|s| format!("{s:?}")).as_deref().unwrap_or("unknown"),
         error = result.as_ref().err().map(ToString::to_string),
         "pipeline ended"
     );
