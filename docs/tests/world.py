@@ -52,7 +52,19 @@ printf '   Default Gateway . . . . . . . . . : 10.0.0.1\\r\\n'
     "whoami": "#!/bin/sh\nprintf 'example\\\\alice\\r\\n'\n",
     "hostname": "#!/bin/sh\nprintf 'WIN01\\r\\n'\n",
     "ver": "#!/bin/sh\nprintf '\\r\\nMicrosoft Windows [Version 10.0.20348.2340]\\r\\n'\n",
-    "cmd": '#!/bin/sh\n# cmd /c COMMAND...: run the rest\n[ "$1" = "/c" ] || [ "$1" = "/C" ] && shift\nexec /bin/sh -c "$*"\n',
+    # cmd /c COMMAND...: expands %NAME% from the environment as cmd.exe does (an unknown name
+    # stays as written), then runs the rest.
+    "cmd": """#!/bin/sh
+case "$1" in /c|/C) shift ;; esac
+line=$(printf '%s' "$*" | awk '{ out = ""; s = $0
+  while (match(s, /%[A-Za-z_][A-Za-z0-9_]*%/)) {
+    name = substr(s, RSTART + 1, RLENGTH - 2)
+    value = (name in ENVIRON) ? ENVIRON[name] : substr(s, RSTART, RLENGTH)
+    out = out substr(s, 1, RSTART - 1) value; s = substr(s, RSTART + RLENGTH)
+  }
+  print out s }')
+exec /bin/sh -c "$line"
+""",
 }
 
 
