@@ -66,7 +66,9 @@ intersphinx_mapping: dict = {}
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 autodoc_typehints_format = "short"
-autodoc_default_options = {"members": True, "show-inheritance": True}
+# Base classes are shown for the exceptions (their hierarchy is API), not for classes whose
+# bases are private helpers or object.
+autodoc_default_options = {"members": True}
 # Private helpers the public classes inherit from are documented through those classes.
 autodoc_inherit_docstrings = True
 
