@@ -60,12 +60,11 @@ def run_console(commands: List[str], kinit_password: str, exports: Dict[str, str
         words = shlex.split(command.replace("\\\n", " "), posix=True)
         if not words:
             continue
-        output.append(f"$ {command}\n")
         if words[0] == "export":
             for assignment in words[1:]:
                 name, sep, value = assignment.partition("=")
                 if not sep:
-                    return False, "".join(output), f"export without a value: {assignment!r}"
+                    return False, "".join(output), f"{command}: export without a value: {assignment!r}"
                 exports[name] = os.environ[name] = os.path.expandvars(value)
             continue
         if words[0] == "kinit":
@@ -78,13 +77,12 @@ def run_console(commands: List[str], kinit_password: str, exports: Dict[str, str
             )
         else:
             # Shown to the reader (pip, openssl...), not run here: docs/README.md lists what runs.
-            output.append("(not run by the sample runner)\n")
             continue
         output.append(completed.stdout + completed.stderr)
         sys.stdout.write(completed.stdout)
         sys.stderr.write(completed.stderr)
         if completed.returncode != 0:
-            return False, "".join(output), f"{words[0]} exited with {completed.returncode}"
+            return False, "".join(output), f"{command}: {words[0]} exited with {completed.returncode}"
     return True, "".join(output), ""
 
 

@@ -151,6 +151,8 @@ def test_a_good_page_passes_and_reports_its_samples(world, tmp_path):
         (NTLM_SAMPLE.replace("win01.example.com\"", "win01.example.org\"", 1), "asked the proxy for win01.example.org:5985"),
         ("```python\nraise SystemExit(3)\n```\n", "page.md:1 (python, environment default) failed"),
         ("```console\n$ psremote run win01.example.com -c 'Get-Date'\n```\n", "psremote exited with"),
+        # The command line itself is not output: an expectation met only by it fails.
+        ("% expect: Get-Date\n```console\n$ psremote run -u 'EXAMPLE\\alice' --trusted-hosts win01.example.com win01.example.com -c 'Write-Output x'\n```\n", "lacks the expected 'Get-Date'"),
         ("% sample: fleet\n" + NTLM_SAMPLE, "no block annotated ['fleet'] did what the annotation says"),
         ("```python\nprint('no network')\n```\n", "no sample reached an endpoint through the proxy"),
     ],
