@@ -179,10 +179,15 @@ class World:
         return directory
 
     def base_env(self, workdir: Path) -> Dict[str, str]:
-        """The environment of every sample: the proxy, the password, an empty krb5.conf (so
-        no sample finds a KDC unless it asks for Kerberos) and a home of its own."""
+        """The environment of every sample: the proxy, the password, a krb5.conf without a realm
+        (so no sample finds a KDC unless it asks for Kerberos) and a home of its own."""
         empty_krb5 = workdir / "home" / "krb5.conf"
-        empty_krb5.write_text("")
+        # No realm, and nothing that would make MIT's library ask DNS about a sample's host
+        # names (a Negotiate that tries Kerberos first would canonicalize the name).
+        empty_krb5.write_text(
+            "[libdefaults]\n    dns_lookup_kdc = false\n    dns_lookup_realm = false\n"
+            "    rdns = false\n    dns_canonicalize_hostname = false\n"
+        )
         keep = ("LANG", "LC_ALL", "TERM", "SYSTEMROOT", "TMPDIR")
         env = {name: os.environ[name] for name in keep if name in os.environ}
         venv_bin = str(Path(sys.executable).parent)
