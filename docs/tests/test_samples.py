@@ -27,7 +27,7 @@ import pytest
 from proxy import hosts_seen
 from samples import DOCS, Block, SampleError, extract, pages
 
-PAGE_TIMEOUT = 600.0
+PAGE_TIMEOUT = 240.0
 DRIVER = Path(__file__).with_name("driver.py")
 
 
