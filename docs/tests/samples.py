@@ -3,7 +3,8 @@
 A sample is a fenced ```python block (run whole) or a ```console block (its ``$ psremote ...``
 lines run; a line ending in ``\\`` continues on the next). MyST comment lines right before a
 block (``% sample: <environment>``, ``% expect: <text>``) say how to run and check it; see
-docs/README.md. Other fences (``text``, ``c``, ``powershell``...) are shown, never run.
+docs/README.md. Other fences (``text``, ``powershell``...) are shown, never run; a ```c fence
+is an error (C code is included from examples/c, which make c-test compiles and runs).
 """
 
 from __future__ import annotations
@@ -117,6 +118,11 @@ def extract(path: Path) -> List[Block]:
                 end += 1
             if end >= len(lines):
                 raise SampleError(f"{page}:{index + 1}: a fence that is never closed")
+            if language.lower() in ("c", "cpp", "c++", "h"):
+                raise SampleError(
+                    f"{page}:{index + 1}: C code is not written in pages: literalinclude it from examples/c, "
+                    "which make c-test builds and runs"
+                )
             if language in ("python", "console"):
                 commands = console_commands(body) if language == "console" else []
                 code = "\n".join(body) + "\n" if language == "python" else "\n".join(commands)

@@ -56,6 +56,7 @@ def test_extract_reads_blocks_annotations_and_continuations(tmp_path):
         ("% sample: https\n```text\nx\n```\n", "does not run"),
         ("% expect: x\n\nSome prose.\n\n```python\npass\n```\n", "not right before a code block"),
         ("```python\npass\n", "never closed"),
+        ("```c\nint main(void) { return 0; }\n```\n", "literalinclude it from examples/c"),
         ("```python\npass\n```\n% sample: cmd\n", "end of the page"),
     ],
 )
