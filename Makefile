@@ -12,7 +12,7 @@ export PSREMOTE_PYTHON := $(abspath $(VPY))
 comma := ,
 export no_proxy := $(if $(no_proxy),$(no_proxy)$(comma))127.0.0.1,localhost
 
-.PHONY: ssh-deps venv test demo fmt-check clippy rust-test py-test no-default-features header header-check bench bench-smoke python-package c-deps krb-deps proxy-deps install c-test fuzz fuzz-seeds fuzz-smoke files-1g bench-fleet
+.PHONY: dist dist-check ssh-deps venv test demo fmt-check clippy rust-test py-test no-default-features header header-check bench bench-smoke python-package c-deps krb-deps proxy-deps install c-test fuzz fuzz-seeds fuzz-smoke files-1g bench-fleet
 
 # MIT Kerberos for the endpoint's Kerberos tests: the KDC, kadmin.local and kinit run a throwaway
 # realm (testserver/psremote_testserver/kdc.py), and pip builds gssapi, krb5 and pykerberos from
@@ -77,6 +77,9 @@ CBINDGEN := .tools/bin/cbindgen
 
 test: krb-deps proxy-deps ssh-deps venv fmt-check clippy no-default-features header-check rust-test py-test docs docs-test ansible-test c-test bench-smoke
 
+# CI (.ci/run) runs `make test`, then `make dist-check` (the release artifacts, below): a release
+# build of its own, kept out of `make test` so the two can run apart.
+
 fmt-check:
 	$(CARGO) fmt --all -- --check
 
@@ -134,24 +137,25 @@ header-check: $(CBINDGEN)
 	$(CBINDGEN) --config bindings-c/cbindgen.toml --crate psremote-c --output target/psremote.h.fresh bindings-c
 	diff -u include/psremote.h target/psremote.h.fresh || { echo "include/psremote.h is stale: run make header" >&2; exit 1; }
 
-# psremote's Python package built in release for the benchmarks, installed apart from the
-# virtualenv's debug build (which `make test` uses and this never touches): bench/sidebyside.py
-# puts $(BENCH_SITE) first on its contenders' PYTHONPATH.
+# psremote's Python package built for the benchmarks in the `profiling` profile (release
+# optimisation with debug info for perf; see Cargo.toml), installed apart from the virtualenv's
+# debug build (which `make test` uses and this never touches): bench/sidebyside.py puts
+# $(BENCH_SITE) first on its contenders' PYTHONPATH.
 BENCH_SITE := target/bench/site
 BENCH_NATIVE := $(BENCH_SITE)/psremote/_native.abi3.so
 $(BENCH_NATIVE): $(VENV)/.ok $(shell find core/src bindings-python/src bindings-python/python -name '*.rs' -o -name '*.py' -o -name '*.pyi') bindings-python/Cargo.toml core/Cargo.toml pyproject.toml Cargo.lock
 	rm -rf target/bench/wheels $(BENCH_SITE)
-	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin build --release --locked --quiet -o target/bench/wheels
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin build --profile profiling --locked --quiet -o target/bench/wheels
 	$(VPY) -m pip install --quiet --disable-pip-version-check --no-deps --no-index --target $(BENCH_SITE) target/bench/wheels/*.whl
 
-# Release-mode benchmarks: CLIXML in Rust, then psremote side by side with pypsrp, psrpcore and
+# Release-mode benchmarks (the profiling profile): CLIXML in Rust, then psremote side by side with pypsrp, psrpcore and
 # pywinrm (bench/sidebyside.py) through a delay proxy (bench/delayproxy.py) at 0 and 20 ms of round
 # trip, one table each (also in target/bench/results.md and .json). Numbers go to bench/RESULTS.md
 # by hand, never asserted by tests.
 bench: venv $(BENCH_NATIVE)
-	$(CARGO) build --release --locked -q -p psremote-bench
-	target/release/clixml-decode
-	$(VPY) bench/sidebyside.py --psremote-site $(BENCH_SITE) --decode-bin target/release/clixml-decode
+	$(CARGO) build --profile profiling --locked -q -p psremote-bench
+	target/profiling/clixml-decode
+	$(VPY) bench/sidebyside.py --psremote-site $(BENCH_SITE) --decode-bin target/profiling/clixml-decode
 
 # `ansible -m raw` on 50 hosts with the psremote connection plugin (the release build) and with the
 # built-in psrp plugin, side by side (bench/ansible_side_by_side.py; results in bench/RESULTS.md).
@@ -241,3 +245,36 @@ install:
 c-test: venv c-deps ssh-deps
 	bash bindings-c/tests/run.sh
 	bash bindings-c/tests/example.sh
+
+# ---- Release artifacts -------------------------------------------------------------------------
+# `make dist`: into dist/, the abi3 wheel for x86_64 Linux tagged manylinux2014 (manylinux_2_17:
+# glibc >= 2.17: RHEL 8, Ubuntu 20.04 and Amazon Linux 2 too) and the sdist. maturin links with zig
+# (ziglang from PyPI, .venv-dist) against glibc 2.17's symbols, no manylinux Docker image; the
+# module is stripped (debug info for profiling lives in the `profiling` profile, see Cargo.toml).
+# check_wheel.py then fails unless `auditwheel show` finds the wheel manylinux_2_17 (or older)
+# compatible, the module stripped and the typing and license files inside; it prints the sizes.
+# The build has a target directory of its own (target/dist): zig's C compiler and linker never mix
+# with the host-linked release build.
+DIST_VENV := .venv-dist
+DIST_ENV = PATH="$(abspath $(DIST_VENV))/bin:$$PATH" VIRTUAL_ENV="$(abspath $(DIST_VENV))"
+$(DIST_VENV)/.ok: bindings-python/requirements-dist.txt
+	$(PYTHON) -m venv $(DIST_VENV)
+	$(DIST_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r bindings-python/requirements-dist.txt
+	touch $@
+
+dist: $(DIST_VENV)/.ok
+	rm -rf dist
+	$(DIST_ENV) CARGO_TARGET_DIR=target/dist maturin build --release --locked --zig --compatibility manylinux2014 --strip --quiet -o dist
+	$(DIST_ENV) maturin sdist -o dist
+	$(DIST_VENV)/bin/python bindings-python/tests/dist/check_wheel.py dist/psremote-$(VERSION)-*.whl
+
+# `make dist-check` (CI runs it after `make test`): `make dist`; the sdist checked for every
+# tracked file of the core and the binding and built from scratch (pip's isolated build, no cache,
+# a fresh Cargo target directory, a dev build); then the release wheel and the sdist's wheel each
+# installed into a clean virtualenv with no Rust toolchain reachable, running examples/quickstart.py
+# against the loopback endpoint and checking that `psremote --version`, psremote.__version__ and
+# the wheel's metadata say $(VERSION).
+dist-check: dist venv
+	bindings-python/tests/dist/check_sdist.sh dist/psremote-$(VERSION).tar.gz target/dist/sdist-build
+	bindings-python/tests/dist/test_wheel.sh dist/psremote-$(VERSION)-*.whl
+	bindings-python/tests/dist/test_wheel.sh target/dist/sdist-build/psremote-$(VERSION)-*.whl
