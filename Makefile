@@ -216,9 +216,11 @@ fuzz-smoke:
 
 # ---- C library ----------------------------------------------------------------------------
 PREFIX ?= /usr/local
-C_PROFILE ?= release
-C_PROFILE_DIR := $(if $(filter debug,$(C_PROFILE)),debug,release)
-C_PROFILE_FLAG := $(if $(filter debug,$(C_PROFILE)),,--release)
+# The Cargo profile `make install` builds: `profiling` by default (release optimisation with debug
+# information, which install.sh moves into lib/.debug), `release` (no debug information) or `debug`.
+C_PROFILE ?= profiling
+C_PROFILE_DIR := $(if $(filter debug dev,$(C_PROFILE)),debug,$(C_PROFILE))
+C_PROFILE_FLAG := $(if $(filter debug dev,$(C_PROFILE)),,--profile $(C_PROFILE))
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 # What the static library needs from the system (`cargo rustc -- --print native-static-libs`).
 LIBS_PRIVATE := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc

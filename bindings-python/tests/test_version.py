@@ -2,7 +2,9 @@
 
 The crates inherit it (`version.workspace = true`), maturin gives it to the wheel (pyproject's
 `dynamic = ["version"]`), the native module compiles it in (`env!("CARGO_PKG_VERSION")`) and
-`psremote.__version__`, `psremote --version` and the installed metadata must all say it.
+`psremote.__version__`, `psremote --version` and the installed metadata must all say it, and so
+must the C header's `PSR_VERSION_*` (written out in bindings-c/src/lib.rs, tied to the crate
+version by its unit test, copied into include/psremote.h by cbindgen).
 """
 
 from __future__ import annotations
@@ -60,6 +62,18 @@ def test_version_agrees_with_cargo_the_metadata_and_the_cli():
     module = subprocess.run([sys.executable, "-m", "psremote", "--version"], capture_output=True, text=True, timeout=60)
     assert module.returncode == 0, module.stderr
     assert module.stdout == f"psremote {version}\n"
+
+
+def test_the_c_header_has_the_version():
+    header = (ROOT / "include" / "psremote.h").read_text()
+    parts = {
+        name: int(value)
+        for name, value in re.findall(r"^#define PSR_VERSION_(MAJOR|MINOR|PATCH) (\d+)$", header, re.M)
+    }
+    assert set(parts) == {"MAJOR", "MINOR", "PATCH"}, "include/psremote.h lacks PSR_VERSION_MAJOR/MINOR/PATCH"
+    numbers = re.match(r"(\d+)\.(\d+)\.(\d+)", workspace_version())
+    assert numbers
+    assert (parts["MAJOR"], parts["MINOR"], parts["PATCH"]) == tuple(int(n) for n in numbers.groups())
 
 
 def test_the_changelog_has_the_version():
