@@ -78,6 +78,19 @@ def test_cmd(child_env):
     assert failing.returncode != 0 and failing.stderr
 
 
+def test_cmd_with_the_host_before_the_options(child_env, endpoint):
+    env = dict(child_env)
+    del env["PSREMOTE_USER"]
+    # HOST first, psremote's options after it, then the program and its own options.
+    done = run_cli(["cmd", "127.0.0.1", "--port", str(endpoint.port), "--auth", "ntlm", "-u", "user", "echo", "-n", "hello"], env)
+    assert done.returncode == 0 and done.stdout == "hello", done.stderr
+    # The program's options stay the program's when the host is given first and no option follows.
+    done = run_cli(["cmd", "--port", str(endpoint.port), "--auth", "ntlm", "-u", "user", "127.0.0.1", "echo", "-n", "-u"], env)
+    assert done.returncode == 0 and done.stdout == "-u", done.stderr
+    missing = run_cli(["cmd", "127.0.0.1", "--port", str(endpoint.port)], env)
+    assert missing.returncode == cli.EXIT_USAGE and "executable" in missing.stderr
+
+
 def test_cmd_json_and_stdin(child_env):
     done = run_cli(["cmd", "--url", child_env["PSREMOTE_URL"], "--auth", "ntlm", "--json", "--stdin", "cat"], child_env, input="piped in")
     assert json.loads(done.stdout) == {"stdout": "piped in", "stderr": "", "exit_code": 0}

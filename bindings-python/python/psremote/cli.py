@@ -397,6 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--skip-cmd-shell", action="store_true", help="start the program directly, not through cmd.exe")
     cmd.add_argument("--timeout", type=float, metavar="SECONDS", help="stop the command and fail after this long (default: never)")
     cli_fleet.add_arguments(cmd)
+    # What _parse names the host with when argparse gave it to the program (not for users).
+    cmd.add_argument("--host", dest="host_option", help=argparse.SUPPRESS)
     cmd.add_argument("executable", help="the program to run")
     cmd.add_argument("arguments", nargs=argparse.REMAINDER, help="its arguments")
 
@@ -745,9 +747,27 @@ def _pools(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
+def _parse(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    words = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(words)
+    if args.command != "cmd":
+        return args
+    # `psremote cmd HOST -u USER PROGRAM ARGS`: an optional positional takes nothing once options
+    # follow it, so argparse gives HOST to the program and the rest to its arguments. Without
+    # a host, a URL or a fleet that line could only fail; the program's arguments are the tail
+    # of the line, so the word before them is the host: parse again with it named as one.
+    if args.host is None and args.host_option is None and args.url is None and not args.hosts and not args.hosts_file:
+        k = len(words) - len(args.arguments) - 1
+        if k >= 0 and words[k] == args.executable:
+            args = parser.parse_args(words[:k] + ["--host", words[k]] + words[k + 1 :])
+    if args.host is None:
+        args.host = args.host_option
+    return args
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     out = Output(False if args.no_color else None)
     if args.verbose:
         logging.basicConfig(
