@@ -306,3 +306,74 @@ def test_history_location():
 def test_concise_error_view_of_failed_pipelines():
     assert cli_shell.concise(ErrorRecord("boom", activity="Invoke-Failure")) == "Invoke-Failure: boom"
     assert cli_shell.concise(ErrorRecord("parse error")) == "parse error"
+
+
+def set_mode(term, mode):
+    """Turns on one of the endpoint's interactive misbehaviours (psrp_interactive.TEST_MODE)."""
+    return run(term, f"New-Item env: -Name PSREMOTE_TEST_INTERACTIVE -Value {mode} | Out-Null")
+
+
+def test_a_hostile_server_never_breaks_the_shell(child_env, tmp_path):
+    term = open_shell(shell_env(child_env, tmp_path, PSREMOTE_HISTORY="off"))
+    try:
+        # ConsoleColor values out of range and a progress of 12345 percent: the text is printed
+        # uncoloured, the progress line without its percentage, the shell goes on.
+        set_mode(term, "host-garbage")
+        screen = run(term, "Write-Output survived")
+        assert b"odd survived" in screen and b"Traceback" not in screen
+        assert b"\r\x1b[KGarbage: status" in screen and b"12345" not in screen
+
+        # A prompt of a megabyte with a title escape in it: escaped and cut.
+        term.send("New-Item env: -Name PSREMOTE_TEST_INTERACTIVE -Value prompt-huge | Out-Null\r")
+        screen = term.read_until(rb"PPP\.\.\.")
+        assert b"\x1b]0;" not in screen and b"\x07" not in screen
+        assert b"PS \\u{001b}]0;title\\u{0007}PPP" in screen
+        assert len(max(screen.split(b"\n"), key=len)) < 2 * cli_shell.PROMPT_LIMIT
+
+        # A prompt function that throws: the location's prompt instead.
+        term.send("New-Item env: -Name PSREMOTE_TEST_INTERACTIVE -Value prompt-throws | Out-Null\r")
+        term.read_until(rb"\]: PS /[^\r\n]*> ")
+
+        # CompletionMatches that is no list, a negative ReplacementIndex: nothing completes.
+        set_mode(term, "completion-garbage")
+        term.send("Write-Outp\t")
+        term.send("ut garbage-ignored\r")
+        assert "garbage-ignored" in screen_lines(term.read_until(PROMPT))
+
+        # Two thousand matches: the shell lists the first COMPLETION_LIMIT.
+        set_mode(term, "completion-huge")
+        term.send("Get-\t")
+        term.read_until(rb"Huge00")  # the matches' common start
+        term.send("\t\t")
+        last = cli_shell.COMPLETION_LIMIT - 1
+        listed = term.read_until(f"Get-Huge{last:05d}[\\s\\S]*{PROMPT.decode()}".encode())
+        assert b"Get-Huge00000" in listed and f"Get-Huge{last + 1:05d}".encode() not in listed
+        term.send("\x15")
+        assert "still here" in screen_lines(run(term, "Write-Output 'still here'"))
+        leave(term)
+    finally:
+        finish(term)
+
+
+def test_a_server_that_goes_away_ends_the_session(child_env, start_endpoint, tmp_path):
+    endpoint = start_endpoint()
+    state = tmp_path / "state"
+    env = shell_env(child_env, tmp_path, PSREMOTE_URL=endpoint.url, XDG_STATE_HOME=str(state))
+    term = open_shell(env)
+    try:
+        run(term, "Write-Output before")
+        endpoint.stop()
+        term.send("Write-Output after\r")
+        with pytest.raises(AssertionError, match="terminal closed"):
+            term.read_until(rb"never printed")
+        screen = term.buffer.decode(errors="replace")
+        # One line saying so, the connection's status, the history kept, no traceback and no
+        # second complaint about closing the pool.
+        assert term.close() == 3
+        term.closed = True
+        assert "psremote: the session to 127.0.0.1 ended: ConnectError:" in screen
+        assert "Traceback" not in screen and "cannot close" not in screen
+    finally:
+        finish(term)
+    assert "Write-Output after" in (state / "psremote" / "history").read_text()
+

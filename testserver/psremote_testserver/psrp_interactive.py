@@ -7,6 +7,15 @@ commands resolve against it. ``Out-Default`` formats for the width of the host's
 (``BufferSize.Width`` of the HostDefaultData the client sent, less one column as the console
 leaves the last cell free; 120 without a host) and writes each line with ``WriteLine``, error
 lines with ``WriteErrorLine``; without a host UI it writes nothing, as PowerShell's does.
+
+A test behaviour: a session environment variable ``PSREMOTE_TEST_INTERACTIVE`` (set with
+``New-Item env: -Name PSREMOTE_TEST_INTERACTIVE -Value MODE``) makes this part of the
+endpoint misbehave the way a hostile or broken server might, so clients can show they cope:
+``prompt-throws`` (the prompt function fails), ``prompt-huge`` (a prompt of HUGE_PROMPT
+characters with control characters in it), ``completion-huge`` (HUGE_COMPLETIONS matches),
+``completion-garbage`` (CompletionMatches a string, negative ReplacementIndex and Length),
+``host-garbage`` (Out-Default writes with ConsoleColor values out of range and a
+WriteProgress whose PercentComplete is 12345).
 """
 
 from __future__ import annotations
@@ -23,6 +32,20 @@ from .psrp_runtime import COMMANDS, Invocation, Param, TerminatingError, command
 
 _MS = "Microsoft.PowerShell.Commands."
 DEFAULT_WIDTH = 120
+TEST_MODE = "PSREMOTE_TEST_INTERACTIVE"
+HUGE_PROMPT = 1024 * 1024
+HUGE_COMPLETIONS = 2000
+
+
+def _test_mode(inv: Invocation) -> str:
+    return inv.host.session.environment.get(TEST_MODE, "")
+
+
+class _RawColor:
+    """A ConsoleColor value no ConsoleColor has (psrpcore sends ``.value``)."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
 
 # Aliases a person types; each resolves to the command's own spec.
 ALIASES = {
@@ -76,9 +99,15 @@ def _source(inv: Invocation) -> Iterator[Any]:
 def _out_default(inv: Invocation) -> Iterator[Any]:
     width = _host_width(inv)
     show = inv.host.host_ui_available()
+    garbage = _test_mode(inv) == "host-garbage"
+    if garbage and show:
+        inv.host.host_call("write_progress", 0, 1, "Garbage", "status", percent_complete=12345)
     for kind, line in psrp_format.format_items(_source(inv), width):
         inv.host.check_stop()
-        if show:
+        if show and garbage:
+            inv.host.host_call("write", "odd ", _RawColor(99), _RawColor(-3))
+            inv.host.host_call("write_line", line, _RawColor(-1), None)
+        elif show:
             inv.host.host_call("write_error_line" if kind == "error" else "write_line", line)
     yield from ()
 
@@ -141,6 +170,21 @@ def _set_location(inv: Invocation) -> Iterator[Any]:
 def _prompt(inv: Invocation) -> Iterator[Any]:
     """The default prompt function: ``PS <location>> ``."""
     inv.drain()
+    mode = _test_mode(inv)
+    if mode == "prompt-throws":
+        raise TerminatingError(
+            records.record(
+                records.RUNTIME,
+                "the prompt function failed",
+                "PromptFailed",
+                ErrorCategory.NotSpecified,
+                activity="prompt",
+                reason="RuntimeException",
+            )
+        )
+    if mode == "prompt-huge":
+        yield "PS \x1b]0;title\x07" + "P" * HUGE_PROMPT + "> "
+        return
     yield f"PS {location(inv)}> "
 
 
@@ -241,8 +285,14 @@ def _tab_expansion(inv: Invocation) -> Iterator[Any]:
             inv.host.sleep(3600)
     cursor = inv.get("CursorColumn", len(script))
     index, length, matches = complete(inv, script, cursor)
+    found: Any = matches
+    mode = _test_mode(inv)
+    if mode == "completion-huge":
+        found = [_completion(f"Get-Huge{i:05d}", f"Get-Huge{i:05d}", COMMAND, "") for i in range(HUGE_COMPLETIONS)]
+    elif mode == "completion-garbage":
+        index, length, found = -7, -3, "not a list of completions"
     result = PSCustomObject(
-        CurrentMatchIndex=-1, ReplacementIndex=index, ReplacementLength=length, CompletionMatches=matches
+        CurrentMatchIndex=-1, ReplacementIndex=index, ReplacementLength=length, CompletionMatches=found
     )
     result.PSObject.type_names = ["System.Management.Automation.CommandCompletion", "System.Object"]
     result.PSObject.to_string = "System.Management.Automation.CommandCompletion"

@@ -7,7 +7,12 @@ the pool opens) and sends the text back as host calls (``WriteLine``, ``WriteErr
 are printed here, in red for errors. After the terminal was resized the line ends in
 ``Out-String -Stream -Width <new width>`` instead (the pool's host data keep the old size). Warnings, verbose and debug messages arrive as records and
 are printed as PowerShell prints them (``WARNING: ...``); progress is a transient line.
-Everything the server sends is escaped before it reaches the terminal (``_text.printable``).
+Everything the server sends is escaped before it reaches the terminal (``_text.printable``),
+and what it sends is data, never trusted to be well formed: a colour that is no ConsoleColor
+prints uncoloured, a prompt is cut after :data:`PROMPT_LIMIT` characters, a completion answer
+gives at most :data:`COMPLETION_LIMIT` matches, and a prompt function that fails gives
+``PS <location>> ``. When the server goes away the shell says so in one line and exits with
+status 3 (:data:`EXIT_SESSION_LOST`); a line that fails while the pool lives is shown in red.
 
 After each line the prompt comes from the remote ``prompt`` function (falling back to
 ``Get-Location``), shown as ``[host]: PS C:\\Users\\alice> ``. Tab completes through the
@@ -39,10 +44,29 @@ HISTORY_ENV = "PSREMOTE_HISTORY"
 HISTORY_LENGTH = 1000
 COMPLETION_TIMEOUT = 3.0
 PROMPT_TIMEOUT = 5.0
+#: The longest remote prompt shown (PowerShell's own are a line); a longer one is cut.
+PROMPT_LIMIT = 256
+#: The most completions taken from one TabExpansion2 answer (readline lists them all).
+COMPLETION_LIMIT = 500
 _OFF = ("", "off", "none", "0", "no", "false")
 _CLOSERS = {"(": ")", "{": "}", "[": "]"}
 # ConsoleColor value -> ANSI foreground code.
 _CONSOLE_ANSI = ("30", "34", "32", "36", "31", "35", "33", "37", "90", "94", "92", "96", "91", "95", "93", "97")
+
+
+def _console_ansi(value: Any) -> Optional[str]:
+    """The ANSI code of a ConsoleColor the server named; None for anything that is not one."""
+    try:
+        index = int(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return _CONSOLE_ANSI[index] if 0 <= index < len(_CONSOLE_ANSI) else None
+
+
+def _one_line(text: Any) -> str:
+    """Server text for one terminal line (a prompt, a completion): escaped, and its line
+    breaks and tabs too, which printable leaves for multi-line output."""
+    return "".join(f"\\u{{{ord(c):04x}}}" if c in "\n\t" else c for c in printable(text))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -224,8 +248,9 @@ class ShellPrinter:
             self._clear_progress()
             return
         percent = record.percent_complete
-        text = f"{record.activity}: {record.status_description}" + (f" [{percent}%]" if percent is not None and percent >= 0 else "")
-        self.out.stderr.write("\r\x1b[K" + printable(text)[: max(self._columns() - 1, 10)])
+        shown = isinstance(percent, int) and 0 <= percent <= 100
+        text = f"{record.activity}: {record.status_description}" + (f" [{percent}%]" if shown else "")
+        self.out.stderr.write("\r\x1b[K" + _one_line(text)[: max(self._columns() - 1, 10)])
         self.out.stderr.flush()
         self.progress_shown = True
 
@@ -239,11 +264,11 @@ class ShellPrinter:
         method, params = call
         if method in ("Write1", "Write2"):
             text = str(params[-1]) if params else ""
-            color = _CONSOLE_ANSI[int(params[0])] if method == "Write2" and params and params[0] is not None else None
+            color = _console_ansi(params[0]) if method == "Write2" and len(params) > 2 else None
             self._line(text, color, end="")
         elif method in ("WriteLine1", "WriteLine2", "WriteLine3"):
             text = str(params[-1]) if params and method != "WriteLine1" else ""
-            color = _CONSOLE_ANSI[int(params[0])] if method == "WriteLine3" and params and params[0] is not None else None
+            color = _console_ansi(params[0]) if method == "WriteLine3" and len(params) > 2 else None
             self._line(text, color)
         elif method == "WriteErrorLine":
             self._line(str(params[0]) if params else "", "red", err=True)
@@ -254,7 +279,11 @@ class ShellPrinter:
         elif method == "WriteDebugLine":
             self._line(f"DEBUG: {params[0] if params else ''}", "yellow", err=True)
         elif method == "WriteProgress" and len(params) > 1:
-            self.show_progress(ProgressRecord.from_psobject(params[1]))
+            try:
+                record = ProgressRecord.from_psobject(params[1])
+            except (TypeError, ValueError, OverflowError):  # numbers that are not: no progress line
+                return
+            self.show_progress(record)
 
 
 def terminal_width(default: int) -> int:
@@ -303,11 +332,20 @@ def _text_of(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def remote_prompt(pool: RunspacePool) -> str:
-    """The remote ``prompt`` function's text, else ``PS <Get-Location>> ``, else ``PS> ``."""
+    """The remote ``prompt`` function's text, else ``PS <Get-Location>> ``, else ``PS> ``;
+    escaped, and cut after :data:`PROMPT_LIMIT` characters."""
+    return _cut(printable(_remote_prompt(pool)), PROMPT_LIMIT)
+
+
+def _remote_prompt(pool: RunspacePool) -> str:
     try:
         result = pool.run_ps(pool.powershell().add_command("prompt"), timeout=PROMPT_TIMEOUT)
-        text = "".join(_text_of(o) for o in result.output)
+        text = "".join(_text_of(o) for o in result.output[:PROMPT_LIMIT])
         if text and result.state == "Completed":
             return text
     except (PSRemoteError, KeyboardInterrupt):
@@ -351,12 +389,12 @@ def completions(pool: RunspacePool, line: str, cursor: int, timeout: float = COM
     except (TypeError, ValueError):
         return cursor, 0, []
     matches = []
-    for match in _items(found.get("CompletionMatches")):
+    for match in _items(found.get("CompletionMatches"))[:COMPLETION_LIMIT]:
         if hasattr(match, "get"):
             text = _text_of(match.get("CompletionText"))
             if text:
                 matches.append((text, _text_of(match.get("ListItemText")) or text))
-    return max(0, min(index, cursor)), length, matches
+    return max(0, min(index, cursor)), max(0, length), matches
 
 
 class Completer:
@@ -386,8 +424,8 @@ class Completer:
             cursor = self.readline.get_endidx()
             index, _, found = completions(self.pool, line, cursor)
             head = line[:index]
-            self.matches = [head + printable(text) for text, _ in found]
-            self.labels = {head + printable(text): printable(label) for text, label in found}
+            self.matches = [head + _one_line(text) for text, _ in found]
+            self.labels = {head + _one_line(text): _cut(_one_line(label), 200) for text, label in found}
         return self.matches[state] if state < len(self.matches) else None
 
     def display(self, substitution: str, matches: List[str], longest: int) -> None:
@@ -435,46 +473,86 @@ def _is_exit(text: str) -> bool:
     return bool(words) and words[0].lower() in ("exit", "exit-pssession", "quit") and len(words) <= 2
 
 
-def shell(args: argparse.Namespace, out: Any, client_factory: Callable[[], Client], host: Any) -> int:
-    interactive = sys.stdin.isatty()
-    with client_factory() as client:
-        with client.runspace_pool(host=host) as pool:
-            name = printable(prompt_name(client))
-            history = History(history_path(args)) if interactive else None
-            opened_width = int(getattr(host, "buffer_size", (120, 0))[0])
-            current = {"prompt": f"[{name}]: PS> "}
-            if interactive:
-                import readline
+#: The exit status when the session broke (the server went away): the CLI's connection status.
+EXIT_SESSION_LOST = 3
 
-                Completer(pool, readline, lambda: current["prompt"]).install()
-                out.out(f"Connected to {printable(client.url)}. Type 'exit' to leave; Ctrl-C stops a running command.")
-            try:
-                while True:
-                    if interactive:
-                        current["prompt"] = f"[{name}]: {printable(remote_prompt(pool))}"
-                    try:
-                        if interactive:
-                            text = _read_statement(current["prompt"], history)
-                        else:
-                            text = sys.stdin.readline()
-                            if not text:
-                                break
-                    except EOFError:
-                        if interactive:
-                            out.out("")
-                        break
-                    except KeyboardInterrupt:
-                        out.out("")
-                        continue
-                    if text is None:
-                        break
-                    if not text.strip():
-                        continue
-                    if _is_exit(text):
-                        break
-                    width = terminal_width(opened_width) if interactive else opened_width
-                    run_line(pool, text if interactive else text.strip(), out, None if width == opened_width else width)
-            finally:
-                if history is not None:
-                    history.save()
+
+class SessionLost(Exception):
+    """A line could not run: the connection or the pool is gone."""
+
+
+def shell(args: argparse.Namespace, out: Any, client_factory: Callable[[], Client], host: Any) -> int:
+    with client_factory() as client:
+        pool = client.runspace_pool(host=host)
+        try:
+            _loop(client, pool, args, out, host)
+        except SessionLost as lost:
+            # As Enter-PSSession says the session broke and returns to the local prompt: one
+            # line, no traceback, and no second complaint from closing what is already gone.
+            out.err(f"psremote: the session to {printable(prompt_name(client))} ended: {lost}", "red")
+            _close_quietly(pool)
+            return EXIT_SESSION_LOST
+        except BaseException:
+            _close_quietly(pool)
+            raise
+        pool.close()
     return 0
+
+
+def _close_quietly(pool: RunspacePool) -> None:
+    try:
+        pool.close()
+    except PSRemoteError:
+        pass
+
+
+def _loop(client: Client, pool: RunspacePool, args: argparse.Namespace, out: Any, host: Any) -> None:
+    interactive = sys.stdin.isatty()
+    name = printable(prompt_name(client))
+    history = History(history_path(args)) if interactive else None
+    opened_width = int(getattr(host, "buffer_size", (120, 0))[0])
+    current = {"prompt": f"[{name}]: PS> "}
+    if interactive:
+        import readline
+
+        Completer(pool, readline, lambda: current["prompt"]).install()
+        out.out(f"Connected to {printable(client.url)}. Type 'exit' to leave; Ctrl-C stops a running command.")
+    try:
+        while True:
+            if interactive:
+                current["prompt"] = f"[{name}]: {remote_prompt(pool)}"
+            try:
+                if interactive:
+                    text = _read_statement(current["prompt"], history)
+                else:
+                    text = sys.stdin.readline()
+                    if not text:
+                        break
+            except EOFError:
+                if interactive:
+                    out.out("")
+                break
+            except KeyboardInterrupt:
+                out.out("")
+                continue
+            if text is None:
+                break
+            if not text.strip():
+                continue
+            if _is_exit(text):
+                break
+            width = terminal_width(opened_width) if interactive else opened_width
+            try:
+                run_line(pool, text if interactive else text.strip(), out, None if width == opened_width else width)
+            except PSRemoteError as e:
+                failure = f"{type(e).__name__}: {printable(e)}"
+                try:
+                    alive = pool.is_alive()
+                except PSRemoteError:
+                    alive = False
+                if not alive:
+                    raise SessionLost(failure) from e
+                out.err(failure, "red")  # the line failed, the session goes on
+    finally:
+        if history is not None:
+            history.save()
