@@ -377,3 +377,34 @@ def test_a_server_that_goes_away_ends_the_session(child_env, start_endpoint, tmp
         finish(term)
     assert "Write-Output after" in (state / "psremote" / "history").read_text()
 
+
+def test_get_credential_shows_its_prompt_escaped_and_keeps_the_password_out(child_env, tmp_path):
+    state = tmp_path / "state"
+    term = open_shell(shell_env(child_env, tmp_path, XDG_STATE_HOME=str(state)))
+    try:
+        # The caption and message of PromptForCredential are shown (they were swallowed with
+        # the writes the shell prints from the event stream), escaped like every server string.
+        term.send('Get-Credential -UserName "bob`a" -Title "Sign`a in" -Message "For the share"\r')
+        screen = term.read_until(rb"Password for user bob\\u\{0007\}: ")
+        assert b"Sign\\u{0007} in" in screen and b"For the share" in screen and b"\x07" not in screen
+        out = screen_lines(run(term, "pw-not-kept"))
+        assert "pw-not-kept" not in " ".join(out)  # getpass does not echo it
+        leave(term)
+    finally:
+        finish(term)
+    recorded = (state / "psremote" / "history").read_text()
+    assert "Get-Credential" in recorded and "pw-not-kept" not in recorded
+
+
+def test_cli_host_prompt_shows_the_label_escaped(monkeypatch, capsys):
+    from psremote.cli import CliHost
+
+    # PowerShell's Read-Host -Prompt arrives as a Prompt host call with one FieldDescription.
+    host = CliHost(color=False)
+    monkeypatch.setattr("sys.stdin", __import__("io").StringIO("typed\n"))
+    answers = host.prompt("", "", [{"Name": "Name\x1b[2J", "Label": "", "ParameterTypeFullName": "System.String"}])
+    assert answers == {"Name\x1b[2J": "typed"}
+    assert capsys.readouterr().out == "Name\\u{001b}[2J: "
+    # The server's own writes stay no-ops here (printed from the event stream instead).
+    host.write_line("not printed")
+    assert capsys.readouterr().out == ""

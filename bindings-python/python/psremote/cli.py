@@ -253,14 +253,41 @@ class EventPrinter:
 
 
 class CliHost(ConsoleHost):
-    """Answers Read-Host, Get-Credential and prompts on the terminal. Writes are printed from
-    the pipeline's event stream instead (in order with the output), so they are no-ops here."""
+    """Answers Read-Host, Get-Credential and prompts on the terminal. The server's writes are
+    printed from the pipeline's event stream instead (in order with the output), so they are
+    no-ops here; what a prompt itself shows (Read-Host's label, Get-Credential's caption and
+    message, the choices of a PromptForChoice) is written by ConsoleHost, escaped."""
+
+    _prompting = 0
 
     def write(self, text: str, foreground_color: Optional[int] = None, background_color: Optional[int] = None) -> None:
-        pass
+        if self._prompting:
+            super().write(text, foreground_color, background_color)
 
     def write_line(self, text: str = "", foreground_color: Optional[int] = None, background_color: Optional[int] = None) -> None:
-        pass
+        if self._prompting:
+            super().write_line(text, foreground_color, background_color)
+
+    def _asking(self, method: Any, *args: Any) -> Any:
+        self._prompting += 1
+        try:
+            return method(*args)
+        finally:
+            self._prompting -= 1
+
+    def prompt(self, caption: str, message: str, descriptions: Any) -> Dict[str, Any]:
+        # PowerShell's Read-Host -Prompt and a mandatory parameter's prompt come as Prompt.
+        if caption:
+            self._asking(self.write_line, caption)
+        if message:
+            self._asking(self.write_line, message)
+        return self._asking(super().prompt, caption, message, descriptions)
+
+    def prompt_for_credential(self, caption: str, message: str, user_name: str, target_name: str) -> PSCredential:
+        return self._asking(super().prompt_for_credential, caption, message, user_name, target_name)
+
+    def prompt_for_choice(self, caption: str, message: str, choices: Any, default_choice: int) -> int:
+        return self._asking(super().prompt_for_choice, caption, message, choices, default_choice)
 
     def write_error_line(self, text: str) -> None:
         pass

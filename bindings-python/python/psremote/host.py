@@ -20,6 +20,7 @@ import sys
 import uuid
 from typing import Any, Callable, Dict, List, Optional, TextIO, Tuple, Union
 
+from psremote._text import printable
 from psremote.records import ProgressRecord
 from psremote.values import PSCredential, PSEnum, PSObject, SecureString
 
@@ -415,6 +416,7 @@ class ConsoleHost(PSHost):
         self.buffer_size = (size.columns, 3000)
 
     def _out(self, text: str, fg: Any = None) -> None:
+        text = printable(text)  # server text: escape sequences are shown, never acted on
         if self.color and fg is not None and 0 <= int(fg) < len(_ANSI):
             text = f"\x1b[{_ANSI[int(fg)]}m{text}\x1b[0m"
         self.stdout.write(text)
@@ -455,7 +457,7 @@ class ConsoleHost(PSHost):
         if not user_name:
             self.write("User: ")
             user_name = self.read_line()
-        password = getpass.getpass(f"Password for user {user_name}: ")
+        password = getpass.getpass(f"Password for user {printable(user_name)}: ")
         return PSCredential(user_name, SecureString(password))
 
     def prompt_for_choice(self, caption: str, message: str, choices: List[Any], default_choice: int) -> int:
