@@ -200,8 +200,8 @@ def test_history_is_kept_across_sessions(child_env, tmp_path):
         run(term, "Write-Output first-session")
         run(term, " Write-Output not-recorded")
         # An answer to Read-Host is read outside readline: it never reaches the history.
-        term.send("Read-Host 'Secret'\r")
-        term.read_until(rb"Secret: ")
+        term.send("Read-Host 'Answer'\r")
+        term.read_until(rb"Answer: ")
         run(term, "hunter2")
         leave(term)
     finally:
@@ -209,7 +209,7 @@ def test_history_is_kept_across_sessions(child_env, tmp_path):
     path = state / "psremote" / "history"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     recorded = path.read_text()
-    assert "Write-Output first-session" in recorded and "Read-Host 'Secret'" in recorded
+    assert "Write-Output first-session" in recorded and "Read-Host 'Answer'" in recorded
     assert "not-recorded" not in recorded and "hunter2" not in recorded
 
     # A second session finds it: Up brings the line back.
@@ -273,10 +273,15 @@ def test_history_keeps_the_last_lines(tmp_path):
     readline.clear_history()
     for i in range(cli_shell.HISTORY_LENGTH + 5):
         readline.add_history(f"Write-Output {i}")
+        if i == cli_shell.HISTORY_LENGTH:
+            # Lines PSReadLine takes for sensitive are not written to the file.
+            readline.add_history("$p = ConvertTo-SecureString 'hunter2' -AsPlainText -Force")
+            readline.add_history("Connect-Api -ApiKey abc123")
     history.save()
     readline.clear_history()
     lines = path.read_text().splitlines()
     assert len(lines) == cli_shell.HISTORY_LENGTH and lines[-1] == f"Write-Output {cli_shell.HISTORY_LENGTH + 4}"
+    assert not any("hunter2" in line or "abc123" in line for line in lines)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
 
 

@@ -438,7 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
         "through the server (TabExpansion2); the prompt shows the remote location; a line with an open bracket or "
         "quote continues on '>> '. Ctrl-C stops the running command, 'exit' or Ctrl-D leaves. History is kept in "
         "$XDG_STATE_HOME/psremote/history (~/.local/state/psremote/history), mode 0600, 1000 lines; a line typed "
-        "with a leading space is not recorded.",
+        "with a leading space is not recorded, and lines naming a password, AsPlainText, a token, an API key or a secret "
+        "are not written (PSReadLine's rule).",
     )
     cli_shell.add_arguments(shell)
 

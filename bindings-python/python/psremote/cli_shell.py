@@ -25,13 +25,15 @@ History is kept across sessions in ``$XDG_STATE_HOME/psremote/history`` (default
 ``--history FILE`` or ``$PSREMOTE_HISTORY`` moves it, ``--no-history`` or
 ``PSREMOTE_HISTORY=off`` turns it off. It holds only the lines typed at the prompt (answers to
 Read-Host and Get-Credential are read outside readline and never recorded); a line typed with a
-leading space is not recorded either.
+leading space is not recorded either, nor written is a line that PSReadLine would take for
+sensitive (naming a password, AsPlainText, a token, an API key or a secret).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
@@ -49,6 +51,8 @@ PROMPT_LIMIT = 256
 #: The most completions taken from one TabExpansion2 answer (readline lists them all).
 COMPLETION_LIMIT = 500
 _OFF = ("", "off", "none", "0", "no", "false")
+# PSReadLine's rule for lines it keeps out of the history file (they stay for this session).
+_SENSITIVE = re.compile(r"password|asplaintext|token|apikey|secret", re.IGNORECASE)
 _CLOSERS = {"(": ")", "{": "}", "[": "]"}
 # ConsoleColor value -> ANSI foreground code.
 _CONSOLE_ANSI = ("30", "34", "32", "36", "31", "35", "33", "37", "90", "94", "92", "96", "91", "95", "93", "97")
@@ -126,6 +130,15 @@ class History:
     def save(self) -> None:
         if self.path is None:
             return
+        readline = self.readline
+        lines = [readline.get_history_item(i) for i in range(1, readline.get_current_history_length() + 1)]
+        kept = [line for line in lines if line is not None and not _SENSITIVE.search(line)]
+        if len(kept) != len(lines):
+            # As PSReadLine does: a line that looks like it holds a secret (a password given
+            # with -AsPlainText, a token) is never written to the file.
+            readline.clear_history()
+            for line in kept:
+                readline.add_history(line)
         try:
             directory = os.path.dirname(self.path)
             if directory:
