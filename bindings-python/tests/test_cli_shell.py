@@ -413,3 +413,14 @@ def test_cli_host_prompt_shows_the_label_escaped(monkeypatch, capsys):
     # The server's own writes stay no-ops here (printed from the event stream instead).
     host.write_line("not printed")
     assert capsys.readouterr().out == ""
+
+
+def test_a_stalled_prompt_function_gives_the_plain_prompt(client, monkeypatch):
+    monkeypatch.setattr(cli_shell, "PROMPT_TIMEOUT", 0.5)
+    with client.runspace_pool() as pool:
+        assert cli_shell.remote_prompt(pool).startswith("PS /")  # the endpoint's own prompt
+        pool.run_ps("New-Item env: -Name PSREMOTE_TEST_INTERACTIVE -Value prompt-stalls")
+        # No second wait for Get-Location after the prompt function timed out.
+        assert cli_shell.remote_prompt(pool) == "PS> "
+        # The stalled pipeline was stopped: the pool runs the next line.
+        assert pool.run_ps("Write-Output next").output == ["next"]

@@ -11,7 +11,7 @@ lines with ``WriteErrorLine``; without a host UI it writes nothing, as PowerShel
 A test behaviour: a session environment variable ``PSREMOTE_TEST_INTERACTIVE`` (set with
 ``New-Item env: -Name PSREMOTE_TEST_INTERACTIVE -Value MODE``) makes this part of the
 endpoint misbehave the way a hostile or broken server might, so clients can show they cope:
-``prompt-throws`` (the prompt function fails), ``prompt-huge`` (a prompt of HUGE_PROMPT
+``prompt-throws`` (the prompt function fails), ``prompt-stalls`` (it never ends until stopped), ``prompt-huge`` (a prompt of HUGE_PROMPT
 characters with control characters in it), ``completion-huge`` (HUGE_COMPLETIONS matches),
 ``completion-garbage`` (CompletionMatches a string, negative ReplacementIndex and Length),
 ``host-garbage`` (Out-Default writes with ConsoleColor values out of range and a
@@ -182,6 +182,9 @@ def _prompt(inv: Invocation) -> Iterator[Any]:
                 reason="RuntimeException",
             )
         )
+    if mode == "prompt-stalls":
+        while True:
+            inv.host.sleep(3600)
     if mode == "prompt-huge":
         yield "PS \x1b]0;title\x07" + "P" * HUGE_PROMPT + "> "
         return

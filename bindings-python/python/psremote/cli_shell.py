@@ -39,7 +39,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from psremote._text import printable
 from psremote.client import Client, RunspacePool
-from psremote.exceptions import PSRemoteError
+from psremote.exceptions import OperationTimeoutError, PSRemoteError
 from psremote.records import ErrorRecord, HostCall, InformationRecord, ProgressRecord, PSEvent
 
 HISTORY_ENV = "PSREMOTE_HISTORY"
@@ -361,7 +361,11 @@ def _remote_prompt(pool: RunspacePool) -> str:
         text = "".join(_text_of(o) for o in result.output[:PROMPT_LIMIT])
         if text and result.state == "Completed":
             return text
-    except (PSRemoteError, KeyboardInterrupt):
+    except (OperationTimeoutError, KeyboardInterrupt):
+        # A server that stalls (or a person who will not wait for it) gets no second wait
+        # for Get-Location: the plain prompt at once.
+        return "PS> "
+    except PSRemoteError:
         pass
     try:
         result = pool.run_ps(pool.powershell().add_command("Get-Location"), timeout=PROMPT_TIMEOUT)
