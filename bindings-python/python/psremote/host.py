@@ -402,9 +402,10 @@ _ANSI = (30, 34, 32, 36, 31, 35, 33, 37, 90, 94, 92, 96, 91, 95, 93, 97)
 
 
 class ConsoleHost(PSHost):
-    """A host for terminals: writes go to ``stdout`` (coloured when it is a tty), Read-Host
-    reads a line with :func:`input`, secrets and credentials use :func:`getpass.getpass`.
-    Used by ``psremote shell``."""
+    """A host for terminals: writes go to ``stdout`` (coloured when it is a tty; characters
+    that would act on the terminal are shown as ``\\u{…}`` escapes, since the text is the
+    server's), Read-Host reads a line from ``stdin``, secrets and credentials use
+    :func:`getpass.getpass`. Used by ``psremote shell``."""
 
     def __init__(self, stdout: Optional[TextIO] = None, *, color: Optional[bool] = None) -> None:
         super().__init__()
