@@ -12,6 +12,7 @@ import stat
 import struct
 import subprocess
 import termios
+import time
 
 import pytest
 from test_cli import PROMPT, PSREMOTE, Pty
@@ -424,3 +425,47 @@ def test_a_stalled_prompt_function_gives_the_plain_prompt(client, monkeypatch):
         assert cli_shell.remote_prompt(pool) == "PS> "
         # The stalled pipeline was stopped: the pool runs the next line.
         assert pool.run_ps("Write-Output next").output == ["next"]
+
+
+def wait_for_echo_off(term):
+    """Waits until the terminal's echo is off in its line mode: a secret's read has begun
+    (readline at the prompt turns both off; a pty master reports its terminal's settings)."""
+    term.read_until(rb"AsSecureString\r\n")
+    for _ in range(400):
+        lflag = termios.tcgetattr(term.master)[3]
+        if not lflag & termios.ECHO and lflag & termios.ICANON:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the secret's read never turned echo off")
+
+
+def test_ctrl_c_at_a_read_host_prompt_gives_the_terminal_back(child_env, tmp_path):
+    term = open_shell(shell_env(child_env, tmp_path, PSREMOTE_HISTORY="off"))
+    try:
+        # Ctrl-C while Read-Host waits: the read gives up with the pipeline, so the next line
+        # typed at the prompt runs (it was swallowed by the read left waiting on the terminal).
+        term.send("Read-Host 'Q'\r")
+        term.read_until(rb"Q: ")
+        term.send("\x03")
+        term.read_until(rb"\^C[\s\S]*" + PROMPT)
+        assert "after-read-host" in screen_lines(run(term, "Write-Output after-read-host"))
+
+        # The same for a secret, whose read turned echo off: the terminal echoes again.
+        term.send("Read-Host -AsSecureString\r")
+        wait_for_echo_off(term)
+        term.send("\x03")
+        term.read_until(rb"\^C[\s\S]*" + PROMPT)
+        term.send("Write-Output echoed-again\r")
+        screen = term.read_until(rb"echoed-again\r\n[\s\S]*" + PROMPT)
+        assert screen.count(b"echoed-again") == 2  # the terminal's echo, then the output
+
+        # A secret typed once the read turned echo off (as a person types after the prompt) is
+        # not echoed.
+        term.send("Read-Host -AsSecureString\r")
+        wait_for_echo_off(term)
+        term.send("typed-secret\r")
+        screen = term.read_until(PROMPT)
+        assert b"typed-secret" not in screen
+        leave(term)
+    finally:
+        finish(term)

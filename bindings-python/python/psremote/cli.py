@@ -32,6 +32,7 @@ import logging
 import os
 import shlex
 import sys
+import threading
 import uuid
 from typing import Any, Dict, Iterator, Optional, Sequence, TextIO
 
@@ -256,9 +257,78 @@ class CliHost(ConsoleHost):
     """Answers Read-Host, Get-Credential and prompts on the terminal. The server's writes are
     printed from the pipeline's event stream instead (in order with the output), so they are
     no-ops here; what a prompt itself shows (Read-Host's label, Get-Credential's caption and
-    message, the choices of a PromptForChoice) is written by ConsoleHost, escaped."""
+    message, the choices of a PromptForChoice) is written by ConsoleHost, escaped. On a
+    terminal, answers are read so that Ctrl-C cancels them (see :meth:`end_line`); secrets
+    with echo off, restored whatever happens."""
 
     _prompting = 0
+    #: How often a read on the terminal looks whether Ctrl-C cancelled it, in seconds.
+    INPUT_POLL = 0.1
+
+    def __init__(self, stdout: Optional[TextIO] = None, *, color: Optional[bool] = None) -> None:
+        super().__init__(stdout, color=color)
+        # Set while the shell is not running a line (at its prompt, or after Ctrl-C): a read
+        # on the terminal then gives up. Clear for a host that no shell manages (psremote run).
+        self._input_closed = threading.Event()
+        self._reading = threading.Lock()  # held by a read on the terminal
+
+    def begin_line(self) -> None:
+        """The shell runs a line: its Read-Host may read the terminal."""
+        self._input_closed.clear()
+
+    def end_line(self) -> None:
+        """The line ended or Ctrl-C stopped it: a read still waiting on the terminal (on the
+        worker thread that answers host calls), or one of the stopped pipeline that arrives
+        late, gives up, so it never takes what is typed at the shell's prompt. Returns once no
+        read is under way (it notices within INPUT_POLL seconds)."""
+        self._input_closed.set()
+        with self._reading:
+            pass
+
+    def _read_terminal(self, secret: bool, prompt: str = "") -> str:
+        with self._reading:
+            return self._read_terminal_locked(secret, prompt)
+
+    def _read_terminal_locked(self, secret: bool, prompt: str) -> str:
+        import select
+        import termios  # POSIX terminals only, as readline
+
+        if self._input_closed.is_set():
+            raise EOFError("the prompt was cancelled (Ctrl-C)")
+        fd = sys.stdin.fileno()
+        saved = termios.tcgetattr(fd) if secret else None
+        if saved is not None:
+            quiet = list(saved)
+            quiet[3] &= ~termios.ECHO
+            termios.tcsetattr(fd, termios.TCSADRAIN, quiet)
+        if prompt:  # after echo is off, so that nothing typed after it shows (as getpass)
+            self.stdout.write(prompt)
+            self.stdout.flush()
+        data = b""
+        try:
+            while not data.endswith(b"\n"):
+                if self._input_closed.is_set():
+                    raise EOFError("the prompt was cancelled (Ctrl-C)")
+                ready, _, _ = select.select([fd], [], [], self.INPUT_POLL)
+                if ready and not self._input_closed.is_set():
+                    chunk = os.read(fd, 4096)  # the terminal's canonical mode: a whole line
+                    if not chunk:
+                        raise EOFError("end of input")
+                    data += chunk
+        finally:
+            if saved is not None:
+                termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+                self.stdout.write("\n")
+                self.stdout.flush()
+        return data.decode(errors="replace").rstrip("\r\n")
+
+    def read_line(self) -> str:
+        return self._read_terminal(False) if sys.stdin.isatty() else super().read_line()
+
+    def read_secret(self, prompt: str) -> str:
+        if not sys.stdin.isatty():
+            return super().read_secret(prompt)
+        return self._read_terminal(True, prompt)
 
     def write(self, text: str, foreground_color: Optional[int] = None, background_color: Optional[int] = None) -> None:
         if self._prompting:

@@ -314,7 +314,10 @@ def run_line(pool: RunspacePool, line: str, out: Any, width: Optional[int] = Non
     shown in the concise view here."""
     printer = ShellPrinter(out)
     handle = None
+    host: Any = getattr(pool, "host", None)
     try:
+        if hasattr(host, "begin_line"):
+            host.begin_line()
         if width is None:
             ps = pool.powershell().add_script(line).merge_error().add_command("Out-Default")
         else:
@@ -335,6 +338,10 @@ def run_line(pool: RunspacePool, line: str, out: Any, width: Optional[int] = Non
         out.err("^C", "yellow")
         return
     finally:
+        # A Read-Host or Get-Credential still waiting on the terminal gives up (else it would
+        # take the next line typed at the prompt).
+        if hasattr(host, "end_line"):
+            host.end_line()
         printer.close()
 
 
@@ -561,6 +568,10 @@ def _loop(client: Client, pool: RunspacePool, args: argparse.Namespace, out: Any
             width = terminal_width(opened_width) if interactive else opened_width
             try:
                 run_line(pool, text if interactive else text.strip(), out, None if width == opened_width else width)
+            except KeyboardInterrupt:
+                # Ctrl-C between reading the line and starting it (run_line handles the rest):
+                # the shell goes on, as at the prompt.
+                out.err("^C", "yellow")
             except PSRemoteError as e:
                 failure = f"{type(e).__name__}: {printable(e)}"
                 try:

@@ -447,8 +447,12 @@ class ConsoleHost(PSHost):
         # readline's raw mode would fight with the prompt of the main thread.
         return sys.stdin.readline().rstrip("\r\n")
 
+    def read_secret(self, prompt: str) -> str:
+        """A line typed without echo (:func:`getpass.getpass`), after ``prompt``."""
+        return getpass.getpass(prompt)
+
     def read_line_as_secure_string(self) -> SecureString:
-        return SecureString(getpass.getpass(""))
+        return SecureString(self.read_secret(""))
 
     def prompt_for_credential(self, caption: str, message: str, user_name: str, target_name: str) -> PSCredential:
         if caption:
@@ -458,7 +462,7 @@ class ConsoleHost(PSHost):
         if not user_name:
             self.write("User: ")
             user_name = self.read_line()
-        password = getpass.getpass(f"Password for user {printable(user_name)}: ")
+        password = self.read_secret(f"Password for user {printable(user_name)}: ")
         return PSCredential(user_name, SecureString(password))
 
     def prompt_for_choice(self, caption: str, message: str, choices: List[Any], default_choice: int) -> int:
