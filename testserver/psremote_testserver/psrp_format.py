@@ -29,7 +29,7 @@ import decimal
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from psrpcore.types import ErrorRecord, PSObject
+from psrpcore.types import ErrorRecord, PSObject, PSSecureString
 
 ELLIPSIS = "\u2026"
 LEFT, RIGHT = "left", "right"
@@ -71,6 +71,8 @@ def display(value: Any) -> str:
     """A property value as a table cell or list value shows it."""
     if value is None:
         return ""
+    if isinstance(value, PSSecureString):  # its text is never shown, only its type's name
+        return "System.Security.SecureString"
     if isinstance(value, bool):
         return "True" if value else "False"
     if isinstance(value, datetime.datetime):

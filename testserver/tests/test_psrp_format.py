@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 
-from psrpcore.types import ErrorCategory, PSCustomObject, PSObject
+from psrpcore.types import ErrorCategory, PSCredential, PSCustomObject, PSObject, PSSecureString
 from psremote_testserver import psrp_format as fmt
 from psremote_testserver import psrp_records as records
 from psremote_testserver.psrp_commands import file_item, format_lines
@@ -111,3 +111,12 @@ def test_out_string_helpers():
     empty = PSObject()
     empty.PSObject.to_string = "plain"
     assert format_lines(empty) == ["plain"]
+
+
+def test_secure_strings_show_their_type_name():
+    # PowerShell prints a SecureString as its type's name, never its (encrypted) content.
+    secret = PSSecureString("hunter2")
+    assert lines([secret]) == ["System.Security.SecureString"]
+    credential = PSCredential("EXAMPLE\\bob", PSSecureString("hunter2"))
+    out = lines([credential])
+    assert any(line.endswith("System.Security.SecureString") for line in out) and not any("hunter2" in line for line in out)
