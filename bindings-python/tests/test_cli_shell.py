@@ -346,7 +346,7 @@ def test_a_hostile_server_never_breaks_the_shell(child_env, tmp_path):
         term.send("ut garbage-ignored\r")
         assert "garbage-ignored" in screen_lines(term.read_until(PROMPT))
 
-        # Two thousand matches: the shell lists the first COMPLETION_LIMIT.
+        # A thousand matches: the shell lists the first COMPLETION_LIMIT.
         set_mode(term, "completion-huge")
         term.send("Get-\t")
         term.read_until(rb"Huge00")  # the matches' common start

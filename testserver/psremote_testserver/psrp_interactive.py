@@ -34,7 +34,7 @@ _MS = "Microsoft.PowerShell.Commands."
 DEFAULT_WIDTH = 120
 TEST_MODE = "PSREMOTE_TEST_INTERACTIVE"
 HUGE_PROMPT = 1024 * 1024
-HUGE_COMPLETIONS = 2000
+HUGE_COMPLETIONS = 1000
 
 
 def _test_mode(inv: Invocation) -> str:
