@@ -87,6 +87,12 @@ def test_cmd_with_the_host_before_the_options(child_env, endpoint):
     # The program's options stay the program's when the host is given first and no option follows.
     done = run_cli(["cmd", "--port", str(endpoint.port), "--auth", "ntlm", "-u", "user", "127.0.0.1", "echo", "-n", "-u"], env)
     assert done.returncode == 0 and done.stdout == "-u", done.stderr
+    done = run_cli(["cmd", "127.0.0.1", "--port", str(endpoint.port), "--auth", "ntlm", "-u", "user", "echo", "one", "two"], env)
+    assert done.returncode == 0 and done.stdout == "one two\n", done.stderr
+    words = ["cmd", "server", "-u", "U"]
+    for program in (["ipconfig", "/all"], ["ping", "-n", "3"], ["a", "b", "c"], ["hostname"]):
+        args = cli._parse(cli.build_parser(), words + program)
+        assert (args.host, args.user, [args.executable, *args.arguments]) == ("server", "U", program)
     missing = run_cli(["cmd", "127.0.0.1", "--port", str(endpoint.port)], env)
     assert missing.returncode == cli.EXIT_USAGE and "executable" in missing.stderr
 

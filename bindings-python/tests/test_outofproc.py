@@ -217,6 +217,7 @@ def test_operation_timeout_bounds_the_wait_for_acknowledgements(tmp_path):
     for extra, words in (
         (["--proxy", "http://127.0.0.1:3128"], "--proxy applies to --transport wsman, not process"),
         (["--https"], "--https applies to --transport wsman, not process"),
+        (["--user", "alice"], "--user applies to --transport wsman and ssh, not process"),
         (["--configuration-name", "JEA"], "--configuration-name applies to --transport wsman"),
         (["--key-file", "/k"], "--key-file applies to --transport ssh, not process"),
     ):

@@ -632,6 +632,8 @@ def _refuse_wsman_switches(args: argparse.Namespace, transport: str) -> None:
         ssh_only = [f"--{name.replace('_', '-')}" for name in ("key_file", "agent", "known_hosts", "accept_unknown_host_key") if getattr(args, name)]
         if ssh_only:
             raise ConfigurationError(f"{', '.join(ssh_only)} {'applies' if len(ssh_only) == 1 else 'apply'} to --transport ssh, not process")
+        if args.user is not None:
+            raise ConfigurationError("--user applies to --transport wsman and ssh, not process (the program runs as you)")
     if given:
         why = " (SSH reads no proxy from the environment)" if given == ["--ignore-proxy"] else ""
         verb = "applies" if len(given) == 1 else "apply"
@@ -854,11 +856,16 @@ def _parse(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -> ar
     # follow it, so argparse gives HOST to the program and the rest to its arguments. Without
     # a host, a URL or a fleet that line could only fail; the program's arguments are the tail
     # of the line, so the word before them is the host: parse again with it named as one.
-    if args.host is None and args.host_option is None and args.url is None and not args.hosts and not args.hosts_file:
+    alone = args.transport == "wsman" and args.url is None and not args.hosts and not args.hosts_file
+    if alone and args.host is None and args.host_option is None and args.arguments:
         k = len(words) - len(args.arguments) - 1
         if k >= 0 and words[k] == args.executable:
             args = parser.parse_args(words[:k] + ["--host", words[k]] + words[k + 1 :])
-    if args.host is None:
+    if args.host_option is not None:
+        if args.host is not None:
+            # The optional positional took the program's name (two plain words followed).
+            args.arguments = [args.executable, *args.arguments]
+            args.executable = args.host
         args.host = args.host_option
     return args
 
