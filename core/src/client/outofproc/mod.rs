@@ -24,7 +24,7 @@
 
 pub mod process;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -246,13 +246,42 @@ struct State {
     gates: HashMap<uuid::Uuid, Arc<Semaphore>>,
     acks: HashMap<(GuidPacket, uuid::Uuid), AckWait>,
     inboxes: HashMap<uuid::Uuid, Arc<Inbox>>,
-    /// Every pipeline this session created: Data for one already released is dropped, Data
-    /// for a GUID never created is a protocol error.
-    known: HashSet<uuid::Uuid>,
+    /// The pipelines released last: what comes late for one of them (Data, a DataAck after
+    /// the CloseAck) is dropped, where a GUID of no pipeline of the session is a protocol error.
+    released: Released,
     /// The pool's Close went out.
     closing: bool,
     /// Its CloseAck came.
     closed: bool,
+}
+
+/// How many released pipelines a session remembers (16 bytes each, twice): late packets come
+/// right after a release, and a session running pipelines for days stays bounded.
+const RELEASED_KEPT: usize = 1024;
+
+/// The GUIDs of the pipelines released last, oldest forgotten first.
+#[derive(Default)]
+struct Released {
+    order: VecDeque<uuid::Uuid>,
+    set: HashSet<uuid::Uuid>,
+}
+
+impl Released {
+    fn add(&mut self, guid: uuid::Uuid) {
+        if !self.set.insert(guid) {
+            return;
+        }
+        self.order.push_back(guid);
+        if self.order.len() > RELEASED_KEPT
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.set.remove(&oldest);
+        }
+    }
+
+    fn contains(&self, guid: &uuid::Uuid) -> bool {
+        self.set.contains(guid)
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -323,7 +352,7 @@ impl Core {
                     let st = lock(&self.state);
                     match st.inboxes.get(&guid) {
                         Some(i) => i.clone(),
-                        None if st.known.contains(&guid) => {
+                        None if st.released.contains(&guid) => {
                             tracing::debug!(pipeline = %guid, bytes = data.len(), "data for a released pipeline dropped");
                             return Ok(());
                         }
@@ -361,7 +390,7 @@ impl Core {
                     }
                     // A pipeline released already: pwsh handles packets on a thread pool, so its
                     // last DataAck may come after the CloseAck (PowerShell's client ignores it).
-                    None if st.known.contains(&guid) => Ok(()),
+                    None if st.released.contains(&guid) => Ok(()),
                     _ => Err(format!("the server acknowledged Data for {guid}, which has none outstanding")),
                 }
             }
@@ -376,7 +405,7 @@ impl Core {
                 let mut st = lock(&self.state);
                 let waiter = st.acks.get_mut(&(sent, guid)).and_then(|w| w.waiters.pop_front());
                 let Some(waiter) = waiter else {
-                    if st.known.contains(&guid) && !st.inboxes.contains_key(&guid) {
+                    if st.released.contains(&guid) {
                         return Ok(());
                     }
                     return Err(format!(
@@ -541,7 +570,6 @@ impl Session {
             if let Some(d) = &st.dead {
                 return Err(d.error());
             }
-            st.known.insert(pid);
             st.inboxes.insert(pid, Inbox::new());
         }
         self.exchange(GuidPacket::Command, pid).await
@@ -565,6 +593,7 @@ impl Session {
         let mut st = lock(&self.core.state);
         if let Some(inbox) = st.inboxes.remove(&pid) {
             inbox.close();
+            st.released.add(pid);
         }
         if let Some(gate) = st.gates.remove(&pid) {
             gate.close();
@@ -743,5 +772,23 @@ fn strip_kind(e: &Error) -> String {
     match e {
         Error::Protocol(m) => m.clone(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn released_pipelines_are_remembered_up_to_a_bound() {
+        let mut released = Released::default();
+        let guids: Vec<uuid::Uuid> = (0..RELEASED_KEPT as u128 + 10).map(uuid::Uuid::from_u128).collect();
+        for g in &guids {
+            released.add(*g);
+            released.add(*g); // twice: still one entry
+        }
+        assert_eq!((released.order.len(), released.set.len()), (RELEASED_KEPT, RELEASED_KEPT));
+        assert!(guids[..10].iter().all(|g| !released.contains(g)), "the oldest are forgotten");
+        assert!(guids[10..].iter().all(|g| released.contains(g)));
     }
 }
