@@ -317,6 +317,12 @@ fn a_connection_dropped_mid_transfer_fails_a_copy_and_is_recovered_by_a_fetch() 
     assert!(sent > 0 && sent < len as u64, "the drop came mid-copy ({sent} bytes sent)");
     assert_eq!(ep.counter("connections_dropped"), 1, "{}", ep.state());
     assert_clean(&ep);
+    // The server removes its temporary file as the stopped pipeline unwinds, which may end just
+    // after the Delete is answered: wait for it (bounded), then require it gone.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while files_in(&there.0) != ["source.bin"] && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     assert_eq!(files_in(&there.0), ["source.bin"], "no temporary file left on the server");
     drop(ep);
 
