@@ -300,6 +300,11 @@ def test_a_connection_dropped_mid_copy(start_endpoint, here, there):
     assert seen and 0 < seen[-1] < size, "the drop came mid-transfer"
     assert endpoint.state()["connections_dropped"] == 1
     assert_clean(endpoint)
+    # The server removes its temporary file as the stopped pipeline unwinds, which may end just
+    # after the Delete is answered: wait for it (bounded), then require it gone.
+    deadline = time.monotonic() + 20
+    while names(there) != ["b.bin"] and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert names(here) == ["a.bin"] and names(there) == ["b.bin"]
 
 
